@@ -1,0 +1,1 @@
+"""The authority: configuration, signer, bootstrap tokens, proofs, and the issuance pipeline."""

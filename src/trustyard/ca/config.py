@@ -1,0 +1,173 @@
+"""``trustyard.toml``: read into small value objects; every path is relative to the home.
+
+    [ca]            root_cert, intermediate_cert, intermediate_key, encrypted_keys, backdate
+    [server]        listen, url, tls_cert, tls_key, workers, max_body_bytes
+    [database]      url  (sqlite:///trustyard.db relative to the home, or postgresql://...)
+    [admin]         token_sha256
+    [[provisioners]] name, type, key, public_key, allow, default_ttl, min_ttl, max_ttl,
+                    key_types, eku
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from ..policy import Policy, parse_patterns
+from ..units import parse_duration
+from ..x509.keys import KeyType
+
+CONFIG_NAME = "trustyard.toml"
+DEFAULT_ALLOW = ("*.internal", "spiffe://trustyard.internal/*")
+"""Without ``--allow``: names under the reserved ``.internal`` TLD and one SPIFFE trust domain;
+no IP addresses (they must be allowed explicitly with a CIDR)."""
+
+
+def resolve_home(home: str | os.PathLike[str] | None) -> Path:
+    if home:
+        return Path(home).expanduser()
+    env = os.environ.get("TRUSTYARD_HOME")
+    return Path(env).expanduser() if env else Path.home() / ".trustyard"
+
+
+@dataclass(frozen=True)
+class ProvisionerConfig:
+    name: str
+    type: str = "token"
+    key: str | None = None
+    public_key: str | None = None
+    allow: tuple[str, ...] = DEFAULT_ALLOW
+    default_ttl: str = "24h"
+    min_ttl: str = "5m"
+    max_ttl: str = "30d"
+    key_types: tuple[str, ...] = tuple(k.value for k in KeyType)
+    eku: tuple[str, ...] = ("serverAuth", "clientAuth")
+
+    def policy(self, backdate: str) -> Policy:
+        try:
+            return Policy(
+                provisioner=self.name,
+                allow=parse_patterns(self.allow),
+                default_ttl=parse_duration(self.default_ttl),
+                min_ttl=parse_duration(self.min_ttl),
+                max_ttl=parse_duration(self.max_ttl),
+                key_types=tuple(KeyType.parse(k) for k in self.key_types),
+                eku=tuple(self.eku),
+                backdate=parse_duration(backdate),
+            )
+        except ValueError as exc:
+            raise ConfigError(f"provisioner {self.name!r}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Config:
+    home: Path
+    root_cert: str = "ca/root.crt"
+    root_key: str = "ca/root.key"
+    intermediate_cert: str = "ca/intermediate.crt"
+    intermediate_key: str = "ca/intermediate.key"
+    encrypted_keys: bool = True
+    backdate: str = "1m"
+    listen: str = "127.0.0.1:8443"
+    url: str = "https://127.0.0.1:8443"
+    tls_cert: str = "server/tls.crt"
+    tls_key: str = "server/tls.key"
+    workers: int = 0
+    max_body_bytes: int = 64 * 1024
+    database_url: str = "sqlite:///trustyard.db"
+    admin_token_sha256: str = ""
+    provisioners: tuple[ProvisionerConfig, ...] = field(default_factory=tuple)
+
+    def path(self, relative: str) -> Path:
+        p = Path(relative).expanduser()
+        return p if p.is_absolute() else self.home / p
+
+    @property
+    def db_url(self) -> str:
+        """Relative SQLite paths are resolved against the home."""
+        prefix = "sqlite:///"
+        if self.database_url.startswith(prefix) and not self.database_url.startswith(prefix + "/"):
+            rest = self.database_url[len(prefix):]
+            if rest and rest != ":memory:":
+                return prefix + str(self.path(rest))
+        return self.database_url
+
+    @property
+    def listen_host_port(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        try:
+            return host.strip("[]") or "127.0.0.1", int(port)
+        except ValueError:
+            raise ConfigError(f"[server] listen = {self.listen!r}: expected HOST:PORT") from None
+
+    def provisioner(self, name: str) -> ProvisionerConfig:
+        for p in self.provisioners:
+            if p.name == name:
+                return p
+        names = ", ".join(p.name for p in self.provisioners)
+        raise ConfigError(f"no provisioner named {name!r} (configured: {names})")
+
+    def to_toml(self) -> dict[str, Any]:
+        return {
+            "ca": {"root_cert": self.root_cert, "root_key": self.root_key, "intermediate_cert": self.intermediate_cert,
+                   "intermediate_key": self.intermediate_key, "encrypted_keys": self.encrypted_keys,
+                   "backdate": self.backdate},
+            "server": {"listen": self.listen, "url": self.url, "tls_cert": self.tls_cert,
+                       "tls_key": self.tls_key, "workers": self.workers, "max_body_bytes": self.max_body_bytes},
+            "database": {"url": self.database_url},
+            "admin": {"token_sha256": self.admin_token_sha256},
+            "provisioners": [
+                {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(p).items() if v is not None}
+                for p in self.provisioners
+            ],
+        }
+
+
+_SECTIONS = {
+    "ca": {"root_cert", "root_key", "intermediate_cert", "intermediate_key", "encrypted_keys", "backdate"},
+    "server": {"listen", "url", "tls_cert", "tls_key", "workers", "max_body_bytes"},
+    "database": {"url"},
+    "admin": {"token_sha256"},
+}
+_PROVISIONER_KEYS = set(ProvisionerConfig.__dataclass_fields__)
+
+
+def load_config(home: Path) -> Config:
+    path = home / CONFIG_NAME
+    if not path.exists():
+        raise ConfigError(f"no CA in {home}: {path} does not exist (run `trustyard init --home {home}`)",
+                          code="noCA")
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+    values: dict[str, Any] = {}
+    for section, allowed in _SECTIONS.items():
+        table = data.get(section, {})
+        unknown = set(table) - allowed
+        if unknown:
+            raise ConfigError(f"{path}: unknown key(s) in [{section}]: {', '.join(sorted(unknown))}")
+        for key, value in table.items():
+            values["database_url" if section == "database" else
+                   "admin_token_sha256" if section == "admin" else key] = value
+    unknown_sections = set(data) - set(_SECTIONS) - {"provisioners"}
+    if unknown_sections:
+        raise ConfigError(f"{path}: unknown section(s): {', '.join(sorted(unknown_sections))}")
+    provisioners = []
+    for entry in data.get("provisioners", []):
+        unknown = set(entry) - _PROVISIONER_KEYS
+        if unknown or "name" not in entry:
+            raise ConfigError(f"{path}: provisioner entry {entry.get('name', '?')!r}: "
+                              f"unknown key(s) {sorted(unknown)} or missing name")
+        provisioners.append(ProvisionerConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                                 for k, v in entry.items()}))
+    if os.environ.get("TRUSTYARD_DATABASE_URL"):
+        values["database_url"] = os.environ["TRUSTYARD_DATABASE_URL"]
+    config = Config(home=home, provisioners=tuple(provisioners), **values)
+    for p in config.provisioners:
+        p.policy(config.backdate)  # fail at load time, not at the first request
+    return config

@@ -1,0 +1,205 @@
+"""The CA home: creating it (``init``) and loading an Authority from it.
+
+    trustyard.toml            configuration
+    trustyard.db              SQLite ledger and audit log (default)
+    ca/root.crt, root.key     the root (the key may be moved offline after init)
+    ca/intermediate.*         the issuing CA
+    ca/roots.pem              the trust bundle served at /v1/roots
+    server/tls.crt, tls.key   the CA server's own TLS certificate (issued by the root)
+    provisioners/NAME.key     bootstrap-token signing key (and NAME.pub)
+    admin.token               the administrator's bearer token (only its hash is in the config)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+import secrets
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import tomli_w
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from ..errors import ConfigError, Conflict
+from ..files import write_atomic, write_exclusive, write_private
+from ..policy.patterns import name_limits, parse_patterns
+from ..store import open_store
+from ..units import parse_duration
+from ..x509.keys import KeyType, PrivateKey, generate_private_key, load_private_key_pem, private_key_pem, public_key_pem
+from ..x509.names import parse_names
+from ..x509.profiles import LeafSpec, intermediate_builder, leaf_builder, new_serial, root_builder, sign
+from ..x509.summary import fingerprint_sha256, load_pem_bundle
+from .authority import Authority, Provisioner
+from .config import CONFIG_NAME, DEFAULT_ALLOW, Config, ProvisionerConfig, load_config
+from .signer import KeySigner
+
+PASSWORD_ENV = "TRUSTYARD_PASSWORD"
+
+
+def read_password(password_file: str | None, insecure_no_password: bool) -> bytes | None:
+    if password_file:
+        try:
+            password = Path(password_file).read_bytes().rstrip(b"\r\n")
+        except OSError as exc:
+            raise ConfigError(f"cannot read password file {password_file}: {exc.strerror}") from None
+        if not password:
+            raise ConfigError(f"password file {password_file} is empty")
+        return password
+    if os.environ.get(PASSWORD_ENV):
+        return os.environ[PASSWORD_ENV].encode()
+    if insecure_no_password:
+        return None
+    raise ConfigError("the CA keys need a password: give --password-file FILE or set TRUSTYARD_PASSWORD "
+                      "(or --insecure-no-password for a throwaway demo CA)", code="noPassword")
+
+
+@dataclass(frozen=True)
+class InitOptions:
+    key_type: KeyType = KeyType.EC_P256
+    allow: tuple[str, ...] = ()
+    dns: tuple[str, ...] = ()
+    root_ttl: str = "3650d"
+    intermediate_ttl: str = "365d"
+    name: str = "trustyard"
+    listen: str = "127.0.0.1:8443"
+    database_url: str = "sqlite:///trustyard.db"
+
+
+@dataclass(frozen=True)
+class InitResult:
+    config: Config
+    root_fingerprint: str
+    allow: tuple[str, ...]
+    allow_is_default: bool
+
+
+def init_home(home: Path, password: bytes | None, options: InitOptions = InitOptions()) -> InitResult:
+    """Create a CA in ``home``; refuses when one is there. Nothing is half-written on failure
+    that a second ``init`` would trip over: the config file, written last, marks a complete CA."""
+    if (home / CONFIG_NAME).exists() or (home / "ca" / "root.key").exists() or (home / "ca" / "root.crt").exists():
+        raise Conflict(f"a CA already exists in {home}: refusing to overwrite it (use another --home)",
+                       code="caExists")
+    allow = tuple(options.allow) or DEFAULT_ALLOW
+    try:
+        patterns = parse_patterns(allow)
+        root_ttl = parse_duration(options.root_ttl)
+        intermediate_ttl = parse_duration(options.intermediate_ttl)
+        server_names = parse_names(["localhost", "127.0.0.1", "::1", *options.dns])
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    home.mkdir(parents=True, exist_ok=True)
+    os.chmod(home, 0o700)
+    config = Config(home=home, encrypted_keys=password is not None, database_url=options.database_url,
+                    listen=options.listen, url=f"https://{_url_host(options.listen)}")
+    now = datetime.now(timezone.utc) - timedelta(minutes=1)
+
+    root_key = generate_private_key(options.key_type)
+    root = sign(root_builder(root_key.public_key(), f"{options.name} Root CA", now, root_ttl,  # type: ignore[arg-type]
+                             organization=options.name), root_key)
+    inter_key = generate_private_key(options.key_type)
+    inter = sign(intermediate_builder(inter_key.public_key(), root, f"{options.name} Intermediate CA", now,  # type: ignore[arg-type]
+                                      intermediate_ttl, limits=name_limits(patterns), organization=options.name),
+                 root_key)
+    # The CA server's certificate comes from the root: the intermediate may be name-constrained
+    # away from localhost, and the server must stay reachable through an intermediate rotation.
+    tls_key = generate_private_key(KeyType.EC_P256)
+    tls = sign(leaf_builder(LeafSpec(public_key=tls_key.public_key(), names=tuple(server_names),  # type: ignore[arg-type]
+                                     not_before=now, not_after=inter.not_valid_after_utc, serial=new_serial(),
+                                     eku=("serverAuth",), common_name="localhost"), root), root_key)
+    prov_key = generate_private_key(KeyType.EC_P256)
+    admin_token = secrets.token_urlsafe(32)
+
+    pem = Encoding.PEM
+    write_exclusive(config.path(config.root_key), private_key_pem(root_key, password))
+    write_exclusive(config.path(config.intermediate_key), private_key_pem(inter_key, password))
+    write_exclusive(config.path(config.tls_key), private_key_pem(tls_key, password))
+    write_exclusive(config.path("provisioners/default.key"), private_key_pem(prov_key, password))
+    write_atomic(config.path("provisioners/default.pub"), public_key_pem(prov_key.public_key()))  # type: ignore[arg-type]
+    write_atomic(config.path(config.root_cert), root.public_bytes(pem))
+    write_atomic(config.path("ca/roots.pem"), root.public_bytes(pem))
+    write_atomic(config.path(config.intermediate_cert), inter.public_bytes(pem))
+    write_atomic(config.path(config.tls_cert), tls.public_bytes(pem))
+    write_private(home / "admin.token", admin_token + "\n")
+
+    provisioners = (
+        ProvisionerConfig(name="default", type="token", key="provisioners/default.key",
+                          public_key="provisioners/default.pub", allow=allow),
+        ProvisionerConfig(name="acme", type="acme", allow=allow),
+    )
+    config = replace(config, provisioners=provisioners,
+                     admin_token_sha256=hashlib.sha256(admin_token.encode()).hexdigest())
+    store = open_store(config.db_url)
+    store.close()
+    if config.db_url.startswith("sqlite:///"):
+        db_file = Path(config.db_url[len("sqlite:///"):])
+        for path in (db_file, Path(f"{db_file}-wal"), Path(f"{db_file}-shm")):
+            if path.exists():
+                os.chmod(path, 0o600)
+    write_private(home / CONFIG_NAME, tomli_w.dumps(config.to_toml()))
+    return InitResult(config=config, root_fingerprint=fingerprint_sha256(root), allow=allow,
+                      allow_is_default=not options.allow)
+
+
+def _url_host(listen: str) -> str:
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"
+    try:
+        if ipaddress.ip_address(host).version == 6:
+            host = f"[{host}]"
+    except ValueError:
+        pass
+    return f"{host}:{port}"
+
+
+def load_key(config: Config, relative: str, password: bytes | None) -> PrivateKey:
+    path = config.path(relative)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read key {path}: {exc.strerror}") from None
+    try:
+        return load_private_key_pem(data, password if config.encrypted_keys else None)
+    except ValueError as exc:
+        raise ConfigError(f"cannot load key {path}: {exc}", code="badPassword") from None
+
+
+def load_certs(config: Config, relative: str) -> list[x509.Certificate]:
+    path = config.path(relative)
+    try:
+        return load_pem_bundle(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read certificates from {path}: {exc}") from None
+
+
+def load_authority(home: Path, password: bytes | None, *, minting: bool = False,
+                   config: Config | None = None) -> Authority:
+    """Everything the authority needs: the intermediate's key, never the root's."""
+    config = config or load_config(home)
+    if config.encrypted_keys and password is None:
+        raise ConfigError("the CA keys are encrypted: give --password-file or TRUSTYARD_PASSWORD",
+                          code="noPassword")
+    inter = load_certs(config, config.intermediate_cert)[0]
+    signer = KeySigner(inter, load_key(config, config.intermediate_key, password))
+    roots_file = "ca/roots.pem" if config.path("ca/roots.pem").exists() else config.root_cert
+    roots = load_certs(config, roots_file)
+    provisioners = {}
+    for pc in config.provisioners:
+        public_key = private_key = None
+        if pc.public_key:
+            try:
+                public_key = serialization.load_pem_public_key(config.path(pc.public_key).read_bytes())
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"provisioner {pc.name!r}: cannot load public key: {exc}") from None
+        if minting and pc.key:
+            private_key = load_key(config, pc.key, password)
+        provisioners[pc.name] = Provisioner(name=pc.name, policy=pc.policy(config.backdate),
+                                            public_key=public_key, private_key=private_key)  # type: ignore[arg-type]
+    store = open_store(config.db_url)
+    return Authority(signer, [inter], roots, store, provisioners)

@@ -1,0 +1,79 @@
+"""Proof of possession of a certificate's key, for renewal and revocation.
+
+The holder signs a short-lived JWT with the certificate's private key and carries the
+certificate in the ``x5c`` header (RFC 7515). Claims: ``aud`` (``trustyard:renew`` or
+``trustyard:revoke``), ``iat``/``exp`` (at most 5 minutes apart), ``jti`` (single use)
+and what the proof is about: ``csr_sha256`` for a renewal, ``serial`` for a revocation.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import jwt
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from ..errors import Unauthorized
+from ..x509.keys import PrivateKey, jws_algorithm
+
+RENEW = "trustyard:renew"
+REVOKE = "trustyard:revoke"
+MAX_PROOF_LIFETIME = timedelta(minutes=5)
+MAX_PROOF_BYTES = 16 * 1024
+
+
+@dataclass(frozen=True)
+class Proof:
+    certificate: x509.Certificate
+    claims: dict[str, Any]
+    jti: str
+    expires_at: datetime
+
+
+def csr_digest(csr_der: bytes) -> str:
+    return hashlib.sha256(csr_der).hexdigest()
+
+
+def make(key: PrivateKey, chain: list[x509.Certificate], audience: str, **claims: Any) -> str:
+    now = datetime.now(timezone.utc)
+    body = {"aud": audience, "iat": int(now.timestamp()), "exp": int((now + timedelta(minutes=2)).timestamp()),
+            "jti": secrets.token_urlsafe(24), **claims}
+    x5c = [base64.b64encode(c.public_bytes(Encoding.DER)).decode() for c in chain]
+    return jwt.encode(body, key, algorithm=jws_algorithm(key), headers={"x5c": x5c})
+
+
+def verify(token: str, audience: str) -> Proof:
+    """Verify the signature with the key of the certificate in ``x5c``.
+
+    The caller still decides whether that certificate is one the CA issued and still
+    honours (``Authority`` compares it byte for byte with its ledger).
+    """
+    if not isinstance(token, str) or not token or len(token) > MAX_PROOF_BYTES:
+        raise Unauthorized("missing or oversized proof", code="badProof")
+    try:
+        header = jwt.get_unverified_header(token)
+        x5c = header.get("x5c")
+        if not isinstance(x5c, list) or not x5c or not isinstance(x5c[0], str):
+            raise Unauthorized("the proof carries no certificate (x5c header)", code="badProof")
+        cert = x509.load_der_x509_certificate(base64.b64decode(x5c[0], validate=True))
+        key = cert.public_key()
+        claims = jwt.decode(token, key, algorithms=[jws_algorithm(key)], audience=audience,  # type: ignore[arg-type]
+                            options={"require": ["exp", "iat", "jti", "aud"]}, leeway=timedelta(seconds=30))
+    except Unauthorized:
+        raise
+    except jwt.ExpiredSignatureError:
+        raise Unauthorized("the proof has expired", code="badProof") from None
+    except jwt.InvalidSignatureError:
+        raise Unauthorized("the proof is not signed by the certificate's key", code="badProof") from None
+    except Exception as exc:
+        raise Unauthorized(f"malformed proof: {type(exc).__name__}", code="badProof") from None
+    if claims["exp"] - claims["iat"] > MAX_PROOF_LIFETIME.total_seconds():
+        raise Unauthorized("the proof lives longer than 5 minutes: refused", code="badProof")
+    return Proof(certificate=cert, claims=claims, jti=str(claims["jti"]),
+                 expires_at=datetime.fromtimestamp(int(claims["exp"]), timezone.utc))

@@ -1,0 +1,113 @@
+"""Issuance as a pipeline of small named rules.
+
+Each rule looks at an ``IssuanceRequest`` and either returns nothing or raises
+``PolicyDenied(rule, value, detail)``. ``Policy.decide`` runs them in order and returns
+the ``Decision``: the exact names and lifetime the certificate will get.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Callable, Sequence
+
+from ..errors import PolicyDenied
+from ..units import format_duration
+from ..x509.keys import KeyType
+from ..x509.names import Name, name_text
+from .patterns import NamePattern
+
+
+@dataclass(frozen=True)
+class IssuanceRequest:
+    names: tuple[Name, ...]
+    key_type: KeyType | None
+    key_description: str
+    asks_for_ca: bool
+    ttl: timedelta | None
+    now: datetime
+    issuer_not_after: datetime
+
+
+@dataclass(frozen=True)
+class Decision:
+    names: tuple[Name, ...]
+    not_before: datetime
+    not_after: datetime
+    eku: tuple[str, ...]
+
+
+Rule = Callable[["Policy", IssuanceRequest], None]
+
+
+def no_ca(policy: "Policy", req: IssuanceRequest) -> None:
+    if req.asks_for_ca:
+        raise PolicyDenied("no_ca", "CA:TRUE", "the CSR asks for a CA certificate (basicConstraints CA:TRUE); "
+                           "trustyard issues only leaf certificates")
+
+
+def has_names(policy: "Policy", req: IssuanceRequest) -> None:
+    if not req.names:
+        raise PolicyDenied("has_names", None, "the request names no DNS name, IP address or URI")
+
+
+def names_allowed(policy: "Policy", req: IssuanceRequest) -> None:
+    for name in req.names:
+        if not any(p.matches(name) for p in policy.allow):
+            allowed = ", ".join(str(p) for p in policy.allow) or "(nothing)"
+            raise PolicyDenied("names_allowed", name_text(name),
+                               f"{name_text(name)!r} is not allowed by provisioner {policy.provisioner!r} "
+                               f"(allowed: {allowed})")
+
+
+def key_type_allowed(policy: "Policy", req: IssuanceRequest) -> None:
+    if req.key_type is None or req.key_type not in policy.key_types:
+        allowed = ", ".join(k.value for k in policy.key_types)
+        raise PolicyDenied("key_type_allowed", req.key_description,
+                           f"key type {req.key_description} is not allowed (allowed: {allowed})")
+
+
+def ttl_bounds(policy: "Policy", req: IssuanceRequest) -> None:
+    ttl = req.ttl if req.ttl is not None else policy.default_ttl
+    if ttl < policy.min_ttl or ttl > policy.max_ttl:
+        raise PolicyDenied("ttl_bounds", format_duration(ttl),
+                           f"lifetime {format_duration(ttl)} is outside [{format_duration(policy.min_ttl)}, "
+                           f"{format_duration(policy.max_ttl)}]")
+
+
+def within_issuer(policy: "Policy", req: IssuanceRequest) -> None:
+    left = req.issuer_not_after - req.now
+    if left < policy.min_ttl:
+        raise PolicyDenied("within_issuer", req.issuer_not_after.isoformat(),
+                           f"the intermediate expires at {req.issuer_not_after.isoformat()}: too soon to issue a "
+                           f"certificate of at least {format_duration(policy.min_ttl)}; rotate the intermediate")
+
+
+DEFAULT_RULES: tuple[Rule, ...] = (no_ca, has_names, names_allowed, key_type_allowed, ttl_bounds, within_issuer)
+
+
+@dataclass(frozen=True)
+class Policy:
+    provisioner: str
+    allow: tuple[NamePattern, ...]
+    default_ttl: timedelta = timedelta(hours=24)
+    min_ttl: timedelta = timedelta(minutes=5)
+    max_ttl: timedelta = timedelta(days=30)
+    key_types: tuple[KeyType, ...] = tuple(KeyType)
+    eku: tuple[str, ...] = ("serverAuth", "clientAuth")
+    backdate: timedelta = timedelta(minutes=1)
+    rules: Sequence[Rule] = field(default=DEFAULT_RULES)
+
+    def check_names(self, names: Sequence[Name]) -> None:
+        """The name rules alone: used when a token is minted, before any CSR exists."""
+        probe = IssuanceRequest(tuple(names), None, "", False, None, datetime.min, datetime.max)
+        has_names(self, probe)
+        names_allowed(self, probe)
+
+    def decide(self, req: IssuanceRequest) -> Decision:
+        for rule in self.rules:
+            rule(self, req)
+        ttl = req.ttl if req.ttl is not None else self.default_ttl
+        # A leaf never outlives its intermediate: clamp rather than fail, the CA is rotating.
+        not_after = min(req.now + ttl, req.issuer_not_after)
+        return Decision(names=req.names, not_before=req.now - self.backdate, not_after=not_after, eku=self.eku)

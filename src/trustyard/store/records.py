@@ -1,0 +1,87 @@
+"""Plain records the store reads and writes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Intent:
+    """What is about to be signed, recorded (with the serial reserved) before signing."""
+
+    serial: str
+    provisioner: str
+    subject: str
+    sans: tuple[str, ...]
+    not_before: datetime
+    not_after: datetime
+    requested_at: datetime
+    renewed_from: str | None = None
+    token_jti: str | None = None
+    token_expires_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class CertRecord:
+    serial: str
+    provisioner: str
+    subject: str
+    sans: tuple[str, ...]
+    status: str  # pending | issued | failed | revoked
+    not_before: datetime
+    not_after: datetime
+    requested_at: datetime
+    der: bytes | None
+    fingerprint_sha256: str | None
+    renewed_from: str | None
+    revoked_at: datetime | None
+    revocation_reason: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "serial": self.serial,
+            "provisioner": self.provisioner,
+            "subject": self.subject,
+            "sans": list(self.sans),
+            "status": self.status,
+            "not_before": self.not_before.isoformat(),
+            "not_after": self.not_after.isoformat(),
+            "requested_at": self.requested_at.isoformat(),
+            "fingerprint_sha256": self.fingerprint_sha256,
+            "renewed_from": self.renewed_from,
+            "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
+            "revocation_reason": self.revocation_reason,
+        }
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """Who did what to what, with which outcome and why."""
+
+    actor: str
+    action: str  # token.mint | certificate.issue | certificate.renew | certificate.revoke | request.deny
+    target: str
+    outcome: str = "ok"  # ok | denied
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    seq: int
+    at: datetime
+    actor: str
+    action: str
+    target: str
+    outcome: str
+    detail: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq, "at": self.at.isoformat(), "actor": self.actor, "action": self.action,
+            "target": self.target, "outcome": self.outcome, "detail": self.detail,
+            "prev_hash": self.prev_hash, "hash": self.hash,
+        }

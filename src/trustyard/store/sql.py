@@ -1,0 +1,247 @@
+"""SqlStore: SQLite (WAL) by default, PostgreSQL (psycopg 3) by URL, through SQLAlchemy Core.
+
+Write transactions are serialized where they must be: on SQLite every transaction
+starts with ``BEGIN IMMEDIATE`` (one writer at a time, across processes); on
+PostgreSQL the audit head row is locked ``FOR UPDATE`` so the hash chain stays linear
+while other writes run concurrently.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+from sqlalchemy import Engine, create_engine, event, func, insert, select, text, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.pool import StaticPool
+
+from ..errors import Conflict, NotFound, Unauthorized
+from . import audit as chain
+from .records import AuditEntry, AuditEvent, CertRecord, Intent
+from .schema import audit_head, audit_log, certificates, used_tokens
+
+
+class SerialCollision(Exception):
+    """The random serial is already reserved (astronomically rare): draw another."""
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def normalize_url(url: str) -> str:
+    """``postgresql://`` means psycopg 3 here; everything else is passed to SQLAlchemy."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+class SqlStore:
+    def __init__(self, url: str) -> None:
+        self.url = normalize_url(url)
+        self.is_sqlite = self.url.startswith("sqlite")
+        self.engine = self._make_engine()
+
+    def _make_engine(self) -> Engine:
+        if not self.is_sqlite:
+            return create_engine(self.url, pool_size=8, max_overflow=16, pool_pre_ping=True)
+        memory = self.url in ("sqlite://", "sqlite:///:memory:")
+        engine = create_engine(
+            self.url,
+            connect_args={"timeout": 30, "check_same_thread": False},
+            **({"poolclass": StaticPool} if memory else {}),
+        )
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+            cur = dbapi_conn.cursor()
+            if not memory:
+                cur.execute("PRAGMA journal_mode=WAL")
+            # FULL: a certificate handed to a client must survive even a power loss.
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+
+    # -- schema -----------------------------------------------------------------------------
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest revision (idempotent; safe with several replicas)."""
+        from alembic import command
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+        with self.engine.begin() as conn:
+            if not self.is_sqlite:
+                conn.execute(text("SELECT pg_advisory_xact_lock(7340032)"))
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    def integrity_check(self) -> list[str]:
+        """Problems the database itself reports (SQLite ``PRAGMA integrity_check``)."""
+        if not self.is_sqlite:
+            with self.engine.connect() as conn:
+                conn.execute(select(func.count()).select_from(certificates))
+            return []
+        with self.engine.connect() as conn:
+            rows = [r[0] for r in conn.exec_driver_sql("PRAGMA integrity_check").fetchall()]
+        return [] if rows == ["ok"] else rows
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- issuance ---------------------------------------------------------------------------
+
+    def record_intent(self, intent: Intent) -> None:
+        """Reserve the serial and redeem the token (if any) in one transaction."""
+        try:
+            with self.engine.begin() as conn:
+                if intent.token_jti is not None:
+                    self._redeem(conn, intent.token_jti, "bootstrap", intent.token_expires_at or intent.not_after)
+                conn.execute(insert(certificates).values(
+                    serial=intent.serial, provisioner=intent.provisioner, subject=intent.subject,
+                    sans=json.dumps(list(intent.sans)), status="pending", requested_at=intent.requested_at,
+                    not_before=intent.not_before, not_after=intent.not_after, renewed_from=intent.renewed_from,
+                    token_jti=intent.token_jti,
+                ))
+        except IntegrityError as exc:
+            if "used_tokens" in str(exc) or "jti" in str(exc):
+                raise Unauthorized("this token was already used: bootstrap tokens are single-use",
+                                   code="tokenReplayed") from None
+            raise SerialCollision(intent.serial) from None
+
+    def use_token(self, jti: str, kind: str, expires_at: datetime) -> None:
+        """Redeem a one-time credential (a renewal or revocation proof) on its own."""
+        try:
+            with self.engine.begin() as conn:
+                self._redeem(conn, jti, kind, expires_at)
+        except IntegrityError:
+            raise Unauthorized(f"this {kind} proof was already used", code="tokenReplayed") from None
+
+    @staticmethod
+    def _redeem(conn: Connection, jti: str, kind: str, expires_at: datetime) -> None:
+        conn.execute(insert(used_tokens).values(jti=jti, kind=kind, used_at=_now(), expires_at=expires_at))
+
+    def record_issued(self, serial: str, der: bytes, fingerprint: str, event_: AuditEvent) -> None:
+        """Store the signed certificate (before anyone receives it) and audit it, atomically."""
+        with self.engine.begin() as conn:
+            conn.execute(update(certificates).where(certificates.c.serial == serial)
+                         .values(status="issued", der=der, fingerprint_sha256=fingerprint))
+            self._append(conn, event_)
+
+    def record_failed(self, serial: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(certificates).where(certificates.c.serial == serial).values(status="failed"))
+
+    def revoke(self, serial: str, reason: str, event_: AuditEvent) -> CertRecord:
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(certificates)
+                .where(certificates.c.serial == serial, certificates.c.status == "issued")
+                .values(status="revoked", revoked_at=_now(), revocation_reason=reason)
+            )
+            if result.rowcount != 1:
+                row = conn.execute(select(certificates).where(certificates.c.serial == serial)).first()
+                if row is None:
+                    raise NotFound(f"no certificate with serial {serial}")
+                raise Conflict(f"certificate {serial} is {row.status}, not issued", code="alreadyRevoked"
+                               if row.status == "revoked" else "conflict")
+            self._append(conn, event_)
+            row = conn.execute(select(certificates).where(certificates.c.serial == serial)).one()
+        return _record(row)
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def get(self, serial: str) -> CertRecord | None:
+        with self.engine.begin() as conn:
+            row = conn.execute(select(certificates).where(certificates.c.serial == serial)).first()
+        return _record(row) if row else None
+
+    def list(self, status: str | None = None, limit: int = 100, offset: int = 0) -> list[CertRecord]:
+        query = select(certificates).order_by(certificates.c.requested_at, certificates.c.serial)
+        if status:
+            query = query.where(certificates.c.status == status)
+        with self.engine.begin() as conn:
+            rows = conn.execute(query.limit(limit).offset(offset)).fetchall()
+        return [_record(r) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        with self.engine.begin() as conn:
+            rows = conn.execute(select(certificates.c.status, func.count()).group_by(certificates.c.status))
+            return {status: n for status, n in rows}
+
+    # -- audit ------------------------------------------------------------------------------
+
+    def audit(self, event_: AuditEvent) -> None:
+        with self.engine.begin() as conn:
+            self._append(conn, event_)
+
+    def _append(self, conn: Connection, event_: AuditEvent) -> None:
+        query = select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)
+        if not self.is_sqlite:
+            query = query.with_for_update()
+        head = conn.execute(query).first()
+        if head is None:
+            try:
+                with conn.begin_nested():
+                    conn.execute(insert(audit_head).values(id=1, seq=0, hash=chain.GENESIS))
+            except IntegrityError:
+                pass  # another replica created it first
+            head = conn.execute(query).one()
+        seq, at = head.seq + 1, _now()
+        digest = chain.entry_hash(head.hash, seq, at, event_.actor, event_.action, event_.target,
+                                  event_.outcome, event_.detail)
+        conn.execute(insert(audit_log).values(
+            seq=seq, at=at, actor=event_.actor[:255], action=event_.action, target=event_.target[:255],
+            outcome=event_.outcome, detail=json.dumps(event_.detail, sort_keys=True), prev_hash=head.hash,
+            hash=digest,
+        ))
+        conn.execute(update(audit_head).where(audit_head.c.id == 1).values(seq=seq, hash=digest))
+
+    def audit_entries(self, since: int = 0, limit: int | None = None) -> Iterator[AuditEntry]:
+        query = select(audit_log).where(audit_log.c.seq > since).order_by(audit_log.c.seq)
+        if limit:
+            query = query.limit(limit)
+        with self.engine.begin() as conn:
+            rows = conn.execute(query).fetchall()
+        for row in rows:
+            yield AuditEntry(seq=row.seq, at=_utc(row.at), actor=row.actor, action=row.action,  # type: ignore[arg-type]
+                             target=row.target, outcome=row.outcome, detail=json.loads(row.detail),
+                             prev_hash=row.prev_hash, hash=row.hash)
+
+    def verify_audit(self) -> chain.ChainReport:
+        with self.engine.begin() as conn:
+            head = conn.execute(select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)).first()
+        return chain.verify_chain(self.audit_entries(), (head.seq, head.hash) if head else None)
+
+
+def _record(row: Any) -> CertRecord:
+    return CertRecord(
+        serial=row.serial, provisioner=row.provisioner, subject=row.subject, sans=tuple(json.loads(row.sans)),
+        status=row.status, not_before=_utc(row.not_before), not_after=_utc(row.not_after),  # type: ignore[arg-type]
+        requested_at=_utc(row.requested_at), der=row.der, fingerprint_sha256=row.fingerprint_sha256,  # type: ignore[arg-type]
+        renewed_from=row.renewed_from, revoked_at=_utc(row.revoked_at), revocation_reason=row.revocation_reason,
+    )
+
+
+def open_store(url: str, migrate: bool = True) -> SqlStore:
+    store = SqlStore(url)
+    if migrate:
+        store.migrate()
+    return store

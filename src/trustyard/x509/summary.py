@@ -1,0 +1,85 @@
+"""What a person (or a JSON consumer) needs to know about a certificate."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timezone
+from typing import Any, Iterable
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from .keys import describe_key, spki_der
+from .names import name_text, sans_of
+
+
+def fingerprint_sha256(cert: x509.Certificate) -> str:
+    return cert.fingerprint(hashes.SHA256()).hex()
+
+
+def spki_sha256(cert: x509.Certificate) -> str:
+    return hashlib.sha256(spki_der(cert.public_key())).hexdigest()  # type: ignore[arg-type]
+
+
+def serial_hex(serial: int) -> str:
+    return format(serial, "x")
+
+
+def is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
+def is_self_signed(cert: x509.Certificate) -> bool:
+    if cert.issuer != cert.subject:
+        return False
+    try:
+        cert.verify_directly_issued_by(cert)
+        return True
+    except Exception:
+        return False
+
+
+def summarize(cert: x509.Certificate, now: datetime | None = None) -> dict[str, Any]:
+    now = now or datetime.now(timezone.utc)
+    not_after = cert.not_valid_after_utc
+    return {
+        "subject": cert.subject.rfc4514_string(),
+        "issuer": cert.issuer.rfc4514_string(),
+        "sans": [name_text(n) for n in sans_of(cert)],
+        "serial": serial_hex(cert.serial_number),
+        "not_before": cert.not_valid_before_utc.isoformat(),
+        "not_after": not_after.isoformat(),
+        "seconds_left": int((not_after - now).total_seconds()),
+        "key_type": describe_key(cert.public_key()),
+        "is_ca": is_ca(cert),
+        "self_signed": is_self_signed(cert),
+        "fingerprint_sha256": fingerprint_sha256(cert),
+        "spki_sha256": spki_sha256(cert),
+    }
+
+
+def chain_order(certs: list[x509.Certificate]) -> list[str]:
+    """For each certificate after the first: does it issue the one before it?"""
+    notes = []
+    for child, parent in zip(certs, certs[1:]):
+        ok = child.issuer == parent.subject
+        notes.append("ok" if ok else f"out of order: {parent.subject.rfc4514_string()} did not issue "
+                     f"{child.subject.rfc4514_string()}")
+    return notes
+
+
+def pem_bundle(certs: Iterable[x509.Certificate]) -> str:
+    return "".join(c.public_bytes(Encoding.PEM).decode() for c in certs)
+
+
+def load_pem_bundle(data: bytes) -> list[x509.Certificate]:
+    """Every certificate in a PEM blob; ValueError when there is none."""
+    try:
+        certs = x509.load_pem_x509_certificates(data)
+    except Exception as exc:
+        raise ValueError(f"no PEM certificate found: {exc}") from None
+    return certs
