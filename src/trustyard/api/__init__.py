@@ -1,0 +1,1 @@
+"""The only HTTP-aware layer: REST routes, problem+json rendering, metrics, OpenAPI."""

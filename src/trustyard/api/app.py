@@ -1,0 +1,236 @@
+"""The REST API (Starlette). ``create_app`` wires routes to an Authority; ``app_from_env``
+is the factory uvicorn workers call (``serve`` passes the home and password by environment)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ..ca.authority import Authority, Issued
+from ..ca.config import Config
+from ..errors import BadRequest, Forbidden, TrustyardError, Unauthorized
+from . import metrics
+from .openapi import SPEC
+from .problems import http_error, trustyard_error, unexpected_error
+
+log = logging.getLogger("trustyard.api")
+
+
+class Api:
+    def __init__(self, authority: Authority, admin_token_sha256: str, max_body_bytes: int = 64 * 1024) -> None:
+        self.authority = authority
+        self.admin_token_sha256 = admin_token_sha256
+        self.max_body_bytes = max_body_bytes
+        self.roots_pem = "".join(_pem(c) for c in authority.roots)
+        self.roots_etag = '"' + hashlib.sha256(self.roots_pem.encode()).hexdigest()[:32] + '"'
+        authority.listeners.append(metrics.on_authority_event)
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    async def json_body(self, request: Request, required: set[str], optional: set[str]) -> dict[str, Any]:
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            raise BadRequest(f"Content-Type must be application/json, not {ctype or 'missing'!r}",
+                             code="unsupportedMediaType")
+        declared = request.headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
+            raise BadRequest(f"body larger than {self.max_body_bytes} bytes", code="bodyTooLarge")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise BadRequest(f"body larger than {self.max_body_bytes} bytes", code="bodyTooLarge")
+            chunks.append(chunk)
+        try:
+            body = json.loads(b"".join(chunks))
+        except (ValueError, RecursionError):
+            raise BadRequest("the body is not valid JSON", code="malformedJSON") from None
+        if not isinstance(body, dict):
+            raise BadRequest("the body must be a JSON object", code="malformedJSON")
+        unknown = set(body) - required - optional
+        if unknown:
+            raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}", code="unknownField")
+        missing = required - set(body)
+        if missing:
+            raise BadRequest(f"missing field(s): {', '.join(sorted(missing))}", code="missingField")
+        for key, value in body.items():
+            if not isinstance(value, str):
+                raise BadRequest(f"field {key!r} must be a string", code="badField")
+        return body
+
+    def is_admin(self, request: Request) -> bool:
+        auth = request.headers.get("authorization", "")
+        if not auth.lower().startswith("bearer ") or not self.admin_token_sha256:
+            return False
+        digest = hashlib.sha256(auth[7:].strip().encode()).hexdigest()
+        return hmac.compare_digest(digest, self.admin_token_sha256)
+
+    def require_admin(self, request: Request) -> None:
+        if not request.headers.get("authorization"):
+            raise Unauthorized("administrator token required (Authorization: Bearer ...)")
+        if not self.is_admin(request):
+            raise Forbidden("the administrator token is wrong", code="notAdmin")
+
+    # -- routes -------------------------------------------------------------------------------
+
+    async def roots(self, request: Request) -> Response:
+        headers = {"ETag": self.roots_etag, "Cache-Control": "max-age=60"}
+        if request.headers.get("if-none-match") == self.roots_etag:
+            return Response(status_code=304, headers=headers)
+        return Response(self.roots_pem, media_type="application/pem-certificate-chain", headers=headers)
+
+    async def sign(self, request: Request) -> Response:
+        body = await self.json_body(request, {"csr", "token"}, {"ttl"})
+        issued = await run_in_threadpool(self.authority.sign, body["csr"], body["token"], body.get("ttl"),
+                                         _actor(request))
+        return _issued_response(issued)
+
+    async def renew(self, request: Request) -> Response:
+        body = await self.json_body(request, {"csr", "proof"}, set())
+        issued = await run_in_threadpool(self.authority.renew, body["csr"], body["proof"], _actor(request))
+        return _issued_response(issued)
+
+    async def revoke(self, request: Request) -> Response:
+        body = await self.json_body(request, {"serial"}, {"reason", "proof"})
+        admin = False
+        if request.headers.get("authorization"):
+            self.require_admin(request)
+            admin = True
+        record = await run_in_threadpool(
+            lambda: self.authority.revoke(body["serial"], body.get("reason", "unspecified"), admin=admin,
+                                          proof_token=body.get("proof"),
+                                          actor="admin" if admin else _actor(request)))
+        return JSONResponse(record.to_json())
+
+    async def list_certificates(self, request: Request) -> Response:
+        self.require_admin(request)
+        try:
+            limit = min(int(request.query_params.get("limit", "100")), 1000)
+            offset = max(int(request.query_params.get("offset", "0")), 0)
+        except ValueError:
+            raise BadRequest("limit and offset must be integers", code="badQuery") from None
+        status = request.query_params.get("status")
+        records = await run_in_threadpool(self.authority.store.list, status, limit, offset)
+        return JSONResponse({"certificates": [r.to_json() for r in records]})
+
+    async def get_certificate(self, request: Request) -> Response:
+        self.require_admin(request)
+        serial = request.path_params["serial"]
+        record = await run_in_threadpool(self.authority.get, serial)
+        if record is None:
+            from ..errors import NotFound
+
+            raise NotFound(f"no certificate with serial {serial}")
+        doc = record.to_json()
+        if record.der:
+            from cryptography import x509
+
+            doc["certificate"] = _pem(x509.load_der_x509_certificate(record.der))
+        return JSONResponse(doc)
+
+    async def healthz(self, request: Request) -> Response:
+        problems = await run_in_threadpool(self._health_problems)
+        status = 200 if not problems else 503
+        return JSONResponse({"status": "ok" if not problems else "unhealthy", "problems": problems},
+                            status_code=status)
+
+    def _health_problems(self) -> list[str]:
+        problems = []
+        try:
+            self.authority.store.counts()
+        except Exception as exc:  # the database is what can fail at run time
+            problems.append(f"database: {type(exc).__name__}")
+        cert = self.authority.signer.certificate
+        if cert.not_valid_after_utc <= self.authority.clock():
+            problems.append("the intermediate has expired")
+        return problems
+
+    async def metrics_endpoint(self, request: Request) -> Response:
+        certs = [("root", c) for c in self.authority.roots] + [("intermediate", self.authority.signer.certificate)]
+        return Response(metrics.render(certs), media_type="text/plain; version=0.0.4")
+
+    async def openapi(self, request: Request) -> Response:
+        return JSONResponse(SPEC)
+
+
+def _pem(cert: Any) -> str:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    return cert.public_bytes(Encoding.PEM).decode()
+
+
+def _actor(request: Request) -> str:
+    client = request.client
+    return f"{client.host}" if client else "unknown"
+
+
+def _issued_response(issued: Issued) -> JSONResponse:
+    return JSONResponse({
+        "serial": issued.record.serial,
+        "not_before": issued.record.not_before.isoformat(),
+        "not_after": issued.record.not_after.isoformat(),
+        "certificate": issued.certificate_pem,
+        "chain": issued.chain_pem,
+        "roots": issued.roots_pem,
+    }, status_code=201)
+
+
+def _timed(route: str, handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    async def wrapper(request: Request) -> Response:
+        started = time.perf_counter()
+        try:
+            return await handler(request)
+        finally:
+            metrics.LATENCY.labels(route).observe(time.perf_counter() - started)
+    return wrapper
+
+
+def create_app(authority: Authority, config: Config | None = None) -> Starlette:
+    api = Api(authority, config.admin_token_sha256 if config else "",
+              config.max_body_bytes if config else 64 * 1024)
+    routes = [
+        Route("/v1/roots", _timed("roots", api.roots), methods=["GET"]),
+        Route("/v1/sign", _timed("sign", api.sign), methods=["POST"]),
+        Route("/v1/renew", _timed("renew", api.renew), methods=["POST"]),
+        Route("/v1/revoke", _timed("revoke", api.revoke), methods=["POST"]),
+        Route("/v1/certificates", _timed("certificates", api.list_certificates), methods=["GET"]),
+        Route("/v1/certificates/{serial}", _timed("certificate", api.get_certificate), methods=["GET"]),
+        Route("/healthz", api.healthz, methods=["GET"]),
+        Route("/metrics", api.metrics_endpoint, methods=["GET"]),
+        Route("/openapi.json", api.openapi, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, exception_handlers={
+        TrustyardError: trustyard_error, HTTPException: http_error, Exception: unexpected_error,
+    })
+    app.state.api = api
+    return app
+
+
+PASSWORD_FILE_ENV = "TRUSTYARD_PASSWORD_FILE"
+
+
+def app_from_env() -> Starlette:
+    """Factory for uvicorn workers: home from TRUSTYARD_HOME, password from the environment."""
+    from ..ca.config import load_config, resolve_home
+    from ..ca.home import load_authority, read_password
+
+    home = resolve_home(None)
+    config = load_config(home)
+    password = None
+    if config.encrypted_keys:
+        password = read_password(os.environ.get(PASSWORD_FILE_ENV), insecure_no_password=False)
+    authority = load_authority(Path(home), password, config=config)
+    return create_app(authority, config)

@@ -1,0 +1,56 @@
+"""Prometheus metrics. With several worker processes, ``serve`` sets
+``PROMETHEUS_MULTIPROC_DIR`` and every worker's counters are summed at scrape time."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from typing import Sequence
+
+from cryptography import x509
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+REGISTRY = CollectorRegistry(auto_describe=True) if not os.environ.get("PROMETHEUS_MULTIPROC_DIR") else None
+
+
+def _registry_kwargs() -> dict[str, object]:
+    return {"registry": REGISTRY} if REGISTRY is not None else {}
+
+
+ISSUED = Counter("trustyard_certificates_issued_total", "Certificates issued", ["provisioner"],
+                 **_registry_kwargs())  # type: ignore[arg-type]
+RENEWED = Counter("trustyard_certificates_renewed_total", "Certificates renewed", ["provisioner"],
+                  **_registry_kwargs())  # type: ignore[arg-type]
+REVOKED = Counter("trustyard_certificates_revoked_total", "Certificates revoked", ["provisioner"],
+                  **_registry_kwargs())  # type: ignore[arg-type]
+DENIED = Counter("trustyard_requests_denied_total", "Requests refused", ["code"], **_registry_kwargs())  # type: ignore[arg-type]
+LATENCY = Histogram("trustyard_request_duration_seconds", "Request latency", ["route"],
+                    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+                    **_registry_kwargs())  # type: ignore[arg-type]
+
+_BY_EVENT = {"issued": ISSUED, "renewed": RENEWED, "revoked": REVOKED, "denied": DENIED}
+
+
+def on_authority_event(event: str, label: str) -> None:
+    counter = _BY_EVENT.get(event)
+    if counter is not None:
+        counter.labels(label).inc()
+
+
+def render(ca_certs: Sequence[tuple[str, x509.Certificate]]) -> bytes:
+    if REGISTRY is None:
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    body = generate_latest(registry)
+    now = datetime.now(timezone.utc)
+    lines = ["# HELP trustyard_ca_certificate_seconds_left Seconds until a CA certificate expires",
+             "# TYPE trustyard_ca_certificate_seconds_left gauge"]
+    for role, cert in ca_certs:
+        left = (cert.not_valid_after_utc - now).total_seconds()
+        subject = cert.subject.rfc4514_string().replace("\\", "\\\\").replace('"', '\\"')
+        lines.append(f'trustyard_ca_certificate_seconds_left{{role="{role}",subject="{subject}"}} {left:.0f}')
+    return body + ("\n".join(lines) + "\n").encode()

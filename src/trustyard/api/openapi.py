@@ -1,0 +1,82 @@
+"""The OpenAPI 3.1 description of the REST API, served at /openapi.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import __version__
+
+_PROBLEM = {"description": "RFC 7807 problem", "content": {"application/problem+json": {
+    "schema": {"$ref": "#/components/schemas/Problem"}}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    return {str(code): _PROBLEM for code in codes}
+
+
+def _json_body(ref: str) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}}
+
+
+_ISSUED = {"201": {"description": "issued", "content": {"application/json": {
+    "schema": {"$ref": "#/components/schemas/Issued"}}}}}
+_ADMIN = [{"admin": []}]
+
+SPEC: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {"title": "trustyard CA", "version": __version__,
+             "description": "Internal CA: bootstrap-token issuance, renewal by the current certificate, revocation."},
+    "paths": {
+        "/v1/roots": {"get": {"summary": "The PEM trust bundle", "responses": {
+            "200": {"description": "PEM bundle", "headers": {"ETag": {"schema": {"type": "string"}}},
+                    "content": {"application/pem-certificate-chain": {"schema": {"type": "string"}}}},
+            "304": {"description": "not modified"}}}},
+        "/v1/sign": {"post": {"summary": "Sign a CSR with a one-time bootstrap token",
+                              "requestBody": _json_body("SignRequest"), "responses": {**_ISSUED, **_errors(400, 401, 403)}}},
+        "/v1/renew": {"post": {"summary": "Renew, authenticated by a proof signed with the current certificate's key",
+                               "requestBody": _json_body("RenewRequest"),
+                               "responses": {**_ISSUED, **_errors(400, 401, 403)}}},
+        "/v1/revoke": {"post": {"summary": "Revoke (administrator bearer token, or proof by the key holder)",
+                                "requestBody": _json_body("RevokeRequest"),
+                                "responses": {"200": {"description": "revoked", "content": {"application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Certificate"}}}},
+                                    **_errors(400, 401, 403, 404, 409)}}},
+        "/v1/certificates": {"get": {"summary": "List certificates", "security": _ADMIN, "parameters": [
+            {"name": "status", "in": "query", "schema": {"type": "string",
+                                                         "enum": ["pending", "issued", "failed", "revoked"]}},
+            {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+            {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}}],
+            "responses": {"200": {"description": "certificates"}, **_errors(400, 401, 403)}}},
+        "/v1/certificates/{serial}": {"get": {"summary": "One certificate", "security": _ADMIN, "parameters": [
+            {"name": "serial", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "certificate"}, **_errors(401, 403, 404)}}},
+        "/healthz": {"get": {"summary": "Health", "responses": {"200": {"description": "healthy"},
+                                                                 "503": {"description": "unhealthy"}}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text format"}}}},
+        "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI"}}}},
+    },
+    "components": {
+        "securitySchemes": {"admin": {"type": "http", "scheme": "bearer"}},
+        "schemas": {
+            "Problem": {"type": "object", "properties": {
+                "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+                "detail": {"type": "string"}, "rule": {"type": "string"}, "value": {}}},
+            "SignRequest": {"type": "object", "additionalProperties": False, "required": ["csr", "token"],
+                            "properties": {"csr": {"type": "string", "description": "PEM CSR"},
+                                           "token": {"type": "string"},
+                                           "ttl": {"type": "string", "examples": ["24h"]}}},
+            "RenewRequest": {"type": "object", "additionalProperties": False, "required": ["csr", "proof"],
+                             "properties": {"csr": {"type": "string"}, "proof": {
+                                 "type": "string", "description": "JWS signed by the current key, x5c header, "
+                                 "aud trustyard:renew, csr_sha256 claim"}}},
+            "RevokeRequest": {"type": "object", "additionalProperties": False, "required": ["serial"],
+                              "properties": {"serial": {"type": "string"}, "reason": {"type": "string"},
+                                             "proof": {"type": "string"}}},
+            "Issued": {"type": "object", "properties": {
+                "serial": {"type": "string"}, "not_before": {"type": "string"}, "not_after": {"type": "string"},
+                "certificate": {"type": "string"}, "chain": {"type": "string"}, "roots": {"type": "string"}}},
+            "Certificate": {"type": "object", "properties": {
+                "serial": {"type": "string"}, "status": {"type": "string"}, "sans": {"type": "array"}}},
+        },
+    },
+}

@@ -1,0 +1,40 @@
+"""RFC 7807 rendering: every error leaves the server as application/problem+json."""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from ..errors import TrustyardError
+
+log = logging.getLogger("trustyard.api")
+
+PROBLEM = "application/problem+json"
+
+
+def problem_response(exc: TrustyardError, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(exc.problem(), status_code=exc.status, media_type=PROBLEM, headers=headers)
+
+
+async def trustyard_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, TrustyardError)
+    if exc.status >= 500:
+        log.error("%s %s: %s", request.method, request.url.path, exc.detail)
+    return problem_response(exc)
+
+
+async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    error = TrustyardError("internal error; the server log has the details")
+    return problem_response(error)
+
+
+async def http_error(request: Request, exc: Exception) -> JSONResponse:
+    status = getattr(exc, "status_code", 500)
+    error = TrustyardError(str(getattr(exc, "detail", "")) or "error", code={404: "notFound", 405: "methodNotAllowed"}
+                           .get(status, "httpError"))
+    error.status = status
+    error.title = {404: "Not found", 405: "Method not allowed"}.get(status, "HTTP error")
+    return problem_response(error)

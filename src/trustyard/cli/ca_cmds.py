@@ -1,0 +1,235 @@
+"""Commands run where the CA lives: init, serve, token, audit."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from ..ca.config import DEFAULT_ALLOW, load_config, resolve_home
+from ..errors import ConfigError
+from ..x509.keys import KeyType
+from .output import EXIT_FAILED, emit, home_option, json_option
+
+password_file_option = click.option(
+    "--password-file", type=click.Path(dir_okay=False), default=None,
+    help="File holding the CA key password (else $TRUSTYARD_PASSWORD).")
+
+
+def _password_for(config_encrypted: bool, password_file: str | None) -> bytes | None:
+    from ..ca.home import read_password
+
+    return read_password(password_file, insecure_no_password=not config_encrypted)
+
+
+@click.command()
+@home_option
+@password_file_option
+@click.option("--insecure-no-password", is_flag=True,
+              help="Store the CA keys unencrypted (mode 0600 still). For throwaway demo CAs only.")
+@click.option("--key-type", type=click.Choice([k.value for k in KeyType]), default=KeyType.EC_P256.value,
+              show_default=True, help="Key type of the root and intermediate.")
+@click.option("--allow", "allow", multiple=True, metavar="PATTERN",
+              help="Names the default provisioner may issue for (repeatable): orders.prod.internal, "
+                   f"*.prod.internal, 10.0.0.0/8, spiffe://prod.internal/*. Default: {', '.join(DEFAULT_ALLOW)}. "
+                   "Also becomes the intermediate's X.509 name constraints.")
+@click.option("--dns", "dns", multiple=True, metavar="NAME",
+              help="Extra DNS name for the CA server's TLS certificate (it always covers localhost, 127.0.0.1, ::1).")
+@click.option("--root-ttl", default="3650d", show_default=True, help="Root lifetime.")
+@click.option("--intermediate-ttl", default="365d", show_default=True, help="Intermediate lifetime.")
+@click.option("--name", default="trustyard", show_default=True, help="Organization/CN prefix of the CA certificates.")
+@click.option("--listen", default="127.0.0.1:8443", show_default=True, help="Address `serve` listens on.")
+@click.option("--database-url", default="sqlite:///trustyard.db", show_default=True,
+              help="SQLAlchemy URL: sqlite:///FILE (relative to the home) or postgresql://user@host/db.")
+@json_option
+def init(home: str | None, password_file: str | None, insecure_no_password: bool, key_type: str,
+         allow: tuple[str, ...], dns: tuple[str, ...], root_ttl: str, intermediate_ttl: str, name: str,
+         listen: str, database_url: str, as_json: bool) -> None:
+    """Create a CA in the home: root (self-signed), intermediate (name-constrained to the allowed
+    names), the CA server's TLS certificate, a bootstrap-token provisioner key, trustyard.toml and the
+    database. Refuses to touch an existing CA.
+
+    The root key (ca/root.key) is needed only to make or rotate intermediates: after init you can
+    move it offline and the CA keeps issuing with the intermediate alone.
+    """
+    from ..ca.home import InitOptions, init_home, read_password
+
+    path = resolve_home(home)
+    password = read_password(password_file, insecure_no_password)
+    result = init_home(path, password, InitOptions(
+        key_type=KeyType(key_type), allow=allow, dns=dns, root_ttl=root_ttl, intermediate_ttl=intermediate_ttl,
+        name=name, listen=listen, database_url=database_url))
+    cfg = result.config
+    doc = {"home": str(path), "root_fingerprint_sha256": result.root_fingerprint,
+           "root_certificate": str(cfg.path(cfg.root_cert)), "root_key": str(cfg.path(cfg.root_key)),
+           "intermediate_certificate": str(cfg.path(cfg.intermediate_cert)), "allow": list(result.allow),
+           "allow_is_default": result.allow_is_default, "url": cfg.url, "encrypted_keys": cfg.encrypted_keys}
+
+    def text() -> str:
+        lines = [f"Created a CA in {path}",
+                 f"  root certificate:  {doc['root_certificate']}",
+                 f"  root fingerprint:  SHA256 {result.root_fingerprint}",
+                 f"  allowed names:     {', '.join(result.allow)}"
+                 + ("  (the default; change with --allow or in trustyard.toml)" if result.allow_is_default else ""),
+                 f"  admin token:       {path / 'admin.token'}"]
+        if not cfg.encrypted_keys:
+            lines.append("  WARNING: keys are NOT encrypted (--insecure-no-password): a demo CA only")
+        lines += ["", f"The root key {doc['root_key']} may now be moved offline; serving needs only the intermediate.",
+                  f"Next: trustyard serve --home {path}"]
+        return "\n".join(lines)
+
+    emit(as_json, doc, text)
+
+
+@click.command()
+@home_option
+@password_file_option
+@click.option("--init", "init_missing", is_flag=True,
+              help="Create the CA first (with defaults) when the home has none.")
+@click.option("--insecure-no-password", is_flag=True, help="With --init: keys unencrypted (demo only).")
+@click.option("--listen", default=None, help="HOST:PORT to listen on [default: from trustyard.toml, 127.0.0.1:8443].")
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="Worker processes [default: from trustyard.toml; 0 = one per core].")
+@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+              default="info", show_default=True)
+def serve(home: str | None, password_file: str | None, init_missing: bool, insecure_no_password: bool,
+          listen: str | None, workers: int | None, log_level: str) -> None:
+    """Run the CA's HTTPS API (REST: /v1/roots, /v1/sign, /v1/renew, /v1/revoke, /v1/certificates,
+    /healthz, /metrics, /openapi.json). Stops cleanly on SIGTERM/SIGINT."""
+    import tempfile
+
+    import uvicorn
+
+    from ..ca.home import InitOptions, init_home, load_authority, read_password
+
+    path = resolve_home(home)
+    if init_missing and not (path / "trustyard.toml").exists():
+        password = read_password(password_file, insecure_no_password)
+        result = init_home(path, password, InitOptions(**({"listen": listen} if listen else {})))
+        click.echo(f"Created a CA in {path} (root SHA256 {result.root_fingerprint}; "
+                   f"allowed names: {', '.join(result.allow)})")
+    config = load_config(path)
+    password = _password_for(config.encrypted_keys, password_file)
+    authority = load_authority(path, password, config=config)  # fail fast, and migrate once, here
+    authority.store.close()
+    if listen:
+        from dataclasses import replace
+
+        config = replace(config, listen=listen)
+    host, port = config.listen_host_port
+    count = workers if workers is not None else config.workers
+    count = count or os.cpu_count() or 1
+
+    os.environ["TRUSTYARD_HOME"] = str(path.resolve())
+    if password_file:
+        os.environ["TRUSTYARD_PASSWORD_FILE"] = str(Path(password_file).resolve())
+    elif password is not None:
+        os.environ["TRUSTYARD_PASSWORD"] = password.decode()
+    if count > 1:
+        metrics_dir = tempfile.mkdtemp(prefix="trustyard-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    url = f"https://{host if ':' not in host else f'[{host}]'}:{port}"
+    click.echo(f"trustyard CA serving on {url} with {count} worker(s)\n"
+               f"  trust bundle:  {config.path(config.root_cert)}\n"
+               f"  first certificate:\n"
+               f"    TOKEN=$(trustyard token --home {path} orders.internal)\n"
+               f"    trustyard issue orders.internal --token \"$TOKEN\" --ca-url {url} "
+               f"--root {config.path(config.root_cert)} --out ./orders", err=True)
+    uvicorn.run(
+        "trustyard.api.app:app_from_env", factory=True, host=host, port=port, workers=count,
+        ssl_certfile=str(config.path(config.tls_cert)), ssl_keyfile=str(config.path(config.tls_key)),
+        ssl_keyfile_password=password.decode() if password else None, log_level=log_level,
+        access_log=log_level == "debug", timeout_graceful_shutdown=10,
+    )
+
+
+@click.command()
+@click.argument("name")
+@click.option("--san", "sans", multiple=True, metavar="NAME",
+              help="Subject alternative name the token allows (repeatable) [default: NAME].")
+@click.option("--ttl", default="5m", show_default=True, help="How long the token can be redeemed (at most 24h).")
+@click.option("--cert-ttl", default=None, help="Lifetime of the certificate it buys [default: the provisioner's].")
+@click.option("--provisioner", default="default", show_default=True)
+@home_option
+@password_file_option
+@json_option
+def token(name: str, sans: tuple[str, ...], ttl: str, cert_ttl: str | None, provisioner: str, home: str | None,
+          password_file: str | None, as_json: bool) -> None:
+    """Print a single-use bootstrap token for NAME, signed with the provisioner key.
+
+    The names are checked against the provisioner's policy now, and again when redeemed.
+    """
+    from ..ca.home import load_authority
+
+    path = resolve_home(home)
+    config = load_config(path)
+    authority = load_authority(path, _password_for(config.encrypted_keys, password_file), minting=True,
+                               config=config)
+    try:
+        value = authority.mint_token(provisioner, name, list(sans), ttl, cert_ttl, actor=f"cli:{_user()}")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    finally:
+        authority.store.close()
+    emit(as_json, {"token": value, "name": name, "sans": list(sans) or [name], "ttl": ttl}, value)
+
+
+def _user() -> str:
+    try:
+        import getpass
+
+        return getpass.getuser()
+    except Exception:
+        return str(os.getuid())
+
+
+@click.group(invoke_without_command=True)
+@home_option
+@json_option
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the last N entries.")
+@click.pass_context
+def audit(ctx: click.Context, home: str | None, as_json: bool, limit: int | None) -> None:
+    """List the audit log (token mints, issuances, renewals, revocations, denials).
+
+    `trustyard audit verify` checks the hash chain: exit 1 when an entry was edited or deleted.
+    """
+    ctx.obj = {"home": home, "as_json": as_json}
+    if ctx.invoked_subcommand is not None:
+        return
+    from ..store import open_store
+
+    config = load_config(resolve_home(home))
+    store = open_store(config.db_url)
+    entries = [e.to_json() for e in store.audit_entries()]
+    store.close()
+    if limit:
+        entries = entries[-limit:]
+
+    def text() -> str:
+        rows = [f"{e['seq']:>6}  {e['at'][:19]}  {e['outcome']:<6}  {e['action']:<20} {e['target']:<42} "
+                f"{e['actor']}" for e in entries]
+        return "\n".join(rows) if rows else "(the audit log is empty)"
+
+    emit(as_json, {"entries": entries}, text)
+
+
+@audit.command("verify")
+@home_option
+@json_option
+@click.pass_context
+def audit_verify(ctx: click.Context, home: str | None, as_json: bool) -> int:
+    """Verify the audit log's hash chain. Exit 0 intact, 1 tampered."""
+    from ..store import open_store
+
+    home = home or ctx.obj.get("home")
+    as_json = as_json or ctx.obj.get("as_json")
+    config = load_config(resolve_home(home))
+    store = open_store(config.db_url)
+    report = store.verify_audit()
+    store.close()
+    emit(as_json, report.to_json(), lambda: (f"audit log intact: {report.entries} entries" if report.ok else
+                                             "audit log TAMPERED:\n  " + "\n  ".join(report.problems)))
+    return 0 if report.ok else EXIT_FAILED
+
+

@@ -1,0 +1,215 @@
+"""Commands a service owner or operator runs against a CA: roots, issue, renew, revoke, list."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import click
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from ..client import IssuedFiles, load_cert_chain_file, load_key_file, make_csr, new_key_and_csr
+from ..errors import ConfigError, Forbidden
+from ..x509.keys import KeyType, generate_private_key, key_type_of
+from ..x509.summary import fingerprint_sha256, serial_hex
+from .connect import LocalCA, admin_token_from, connect
+from .output import emit, home_option, json_option
+
+ca_url_option = click.option("--ca-url", envvar="TRUSTYARD_CA_URL", show_envvar=True, default=None,
+                             help="URL of the CA, e.g. https://ca.internal:8443.")
+root_option = click.option("--root", type=click.Path(dir_okay=False), envvar="TRUSTYARD_ROOT", show_envvar=True,
+                           default=None, help="Trust bundle to verify the CA server with.")
+password_file_option = click.option("--password-file", type=click.Path(dir_okay=False), default=None,
+                                    help="With --home: the CA key password file (else $TRUSTYARD_PASSWORD).")
+
+
+def _issued_doc(issued: IssuedFiles, paths: dict[str, str]) -> dict[str, object]:
+    return {"serial": issued.serial, "not_before": issued.not_before, "not_after": issued.not_after,
+            "files": paths}
+
+
+def _issued_text(issued: IssuedFiles, paths: dict[str, str]) -> str:
+    return (f"serial    {issued.serial}\nvalid     {issued.not_before} .. {issued.not_after}\n"
+            f"wrote     {paths['certificate']} (leaf + intermediate), {paths['key']} (0600), {paths['ca']}")
+
+
+@click.command()
+@ca_url_option
+@click.option("--fingerprint", required=True, help="SHA-256 fingerprint of the root, as `init` printed it.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the bundle here (else stdout).")
+@json_option
+def roots(ca_url: str | None, fingerprint: str, out: str | None, as_json: bool) -> None:
+    """Bootstrap the trust bundle safely: fetch it, keep it only if it contains the root with the
+    given fingerprint, then fetch it again over TLS verified against that root alone."""
+    import httpx
+
+    from ..files import write_atomic
+
+    if not ca_url:
+        raise click.UsageError("give --ca-url")
+    wanted = fingerprint.replace(":", "").replace("SHA256", "").strip().lower()
+    try:
+        first = httpx.get(ca_url.rstrip("/") + "/v1/roots", verify=False, timeout=10)  # noqa: S501 - pinned below
+        first.raise_for_status()
+        pinned = [c for c in x509.load_pem_x509_certificates(first.content) if fingerprint_sha256(c) == wanted]
+    except (httpx.HTTPError, ValueError) as exc:
+        raise ConfigError(f"cannot fetch the trust bundle from {ca_url}: {exc}") from None
+    if not pinned:
+        raise Forbidden(f"no root with fingerprint {wanted} at {ca_url}: refusing the bundle", code="fingerprintMismatch")
+    context = ssl.create_default_context(cadata=pinned[0].public_bytes(Encoding.PEM).decode())
+    try:
+        bundle = httpx.get(ca_url.rstrip("/") + "/v1/roots", verify=context, timeout=10).text
+    except httpx.HTTPError as exc:
+        raise Forbidden(f"the CA server's certificate does not chain to the pinned root: {exc}",
+                        code="untrustedServer") from None
+    certs = x509.load_pem_x509_certificates(bundle.encode())
+    if out:
+        write_atomic(out, bundle)
+    emit(as_json, {"roots": [fingerprint_sha256(c) for c in certs], "out": out, "pem": bundle},
+         (f"wrote {len(certs)} root(s) to {out}" if out else bundle.rstrip()))
+
+
+@click.command()
+@click.argument("name")
+@click.option("--san", "sans", multiple=True, metavar="NAME", help="Subject alternative names [default: NAME].")
+@click.option("--ttl", default=None, help="Certificate lifetime, e.g. 24h [default: the provisioner's].")
+@click.option("--token", envvar="TRUSTYARD_TOKEN", show_envvar=True, default=None, help="One-time bootstrap token.")
+@click.option("--token-file", type=click.Path(dir_okay=False), default=None, help="Read the token from a file.")
+@ca_url_option
+@root_option
+@home_option
+@password_file_option
+@click.option("--key-type", type=click.Choice([k.value for k in KeyType]), default=KeyType.EC_P256.value,
+              show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), default=".", show_default=True,
+              help="Directory for tls.crt, tls.key (0600) and ca.crt.")
+@json_option
+def issue(name: str, sans: tuple[str, ...], ttl: str | None, token: str | None, token_file: str | None,
+          ca_url: str | None, root: str | None, home: str | None, password_file: str | None, key_type: str,
+          out: str, as_json: bool) -> None:
+    """Get a certificate for NAME. The key is generated here and never sent.
+
+    Remote: --token T --ca-url URL --root FILE. Local (on the CA host): --home H, which mints and
+    redeems a token through the same authority, policy and audit log.
+    """
+    if token_file:
+        token = Path(token_file).read_text().strip()
+    names = list(sans) or [name]
+    key, csr = new_key_and_csr(KeyType(key_type), names)
+    ca = connect(home, ca_url, root, password_file, minting=not ca_url)
+    try:
+        if isinstance(ca, LocalCA) and not token:
+            token = ca.mint(name, names, ttl)
+        if not token:
+            raise click.UsageError("give --token (or --token-file, or $TRUSTYARD_TOKEN)")
+        issued = ca.sign(csr, token, ttl)
+    finally:
+        ca.close()
+    paths = issued.write(Path(out), key)
+    emit(as_json, _issued_doc(issued, paths), lambda: _issued_text(issued, paths))
+
+
+@click.command()
+@click.option("--cert", "cert_file", type=click.Path(dir_okay=False, exists=True), required=True,
+              help="The current certificate (tls.crt: leaf then intermediates).")
+@click.option("--key", "key_file", type=click.Path(dir_okay=False, exists=True), required=True,
+              help="Its private key (tls.key).")
+@click.option("--keep-key", is_flag=True, help="Reuse the current key instead of generating a new one.")
+@ca_url_option
+@root_option
+@home_option
+@password_file_option
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Where to write the new files [default: the certificate's directory].")
+@json_option
+def renew(cert_file: str, key_file: str, keep_key: bool, ca_url: str | None, root: str | None, home: str | None,
+          password_file: str | None, out: str | None, as_json: bool) -> None:
+    """Renew a certificate, authenticated by itself (a proof signed with its key). Same identity,
+    same lifetime; a new key unless --keep-key. A revoked or expired certificate cannot be renewed."""
+    from ..ca import proofs
+
+    chain = load_cert_chain_file(Path(cert_file))
+    current_key = load_key_file(Path(key_file))
+    new_key = current_key if keep_key else generate_private_key(key_type_of(current_key) or KeyType.EC_P256)
+    csr = make_csr(new_key, [])
+    csr_der = x509.load_pem_x509_csr(csr).public_bytes(Encoding.DER)
+    proof = proofs.make(current_key, chain, proofs.RENEW, csr_sha256=proofs.csr_digest(csr_der))
+    ca = connect(home, ca_url, root, password_file)
+    try:
+        issued = ca.renew(csr, proof)
+    finally:
+        ca.close()
+    paths = issued.write(Path(out) if out else Path(cert_file).parent, new_key)
+    emit(as_json, _issued_doc(issued, paths), lambda: _issued_text(issued, paths))
+
+
+@click.command()
+@click.option("--serial", default=None, help="Serial number (hex) of the certificate.")
+@click.option("--cert", "cert_file", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="The certificate file (its serial is used).")
+@click.option("--key", "key_file", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Revoke as the key holder: the certificate's private key (with --cert).")
+@click.option("--reason", default="unspecified", show_default=True,
+              help="keyCompromise, superseded, cessationOfOperation, affiliationChanged, ...")
+@click.option("--admin-token-file", type=click.Path(dir_okay=False), default=None,
+              help="Administrator token file [default: HOME/admin.token].")
+@ca_url_option
+@root_option
+@home_option
+@password_file_option
+@json_option
+def revoke(serial: str | None, cert_file: str | None, key_file: str | None, reason: str,
+           admin_token_file: str | None, ca_url: str | None, root: str | None, home: str | None,
+           password_file: str | None, as_json: bool) -> None:
+    """Revoke a certificate. It can never be renewed afterwards."""
+    from ..ca import proofs
+
+    chain = load_cert_chain_file(Path(cert_file)) if cert_file else []
+    if chain:
+        serial = serial_hex(chain[0].serial_number)
+    if not serial:
+        raise click.UsageError("give --serial or --cert")
+    proof = admin_token = None
+    if key_file:
+        if not chain:
+            raise click.UsageError("--key needs --cert")
+        proof = proofs.make(load_key_file(Path(key_file)), chain, proofs.REVOKE, serial=serial)
+    elif ca_url:
+        admin_token = admin_token_from(home, admin_token_file)
+    ca = connect(home, ca_url, root, password_file)
+    try:
+        record = ca.revoke(serial, reason, proof=proof, admin_token=admin_token)
+    finally:
+        ca.close()
+    emit(as_json, record, f"revoked {record['serial']} ({record.get('revocation_reason')})")
+
+
+@click.command("list")
+@click.option("--status", type=click.Choice(["pending", "issued", "failed", "revoked"]), default=None)
+@click.option("--admin-token-file", type=click.Path(dir_okay=False), default=None,
+              help="Administrator token file, for --ca-url [default: HOME/admin.token].")
+@ca_url_option
+@root_option
+@home_option
+@password_file_option
+@json_option
+def list_(status: str | None, admin_token_file: str | None, ca_url: str | None, root: str | None,
+          home: str | None, password_file: str | None, as_json: bool) -> None:
+    """List certificates in the CA's ledger (administrator)."""
+    token = admin_token_from(home, admin_token_file) if ca_url else ""
+    ca = connect(home, ca_url, root, password_file)
+    try:
+        records = ca.list(token, status)
+    finally:
+        ca.close()
+
+    def text() -> str:
+        rows = [f"{'SERIAL':<40}  {'STATUS':<8} {'NOT AFTER':<20} SANS"]
+        rows += [f"{r['serial']:<40}  {r['status']:<8} {r['not_after'][:19]:<20} {', '.join(r['sans'])}"
+                 for r in records]
+        return "\n".join(rows)
+
+    emit(as_json, {"certificates": records}, text)
+
+

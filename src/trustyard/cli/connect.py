@@ -1,0 +1,91 @@
+"""One interface, two ways to reach the authority: in-process from a CA home (``LocalCA``)
+or over HTTPS (``trustyard.client.CAClient``). Commands don't care which."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+import click
+
+from ..ca.authority import Authority, Issued
+from ..ca.config import load_config, resolve_home
+from ..client import CAClient, IssuedFiles
+from ..errors import ConfigError
+
+
+class CA(Protocol):
+    def sign(self, csr_pem: bytes | str, token: str, ttl: str | None = None) -> IssuedFiles: ...
+    def renew(self, csr_pem: bytes | str, proof: str) -> IssuedFiles: ...
+    def revoke(self, serial: str, reason: str = "unspecified", proof: str | None = None,
+               admin_token: str | None = None) -> dict[str, Any]: ...
+    def list(self, admin_token: str, status: str | None = None, limit: int = 1000) -> list[dict[str, Any]]: ...
+    def close(self) -> None: ...
+
+
+class LocalCA:
+    """The authority loaded from a home, acting as the administrator (local file access is the credential)."""
+
+    def __init__(self, authority: Authority, actor: str) -> None:
+        self.authority = authority
+        self.actor = actor
+
+    def mint(self, name: str, sans: list[str], cert_ttl: str | None) -> str:
+        return self.authority.mint_token("default", name, sans, "5m", cert_ttl, actor=self.actor)
+
+    def sign(self, csr_pem: bytes | str, token: str, ttl: str | None = None) -> IssuedFiles:
+        return _files(self.authority.sign(csr_pem, token, ttl, actor=self.actor))
+
+    def renew(self, csr_pem: bytes | str, proof: str) -> IssuedFiles:
+        return _files(self.authority.renew(csr_pem, proof, actor=self.actor))
+
+    def revoke(self, serial: str, reason: str = "unspecified", proof: str | None = None,
+               admin_token: str | None = None) -> dict[str, Any]:
+        return self.authority.revoke(serial, reason, admin=True, actor=self.actor).to_json()
+
+    def list(self, admin_token: str, status: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        return [r.to_json() for r in self.authority.store.list(status, limit)]
+
+    def close(self) -> None:
+        self.authority.store.close()
+
+
+def _files(issued: Issued) -> IssuedFiles:
+    return IssuedFiles(serial=issued.record.serial, not_before=issued.record.not_before.isoformat(),
+                       not_after=issued.record.not_after.isoformat(), certificate_pem=issued.certificate_pem,
+                       chain_pem=issued.chain_pem, roots_pem=issued.roots_pem)
+
+
+def local_ca(home: str | None, password_file: str | None, minting: bool = False) -> LocalCA:
+    from ..ca.home import load_authority, read_password
+    from .ca_cmds import _user
+
+    path = resolve_home(home)
+    config = load_config(path)
+    password = read_password(password_file, insecure_no_password=not config.encrypted_keys)
+    return LocalCA(load_authority(path, password, minting=minting, config=config), actor=f"cli:{_user()}")
+
+
+def remote_ca(ca_url: str | None, root: str | None) -> CAClient:
+    if not ca_url or not root:
+        raise click.UsageError("give --ca-url URL and --root FILE (the trust bundle), or --home for a local CA")
+    if not Path(root).is_file():
+        raise ConfigError(f"--root {root}: no such file (fetch it with `trustyard roots --fingerprint ...`)")
+    return CAClient(ca_url, verify=root)
+
+
+def connect(home: str | None, ca_url: str | None, root: str | None, password_file: str | None = None,
+            minting: bool = False) -> CA:
+    if ca_url:
+        return remote_ca(ca_url, root)
+    return local_ca(home, password_file, minting=minting)
+
+
+def admin_token_from(home: str | None, token_file: str | None) -> str:
+    candidates = [Path(token_file)] if token_file else [resolve_home(home) / "admin.token"]
+    for candidate in candidates:
+        try:
+            return candidate.read_text().strip()
+        except OSError:
+            continue
+    raise ConfigError("administrator token not found: give --admin-token-file FILE")

@@ -1,0 +1,65 @@
+"""How the CLI shows results and errors: one JSON document with --json, else text;
+errors as one line on stderr and an exit status the error class owns."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable
+
+import click
+
+from ..errors import ConfigError, TrustyardError
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # the thing checked is not healthy / the request was refused
+EXIT_USAGE = 2   # bad flags or configuration
+
+
+def run(cli: click.Group, argv: list[str]) -> int:
+    try:
+        rv = cli.main(args=argv, prog_name="trustyard", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return EXIT_USAGE
+    except ConfigError as exc:
+        click.echo(f"trustyard: error: {exc.detail}", err=True)
+        return EXIT_USAGE
+    except TrustyardError as exc:
+        code = f" [{exc.code}]" if exc.code else ""
+        click.echo(f"trustyard: error{code}: {exc.detail}", err=True)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+    return rv if isinstance(rv, int) else EXIT_OK
+
+
+def emit(as_json: bool, document: Any, text: Callable[[], str] | str) -> None:
+    """Print the JSON document or the text rendering (a callable so it is built only when used)."""
+    if as_json:
+        click.echo(json.dumps(document, indent=2, sort_keys=False, default=str))
+    else:
+        click.echo(text() if callable(text) else text)
+
+
+home_option = click.option(
+    "--home", type=click.Path(file_okay=False), default=None, envvar="TRUSTYARD_HOME", show_envvar=True,
+    help="CA home directory [default: ~/.trustyard].",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+password_options = [
+    click.option("--password-file", type=click.Path(dir_okay=False), default=None,
+                 help="File holding the CA key password (or set TRUSTYARD_PASSWORD)."),
+]
+
+
+def with_options(options: list[Callable[[Any], Any]]) -> Callable[[Any], Any]:
+    def decorate(fn: Any) -> Any:
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+    return decorate
