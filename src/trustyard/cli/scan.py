@@ -1,0 +1,128 @@
+"""``trustyard scan``: inventory certificates and keys in files, keystores, manifests and endpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import datetime, timezone
+
+import click
+
+from ..errors import BadRequest
+from ..inventory.endpoints import DEFAULT_CONCURRENCY, Endpoint
+from ..inventory.findings import Rules
+from ..inventory.model import Severity
+from ..inventory.report import to_csv, to_json, to_prometheus, to_table
+from ..inventory.scan import ScanOptions, count_files, run_scan, where
+from ..inventory.sources import DEFAULT_PASSWORDS
+from ..units import Threshold, parse_duration
+from .output import EXIT_FAILED, EXIT_OK
+
+
+def _env(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    out = []
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path:
+            raise click.BadParameter(f"{value!r}: write NAME=PATH, e.g. prod=/srv/prod-config")
+        out.append((name, path))
+    return tuple(out)
+
+
+def _endpoints(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[Endpoint, ...]:
+    try:
+        return tuple(Endpoint.parse(v) for v in values)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _threshold(ctx: click.Context, param: click.Parameter, value: str) -> Threshold:
+    try:
+        return Threshold.parse(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@click.command(context_settings={"max_content_width": 100})
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--endpoint", "endpoints", multiple=True, callback=_endpoints, metavar="HOST:PORT[/SNI]",
+              help="A live TLS endpoint: record the chain it sends (repeatable).")
+@click.option("--env", "environments", multiple=True, callback=_env, metavar="NAME=PATH",
+              help="Scan PATH as environment NAME, to find keys and certs copied across environments.")
+@click.option("--ca", "ca_bundles", multiple=True, type=click.Path(exists=True), metavar="BUNDLE",
+              help="Trust bundle to check chains against (repeatable).")
+@click.option("--warn", default="30d", show_default=True, callback=_threshold,
+              help="Flag certificates expiring within this time, or this share of their lifetime (33%).")
+@click.option("--max-validity", default="398d", show_default=True, help="Longest acceptable leaf lifetime.")
+@click.option("--password", "passwords", multiple=True, metavar="TEXT",
+              help="Password to try on PKCS#12, JKS and encrypted keys (repeatable; '' and changeit are tried).")
+@click.option("--where", "where_sha256", default=None, metavar="SHA256",
+              help="Blast radius: every location holding this certificate or SPKI fingerprint, and the "
+                   "trust stores that trust it.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "prometheus"]), default="table",
+              show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json: one JSON document.")
+@click.option("--fail-on", type=click.Choice(["info", "warning", "error", "critical"]), default="error",
+              show_default=True, help="Exit 1 when a finding is at least this severe.")
+@click.option("--timeout", default="5s", show_default=True, help="Per-endpoint connect + handshake timeout.")
+@click.option("--concurrency", default=DEFAULT_CONCURRENCY, show_default=True, help="Endpoints probed at once.")
+def scan(paths: tuple[str, ...], endpoints: tuple[Endpoint, ...], environments: tuple[tuple[str, str], ...],
+         ca_bundles: tuple[str, ...], warn: Threshold, max_validity: str, passwords: tuple[str, ...],
+         where_sha256: str | None, fmt: str, as_json: bool, fail_on: str, timeout: str, concurrency: int) -> int:
+    """Inventory certificates and private keys, and report what is wrong with them.
+
+    Reads PEM (certificates, bundles, keys, PKCS#7), DER, PKCS#7, PKCS#12, Java keystores,
+    and Kubernetes Secret/ConfigMap manifests under PATHS (recursively), plus live
+    --endpoint chains. Findings: self_signed_leaf, expired, not_yet_valid, expiring,
+    shared_key, cross_environment, shared_cert, weak_key, no_san, long_validity,
+    leaf_in_trust_store, key_unprotected, key_mismatch, untrusted_chain, missing_intermediate.
+
+    \b
+    Exit status: 0 no finding at or above --fail-on, 1 otherwise, 2 usage error.
+
+    \b
+    Examples:
+      trustyard scan /etc/ssl/private ./k8s --ca ca.crt
+      trustyard scan --env prod=/srv/prod --env staging=/srv/staging --json
+      trustyard scan . --endpoint api.internal:443/api.internal --format prometheus
+      trustyard scan . --where 3f2a...e1
+    """
+    if not (paths or endpoints or environments):
+        raise click.UsageError("give at least one PATH, --env NAME=PATH or --endpoint HOST:PORT")
+    try:
+        rules = Rules(now=datetime.now(timezone.utc), warn=warn, max_leaf_validity=parse_duration(max_validity))
+        timeout_s = parse_duration(timeout).total_seconds()
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+    options = ScanOptions(
+        paths=paths, environments=environments, endpoints=endpoints, ca_bundles=ca_bundles,
+        passwords=tuple(p.encode() for p in passwords) + DEFAULT_PASSWORDS, rules=rules,
+        timeout=timeout_s, concurrency=concurrency,
+    )
+    if sys.stderr.isatty() and not os.environ.get("TRUSTYARD_NO_PROGRESS"):
+        total = count_files(list(paths) + [p for _, p in environments]) + len(endpoints)
+        with click.progressbar(length=total, label="scanning", file=sys.stderr) as bar:
+            inv = run_scan(options, progress=bar.update)
+    else:
+        inv = run_scan(options)
+    if where_sha256:
+        answer = where(inv, where_sha256)
+        if as_json or fmt == "json":
+            click.echo(json.dumps(answer, indent=2))
+        else:
+            click.echo(f"{where_sha256}: {len(answer['locations'])} locations")
+            for loc in answer["locations"]:
+                click.echo(f"  holds: {loc}")
+            for store in answer["trusted_by"]:
+                click.echo(f"  trusted by: {store}")
+        return EXIT_OK if answer["locations"] else EXIT_FAILED
+    if as_json:
+        fmt = "json"
+    render = {"table": to_table, "json": to_json, "csv": to_csv, "prometheus": to_prometheus}[fmt]
+    click.echo(render(inv), nl=fmt in ("table", "json"))
+    threshold = Severity.parse(fail_on)
+    return EXIT_FAILED if any(f.severity >= threshold for f in inv.findings) else EXIT_OK
+
+
+__all__ = ["scan"]

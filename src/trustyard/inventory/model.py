@@ -1,0 +1,126 @@
+"""What a scan finds: certificates and keys at locations, and findings about them."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography import x509
+
+from ..x509.summary import fingerprint_sha256, is_ca, is_self_signed, serial_hex, spki_sha256
+from ..x509.names import name_text, sans_of
+
+
+class Severity(enum.IntEnum):
+    INFO = 0
+    WARNING = 1
+    ERROR = 2
+    CRITICAL = 3
+
+    @classmethod
+    def parse(cls, text: str) -> "Severity":
+        try:
+            return cls[text.upper()]
+        except KeyError:
+            raise ValueError(f"unknown severity {text!r}: choose info, warning, error or critical") from None
+
+    def __str__(self) -> str:
+        return self.name.lower()
+
+
+@dataclass
+class CertItem:
+    """One certificate at one location. ``group`` ties together what was found side by
+    side (one file, one keystore entry, one Secret), so keys can be paired with certs."""
+
+    cert: x509.Certificate
+    location: str
+    group: str
+    environment: str | None = None
+    trust_store: bool = False  # found where clients look for anchors (bundle, truststore, ca.crt)
+    served: bool = False  # sent by a live endpoint
+    position: int = 0  # index within its group's chain (0 = first / leaf)
+
+    def __post_init__(self) -> None:
+        self.fingerprint = fingerprint_sha256(self.cert)
+        self.spki = spki_sha256(self.cert)
+        self.is_ca = is_ca(self.cert)
+        self.self_signed = is_self_signed(self.cert)
+
+    def to_json(self) -> dict[str, Any]:
+        c = self.cert
+        return {
+            "location": self.location,
+            "subject": c.subject.rfc4514_string(),
+            "issuer": c.issuer.rfc4514_string(),
+            "sans": [name_text(n) for n in sans_of(c)],
+            "not_before": c.not_valid_before_utc.isoformat(),
+            "not_after": c.not_valid_after_utc.isoformat(),
+            "serial": serial_hex(c.serial_number),
+            "fingerprint_sha256": self.fingerprint,
+            "spki_sha256": self.spki,
+            "self_signed": self.self_signed,
+            "is_ca": self.is_ca,
+            "environment": self.environment,
+        }
+
+
+@dataclass
+class KeyItem:
+    """A private key at a location; ``spki`` is None when it is encrypted and no password fit."""
+
+    location: str
+    group: str
+    spki: str | None
+    encrypted: bool
+    mode: int | None = None  # file permission bits, None inside containers
+    environment: str | None = None
+    description: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"location": self.location, "spki_sha256": self.spki, "encrypted": self.encrypted,
+                "mode": None if self.mode is None else oct(self.mode), "environment": self.environment}
+
+
+@dataclass(frozen=True)
+class Finding:
+    code: str
+    severity: Severity
+    locations: tuple[str, ...]
+    detail: str
+    subject: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"code": self.code, "severity": str(self.severity), "locations": list(self.locations),
+                "detail": self.detail}
+
+
+@dataclass
+class ReadError:
+    location: str
+    detail: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"location": self.location, "detail": self.detail}
+
+
+@dataclass
+class Inventory:
+    certificates: list[CertItem] = field(default_factory=list)
+    keys: list[KeyItem] = field(default_factory=list)
+    errors: list[ReadError] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+
+    def extend(self, other: "Inventory") -> None:
+        self.certificates += other.certificates
+        self.keys += other.keys
+        self.errors += other.errors
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "certificates": [c.to_json() for c in self.certificates],
+            "keys": [k.to_json() for k in self.keys],
+            "findings": [f.to_json() for f in self.findings],
+            "errors": [e.to_json() for e in self.errors],
+        }

@@ -1,0 +1,97 @@
+"""The scan: sources -> one Inventory -> findings; and the blast-radius query."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from cryptography import x509
+
+from ..x509.chain import check_chain
+from .endpoints import DEFAULT_CONCURRENCY, Endpoint, scan_endpoints
+from .findings import Rules, evaluate
+from .model import Inventory, ReadError
+from .sources import DEFAULT_PASSWORDS, ReadOptions, iter_files, read_file
+
+
+@dataclass(frozen=True)
+class ScanOptions:
+    paths: tuple[str, ...] = ()
+    environments: tuple[tuple[str, str], ...] = ()  # (name, path)
+    endpoints: tuple[Endpoint, ...] = ()
+    ca_bundles: tuple[str, ...] = ()
+    passwords: tuple[bytes, ...] = DEFAULT_PASSWORDS
+    rules: Rules = field(default_factory=lambda: Rules(now=datetime.now(timezone.utc)))
+    timeout: float = 5.0
+    concurrency: int = DEFAULT_CONCURRENCY
+
+
+Progress = Callable[[int], None]
+
+
+def _read_tree(paths: list[str], options: ReadOptions, inv: Inventory, progress: Progress | None,
+               seen: set[tuple[int, int]]) -> None:
+    def on_error(location: str, detail: str) -> None:
+        inv.errors.append(ReadError(location, detail))
+
+    for path in iter_files(paths, on_error, seen):
+        inv.extend(read_file(path, options))
+        if progress:
+            progress(1)
+
+
+def run_scan(options: ScanOptions, progress: Progress | None = None) -> Inventory:
+    inv = Inventory()
+    passwords = options.passwords
+    anchors: list[x509.Certificate] = []
+    seen: set[tuple[int, int]] = set()  # a file is read once, by the most specific claim on it
+    for bundle in options.ca_bundles:
+        part = Inventory()
+        _read_tree([bundle], ReadOptions(passwords=passwords, trust_store=True), part, None, seen)
+        anchors += [c.cert for c in part.certificates]
+        inv.extend(part)
+    for name, path in options.environments:
+        _read_tree([path], ReadOptions(passwords=passwords, environment=name), inv, progress, seen)
+    _read_tree(list(options.paths), ReadOptions(passwords=passwords), inv, progress, seen)
+    if options.endpoints:
+        inv.extend(scan_endpoints(options.endpoints, timeout=options.timeout, concurrency=options.concurrency,
+                                  on_done=(lambda: progress(1)) if progress else None))
+    rules = options.rules
+    if anchors and not rules.anchors:
+        rules = Rules(now=rules.now, warn=rules.warn, max_leaf_validity=rules.max_leaf_validity,
+                      anchors=tuple(anchors))
+    inv.findings = evaluate(inv, rules)
+    return inv
+
+
+def where(inv: Inventory, sha256: str) -> dict[str, Any]:
+    """Blast radius: every place holding the certificate or key with this certificate or SPKI
+    fingerprint, and every trust store whose anchors would accept that certificate."""
+    wanted = sha256.lower().replace(":", "")
+    certs = [c for c in inv.certificates if wanted in (c.fingerprint, c.spki)]
+    keys = [k for k in inv.keys if k.spki == wanted or (certs and k.spki in {c.spki for c in certs})]
+    trusted_by: list[str] = []
+    stores: dict[str, list[x509.Certificate]] = {}
+    for c in inv.certificates:
+        if c.trust_store:
+            stores.setdefault(c.group, []).append(c.cert)
+    known = [c.cert for c in inv.certificates if c.is_ca]
+    targets = list({c.fingerprint: c.cert for c in certs}.values())
+    for store, anchor_certs in stores.items():
+        if any(check_chain([t], anchor_certs, known).trusted for t in targets):
+            trusted_by.append(store)
+    return {
+        "query": wanted,
+        "certificates": [c.to_json() for c in certs],
+        "keys": [k.to_json() for k in keys],
+        "trusted_by": trusted_by,
+        "locations": list(dict.fromkeys([c.location for c in certs] + [k.location for k in keys])),
+    }
+
+
+def count_files(paths: list[str]) -> int:
+    return sum(1 for _ in iter_files(paths, lambda *_: None)) if paths else 0
+
+
+__all__ = ["ScanOptions", "count_files", "run_scan", "where"]
