@@ -77,15 +77,23 @@ class Authority:
 
     def mint_token(self, provisioner: str, subject: str, sans: list[str], ttl_text: str = "5m",
                    cert_ttl: str | None = None, actor: str = "cli") -> str:
-        prov = self._provisioner(provisioner)
-        if prov.private_key is None:
-            raise Forbidden(f"provisioner {provisioner!r} has no signing key here")
-        names = _parse_names(sans or [subject])
-        prov.policy.check_names(names)
-        if cert_ttl:
-            parse_duration(cert_ttl)
-        token, claims = tokens.mint(prov.private_key, provisioner, subject, [name_text(n) for n in names],
-                                    parse_duration(ttl_text), cert_ttl=cert_ttl, now=self.clock())
+        with self._denials("token.mint", actor):
+            prov = self._provisioner(provisioner)
+            if prov.private_key is None:
+                raise Forbidden(f"provisioner {provisioner!r} has no signing key here")
+            names = _parse_names(sans or [subject])
+            prov.policy.check_names(names)
+            try:
+                if cert_ttl:
+                    parse_duration(cert_ttl)
+                lifetime = parse_duration(ttl_text)
+            except ValueError as exc:
+                raise BadRequest(str(exc), code="badTTL") from None
+            try:
+                token, claims = tokens.mint(prov.private_key, provisioner, subject, [name_text(n) for n in names],
+                                            lifetime, cert_ttl=cert_ttl, now=self.clock())
+            except ValueError as exc:
+                raise BadRequest(str(exc), code="badTTL") from None
         self.store.audit(AuditEvent(actor=actor, action="token.mint", target=subject,
                                     detail={"provisioner": provisioner, "sans": list(claims.sans),
                                             "jti": claims.jti, "expires_at": claims.expires_at.isoformat()}))

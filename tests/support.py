@@ -1,0 +1,144 @@
+"""Test helpers any test can use in one line: a CA home, CSRs, a running server, PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from trustyard.x509.keys import KeyType, PrivateKey, generate_private_key, signature_hash
+from trustyard.x509.names import parse_name
+
+PASSWORD = b"fixture-password-not-a-secret"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def csr_pem(key: PrivateKey, names: list[x509.GeneralName] | None = None, *, ca: bool = False,
+            cn: str | None = None, extensions: list[x509.ExtensionType] | None = None) -> bytes:
+    builder = x509.CertificateSigningRequestBuilder().subject_name(
+        x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, cn)]) if cn else x509.Name([]))
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    if ca:
+        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+    for ext in extensions or []:
+        builder = builder.add_extension(ext, critical=False)
+    return builder.sign(key, signature_hash(key)).public_bytes(Encoding.PEM)  # type: ignore[arg-type]
+
+
+def new_csr(*names: str, key_type: KeyType = KeyType.EC_P256) -> tuple[PrivateKey, bytes]:
+    key = generate_private_key(key_type)
+    return key, csr_pem(key, [parse_name(n) for n in names])
+
+
+# -- a real server -------------------------------------------------------------------------------
+
+class Server:
+    def __init__(self, home: Path, port: int, process: subprocess.Popen[bytes], log: Path) -> None:
+        self.home, self.port, self.process, self.log = home, port, process, log
+        self.url = f"https://127.0.0.1:{port}"
+        self.root = home / "ca" / "root.crt"
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, verify=str_ctx(self.root), timeout=30)
+
+    def stop(self, sig: int | None = None) -> None:
+        if self.process.poll() is None:
+            if sig is None:
+                self.process.terminate()
+            else:
+                os.killpg(self.process.pid, sig)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, 9)
+                self.process.wait(5)
+
+
+def str_ctx(root: Path):  # type: ignore[no-untyped-def]
+    import ssl
+
+    return ssl.create_default_context(cafile=str(root))
+
+
+def start_server(home: Path, workers: int = 1, env: dict[str, str] | None = None) -> Server:
+    port = free_port()
+    log = home / f"serve-{port}.log"
+    environment = {**os.environ, "TRUSTYARD_PASSWORD": PASSWORD.decode(), **(env or {})}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "trustyard", "serve", "--home", str(home), "--listen", f"127.0.0.1:{port}",
+         "--workers", str(workers), "--log-level", "warning"],
+        stdout=log.open("wb"), stderr=subprocess.STDOUT, env=environment, start_new_session=True,
+    )
+    server = Server(home, port, process, log)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited {process.returncode}:\n{log.read_text()}")
+        try:
+            with server.client() as c:
+                if c.get("/healthz").status_code == 200:
+                    return server
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    server.stop()
+    raise RuntimeError(f"server did not become healthy:\n{log.read_text()}")
+
+
+# -- a throwaway PostgreSQL ----------------------------------------------------------------------
+
+def postgres_bindir() -> Path | None:
+    for candidate in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if (candidate / "initdb").exists():
+            return candidate
+    return None
+
+
+@contextmanager
+def postgres_cluster() -> Iterator[str]:
+    """initdb + pg_ctl in a temp dir on a free port, as a non-root user; yields a base URL."""
+    bindir = postgres_bindir()
+    if bindir is None:
+        raise RuntimeError("PostgreSQL binaries not found (apt-get install postgresql)")
+    root = Path(tempfile.mkdtemp(prefix="trustyard-pg-"))
+    data = root / "data"
+    port = free_port()
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres", "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    run = lambda *args: subprocess.run([*as_user, *args], check=True, capture_output=True)  # noqa: E731
+    try:
+        run(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8")
+        run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "-t", "60", "-o",
+            f"-p {port} -k {root} -h 127.0.0.1 -c fsync=off -c max_connections=200", "start")
+        yield f"postgresql://postgres@127.0.0.1:{port}"
+    finally:
+        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def create_database(base_url: str, name: str) -> str:
+    import psycopg
+
+    with psycopg.connect(base_url + "/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return f"{base_url}/{name}"
