@@ -82,11 +82,12 @@ def start_server(home: Path, workers: int = 1, env: dict[str, str] | None = None
     port = free_port()
     log = home / f"serve-{port}.log"
     environment = {**os.environ, "TRUSTYARD_PASSWORD": PASSWORD.decode(), **(env or {})}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "trustyard", "serve", "--home", str(home), "--listen", f"127.0.0.1:{port}",
-         "--workers", str(workers), "--log-level", "warning"],
-        stdout=log.open("wb"), stderr=subprocess.STDOUT, env=environment, start_new_session=True,
-    )
+    with log.open("wb") as log_file:  # the child keeps its own descriptor
+        process = subprocess.Popen(
+            [sys.executable, "-m", "trustyard", "serve", "--home", str(home), "--listen", f"127.0.0.1:{port}",
+             "--workers", str(workers), "--log-level", "warning"],
+            stdout=log_file, stderr=subprocess.STDOUT, env=environment, start_new_session=True,
+        )
     server = Server(home, port, process, log)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

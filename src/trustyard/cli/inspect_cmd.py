@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import select
 import socket
+import time
 from pathlib import Path
 
 import click
@@ -45,8 +47,14 @@ def _fetch_chain(target: str, timeout: float = 10.0) -> list[x509.Certificate]:
         if not host.replace(".", "").isdigit() and ":" not in host:
             conn.set_tlsext_host_name(host.encode())
         conn.set_connect_state()
-        sock.settimeout(timeout)
-        conn.do_handshake()
+        deadline = time.monotonic() + timeout
+        while True:  # pyOpenSSL on a socket with a timeout is non-blocking: wait for readiness
+            try:
+                conn.do_handshake()
+                break
+            except (SSL.WantReadError, SSL.WantWriteError):
+                if not select.select([sock], [], [], max(deadline - time.monotonic(), 0))[0]:
+                    raise BadRequest(f"TLS handshake with {target} timed out") from None
         chain = conn.get_peer_cert_chain(as_cryptography=True) or []
         conn.shutdown()
     except SSL.Error as exc:

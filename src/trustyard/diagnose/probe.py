@@ -137,25 +137,56 @@ def _handshake(sock: socket.socket, result: ProbeResult, server_name: str | None
         return
     _keep_chain(conn, result)
     result.protocol = conn.get_protocol_version_name()
+    if result.cert_requested and not _early_read(conn, sock, result, min(deadline, time.monotonic() + read_wait)):
+        return  # a TLS 1.3 server refuses a client certificate only after the handshake
     if not http_request:
         return
+    data = b""
     try:
         host = server_name or result.host
         request = f"HEAD / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
         _drive(lambda: conn.sendall(request), sock, deadline)
         read_deadline = min(deadline, time.monotonic() + read_wait)
-        data = b""
         while b"\r\n\r\n" not in data and len(data) < 65536:
             data += _drive(lambda: conn.recv(4096), sock, read_deadline)
-    except (TimeoutError, SSL.ZeroReturnError):
-        data = locals().get("data", b"")
-    except SSL.SysCallError:
-        data = locals().get("data", b"")
+    except (TimeoutError, SSL.ZeroReturnError, SSL.SysCallError):
+        pass
     except SSL.Error as exc:
         result.tls_stage, result.tls_error = "after_handshake", _ssl_error_text(exc)
         return
     result.response_head = data[:4096]
     result.server_date = _http_date(data)
+
+
+def _early_read(conn: SSL.Connection, sock: socket.socket, result: ProbeResult, deadline: float) -> bool:
+    """Wait briefly for an alert before writing: a server that rejects our certificate
+    closes at once, and writing first would turn its alert into a bare reset."""
+    try:
+        _drive(lambda: conn.recv(1), sock, deadline)
+    except TimeoutError:
+        return True
+    except SSL.ZeroReturnError:
+        result.tls_stage, result.tls_error = "after_handshake", "server closed the connection after the handshake"
+        return False
+    except SSL.Error as exc:
+        result.tls_stage, result.tls_error = "after_handshake", _ssl_error_text(exc)
+        return False
+    return True
+
+
+def sniff_plaintext(host: str, port: int, timeout: float = 2.0) -> bytes:
+    """What the port answers to a plain-text HTTP request: non-TLS bytes mean not TLS."""
+    try:
+        with socket.create_connection((host.strip("[]"), port), timeout=timeout) as sock:
+            sock.sendall(b"HEAD / HTTP/1.0\r\n\r\n")
+            return sock.recv(256)
+    except OSError:
+        return b""
+
+
+def looks_like_tls(data: bytes) -> bool:
+    """A TLS record starts with content type 20-23 and major version 3."""
+    return len(data) >= 2 and data[0] in (20, 21, 22, 23) and data[1] == 3
 
 
 def _keep_chain(conn: SSL.Connection, result: ProbeResult) -> None:

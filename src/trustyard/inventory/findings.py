@@ -13,7 +13,7 @@ from typing import Callable, Iterator
 from cryptography import x509
 
 from ..units import Threshold, humanize
-from ..x509.chain import check_chain, is_leaf_self_signed, weakness
+from ..x509.chain import check_chain, is_leaf_self_signed, label, weakness
 from ..x509.names import sans_of
 from .model import CertItem, Finding, Inventory, Severity
 
@@ -50,15 +50,6 @@ def _finding(code: str, locations: list[str] | tuple[str, ...], detail: str, sub
 
 def _leaves(inv: Inventory) -> Iterator[CertItem]:
     return (c for c in inv.certificates if not c.is_ca)
-
-
-def label(cert: x509.Certificate) -> str:
-    """The subject, or the SANs when the subject is empty (as trustyard issues leaves)."""
-    subject = cert.subject.rfc4514_string()
-    if subject:
-        return subject
-    names = [getattr(n, "value", "") for n in sans_of(cert)]
-    return f"SAN={','.join(str(n) for n in names)}" if names else "(empty subject)"
 
 
 def _unit(location_group: str, served: bool = False) -> tuple[str, str]:

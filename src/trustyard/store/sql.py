@@ -110,21 +110,22 @@ class SqlStore:
 
     def record_intent(self, intent: Intent) -> None:
         """Reserve the serial and redeem the token (if any) in one transaction."""
-        try:
-            with self.engine.begin() as conn:
-                if intent.token_jti is not None:
+        with self.engine.begin() as conn:
+            if intent.token_jti is not None:
+                try:
                     self._redeem(conn, intent.token_jti, "bootstrap", intent.token_expires_at or intent.not_after)
+                except IntegrityError:
+                    raise Unauthorized("this token was already used: bootstrap tokens are single-use",
+                                       code="tokenReplayed") from None
+            try:
                 conn.execute(insert(certificates).values(
                     serial=intent.serial, provisioner=intent.provisioner, subject=intent.subject,
                     sans=json.dumps(list(intent.sans)), status="pending", requested_at=intent.requested_at,
                     not_before=intent.not_before, not_after=intent.not_after, renewed_from=intent.renewed_from,
                     token_jti=intent.token_jti,
                 ))
-        except IntegrityError as exc:
-            if "used_tokens" in str(exc) or "jti" in str(exc):
-                raise Unauthorized("this token was already used: bootstrap tokens are single-use",
-                                   code="tokenReplayed") from None
-            raise SerialCollision(intent.serial) from None
+            except IntegrityError:
+                raise SerialCollision(intent.serial) from None
 
     def use_token(self, jti: str, kind: str, expires_at: datetime) -> None:
         """Redeem a one-time credential (a renewal or revocation proof) on its own."""

@@ -141,6 +141,15 @@ def check_chain(
                       detail=f"the issuer {needed} is not in the trust bundle")
 
 
+def label(cert: x509.Certificate) -> str:
+    """The subject, or the SANs when the subject is empty (as trustyard issues leaves)."""
+    subject = cert.subject.rfc4514_string()
+    if subject:
+        return subject
+    names = [str(getattr(n, "value", "")) for n in sans_of(cert)]
+    return f"SAN={','.join(names)}" if names else "(empty subject)"
+
+
 @dataclass(frozen=True)
 class WindowProblem:
     code: str  # "expired" | "not_yet_valid"
@@ -155,11 +164,11 @@ def check_validity(path: Sequence[x509.Certificate], now: datetime) -> WindowPro
         who = "leaf" if i == 0 else f"chain[{i}]"
         if now > cert.not_valid_after_utc:
             return WindowProblem("expired", i, cert,
-                                 f"{who} {cert.subject.rfc4514_string()} expired at "
+                                 f"{who} {label(cert)} expired at "
                                  f"{cert.not_valid_after_utc.isoformat()}")
         if now < cert.not_valid_before_utc:
             return WindowProblem("not_yet_valid", i, cert,
-                                 f"{who} {cert.subject.rfc4514_string()} is valid only from "
+                                 f"{who} {label(cert)} is valid only from "
                                  f"{cert.not_valid_before_utc.isoformat()}")
     return None
 

@@ -1,0 +1,204 @@
+"""``doctor``: probe an endpoint and name the first failing layer, with evidence.
+
+Layers are checked in the order a client meets them: network, protocol, client_auth
+(the server refuses us), then the three checks on what the server sent: trust (a path
+to an anchor), identity (the name we asked for), validity (every certificate's window,
+or the local clock). When every check here passes, a real verifying handshake with
+Python's ``ssl`` configured the same way confirms it, so ``ok`` means a client would
+succeed, not merely that our checks found nothing.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Sequence
+from urllib.parse import urlsplit
+
+from cryptography import x509
+
+from ..errors import BadRequest
+from ..x509.chain import check_chain, check_hostname, check_validity
+from ..x509.summary import summarize
+from .explain import describe, explain
+from .probe import ProbeResult, is_ip, looks_like_tls, probe, sniff_plaintext
+
+CLOCK_SKEW_TOLERANCE = timedelta(minutes=5)
+
+
+@dataclass
+class Verdict:
+    target: str
+    ok: bool
+    layer: str | None = None
+    code: str | None = None
+    summary: str = ""
+    evidence: dict[str, Any] = field(default_factory=dict)
+    inspect: list[str] = field(default_factory=list)
+    fix: str = ""
+    chain: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"target": self.target, "ok": self.ok, "layer": self.layer, "code": self.code,
+                "summary": self.summary, "evidence": self.evidence, "inspect": self.inspect, "fix": self.fix,
+                "chain": self.chain}
+
+
+def parse_target(target: str) -> tuple[str, int]:
+    """``host:port``, ``[::1]:8443`` or an https URL (port 443 by default)."""
+    text = target.strip()
+    if "://" not in text:
+        text = "https://" + text
+    parts = urlsplit(text)
+    if parts.scheme not in ("https", "tls") or not parts.hostname:
+        raise BadRequest(f"invalid target {target!r}: write HOST:PORT or https://HOST[:PORT]/")
+    try:
+        port = parts.port or 443
+    except ValueError:
+        raise BadRequest(f"invalid port in {target!r}") from None
+    return parts.hostname, port
+
+
+def load_anchors(ca_files: Sequence[str]) -> tuple[list[x509.Certificate], list[str]]:
+    paths = list(ca_files)
+    if not paths:
+        defaults = ssl.get_default_verify_paths()
+        paths = [p for p in (defaults.cafile, defaults.openssl_cafile) if p and Path(p).is_file()][:1]
+    anchors: list[x509.Certificate] = []
+    for p in paths:
+        try:
+            anchors += x509.load_pem_x509_certificates(Path(p).read_bytes())
+        except (OSError, ValueError) as exc:
+            raise BadRequest(f"cannot read trust bundle {p}: {exc}") from None
+    return anchors, paths
+
+
+def _verdict(target: str, code: str, summary: str, chain: list[dict[str, Any]], **evidence: Any) -> Verdict:
+    info = describe(code)
+    inspect = [i.format(**evidence) if "{" in i else i for i in info.inspect]
+    return Verdict(target, False, info.layer, code, summary, evidence, inspect, info.fix, chain)
+
+
+def diagnose(
+    target: str, *, ca_files: Sequence[str] = (), name: str | None = None, cert_file: str | None = None,
+    key_file: str | None = None, timeout: float = 5.0, now: datetime | None = None,
+) -> Verdict:
+    host, port = parse_target(target)
+    expected = name or host
+    anchors, bundle_paths = load_anchors(ca_files)
+    bundle = ", ".join(bundle_paths) or "(none)"
+    result = probe(host, port, sni=None if is_ip(expected) else expected, timeout=timeout, cert_file=cert_file,
+                   key_file=key_file, http_request=True)
+    now = now or datetime.now(timezone.utc)
+    chain = [_evidence(c, now) for c in result.chain]
+    ev = {"bundle": bundle, "name": expected, "host": host, "port": port}
+
+    if result.network_error:
+        code = {"unreachable": "refused"}.get(result.network_error, result.network_error)
+        return _verdict(target, code, f"cannot connect to {host}:{port}: {result.network_detail}", chain,
+                        detail=result.network_detail, **ev)
+    if result.tls_error:
+        if result.tls_stage == "handshake" and not result.chain:
+            answer = sniff_plaintext(host, port, timeout=min(timeout, 2.0))
+            if answer and not looks_like_tls(answer):
+                return _verdict(target, "not_tls", f"the port speaks plain text, not TLS; it answered "
+                                f"{answer[:40]!r}", chain, answer=answer[:200].decode("latin-1"), **ev)
+        return _tls_failure(target, result, chain, ev)
+    if not result.chain:
+        return _verdict(target, "handshake_failure", "the server sent no certificate", chain, **ev)
+
+    leaf = result.chain[0]
+    trust = check_chain(result.chain, anchors)
+    ev.update(leaf_subject=leaf.subject.rfc4514_string(), leaf_issuer=leaf.issuer.rfc4514_string())
+    if not trust.trusted:
+        assert trust.code is not None
+        return _verdict(target, trust.code, trust.detail, chain, needed_issuer=trust.needed_issuer, **ev)
+    identity = check_hostname(leaf, expected)
+    if identity is not None:
+        return _verdict(target, identity.code, identity.detail, chain,
+                        sans=chain[0]["sans"], **ev)
+    path = list(trust.path) + ([trust.anchor] if trust.anchor is not None and trust.anchor not in trust.path else [])
+    window = check_validity(path, now)
+    if window is not None:
+        ev.update(certificate=window.cert.subject.rfc4514_string(), index=window.index,
+                  not_before=window.cert.not_valid_before_utc.isoformat(),
+                  not_after=window.cert.not_valid_after_utc.isoformat())
+        server_now = result.server_date
+        if server_now is not None and abs(server_now - now) > CLOCK_SKEW_TOLERANCE \
+                and check_validity(path, server_now) is None:
+            skew = now - server_now
+            return _verdict(target, "clock_skew", f"the local clock is {_signed(skew)} off the server's "
+                            f"({server_now.isoformat()}); by the server's clock the chain is valid", chain,
+                            local_time=now.isoformat(), server_time=server_now.isoformat(), **ev)
+        return _verdict(target, window.code, window.detail, chain, **ev)
+    return _confirm(target, host, port, expected, bundle_paths, cert_file, key_file, timeout, chain, ev)
+
+
+def _signed(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    return f"{abs(seconds)}s {'ahead of' if seconds > 0 else 'behind'}"
+
+
+def _tls_failure(target: str, result: ProbeResult, chain: list[dict[str, Any]], ev: dict[str, Any]) -> Verdict:
+    text = result.tls_error or ""
+    found = explain(text)
+    code = found.code if found.layer in ("protocol", "client_auth") else None
+    alert_rejection = found.code in ("client_cert_rejected", "client_cert_required") or "alert" in text.lower()
+    if result.cert_requested and (alert_rejection or code is None or code == "handshake_failure"):
+        code = "client_cert_rejected" if result.client_cert_sent else "client_cert_required"
+    elif code is None or (code.startswith("client_cert") and not result.cert_requested and
+                          result.tls_stage == "handshake"):
+        code = "handshake_failure"
+    return _verdict(target, code, f"TLS {result.tls_stage.replace('_', ' ') if result.tls_stage else ''} "
+                    f"failed: {text}", chain, tls_error=text, cert_requested=result.cert_requested,
+                    client_cert_sent=result.client_cert_sent, **ev)
+
+
+def _confirm(target: str, host: str, port: int, expected: str, bundle_paths: list[str], cert_file: str | None,
+             key_file: str | None, timeout: float, chain: list[dict[str, Any]], ev: dict[str, Any]) -> Verdict:
+    """A real verifying handshake, configured like the client being diagnosed."""
+    ctx = ssl.create_default_context(cafile=bundle_paths[0] if len(bundle_paths) == 1 else None)
+    for extra in bundle_paths[1:]:
+        ctx.load_verify_locations(extra)
+    if cert_file:
+        ctx.load_cert_chain(cert_file, key_file)
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as raw:
+            with ctx.wrap_socket(raw, server_hostname=expected) as tls:
+                tls.sendall(f"HEAD / HTTP/1.1\r\nHost: {expected}\r\nConnection: close\r\n\r\n".encode())
+                tls.settimeout(min(timeout, 1.0))
+                try:
+                    tls.recv(1024)
+                except (TimeoutError, socket.timeout):
+                    pass
+    except (ssl.SSLError, ssl.CertificateError, OSError) as exc:
+        found = explain(str(exc))
+        code = found.code or "handshake_failure"
+        return _verdict(target, code, f"a verifying client fails: {exc}", chain, tls_error=str(exc), **ev)
+    summary = f"OK: chain trusted by {ev['bundle']}, {expected} matches, all certificates valid"
+    return Verdict(target, True, None, None, summary, ev, [], "", chain)
+
+
+def _evidence(cert: x509.Certificate, now: datetime) -> dict[str, Any]:
+    s = summarize(cert, now)
+    return {k: s[k] for k in ("subject", "issuer", "sans", "not_before", "not_after", "seconds_left",
+                              "self_signed", "is_ca", "fingerprint_sha256")}
+
+
+def render_text(v: Verdict) -> str:
+    lines = [f"{v.target}: {'OK' if v.ok else f'FAIL  layer={v.layer}  code={v.code}'}", f"  {v.summary}"]
+    if v.chain:
+        lines.append("  chain served:")
+        for i, c in enumerate(v.chain):
+            lines.append(f"    [{i}] subject={c['subject'] or '(empty)'}  issuer={c['issuer']}")
+            lines.append(f"        sans={', '.join(c['sans']) or '(none)'}  "
+                         f"valid {c['not_before']} .. {c['not_after']}")
+    if v.inspect:
+        lines.append("  inspect:")
+        lines += [f"    - {i}" for i in v.inspect]
+    if v.fix:
+        lines.append(f"  fix: {v.fix}")
+    return "\n".join(lines)

@@ -1,0 +1,164 @@
+"""Which identities may call this service: an allow-list loaded from TOML.
+
+.. code-block:: toml
+
+    # Each [[allow]] grants the identities (any of them) the methods (default: all) on
+    # the path prefixes (default: all). A request is allowed when one rule grants it.
+    [[allow]]
+    identities = ["spiffe://prod.internal/orders", "spiffe://prod.internal/billing/*"]
+    paths = ["/api/orders"]
+    methods = ["GET", "POST"]
+
+    [[allow]]
+    identities = ["*.ops.internal"]     # any DNS name below ops.internal
+
+Identity patterns: an exact URI or DNS name; a URI ending in ``*`` (a prefix, e.g.
+``spiffe://prod.internal/*``); ``*.suffix`` for DNS names strictly below ``suffix``;
+``*`` for any authenticated identity. A path prefix matches whole segments:
+``/api`` covers ``/api`` and ``/api/x`` but not ``/apix``; paths are normalized first
+(``/api/../admin`` is ``/admin``).
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..errors import ConfigError
+from ..x509.names import normalize_dns
+from .identity import PeerIdentity
+
+_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT", "*"}
+
+
+@dataclass(frozen=True)
+class IdentityPattern:
+    text: str
+
+    @classmethod
+    def parse(cls, text: str) -> "IdentityPattern":
+        raw = str(text).strip()
+        if raw == "*":
+            return cls(raw)
+        if "://" in raw:
+            if "*" in raw[:-1]:
+                raise ValueError(f"invalid identity pattern {text!r}: '*' may only end a URI pattern")
+            return cls(raw)
+        try:
+            return cls(normalize_dns(raw))
+        except ValueError:
+            raise ValueError(f"invalid identity pattern {text!r}: expected a URI, a URI prefix ending in *, "
+                             "a DNS name, *.suffix or *") from None
+
+    def matches_name(self, name: str) -> bool:
+        pattern = self.text
+        if pattern == "*":
+            return True
+        if "://" in pattern:
+            if pattern.endswith("*"):
+                prefix = pattern[:-1]
+                return name.startswith(prefix) and len(name) > len(prefix)
+            return name == pattern
+        if "://" in name:
+            return False
+        name = name.lower()
+        if pattern.startswith("*."):
+            return name.endswith(pattern[1:])
+        return name == pattern
+
+    def matches(self, identity: PeerIdentity) -> bool:
+        return any(self.matches_name(n) for n in identity.names)
+
+
+def _normalize_path(path: str) -> str:
+    # One leading slash first: POSIX normpath keeps a leading "//" as a distinct root.
+    return posixpath.normpath("/" + path.lstrip("/"))
+
+
+@dataclass(frozen=True)
+class Rule:
+    identities: tuple[IdentityPattern, ...]
+    paths: tuple[str, ...] = ("/",)
+    methods: tuple[str, ...] = ("*",)
+
+    def covers(self, method: str, path: str) -> bool:
+        if "*" not in self.methods and method.upper() not in self.methods:
+            return False
+        return any(p == "/" or path == p or path.startswith(p + "/") for p in self.paths)
+
+    def allows(self, identity: PeerIdentity, method: str, path: str) -> bool:
+        return self.covers(method, path) and any(i.matches(identity) for i in self.identities)
+
+
+@dataclass(frozen=True)
+class IdentityPolicy:
+    rules: tuple[Rule, ...]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "policy") -> "IdentityPolicy":
+        unknown = set(data) - {"allow"}
+        if unknown:
+            raise ConfigError(f"{source}: unknown key(s) {', '.join(sorted(unknown))}; expected [[allow]] tables")
+        rules = []
+        for i, entry in enumerate(data.get("allow", [])):
+            where = f"{source}: allow[{i}]"
+            if not isinstance(entry, dict):
+                raise ConfigError(f"{where}: must be a table")
+            extra = set(entry) - {"identities", "paths", "methods"}
+            if extra:
+                raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(extra))}")
+            rules.append(_rule(entry, where))
+        return cls(tuple(rules))
+
+    @classmethod
+    def from_toml(cls, text: str, source: str = "policy") -> "IdentityPolicy":
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+        return cls.from_dict(data, source)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> "IdentityPolicy":
+        try:
+            text = Path(path).read_text("utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read identity policy {path}: {exc.strerror}") from None
+        return cls.from_toml(text, str(path))
+
+    def allows(self, identity: PeerIdentity, method: str, path: str) -> bool:
+        normalized = _normalize_path(path)
+        return any(rule.allows(identity, method, normalized) for rule in self.rules)
+
+
+def _strings(value: Any, where: str, key: str, default: Iterable[str]) -> list[str]:
+    if value is None:
+        return list(default)
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where}: {key} must be a non-empty list of strings")
+    return value
+
+
+def _rule(entry: dict[str, Any], where: str) -> Rule:
+    if "identities" not in entry:
+        raise ConfigError(f"{where}: identities is required")
+    try:
+        identities = tuple(IdentityPattern.parse(t) for t in _strings(entry["identities"], where, "identities", ()))
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    paths = []
+    for p in _strings(entry.get("paths"), where, "paths", ["/"]):
+        if not p.startswith("/"):
+            raise ConfigError(f"{where}: path prefix {p!r} must start with /")
+        paths.append(_normalize_path(p))
+    methods = [m.upper() for m in _strings(entry.get("methods"), where, "methods", ["*"])]
+    bad = [m for m in methods if m not in _METHODS]
+    if bad:
+        raise ConfigError(f"{where}: unknown HTTP method(s) {', '.join(bad)}")
+    return Rule(identities, tuple(paths), tuple(methods))
