@@ -60,9 +60,6 @@ class TestCA:
             self.chain: list[x509.Certificate] = []
         else:
             builder = profiles.intermediate_builder(self.key.public_key(), parent.cert, name, start, lifetime)
-            # intermediate_builder clips to the parent's notAfter; tests want exact windows
-            builder = builder.not_valid_after(start + lifetime) if start + lifetime < parent.cert.not_valid_after_utc \
-                else builder
             self.cert = profiles.sign(builder, parent.key)
             self.chain = [self.cert, *parent.chain]
         self.root = parent.root if parent else self.cert
@@ -153,16 +150,27 @@ class Server:
         conn.settimeout(5)
         try:
             if self.ctx is not None:
-                conn = self.ctx.wrap_socket(conn, server_side=True)
-            data = b""
-            while b"\r\n\r\n" not in data:
+                tls = self.ctx.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
+                try:
+                    tls.do_handshake()
+                    # TLS 1.3 checks the client certificate only now: read to let it fail
+                    data = tls.recv(4096)
+                except (ssl.SSLError, OSError):
+                    self._linger(tls)
+                    return
+                conn = tls
+            else:
+                data = conn.recv(4096)
+            # Like a strict HTTP server: answer garbage (a TLS ClientHello) at once with a 400.
+            while self.ctx is not None and b"\r\n\r\n" not in data:
                 chunk = conn.recv(4096)
                 if not chunk:
                     break
                 data += chunk
+            ok = self.ctx is not None or data.startswith((b"GET ", b"HEAD "))
             date = formatdate((self.date or datetime.now(timezone.utc)).timestamp(), usegmt=True)
-            conn.sendall(f"HTTP/1.1 {'400 Bad Request' if self.ctx is None and not data.startswith(b'GET') else '200 OK'}"
-                         f"\r\nDate: {date}\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n".encode())
+            conn.sendall(f"HTTP/1.1 {'200 OK' if ok else '400 Bad Request'}\r\nDate: {date}\r\n"
+                         "Content-Length: 3\r\nConnection: close\r\n\r\nok\n".encode())
         except (OSError, ssl.SSLError):
             pass
         finally:
@@ -170,6 +178,20 @@ class Server:
                 conn.close()
             except OSError:
                 pass
+
+    @staticmethod
+    def _linger(tls: ssl.SSLSocket) -> None:
+        """After a failed handshake, half-close and drain: closing with unread data sends a
+        reset, which can destroy the alert before the client reads it."""
+        try:
+            tls.shutdown(socket.SHUT_WR)
+            tls.settimeout(1)
+            while tls.recv(4096):
+                pass
+        except (OSError, ValueError):
+            pass
+        finally:
+            tls.close()
 
     def close(self) -> None:
         self._stop.set()
