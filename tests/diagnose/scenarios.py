@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from pki import DAY, NOW, Leaf, Server, TestCA, pem, self_signed
+from .pki import DAY, NOW, Leaf, Server, TestCA, pem, self_signed
 
 
 @dataclass
@@ -36,7 +36,7 @@ class Live:
 
     @property
     def target(self) -> str:
-        host = self.host_name if self.host_name[0].isalpha() else self.connect_host
+        host = "localhost" if self.host_name == "localhost" else self.connect_host
         return f"{host}:{self.port}"
 
 
