@@ -79,7 +79,8 @@ def where(inv: Inventory, sha256: str) -> dict[str, Any]:
     known = [c.cert for c in inv.certificates if c.is_ca]
     targets = list({c.fingerprint: c.cert for c in certs}.values())
     for store, anchor_certs in stores.items():
-        if any(check_chain([t], anchor_certs, known).trusted for t in targets):
+        # a path through intermediates found elsewhere still ends at this store's anchor
+        if any(check_chain([t], anchor_certs, known).anchor is not None for t in targets):
             trusted_by.append(store)
     return {
         "query": wanted,

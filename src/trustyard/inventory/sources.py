@@ -92,6 +92,8 @@ def iter_files(roots: Iterable[str | os.PathLike[str]], on_error: Callable[[str,
                         if (fst.st_dev, fst.st_ino) not in seen_files:
                             seen_files.add((fst.st_dev, fst.st_ino))
                             yield Path(entry.path)
+                    elif entry.is_symlink():
+                        on_error(entry.path, "dangling symbolic link")
                 except OSError as exc:  # dangling symlink, permission
                     on_error(entry.path, exc.strerror or str(exc))
             stack.extend(reversed(subdirs))
@@ -145,6 +147,7 @@ def _add_certs(certs: list[x509.Certificate], location: str, group: str, options
 def _read_pem(data: bytes, location: str, group: str, options: ReadOptions, inv: Inventory, *,
               trust: bool, mode: int | None) -> None:
     certs: list[x509.Certificate] = []
+    keys_before = len(inv.keys)
     for match in _PEM_BLOCK.finditer(data):
         label, block = match.group(1), match.group(0)
         if label in (b"CERTIFICATE", b"TRUSTED CERTIFICATE", b"X509 CERTIFICATE"):
@@ -157,7 +160,7 @@ def _read_pem(data: bytes, location: str, group: str, options: ReadOptions, inv:
         elif label.endswith(b"PRIVATE KEY"):
             _add_key(block, location, group, options, inv, mode=mode, pem=True)
     # A file holding a private key is an identity, not a trust store, whatever its name.
-    has_key = any(k.group == group for k in inv.keys)
+    has_key = len(inv.keys) > keys_before
     _add_certs(certs, location, group, options, inv, trust and not has_key)
 
 

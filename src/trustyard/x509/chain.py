@@ -228,6 +228,7 @@ def weakness(cert: x509.Certificate) -> list[str]:
         algo = cert.signature_hash_algorithm
     except Exception:  # unknown signature OID: not weak by our definition
         algo = None
-    if algo is not None and algo.name in ("sha1", "md5") and not is_self_signed(cert):
+    # a root's own signature is never checked, so SHA-1 there is harmless; on anything else it is not
+    if algo is not None and algo.name in ("sha1", "md5") and not (is_self_signed(cert) and is_ca(cert)):
         reasons.append(f"{algo.name.upper()} signature")
     return reasons
