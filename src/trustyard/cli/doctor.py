@@ -44,7 +44,7 @@ def doctor(target: str, ca_files: tuple[str, ...], name: str | None, cert_file: 
     Exit status: 0 a client configured like this one would succeed, 1 it would fail,
     2 usage error.
     """
-    if bool(cert_file) != bool(key_file) and not (cert_file and not key_file):
+    if key_file and not cert_file:
         raise click.UsageError("--key needs --cert")
     try:
         seconds = parse_duration(timeout).total_seconds()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any, Sequence
 from urllib.parse import urlsplit
 
 from cryptography import x509
+from cryptography.utils import CryptographyDeprecationWarning
 
 from ..errors import BadRequest
 from ..x509.chain import check_chain, check_hostname, check_validity
@@ -70,7 +72,9 @@ def load_anchors(ca_files: Sequence[str]) -> tuple[list[x509.Certificate], list[
     anchors: list[x509.Certificate] = []
     for p in paths:
         try:
-            anchors += x509.load_pem_x509_certificates(Path(p).read_bytes())
+            with warnings.catch_warnings():  # system bundles hold legacy roots (negative serials)
+                warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+                anchors += x509.load_pem_x509_certificates(Path(p).read_bytes())
         except (OSError, ValueError) as exc:
             raise BadRequest(f"cannot read trust bundle {p}: {exc}") from None
     return anchors, paths

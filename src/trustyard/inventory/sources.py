@@ -15,6 +15,7 @@ import hashlib
 import os
 import re
 import stat
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -22,6 +23,7 @@ from typing import Any, Callable, Iterable, Iterator
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
+from cryptography.utils import CryptographyDeprecationWarning
 
 from ..x509.keys import spki_der
 from .model import CertItem, Inventory, KeyItem, ReadError
@@ -113,8 +115,10 @@ def read_file(path: Path, options: ReadOptions) -> Inventory:
         return inv
     trust = options.trust_store or bool(_TRUST_NAMES.search(path.name))
     try:
-        parse_blob(data, location, location, options, inv, trust=trust, mode=stat.S_IMODE(st.st_mode),
-                   manifest=path.suffix.lower() in _MANIFEST_SUFFIXES)
+        with warnings.catch_warnings():  # old certificates in the wild break RFC 5280 rules; still inventory them
+            warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+            parse_blob(data, location, location, options, inv, trust=trust, mode=stat.S_IMODE(st.st_mode),
+                       manifest=path.suffix.lower() in _MANIFEST_SUFFIXES)
     except Exception as exc:  # one hostile file must not stop a scan of thousands
         inv.errors.append(ReadError(location, f"cannot parse: {type(exc).__name__}: {exc}"))
     return inv
