@@ -218,13 +218,15 @@ class Authority:
             self.store.record_failed(intent.serial)
             raise
         action = "certificate.renew" if renewed_from else "certificate.issue"
-        self.store.record_issued(intent.serial, cert.public_bytes(Encoding.DER), fingerprint_sha256(cert),
+        der = cert.public_bytes(Encoding.DER)
+        self.store.record_issued(intent.serial, der, fingerprint_sha256(cert),
                                  AuditEvent(actor=prov.name, action=action, target=intent.serial,
                                             detail={"subject": subject, "sans": list(sans),
                                                     "not_after": decision.not_after.isoformat(),
                                                     **({"renewed_from": renewed_from} if renewed_from else {})}))
-        record = self.store.get(intent.serial)
-        assert record is not None
+        record = CertRecord(serial=intent.serial, provisioner=prov.name, subject=subject, sans=sans, status="issued",
+                            not_before=decision.not_before, not_after=decision.not_after, requested_at=now,
+                            der=der, fingerprint_sha256=fingerprint_sha256(cert), renewed_from=renewed_from, revoked_at=None, revocation_reason=None)
         return Issued(record=record, certificate=cert, chain=self.chain, roots=self.roots)
 
     def _provisioner(self, name: str) -> Provisioner:

@@ -1,19 +1,25 @@
 """SqlStore: SQLite (WAL) by default, PostgreSQL (psycopg 3) by URL, through SQLAlchemy Core.
 
-Write transactions are serialized where they must be: on SQLite every transaction
-starts with ``BEGIN IMMEDIATE`` (one writer at a time, across processes); on
-PostgreSQL the audit head row is locked ``FOR UPDATE`` so the hash chain stays linear
-while other writes run concurrently.
+Write transactions are serialized where they must be. On SQLite there is one writer at
+a time across all worker processes: a write takes a thread lock and an ``flock`` on
+``<db>.lock`` (so waiters queue and wake at once instead of SQLite's sleep-and-retry
+busy handler) and then ``BEGIN IMMEDIATE``; reads use plain ``BEGIN`` and never block
+on writers (WAL). On PostgreSQL the audit head row is locked ``FOR UPDATE`` so the
+hash chain stays linear while other writes run concurrently.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import threading
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-from sqlalchemy import Engine, create_engine, event, func, insert, select, text, update
+from sqlalchemy import Engine, bindparam, create_engine, event, func, insert, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import StaticPool
@@ -50,6 +56,57 @@ class SqlStore:
         self.url = normalize_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
         self.engine = self._make_engine()
+        self._thread_lock = threading.Lock()
+        self._lock_path = self._sqlite_lock_path()
+        self._lock_fd: int | None = None
+        self._lock_pid = 0
+
+    def _sqlite_lock_path(self) -> str | None:
+        database = self.engine.url.database
+        if not self.is_sqlite or not database or database == ":memory:":
+            return None
+        return f"{database}.lock"
+
+    @contextmanager
+    def _tx(self, write: bool = True, durable: bool = True) -> Iterator[Connection]:
+        """A transaction; ``write`` ones are serialized across threads and processes on SQLite.
+
+        ``durable=False`` skips the fsync at commit (SQLite ``synchronous=NORMAL``). It is
+        only for steps that a durable commit always follows before anything leaves the CA
+        (the issuance intent, a proof's redemption): WAL frames reach the disk in order, so
+        that later fsync makes them durable too, and a power cut before it loses both the
+        step and its consequence together.
+        """
+        if not write or self._lock_path is None:
+            with self.engine.connect() as conn:
+                conn.info["immediate"] = write
+                with conn.begin():
+                    yield conn
+            return
+        with self._thread_lock:
+            fd = self._lock_file()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                with self.engine.connect() as conn:
+                    conn.info["immediate"] = True
+                    raw = conn.connection.dbapi_connection
+                    if not durable:
+                        raw.execute("PRAGMA synchronous=NORMAL")  # type: ignore[union-attr]
+                    try:
+                        with conn.begin():
+                            yield conn
+                    finally:
+                        if not durable:
+                            raw.execute("PRAGMA synchronous=FULL")  # type: ignore[union-attr]
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _lock_file(self) -> int:
+        if self._lock_fd is None or self._lock_pid != os.getpid():  # a forked child needs its own
+            assert self._lock_path is not None
+            self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            self._lock_pid = os.getpid()
+        return self._lock_fd
 
     def _make_engine(self) -> Engine:
         if not self.is_sqlite:
@@ -74,7 +131,7 @@ class SqlStore:
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Connection) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("immediate", True) else "BEGIN")
 
         return engine
 
@@ -87,7 +144,7 @@ class SqlStore:
 
         cfg = Config()
         cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             if not self.is_sqlite:
                 conn.execute(text("SELECT pg_advisory_xact_lock(7340032)"))
             cfg.attributes["connection"] = conn
@@ -105,12 +162,15 @@ class SqlStore:
 
     def close(self) -> None:
         self.engine.dispose()
+        if self._lock_fd is not None and self._lock_pid == os.getpid():
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     # -- issuance ---------------------------------------------------------------------------
 
     def record_intent(self, intent: Intent) -> None:
         """Reserve the serial and redeem the token (if any) in one transaction."""
-        with self.engine.begin() as conn:
+        with self._tx(durable=False) as conn:
             if intent.token_jti is not None:
                 try:
                     self._redeem(conn, intent.token_jti, "bootstrap", intent.token_expires_at or intent.not_after)
@@ -118,7 +178,7 @@ class SqlStore:
                     raise Unauthorized("this token was already used: bootstrap tokens are single-use",
                                        code="tokenReplayed") from None
             try:
-                conn.execute(insert(certificates).values(
+                conn.execute(_INSERT_INTENT, dict(
                     serial=intent.serial, provisioner=intent.provisioner, subject=intent.subject,
                     sans=json.dumps(list(intent.sans)), status="pending", requested_at=intent.requested_at,
                     not_before=intent.not_before, not_after=intent.not_after, renewed_from=intent.renewed_from,
@@ -130,28 +190,27 @@ class SqlStore:
     def use_token(self, jti: str, kind: str, expires_at: datetime) -> None:
         """Redeem a one-time credential (a renewal or revocation proof) on its own."""
         try:
-            with self.engine.begin() as conn:
+            with self._tx(durable=False) as conn:
                 self._redeem(conn, jti, kind, expires_at)
         except IntegrityError:
             raise Unauthorized(f"this {kind} proof was already used", code="tokenReplayed") from None
 
     @staticmethod
     def _redeem(conn: Connection, jti: str, kind: str, expires_at: datetime) -> None:
-        conn.execute(insert(used_tokens).values(jti=jti, kind=kind, used_at=_now(), expires_at=expires_at))
+        conn.execute(_INSERT_TOKEN, {"jti": jti, "kind": kind, "used_at": _now(), "expires_at": expires_at})
 
     def record_issued(self, serial: str, der: bytes, fingerprint: str, event_: AuditEvent) -> None:
         """Store the signed certificate (before anyone receives it) and audit it, atomically."""
-        with self.engine.begin() as conn:
-            conn.execute(update(certificates).where(certificates.c.serial == serial)
-                         .values(status="issued", der=der, fingerprint_sha256=fingerprint))
+        with self._tx() as conn:
+            conn.execute(_MARK_ISSUED, {"serial_": serial, "b_der": der, "b_fingerprint": fingerprint})
             self._append(conn, event_)
 
     def record_failed(self, serial: str) -> None:
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             conn.execute(update(certificates).where(certificates.c.serial == serial).values(status="failed"))
 
     def revoke(self, serial: str, reason: str, event_: AuditEvent) -> CertRecord:
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             result = conn.execute(
                 update(certificates)
                 .where(certificates.c.serial == serial, certificates.c.status == "issued")
@@ -170,33 +229,31 @@ class SqlStore:
     # -- reads ------------------------------------------------------------------------------
 
     def get(self, serial: str) -> CertRecord | None:
-        with self.engine.begin() as conn:
-            row = conn.execute(select(certificates).where(certificates.c.serial == serial)).first()
+        with self._tx(write=False) as conn:
+            row = conn.execute(_GET, {"serial_": serial}).first()
         return _record(row) if row else None
 
     def list(self, status: str | None = None, limit: int = 100, offset: int = 0) -> list[CertRecord]:
         query = select(certificates).order_by(certificates.c.requested_at, certificates.c.serial)
         if status:
             query = query.where(certificates.c.status == status)
-        with self.engine.begin() as conn:
+        with self._tx(write=False) as conn:
             rows = conn.execute(query.limit(limit).offset(offset)).fetchall()
         return [_record(r) for r in rows]
 
     def counts(self) -> dict[str, int]:
-        with self.engine.begin() as conn:
+        with self._tx(write=False) as conn:
             rows = conn.execute(select(certificates.c.status, func.count()).group_by(certificates.c.status))
             return {status: n for status, n in rows}
 
     # -- audit ------------------------------------------------------------------------------
 
     def audit(self, event_: AuditEvent) -> None:
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             self._append(conn, event_)
 
     def _append(self, conn: Connection, event_: AuditEvent) -> None:
-        query = select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)
-        if not self.is_sqlite:
-            query = query.with_for_update()
+        query = _HEAD if self.is_sqlite else _HEAD_FOR_UPDATE
         head = conn.execute(query).first()
         if head is None:
             try:
@@ -208,18 +265,18 @@ class SqlStore:
         seq, at = head.seq + 1, _now()
         digest = chain.entry_hash(head.hash, seq, at, event_.actor, event_.action, event_.target,
                                   event_.outcome, event_.detail)
-        conn.execute(insert(audit_log).values(
+        conn.execute(_INSERT_AUDIT, dict(
             seq=seq, at=at, actor=event_.actor[:255], action=event_.action, target=event_.target[:255],
             outcome=event_.outcome, detail=json.dumps(event_.detail, sort_keys=True), prev_hash=head.hash,
             hash=digest,
         ))
-        conn.execute(update(audit_head).where(audit_head.c.id == 1).values(seq=seq, hash=digest))
+        conn.execute(_MOVE_HEAD, {"b_seq": seq, "b_hash": digest})
 
     def audit_entries(self, since: int = 0, limit: int | None = None) -> Iterator[AuditEntry]:
         query = select(audit_log).where(audit_log.c.seq > since).order_by(audit_log.c.seq)
         if limit:
             query = query.limit(limit)
-        with self.engine.begin() as conn:
+        with self._tx(write=False) as conn:
             rows = conn.execute(query).fetchall()
         for row in rows:
             yield AuditEntry(seq=row.seq, at=_utc(row.at), actor=row.actor, action=row.action,  # type: ignore[arg-type]
@@ -227,9 +284,21 @@ class SqlStore:
                              prev_hash=row.prev_hash, hash=row.hash)
 
     def verify_audit(self) -> chain.ChainReport:
-        with self.engine.begin() as conn:
+        with self._tx(write=False) as conn:
             head = conn.execute(select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)).first()
         return chain.verify_chain(self.audit_entries(), (head.seq, head.hash) if head else None)
+
+
+# Statements built once: SQLAlchemy then only binds parameters on the hot path.
+_INSERT_INTENT = insert(certificates)
+_INSERT_TOKEN = insert(used_tokens)
+_INSERT_AUDIT = insert(audit_log)
+_GET = select(certificates).where(certificates.c.serial == bindparam("serial_"))
+_MARK_ISSUED = (update(certificates).where(certificates.c.serial == bindparam("serial_"))
+                .values(status="issued", der=bindparam("b_der"), fingerprint_sha256=bindparam("b_fingerprint")))
+_HEAD = select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)
+_HEAD_FOR_UPDATE = _HEAD.with_for_update()
+_MOVE_HEAD = update(audit_head).where(audit_head.c.id == 1).values(seq=bindparam("b_seq"), hash=bindparam("b_hash"))
 
 
 def _record(row: Any) -> CertRecord:
