@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .pki import TestCA
+
+
+@pytest.fixture(scope="session")
+def ca() -> TestCA:
+    return TestCA("Prod")
+
+
+@pytest.fixture(scope="session")
+def other_ca() -> TestCA:
+    return TestCA("Elsewhere")
+
+
+@pytest.fixture
+def server_dir(tmp_path: Path, ca: TestCA) -> Path:
+    return ca.write(tmp_path / "server", ca.issue("localhost", "127.0.0.1", "spiffe://prod.internal/api"))
+
+
+@pytest.fixture
+def client_dir(tmp_path: Path, ca: TestCA) -> Path:
+    return ca.write(tmp_path / "client", ca.issue("spiffe://prod.internal/orders", "orders.prod.internal"))
