@@ -106,6 +106,7 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tokens", type=int, default=40000, help="one-time tokens to pre-mint for trustyard")
+    parser.add_argument("--workers", type=int, default=None, help="trustyard worker processes [default: its own]")
     args = parser.parse_args()
     ensure_tools()
     sys.path.insert(0, str(ROOT / "src"))
@@ -154,8 +155,9 @@ def main() -> int:
         context = ssl.create_default_context(cafile=verify)
 
         port = free_port()
+        workers = ["--workers", str(args.workers)] if args.workers else []
         ty = subprocess.Popen([sys.executable, "-m", "trustyard", "serve", "--listen", f"127.0.0.1:{port}",
-                               "--log-level", "warning"], env=env, stdout=subprocess.DEVNULL,
+                               "--log-level", "warning", *workers], env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)
         processes.append(ty)
         wait_ready(f"https://127.0.0.1:{port}", context, "/healthz")
