@@ -60,8 +60,9 @@ def peer_certificate(source: PeerSource) -> x509.Certificate | None:
         return None
     if isinstance(source, x509.Certificate):
         return source
-    if isinstance(source, (ssl.SSLObject, ssl.SSLSocket)):
-        der = source.getpeercert(binary_form=True)
+    if isinstance(source, (ssl.SSLObject, ssl.SSLSocket)) or hasattr(source, "getpeercert"):
+        # Positional: the low-level _ssl._SSLSocket (httpcore's "ssl_object") takes no keywords.
+        der = source.getpeercert(True)
         return x509.load_der_x509_certificate(der) if der else None
     if isinstance(source, str):
         return x509.load_pem_x509_certificate(source.encode("ascii"))
