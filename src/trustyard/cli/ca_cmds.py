@@ -108,7 +108,7 @@ def serve(home: str | None, password_file: str | None, init_missing: bool, insec
         password = read_password(password_file, insecure_no_password)
         result = init_home(path, password, InitOptions(**({"listen": listen} if listen else {})))
         click.echo(f"Created a CA in {path} (root SHA256 {result.root_fingerprint}; "
-                   f"allowed names: {', '.join(result.allow)})")
+                   f"allowed names: {', '.join(result.allow)})", err=True)
     config = load_config(path)
     password = _password_for(config.encrypted_keys, password_file)
     authority = load_authority(path, password, config=config)  # fail fast, and migrate once, here
