@@ -1,0 +1,217 @@
+"""What the agent manages: one :class:`CertSpec` per certificate, from flags or a TOML file.
+
+    ca_url = "https://ca.internal:8443"
+    root = "/etc/trustyard/root.crt"        # verifies the CA server
+    metrics_listen = "127.0.0.1:9465"       # optional
+    roots_interval = "1m"                   # how often to ask whether the trust bundle changed
+
+    [[certificate]]
+    name = "orders.internal"
+    sans = ["orders.internal", "spiffe://prod.internal/orders"]
+    token_file = "/run/secrets/orders.token"  # or token_env = "ORDERS_TOKEN"
+    out = "/run/certs/orders"
+    ttl = "24h"                # bootstrap only: a renewal keeps the lifetime
+    renew_at = "66%"
+    jitter = "10%"
+    outage_budget = "4h"
+    reload_cmd = "systemctl reload orders"   # or reload_signal = "HUP" + pid_file / pid
+    verify_endpoint = "127.0.0.1:8443"
+    verify_grace = "5s"
+
+Paths in the file are relative to the file's directory.
+"""
+
+from __future__ import annotations
+
+import signal
+import tomllib
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from ..units import Threshold, parse_duration
+from ..x509.keys import KeyType
+from .schedule import DEFAULT_ERROR_BEFORE, DEFAULT_JITTER, DEFAULT_RENEW_AT, Schedule
+
+DEFAULT_TOKEN_ENV = "TRUSTYARD_TOKEN"
+
+
+@dataclass(frozen=True)
+class ReloadAction:
+    """Run after new files are written: a shell command, or a signal to a pid / pid file."""
+
+    command: str | None = None
+    signal: signal.Signals | None = None
+    pid: int | None = None
+    pid_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.command and self.signal:
+            raise ConfigError("give a reload command or a reload signal, not both")
+        if self.signal and self.pid is None and self.pid_file is None:
+            raise ConfigError("a reload signal needs --pid-file (or pid = N in the config)")
+        if not self.signal and (self.pid is not None or self.pid_file is not None):
+            raise ConfigError("--pid-file needs --reload-signal")
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.command or self.signal)
+
+    def describe(self) -> str:
+        if self.command:
+            return f"command {self.command!r}"
+        if self.signal:
+            target = f"pid file {self.pid_file}" if self.pid_file else f"pid {self.pid}"
+            return f"SIG{self.signal.name.removeprefix('SIG')} to {target}"
+        return "none"
+
+
+@dataclass(frozen=True)
+class CertSpec:
+    name: str
+    out: Path
+    sans: tuple[str, ...] = ()
+    token_file: Path | None = None
+    token_env: str = DEFAULT_TOKEN_ENV
+    ttl: str | None = None
+    key_type: KeyType = KeyType.EC_P256
+    schedule: Schedule = Schedule()
+    error_before: Threshold = DEFAULT_ERROR_BEFORE
+    reload: ReloadAction = ReloadAction()
+    verify_endpoint: tuple[str, int] | None = None
+    verify_grace: timedelta = timedelta(seconds=5)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.sans) or [self.name]
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    ca_url: str
+    root: Path
+    certificates: tuple[CertSpec, ...]
+    metrics_listen: tuple[str, int] | None = None
+    roots_interval: timedelta = timedelta(minutes=1)
+
+
+def parse_signal(text: str) -> signal.Signals:
+    name = text.strip().upper()
+    if name.isdigit():
+        return signal.Signals(int(name))
+    try:
+        return signal.Signals[name if name.startswith("SIG") else "SIG" + name]
+    except KeyError:
+        raise ConfigError(f"unknown signal {text!r} (e.g. HUP, USR1, TERM)") from None
+
+
+def parse_host_port(text: str, what: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ConfigError(f"{what} {text!r}: expected HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def parse_fraction(text: str) -> float:
+    text = str(text).strip()
+    try:
+        return float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise ConfigError(f"invalid jitter {text!r}: write a percentage such as 10%") from None
+
+
+def make_schedule(renew_at: str | None, jitter: str | None, outage_budget: str | None) -> Schedule:
+    try:
+        return Schedule(renew_at=Threshold.parse(renew_at) if renew_at else DEFAULT_RENEW_AT,
+                        jitter=parse_fraction(jitter) if jitter else DEFAULT_JITTER,
+                        outage_budget=parse_duration(outage_budget) if outage_budget else None)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+_CERT_KEYS = {"name", "sans", "token_file", "token_env", "out", "ttl", "key_type", "renew_at", "jitter",
+              "outage_budget", "error_before", "reload_cmd", "reload_signal", "pid_file", "pid",
+              "verify_endpoint", "verify_grace"}
+_TOP_KEYS = {"ca_url", "root", "metrics_listen", "roots_interval", "certificate"}
+
+
+def cert_spec(values: dict[str, Any], base: Path | None = None) -> CertSpec:
+    """A CertSpec from a flat mapping (the CLI flags and a TOML table share this)."""
+    unknown = set(values) - _CERT_KEYS
+    if unknown:
+        raise ConfigError(f"unknown certificate setting(s): {', '.join(sorted(unknown))}")
+
+    def path(value: Any) -> Path | None:
+        if value in (None, ""):
+            return None
+        p = Path(str(value)).expanduser()
+        return p if p.is_absolute() or base is None else base / p
+
+    name = values.get("name")
+    if not name:
+        raise ConfigError("every certificate needs a name")
+    out = path(values.get("out"))
+    if out is None:
+        raise ConfigError(f"certificate {name!r}: give out (the directory for tls.crt, tls.key, ca.crt)")
+    try:
+        key_type = KeyType.parse(values["key_type"]) if values.get("key_type") else KeyType.EC_P256
+        ttl = values.get("ttl")
+        if ttl:
+            parse_duration(ttl)
+        error_before = Threshold.parse(values["error_before"]) if values.get("error_before") else DEFAULT_ERROR_BEFORE
+        grace = parse_duration(values["verify_grace"]) if values.get("verify_grace") else timedelta(seconds=5)
+    except ValueError as exc:
+        raise ConfigError(f"certificate {name!r}: {exc}") from None
+    sig = values.get("reload_signal")
+    reload = ReloadAction(command=values.get("reload_cmd") or None, signal=parse_signal(sig) if sig else None,
+                          pid=int(values["pid"]) if values.get("pid") is not None else None,
+                          pid_file=path(values.get("pid_file")))
+    endpoint = values.get("verify_endpoint")
+    return CertSpec(
+        name=str(name), out=out, sans=tuple(values.get("sans") or ()), token_file=path(values.get("token_file")),
+        token_env=values.get("token_env") or DEFAULT_TOKEN_ENV, ttl=ttl or None, key_type=key_type,
+        schedule=make_schedule(values.get("renew_at"), values.get("jitter"), values.get("outage_budget")),
+        error_before=error_before, reload=reload,
+        verify_endpoint=parse_host_port(endpoint, "verify_endpoint") if endpoint else None, verify_grace=grace,
+    )
+
+
+def load_config_file(path: Path, overrides: dict[str, Any]) -> AgentConfig:
+    """The TOML file; ``overrides`` (non-empty CLI flags) win for the top-level settings."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read agent config {path}: {exc}") from None
+    unknown = set(data) - _TOP_KEYS
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting(s): {', '.join(sorted(unknown))}")
+    base = path.parent
+    tables = data.get("certificate", [])
+    if not isinstance(tables, list) or not tables:
+        raise ConfigError(f"{path}: no [[certificate]] tables")
+    specs = tuple(cert_spec(t, base) for t in tables)
+    names = [s.out for s in specs]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{path}: two certificates write to the same directory")
+    merged = {**data, **{k: v for k, v in overrides.items() if v}}
+    return build(merged, specs, base)
+
+
+def build(values: dict[str, Any], specs: tuple[CertSpec, ...], base: Path | None = None) -> AgentConfig:
+    if not values.get("ca_url"):
+        raise ConfigError("give --ca-url (or ca_url in the config)")
+    if not values.get("root"):
+        raise ConfigError("give --root: the trust bundle that verifies the CA server")
+    root = Path(str(values["root"])).expanduser()
+    if base is not None and not root.is_absolute():
+        root = base / root
+    listen = values.get("metrics_listen")
+    try:
+        interval = parse_duration(values["roots_interval"]) if values.get("roots_interval") else timedelta(minutes=1)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return AgentConfig(ca_url=str(values["ca_url"]), root=root, certificates=specs,
+                       metrics_listen=parse_host_port(listen, "metrics_listen") if listen else None,
+                       roots_interval=interval)

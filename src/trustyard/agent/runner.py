@@ -1,0 +1,408 @@
+"""The run loop: one :class:`ManagedCert` per certificate, driven by :class:`Agent`.
+
+A ManagedCert is a small state machine advanced by ``step(now)``; ``next_at`` says
+when it wants the next step. In each step it does exactly one of:
+
+- bootstrap (no usable certificate): key + CSR here, redeem the one-time token;
+- renew (the renewal point has passed): new key, CSR, a proof signed by the current key;
+- activate (files written, the service not yet proven to use them): run the reload
+  action, then with a verify endpoint confirm the new serial is served, reloading once
+  more after the grace period before calling it a failure.
+
+Every failure keeps the current files, counts, and schedules a retry with backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Callable, Iterable
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from .. import errors
+from ..ca import proofs
+from ..client import CAUnavailable, IssuedFiles, make_csr, new_key_and_csr
+from ..units import humanize
+from ..x509.keys import KeyType, PrivateKey, generate_private_key, key_type_of
+from ..x509.names import name_text, sans_of
+from ..x509.summary import serial_hex
+from . import actions
+from .config import AgentConfig, CertSpec
+from .schedule import Backoff, Level, Status, assess
+from .seams import CABackend, Clock, Current, Output
+
+log = logging.getLogger("trustyard.agent")
+
+# Exit statuses of --once (also documented in the CLI help).
+EXIT_OK, EXIT_FAILED, EXIT_REBOOTSTRAP = 0, 1, 3
+PROBE_INTERVAL_SECONDS = 0.25
+# Problem codes after which only a new bootstrap token helps.
+_DEAD_CODES = {"expired", "revoked", "unknownCertificate"}
+_TOKEN_CODES = {"tokenExpired", "tokenReused", "tokenUsed", "badToken", "replayed"}
+
+
+@dataclass
+class Counters:
+    renewals: int = 0
+    bootstraps: int = 0
+    failures: int = 0
+    reloads: int = 0
+    verify_failures: int = 0
+    roots_updates: int = 0
+
+
+class ManagedCert:
+    def __init__(self, spec: CertSpec, backend: CABackend, output: Output, clock: Clock,
+                 rng: random.Random | None = None, backoff: Backoff = Backoff(),
+                 environ: dict[str, str] | None = None,
+                 reload: Callable[..., str] = actions.run_reload,
+                 probe: Callable[..., actions.Probe] = actions.served_serial) -> None:
+        self.spec, self.backend, self.output, self.clock = spec, backend, output, clock
+        self.rng = rng or random.Random()
+        self.backoff = backoff
+        self.environ = environ if environ is not None else {}
+        self._reload, self._probe = reload, probe
+        self.current: Current | None = None
+        self.next_at: datetime = clock.now()
+        self.renew_point: datetime | None = None
+        self.failures = 0                       # consecutive
+        self.failing_since: datetime | None = None
+        self.last_success: datetime | None = None
+        self.last_error: str | None = None
+        self.needs_bootstrap = False
+        self.pending_serial: int | None = None  # written, not yet proven active
+        self.verify_ok: bool | None = None
+        self.used_token: str | None = None
+        self.counters = Counters()
+        self._warned_budget = False
+
+    # -- state -------------------------------------------------------------------------
+
+    @property
+    def not_after(self) -> datetime | None:
+        return self.current.chain[0].not_valid_after_utc if self.current else None
+
+    @property
+    def serial(self) -> int | None:
+        return self.current.chain[0].serial_number if self.current else None
+
+    def status(self, now: datetime | None = None) -> Status:
+        now = now or self.clock.now()
+        if self.needs_bootstrap:
+            return Status(Level.ERROR, self.last_error or "needs a new bootstrap token")
+        status = assess(now, self.current.issued_at if self.current else None, self.not_after,
+                        self.failing_since, self.spec.error_before)
+        if self.verify_ok is False and status.level is Level.OK:
+            return Status(Level.WARNING, f"{status.message}; the endpoint does not serve the new certificate yet")
+        return status
+
+    def report(self, now: datetime | None = None) -> dict[str, object]:
+        now = now or self.clock.now()
+        status = self.status(now)
+        na = self.not_after
+        return {
+            "name": self.spec.name, "out": self.output.describe(), "level": status.level.value,
+            "status": status.message, "serial": serial_hex(self.serial) if self.serial is not None else None,
+            "not_after": na.isoformat() if na else None,
+            "seconds_left": int((na - now).total_seconds()) if na else None,
+            "next_renewal": self.renew_point.isoformat() if self.renew_point else None,
+            "last_success": self.last_success.isoformat() if self.last_success else None,
+            "consecutive_failures": self.failures, "last_error": self.last_error,
+            "needs_bootstrap": self.needs_bootstrap, "verify_ok": self.verify_ok,
+        }
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Pick up the files a previous run left, so a restart needs no new token."""
+        now = self.clock.now()
+        current = self.output.load()
+        if current is not None and current.chain[0].not_valid_after_utc > now:
+            self.current = current
+            self._schedule_renewal(now)
+            log.info("%s: using the existing certificate in %s (serial %s, %s)", self.spec.name,
+                     self.output.describe(), serial_hex(current.chain[0].serial_number),
+                     assess(now, current.issued_at, self.not_after, None).message)
+        else:
+            if current is not None:
+                self.current = current
+            self.next_at = now
+
+    def due(self, now: datetime) -> bool:
+        return now >= self.next_at
+
+    def step(self, now: datetime | None = None) -> None:
+        now = now or self.clock.now()
+        try:
+            if self.pending_serial is not None:
+                self._activate(now, self.pending_serial)
+            elif self.current is None or self.current.chain[0].not_valid_after_utc <= now or self.needs_bootstrap:
+                self._bootstrap(now)
+            else:
+                self._renew(now)
+        except CAUnavailable as exc:
+            self._failed(now, str(exc.detail))
+        except errors.TrustyardError as exc:
+            if exc.code in _DEAD_CODES:
+                self._dead(now, exc)
+            else:
+                self._failed(now, f"[{exc.code}] {exc.detail}", level=logging.ERROR)
+        except actions.ReloadFailed as exc:
+            self._failed(now, str(exc), level=logging.ERROR)
+        except OSError as exc:
+            self._failed(now, f"cannot write to {self.output.describe()}: {exc}", level=logging.ERROR)
+
+    # -- the three actions -------------------------------------------------------------
+
+    def _bootstrap(self, now: datetime) -> None:
+        token = self._token()
+        if token is None or token == self.used_token:
+            why = self._rebootstrap_text(now) if self.current else (
+                f"no bootstrap token: put a one-time token in {self._token_source()}")
+            self._needs_token(now, why)
+            return
+        self.used_token = token
+        key, csr = new_key_and_csr(self.spec.key_type, self.spec.names)
+        try:
+            issued = self.backend.sign(csr, token, self.spec.ttl)
+        except CAUnavailable:
+            self.used_token = None  # not redeemed: the same token is good for the retry
+            raise
+        except errors.TrustyardError as exc:
+            if exc.code in _TOKEN_CODES or exc.status == 401:
+                self._needs_token(now, f"the CA refused the bootstrap token ({exc.detail}): put a new one-time "
+                                       f"token in {self._token_source()}")
+                return
+            raise
+        self.needs_bootstrap = False
+        self.counters.bootstraps += 1
+        self._install(now, issued, key, "issued")
+
+    def _renew(self, now: datetime) -> None:
+        assert self.current is not None
+        key = generate_private_key(key_type_of(self.current.key) or KeyType.EC_P256)
+        csr = make_csr(key, [])
+        csr_der = x509.load_pem_x509_csr(csr).public_bytes(Encoding.DER)
+        proof = proofs.make(self.current.key, self.current.chain, proofs.RENEW,
+                            csr_sha256=proofs.csr_digest(csr_der))
+        issued = self.backend.renew(csr, proof)
+        self.counters.renewals += 1
+        self._install(now, issued, key, "renewed")
+
+    def _install(self, now: datetime, issued: IssuedFiles, key: PrivateKey, verb: str) -> None:
+        chain = x509.load_pem_x509_certificates((issued.certificate_pem + issued.chain_pem).encode())
+        self.output.write(issued, key)
+        # Only now, with the files on disk, may the service be told to reload.
+        self.current = Current(chain, key, max(now, chain[0].not_valid_before_utc))
+        leaf = chain[0]
+        log.info("%s: %s certificate serial %s subject %s issuer %s SANs %s notAfter %s (in %s); wrote %s",
+                 self.spec.name, verb, serial_hex(leaf.serial_number), leaf.subject.rfc4514_string() or "-",
+                 leaf.issuer.rfc4514_string(), ",".join(name_text(n) for n in sans_of(leaf)),
+                 leaf.not_valid_after_utc.isoformat(), humanize(leaf.not_valid_after_utc - now),
+                 self.output.describe(),
+                 extra={"event": verb, "certificate": self.spec.name, "serial": serial_hex(leaf.serial_number),
+                        "subject": leaf.subject.rfc4514_string(), "issuer": leaf.issuer.rfc4514_string(),
+                        "sans": [name_text(n) for n in sans_of(leaf)],
+                        "not_after": leaf.not_valid_after_utc.isoformat()})
+        self._activate(now, leaf.serial_number)
+
+    def _activate(self, now: datetime, serial: int) -> None:
+        """Reload, and with a verify endpoint, prove the new certificate is live."""
+        self.pending_serial = serial
+        if self.spec.reload.configured:
+            done = self._reload(self.spec.reload, self.spec.out)
+            self.counters.reloads += 1
+            log.info("%s: reload: %s", self.spec.name, done)
+        if self.spec.verify_endpoint is not None:
+            if not self._served_within_grace(serial):
+                if self.spec.reload.configured:
+                    log.warning("%s: the endpoint still serves the old certificate after %s: reloading again",
+                                self.spec.name, humanize(self.spec.verify_grace))
+                    self._reload(self.spec.reload, self.spec.out)
+                    self.counters.reloads += 1
+                if not self._served_within_grace(serial):
+                    self.verify_ok = False
+                    self.counters.verify_failures += 1
+                    host, port = self.spec.verify_endpoint
+                    self._failed(self.clock.now(), f"{host}:{port} still does not serve serial {serial_hex(serial)} "
+                                 f"after two reloads: the service is not using the renewed certificate",
+                                 level=logging.ERROR)
+                    return
+            self.verify_ok = True
+            log.info("%s: %s:%d serves serial %s", self.spec.name, *self.spec.verify_endpoint, serial_hex(serial))
+        self.pending_serial = None
+        self._succeeded(self.clock.now())
+
+    def _served_within_grace(self, serial: int) -> bool:
+        assert self.spec.verify_endpoint is not None
+        host, port = self.spec.verify_endpoint
+        deadline = self.clock.now() + self.spec.verify_grace
+        names = [n for n in self.spec.names if not n.startswith(("spiffe:", "http:", "https:"))]
+        while True:
+            probe = self._probe(host, port, names[0] if names and not names[0][0].isdigit() else None,
+                                self.output_path("tls.crt"), self.output_path("tls.key"))
+            if probe.serial == serial:
+                return True
+            if self.clock.now() >= deadline or not self.clock.sleep(PROBE_INTERVAL_SECONDS):
+                return False
+
+    def output_path(self, name: str) -> object:
+        return self.spec.out / name
+
+    # -- outcomes ----------------------------------------------------------------------
+
+    def _succeeded(self, now: datetime) -> None:
+        if self.failures:
+            log.info("%s: renewal works again after %d failure(s)", self.spec.name, self.failures)
+        self.failures = 0
+        self.failing_since = None
+        self.last_error = None
+        self.last_success = now
+        self._schedule_renewal(now)
+
+    def _schedule_renewal(self, now: datetime) -> None:
+        assert self.current is not None
+        plan = self.spec.schedule.plan(self.current.issued_at, self.current.chain[0].not_valid_after_utc)
+        if plan.warning and not self._warned_budget:
+            log.warning("%s: %s", self.spec.name, plan.warning, extra={"event": "outage_budget"})
+            self._warned_budget = True
+        self.renew_point = plan.pick(self.rng)
+        self.next_at = max(self.renew_point, now)
+
+    def _failed(self, now: datetime, why: str, level: int = logging.WARNING) -> None:
+        self.failures += 1
+        self.counters.failures += 1
+        self.failing_since = self.failing_since or now
+        self.last_error = why
+        left = self.not_after - now if self.not_after else None
+        delay = self.backoff.delay(self.failures, self.rng, left if left and left > timedelta(0) else None)
+        self.next_at = now + delay
+        status = self.status(now)
+        if status.level is Level.ERROR:
+            level = logging.ERROR
+        log.log(level, "%s: %s; %s; retry in %s", self.spec.name, status.message, why, humanize(delay),
+                extra={"event": "failure", "certificate": self.spec.name, "level_name": status.level.value,
+                       "consecutive_failures": self.failures})
+
+    def _dead(self, now: datetime, exc: errors.TrustyardError) -> None:
+        self._needs_token(now, f"{exc.detail} [{exc.code}]. " + self._rebootstrap_text(now))
+
+    def _needs_token(self, now: datetime, why: str) -> None:
+        self.needs_bootstrap = True
+        self.failures += 1
+        self.counters.failures += 1
+        self.failing_since = self.failing_since or now
+        self.last_error = why
+        # Look for a new token now and then; the operator may drop one into the file.
+        self.next_at = now + self.backoff.delay(self.failures, self.rng)
+        log.error("%s: %s", self.spec.name, why, extra={"event": "needs_bootstrap", "certificate": self.spec.name})
+
+    def _rebootstrap_text(self, now: datetime) -> str:
+        na = self.not_after
+        when = f"expired at {na.isoformat()}" if na and na <= now else "can no longer be renewed"
+        return (f"the certificate in {self.output.describe()} {when}: the CA cannot renew it. Re-bootstrap: "
+                f"mint a new one-time token (trustyard token {self.spec.name}) and put it in "
+                f"{self._token_source()}")
+
+    def _token(self) -> str | None:
+        if self.spec.token_file is not None:
+            try:
+                text = self.spec.token_file.read_text().strip()
+            except OSError:
+                text = ""
+            if text:
+                return text
+        return self.environ.get(self.spec.token_env) or None
+
+    def _token_source(self) -> str:
+        return str(self.spec.token_file) if self.spec.token_file else f"${self.spec.token_env}"
+
+    # -- trust bundle ------------------------------------------------------------------
+
+    def update_bundle(self, pem: str) -> bool:
+        """Write a changed ``ca.crt`` and tell the service; True when it changed."""
+        if self.output.read_ca() == pem:
+            return False
+        self.output.write_ca(pem)
+        self.counters.roots_updates += 1
+        log.info("%s: the CA's trust bundle changed: wrote %s/ca.crt", self.spec.name, self.output.describe(),
+                 extra={"event": "roots_updated", "certificate": self.spec.name})
+        if self.spec.reload.configured:
+            try:
+                log.info("%s: reload: %s", self.spec.name, self._reload(self.spec.reload, self.spec.out))
+                self.counters.reloads += 1
+            except actions.ReloadFailed as exc:
+                log.error("%s: reload after the bundle changed failed: %s", self.spec.name, exc)
+        return True
+
+
+class Agent:
+    """Drives every ManagedCert and polls the trust bundle; ``run()`` until ``stop()``."""
+
+    MAX_NAP = timedelta(seconds=30)
+
+    def __init__(self, config: AgentConfig, backend: CABackend, managed: Iterable[ManagedCert],
+                 clock: Clock, rng: random.Random | None = None) -> None:
+        self.config, self.backend, self.clock = config, backend, clock
+        self.managed = list(managed)
+        self.rng = rng or random.Random()
+        self.roots_etag: str | None = None
+        self.roots_next = clock.now()
+        self.roots_failures = 0
+        self.started = False
+
+    def start(self) -> None:
+        for m in self.managed:
+            m.start()
+        self.started = True
+
+    def refresh_roots(self, now: datetime) -> None:
+        try:
+            answer = self.backend.roots(self.roots_etag)
+        except CAUnavailable as exc:
+            self.roots_failures += 1
+            log.debug("trust bundle poll failed: %s", exc.detail)
+            self.roots_next = now + min(self.config.roots_interval, Backoff().delay(self.roots_failures, self.rng))
+            return
+        self.roots_failures = 0
+        if answer is not None:
+            pem, self.roots_etag = answer
+            for m in self.managed:
+                if m.current is not None:  # a bootstrap writes ca.crt itself
+                    m.update_bundle(pem)
+        self.roots_next = now + self.config.roots_interval
+
+    def once(self) -> int:
+        """For cron and init containers: get or renew what is due, refresh ca.crt, exit."""
+        if not self.started:
+            self.start()
+        now = self.clock.now()
+        for m in self.managed:
+            if m.current is None or m.due(now) or m.pending_serial is not None:
+                m.step(now)
+        self.refresh_roots(self.clock.now())
+        if any(m.needs_bootstrap for m in self.managed):
+            return EXIT_REBOOTSTRAP
+        if any(m.failures or m.current is None for m in self.managed):
+            return EXIT_FAILED
+        return EXIT_OK
+
+    def run(self) -> int:
+        if not self.started:
+            self.start()
+        while True:
+            now = self.clock.now()
+            for m in self.managed:
+                if m.due(now):
+                    m.step(now)
+            now = self.clock.now()
+            if now >= self.roots_next:
+                self.refresh_roots(now)
+            wake = min([m.next_at for m in self.managed] + [self.roots_next, now + self.MAX_NAP])
+            if not self.clock.sleep((wake - self.clock.now()).total_seconds()):
+                log.info("stopping: %d certificate(s) left in place", len(self.managed))
+                return EXIT_OK

@@ -1,0 +1,158 @@
+"""When to renew, how long to wait after a failure, and how worried to be. Pure: no I/O,
+no clock; every function takes ``now`` and a ``random.Random`` so tests and the fleet
+benchmark can replay a schedule exactly.
+
+Renewal point. ``renew_at`` is a :class:`~trustyard.units.Threshold`: a percentage is the
+share of the lifetime that has *elapsed* (``66%``: renew two thirds in), a duration is the
+time *left* before expiry (``8h``: renew 8 hours before notAfter). The lifetime starts when
+the certificate reached us (``issued_at``), not at notBefore, which the CA backdates by a
+minute: on a 60-second certificate that minute would otherwise be half the lifetime.
+
+Jitter spreads a fleet that was issued at the same moment: the point moves by up to
++-``jitter`` of the interval from issuance to the nominal point, uniformly.
+
+Outage budget. To survive a CA outage of length B the first renewal attempt must happen
+at least B (plus a margin for the retry that follows the outage) before notAfter; the
+point moves earlier when needed. When the lifetime is too short for that, the plan says
+so (``Plan.warning``) and renews as early as it reasonably can.
+
+Retries. Capped exponential backoff with jitter, and never longer than a quarter of the
+time left: as expiry approaches, attempts get closer together, so the first attempt
+after an outage ends comes before the certificate expires whenever that is possible.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import Enum
+
+from ..units import Threshold, humanize
+
+DEFAULT_RENEW_AT = Threshold(fraction=0.66)
+DEFAULT_JITTER = 0.10
+DEFAULT_ERROR_BEFORE = Threshold(fraction=0.10)
+# An outage ends at an unknown moment; the retry after it needs room. 10% of the budget.
+OUTAGE_MARGIN = 0.10
+# Renewing earlier than this share of the lifetime only multiplies CA load.
+EARLIEST_FRACTION = 0.10
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Where in a certificate's life the renewal goes."""
+
+    issued_at: datetime
+    not_after: datetime
+    nominal: datetime          # the renewal point before jitter
+    earliest: datetime         # jitter range
+    latest: datetime
+    warning: str | None = None  # the outage budget cannot be met
+
+    def pick(self, rng: random.Random) -> datetime:
+        span = (self.latest - self.earliest).total_seconds()
+        return self.earliest + timedelta(seconds=rng.uniform(0, span)) if span > 0 else self.nominal
+
+
+@dataclass(frozen=True)
+class Schedule:
+    renew_at: Threshold = DEFAULT_RENEW_AT
+    jitter: float = DEFAULT_JITTER
+    outage_budget: timedelta | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.jitter < 1:
+            raise ValueError(f"jitter must be in [0, 1), not {self.jitter}")
+        if self.outage_budget is not None and self.outage_budget < timedelta(0):
+            raise ValueError("the outage budget cannot be negative")
+
+    def plan(self, issued_at: datetime, not_after: datetime) -> Plan:
+        lifetime = not_after - issued_at
+        if lifetime <= timedelta(0):
+            return Plan(issued_at, not_after, issued_at, issued_at, issued_at)
+        if self.renew_at.fraction is not None:
+            offset = lifetime * self.renew_at.fraction
+        else:
+            offset = lifetime - self.renew_at.of(lifetime)
+        offset = max(offset, lifetime * EARLIEST_FRACTION)
+        warning = None
+        if self.outage_budget:
+            needed = self.outage_budget * (1 + OUTAGE_MARGIN)
+            deadline = lifetime - needed
+            if deadline < lifetime * EARLIEST_FRACTION:
+                warning = (f"a {humanize(lifetime)} certificate cannot survive a {humanize(self.outage_budget)} "
+                           f"CA outage: renewing at {int(EARLIEST_FRACTION * 100)}% of its lifetime; raise the TTL "
+                           "or lower --outage-budget")
+                offset = lifetime * EARLIEST_FRACTION
+            elif deadline < offset:
+                offset = deadline
+        spread = offset * self.jitter
+        nominal = issued_at + offset
+        latest = nominal + spread
+        if self.outage_budget and warning is None:
+            # Jitter may move the point earlier, never past the outage deadline.
+            latest = min(latest, issued_at + lifetime - self.outage_budget * (1 + OUTAGE_MARGIN))
+        latest = min(latest, not_after)
+        earliest = max(nominal - spread, issued_at)
+        if latest < earliest:
+            latest = earliest
+        return Plan(issued_at, not_after, nominal, earliest, latest, warning)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """``min(cap, base * 2**(n-1), left/4)``, then a uniform pick in its upper 90%.
+
+    The jitter keeps a fleet that failed together (one CA outage) from retrying in
+    lockstep when the CA comes back.
+    """
+
+    base: timedelta = timedelta(seconds=5)
+    cap: timedelta = timedelta(minutes=10)
+    floor: timedelta = timedelta(seconds=1)
+
+    def ceiling(self, failures: int, left: timedelta | None = None) -> timedelta:
+        exponent = min(max(failures, 1) - 1, 30)
+        delay = min(self.cap, self.base * (2 ** exponent))
+        if left is not None:
+            delay = min(delay, left / 4)
+        return max(delay, self.floor)
+
+    def delay(self, failures: int, rng: random.Random, left: timedelta | None = None) -> timedelta:
+        ceiling = self.ceiling(failures, left)
+        return max(timedelta(seconds=rng.uniform(0.1, 1.0) * ceiling.total_seconds()), self.floor)
+
+
+class Level(str, Enum):
+    OK = "ok"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class Status:
+    level: Level
+    message: str
+
+
+def assess(now: datetime, issued_at: datetime | None, not_after: datetime | None,
+           failing_since: datetime | None, error_before: Threshold = DEFAULT_ERROR_BEFORE) -> Status:
+    """``expires in X, renewal failing since Y``: a warning while renewal fails, an error once
+    the time left drops below ``error_before`` (default 10% of the lifetime) or the
+    certificate has expired."""
+    if not_after is None or issued_at is None:
+        return Status(Level.ERROR, "no certificate yet")
+    left = not_after - now
+    if left <= timedelta(0):
+        return Status(Level.ERROR, f"expired {humanize(-left)} ago")
+    text = f"expires in {humanize(left)}"
+    if failing_since is None:
+        return Status(Level.OK, text)
+    text += f", renewal failing since {failing_since.isoformat(timespec='seconds')}"
+    if left < error_before.of(not_after - issued_at):
+        return Status(Level.ERROR, text)
+    return Status(Level.WARNING, text)
+
+
+__all__ = ["Backoff", "Level", "Plan", "Schedule", "Status", "assess"]

@@ -1,0 +1,174 @@
+"""The three things the run loop talks to, behind narrow interfaces so the fleet benchmark
+and the tests can swap them: the CA (:class:`CABackend`), where files go
+(:class:`Output`) and time (:class:`Clock`)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Protocol
+
+from cryptography import x509
+
+from ..client import CAClient, IssuedFiles
+from ..files import write_atomic
+from ..x509.keys import PrivateKey, load_private_key_pem, same_public_key
+
+# -- the CA ------------------------------------------------------------------------------------
+
+
+class CABackend(Protocol):
+    def sign(self, csr_pem: bytes, token: str, ttl: str | None) -> IssuedFiles: ...
+
+    def renew(self, csr_pem: bytes, proof: str) -> IssuedFiles: ...
+
+    def roots(self, etag: str | None) -> tuple[str, str | None] | None:
+        """``(bundle, etag)``, or None when the bundle has not changed since ``etag``."""
+        ...
+
+
+class HTTPBackend:
+    """The CA's REST API (``CAClient``); ``/v1/roots`` is polled with If-None-Match."""
+
+    def __init__(self, url: str, root: Path, timeout: float = 10.0) -> None:
+        self.client = CAClient(url, verify=str(root), timeout=timeout)
+
+    def sign(self, csr_pem: bytes, token: str, ttl: str | None) -> IssuedFiles:
+        return self.client.sign(csr_pem, token, ttl)
+
+    def renew(self, csr_pem: bytes, proof: str) -> IssuedFiles:
+        return self.client.renew(csr_pem, proof)
+
+    def roots(self, etag: str | None) -> tuple[str, str | None] | None:
+        from ..client import CAUnavailable
+
+        headers = {"If-None-Match": etag} if etag else {}
+        try:
+            response = self.client.http.get("/v1/roots", headers=headers)
+        except Exception as exc:  # httpx errors: the same retryable class as CAClient's
+            raise CAUnavailable(f"cannot reach the CA at {self.client.url}: {exc}") from None
+        if response.status_code == 304:
+            return None
+        if response.status_code != 200:
+            raise CAUnavailable(f"the CA answered {response.status_code} for /v1/roots")
+        return response.text, response.headers.get("etag")
+
+    def close(self) -> None:
+        self.client.close()
+
+
+# -- files -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Current:
+    chain: list[x509.Certificate]
+    key: PrivateKey
+    issued_at: datetime  # when it reached this machine (the file's mtime), not the backdated notBefore
+
+
+class Output(Protocol):
+    def load(self) -> Current | None: ...
+
+    def write(self, issued: IssuedFiles, key: PrivateKey) -> None: ...
+
+    def read_ca(self) -> str | None: ...
+
+    def write_ca(self, pem: str) -> None: ...
+
+    def describe(self) -> str: ...
+
+
+class FileOutput:
+    """``tls.key`` (0600), then ``tls.crt``, then ``ca.crt``, each by temp file + fsync + rename
+    (:meth:`IssuedFiles.write`): a reader that loads the certificate and then its key, as
+    OpenSSL, nginx and Python's ``load_cert_chain`` do, always gets a matching pair."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.cert, self.key, self.ca = directory / "tls.crt", directory / "tls.key", directory / "ca.crt"
+
+    def describe(self) -> str:
+        return str(self.directory)
+
+    def load(self) -> Current | None:
+        try:
+            chain = x509.load_pem_x509_certificates(self.cert.read_bytes())
+            key = load_private_key_pem(self.key.read_bytes())
+            mtime = datetime.fromtimestamp(os.stat(self.cert).st_mtime, timezone.utc)
+        except (OSError, ValueError):
+            return None
+        if not chain or not same_public_key(chain[0].public_key(), key.public_key()):  # type: ignore[arg-type]
+            return None
+        issued_at = min(max(chain[0].not_valid_before_utc, mtime), chain[0].not_valid_after_utc)
+        return Current(chain, key, issued_at)
+
+    def write(self, issued: IssuedFiles, key: PrivateKey) -> None:
+        issued.write(self.directory, key)
+
+    def read_ca(self) -> str | None:
+        try:
+            return self.ca.read_text()
+        except OSError:
+            return None
+
+    def write_ca(self, pem: str) -> None:
+        write_atomic(self.ca, pem)
+
+
+# -- time --------------------------------------------------------------------------------------
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+    def sleep(self, seconds: float) -> bool:
+        """Wait; False when the agent is asked to stop (then return at once)."""
+        ...
+
+    def stop(self) -> None: ...
+
+
+class SystemClock:
+    def __init__(self) -> None:
+        self._stopping = threading.Event()
+
+    def now(self) -> datetime:
+        return datetime.now(timezone.utc)
+
+    def sleep(self, seconds: float) -> bool:
+        return not self._stopping.wait(max(seconds, 0.0))
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+
+class FakeClock:
+    """Time moves only when someone sleeps."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.current = start or datetime(2030, 1, 1, tzinfo=timezone.utc)
+        self.stopped = False
+
+    def now(self) -> datetime:
+        return self.current
+
+    def sleep(self, seconds: float) -> bool:
+        if self.stopped:
+            return False
+        self.current += timedelta(seconds=max(seconds, 0.0))
+        return True
+
+    def advance(self, delta: timedelta) -> None:
+        self.current += delta
+
+    def stop(self) -> None:
+        self.stopped = True
+

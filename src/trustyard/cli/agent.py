@@ -1,0 +1,159 @@
+"""``trustyard agent``: wires flags or a TOML file to :mod:`trustyard.agent`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..x509.keys import KeyType
+from .output import emit, json_option
+
+
+class _JsonLines(logging.Formatter):
+    _FIELDS = ("event", "certificate", "serial", "subject", "issuer", "sans", "not_after", "level_name",
+               "consecutive_failures")
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created)),
+                               "level": record.levelname.lower(), "message": record.getMessage()}
+        doc.update({k: getattr(record, k) for k in self._FIELDS if hasattr(record, k)})
+        return json.dumps(doc)
+
+
+def _setup_logging(as_json: bool, level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JsonLines() if as_json else logging.Formatter(
+        "%(asctime)s trustyard-agent %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S%z"))
+    root = logging.getLogger("trustyard")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
+
+
+@click.command(context_settings={"max_content_width": 100})
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="TOML file managing several certificates ([[certificate]] tables; see below).")
+@click.option("--name", default=None, help="The certificate's name (subject), e.g. orders.internal.")
+@click.option("--san", "sans", multiple=True, metavar="NAME", help="Subject alternative names [default: --name].")
+@click.option("--token-file", type=click.Path(dir_okay=False), default=None,
+              help="File holding the one-time bootstrap token [else $TRUSTYARD_TOKEN].")
+@click.option("--ca-url", envvar="TRUSTYARD_CA_URL", show_envvar=True, default=None, help="URL of the CA.")
+@click.option("--root", type=click.Path(dir_okay=False), envvar="TRUSTYARD_ROOT", show_envvar=True, default=None,
+              help="Trust bundle that verifies the CA server.")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Directory for tls.crt, tls.key (0600) and ca.crt.")
+@click.option("--ttl", default=None, help="Lifetime asked for at bootstrap, e.g. 1h [default: the CA's].")
+@click.option("--key-type", type=click.Choice([k.value for k in KeyType]), default=KeyType.EC_P256.value,
+              show_default=True)
+@click.option("--renew-at", default=None,
+              help="When to renew: a share of the lifetime elapsed (66%) or the time left (8h) [default: 66%].")
+@click.option("--jitter", default=None, help="Random spread of the renewal point, +- share of the interval "
+              "[default: 10%].")
+@click.option("--outage-budget", default=None,
+              help="Renew early enough that the certificate survives a CA outage this long, e.g. 4h.")
+@click.option("--error-before", default=None,
+              help="While renewal fails: warning, then error once less than this is left [default: 10%].")
+@click.option("--reload-cmd", default=None, help="Shell command run after new files are written.")
+@click.option("--reload-signal", default=None, help="Signal (HUP, USR1, ...) sent after new files are written.")
+@click.option("--pid-file", type=click.Path(dir_okay=False), default=None, help="Who gets --reload-signal.")
+@click.option("--verify-endpoint", default=None, metavar="HOST:PORT",
+              help="After reloading, confirm the service serves the new certificate.")
+@click.option("--verify-grace", default=None, help="How long the service may take to switch [default: 5s].")
+@click.option("--metrics-listen", default=None, metavar="HOST:PORT",
+              help="Serve /healthz and /metrics here, e.g. 127.0.0.1:9465.")
+@click.option("--roots-interval", default=None, help="How often to ask whether the trust bundle changed "
+              "[default: 1m].")
+@click.option("--once", is_flag=True, help="Get or renew what is due, refresh ca.crt, then exit.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
+              show_default=True)
+@json_option
+def agent(config_file: str | None, name: str | None, sans: tuple[str, ...], token_file: str | None,
+          ca_url: str | None, root: str | None, out: str | None, ttl: str | None, key_type: str,
+          renew_at: str | None, jitter: str | None, outage_budget: str | None, error_before: str | None,
+          reload_cmd: str | None, reload_signal: str | None, pid_file: str | None, verify_endpoint: str | None,
+          verify_grace: str | None, metrics_listen: str | None, roots_interval: str | None, once: bool,
+          log_level: str, as_json: bool) -> int:
+    """Keep certificates issued, renewed, written and reloaded.
+
+    The agent bootstraps with a one-time token (--token-file, else $TRUSTYARD_TOKEN), then
+    renews with the current certificate at --renew-at of its lifetime, +- --jitter. Files are
+    replaced atomically (tls.key, then tls.crt, then ca.crt); the reload action runs only after
+    a successful write, and with --verify-endpoint the renewal counts only once the live
+    service presents the new serial (one more reload after --verify-grace, then an error).
+    ca.crt is rewritten as soon as the CA's trust bundle changes.
+
+    While the CA is unreachable the current files stay in place and attempts back off
+    (capped, jittered, never longer than a quarter of the time left); the log says
+    "expires in X, renewal failing since Y", a warning that turns into an error below
+    --error-before. An expired or revoked certificate cannot be renewed: the agent says
+    to put a new token in place and picks it up without a restart.
+
+    \b
+    One certificate:
+      trustyard agent --name orders.internal --token-file /run/secrets/token \\
+        --ca-url https://ca.internal:8443 --root root.crt --out /run/certs \\
+        --reload-signal HUP --pid-file /run/nginx.pid --metrics-listen 127.0.0.1:9465
+    Several: trustyard agent --config agent.toml   (ca_url, root, metrics_listen,
+      roots_interval, then [[certificate]] tables with name, sans, token_file or
+      token_env, out, ttl, key_type, renew_at, jitter, outage_budget, error_before,
+      reload_cmd or reload_signal + pid_file, verify_endpoint, verify_grace).
+
+    \b
+    Exit status (--once): 0 every certificate valid and nothing failing; 1 an attempt
+    failed (retry later); 3 a new bootstrap token is needed. Long-running: 0 after
+    SIGTERM/SIGINT, 2 for bad flags or configuration.
+    """
+    from ..agent import config as cfg
+    from ..agent.metrics import MetricsServer
+    from ..agent.runner import Agent, ManagedCert
+    from ..agent.seams import FileOutput, HTTPBackend, SystemClock
+
+    _setup_logging(as_json, log_level)
+    top = {"ca_url": ca_url, "root": root, "metrics_listen": metrics_listen, "roots_interval": roots_interval}
+    if config_file:
+        if name or out:
+            raise click.UsageError("give either --config or --name/--out, not both")
+        config = cfg.load_config_file(Path(config_file), top)
+    else:
+        if not name or not out:
+            raise click.UsageError("give --name and --out (or --config FILE)")
+        spec = cfg.cert_spec({
+            "name": name, "sans": list(sans), "token_file": token_file, "out": out, "ttl": ttl,
+            "key_type": key_type, "renew_at": renew_at, "jitter": jitter, "outage_budget": outage_budget,
+            "error_before": error_before, "reload_cmd": reload_cmd, "reload_signal": reload_signal,
+            "pid_file": pid_file, "verify_endpoint": verify_endpoint, "verify_grace": verify_grace,
+        })
+        config = cfg.build(top, (spec,))
+    clock = SystemClock()
+    backend = HTTPBackend(config.ca_url, config.root)
+    environ = dict(os.environ)
+    managed = [ManagedCert(spec, backend, FileOutput(spec.out), clock, environ=environ)
+               for spec in config.certificates]
+    runner = Agent(config, backend, managed, clock)
+    try:
+        if once:
+            code = runner.once()
+            emit(as_json, {"exit_code": code, "certificates": [m.report() for m in managed]},
+                 lambda: "\n".join(f"{m.spec.name}: {m.status().message}" for m in managed))
+            return code
+        metrics = None
+        if config.metrics_listen:
+            metrics = MetricsServer(runner, *config.metrics_listen).start()
+            logging.getLogger("trustyard.agent").info("health and metrics on http://%s:%d/", *metrics.address)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: clock.stop())
+        try:
+            return runner.run()
+        finally:
+            if metrics is not None:
+                metrics.stop()
+    finally:
+        backend.close()
