@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, Sequence, Union
+from typing import Any, Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
@@ -44,8 +45,8 @@ from .x509.names import name_text, parse_name, sans_of
 from .x509.summary import fingerprint_sha256, is_ca, load_pem_bundle, summarize
 
 Usage = Literal["server", "client"]
-CertSource = Union[str, os.PathLike, bytes, x509.Certificate, Sequence[x509.Certificate]]
-KeySource = Union[str, os.PathLike, bytes, PrivateKey]
+CertSource = str | os.PathLike[str] | bytes | x509.Certificate | Sequence[x509.Certificate]
+KeySource = str | os.PathLike[str] | bytes | PrivateKey
 
 
 class CheckFailed(TrustyardError):
@@ -53,7 +54,7 @@ class CheckFailed(TrustyardError):
     code = "checkFailed"
     title = "Certificate check failed"
     exit_code = 1
-    report: "CheckReport | None" = None
+    report: CheckReport | None = None
 
 
 class CheckInputError(CheckFailed):
@@ -144,7 +145,7 @@ def validate(
     """
     if usage not in ("server", "client"):
         raise ValueError(f"usage must be 'server' or 'client', not {usage!r}")
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     threshold = _threshold(min_remaining)
     certs = _certificates(cert, "certificate")
     bundle = _certificates(ca, "trust bundle")
@@ -263,7 +264,7 @@ def _pyca_can_verify(certs: Sequence[x509.Certificate]) -> str | None:
         if isinstance(cert.public_key(), ed25519.Ed25519PublicKey) or \
                 cert.signature_algorithm_oid == x509.SignatureAlgorithmOID.ED25519:
             return "Ed25519"
-        if not (cert.issuer == cert.subject) and chainlib.authority_key_id(cert) is None:
+        if cert.issuer != cert.subject and chainlib.authority_key_id(cert) is None:
             return "a certificate without an Authority Key Identifier"
     return None
 
@@ -290,7 +291,12 @@ def _verify_chain(leaf: x509.Certificate, extra: list[x509.Certificate], bundle:
 
 def _pyca_verify(leaf: x509.Certificate, extra: list[x509.Certificate], bundle: list[x509.Certificate],
                  at: datetime) -> CheckFailed | None:
-    from cryptography.x509.verification import ExtensionPolicy, PolicyBuilder, Store, VerificationError
+    from cryptography.x509.verification import (
+        ExtensionPolicy,
+        PolicyBuilder,
+        Store,
+        VerificationError,
+    )
 
     # A client verifier with a permissive end-entity policy: RFC 5280 path validation and
     # the CA rules, but no opinion on the leaf's EKU or names (those are separate checks).

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pytest
 from cryptography import x509
@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from trustyard.x509 import keys, profiles
 from trustyard.x509.names import parse_names
 
-NOW = dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.timezone.utc)  # for validate(now=NOW)
-CA_START = dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc)  # the CA spans NOW and the real clock
+NOW = dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.UTC)  # for validate(now=NOW)
+CA_START = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)  # the CA spans NOW and the real clock
 
 
 def pem(*certs: x509.Certificate) -> bytes:

@@ -6,7 +6,7 @@ import datetime as dt
 import json
 import subprocess
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 from click.testing import CliRunner
@@ -17,7 +17,7 @@ from trustyard.x509 import keys
 
 from .conftest import Files, MiniCA
 
-NOW = dt.datetime.now(dt.timezone.utc)
+NOW = dt.datetime.now(dt.UTC)
 
 
 @pytest.fixture

@@ -39,7 +39,7 @@ class TestCA:
     __test__ = False
 
     def __init__(self, name: str = "Test", key_type: keys.KeyType = keys.KeyType.EC_P256) -> None:
-        self.now = dt.datetime.now(dt.timezone.utc)
+        self.now = dt.datetime.now(dt.UTC)
         self.key_type = key_type
         root_key = keys.generate_private_key(key_type)
         self.root = profiles.sign(profiles.root_builder(
@@ -73,7 +73,7 @@ class TestCA:
 
 def self_signed(*names: str) -> Leaf:
     key = keys.generate_private_key(keys.KeyType.EC_P256)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     subject = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, names[0])])
     cert = (
         x509.CertificateBuilder().subject_name(subject).issuer_name(subject)

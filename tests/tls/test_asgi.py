@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
 import requests
 
-from trustyard.tls import IdentityMiddleware, IdentityPolicy, client_context, peer_identity, server_context
+from trustyard.tls import (
+    IdentityMiddleware,
+    IdentityPolicy,
+    client_context,
+    peer_identity,
+    server_context,
+)
 from trustyard.tls.asgi import SCOPE_KEY
 from trustyard.tls.requests import ContextAdapter
 

@@ -8,10 +8,8 @@ from .. import check as checklib
 from ..units import Threshold
 from .output import emit, json_option
 
-_CODES = "\n".join(
-    f"  {cls.exit_code:>2}  {cls.__name__}: {(cls.__doc__ or cls.title).strip()}"
-    for cls in (checklib.CheckInputError, *checklib.ORDER)
-)
+_CLASSES: tuple[type[checklib.CheckFailed], ...] = (checklib.CheckInputError, *checklib.ORDER)
+_CODES = "\n".join(f"  {cls.exit_code:>2}  {cls.__name__}: {cls.title}" for cls in _CLASSES)
 
 
 class _ThresholdType(click.ParamType):
@@ -64,11 +62,12 @@ def check(ctx: click.Context, cert_path: str, key_path: str, ca_path: str, name:
         report = checklib.validate(cert_path, key_path, ca_path, name=name, min_remaining=min_remaining,
                                    usage=usage)  # type: ignore[arg-type]
     except checklib.CheckFailed as failure:
-        if failure.report is None:  # the inputs could not even be read
+        failed = failure.report
+        if failed is None:  # the inputs could not even be read
             emit(as_json, {"ok": False, "failures": [
                 {"class": failure.code, "exit_code": failure.exit_code, "detail": failure.detail}]}, "")
         else:
-            emit(as_json, failure.report.to_dict(), lambda: _text(failure.report))  # type: ignore[arg-type]
+            emit(as_json, failed.to_dict(), lambda: _text(failed))
         click.echo(f"trustyard: check failed [{failure.code}]: {failure.detail}", err=True)
         ctx.exit(failure.exit_code)
     emit(as_json, report.to_dict(), lambda: _text(report))

@@ -17,7 +17,8 @@ WebSocket connections are checked the same way and refused with close code 1008.
 from __future__ import annotations
 
 import json
-from typing import Any, Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
 
 from cryptography import x509
 

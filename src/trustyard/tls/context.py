@@ -63,7 +63,7 @@ class TLSFiles:
     ca: Path | None = None
 
     @classmethod
-    def from_dir(cls, directory: str | os.PathLike[str], *, identity: bool = True) -> "TLSFiles":
+    def from_dir(cls, directory: str | os.PathLike[str], *, identity: bool = True) -> TLSFiles:
         base = Path(directory)
         if identity:
             return cls(base / CERT_FILE, base / KEY_FILE, base / CA_FILE)
@@ -73,7 +73,7 @@ class TLSFiles:
     def resolve(
         cls, directory: str | os.PathLike[str] | None, cert: str | os.PathLike[str] | None,
         key: str | os.PathLike[str] | None, ca: str | os.PathLike[str] | None,
-    ) -> "TLSFiles":
+    ) -> TLSFiles:
         """Explicit paths win over the directory's conventional names."""
         base = cls.from_dir(directory) if directory is not None else cls()
         return cls(

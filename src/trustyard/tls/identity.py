@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass
-from typing import Union
 
 from cryptography import x509
 
 from ..x509.names import common_names, sans_of
 
-PeerSource = Union[ssl.SSLObject, ssl.SSLSocket, bytes, str, x509.Certificate, None]
+PeerSource = ssl.SSLObject | ssl.SSLSocket | bytes | str | x509.Certificate | None
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,10 @@ from __future__ import annotations
 import os
 import posixpath
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from ..errors import ConfigError
 from ..x509.names import normalize_dns
@@ -40,7 +41,7 @@ class IdentityPattern:
     text: str
 
     @classmethod
-    def parse(cls, text: str) -> "IdentityPattern":
+    def parse(cls, text: str) -> IdentityPattern:
         raw = str(text).strip()
         if raw == "*":
             return cls(raw)
@@ -99,7 +100,7 @@ class IdentityPolicy:
     rules: tuple[Rule, ...]
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "policy") -> "IdentityPolicy":
+    def from_dict(cls, data: dict[str, Any], source: str = "policy") -> IdentityPolicy:
         unknown = set(data) - {"allow"}
         if unknown:
             raise ConfigError(f"{source}: unknown key(s) {', '.join(sorted(unknown))}; expected [[allow]] tables")
@@ -115,7 +116,7 @@ class IdentityPolicy:
         return cls(tuple(rules))
 
     @classmethod
-    def from_toml(cls, text: str, source: str = "policy") -> "IdentityPolicy":
+    def from_toml(cls, text: str, source: str = "policy") -> IdentityPolicy:
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
@@ -123,7 +124,7 @@ class IdentityPolicy:
         return cls.from_dict(data, source)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> "IdentityPolicy":
+    def load(cls, path: str | os.PathLike[str]) -> IdentityPolicy:
         try:
             text = Path(path).read_text("utf-8")
         except OSError as exc:

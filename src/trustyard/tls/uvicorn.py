@@ -86,7 +86,7 @@ class _TLSScope:
             self.app = _with_tls(self.app, tls)
 
 
-class H11TLSProtocol(_TLSScope, H11Protocol):
+class H11TLSProtocol(_TLSScope, H11Protocol):  # type: ignore[misc]
     """uvicorn's h11 protocol plus the ASGI TLS extension."""
 
 
@@ -95,7 +95,7 @@ try:
 except ImportError:  # httptools is optional in uvicorn
     TLSProtocol: type[asyncio.Protocol] = H11TLSProtocol
 else:
-    class HttpToolsTLSProtocol(_TLSScope, HttpToolsProtocol):
+    class HttpToolsTLSProtocol(_TLSScope, HttpToolsProtocol):  # type: ignore[misc]
         """uvicorn's httptools protocol plus the ASGI TLS extension."""
 
     TLSProtocol = HttpToolsTLSProtocol
