@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 from sqlalchemy import delete, inspect, select, text, update
@@ -14,7 +15,8 @@ from trustyard.cli import main
 from trustyard.errors import Unauthorized
 from trustyard.store import AuditEvent, Intent, open_store
 from trustyard.store.schema import audit_log, certificates
-from trustyard.store.sql import SerialCollision
+from trustyard.store import sql as sql_module
+from trustyard.store.sql import SerialCollision, SqlStore
 
 from .support import new_csr
 
@@ -27,42 +29,48 @@ def intent(serial: str, jti: str | None = None) -> Intent:
                   token_expires_at=NOW + timedelta(minutes=5))
 
 
-def test_migrations_create_schema_and_are_idempotent(db_url: str) -> None:
-    store = open_store(db_url)
+@pytest.fixture
+def store(db_url: str) -> Iterator[SqlStore]:
+    opened = open_store(db_url)
+    yield opened
+    opened.close()
+
+
+def test_migrations_create_schema_and_are_idempotent(store: SqlStore) -> None:
+    from alembic.script import ScriptDirectory
+
     store.migrate()  # a second run (another replica starting) changes nothing
     names = set(inspect(store.engine).get_table_names())
     assert {"certificates", "used_tokens", "audit_log", "audit_head", "alembic_version"} <= names
+    scripts = ScriptDirectory(str(Path(sql_module.__file__).parent / "migrations"))
     with store.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
-    store.close()
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == scripts.get_current_head()
 
 
-def test_serial_is_reserved_unique_before_signing(db_url: str) -> None:
-    store = open_store(db_url)
+def test_serial_is_reserved_unique_before_signing(store: SqlStore) -> None:
     store.record_intent(intent("abc"))
     with pytest.raises(SerialCollision):
         store.record_intent(intent("abc"))
     record = store.get("abc")
     assert record is not None and record.status == "pending" and record.der is None
-    store.close()
 
 
-def test_token_redemption_is_atomic_with_the_intent(db_url: str) -> None:
-    store = open_store(db_url)
+def test_token_redemption_is_atomic_with_the_intent(store: SqlStore) -> None:
     store.record_intent(intent("01", jti="t1"))
     with pytest.raises(Unauthorized) as info:
         store.record_intent(intent("02", jti="t1"))
     assert info.value.code == "tokenReplayed"
     assert store.get("02") is None  # the second intent rolled back with the refused redemption
-    store.close()
 
 
 def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
     store = open_store(f"sqlite:///{tmp_path / 'x.db'}")
-    with store.engine.connect() as conn:
-        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
-    assert store.integrity_check() == []
-    store.close()
+    try:
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert store.integrity_check() == []
+    finally:
+        store.close()
 
 
 # -- audit ---------------------------------------------------------------------------------------
