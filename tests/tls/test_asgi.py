@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -195,6 +196,33 @@ def test_async_httpx_client(pki: Any, url: str) -> None:
 
     r = asyncio.run(call())
     assert r.status_code == 200 and r.json()["identity"] == "spiffe://prod.internal/orders"
+    ssl_object = r.extensions["network_stream"].get_extra_info("ssl_object")
+    assert isinstance(ssl_object, ssl.SSLObject)
+    server = peer_identity(ssl_object)  # from an SSLObject: the server's URI SAN comes first
+    assert server is not None and server.name == "spiffe://prod.internal/api"
+
+
+def test_middleware_refuses_websockets_without_a_certificate_and_passes_lifespan() -> None:
+    import asyncio
+
+    seen: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope["type"])
+
+    middleware = IdentityMiddleware(app, IdentityPolicy.from_toml(POLICY))
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "websocket.connect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(middleware({"type": "websocket", "path": "/ws", "extensions": {}}, receive, send))
+    asyncio.run(middleware({"type": "lifespan"}, receive, send))
+    assert sent[0]["type"] == "websocket.close" and sent[0]["code"] == 1008
+    assert seen == ["lifespan"]
 
 
 def test_uvicorn_command_line_with_the_tls_protocol(tmp_path: Path) -> None:

@@ -19,7 +19,9 @@ How the reload works, and why this way:
   never remove it. So each rotation builds a fresh inner context and swaps one reference.
 - Rotation is noticed by a ``stat`` of the files (inode, size, mtime) when a connection
   is wrapped: three syscalls against a handshake's milliseconds of CPU. Atomic renames
-  (``trustyard.files.write_atomic``) always change the inode.
+  (``trustyard.files.write_atomic``) change the inode. (Two rotations within one
+  filesystem timestamp tick that reuse the first inode and keep the size would look
+  unchanged; agents rotate hours apart, and ``reload()`` forces a load.)
 - A half-rotated pair (new certificate, old key) never gets loaded: OpenSSL's key check
   refuses it, the old inner context stays in use, and the load is retried as soon as
   the files change again (the agent's second rename). Files that change while they are
