@@ -219,14 +219,15 @@ class Authority:
             raise
         action = "certificate.renew" if renewed_from else "certificate.issue"
         der = cert.public_bytes(Encoding.DER)
-        self.store.record_issued(intent.serial, der, fingerprint_sha256(cert),
+        fingerprint = fingerprint_sha256(cert)
+        self.store.record_issued(intent.serial, der, fingerprint,
                                  AuditEvent(actor=prov.name, action=action, target=intent.serial,
                                             detail={"subject": subject, "sans": list(sans),
                                                     "not_after": decision.not_after.isoformat(),
                                                     **({"renewed_from": renewed_from} if renewed_from else {})}))
         record = CertRecord(serial=intent.serial, provisioner=prov.name, subject=subject, sans=sans, status="issued",
                             not_before=decision.not_before, not_after=decision.not_after, requested_at=now,
-                            der=der, fingerprint_sha256=fingerprint_sha256(cert), renewed_from=renewed_from, revoked_at=None, revocation_reason=None)
+                            der=der, fingerprint_sha256=fingerprint, renewed_from=renewed_from, revoked_at=None, revocation_reason=None)
         return Issued(record=record, certificate=cert, chain=self.chain, roots=self.roots)
 
     def _provisioner(self, name: str) -> Provisioner:
