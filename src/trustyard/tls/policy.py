@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..x509.names import normalize_dns
+from ..policy.patterns import NamePattern
+from ..x509.names import parse_name
 from .identity import PeerIdentity
 
 _METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT", "*"}
@@ -38,38 +39,31 @@ _METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE",
 
 @dataclass(frozen=True)
 class IdentityPattern:
+    """The issuance policy's name patterns (``trustyard.policy.NamePattern``), plus ``*``:
+    any authenticated identity, whatever its kind."""
+
     text: str
+    pattern: NamePattern | None  # None for "*"
 
     @classmethod
     def parse(cls, text: str) -> IdentityPattern:
         raw = str(text).strip()
         if raw == "*":
-            return cls(raw)
-        if "://" in raw:
-            if "*" in raw[:-1]:
-                raise ValueError(f"invalid identity pattern {text!r}: '*' may only end a URI pattern")
-            return cls(raw)
+            return cls(raw, None)
         try:
-            return cls(normalize_dns(raw))
-        except ValueError:
-            raise ValueError(f"invalid identity pattern {text!r}: expected a URI, a URI prefix ending in *, "
-                             "a DNS name, *.suffix or *") from None
+            pattern = NamePattern.parse(raw)
+        except ValueError as exc:
+            raise ValueError(f"invalid identity pattern {text!r} ({exc}); expected a URI, a URI prefix ending "
+                             "in *, a DNS name, *.suffix, an IP or CIDR, or *") from None
+        return cls(pattern.text, pattern)
 
     def matches_name(self, name: str) -> bool:
-        pattern = self.text
-        if pattern == "*":
+        if self.pattern is None:
             return True
-        if "://" in pattern:
-            if pattern.endswith("*"):
-                prefix = pattern[:-1]
-                return name.startswith(prefix) and len(name) > len(prefix)
-            return name == pattern
-        if "://" in name:
+        try:
+            return self.pattern.matches(parse_name(name))
+        except ValueError:
             return False
-        name = name.lower()
-        if pattern.startswith("*."):
-            return name.endswith(pattern[1:])
-        return name == pattern
 
     def matches(self, identity: PeerIdentity) -> bool:
         return any(self.matches_name(n) for n in identity.names)
