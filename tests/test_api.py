@@ -191,6 +191,7 @@ def test_renew_gives_same_identity_new_serial(client: TestClient, authority: Aut
     san = lambda c: c.extensions.get_extension_for_class(x509.SubjectAlternativeName).value  # noqa: E731
     assert san(new) == san(old)
     assert authority.store.get(response.json()["serial"]).renewed_from == first.json()["serial"]  # type: ignore[union-attr]
+    assert 'trustyard_certificates_renewed_total{provisioner="default"}' in client.get("/metrics").text
 
 
 def test_renew_with_wrong_key_is_refused(client: TestClient, authority: Authority) -> None:

@@ -259,3 +259,21 @@ def test_help_explains_every_command() -> None:
     for command in ("init", "serve", "token", "issue", "renew", "revoke", "list", "inspect", "roots"):
         sub = run(command, "--help")
         assert sub.returncode == 0 and "Usage: trustyard " + command in sub.stdout
+
+
+def test_metrics_add_up_across_worker_processes(live, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import re
+
+    server, _ = live
+    with server.client() as client:
+        def issued() -> float:
+            text = client.get("/metrics").text
+            match = re.search(r'^trustyard_certificates_issued_total\{provisioner="default"\} (\S+)$', text, re.M)
+            return float(match.group(1)) if match else 0.0
+
+        before = issued()
+        for i in range(6):  # new connections: the two workers both take some
+            token = jrun("token", "--home", str(server.home), f"m{i}.internal")["token"]
+            jrun("issue", f"m{i}.internal", "--token", token, "--ca-url", server.url, "--root",
+                 str(server.home / "ca/root.crt"), "--out", str(tmp_path / str(i)))
+        assert issued() == before + 6

@@ -129,6 +129,23 @@ def test_serials_are_unique_and_random(sqlite_home: Path) -> None:
     assert max(s.bit_length() for s in serials) > 150
 
 
+def test_backdate_is_configurable(tmp_path: Path) -> None:
+    import tomllib
+
+    import tomli_w
+
+    home = tmp_path / "ca"
+    init_home(home, PASSWORD, InitOptions())
+    config = tomllib.loads((home / "trustyard.toml").read_text())
+    config["ca"]["backdate"] = "10m"
+    (home / "trustyard.toml").write_text(tomli_w.dumps(config))
+    authority = load_authority(home, PASSWORD, minting=True)
+    before = datetime.now(timezone.utc)
+    leaf = issue(authority, [x509.DNSName("a.internal")], KeyType.EC_P256)
+    assert before - timedelta(minutes=10, seconds=5) <= leaf.not_valid_before_utc <= before - timedelta(minutes=9)
+    authority.store.close()
+
+
 def test_eku_is_configurable(tmp_path: Path) -> None:
     import tomllib
 
