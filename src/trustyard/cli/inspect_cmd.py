@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import select
-import socket
-import time
 from pathlib import Path
 
 import click
@@ -28,40 +25,21 @@ def _load_file(path: Path) -> list[x509.Certificate]:
 
 def _fetch_chain(target: str, timeout: float = 10.0) -> list[x509.Certificate]:
     """The chain the server actually sends (verification off: this is for looking, not trusting)."""
-    from OpenSSL import SSL
+    from ..diagnose.probe import probe
+    from ..inventory.endpoints import Endpoint
 
-    host, _, port_text = target.rpartition(":")
-    host = host.strip("[]")
+    if ":" not in target:
+        raise BadRequest(f"{target}: no such file (an endpoint is written HOST:PORT)")
     try:
-        port = int(port_text)
+        endpoint = Endpoint.parse(target)
     except ValueError:
-        raise BadRequest(f"{target!r} is neither a file nor HOST:PORT") from None
-    context = SSL.Context(SSL.TLS_CLIENT_METHOD)
-    context.set_verify(SSL.VERIFY_NONE, lambda *_: True)
-    try:
-        sock = socket.create_connection((host, port), timeout=timeout)
-    except OSError as exc:
-        raise BadRequest(f"cannot connect to {target}: {exc}") from None
-    try:
-        conn = SSL.Connection(context, sock)
-        if not host.replace(".", "").isdigit() and ":" not in host:
-            conn.set_tlsext_host_name(host.encode())
-        conn.set_connect_state()
-        deadline = time.monotonic() + timeout
-        while True:  # pyOpenSSL on a socket with a timeout is non-blocking: wait for readiness
-            try:
-                conn.do_handshake()
-                break
-            except (SSL.WantReadError, SSL.WantWriteError):
-                if not select.select([sock], [], [], max(deadline - time.monotonic(), 0))[0]:
-                    raise BadRequest(f"TLS handshake with {target} timed out") from None
-        chain = conn.get_peer_cert_chain(as_cryptography=True) or []
-        conn.shutdown()
-    except SSL.Error as exc:
-        raise BadRequest(f"TLS handshake with {target} failed: {exc}") from None
-    finally:
-        sock.close()
-    return list(chain)
+        raise BadRequest(f"{target!r} is neither a file nor HOST:PORT[/SNI]") from None
+    result = probe(endpoint.host, endpoint.port, sni=endpoint.sni, timeout=timeout)
+    if result.network_error:
+        raise BadRequest(f"cannot connect to {target}: {result.network_error} ({result.network_detail})")
+    if not result.chain:
+        raise BadRequest(f"TLS handshake with {target} failed: {result.tls_error or 'no certificate served'}")
+    return result.chain
 
 
 @click.command()
