@@ -148,13 +148,13 @@ def test_ca_outage_keeps_files_backs_off_and_recovers_without_restart(tmp_path: 
         wait_for(lambda: (metric(mport, "trustyard_agent_consecutive_failures", "db.internal") or 0) >= 2,
                  timeout=30, what="failed renewals")
         assert serial_of(out) == first  # the current files stay
-        wait_for(lambda: metric(mport, "trustyard_agent_status", "db.internal", ',level="error"') == 1,
-                 timeout=30, what="the error level")
+        wait_for(lambda: any(" ERROR " in line and "renewal failing since" in line
+                             for line in agent.text().splitlines()), timeout=30, what="the error level")
+        assert metric(mport, "trustyard_agent_status", "db.internal", ',level="error"') == 1
         log = agent.text()
         assert "renewal failing since" in log and "cannot reach the CA" in log
         warning = next(line for line in log.splitlines() if "renewal failing since" in line)
         assert " WARNING " in warning and warning.split("db.internal: ")[1].startswith("expires in ")
-        assert any(" ERROR " in line and "renewal failing since" in line for line in log.splitlines())
         retries = [line for line in log.splitlines() if "retry in" in line]
         assert len(retries) >= 2
         server = serve(ca.home, ca.port)  # the CA comes back on the same port
@@ -191,26 +191,34 @@ def test_expired_certificate_asks_for_a_new_token_then_bootstraps_again(tmp_path
 
 
 def test_renewal_of_an_expired_certificate_is_refused_by_the_ca(tmp_path: Path, ca: Server) -> None:
-    """The CA's own answer, through the agent's renewal path (not only the agent's clock)."""
+    """The CA's own refusal, through the agent's renewal path: the agent's clock lags, so
+    the agent still believes the certificate is valid and asks the CA to renew it."""
+    from datetime import timedelta
+
     from trustyard.agent.config import cert_spec
     from trustyard.agent.runner import ManagedCert
-    from trustyard.agent.seams import FileOutput, HTTPBackend, SystemClock
+    from trustyard.agent.seams import FakeClock, FileOutput, HTTPBackend
 
     token = tmp_path / "token"
     token.write_text(mint(ca.home, "late.internal"))
     out = tmp_path / "certs"
     assert run_once(ca, out, "late.internal", token, "--ttl", "10s").returncode == 0
+    not_after = x509.load_pem_x509_certificates((out / "tls.crt").read_bytes())[0].not_valid_after_utc
+    wait_for(lambda: time.time() > not_after.timestamp() + 1, timeout=20, what="expiry")
     backend = HTTPBackend(ca.url, ca.root)
+    lagging = FakeClock(not_after - timedelta(seconds=2))
     m = ManagedCert(cert_spec({"name": "late.internal", "out": str(out), "token_file": str(token)}), backend,
-                    FileOutput(out), SystemClock())
-    m.start()
-    wait_for(lambda: time.time() > m.not_after.timestamp() + 1, timeout=20, what="expiry")  # type: ignore[union-attr]
-    m._renew(m.clock.now()) if False else None
+                    FileOutput(out), lagging)
     try:
-        m.step(m.clock.now() - (m.clock.now() - m.current.issued_at) / 2)  # type: ignore[union-attr]
+        m.start()
+        assert m.current is not None and not m.needs_bootstrap
+        lagging.advance(timedelta(seconds=1))
+        m.step(lagging.now())
     finally:
         backend.close()
-    assert m.needs_bootstrap and "[expired]" in (m.last_error or "") and "Re-bootstrap" in (m.last_error or "")
+    assert m.needs_bootstrap, m.last_error
+    assert "[expired]" in (m.last_error or "") and "Re-bootstrap" in (m.last_error or "")
+    assert m.report()["level"] == "error"
 
 
 def test_trust_bundle_change_rewrites_ca_crt_without_renewal(tmp_path: Path, ca: Server) -> None:

@@ -174,8 +174,9 @@ class ManagedCert:
             raise
         except errors.TrustyardError as exc:
             if exc.code in _TOKEN_CODES or exc.status == 401:
-                self._needs_token(now, f"the CA refused the bootstrap token ({exc.detail}): put a new one-time "
-                                       f"token in {self._token_source()}")
+                refused = f"the CA refused the bootstrap token in {self._token_source()} ({exc.detail})"
+                self._needs_token(now, f"{refused}; {self._rebootstrap_text(now)}" if self.current else
+                                  f"{refused}: put a new one-time token there")
                 return
             raise
         self.needs_bootstrap = False
