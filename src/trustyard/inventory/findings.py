@@ -3,18 +3,17 @@ interesting findings (shared keys, copies across environments) are about several
 
 from __future__ import annotations
 
+import os
 import re
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import PurePath
 from typing import Callable, Iterator
 
 from cryptography import x509
 
 from ..units import Threshold, humanize
-from ..x509.chain import check_chain, is_leaf_self_signed, label, weakness
-from ..x509.names import sans_of
+from ..x509.chain import check_chain, weakness
 from .model import CertItem, Finding, Inventory, Severity
 
 SEVERITY: dict[str, Severity] = {
@@ -63,41 +62,39 @@ def _unit(location_group: str, served: bool = False) -> tuple[str, str]:
 def window(inv: Inventory, rules: Rules) -> Iterator[Finding]:
     for item in inv.certificates:
         c = item.cert
-        subject = label(c)
         start, end = c.not_valid_before_utc, c.not_valid_after_utc
         if rules.now > end:
-            yield _finding("expired", [item.location], f"{subject} expired {humanize(rules.now - end)} ago "
-                           f"({end.isoformat()})", subject)
+            yield _finding("expired", [item.location], f"{item.label} expired {humanize(rules.now - end)} ago "
+                           f"({end.isoformat()})", item.label)
         elif rules.now < start:
-            yield _finding("not_yet_valid", [item.location], f"{subject} is valid only from {start.isoformat()}",
-                           subject)
+            yield _finding("not_yet_valid", [item.location], f"{item.label} is valid only from "
+                           f"{start.isoformat()}", item.label)
         elif end - rules.now <= rules.warn.of(end - start):
-            yield _finding("expiring", [item.location], f"{subject} expires in {humanize(end - rules.now)} "
-                           f"({end.isoformat()})", subject)
+            yield _finding("expiring", [item.location], f"{item.label} expires in {humanize(end - rules.now)} "
+                           f"({end.isoformat()})", item.label)
 
 
 def shape(inv: Inventory, rules: Rules) -> Iterator[Finding]:
     for item in inv.certificates:
         c = item.cert
-        subject = label(c)
-        if is_leaf_self_signed(c) or (item.served and item.position == 0 and item.self_signed):
-            yield _finding("self_signed_leaf", [item.location], f"{subject} is self-signed: every client must "
-                           "be given this exact certificate, or turn verification off", subject)
+        if item.leaf_self_signed or (item.served and item.position == 0 and item.self_signed):
+            yield _finding("self_signed_leaf", [item.location], f"{item.label} is self-signed: every client "
+                           "must be given this exact certificate, or turn verification off", item.label)
         reasons = weakness(c)
         if reasons:
-            yield _finding("weak_key", [item.location], f"{subject}: {', '.join(reasons)}", subject)
+            yield _finding("weak_key", [item.location], f"{item.label}: {', '.join(reasons)}", item.label)
         if item.is_ca:
             continue
-        if not any(isinstance(n, (x509.DNSName, x509.IPAddress)) for n in sans_of(c)):
-            yield _finding("no_san", [item.location], f"{subject} has no DNS or IP subject alternative name; "
-                           "clients ignore the CN", subject)
+        if not any(isinstance(n, (x509.DNSName, x509.IPAddress)) for n in item.sans):
+            yield _finding("no_san", [item.location], f"{item.label} has no DNS or IP subject alternative "
+                           "name; clients ignore the CN", item.label)
         lifetime = c.not_valid_after_utc - c.not_valid_before_utc
         if lifetime > rules.max_leaf_validity:
-            yield _finding("long_validity", [item.location], f"{subject} is valid for {lifetime.days} days "
-                           f"(more than {rules.max_leaf_validity.days})", subject)
+            yield _finding("long_validity", [item.location], f"{item.label} is valid for {lifetime.days} days "
+                           f"(more than {rules.max_leaf_validity.days})", item.label)
         if item.trust_store:
-            yield _finding("leaf_in_trust_store", [item.location], f"the leaf {subject} is used as a trust "
-                           "anchor: it pins one certificate and breaks at its renewal", subject)
+            yield _finding("leaf_in_trust_store", [item.location], f"the leaf {item.label} is used as a trust "
+                           "anchor: it pins one certificate and breaks at its renewal", item.label)
 
 
 def copies(inv: Inventory, rules: Rules) -> Iterator[Finding]:
@@ -123,7 +120,7 @@ def copies(inv: Inventory, rules: Rules) -> Iterator[Finding]:
     for fp, items in by_fp.items():
         groups = list(dict.fromkeys(i.group for i in items))
         if len(groups) > 1:
-            subject = label(items[0].cert)
+            subject = items[0].label
             yield _finding("shared_cert", [i.location for i in items],
                            f"{subject} (sha256 {fp[:16]}...) is copied to {len(groups)} places", subject)
 
@@ -140,20 +137,21 @@ def keys(inv: Inventory, rules: Rules) -> Iterator[Finding]:
             if key.spki and leaves and key.spki not in spkis:
                 yield _finding("key_mismatch", [key.location, *(c.location for c in leaves)],
                                f"the key {key.location} does not belong to the certificate "
-                               f"{label(leaves[0].cert)} next to it")
+                               f"{leaves[0].label} next to it")
 
 
 _STEM_NOISE = re.compile(r"([-_.]?(key|cert|crt|fullchain|privkey|chain|pub))+$", re.I)
 
 
 def _stem(location: str) -> tuple[str, str]:
-    path = PurePath(location)
-    name = path.name
+    # os.path, not PurePath: this runs twice per certificate and key, and PurePath is slow
+    parent, name = os.path.split(location)
+    parent = parent.rstrip("/") or ("/" if parent else ".")
     for suffix in (".pem", ".crt", ".cer", ".der", ".key"):
         if name.lower().endswith(suffix):
             name = name[: -len(suffix)]
             break
-    return str(path.parent), _STEM_NOISE.sub("", name)
+    return parent, _STEM_NOISE.sub("", name)
 
 
 def _pairs(inv: Inventory) -> Iterator[tuple[list[str], list, list[CertItem]]]:  # type: ignore[type-arg]
@@ -186,11 +184,11 @@ def chains(inv: Inventory, rules: Rules) -> Iterator[Finding]:
             served = [item.cert] + [i.cert for i in items[idx + 1:]]
             result = check_chain(served, rules.anchors, known)
             if result.code == "missing_intermediate":
-                yield _finding("missing_intermediate", [item.location], f"{label(item.cert)}: {result.detail}",
-                               label(item.cert))
+                yield _finding("missing_intermediate", [item.location], f"{item.label}: {result.detail}",
+                               item.label)
             elif result.code is not None:
                 yield _finding("untrusted_chain", [item.location],
-                               f"{label(item.cert)}: {result.code}: {result.detail}", label(item.cert))
+                               f"{item.label}: {result.code}: {result.detail}", item.label)
 
 
 RULES: tuple[Callable[[Inventory, Rules], Iterator[Finding]], ...] = (window, shape, copies, keys, chains)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from cryptography import x509
 
+from ..x509.chain import label
 from ..x509.summary import fingerprint_sha256, is_ca, is_self_signed, serial_hex, spki_sha256
 from ..x509.names import name_text, sans_of
 
@@ -43,18 +45,43 @@ class CertItem:
     position: int = 0  # index within its group's chain (0 = first / leaf)
 
     def __post_init__(self) -> None:
-        self.fingerprint = fingerprint_sha256(self.cert)
-        self.spki = spki_sha256(self.cert)
-        self.is_ca = is_ca(self.cert)
-        self.self_signed = is_self_signed(self.cert)
+        c = self.cert
+        self.fingerprint = fingerprint_sha256(c)
+        self.spki = spki_sha256(c)
+        self.is_ca = is_ca(c)
+        self.self_signed = is_self_signed(c)
+
+    # Text forms are made when a report or a finding needs them, once: rendering a
+    # name costs more than parsing the certificate, and most certificates need neither.
+    @cached_property
+    def subject_text(self) -> str:
+        return self.cert.subject.rfc4514_string()
+
+    @cached_property
+    def issuer_text(self) -> str:
+        return self.cert.issuer.rfc4514_string()
+
+    @cached_property
+    def sans(self) -> list[x509.GeneralName]:
+        return sans_of(self.cert)
+
+    @cached_property
+    def label(self) -> str:
+        """The subject, or the SANs when the subject is empty (see ``x509.chain.label``)."""
+        return self.subject_text or label(self.cert)
+
+    @property
+    def leaf_self_signed(self) -> bool:
+        """``x509.chain.is_leaf_self_signed`` from the values computed once above."""
+        return self.self_signed and (not self.is_ca or bool(self.sans))
 
     def to_json(self) -> dict[str, Any]:
         c = self.cert
         return {
             "location": self.location,
-            "subject": c.subject.rfc4514_string(),
-            "issuer": c.issuer.rfc4514_string(),
-            "sans": [name_text(n) for n in sans_of(c)],
+            "subject": self.subject_text,
+            "issuer": self.issuer_text,
+            "sans": [name_text(n) for n in self.sans],
             "not_before": c.not_valid_before_utc.isoformat(),
             "not_after": c.not_valid_after_utc.isoformat(),
             "serial": serial_hex(c.serial_number),
