@@ -211,6 +211,10 @@ def create_app(authority: Authority, config: Config | None = None) -> Starlette:
         Route("/metrics", api.metrics_endpoint, methods=["GET"]),
         Route("/openapi.json", api.openapi, methods=["GET"]),
     ]
+    if config is not None:  # the ACME server (RFC 8555), one directory per provisioner of type "acme"
+        from .acme_routes import acme_routes
+
+        routes += acme_routes(authority, config)
     app = Starlette(routes=routes, exception_handlers={
         TrustyardError: trustyard_error, HTTPException: http_error, Exception: unexpected_error,
     })

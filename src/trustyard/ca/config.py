@@ -6,15 +6,21 @@
     [admin]         token_sha256
     [[provisioners]] name, type, key, public_key, allow, default_ttl, min_ttl, max_ttl,
                     key_types, eku
+    [acme]          http_port, tls_port, resolver, allow_targets, validation_timeout,
+                    validation_workers, nonce_reject_percent
+    [acme.eab.NAME] KID = "base64url HMAC key"  (External Account Binding required for provisioner NAME)
+
+Environment overrides for ACME: TRUSTYARD_ACME_HTTP_PORT, TRUSTYARD_ACME_TLS_PORT,
+TRUSTYARD_ACME_RESOLVER (host:port), TRUSTYARD_ACME_NONCE_REJECT (percent of valid nonces refused).
 """
 
 from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from ..errors import ConfigError
 from ..policy import Policy, parse_patterns
@@ -63,6 +69,51 @@ class ProvisionerConfig:
             raise ConfigError(f"provisioner {self.name!r}: {exc}") from None
 
 
+DEFAULT_ACME_TARGETS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
+"""Where ACME validation may connect without configuration: private networks only (an internal PKI)."""
+
+
+@dataclass(frozen=True)
+class AcmeConfig:
+    """The ACME server's validation authority and test knobs.
+
+    ``allow_targets``: CIDRs (``10.0.0.0/8``) and domain suffixes (``.internal``) validation may
+    connect to; link-local and cloud-metadata addresses and the CA's own port are refused whatever
+    this says. ``nonce_reject_percent`` refuses that share of valid nonces with badNonce, like
+    Pebble's PEBBLE_WFE_NONCEREJECT, so clients' retry paths get exercised (tests only).
+    """
+
+    http_port: int = 80
+    tls_port: int = 443
+    resolver: str = ""  # host:port of a DNS server; empty = the system resolver
+    allow_targets: tuple[str, ...] = DEFAULT_ACME_TARGETS
+    validation_timeout: float = 10.0
+    validation_workers: int = 8
+    nonce_reject_percent: float = 0.0
+    eab: dict[str, dict[str, str]] = field(default_factory=dict)  # provisioner -> {kid: base64url key}
+
+    def to_toml(self) -> dict[str, Any]:
+        doc = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(self).items() if k != "eab"}
+        if self.eab:
+            doc["eab"] = {p: dict(keys) for p, keys in self.eab.items()}
+        return doc
+
+    def with_env(self, environ: Mapping[str, str]) -> "AcmeConfig":
+        changes: dict[str, Any] = {}
+        try:
+            if environ.get("TRUSTYARD_ACME_HTTP_PORT"):
+                changes["http_port"] = int(environ["TRUSTYARD_ACME_HTTP_PORT"])
+            if environ.get("TRUSTYARD_ACME_TLS_PORT"):
+                changes["tls_port"] = int(environ["TRUSTYARD_ACME_TLS_PORT"])
+            if environ.get("TRUSTYARD_ACME_NONCE_REJECT"):
+                changes["nonce_reject_percent"] = float(environ["TRUSTYARD_ACME_NONCE_REJECT"])
+        except ValueError as exc:
+            raise ConfigError(f"ACME environment override: {exc}") from None
+        if environ.get("TRUSTYARD_ACME_RESOLVER"):
+            changes["resolver"] = environ["TRUSTYARD_ACME_RESOLVER"]
+        return replace(self, **changes) if changes else self
+
+
 @dataclass(frozen=True)
 class Config:
     home: Path
@@ -81,6 +132,7 @@ class Config:
     database_url: str = "sqlite:///trustyard.db"
     admin_token_sha256: str = ""
     provisioners: tuple[ProvisionerConfig, ...] = field(default_factory=tuple)
+    acme: AcmeConfig = field(default_factory=AcmeConfig)
 
     def path(self, relative: str) -> Path:
         p = Path(relative).expanduser()
@@ -124,6 +176,7 @@ class Config:
                 {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(p).items() if v is not None}
                 for p in self.provisioners
             ],
+            **({"acme": self.acme.to_toml()} if self.acme != AcmeConfig() else {}),
         }
 
 
@@ -154,7 +207,7 @@ def load_config(home: Path) -> Config:
         for key, value in table.items():
             values["database_url" if section == "database" else
                    "admin_token_sha256" if section == "admin" else key] = value
-    unknown_sections = set(data) - set(_SECTIONS) - {"provisioners"}
+    unknown_sections = set(data) - set(_SECTIONS) - {"provisioners", "acme"}
     if unknown_sections:
         raise ConfigError(f"{path}: unknown section(s): {', '.join(sorted(unknown_sections))}")
     provisioners = []
@@ -167,7 +220,25 @@ def load_config(home: Path) -> Config:
                                                  for k, v in entry.items()}))
     if os.environ.get("TRUSTYARD_DATABASE_URL"):
         values["database_url"] = os.environ["TRUSTYARD_DATABASE_URL"]
-    config = Config(home=home, provisioners=tuple(provisioners), **values)
+    acme = _load_acme(path, data.get("acme", {})).with_env(os.environ)
+    config = Config(home=home, provisioners=tuple(provisioners), acme=acme, **values)
     for p in config.provisioners:
         p.policy(config.backdate)  # fail at load time, not at the first request
     return config
+
+
+_ACME_KEYS = set(AcmeConfig.__dataclass_fields__)
+
+
+def _load_acme(path: Path, table: dict[str, Any]) -> AcmeConfig:
+    unknown = set(table) - _ACME_KEYS
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) in [acme]: {', '.join(sorted(unknown))}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in table.items()}
+    eab = values.get("eab", {})
+    if not isinstance(eab, dict) or not all(isinstance(v, dict) for v in eab.values()):
+        raise ConfigError(f"{path}: [acme.eab.PROVISIONER] tables map key ids to base64url HMAC keys")
+    try:
+        return AcmeConfig(**values)
+    except TypeError as exc:
+        raise ConfigError(f"{path}: [acme]: {exc}") from None

@@ -54,3 +54,68 @@ audit_head = Table(
     Column("seq", BigInteger, nullable=False),
     Column("hash", String(64), nullable=False),
 )
+
+# -- ACME (RFC 8555): migration 0002 ------------------------------------------------------------
+
+acme_nonces = Table(
+    "acme_nonces", metadata,
+    Column("nonce", String(32), primary_key=True),  # deleting the row redeems it: single use everywhere
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("retry", Integer, nullable=False),  # handed out with a badNonce: never refused by the test knob
+)
+
+acme_accounts = Table(
+    "acme_accounts", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("provisioner", String(128), nullable=False),
+    Column("thumbprint", String(64), nullable=False),  # RFC 7638, base64url
+    Column("jwk", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("contact", Text, nullable=False),  # JSON list
+    Column("eab_kid", String(255), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ux_acme_accounts_key", "provisioner", "thumbprint", unique=True),
+)
+
+acme_orders = Table(
+    "acme_orders", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("account_id", String(32), nullable=False),
+    Column("provisioner", String(128), nullable=False),
+    Column("status", String(16), nullable=False),  # pending|ready|processing|valid|invalid (stored)
+    Column("identifiers", Text, nullable=False),  # JSON list of {type, value}
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("error", Text, nullable=True),  # JSON problem
+    Column("cert_serial", String(40), nullable=True),
+    Column("replaces", String(255), nullable=True),
+    Index("ix_acme_orders_account", "account_id"),
+    Index("ix_acme_orders_cert", "cert_serial"),
+)
+
+acme_authzs = Table(
+    "acme_authzs", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("order_id", String(32), nullable=False),
+    Column("account_id", String(32), nullable=False),
+    Column("type", String(8), nullable=False),
+    Column("value", String(255), nullable=False),  # without the "*." of a wildcard
+    Column("wildcard", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Index("ix_acme_authzs_order", "order_id"),
+    Index("ix_acme_authzs_account_value", "account_id", "value"),
+)
+
+acme_challenges = Table(
+    "acme_challenges", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("authz_id", String(32), nullable=False),
+    Column("type", String(16), nullable=False),
+    Column("token", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("validated_at", DateTime(timezone=True), nullable=True),
+    Column("started_at", DateTime(timezone=True), nullable=True),
+    Column("error", Text, nullable=True),  # JSON problem
+    Index("ix_acme_challenges_authz", "authz_id"),
+)

@@ -1,0 +1,64 @@
+"""Which addresses validation may contact: the CA's SSRF guard.
+
+The CA connects to names its clients choose, so every connection target passes ``check``
+first, and the connection then goes to exactly the address that was checked (no second
+resolution an attacker's DNS could answer differently):
+
+- never link-local (which holds the cloud metadata services), known metadata addresses,
+  multicast, unspecified or reserved addresses, whatever the allow-list says;
+- never the CA's own port on a local address (the CA validating itself);
+- otherwise only addresses inside an allowed CIDR, or names under an allowed domain suffix.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Iterable
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+METADATA = frozenset(ipaddress.ip_address(a) for a in (
+    "169.254.169.254", "169.254.170.2", "fd00:ec2::254", "100.100.100.200", "168.63.129.16"))
+
+
+class TargetRefused(Exception):
+    """The address may not be contacted; the message says why (it names no fetched content)."""
+
+
+@dataclass
+class TargetGuard:
+    networks: tuple[Network, ...] = ()
+    suffixes: tuple[str, ...] = ()
+    own_ports: set[int] = field(default_factory=set)
+
+    @classmethod
+    def from_allow_list(cls, entries: Iterable[str], own_ports: Iterable[int] = ()) -> "TargetGuard":
+        networks, suffixes = [], []
+        for entry in entries:
+            text = str(entry).strip()
+            try:
+                networks.append(ipaddress.ip_network(text, strict=False))
+            except ValueError:
+                suffix = text.lower().lstrip("*").strip(".")
+                if not suffix:
+                    raise ValueError(f"invalid validation target {entry!r}: a CIDR or a domain suffix") from None
+                suffixes.append(suffix)
+        return cls(tuple(networks), tuple(suffixes), set(own_ports))
+
+    def check(self, address: IPAddress, port: int, name: str | None = None) -> None:
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        if address in METADATA or address.is_link_local:
+            raise TargetRefused(f"{address} is link-local or a metadata service: never contacted")
+        if address.is_multicast or address.is_unspecified or address.is_reserved:
+            raise TargetRefused(f"{address} is not a unicast host address")
+        if port in self.own_ports and (address.is_loopback or address.is_private):
+            raise TargetRefused(f"port {port} is the CA's own port")
+        if any(address in n for n in self.networks):
+            return
+        host = (name or "").lower().rstrip(".")
+        if host and any(host == s or host.endswith("." + s) for s in self.suffixes):
+            return
+        raise TargetRefused(f"{address} is not in the validation allow-list")

@@ -1,0 +1,366 @@
+"""ACME server state in the CA's database (tables from migration 0002).
+
+Everything here runs on ``SqlStore._tx`` so SQLite writers stay serialized across worker
+processes and PostgreSQL replicas see one truth. ACME objects are written with
+``durable=False`` (no fsync of their own): they are client-recreatable protocol state, while
+what must survive a power cut (the certificate, its audit entry) is committed durably by the
+authority before any client sees it. Accounts are durable: a client is told its account URL once.
+
+Every state change is one conditional UPDATE (``... WHERE status = 'ready'``), so a race between
+workers is decided by the database: exactly one finalize moves an order to ``processing``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterable
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from .schema import acme_accounts, acme_authzs, acme_challenges, acme_nonces, acme_orders
+from .sql import SqlStore, _utc
+
+NONCE_LIFETIME = timedelta(hours=1)
+
+
+def new_id() -> str:
+    return secrets.token_urlsafe(16)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class AccountRow:
+    id: str
+    provisioner: str
+    thumbprint: str
+    jwk: str
+    status: str
+    contact: tuple[str, ...]
+    eab_kid: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class OrderRow:
+    id: str
+    account_id: str
+    provisioner: str
+    status: str
+    identifiers: tuple[tuple[str, str], ...]  # (type, value) as the client asked, wildcards included
+    expires_at: datetime
+    created_at: datetime
+    error: dict[str, Any] | None
+    cert_serial: str | None
+    replaces: str | None
+
+
+@dataclass(frozen=True)
+class AuthzRow:
+    id: str
+    order_id: str
+    account_id: str
+    type: str
+    value: str
+    wildcard: bool
+    status: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class ChallengeRow:
+    id: str
+    authz_id: str
+    type: str
+    token: str
+    status: str
+    validated_at: datetime | None
+    started_at: datetime | None
+    error: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class NewAuthz:
+    type: str
+    value: str
+    wildcard: bool
+    challenge_types: tuple[str, ...]
+
+
+class AcmeStore:
+    def __init__(self, sql: SqlStore) -> None:
+        self.sql = sql
+
+    # -- nonces -------------------------------------------------------------------------------
+
+    def mint_nonce(self, retry: bool = False) -> str:
+        nonce = secrets.token_urlsafe(16)
+        with self.sql._tx(durable=False) as conn:
+            conn.execute(insert(acme_nonces), {"nonce": nonce, "expires_at": _now() + NONCE_LIFETIME,
+                                               "retry": int(retry)})
+        return nonce
+
+    def redeem_nonce(self, nonce: str, reject_percent: float = 0.0) -> tuple[bool, str]:
+        """Redeem ``nonce`` and mint the response's one in a single transaction: (accepted, fresh).
+
+        ``reject_percent`` refuses that share of valid nonces (a test knob); a nonce handed out
+        with a refusal is never refused again, so a client that retries once always gets through.
+        """
+        now = _now()
+        fresh = secrets.token_urlsafe(16)
+        with self.sql._tx(durable=False) as conn:
+            row = conn.execute(delete(acme_nonces).where(acme_nonces.c.nonce == nonce)
+                               .returning(acme_nonces.c.expires_at, acme_nonces.c.retry)).first()
+            ok = row is not None and _utc(row.expires_at) > now  # type: ignore[operator]
+            if ok and reject_percent > 0 and not row.retry:  # type: ignore[union-attr]
+                ok = random.random() * 100 >= reject_percent
+            conn.execute(insert(acme_nonces), {"nonce": fresh, "expires_at": now + NONCE_LIFETIME,
+                                               "retry": int(not ok)})
+            if random.random() < 0.01:  # amortized clean-up of nonces nobody came back with
+                conn.execute(delete(acme_nonces).where(acme_nonces.c.expires_at < now))
+        return ok, fresh
+
+    # -- accounts -----------------------------------------------------------------------------
+
+    def create_account(self, provisioner: str, thumbprint: str, jwk_json: str, contact: Iterable[str],
+                       eab_kid: str | None) -> tuple[AccountRow, bool]:
+        """The new account, or the existing one for this key: (row, created)."""
+        row = AccountRow(id=new_id(), provisioner=provisioner, thumbprint=thumbprint, jwk=jwk_json, status="valid",
+                         contact=tuple(contact), eab_kid=eab_kid, created_at=_now())
+        try:
+            with self.sql._tx() as conn:
+                conn.execute(insert(acme_accounts), {**vars(row), "contact": json.dumps(list(row.contact))})
+        except IntegrityError:
+            existing = self.find_account(provisioner, thumbprint)
+            assert existing is not None
+            return existing, False
+        return row, True
+
+    def find_account(self, provisioner: str, thumbprint: str) -> AccountRow | None:
+        with self.sql._tx(write=False) as conn:
+            row = conn.execute(select(acme_accounts).where(acme_accounts.c.provisioner == provisioner,
+                                                           acme_accounts.c.thumbprint == thumbprint)).first()
+        return _account(row) if row else None
+
+    def get_account(self, account_id: str) -> AccountRow | None:
+        with self.sql._tx(write=False) as conn:
+            row = conn.execute(select(acme_accounts).where(acme_accounts.c.id == account_id)).first()
+        return _account(row) if row else None
+
+    def update_account(self, account_id: str, *, contact: Iterable[str] | None = None,
+                       status: str | None = None) -> AccountRow:
+        values: dict[str, Any] = {}
+        if contact is not None:
+            values["contact"] = json.dumps(list(contact))
+        if status is not None:
+            values["status"] = status
+        if values:
+            with self.sql._tx() as conn:
+                conn.execute(update(acme_accounts).where(acme_accounts.c.id == account_id,
+                                                         acme_accounts.c.status == "valid").values(**values))
+        row = self.get_account(account_id)
+        assert row is not None
+        return row
+
+    def change_key(self, account_id: str, old_thumbprint: str, thumbprint: str, jwk_json: str) -> bool:
+        """Swap the account key if it is still ``old_thumbprint``; False when the new key is taken."""
+        try:
+            with self.sql._tx() as conn:
+                result = conn.execute(update(acme_accounts).where(
+                    acme_accounts.c.id == account_id, acme_accounts.c.thumbprint == old_thumbprint,
+                    acme_accounts.c.status == "valid").values(thumbprint=thumbprint, jwk=jwk_json))
+                return result.rowcount == 1
+        except IntegrityError:
+            return False
+
+    # -- orders -------------------------------------------------------------------------------
+
+    def create_order(self, account_id: str, provisioner: str, identifiers: list[tuple[str, str]],
+                     authzs: list[NewAuthz], lifetime: timedelta, replaces: str | None) -> OrderRow:
+        now = _now()
+        order = OrderRow(id=new_id(), account_id=account_id, provisioner=provisioner, status="pending",
+                         identifiers=tuple(identifiers), expires_at=now + lifetime, created_at=now, error=None,
+                         cert_serial=None, replaces=replaces)
+        authz_rows, challenge_rows = [], []
+        for a in authzs:
+            authz_id = new_id()
+            authz_rows.append({"id": authz_id, "order_id": order.id, "account_id": account_id, "type": a.type,
+                               "value": a.value, "wildcard": int(a.wildcard), "status": "pending",
+                               "expires_at": order.expires_at})
+            for kind in a.challenge_types:
+                challenge_rows.append({"id": new_id(), "authz_id": authz_id, "type": kind,
+                                       "token": secrets.token_urlsafe(32), "status": "pending",
+                                       "validated_at": None, "started_at": None, "error": None})
+        with self.sql._tx(durable=False) as conn:
+            conn.execute(insert(acme_orders), {**vars(order), "identifiers": json.dumps(identifiers), "error": None})
+            conn.execute(insert(acme_authzs), authz_rows)
+            conn.execute(insert(acme_challenges), challenge_rows)
+        return order
+
+    def get_order(self, order_id: str) -> OrderRow | None:
+        with self.sql._tx(write=False) as conn:
+            row = conn.execute(select(acme_orders).where(acme_orders.c.id == order_id)).first()
+        return _order(row) if row else None
+
+    def order_for_certificate(self, serial: str) -> OrderRow | None:
+        with self.sql._tx(write=False) as conn:
+            row = conn.execute(select(acme_orders).where(acme_orders.c.cert_serial == serial)).first()
+        return _order(row) if row else None
+
+    def list_orders(self, account_id: str, limit: int = 1000) -> list[OrderRow]:
+        with self.sql._tx(write=False) as conn:
+            rows = conn.execute(select(acme_orders).where(acme_orders.c.account_id == account_id)
+                                .order_by(acme_orders.c.created_at).limit(limit)).fetchall()
+        return [_order(r) for r in rows]
+
+    def order_authzs(self, order_id: str) -> list[AuthzRow]:
+        with self.sql._tx(write=False) as conn:
+            rows = conn.execute(select(acme_authzs).where(acme_authzs.c.order_id == order_id)
+                                .order_by(acme_authzs.c.value, acme_authzs.c.id)).fetchall()
+        return [_authz(r) for r in rows]
+
+    def get_authz(self, authz_id: str) -> tuple[AuthzRow, list[ChallengeRow]] | None:
+        with self.sql._tx(write=False) as conn:
+            row = conn.execute(select(acme_authzs).where(acme_authzs.c.id == authz_id)).first()
+            if row is None:
+                return None
+            challenges = conn.execute(select(acme_challenges).where(acme_challenges.c.authz_id == authz_id)
+                                      .order_by(acme_challenges.c.type)).fetchall()
+        return _authz(row), [_challenge(c) for c in challenges]
+
+    def get_challenge(self, challenge_id: str) -> tuple[ChallengeRow, AuthzRow] | None:
+        with self.sql._tx(write=False) as conn:
+            row = conn.execute(select(acme_challenges).where(acme_challenges.c.id == challenge_id)).first()
+            if row is None:
+                return None
+            authz = conn.execute(select(acme_authzs).where(acme_authzs.c.id == row.authz_id)).one()
+        return _challenge(row), _authz(authz)
+
+    def valid_identifiers(self, account_id: str, values: Iterable[str]) -> set[str]:
+        """Which of ``values`` this account holds an unexpired valid authorization for."""
+        wanted = list(dict.fromkeys(values))
+        with self.sql._tx(write=False) as conn:
+            rows = conn.execute(select(acme_authzs.c.value).where(
+                acme_authzs.c.account_id == account_id, acme_authzs.c.value.in_(wanted),
+                acme_authzs.c.status == "valid", acme_authzs.c.expires_at > _now())).fetchall()
+        return {r.value for r in rows}
+
+    # -- transitions (RFC 8555 section 7.1.6) ---------------------------------------------------
+
+    def start_challenge(self, challenge_id: str) -> bool:
+        """pending -> processing, only while its authorization is pending: True for the one caller that won."""
+        now = _now()
+        with self.sql._tx(durable=False) as conn:
+            row = conn.execute(select(acme_challenges.c.authz_id).where(acme_challenges.c.id == challenge_id)).one()
+            authz = conn.execute(select(acme_authzs.c.status, acme_authzs.c.expires_at)
+                                 .where(acme_authzs.c.id == row.authz_id)).one()
+            if authz.status != "pending" or _utc(authz.expires_at) <= now:  # type: ignore[operator]
+                return False
+            result = conn.execute(update(acme_challenges).where(
+                acme_challenges.c.id == challenge_id, acme_challenges.c.status == "pending")
+                .values(status="processing", started_at=now))
+            return result.rowcount == 1
+
+    def finish_challenge(self, challenge_id: str, error: dict[str, Any] | None) -> None:
+        """Record a validation result and carry it up: authorization, then order (ready or invalid)."""
+        now = _now()
+        ok = error is None
+        with self.sql._tx(durable=False) as conn:
+            chall = conn.execute(select(acme_challenges.c.authz_id).where(acme_challenges.c.id == challenge_id)).one()
+            authz = conn.execute(select(acme_authzs.c.order_id).where(acme_authzs.c.id == chall.authz_id)).one()
+            # Lock the order first (PostgreSQL): two authorizations finishing together must not
+            # both see the other one still pending and leave the order pending forever.
+            conn.execute(select(acme_orders.c.id).where(acme_orders.c.id == authz.order_id).with_for_update())
+            done = conn.execute(update(acme_challenges).where(
+                acme_challenges.c.id == challenge_id, acme_challenges.c.status == "processing").values(
+                status="valid" if ok else "invalid", validated_at=now if ok else None,
+                error=None if ok else json.dumps(error)))
+            if done.rowcount != 1:
+                return
+            conn.execute(update(acme_authzs).where(acme_authzs.c.id == chall.authz_id,
+                                                   acme_authzs.c.status == "pending")
+                         .values(status="valid" if ok else "invalid"))
+            if not ok:
+                conn.execute(update(acme_orders).where(acme_orders.c.id == authz.order_id,
+                                                       acme_orders.c.status == "pending")
+                             .values(status="invalid", error=json.dumps(error)))
+                return
+            left = conn.execute(select(func.count()).select_from(acme_authzs).where(
+                acme_authzs.c.order_id == authz.order_id, acme_authzs.c.status != "valid")).scalar_one()
+            if left == 0:
+                conn.execute(update(acme_orders).where(acme_orders.c.id == authz.order_id,
+                                                       acme_orders.c.status == "pending").values(status="ready"))
+
+    def deactivate_authz(self, authz_id: str) -> bool:
+        with self.sql._tx(durable=False) as conn:
+            row = conn.execute(select(acme_authzs.c.order_id).where(acme_authzs.c.id == authz_id)).one()
+            result = conn.execute(update(acme_authzs).where(acme_authzs.c.id == authz_id,
+                                                            acme_authzs.c.status.in_(("pending", "valid")))
+                                  .values(status="deactivated"))
+            if result.rowcount == 1:
+                conn.execute(update(acme_orders).where(acme_orders.c.id == row.order_id,
+                                                       acme_orders.c.status.in_(("pending", "ready")))
+                             .values(status="invalid"))
+            return result.rowcount == 1
+
+    def begin_finalize(self, order_id: str) -> bool:
+        """ready -> processing: True for exactly one caller, however many finalize at once."""
+        with self.sql._tx(durable=False) as conn:
+            result = conn.execute(update(acme_orders).where(
+                acme_orders.c.id == order_id, acme_orders.c.status == "ready", acme_orders.c.expires_at > _now())
+                .values(status="processing"))
+            return result.rowcount == 1
+
+    def end_finalize(self, order_id: str, serial: str | None, error: dict[str, Any] | None) -> None:
+        with self.sql._tx(durable=False) as conn:
+            conn.execute(update(acme_orders).where(acme_orders.c.id == order_id,
+                                                   acme_orders.c.status == "processing")
+                         .values(status="valid" if serial else "invalid", cert_serial=serial,
+                                 error=json.dumps(error) if error else None))
+
+    def stale_challenges(self, older_than: datetime, limit: int = 100) -> list[str]:
+        """Challenges left ``processing`` by a worker that died: to be validated again."""
+        with self.sql._tx(write=False) as conn:
+            rows = conn.execute(select(acme_challenges.c.id).where(
+                acme_challenges.c.status == "processing", acme_challenges.c.started_at < older_than)
+                .limit(limit)).fetchall()
+        return [r.id for r in rows]
+
+    def restart_challenge(self, challenge_id: str, started_before: datetime) -> bool:
+        with self.sql._tx(durable=False) as conn:
+            result = conn.execute(update(acme_challenges).where(
+                acme_challenges.c.id == challenge_id, acme_challenges.c.status == "processing",
+                acme_challenges.c.started_at < started_before).values(started_at=_now()))
+            return result.rowcount == 1
+
+
+def _account(row: Any) -> AccountRow:
+    return AccountRow(id=row.id, provisioner=row.provisioner, thumbprint=row.thumbprint, jwk=row.jwk,
+                      status=row.status, contact=tuple(json.loads(row.contact)), eab_kid=row.eab_kid,
+                      created_at=_utc(row.created_at))  # type: ignore[arg-type]
+
+
+def _order(row: Any) -> OrderRow:
+    return OrderRow(id=row.id, account_id=row.account_id, provisioner=row.provisioner, status=row.status,
+                    identifiers=tuple((i[0], i[1]) for i in json.loads(row.identifiers)),
+                    expires_at=_utc(row.expires_at), created_at=_utc(row.created_at),  # type: ignore[arg-type]
+                    error=json.loads(row.error) if row.error else None, cert_serial=row.cert_serial,
+                    replaces=row.replaces)
+
+
+def _authz(row: Any) -> AuthzRow:
+    return AuthzRow(id=row.id, order_id=row.order_id, account_id=row.account_id, type=row.type, value=row.value,
+                    wildcard=bool(row.wildcard), status=row.status, expires_at=_utc(row.expires_at))  # type: ignore[arg-type]
+
+
+def _challenge(row: Any) -> ChallengeRow:
+    return ChallengeRow(id=row.id, authz_id=row.authz_id, type=row.type, token=row.token, status=row.status,
+                        validated_at=_utc(row.validated_at), started_at=_utc(row.started_at),
+                        error=json.loads(row.error) if row.error else None)
