@@ -9,6 +9,7 @@ import ipaddress
 import socket
 import ssl
 import threading
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from email.utils import formatdate
@@ -115,11 +116,20 @@ class Server:
     """A TLS (or plain) server on 127.0.0.1 in a thread, answering HTTP with a Date header."""
 
     def __init__(self, *, cert: Path | None = None, key: Path | None = None, client_ca: Path | None = None,
-                 plain: bool = False, date: datetime | None = None) -> None:
+                 plain: bool = False, date: datetime | None = None,
+                 versions: tuple[ssl.TLSVersion, ssl.TLSVersion] | None = None, ciphers: str | None = None) -> None:
+        """``versions`` (minimum, maximum) and ``ciphers`` (an OpenSSL cipher string) make a
+        server that only speaks what a given client will not."""
         self.date = date
         self.ctx: ssl.SSLContext | None = None
         if not plain:
             self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            if ciphers:
+                self.ctx.set_ciphers(ciphers)
+            if versions:
+                with warnings.catch_warnings():  # a legacy-only server is the point (TLS 1.0/1.1)
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    self.ctx.minimum_version, self.ctx.maximum_version = versions
             self.ctx.load_cert_chain(str(cert), str(key))
             if client_ca:
                 self.ctx.verify_mode = ssl.CERT_REQUIRED

@@ -110,7 +110,7 @@ def diagnose(
             if answer and not looks_like_tls(answer):
                 return _verdict(target, "not_tls", f"the port speaks plain text, not TLS; it answered "
                                 f"{answer[:40]!r}", chain, answer=answer[:200].decode("latin-1"), **ev)
-        return _tls_failure(target, result, chain, ev)
+        return _tls_failure(target, result, chain, ev, timeout)
     if not result.chain:
         return _verdict(target, "handshake_failure", "the server sent no certificate", chain, **ev)
 
@@ -138,7 +138,7 @@ def diagnose(
                             f"({server_now.isoformat()}); by the server's clock the chain is valid", chain,
                             local_time=now.isoformat(), server_time=server_now.isoformat(), **ev)
         return _verdict(target, window.code, window.detail, chain, **ev)
-    return _confirm(target, host, port, expected, bundle_paths, cert_file, key_file, timeout, chain, ev)
+    return _confirm(target, host, port, expected, bundle_paths, cert_file, key_file, timeout, chain, ev, result)
 
 
 def _signed(delta: timedelta) -> str:
@@ -146,7 +146,8 @@ def _signed(delta: timedelta) -> str:
     return f"{abs(seconds)}s {'ahead of' if seconds > 0 else 'behind'}"
 
 
-def _tls_failure(target: str, result: ProbeResult, chain: list[dict[str, Any]], ev: dict[str, Any]) -> Verdict:
+def _tls_failure(target: str, result: ProbeResult, chain: list[dict[str, Any]], ev: dict[str, Any],
+                 timeout: float) -> Verdict:
     text = result.tls_error or ""
     found = explain(text)
     code = found.code if found.layer in ("protocol", "client_auth") else None
@@ -156,13 +157,53 @@ def _tls_failure(target: str, result: ProbeResult, chain: list[dict[str, Any]], 
     elif code is None or (code.startswith("client_cert") and not result.cert_requested and
                           result.tls_stage == "handshake"):
         code = "handshake_failure"
-    return _verdict(target, code, f"TLS {result.tls_stage.replace('_', ' ') if result.tls_stage else ''} "
-                    f"failed: {text}", chain, tls_error=text, cert_requested=result.cert_requested,
-                    client_cert_sent=result.client_cert_sent, **ev)
+    summary = f"TLS {result.tls_stage.replace('_', ' ') if result.tls_stage else ''} failed: {text}"
+    extra: dict[str, Any] = {}
+    if code in ("handshake_failure", "no_shared_protocol") and result.tls_stage == "handshake" \
+            and not result.chain and not result.cert_requested:
+        # A bare handshake_failure alert also means "no cipher suite in common": a client
+        # that offers everything tells it apart, and names what the server does speak.
+        wide = probe(result.host, result.port, sni=result.sni, timeout=timeout, permissive=True)
+        if wide.handshake_ok and wide.protocol:
+            code = "no_shared_protocol"
+            extra = {"server_protocol": wide.protocol, "server_cipher": wide.cipher, **_client_offer()}
+            summary = (f"no TLS version or cipher suite in common: the server agrees only to {wide.protocol} "
+                       f"with {wide.cipher}; {summary}")
+            chain = chain or [_evidence(c, datetime.now(timezone.utc)) for c in wide.chain]
+    return _verdict(target, code, summary, chain, tls_error=text, cert_requested=result.cert_requested,
+                    client_cert_sent=result.client_cert_sent, **extra, **ev)
+
+
+def _client_offer(ctx: ssl.SSLContext | None = None) -> dict[str, Any]:
+    """What a client configured like Python's default offers."""
+    ctx = ctx or ssl.create_default_context()
+    return {"client_min_version": _version_name(ctx.minimum_version),
+            "client_ciphers": [c["name"] for c in ctx.get_ciphers()]}
+
+
+def _version_name(v: ssl.TLSVersion) -> str:
+    return {ssl.TLSVersion.TLSv1: "TLSv1", ssl.TLSVersion.TLSv1_1: "TLSv1.1", ssl.TLSVersion.TLSv1_2: "TLSv1.2",
+            ssl.TLSVersion.TLSv1_3: "TLSv1.3"}.get(v, "TLSv1")  # MINIMUM_SUPPORTED
+
+
+_VERSION_RANK = {"SSLv3": 0, "TLSv1": 1, "TLSv1.1": 2, "TLSv1.2": 3, "TLSv1.3": 4}
+
+
+def _unshared(protocol: str | None, cipher: str | None, ctx: ssl.SSLContext) -> str | None:
+    """Why the version and cipher the probe negotiated are out of reach for ``ctx``, if they are."""
+    if protocol is None or cipher is None:
+        return None
+    minimum = _version_name(ctx.minimum_version)
+    if _VERSION_RANK.get(protocol, 4) < _VERSION_RANK[minimum]:
+        return f"the server speaks {protocol}; this client requires {minimum} or later"
+    if protocol != "TLSv1.3" and cipher not in {c["name"] for c in ctx.get_ciphers()}:
+        return f"the server picks {cipher} ({protocol}), a cipher suite this client does not offer"
+    return None
 
 
 def _confirm(target: str, host: str, port: int, expected: str, bundle_paths: list[str], cert_file: str | None,
-             key_file: str | None, timeout: float, chain: list[dict[str, Any]], ev: dict[str, Any]) -> Verdict:
+             key_file: str | None, timeout: float, chain: list[dict[str, Any]], ev: dict[str, Any],
+             probed: ProbeResult) -> Verdict:
     """A real verifying handshake, configured like the client being diagnosed."""
     ctx = ssl.create_default_context(cafile=bundle_paths[0] if len(bundle_paths) == 1 else None)
     for extra in bundle_paths[1:]:
@@ -181,6 +222,12 @@ def _confirm(target: str, host: str, port: int, expected: str, bundle_paths: lis
     except (ssl.SSLError, ssl.CertificateError, OSError) as exc:
         found = explain(str(exc))
         code = found.code or "handshake_failure"
+        # our probe got through where this client did not: the difference is what it offers
+        why = _unshared(probed.protocol, probed.cipher, ctx) if code == "handshake_failure" else None
+        if why:
+            return _verdict(target, "no_shared_protocol", f"a verifying client fails: {exc}: {why}", chain,
+                            tls_error=str(exc), server_protocol=probed.protocol, server_cipher=probed.cipher,
+                            **_client_offer(ctx), **ev)
         return _verdict(target, code, f"a verifying client fails: {exc}", chain, tls_error=str(exc), **ev)
     summary = f"OK: chain trusted by {ev['bundle']}, {expected} matches, all certificates valid"
     return Verdict(target, True, None, None, summary, ev, [], "", chain)

@@ -32,6 +32,7 @@ class ProbeResult:
     cert_requested: bool = False  # the server sent a CertificateRequest
     client_cert_sent: bool = False
     protocol: str | None = None
+    cipher: str | None = None
     server_date: datetime | None = None
     response_head: bytes = b""
 
@@ -72,13 +73,15 @@ def _wait(sock: socket.socket, write: bool, deadline: float) -> None:
 def probe(
     host: str, port: int, *, sni: str | None = None, timeout: float = 5.0,
     cert_file: str | None = None, key_file: str | None = None, http_request: bool = False,
-    read_wait: float = 0.5,
+    read_wait: float = 0.5, permissive: bool = False,
 ) -> ProbeResult:
     """Connect, handshake without verification, keep the served chain.
 
     With ``http_request`` a ``HEAD /`` follows the handshake: TLS 1.3 servers reject a
     client certificate only after the handshake, and an HTTP ``Date`` header tells the
-    server's clock.
+    server's clock. ``permissive`` offers every version from TLS 1.0 and every cipher at
+    security level 0: if that handshake works where a normal one failed, the two sides
+    share no version or cipher suite.
     """
     server_name = sni if sni is not None else (None if is_ip(host) else host)
     result = ProbeResult(host=host, port=port, sni=server_name)
@@ -98,16 +101,20 @@ def probe(
         result.network_error, result.network_detail = "unreachable", str(exc)
         return result
     try:
-        _handshake(sock, result, server_name, deadline, cert_file, key_file, http_request, read_wait)
+        _handshake(sock, result, server_name, deadline, cert_file, key_file, http_request, read_wait, permissive)
     finally:
         sock.close()
     return result
 
 
 def _handshake(sock: socket.socket, result: ProbeResult, server_name: str | None, deadline: float,
-               cert_file: str | None, key_file: str | None, http_request: bool, read_wait: float) -> None:
+               cert_file: str | None, key_file: str | None, http_request: bool, read_wait: float,
+               permissive: bool = False) -> None:
     ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
     ctx.set_verify(SSL.VERIFY_NONE, lambda *args: True)
+    if permissive:
+        ctx.set_min_proto_version(SSL.TLS1_VERSION)
+        ctx.set_cipher_list(b"ALL:@SECLEVEL=0")
     if cert_file:
         ctx.use_certificate_chain_file(cert_file)
         ctx.use_privatekey_file(key_file or cert_file)
@@ -137,6 +144,7 @@ def _handshake(sock: socket.socket, result: ProbeResult, server_name: str | None
         return
     _keep_chain(conn, result)
     result.protocol = conn.get_protocol_version_name()
+    result.cipher = conn.get_cipher_name()
     if result.cert_requested and not _early_read(conn, sock, result, min(deadline, time.monotonic() + read_wait)):
         return  # a TLS 1.3 server refuses a client certificate only after the handshake
     if not http_request:
