@@ -5,6 +5,8 @@ and the tests can swap them: the CA (:class:`CABackend`), where files go
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -14,8 +16,8 @@ from typing import Protocol
 from cryptography import x509
 
 from ..client import CAClient, IssuedFiles
-from ..files import write_atomic
-from ..x509.keys import PrivateKey, load_private_key_pem, same_public_key
+from ..files import write_atomic, write_private
+from ..x509.keys import PrivateKey, load_private_key_pem, private_key_pem, same_public_key
 
 # -- the CA ------------------------------------------------------------------------------------
 
@@ -83,9 +85,23 @@ class Output(Protocol):
 
 
 class FileOutput:
-    """``tls.key`` (0600), then ``tls.crt``, then ``ca.crt``, each by temp file + fsync + rename
-    (:meth:`IssuedFiles.write`): a reader that loads the certificate and then its key, as
-    OpenSSL, nginx and Python's ``load_cert_chain`` do, always gets a matching pair."""
+    """Generations swapped in one rename, as Kubernetes' atomic writer does.
+
+        DIR/..2030-01-01T00-00-00.123456789/{tls.key,tls.crt,ca.crt}   one generation
+        DIR/..data -> ..2030-01-01T00-00-00.123456789                 the current one
+        DIR/tls.crt -> ..data/tls.crt  (and tls.key, ca.crt)
+
+    Each file is written with temp file + fsync + rename (``tls.key`` 0600), the
+    generation directory is fsynced, then ``..data`` is replaced by ``rename(2)``. A reader
+    that resolves ``..data`` once (or that checks the files did not change while it read
+    them, as :mod:`trustyard.tls` does) gets a matching pair, whatever the timing; a reader
+    that reloads after the reload action, as nginx does, sees only complete generations.
+    The two previous generations are kept so a slow reader's directory does not vanish.
+    """
+
+    DATA = "..data"
+    NAMES = ("tls.key", "tls.crt", "ca.crt")
+    KEEP = 2
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -107,7 +123,8 @@ class FileOutput:
         return Current(chain, key, issued_at)
 
     def write(self, issued: IssuedFiles, key: PrivateKey) -> None:
-        issued.write(self.directory, key)
+        self._swap({"tls.key": private_key_pem(key), "tls.crt": (issued.certificate_pem + issued.chain_pem).encode(),
+                    "ca.crt": issued.roots_pem.encode()})
 
     def read_ca(self) -> str | None:
         try:
@@ -116,7 +133,50 @@ class FileOutput:
             return None
 
     def write_ca(self, pem: str) -> None:
-        write_atomic(self.ca, pem)
+        try:
+            contents = {"tls.key": self.key.read_bytes(), "tls.crt": self.cert.read_bytes()}
+        except OSError:
+            write_atomic(self.ca, pem)  # no identity yet: nothing to keep consistent with
+            return
+        self._swap({**contents, "ca.crt": pem.encode()})
+
+    def _swap(self, contents: dict[str, bytes]) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H-%M-%S")
+        generation = Path(tempfile.mkdtemp(prefix=f"..{stamp}.", dir=self.directory))
+        os.chmod(generation, 0o755)
+        for name in self.NAMES:
+            (write_private if name == "tls.key" else write_atomic)(generation / name, contents[name])
+        _fsync(generation)
+        _replace_symlink(self.directory / self.DATA, generation.name)
+        for name in self.NAMES:
+            link = self.directory / name
+            target = f"{self.DATA}/{name}"
+            if not (link.is_symlink() and os.readlink(link) == target):
+                _replace_symlink(link, target)
+        _fsync(self.directory)
+        old = sorted((p for p in self.directory.glob("..*") if p.is_dir() and not p.is_symlink()
+                      and p != generation), key=lambda p: p.stat().st_mtime_ns)
+        for stale in old[:-self.KEEP] if len(old) > self.KEEP else []:
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _replace_symlink(link: Path, target: str) -> None:
+    tmp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+
+
+def _fsync(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 # -- time --------------------------------------------------------------------------------------
