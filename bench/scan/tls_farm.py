@@ -40,8 +40,8 @@ def make_certs(base: Path, count: int) -> tuple[Path, list[tuple[Path, Path]]]:
              .not_valid_before(start).not_valid_after(end)
              .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
         if san:
-            b = b.add_extension(x509.SubjectAlternativeName([x509.DNSName(san), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                                critical=False)
+            names = [x509.DNSName(san), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            b = b.add_extension(x509.SubjectAlternativeName(names), critical=False)
         return b.sign(signer, hashes.SHA256())
 
     base.mkdir(parents=True, exist_ok=True)
