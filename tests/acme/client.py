@@ -67,9 +67,12 @@ class Acme:
         self.directory = http.get(directory_url).json()
         self.key = key or AccountKey()
         self.kid: str | None = None
+        self.saved_nonce: str | None = None
 
     def nonce(self) -> str:
-        return self.http.head(self.directory["newNonce"]).headers["Replay-Nonce"]
+        """The nonce of the last response, as real clients do, else a new one."""
+        nonce, self.saved_nonce = self.saved_nonce, None
+        return nonce or self.http.head(self.directory["newNonce"]).headers["Replay-Nonce"]
 
     def post(self, url: str, payload: Any = None, *, use_jwk: bool = False, key: AccountKey | None = None,
              protected: dict[str, Any] | None = None, retries: int = 3) -> Any:
@@ -82,6 +85,7 @@ class Acme:
                 header["kid"] = self.kid
             header.update(protected or {})
             response = self.http.post(url, content=json.dumps(key.jws(header, payload)), headers=JOSE)
+            self.saved_nonce = response.headers.get("Replay-Nonce")
             if response.status_code == 400 and "badNonce" in response.text:
                 continue  # the rejection knob may be on
             return response

@@ -1,0 +1,124 @@
+"""Item 2 (nonces valid across workers and replicas, the rejection knob), item 1 (External
+Account Binding) and item 3 (ports and resolver from trustyard.toml and the environment)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import pytest
+import tomli_w
+
+from trustyard.ca.config import load_config
+from trustyard.store import open_store
+from trustyard.store.acme_store import AcmeStore
+
+from ..support import start_server, str_ctx
+from .challtestsrv import ChallTestSrv
+from .client import JOSE, Acme, b64
+from .conftest import Env, issue, make_env
+
+ACME = "urn:ietf:params:acme:error:"
+
+
+def test_nonces_are_single_use_across_replicas(acme_home: Path) -> None:
+    url = load_config(acme_home).db_url
+    replica_a, replica_b = AcmeStore(open_store(url)), AcmeStore(open_store(url))
+    try:
+        nonces = [replica_a.mint_nonce() for _ in range(5)]
+        for nonce in nonces:
+            ok, fresh = replica_b.redeem_nonce(nonce)
+            assert ok and fresh != nonce
+            assert replica_a.redeem_nonce(nonce)[0] is False  # spent, whichever replica asks
+            assert replica_b.redeem_nonce(nonce)[0] is False
+    finally:
+        replica_a.sql.close()
+        replica_b.sql.close()
+
+
+def test_nonces_are_single_use_across_worker_processes(acme_home: Path) -> None:
+    server = start_server(acme_home, workers=2)
+    try:
+        root = server.url + "/acme/acme"
+        nonces = []
+        for _ in range(12):  # a new connection each time, so both workers hand some out
+            with httpx.Client(verify=str_ctx(server.root), timeout=10) as c:
+                nonces.append(c.head(root + "/new-nonce").headers["Replay-Nonce"])
+        with httpx.Client(verify=str_ctx(server.root), timeout=10) as c:
+            acme = Acme(c, root + "/directory")
+            assert acme.register().status_code == 201
+            for nonce in nonces:
+                for attempt, expected in ((1, 200), (2, 400)):
+                    header = {"alg": acme.key.alg, "nonce": nonce, "url": acme.kid, "kid": acme.kid}
+                    with httpx.Client(verify=str_ctx(server.root), timeout=10) as fresh_conn:
+                        response = fresh_conn.post(acme.kid, content=json.dumps(acme.key.jws(header, None)),
+                                                   headers=JOSE)
+                    assert response.status_code == expected, (attempt, response.text)
+                    assert response.headers["Replay-Nonce"]
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def rejecting_env(acme_home: Path, challtestsrv: ChallTestSrv) -> Iterator[Env]:
+    yield from make_env(acme_home, challtestsrv, nonce_reject_percent=100.0)
+
+
+def test_rejection_knob_refuses_valid_nonces_but_never_a_retry(rejecting_env: Env) -> None:
+    acme = rejecting_env.client()
+    header = {"alg": acme.key.alg, "nonce": acme.nonce(), "url": acme.directory["newAccount"], "jwk": acme.key.jwk}
+    first = rejecting_env.http.post(acme.directory["newAccount"], content=json.dumps(acme.key.jws(header, {})),
+                                    headers=JOSE)
+    assert first.json()["type"] == ACME + "badNonce"  # a valid nonce, refused by the knob
+    header["nonce"] = first.headers["Replay-Nonce"]
+    second = rejecting_env.http.post(acme.directory["newAccount"], content=json.dumps(acme.key.jws(header, {})),
+                                     headers=JOSE)
+    assert second.status_code == 201, second.text
+    # a client that retries once gets through every step, even at 100%
+    acme.kid = second.headers["Location"]
+    issue(acme, rejecting_env.srv, "knob.internal")
+
+
+def test_external_account_binding(acme_home: Path, challtestsrv: ChallTestSrv) -> None:
+    secret = secrets.token_bytes(32)
+    for env in make_env(acme_home, challtestsrv, eab={"acme": {"team-a": b64(secret)}}):
+        acme = env.client()
+        assert acme.directory["meta"]["externalAccountRequired"] is True
+        assert acme.register().json()["type"] == ACME + "externalAccountRequired"
+
+        def binding(kid: str, key: bytes, jwk: dict | None = None) -> dict:  # type: ignore[type-arg]
+            protected = b64(json.dumps({"alg": "HS256", "kid": kid, "url": acme.directory["newAccount"]}))
+            payload = b64(json.dumps(jwk or acme.key.jwk))
+            mac = hmac.new(key, f"{protected}.{payload}".encode(), hashlib.sha256).digest()
+            return {"protected": protected, "payload": payload, "signature": b64(mac)}
+
+        assert acme.register(externalAccountBinding=binding("team-a", b"wrong")).json()["type"] == ACME + "unauthorized"
+        assert acme.register(externalAccountBinding=binding("team-b", secret)).json()["type"] == ACME + "unauthorized"
+        other = {"kty": "OKP", "crv": "Ed25519", "x": b64(b"\x01" * 32)}
+        assert acme.register(externalAccountBinding=binding("team-a", secret, other)).json()["type"] == ACME + "unauthorized"
+        ok = acme.register(externalAccountBinding=binding("team-a", secret))
+        assert ok.status_code == 201 and ok.json()["externalAccountBinding"] == {"kid": "team-a"}
+
+
+def test_acme_settings_from_toml_and_environment(acme_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = acme_home / "trustyard.toml"
+    doc = __import__("tomllib").loads(path.read_text())
+    doc["acme"] = {"http_port": 8080, "tls_port": 8443, "resolver": "10.0.0.53:53",
+                   "allow_targets": ["10.0.0.0/8", ".svc.internal"], "nonce_reject_percent": 10,
+                   "eab": {"acme": {"k1": "c2VjcmV0"}}}
+    path.write_text(tomli_w.dumps(doc))
+    config = load_config(acme_home)
+    assert (config.acme.http_port, config.acme.tls_port, config.acme.resolver) == (8080, 8443, "10.0.0.53:53")
+    assert config.acme.allow_targets == ("10.0.0.0/8", ".svc.internal") and config.acme.eab == {"acme": {"k1": "c2VjcmV0"}}
+    monkeypatch.setenv("TRUSTYARD_ACME_HTTP_PORT", "5002")
+    monkeypatch.setenv("TRUSTYARD_ACME_TLS_PORT", "5001")
+    monkeypatch.setenv("TRUSTYARD_ACME_RESOLVER", "127.0.0.1:8053")
+    config = load_config(acme_home)
+    assert (config.acme.http_port, config.acme.tls_port, config.acme.resolver) == (5002, 5001, "127.0.0.1:8053")
+    assert config.acme.nonce_reject_percent == 10
+    assert load_config(acme_home).to_toml()["acme"]["http_port"] == 5002

@@ -1,0 +1,186 @@
+"""Item 3: the validation authority's SSRF guard, redirects, body cap, no echo, dialing the
+checked address, timeouts and bounded concurrency (probes against local servers)."""
+
+from __future__ import annotations
+
+import http.server
+import ipaddress
+import socket
+import threading
+import time
+from typing import Any, Iterator
+
+import pytest
+
+from trustyard.acme.guard import TargetGuard, TargetRefused
+from trustyard.acme.validation import Checker, Probe, Resolver, ValidationAuthority
+
+KEY_AUTH = "tok.thumb"
+
+
+class FixedResolver(Resolver):
+    """Answers every name with the given addresses and counts the lookups."""
+
+    def __init__(self, *addresses: str) -> None:
+        super().__init__()
+        self.answers = [ipaddress.ip_address(a) for a in addresses]
+        self.lookups = 0
+
+    def addresses(self, name: str, deadline: float) -> list[Any]:
+        self.lookups += 1
+        return list(self.answers)
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    routes: dict[str, tuple[int, dict[str, str], bytes]] = {}
+    seen: list[tuple[str, str]] = []
+
+    def do_GET(self) -> None:  # noqa: N802
+        self.seen.append((self.headers.get("Host", ""), self.connection.getsockname()[0]))
+        if self.path.startswith("/hang"):
+            time.sleep(3)
+        status, headers, body = self.routes.get(self.path, (404, {}, b"no"))
+        self.send_response(status)
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def web() -> Iterator[tuple[int, type[Handler]]]:
+    class H(Handler):
+        routes: dict[str, tuple[int, dict[str, str], bytes]] = {}
+        seen: list[tuple[str, str]] = []
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.2", 0), H)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1], H
+    server.shutdown()
+    server.server_close()
+
+
+def checker(port: int, resolver: Resolver | None = None, allow: tuple[str, ...] = ("127.0.0.0/8",),
+            timeout: float = 2.0) -> Checker:
+    return Checker(TargetGuard.from_allow_list(allow, own_ports={8443}), resolver or FixedResolver("127.0.0.2"),
+                   http_port=port, tls_port=port + 1 if port < 65535 else port - 1, timeout=timeout)
+
+
+def probe(value: str = "web.internal", kind: str = "http-01") -> Probe:
+    return Probe("c1", kind, "dns", value, KEY_AUTH)
+
+
+@pytest.mark.parametrize("address", ["169.254.169.254", "169.254.1.1", "fe80::1", "fd00:ec2::254", "224.0.0.1",
+                                     "0.0.0.0", "::ffff:169.254.169.254"])
+def test_guard_never_allows_link_local_or_metadata(address: str) -> None:
+    guard = TargetGuard.from_allow_list(["0.0.0.0/0", "::/0", ".internal"])
+    with pytest.raises(TargetRefused):
+        guard.check(ipaddress.ip_address(address), 80, "meta.internal")
+
+
+def test_guard_allow_list_and_own_port() -> None:
+    guard = TargetGuard.from_allow_list(["10.0.0.0/8", ".svc.internal"], own_ports={8443})
+    guard.check(ipaddress.ip_address("10.1.2.3"), 80)
+    guard.check(ipaddress.ip_address("192.168.1.1"), 80, "a.svc.internal")  # by domain suffix
+    for address, port, name in [("192.168.1.1", 80, "a.other.internal"), ("8.8.8.8", 80, None),
+                                ("10.1.2.3", 8443, None)]:
+        with pytest.raises(TargetRefused):
+            guard.check(ipaddress.ip_address(address), port, name)
+
+
+def test_http01_dials_the_checked_address_with_the_name_as_host(web: tuple[int, type[Handler]]) -> None:
+    port, handler = web
+    handler.routes["/.well-known/acme-challenge/tok"] = (200, {}, KEY_AUTH.encode() + b"\n")
+    resolver = FixedResolver("127.0.0.2")
+    assert checker(port, resolver).check(probe()) is None
+    assert handler.seen == [("web.internal", "127.0.0.2")] and resolver.lookups == 1
+
+
+def test_http01_refuses_targets_outside_the_allow_list(web: tuple[int, type[Handler]]) -> None:
+    port, handler = web
+    handler.routes["/.well-known/acme-challenge/tok"] = (200, {}, KEY_AUTH.encode())
+    error = checker(port, FixedResolver("169.254.169.254")).check(probe())
+    assert error and error["type"].endswith(":connection") and "link-local" in error["detail"]
+    error = checker(port, allow=("10.0.0.0/8",)).check(probe())
+    assert error and "allow-list" in error["detail"] and handler.seen == []
+
+
+def test_http01_redirects_at_most_ten(web: tuple[int, type[Handler]]) -> None:
+    port, handler = web
+    for i in range(11):
+        handler.routes[f"/r{i}"] = (302, {"Location": f"/r{i + 1}"}, b"")
+    handler.routes["/r11"] = (200, {}, KEY_AUTH.encode())
+    handler.routes["/.well-known/acme-challenge/tok"] = (301, {"Location": "/r2"}, b"")
+    assert checker(port).check(probe()) is None  # exactly 10 redirects: /r2 ... /r11
+    handler.routes["/.well-known/acme-challenge/tok"] = (301, {"Location": "/r1"}, b"")  # 11
+    error = checker(port).check(probe())
+    assert error and "more than 10 redirects" in error["detail"]
+
+
+def test_http01_redirect_to_metadata_or_other_port_is_refused(web: tuple[int, type[Handler]]) -> None:
+    port, handler = web
+    handler.routes["/.well-known/acme-challenge/tok"] = (302, {"Location": f"http://169.254.169.254:{port}/x"}, b"")
+    error = checker(port).check(probe())
+    assert error and "link-local" in error["detail"]
+    handler.routes["/.well-known/acme-challenge/tok"] = (302, {"Location": "http://127.0.0.2:22/x"}, b"")
+    error = checker(port).check(probe())
+    assert error and "port 22" in error["detail"]
+
+
+def test_http01_caps_the_body_and_never_echoes_it(web: tuple[int, type[Handler]]) -> None:
+    port, handler = web
+    handler.routes["/.well-known/acme-challenge/tok"] = (200, {}, b"SECRET" * 100_000)
+    error = checker(port).check(probe())
+    assert error and "larger than" in error["detail"] and "SECRET" not in str(error)
+    handler.routes["/.well-known/acme-challenge/tok"] = (200, {}, b"root:x:0:0:SECRET")
+    error = checker(port).check(probe())
+    assert error and error["type"].endswith(":incorrectResponse") and "SECRET" not in str(error)
+    handler.routes["/.well-known/acme-challenge/tok"] = (500, {}, b"SECRET stack trace")
+    error = checker(port).check(probe())
+    assert error and "500" in error["detail"] and "SECRET" not in str(error)
+
+
+def test_probe_timeout_is_bounded(web: tuple[int, type[Handler]]) -> None:
+    port, handler = web
+    handler.routes["/.well-known/acme-challenge/tok"] = (302, {"Location": "/hang"}, b"")
+    started = time.monotonic()
+    error = checker(port, timeout=0.5).check(probe())
+    assert error and time.monotonic() - started < 2
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.2", 0))
+        dead = closed.getsockname()[1]
+    error = checker(dead).check(probe())
+    assert error and error["type"].endswith(":connection")
+
+
+def test_validation_pool_bounds_concurrency() -> None:
+    running, peak, lock, done = [0], [0], threading.Lock(), threading.Event()
+    results: list[str] = []
+
+    class Slow(Checker):
+        def check(self, p: Probe) -> dict[str, Any] | None:
+            with lock:
+                running[0] += 1
+                peak[0] = max(peak[0], running[0])
+            time.sleep(0.05)
+            with lock:
+                running[0] -= 1
+            return None
+
+    def record(challenge_id: str, error: Any) -> None:
+        results.append(challenge_id)
+        if len(results) == 12:
+            done.set()
+
+    va = ValidationAuthority(Slow(TargetGuard(), Resolver(), 80, 443, 1.0), record, workers=3)
+    for i in range(12):
+        assert va.submit(Probe(f"c{i}", "http-01", "dns", "x.internal", KEY_AUTH))
+    assert done.wait(10)
+    va.shutdown()
+    assert peak[0] == 3 and sorted(results) == sorted(f"c{i}" for i in range(12))
