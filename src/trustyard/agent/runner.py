@@ -40,6 +40,8 @@ log = logging.getLogger("trustyard.agent")
 # Exit statuses of --once (also documented in the CLI help).
 EXIT_OK, EXIT_FAILED, EXIT_REBOOTSTRAP = 0, 1, 3
 PROBE_INTERVAL_SECONDS = 0.25
+# After an outage, renew within this share of the time left (see ManagedCert._probe_recovery).
+RECOVERY_SPREAD = 0.75
 # Problem codes after which only a new bootstrap token helps.
 _DEAD_CODES = {"expired", "revoked", "unknownCertificate"}
 _TOKEN_CODES = {"tokenExpired", "tokenReused", "tokenUsed", "badToken", "replayed"}
@@ -60,7 +62,8 @@ class ManagedCert:
                  rng: random.Random | None = None, backoff: Backoff = Backoff(),
                  environ: dict[str, str] | None = None,
                  reload: Callable[..., str] = actions.run_reload,
-                 probe: Callable[..., actions.Probe] = actions.served_serial) -> None:
+                 probe: Callable[..., actions.Probe] = actions.served_serial,
+                 recovery_spread: float = RECOVERY_SPREAD) -> None:
         self.spec, self.backend, self.output, self.clock = spec, backend, output, clock
         self.rng = rng or random.Random()
         self.backoff = backoff
@@ -79,6 +82,8 @@ class ManagedCert:
         self.used_token: str | None = None
         self.counters = Counters()
         self._warned_budget = False
+        self.recovery_spread = recovery_spread
+        self._recovering = False
 
     # -- state -------------------------------------------------------------------------
 
@@ -142,7 +147,10 @@ class ManagedCert:
                 self._activate(now, self.pending_serial)
             elif self.current is None or self.current.chain[0].not_valid_after_utc <= now or self.needs_bootstrap:
                 self._bootstrap(now)
+            elif self.failures and not self._recovering and self.recovery_spread > 0:
+                self._probe_recovery(now)
             else:
+                self._recovering = False
                 self._renew(now)
         except CAUnavailable as exc:
             self._failed(now, str(exc.detail))
@@ -157,6 +165,18 @@ class ManagedCert:
             self._failed(now, f"cannot write to {self.output.describe()}: {exc}", level=logging.ERROR)
 
     # -- the three actions -------------------------------------------------------------
+
+    def _probe_recovery(self, now: datetime) -> None:
+        """After failures, a cheap request first. When the CA answers again, the renewal goes to
+        a random point in the next ``recovery_spread`` of the time left instead of right now:
+        the whole fleet failed during the outage and would otherwise renew in one burst."""
+        self.backend.roots(None)  # raises CAUnavailable while the CA is still down
+        assert self.not_after is not None
+        self._recovering = True
+        delay = (self.not_after - now) * self.rng.uniform(0, self.recovery_spread)
+        self.next_at = now + delay
+        log.info("%s: the CA answers again; renewing in %s (spreading the backlog of the outage)",
+                 self.spec.name, humanize(delay))
 
     def _bootstrap(self, now: datetime) -> None:
         token = self._token()
@@ -275,6 +295,7 @@ class ManagedCert:
         self.next_at = max(self.renew_point, now)
 
     def _failed(self, now: datetime, why: str, level: int = logging.WARNING) -> None:
+        self._recovering = False
         self.failures += 1
         self.counters.failures += 1
         self.failing_since = self.failing_since or now
