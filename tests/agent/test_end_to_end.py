@@ -52,8 +52,6 @@ def test_service_and_client_rotate_twice_under_load_with_zero_failures(tmp_path:
     once(ca, server_dir, "api.internal", tokens["api"], "--san", "api.internal", "--san", "127.0.0.1", *lifetime)
     once(ca, client_dir, "web.internal", tokens["web"], "--san", "web.internal", "--san",
          "spiffe://prod.internal/web", *lifetime)
-    once(ca, intruder_dir, "intruder.internal", tokens["intruder"], "--san", "intruder.internal", "--san",
-         "spiffe://prod.internal/intruder", *lifetime)
     policy = tmp_path / "callers.toml"
     policy.write_text('[[allow]]\nidentities = ["spiffe://prod.internal/web"]\n')
     port = free_port()
@@ -117,6 +115,8 @@ def test_service_and_client_rotate_twice_under_load_with_zero_failures(tmp_path:
         assert "serves serial" in agents[0].text()  # the server agent proved each rotation live
 
         # A third identity, valid certificate from the same CA, outside the service's policy.
+        once(ca, intruder_dir, "intruder.internal", tokens["intruder"], "--san", "intruder.internal", "--san",
+             "spiffe://prod.internal/intruder", *lifetime)
         with httpx.Client(verify=client_context(intruder_dir), timeout=10) as client:
             refused = client.get(url)
         assert refused.status_code == 403
