@@ -16,7 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from . import errors
-from .files import write_atomic, write_private
+from .files import swap_generation
 from .x509.keys import KeyType, PrivateKey, generate_private_key, private_key_pem, signature_hash
 from .x509.names import Name, parse_names
 
@@ -62,14 +62,12 @@ class IssuedFiles:
                    certificate_pem=doc["certificate"], chain_pem=doc["chain"], roots_pem=doc["roots"])
 
     def write(self, out_dir: Path, key: PrivateKey) -> dict[str, str]:
-        """``tls.key`` first, then ``tls.crt``: a reader that sees the new certificate also sees
-        its key. Each file is replaced atomically."""
-        out_dir.mkdir(parents=True, exist_ok=True)
-        paths = {"key": out_dir / "tls.key", "certificate": out_dir / "tls.crt", "ca": out_dir / "ca.crt"}
-        write_private(paths["key"], private_key_pem(key))
-        write_atomic(paths["certificate"], self.certificate_pem + self.chain_pem)
-        write_atomic(paths["ca"], self.roots_pem)
-        return {k: str(v) for k, v in paths.items()}
+        """``tls.key``, ``tls.crt`` and ``ca.crt`` replaced together (``files.swap_generation``):
+        a reader never pairs the new certificate with the old key."""
+        swap_generation(out_dir, {"tls.key": private_key_pem(key),
+                                  "tls.crt": (self.certificate_pem + self.chain_pem).encode(),
+                                  "ca.crt": self.roots_pem.encode()}, private=frozenset({"tls.key"}))
+        return {"key": str(out_dir / "tls.key"), "certificate": str(out_dir / "tls.crt"), "ca": str(out_dir / "ca.crt")}
 
 
 class CAClient:
@@ -99,6 +97,13 @@ class CAClient:
 
     def roots(self) -> str:
         return self._request("GET", "/v1/roots").text
+
+    def roots_if_changed(self, etag: str | None) -> tuple[str, str | None] | None:
+        """``(bundle, etag)``, or None when the bundle is still the one ``etag`` names."""
+        response = self._request("GET", "/v1/roots", headers={"If-None-Match": etag} if etag else {})
+        if response.status_code == 304:
+            return None
+        return response.text, response.headers.get("etag")
 
     def sign(self, csr_pem: bytes | str, token: str, ttl: str | None = None) -> IssuedFiles:
         body: dict[str, str] = {"csr": _text(csr_pem), "token": token}

@@ -1,9 +1,12 @@
-"""Crash-safe file output: a reader sees the old file or the new one, never half of one."""
+"""Crash-safe file output: a reader sees the old file or the new one, never half of one;
+and, for files that belong together (a certificate and its key), the old set or the new set."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
 
 
@@ -55,3 +58,51 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+DATA = "..data"
+
+
+def swap_generation(directory: str | os.PathLike[str], contents: dict[str, bytes], private: frozenset[str] = frozenset(),
+                    keep: int = 2) -> None:
+    """Replace a set of files at once, as Kubernetes' atomic writer does::
+
+        DIR/..2030-01-01T00-00-00.xxxx/{tls.key,tls.crt,ca.crt}   one generation
+        DIR/..data -> ..2030-01-01T00-00-00.xxxx                 the current one, swapped by rename(2)
+        DIR/tls.crt -> ..data/tls.crt  (one link per name)
+
+    Separate renames of tls.crt and tls.key leave a window where a reader pairs the new
+    certificate with the old key; here a reader that resolves ``..data`` once gets one
+    generation. Names in ``private`` are written 0600. ``keep`` older generations stay, so
+    a slow reader's directory does not vanish under it. A plain file that stands where a
+    link goes (an older layout) is replaced by the link.
+    """
+    target = Path(directory)
+    target.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H-%M-%S")
+    generation = Path(tempfile.mkdtemp(prefix=f"..{stamp}.", dir=target))
+    os.chmod(generation, 0o755)
+    for name, data in contents.items():
+        write_atomic(generation / name, data, mode=0o600 if name in private else 0o644)
+    _fsync_dir(generation)
+    _replace_symlink(target / DATA, generation.name)
+    for name in contents:
+        link = target / name
+        wanted = f"{DATA}/{name}"
+        if not (link.is_symlink() and os.readlink(link) == wanted):
+            _replace_symlink(link, wanted)
+    _fsync_dir(target)
+    old = sorted((p for p in target.glob("..*") if p.is_dir() and not p.is_symlink() and p != generation),
+                 key=lambda p: p.stat().st_mtime_ns)
+    for stale in old[:-keep] if len(old) > keep else []:
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _replace_symlink(link: Path, target: str) -> None:
+    tmp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+    os.symlink(target, tmp)
+    os.replace(tmp, link)

@@ -5,8 +5,6 @@ and the tests can swap them: the CA (:class:`CABackend`), where files go
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -16,7 +14,7 @@ from typing import Protocol
 from cryptography import x509
 
 from ..client import CAClient, IssuedFiles
-from ..files import write_atomic, write_private
+from ..files import swap_generation, write_atomic
 from ..x509.keys import PrivateKey, load_private_key_pem, private_key_pem, same_public_key
 
 # -- the CA ------------------------------------------------------------------------------------
@@ -45,18 +43,7 @@ class HTTPBackend:
         return self.client.renew(csr_pem, proof)
 
     def roots(self, etag: str | None) -> tuple[str, str | None] | None:
-        from ..client import CAUnavailable
-
-        headers = {"If-None-Match": etag} if etag else {}
-        try:
-            response = self.client.http.get("/v1/roots", headers=headers)
-        except Exception as exc:  # httpx errors: the same retryable class as CAClient's
-            raise CAUnavailable(f"cannot reach the CA at {self.client.url}: {exc}") from None
-        if response.status_code == 304:
-            return None
-        if response.status_code != 200:
-            raise CAUnavailable(f"the CA answered {response.status_code} for /v1/roots")
-        return response.text, response.headers.get("etag")
+        return self.client.roots_if_changed(etag)
 
     def close(self) -> None:
         self.client.close()
@@ -141,42 +128,7 @@ class FileOutput:
         self._swap({**contents, "ca.crt": pem.encode()})
 
     def _swap(self, contents: dict[str, bytes]) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H-%M-%S")
-        generation = Path(tempfile.mkdtemp(prefix=f"..{stamp}.", dir=self.directory))
-        os.chmod(generation, 0o755)
-        for name in self.NAMES:
-            (write_private if name == "tls.key" else write_atomic)(generation / name, contents[name])
-        _fsync(generation)
-        _replace_symlink(self.directory / self.DATA, generation.name)
-        for name in self.NAMES:
-            link = self.directory / name
-            target = f"{self.DATA}/{name}"
-            if not (link.is_symlink() and os.readlink(link) == target):
-                _replace_symlink(link, target)
-        _fsync(self.directory)
-        old = sorted((p for p in self.directory.glob("..*") if p.is_dir() and not p.is_symlink()
-                      and p != generation), key=lambda p: p.stat().st_mtime_ns)
-        for stale in old[:-self.KEEP] if len(old) > self.KEEP else []:
-            shutil.rmtree(stale, ignore_errors=True)
-
-
-def _replace_symlink(link: Path, target: str) -> None:
-    tmp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
-    try:
-        os.unlink(tmp)
-    except FileNotFoundError:
-        pass
-    os.symlink(target, tmp)
-    os.replace(tmp, link)
-
-
-def _fsync(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        swap_generation(self.directory, contents, private=frozenset({"tls.key"}), keep=self.KEEP)
 
 
 # -- time --------------------------------------------------------------------------------------
