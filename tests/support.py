@@ -15,7 +15,6 @@ from typing import Iterator
 
 import httpx
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from trustyard.x509.keys import KeyType, PrivateKey, generate_private_key, signature_hash
@@ -78,9 +77,10 @@ def str_ctx(root: Path):  # type: ignore[no-untyped-def]
     return ssl.create_default_context(cafile=str(root))
 
 
-def start_server(home: Path, workers: int = 1, env: dict[str, str] | None = None) -> Server:
-    port = free_port()
-    log = home / f"serve-{port}.log"
+def start_server(home: Path, workers: int = 1, env: dict[str, str] | None = None, port: int | None = None) -> Server:
+    """``trustyard serve`` on ``port`` (a free one when None); returns once it is healthy."""
+    port = port or free_port()
+    log = home / f"serve-{port}-{time.monotonic_ns()}.log"
     environment = {**os.environ, "TRUSTYARD_PASSWORD": PASSWORD.decode(), **(env or {})}
     with log.open("wb") as log_file:  # the child keeps its own descriptor
         process = subprocess.Popen(

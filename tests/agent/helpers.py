@@ -11,13 +11,12 @@ import tomllib
 from pathlib import Path
 from typing import Callable, TypeVar
 
-import httpx
 import tomli_w
 from cryptography import x509
 
 from trustyard.ca.home import InitOptions, init_home, load_authority
 
-from ..support import PASSWORD, Server, free_port
+from ..support import PASSWORD, Server, start_server
 
 T = TypeVar("T")
 ALLOW = ("*.internal", "127.0.0.1/32", "spiffe://prod.internal/*")
@@ -35,28 +34,8 @@ def short_ttl_home(home: Path, min_ttl: str = "10s", default_ttl: str = "60s") -
 
 
 def serve(home: Path, port: int | None = None) -> Server:
-    """``trustyard serve`` on ``port`` (a free one when None); returns once it is healthy."""
-    port = port or free_port()
-    log = home / f"serve-{port}-{time.monotonic_ns()}.log"
-    env = {**os.environ, "TRUSTYARD_PASSWORD": PASSWORD.decode()}
-    with log.open("wb") as fh:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "trustyard", "serve", "--home", str(home), "--listen", f"127.0.0.1:{port}",
-             "--workers", "1", "--log-level", "warning"],
-            stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    server = Server(home, port, process, log)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited {process.returncode}:\n{log.read_text()}")
-        try:
-            with server.client() as c:
-                if c.get("/healthz").status_code == 200:
-                    return server
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    server.stop()
-    raise RuntimeError(f"server did not become healthy:\n{log.read_text()}")
+    """``trustyard serve`` with one worker on ``port`` (a free one when None), once healthy."""
+    return start_server(home, workers=1, port=port)
 
 
 def mint(home: Path, name: str, *sans: str, cert_ttl: str | None = None) -> str:
