@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 
 from trustyard.cli import main
 
-from .support import PASSWORD, Server, start_server
+from .support import PASSWORD, start_server
 
 
 def run(*args: str, env: dict[str, str] | None = None, input_: str | None = None) -> subprocess.CompletedProcess[str]:

@@ -40,7 +40,7 @@ def drive(server: Server, tokens: list[str], concurrency: int, stop: threading.E
     def worker(chunk: list[str]) -> None:
         nonlocal failures
         with httpx.Client(base_url=server.url, verify=str_ctx(server.root), timeout=60) as client:
-            for i, token in enumerate(chunk):
+            for token in chunk:
                 if stop is not None and stop.is_set():
                     return
                 name = _name_of(token)

@@ -21,7 +21,7 @@ from .support import PASSWORD, csr_pem
 
 def lint_pkix(cert: x509.Certificate) -> list[str]:
     """pkilint's lint_pkix_cert validator set; returns the ERROR/FATAL findings."""
-    from pkilint import loader, report
+    from pkilint import loader
     from pkilint.pkix import certificate, extension, name
 
     validator = certificate.create_pkix_certificate_validator_container(

@@ -13,7 +13,7 @@ from sqlalchemy import delete, inspect, select, text, update
 from trustyard.ca.authority import Authority
 from trustyard.cli import main
 from trustyard.errors import Unauthorized
-from trustyard.store import AuditEvent, Intent, open_store
+from trustyard.store import Intent, open_store
 from trustyard.store.schema import audit_log, certificates
 from trustyard.store import sql as sql_module
 from trustyard.store.sql import SerialCollision, SqlStore

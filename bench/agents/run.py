@@ -147,7 +147,7 @@ def simulate(n: int, hours: float, outage_at: timedelta, outage_len: timedelta, 
 
     expired_in_service = 0
     worst_margin = None
-    for m, out in fleet:
+    for _, out in fleet:
         for (_, not_after), (next_installed, _) in zip(out.installs, out.installs[1:]):
             margin = (not_after - next_installed).total_seconds()
             worst_margin = margin if worst_margin is None else min(worst_margin, margin)

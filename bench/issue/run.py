@@ -135,7 +135,7 @@ def main() -> int:
                 token, _ = token_lib.mint(prov_key, "default", names[0], names, parse_duration("1h"))
                 fh.write(json.dumps({"csr": csr, "token": token}) + "\n")
         with (work / "cfssl.jsonl").open("w") as fh:
-            for csr, names in csrs:
+            for csr, _ in csrs:
                 fh.write(json.dumps({"certificate_request": csr}) + "\n")
 
         # cfssl: the same intermediate (decrypted into the bench dir, 0600) and the same server cert
@@ -163,7 +163,7 @@ def main() -> int:
         wait_ready(f"https://127.0.0.1:{port}", context, "/healthz")
         if os.environ.get("BENCH_PROFILE"):
             children = Path(f"/proc/{ty.pid}/task/{ty.pid}/children").read_text().split()
-            spy = subprocess.Popen(["py-spy", "record", "-d", str(args.seconds - 2), "-o", os.environ["BENCH_PROFILE"],
+            subprocess.Popen(["py-spy", "record", "-d", str(args.seconds - 2), "-o", os.environ["BENCH_PROFILE"],
                                     "-f", "raw", "-p", children[-1]], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         results["trustyard"] = wrk(f"https://127.0.0.1:{port}/v1/sign", work / "trustyard.jsonl", args.seconds,
                                    args.connections, args.threads)

@@ -107,7 +107,7 @@ def test_java_keystores_made_by_keytool(tmp_path: Path, ca: TestCA) -> None:
     assert any(loc.startswith(str(stores / "keystore.pkcs12") + "#app") for loc in by_loc)
     anchor = by_loc[str(stores / "truststore.jks") + "#inventory-root"]
     assert anchor.trust_store and anchor.is_ca
-    assert {k.spki for k in inv.keys} == {by_loc[next(l for l in by_loc if "keystore.jks#app" in l)].spki}
+    assert {k.spki for k in inv.keys} == {by_loc[next(loc for loc in by_loc if "keystore.jks#app" in loc)].spki}
     # one key in two keystores
     assert any(f.code == "shared_key" for f in inv.findings)
 

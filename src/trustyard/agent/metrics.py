@@ -43,7 +43,7 @@ def render(agent: "Agent") -> str:
     for m in agent.managed:
         lbl = f'name="{_label(m.spec.name)}"'
 
-        def put(metric: str, value: float, extra: str = "") -> None:
+        def put(metric: str, value: float, extra: str = "", lbl: str = lbl) -> None:
             samples[metric].append(f"{metric}{{{lbl}{extra}}} {value}")
 
         if m.not_after is not None:

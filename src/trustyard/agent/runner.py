@@ -57,9 +57,12 @@ class Counters:
     roots_updates: int = 0
 
 
+DEFAULT_BACKOFF = Backoff()
+
+
 class ManagedCert:
     def __init__(self, spec: CertSpec, backend: CABackend, output: Output, clock: Clock,
-                 rng: random.Random | None = None, backoff: Backoff = Backoff(),
+                 rng: random.Random | None = None, backoff: Backoff = DEFAULT_BACKOFF,
                  environ: dict[str, str] | None = None,
                  reload: Callable[..., str] = actions.run_reload,
                  probe: Callable[..., actions.Probe] = actions.served_serial,

@@ -130,7 +130,7 @@ def keys(inv: Inventory, rules: Rules) -> Iterator[Finding]:
         if key.mode is not None and not key.encrypted and key.mode & 0o077:
             yield _finding("key_unprotected", [key.location], f"unencrypted private key readable by "
                            f"{'others' if key.mode & 0o007 else 'the group'} (mode {oct(key.mode)[2:]})")
-    for group_locations, key_items, certs in _pairs(inv):
+    for _, key_items, certs in _pairs(inv):
         leaves = [c for c in certs if not c.is_ca] or certs[:1]
         spkis = {c.spki for c in leaves}
         for key in key_items:
@@ -176,7 +176,7 @@ def chains(inv: Inventory, rules: Rules) -> Iterator[Finding]:
     by_group: dict[str, list[CertItem]] = defaultdict(list)
     for c in inv.certificates:
         by_group[c.group].append(c)
-    for group, items in by_group.items():
+    for items in by_group.values():
         items.sort(key=lambda i: i.position)
         for idx, item in enumerate(items):
             if item.is_ca or item.trust_store:
