@@ -165,7 +165,7 @@ def test_lego_dns01_and_tls_alpn01(make_ca, tmp_path: Path, challtest: ChallTest
                     f"http://127.0.0.1:{challtest.management}/set-txt\nexit 0\n")
     hook.chmod(0o755)
     env = {"LEGO_CA_CERTIFICATES": ca.root, "EXEC_PATH": str(hook), "EXEC_PROPAGATION_TIMEOUT": "30",
-           "EXEC_POLLING_INTERVAL": "1"}
+           "EXEC_POLLING_INTERVAL": "1", "EXEC_SEQUENCE_INTERVAL": "1"}
     common = [lego, "--server", ca.directory, "--email", "ops@example.internal", "--accept-tos",
               "--path", str(tmp_path / "lego"), "--key-type", "ec256"]
     run([*common, "--domains", "*.dns.internal", "--domains", "dns.internal", "--dns", "exec",

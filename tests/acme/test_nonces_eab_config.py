@@ -71,16 +71,18 @@ def rejecting_env(acme_home: Path, challtestsrv: ChallTestSrv) -> Iterator[Env]:
 
 def test_rejection_knob_refuses_valid_nonces_but_never_a_retry(rejecting_env: Env) -> None:
     acme = rejecting_env.client()
-    header = {"alg": acme.key.alg, "nonce": acme.nonce(), "url": acme.directory["newAccount"], "jwk": acme.key.jwk}
-    first = rejecting_env.http.post(acme.directory["newAccount"], content=json.dumps(acme.key.jws(header, {})),
-                                    headers=JOSE)
-    assert first.json()["type"] == ACME + "badNonce"  # a valid nonce, refused by the knob
-    header["nonce"] = first.headers["Replay-Nonce"]
-    second = rejecting_env.http.post(acme.directory["newAccount"], content=json.dumps(acme.key.jws(header, {})),
-                                     headers=JOSE)
-    assert second.status_code == 201, second.text
+    url = acme.directory["newAccount"]
+    header = {"alg": acme.key.alg, "nonce": acme.nonce(), "url": url, "jwk": acme.key.jwk}
+    created = rejecting_env.http.post(url, content=json.dumps(acme.key.jws(header, {})), headers=JOSE)
+    assert created.status_code == 201, created.text  # a newNonce nonce is always honoured
+    header["nonce"] = created.headers["Replay-Nonce"]
+    refused = rejecting_env.http.post(url, content=json.dumps(acme.key.jws(header, {})), headers=JOSE)
+    assert refused.json()["type"] == ACME + "badNonce"  # a valid nonce from a success, refused by the knob
+    header["nonce"] = refused.headers["Replay-Nonce"]
+    again = rejecting_env.http.post(url, content=json.dumps(acme.key.jws(header, {})), headers=JOSE)
+    assert again.status_code == 200, again.text  # the refusal's nonce is honoured
     # a client that retries once gets through every step, even at 100%
-    acme.kid = second.headers["Location"]
+    acme.kid = again.headers["Location"]
     issue(acme, rejecting_env.srv, "knob.internal")
 
 

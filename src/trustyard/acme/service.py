@@ -126,7 +126,7 @@ class AcmeService:
     def new_nonce(self, base_url: str, provisioner: str, method: str) -> AcmeResponse:
         self._urls(base_url, provisioner)
         return AcmeResponse(200 if method == "HEAD" else 204, None,
-                            headers={"Replay-Nonce": self.store.mint_nonce(), "Cache-Control": "no-store",
+                            headers={"Replay-Nonce": self.store.mint_nonce(retry=True), "Cache-Control": "no-store",
                                      "Link": f'<{self._urls(base_url, provisioner).directory()}>;rel="index"'})
 
     def renewal_info(self, base_url: str, provisioner: str, cert_id_text: str) -> AcmeResponse:
@@ -145,12 +145,10 @@ class AcmeService:
     def post(self, request: AcmeRequest) -> AcmeResponse:
         """Any POST: authenticate, dispatch, and always hand back a fresh nonce."""
         fresh: list[str] = []
-        kind = ""
         try:
             caller = self._authenticate(request, fresh)
             response = getattr(self, "_" + request.resource.replace("-", "_"))(request, caller)
         except AcmeError as exc:
-            kind = exc.kind
             response = _problem(exc)
         except TrustyardError as exc:  # from the authority: map to the closest ACME type
             response = _problem(_from_trustyard(exc))
@@ -161,7 +159,7 @@ class AcmeService:
             nonce = fresh[0]
         else:
             try:
-                nonce = self.store.mint_nonce(retry=kind == "badNonce")
+                nonce = self.store.mint_nonce(retry=True)
             except Exception:  # the database is down: the problem document still goes out
                 log.exception("cannot mint a nonce")
                 return response

@@ -80,7 +80,9 @@ class AcmeConfig:
     ``allow_targets``: CIDRs (``10.0.0.0/8``) and domain suffixes (``.internal``) validation may
     connect to; link-local and cloud-metadata addresses and the CA's own port are refused whatever
     this says. ``nonce_reject_percent`` refuses that share of valid nonces with badNonce, like
-    Pebble's PEBBLE_WFE_NONCEREJECT, so clients' retry paths get exercised (tests only).
+    Pebble's PEBBLE_WFE_NONCEREJECT, so clients' retry paths get exercised (tests only): only
+    nonces carried over from a successful response are refused, never one from newNonce or from
+    a refusal, so a client that retries a badNonce once always gets through.
     """
 
     http_port: int = 80

@@ -100,7 +100,8 @@ class AcmeStore:
 
     # -- nonces -------------------------------------------------------------------------------
 
-    def mint_nonce(self, retry: bool = False) -> str:
+    def mint_nonce(self, retry: bool = True) -> str:
+        """A nonce; ``retry`` ones (from newNonce or with a problem) are exempt from the test knob."""
         nonce = secrets.token_urlsafe(16)
         with self.sql._tx(durable=False) as conn:
             conn.execute(insert(acme_nonces), {"nonce": nonce, "expires_at": _now() + NONCE_LIFETIME,
@@ -110,8 +111,9 @@ class AcmeStore:
     def redeem_nonce(self, nonce: str, reject_percent: float = 0.0) -> tuple[bool, str]:
         """Redeem ``nonce`` and mint the response's one in a single transaction: (accepted, fresh).
 
-        ``reject_percent`` refuses that share of valid nonces (a test knob); a nonce handed out
-        with a refusal is never refused again, so a client that retries once always gets through.
+        ``reject_percent`` (a test knob) refuses that share of the valid nonces that a successful
+        response handed out. Nonces from newNonce or from a refusal are always honoured: clients
+        retry a badNonce once, with either kind, so every client that retries gets through.
         """
         now = _now()
         fresh = secrets.token_urlsafe(16)

@@ -61,7 +61,7 @@ acme_nonces = Table(
     "acme_nonces", metadata,
     Column("nonce", String(32), primary_key=True),  # deleting the row redeems it: single use everywhere
     Column("expires_at", DateTime(timezone=True), nullable=False),
-    Column("retry", Integer, nullable=False),  # handed out with a badNonce: never refused by the test knob
+    Column("retry", Integer, nullable=False),  # from newNonce or a refusal: exempt from the rejection test knob
 )
 
 acme_accounts = Table(
