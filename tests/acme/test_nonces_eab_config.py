@@ -89,22 +89,26 @@ def test_rejection_knob_refuses_valid_nonces_but_never_a_retry(rejecting_env: En
 def test_external_account_binding(acme_home: Path, challtestsrv: ChallTestSrv) -> None:
     secret = secrets.token_bytes(32)
     for env in make_env(acme_home, challtestsrv, eab={"acme": {"team-a": b64(secret)}}):
-        acme = env.client()
-        assert acme.directory["meta"]["externalAccountRequired"] is True
-        assert acme.register().json()["type"] == ACME + "externalAccountRequired"
+        _check_eab(env, secret)
 
-        def binding(kid: str, key: bytes, jwk: dict | None = None) -> dict:  # type: ignore[type-arg]
-            protected = b64(json.dumps({"alg": "HS256", "kid": kid, "url": acme.directory["newAccount"]}))
-            payload = b64(json.dumps(jwk or acme.key.jwk))
-            mac = hmac.new(key, f"{protected}.{payload}".encode(), hashlib.sha256).digest()
-            return {"protected": protected, "payload": payload, "signature": b64(mac)}
 
-        assert acme.register(externalAccountBinding=binding("team-a", b"wrong")).json()["type"] == ACME + "unauthorized"
-        assert acme.register(externalAccountBinding=binding("team-b", secret)).json()["type"] == ACME + "unauthorized"
-        other = {"kty": "OKP", "crv": "Ed25519", "x": b64(b"\x01" * 32)}
-        assert acme.register(externalAccountBinding=binding("team-a", secret, other)).json()["type"] == ACME + "unauthorized"
-        ok = acme.register(externalAccountBinding=binding("team-a", secret))
-        assert ok.status_code == 201 and ok.json()["externalAccountBinding"] == {"kid": "team-a"}
+def _check_eab(env: Env, secret: bytes) -> None:
+    acme = env.client()
+    assert acme.directory["meta"]["externalAccountRequired"] is True
+    assert acme.register().json()["type"] == ACME + "externalAccountRequired"
+
+    def binding(kid: str, key: bytes, jwk: dict | None = None) -> dict:  # type: ignore[type-arg]
+        protected = b64(json.dumps({"alg": "HS256", "kid": kid, "url": acme.directory["newAccount"]}))
+        payload = b64(json.dumps(jwk or acme.key.jwk))
+        mac = hmac.new(key, f"{protected}.{payload}".encode(), hashlib.sha256).digest()
+        return {"protected": protected, "payload": payload, "signature": b64(mac)}
+
+    assert acme.register(externalAccountBinding=binding("team-a", b"wrong")).json()["type"] == ACME + "unauthorized"
+    assert acme.register(externalAccountBinding=binding("team-b", secret)).json()["type"] == ACME + "unauthorized"
+    other = {"kty": "OKP", "crv": "Ed25519", "x": b64(b"\x01" * 32)}
+    assert acme.register(externalAccountBinding=binding("team-a", secret, other)).json()["type"] == ACME + "unauthorized"
+    ok = acme.register(externalAccountBinding=binding("team-a", secret))
+    assert ok.status_code == 201 and ok.json()["externalAccountBinding"] == {"kid": "team-a"}
 
 
 def test_acme_settings_from_toml_and_environment(acme_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
