@@ -1,0 +1,330 @@
+"""bench/acme: trustyard's ACME server vs Debian's Pebble, same load generator, same run.
+
+    python3 bench/acme/run.py [--orders 400] [--concurrency 16] [--poll-ms 25]
+
+Both servers validate http-01 for real against the same pebble-challtestsrv (its DNS answers
+every name with 127.0.0.1, its HTTP server holds the key authorizations). trustyard runs as
+`trustyard serve` on its defaults (SQLite with fsync, one worker per core: persistence on);
+Pebble runs in memory with PEBBLE_VA_NOSLEEP=1 (no artificial validation delay),
+PEBBLE_AUTHZREUSE=0 (every order validates, as on trustyard) and no nonce rejection.
+
+The load generator (asyncio + httpx, one ACME account per concurrent client) runs the whole
+flow per order: newOrder, authorization, challenge response, polling the authorization,
+finalize, polling the order, certificate download; polls sleep --poll-ms so the server is the
+bottleneck. Prints and writes to bench/out/acme.json: orders/s, p50/p99 order latency, the
+trustyard/Pebble ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
+ROOT = Path(__file__).resolve().parents[2]
+PASSWORD = "bench-password-not-a-secret"
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ensure_tools() -> None:
+    if not shutil.which("pebble") or not shutil.which("pebble-challtestsrv"):
+        subprocess.run(["apt-get", "update", "-qq"], check=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "pebble"], check=True, stdout=subprocess.DEVNULL)
+
+
+# -- the load generator ------------------------------------------------------------------------------
+
+class Account:
+    def __init__(self, http: httpx.AsyncClient, directory: dict[str, Any]) -> None:
+        self.http, self.directory = http, directory
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        numbers = self.key.public_key().public_numbers()
+        self.jwk = {"crv": "P-256", "kty": "EC", "x": b64(numbers.x.to_bytes(32, "big")),
+                    "y": b64(numbers.y.to_bytes(32, "big"))}
+        canonical = json.dumps(self.jwk, sort_keys=True, separators=(",", ":")).encode()
+        self.thumbprint = b64(hashlib.sha256(canonical).digest())
+        self.kid: str | None = None
+        self.nonce: str | None = None
+        self.bad_nonces = 0
+
+    async def post(self, url: str, payload: Any = None) -> httpx.Response:
+        for _ in range(5):
+            if not self.nonce:
+                self.nonce = (await self.http.head(self.directory["newNonce"])).headers["Replay-Nonce"]
+            header: dict[str, Any] = {"alg": "ES256", "nonce": self.nonce, "url": url}
+            header.update({"kid": self.kid} if self.kid else {"jwk": self.jwk})
+            protected = b64(json.dumps(header).encode())
+            body = "" if payload is None else b64(json.dumps(payload).encode())
+            r, s = decode_dss_signature(self.key.sign(f"{protected}.{body}".encode(), ec.ECDSA(hashes.SHA256())))
+            jws = {"protected": protected, "payload": body,
+                   "signature": b64(r.to_bytes(32, "big") + s.to_bytes(32, "big"))}
+            response = await self.http.post(url, content=json.dumps(jws),
+                                            headers={"Content-Type": "application/jose+json"})
+            self.nonce = response.headers.get("Replay-Nonce")
+            if response.status_code == 400 and "badNonce" in response.text:
+                self.bad_nonces += 1
+                continue
+            return response
+        raise RuntimeError("five badNonce in a row")
+
+    async def register(self) -> None:
+        response = await self.post(self.directory["newAccount"], {"termsOfServiceAgreed": True})
+        response.raise_for_status()
+        self.kid = response.headers["Location"]
+
+
+async def poll(account: Account, url: str, done: tuple[str, ...], interval: float, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        doc = (await account.post(url)).json()
+        if doc.get("status") in done:
+            return doc
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url} stuck in {doc.get('status')}")
+        await asyncio.sleep(interval)
+
+
+async def one_order(account: Account, challtest: httpx.AsyncClient, name: str, csr_key: Any,
+                    interval: float) -> None:
+    response = await account.post(account.directory["newOrder"], {"identifiers": [{"type": "dns", "value": name}]})
+    if response.status_code != 201:
+        raise RuntimeError(f"newOrder: {response.status_code} {response.text[:200]}")
+    order_url, order = response.headers["Location"], response.json()
+    for authz_url in order["authorizations"]:
+        authz = (await account.post(authz_url)).json()
+        if authz["status"] == "valid":
+            continue
+        challenge = next(c for c in authz["challenges"] if c["type"] == "http-01")
+        await challtest.post("/add-http01", json={"token": challenge["token"],
+                                                  "content": f"{challenge['token']}.{account.thumbprint}"})
+        await account.post(challenge["url"], {})
+        authz = await poll(account, authz_url, ("valid", "invalid"), interval)
+        if authz["status"] != "valid":
+            raise RuntimeError(f"authorization invalid: {json.dumps(authz)[:300]}")
+    await poll(account, order_url, ("ready", "invalid"), interval)
+    csr = (x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))
+           .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+           .sign(csr_key, hashes.SHA256()).public_bytes(Encoding.DER))
+    response = await account.post(order["finalize"], {"csr": b64(csr)})
+    if response.status_code != 200:
+        raise RuntimeError(f"finalize: {response.status_code} {response.text[:200]}")
+    order = await poll(account, order_url, ("valid", "invalid"), interval)
+    if order["status"] != "valid":
+        raise RuntimeError(f"order invalid: {json.dumps(order)[:300]}")
+    cert = await account.post(order["certificate"])
+    if cert.status_code != 200 or b"BEGIN CERTIFICATE" not in cert.content:
+        raise RuntimeError(f"download: {cert.status_code}")
+
+
+async def drive(directory_url: str, verify: Any, challtest_url: str, orders: int, concurrency: int,
+                interval: float, label: str) -> dict[str, Any]:
+    limits = httpx.Limits(max_connections=concurrency * 2, max_keepalive_connections=concurrency * 2)
+    async with httpx.AsyncClient(verify=verify, timeout=60, limits=limits) as http, \
+            httpx.AsyncClient(base_url=challtest_url, timeout=30) as challtest:
+        directory = (await http.get(directory_url)).json()
+        accounts = [Account(http, directory) for _ in range(concurrency)]
+        await asyncio.gather(*(a.register() for a in accounts))
+        csr_key = ec.generate_private_key(ec.SECP256R1())
+        counter = iter(range(orders + concurrency))
+        latencies: list[float] = []
+        errors: list[str] = []
+        warmup = concurrency  # the first order of each client is not measured (connections, caches)
+
+        async def client(account: Account) -> None:
+            for i in counter:
+                started = time.perf_counter()
+                try:
+                    await one_order(account, challtest, f"{label}-{i}.bench.internal", csr_key, interval)
+                    if i >= warmup:
+                        latencies.append(time.perf_counter() - started)
+                except Exception as exc:  # a failed order is counted, not fatal
+                    errors.append(str(exc)[:200])
+
+        first = asyncio.gather(*(client(a) for a in accounts))
+        started = time.perf_counter()
+        await first
+        elapsed = time.perf_counter() - started
+    latencies.sort()
+    done = len(latencies)
+    # orders/s over the measured orders: total wall time scaled by the measured share
+    measured_wall = elapsed * done / max(done + warmup, 1)
+    return {
+        "orders": done, "errors": len(errors), "error_samples": errors[:3],
+        "seconds": round(elapsed, 2),
+        "orders_per_s": round(done / measured_wall, 2) if done else 0.0,
+        "p50_ms": round(statistics.median(latencies) * 1000, 1) if latencies else None,
+        "p99_ms": round(latencies[min(done - 1, int(done * 0.99))] * 1000, 1) if latencies else None,
+        "bad_nonce_retries": sum(a.bad_nonces for a in accounts),
+    }
+
+
+# -- the servers -------------------------------------------------------------------------------------
+
+def start_challtestsrv() -> tuple[subprocess.Popen[bytes], dict[str, int]]:
+    ports = {"management": free_port(), "http": free_port(), "dns": free_port(), "tls": free_port()}
+    process = subprocess.Popen(
+        ["pebble-challtestsrv", "-management", f"127.0.0.1:{ports['management']}",
+         "-http01", f"127.0.0.1:{ports['http']}", "-https01", "", "-tlsalpn01", f"127.0.0.1:{ports['tls']}",
+         "-dns01", f"127.0.0.1:{ports['dns']}", "-defaultIPv6", ""],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_until(lambda: httpx.post(f"http://127.0.0.1:{ports['management']}/clear-txt",
+                                  json={"host": "x.invalid."}, timeout=1))
+    return process, ports
+
+
+def wait_until(probe: Any, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            probe()
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def start_trustyard(tmp: Path, ports: dict[str, int], workers: int) -> tuple[subprocess.Popen[bytes], str, str]:
+    import tomllib
+
+    import tomli_w
+
+    home = tmp / "trustyard"
+    env = {**os.environ, "TRUSTYARD_PASSWORD": PASSWORD}
+    subprocess.run([sys.executable, "-m", "trustyard", "init", "--home", str(home), "--allow", "*.internal"],
+                   check=True, env=env, stdout=subprocess.DEVNULL)
+    config_path = home / "trustyard.toml"
+    doc = tomllib.loads(config_path.read_text())
+    doc["acme"] = {"allow_targets": ["127.0.0.0/8"]}
+    config_path.write_text(tomli_w.dumps(doc))
+    port = free_port()
+    env.update({"TRUSTYARD_ACME_HTTP_PORT": str(ports["http"]), "TRUSTYARD_ACME_TLS_PORT": str(ports["tls"]),
+                "TRUSTYARD_ACME_RESOLVER": f"127.0.0.1:{ports['dns']}"})
+    log = (tmp / "trustyard.log").open("wb")
+    process = subprocess.Popen([sys.executable, "-m", "trustyard", "serve", "--home", str(home), "--listen",
+                                f"127.0.0.1:{port}", "--workers", str(workers), "--log-level", "warning"],
+                               env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"https://127.0.0.1:{port}/acme/acme/directory"
+    root = str(home / "ca/root.crt")
+    wait_until(lambda: httpx.get(url, verify=root, timeout=2).raise_for_status())
+    return process, url, root
+
+
+def start_pebble(tmp: Path, ports: dict[str, int]) -> tuple[subprocess.Popen[bytes], str, str]:
+    # Pebble's HTTPS listener needs a certificate: a throwaway one, made here, never stored.
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(timezone.utc)
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "pebble bench")])
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=1))
+            .not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(__import__("ipaddress").ip_address(
+                "127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    (tmp / "pebble.crt").write_bytes(cert.public_bytes(Encoding.PEM))
+    (tmp / "pebble.key").write_bytes(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    port = free_port()
+    (tmp / "pebble.json").write_text(json.dumps({"pebble": {
+        "listenAddress": f"127.0.0.1:{port}", "managementListenAddress": f"127.0.0.1:{free_port()}",
+        "certificate": str(tmp / "pebble.crt"), "privateKey": str(tmp / "pebble.key"),
+        "httpPort": ports["http"], "tlsPort": ports["tls"], "ocspResponderURL": "",
+        "externalAccountBindingRequired": False}}))
+    env = {**os.environ, "PEBBLE_VA_NOSLEEP": "1", "PEBBLE_AUTHZREUSE": "0", "PEBBLE_WFE_NONCEREJECT": "0"}
+    log = (tmp / "pebble.log").open("wb")
+    process = subprocess.Popen(["pebble", "-config", str(tmp / "pebble.json"), "-dnsserver",
+                                f"127.0.0.1:{ports['dns']}"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    url = f"https://127.0.0.1:{port}/dir"
+    wait_until(lambda: httpx.get(url, verify=str(tmp / "pebble.crt"), timeout=2).raise_for_status())
+    return process, url, str(tmp / "pebble.crt")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--orders", type=int, default=400, help="measured orders per server")
+    parser.add_argument("--concurrency", type=int, default=16, help="concurrent ACME clients (>= 16)")
+    parser.add_argument("--poll-ms", type=int, default=25, help="sleep between polls")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="trustyard worker processes")
+    args = parser.parse_args()
+    ensure_tools()
+    interval = args.poll_ms / 1000
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-acme-") as tmp_text:
+        tmp = Path(tmp_text)
+        challtest, ports = start_challtestsrv()
+        challtest_url = f"http://127.0.0.1:{ports['management']}"
+        try:
+            for label, start in (("trustyard", lambda: start_trustyard(tmp, ports, args.workers)),
+                                 ("pebble", lambda: start_pebble(tmp, ports))):
+                process, url, verify = start()
+                try:
+                    results[label] = asyncio.run(drive(url, verify, challtest_url, args.orders, args.concurrency,
+                                                       interval, label))
+                finally:
+                    stop(process)
+                print(f"{label:>9}: {results[label]['orders_per_s']:7.2f} orders/s  p50 {results[label]['p50_ms']} ms"
+                      f"  p99 {results[label]['p99_ms']} ms  ({results[label]['orders']} orders, "
+                      f"{results[label]['errors']} errors)", flush=True)
+        finally:
+            stop(challtest)
+    ratio = results["trustyard"]["orders_per_s"] / results["pebble"]["orders_per_s"] \
+        if results["pebble"]["orders_per_s"] else None
+    doc = {
+        "benchmark": "acme full flow (newOrder, authz, http-01 challenge, finalize, download)",
+        "concurrency": args.concurrency, "poll_ms": args.poll_ms, "orders_per_server": args.orders,
+        "trustyard_workers": args.workers, "trustyard_storage": "SQLite, synchronous=FULL (persistence on)",
+        "pebble_storage": "in memory", "challenge_responder": "pebble-challtestsrv (same for both)",
+        **results, "ratio_trustyard_to_pebble": round(ratio, 3) if ratio else None,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    out = ROOT / "bench/out/acme.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=2) + "\n")
+    print(f"    ratio: {doc['ratio_trustyard_to_pebble']}x trustyard/Pebble orders/s  -> {out.relative_to(ROOT)}")
+    return 0 if results["trustyard"]["errors"] == 0 and results["pebble"]["errors"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
