@@ -10,6 +10,7 @@ the audit log are the REST API's.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import logging
@@ -23,7 +24,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from ..ca.authority import REVOCATION_REASONS, Authority
 from ..ca.config import AcmeConfig
 from ..errors import Conflict, NotFound, PolicyDenied, TrustyardError
-from ..store.acme_store import AccountRow, AcmeStore, NewAuthz, OrderRow
+from ..store.acme_store import AccountRow, AcmeStore, AuthzRow, NewAuthz, OrderRow
 from ..x509.csr import CSRError, parse_csr
 from ..x509.names import Name, name_text, normalize_dns, parse_name
 from ..x509.summary import serial_hex
@@ -200,7 +201,7 @@ class AcmeService:
             jwk = parse_jwk(header["jwk"])
         else:
             account = self._account_for_kid(urls, header["kid"])
-            jwk = parse_jwk(json.loads(account.jwk))
+            jwk = _stored_jwk(account.jwk)
         verify_signature(jws, jwk)
         ok, new = self.store.redeem_nonce(nonce[:64], self.config.nonce_reject_percent)
         fresh.append(new)
@@ -356,23 +357,29 @@ class AcmeService:
             raise AcmeError("malformed", "replaces names no certificate of this account")
 
     def _order(self, request: AcmeRequest, caller: _Caller) -> AcmeResponse:
-        return self._order_response(caller.urls, self._owned_order(caller, request.params["id"]), 200)
+        found = self.store.get_order_with_authzs(request.params["id"])
+        order = self._check_order(caller, found[0] if found else None)
+        return self._order_response(caller.urls, order, 200, found[1] if found else None)
 
     def _owned_order(self, caller: _Caller, order_id: str) -> OrderRow:
+        return self._check_order(caller, self.store.get_order(order_id))
+
+    def _check_order(self, caller: _Caller, order: OrderRow | None) -> OrderRow:
         account = _own(caller)
-        order = self.store.get_order(order_id)
         if order is None or order.provisioner != caller.urls.provisioner:
             raise AcmeError.not_found("order")
         if order.account_id != account.id:
             raise AcmeError("unauthorized", "the order belongs to another account")
         return order
 
-    def _order_response(self, urls: Urls, order: OrderRow, status: int) -> AcmeResponse:
+    def _order_response(self, urls: Urls, order: OrderRow, status: int,
+                        authzs: list[AuthzRow] | None = None) -> AcmeResponse:
         headers = {"Location": urls.order(order.id)}
         if order.status == "processing":
             headers["Retry-After"] = "1"
-        return AcmeResponse(status, order_json(urls, order, self.store.order_authzs(order.id), self.clock()),
-                            headers=headers)
+        if authzs is None:
+            authzs = self.store.order_authzs(order.id)
+        return AcmeResponse(status, order_json(urls, order, authzs, self.clock()), headers=headers)
 
     def _finalize(self, request: AcmeRequest, caller: _Caller) -> AcmeResponse:
         order = self._owned_order(caller, request.params["id"])
@@ -523,6 +530,12 @@ class AcmeService:
 
 
 # -- helpers -------------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=4096)
+def _stored_jwk(text: str) -> Jwk:
+    """An account's stored key, parsed once per worker (a pure function of the stored JSON)."""
+    return parse_jwk(json.loads(text))
+
 
 def _own(caller: _Caller) -> AccountRow:
     assert caller.account is not None  # KID_ONLY resources always have one

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .schema import acme_accounts, acme_authzs, acme_challenges, acme_nonces, acme_orders
@@ -104,8 +104,7 @@ class AcmeStore:
         """A nonce; ``retry`` ones (from newNonce or with a problem) are exempt from the test knob."""
         nonce = secrets.token_urlsafe(16)
         with self.sql._tx(durable=False) as conn:
-            conn.execute(insert(acme_nonces), {"nonce": nonce, "expires_at": _now() + NONCE_LIFETIME,
-                                               "retry": int(retry)})
+            conn.execute(_INSERT_NONCE, {"nonce": nonce, "expires_at": _now() + NONCE_LIFETIME, "retry": int(retry)})
         return nonce
 
     def redeem_nonce(self, nonce: str, reject_percent: float = 0.0) -> tuple[bool, str]:
@@ -118,13 +117,11 @@ class AcmeStore:
         now = _now()
         fresh = secrets.token_urlsafe(16)
         with self.sql._tx(durable=False) as conn:
-            row = conn.execute(delete(acme_nonces).where(acme_nonces.c.nonce == nonce)
-                               .returning(acme_nonces.c.expires_at, acme_nonces.c.retry)).first()
+            row = conn.execute(_REDEEM_NONCE, {"b_nonce": nonce}).first()
             ok = row is not None and _utc(row.expires_at) > now  # type: ignore[operator]
             if ok and reject_percent > 0 and not row.retry:  # type: ignore[union-attr]
                 ok = random.random() * 100 >= reject_percent
-            conn.execute(insert(acme_nonces), {"nonce": fresh, "expires_at": now + NONCE_LIFETIME,
-                                               "retry": int(not ok)})
+            conn.execute(_INSERT_NONCE, {"nonce": fresh, "expires_at": now + NONCE_LIFETIME, "retry": int(not ok)})
             if random.random() < 0.01:  # amortized clean-up of nonces nobody came back with
                 conn.execute(delete(acme_nonces).where(acme_nonces.c.expires_at < now))
         return ok, fresh
@@ -153,7 +150,7 @@ class AcmeStore:
 
     def get_account(self, account_id: str) -> AccountRow | None:
         with self.sql._tx(write=False) as conn:
-            row = conn.execute(select(acme_accounts).where(acme_accounts.c.id == account_id)).first()
+            row = conn.execute(_GET_ACCOUNT, {"b_id": account_id}).first()
         return _account(row) if row else None
 
     def update_account(self, account_id: str, *, contact: Iterable[str] | None = None,
@@ -208,8 +205,17 @@ class AcmeStore:
 
     def get_order(self, order_id: str) -> OrderRow | None:
         with self.sql._tx(write=False) as conn:
-            row = conn.execute(select(acme_orders).where(acme_orders.c.id == order_id)).first()
+            row = conn.execute(_GET_ORDER, {"b_id": order_id}).first()
         return _order(row) if row else None
+
+    def get_order_with_authzs(self, order_id: str) -> tuple[OrderRow, list[AuthzRow]] | None:
+        """An order and its authorizations, read in one transaction (the hot polling path)."""
+        with self.sql._tx(write=False) as conn:
+            row = conn.execute(_GET_ORDER, {"b_id": order_id}).first()
+            if row is None:
+                return None
+            authzs = conn.execute(_ORDER_AUTHZS, {"b_id": order_id}).fetchall()
+        return _order(row), [_authz(a) for a in authzs]
 
     def order_for_certificate(self, serial: str) -> OrderRow | None:
         with self.sql._tx(write=False) as conn:
@@ -224,8 +230,7 @@ class AcmeStore:
 
     def order_authzs(self, order_id: str) -> list[AuthzRow]:
         with self.sql._tx(write=False) as conn:
-            rows = conn.execute(select(acme_authzs).where(acme_authzs.c.order_id == order_id)
-                                .order_by(acme_authzs.c.value, acme_authzs.c.id)).fetchall()
+            rows = conn.execute(_ORDER_AUTHZS, {"b_id": order_id}).fetchall()
         return [_authz(r) for r in rows]
 
     def get_authz(self, authz_id: str) -> tuple[AuthzRow, list[ChallengeRow]] | None:
@@ -341,6 +346,16 @@ class AcmeStore:
                 acme_challenges.c.id == challenge_id, acme_challenges.c.status == "processing",
                 acme_challenges.c.started_at < started_before).values(started_at=_now()))
             return result.rowcount == 1
+
+
+# The statements of the hot paths, built once (SQLAlchemy then only binds parameters).
+_INSERT_NONCE = insert(acme_nonces)
+_REDEEM_NONCE = (delete(acme_nonces).where(acme_nonces.c.nonce == bindparam("b_nonce"))
+                 .returning(acme_nonces.c.expires_at, acme_nonces.c.retry))
+_GET_ACCOUNT = select(acme_accounts).where(acme_accounts.c.id == bindparam("b_id"))
+_GET_ORDER = select(acme_orders).where(acme_orders.c.id == bindparam("b_id"))
+_ORDER_AUTHZS = (select(acme_authzs).where(acme_authzs.c.order_id == bindparam("b_id"))
+                 .order_by(acme_authzs.c.value, acme_authzs.c.id))
 
 
 def _account(row: Any) -> AccountRow:
