@@ -257,3 +257,22 @@ def test_renewal_info_window_is_two_thirds_of_lifetime(env: Env) -> None:
     assert replacing.status_code == 201 and replacing.json()["replaces"] == ari.cert_id(cert)
     assert env.http.get(acme.directory["renewalInfo"] + "/AAAA.AQ").status_code == 404
     assert env.http.get(acme.directory["renewalInfo"] + "/nodot").status_code == 400
+
+
+def test_a_validation_lost_with_its_worker_resumes_when_polled(env: Env) -> None:
+    from datetime import datetime, timezone
+
+    from sqlalchemy import update
+
+    from trustyard.store.schema import acme_challenges
+
+    acme = env.account()
+    response = acme.new_order("stalled.internal")
+    authz_url = response.json()["authorizations"][0]
+    challenge = next(c for c in acme.post(authz_url).json()["challenges"] if c["type"] == "http-01")
+    env.srv.add_http01(challenge["token"], acme.key_authorization(challenge["token"]))
+    # as if a worker had marked it processing and died before validating
+    with env.authority.store._tx() as conn:
+        conn.execute(update(acme_challenges).where(acme_challenges.c.token == challenge["token"])
+                     .values(status="processing", started_at=datetime.now(timezone.utc) - timedelta(minutes=5)))
+    assert poll(acme, authz_url)["status"] == "valid"

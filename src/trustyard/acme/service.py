@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from ..ca.authority import REVOCATION_REASONS, Authority
 from ..ca.config import AcmeConfig
 from ..errors import Conflict, NotFound, PolicyDenied, TrustyardError
-from ..store.acme_store import AccountRow, AcmeStore, AuthzRow, NewAuthz, OrderRow
+from ..store.acme_store import AccountRow, AcmeStore, AuthzRow, ChallengeRow, NewAuthz, OrderRow
 from ..x509.csr import CSRError, parse_csr
 from ..x509.names import Name, name_text, normalize_dns, parse_name
 from ..x509.summary import serial_hex
@@ -437,8 +437,19 @@ class AcmeService:
                 raise AcmeError("malformed", f"the authorization is {authz.status}: it cannot be deactivated",
                                 status=403)
             authz, challenges = self.store.get_authz(authz.id)  # type: ignore[misc]
+        if authz.status == "pending":
+            self._resume_stalled(authz, challenges, caller.jwk)
         headers = {"Retry-After": "1"} if authz.status == "pending" else {}
         return AcmeResponse(200, authz_json(caller.urls, authz, challenges, self.clock()), headers=headers)
+
+    def _resume_stalled(self, authz: AuthzRow, challenges: list[ChallengeRow], jwk: Jwk) -> None:
+        """A challenge left ``processing`` by a worker that died is validated again when polled."""
+        cutoff = self.clock() - timedelta(seconds=3 * self.config.validation_timeout)
+        for challenge in challenges:
+            if challenge.status == "processing" and challenge.started_at and challenge.started_at < cutoff \
+                    and self.store.restart_challenge(challenge.id, cutoff):
+                self.va.submit(Probe(challenge.id, challenge.type, authz.type, authz.value,
+                                     key_authorization(challenge.token, jwk.thumbprint)))
 
     def _chall(self, request: AcmeRequest, caller: _Caller) -> AcmeResponse:
         account = _own(caller)

@@ -332,15 +332,8 @@ class AcmeStore:
                          .values(status="valid" if serial else "invalid", cert_serial=serial,
                                  error=json.dumps(error) if error else None))
 
-    def stale_challenges(self, older_than: datetime, limit: int = 100) -> list[str]:
-        """Challenges left ``processing`` by a worker that died: to be validated again."""
-        with self.sql._tx(write=False) as conn:
-            rows = conn.execute(select(acme_challenges.c.id).where(
-                acme_challenges.c.status == "processing", acme_challenges.c.started_at < older_than)
-                .limit(limit)).fetchall()
-        return [r.id for r in rows]
-
     def restart_challenge(self, challenge_id: str, started_before: datetime) -> bool:
+        """Claim a challenge stuck in ``processing`` since before ``started_before`` (one caller wins)."""
         with self.sql._tx(durable=False) as conn:
             result = conn.execute(update(acme_challenges).where(
                 acme_challenges.c.id == challenge_id, acme_challenges.c.status == "processing",
