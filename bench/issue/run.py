@@ -206,8 +206,8 @@ def main() -> int:
     print(f"ratio trustyard/cfssl: {ratio:.2f}x   (goal >= 1.0x)")
     print(f"trustyard p99: {results['trustyard']['p99_ms']:.1f} ms   (goal <= 25 ms)")
     print(f"trustyard --help: {help_s * 1000:.0f} ms   (goal <= 300 ms)")
-    print(f"trustyard certificates stored: {stored} (== successful requests: "
-          f"{int(results['trustyard']['requests'] - results['trustyard']['errors'])}), audit chain intact: {audit_ok}")
+    print(f"trustyard certificates stored: {stored} (>= {int(results['trustyard']['requests'] - results['trustyard']['errors'])}"
+          f" answered within wrk's window), audit chain intact: {audit_ok}")
     out = ROOT / "bench" / "out"
     out.mkdir(exist_ok=True)
     (out / "issue.json").write_text(json.dumps({"results": results, "ratio": ratio, "help_seconds": help_s,

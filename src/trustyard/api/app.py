@@ -3,6 +3,7 @@ is the factory uvicorn workers call (``serve`` passes the home and password by e
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import hmac
 import json
@@ -236,4 +237,9 @@ def app_from_env() -> Starlette:
     if config.encrypted_keys:
         password = read_password(os.environ.get(PASSWORD_FILE_ENV), insecure_no_password=False)
     authority = load_authority(Path(home), password, config=config)
-    return create_app(authority, config)
+    app = create_app(authority, config)
+    # Everything loaded so far lives as long as the worker: keep it out of the cyclic GC's
+    # scans, which otherwise show up as latency spikes under load.
+    gc.collect()
+    gc.freeze()
+    return app
