@@ -12,6 +12,9 @@ prints certs/s, p50/p99 latency, the trustyard/cfssl ratio and the wall time of
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
+import hmac
 import json
 import os
 import platform
@@ -20,6 +23,7 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -137,6 +141,14 @@ def main() -> int:
         with (work / "cfssl.jsonl").open("w") as fh:
             for csr, _ in csrs:
                 fh.write(json.dumps({"certificate_request": csr}) + "\n")
+        # cfssl with authentication: /authsign with an HMAC over each request (its "standard" auth)
+        auth_key = os.urandom(16)
+        with (work / "cfssl-auth.jsonl").open("w") as fh:
+            for csr, _ in csrs:
+                request = json.dumps({"certificate_request": csr}).encode()
+                mac = hmac.new(auth_key, request, hashlib.sha256).digest()
+                fh.write(json.dumps({"token": base64.b64encode(mac).decode(),
+                                     "request": base64.b64encode(request).decode()}) + "\n")
 
         # cfssl: the same intermediate (decrypted into the bench dir, 0600) and the same server cert
         inter_key = load_private_key_pem((home / "ca/intermediate.key").read_bytes(), PASSWORD.encode())
@@ -145,8 +157,20 @@ def main() -> int:
             path = work / name
             path.write_bytes(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
             path.chmod(0o600)
-        (work / "cfssl.json").write_text(json.dumps({"signing": {"default": {
-            "expiry": "24h", "usages": ["digital signature", "server auth", "client auth"]}}}))
+        usages = ["digital signature", "server auth", "client auth"]
+        (work / "cfssl.json").write_text(json.dumps({"signing": {"default": {"expiry": "24h", "usages": usages}}}))
+        (work / "cfssl-auth.json").write_text(json.dumps({
+            "signing": {"default": {"expiry": "24h", "usages": usages, "auth_key": "bench"}},
+            "auth_keys": {"bench": {"type": "standard", "key": auth_key.hex()}}}))
+        # cfssl's certificate database (its 1.2 schema): every signed certificate is inserted
+        with sqlite3.connect(work / "cfssl-certs.db") as db:
+            db.execute("CREATE TABLE certificates (serial_number BLOB NOT NULL, authority_key_identifier BLOB NOT NULL,"
+                       " ca_label BLOB, status BLOB NOT NULL, reason INT, expiry TIMESTAMP, revoked_at TIMESTAMP,"
+                       " pem BLOB NOT NULL, PRIMARY KEY(serial_number, authority_key_identifier))")
+            db.execute("CREATE TABLE ocsp_responses (serial_number BLOB NOT NULL, authority_key_identifier BLOB NOT NULL,"
+                       " body BLOB NOT NULL, expiry TIMESTAMP, PRIMARY KEY(serial_number, authority_key_identifier))")
+        (work / "cfssl-db.json").write_text(json.dumps({"driver": "sqlite3",
+                                                        "data_source": str(work / "cfssl-certs.db")}))
 
         results = {}
         verify = str(home / "ca/root.crt")
@@ -176,16 +200,24 @@ def main() -> int:
         audit_ok = store.verify_audit().ok
         store.close()
 
-        cport = free_port()
-        cf = subprocess.Popen(["cfssl", "serve", "-address", "127.0.0.1", "-port", str(cport),
-                               "-ca", str(home / "ca/intermediate.crt"), "-ca-key", str(work / "ca-key.pem"),
-                               "-config", str(work / "cfssl.json"), "-tls-cert", str(home / "server/tls.crt"),
-                               "-tls-key", str(work / "tls-key.pem"), "-loglevel", "5"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        processes.append(cf)
-        wait_ready(f"https://127.0.0.1:{cport}", context, "/api/v1/cfssl/info")
-        results["cfssl"] = wrk(f"https://127.0.0.1:{cport}/api/v1/cfssl/sign", work / "cfssl.jsonl", args.seconds,
-                               args.connections, args.threads)
+        for label, config_file, extra, path, bodies in (
+            ("cfssl", "cfssl-auth.json", ["-db-config", str(work / "cfssl-db.json")], "authsign", "cfssl-auth.jsonl"),
+            ("cfssl-bare", "cfssl.json", [], "sign", "cfssl.jsonl"),
+        ):
+            cport = free_port()
+            cf = subprocess.Popen(["cfssl", "serve", "-address", "127.0.0.1", "-port", str(cport),
+                                   "-ca", str(home / "ca/intermediate.crt"), "-ca-key", str(work / "ca-key.pem"),
+                                   "-config", str(work / config_file), "-tls-cert", str(home / "server/tls.crt"),
+                                   "-tls-key", str(work / "tls-key.pem"), "-loglevel", "5", *extra],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            processes.append(cf)
+            wait_ready(f"https://127.0.0.1:{cport}", context, "/api/v1/cfssl/info")
+            results[label] = wrk(f"https://127.0.0.1:{cport}/api/v1/cfssl/{path}", work / bodies, args.seconds,
+                                 args.connections, args.threads)
+            os.killpg(cf.pid, signal.SIGTERM)
+            cf.wait(30)
+        with sqlite3.connect(work / "cfssl-certs.db") as db:
+            cfssl_stored = db.execute("SELECT COUNT(*) FROM certificates").fetchone()[0]
         help_s = help_time()
     finally:
         for process in processes:
@@ -198,12 +230,18 @@ def main() -> int:
     print(f"load: wrk -t{args.threads} -c{args.connections} -d{args.seconds}s, 200 CSRs (80% P-256, 20% RSA-2048),"
           " P-256 intermediate")
     print()
-    print(f"{'server':<12} {'certs/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
-    for name in ("trustyard", "cfssl"):
+    print(f"{'server':<12} {'certs/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}  mode")
+    modes = {"trustyard": "bootstrap token per request, SQLite ledger + audit, fsync before answering",
+             "cfssl": "authsign (HMAC per request), SQLite certdb",
+             "cfssl-bare": "sign: no authentication, no database (reference)"}
+    for name in ("trustyard", "cfssl", "cfssl-bare"):
         r = results[name]
-        print(f"{name:<12} {r['certs_per_s']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {int(r['errors']):>7}")
+        print(f"{name:<12} {r['certs_per_s']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {int(r['errors']):>7}"
+              f"  {modes[name]}")
     print()
-    print(f"ratio trustyard/cfssl: {ratio:.2f}x   (goal >= 1.0x)")
+    print(f"ratio trustyard/cfssl, both with persistence and authentication on: {ratio:.2f}x   (goal >= 1.0x)")
+    print(f"ratio trustyard/cfssl-bare: {results['trustyard']['certs_per_s'] / results['cfssl-bare']['certs_per_s']:.2f}x")
+    print(f"cfssl certificates stored: {cfssl_stored}")
     print(f"trustyard p99: {results['trustyard']['p99_ms']:.1f} ms   (goal <= 25 ms)")
     print(f"trustyard --help: {help_s * 1000:.0f} ms   (goal <= 300 ms)")
     print(f"trustyard certificates stored: {stored} (>= {int(results['trustyard']['requests'] - results['trustyard']['errors'])}"
@@ -211,7 +249,8 @@ def main() -> int:
     out = ROOT / "bench" / "out"
     out.mkdir(exist_ok=True)
     (out / "issue.json").write_text(json.dumps({"results": results, "ratio": ratio, "help_seconds": help_s,
-                                                "stored": stored, "audit_ok": audit_ok}, indent=2))
+                                                "stored": stored, "audit_ok": audit_ok,
+                                                "cfssl_stored": cfssl_stored}, indent=2))
     return 0
 
 

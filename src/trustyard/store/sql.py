@@ -15,9 +15,10 @@ import json
 import os
 import threading
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from sqlalchemy import Engine, bindparam, create_engine, event, func, insert, select, text, update
 from sqlalchemy.engine import Connection
@@ -28,6 +29,23 @@ from ..errors import Conflict, NotFound, Unauthorized
 from . import audit as chain
 from .records import AuditEntry, AuditEvent, CertRecord, Intent
 from .schema import audit_head, audit_log, certificates, used_tokens
+
+
+_DEFERRED: ContextVar[list[Callable[[], None]] | None] = ContextVar("trustyard_deferred_flush", default=None)
+
+
+@contextmanager
+def deferred_flush() -> Iterator[list[Callable[[], None]]]:
+    """Within this block, a durable SQLite write leaves its WAL flush to the caller: it appends
+    the flush to the yielded list, and the caller must run every one of them before it tells
+    anyone about the write. The API uses this to wait for the disk off the event loop, so a
+    worker serves the next request meanwhile."""
+    pending: list[Callable[[], None]] = []
+    token = _DEFERRED.set(pending)
+    try:
+        yield pending
+    finally:
+        _DEFERRED.reset(token)
 
 
 class SerialCollision(Exception):
@@ -98,7 +116,11 @@ class SqlStore:
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         if durable:
-            self._flush_wal()
+            deferred = _DEFERRED.get()
+            if deferred is None:
+                self._flush_wal()
+            elif self._flush_wal not in deferred:
+                deferred.append(self._flush_wal)
 
     def _flush_wal(self) -> None:
         assert self._lock_path is not None
