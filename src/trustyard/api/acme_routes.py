@@ -20,6 +20,7 @@ from ..acme.validation import Checker, Resolver, ValidationAuthority
 from ..ca.authority import Authority
 from ..ca.config import Config
 from ..store.acme_store import AcmeStore
+from .durability import durably
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -100,9 +101,9 @@ class AcmeRoutes:
                 path=request.url.path, content_type=request.headers.get("content-type", "").split(";")[0].strip()
                 .lower(), body=b"".join(chunks), too_large=too_large, params=params,
                 accept=request.headers.get("accept", ""))
-            # On the event loop, like the REST issuance path (see api.app): the work is short
-            # database transactions and one signature.
-            return _render(self.service.post(acme_request))
+            # On the event loop, like the REST issuance path: short database transactions and one
+            # signature; only the WAL flush waits in a thread (api.durability).
+            return _render(await durably(self.service.post, acme_request))
         return handler
 
 

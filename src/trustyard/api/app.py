@@ -11,7 +11,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -23,12 +23,10 @@ from starlette.routing import Route
 from ..ca.authority import Authority, Issued
 from ..ca.config import Config
 from ..errors import BadRequest, Forbidden, TrustyardError, Unauthorized
-from ..store.sql import deferred_flush
 from . import metrics
 from .openapi import SPEC
+from .durability import durably
 from .problems import http_error, trustyard_error, unexpected_error
-
-T = TypeVar("T")
 
 log = logging.getLogger("trustyard.api")
 
@@ -75,21 +73,6 @@ class Api:
                 raise BadRequest(f"field {key!r} must be a string", code="badField")
         return body
 
-    async def durably(self, operation: Callable[..., T], *args: Any) -> T:
-        """Run an authority operation on the event loop, then wait for its writes to reach the disk
-        in a thread, before anything is answered.
-
-        On the loop on purpose: from a thread pool, a thread holding the SQLite write lock waits
-        for the GIL behind CPU-bound signing threads and every writer queues behind it. Only the
-        fsync leaves the loop, so the worker serves the next request while the disk works.
-        """
-        with deferred_flush() as flushes:
-            try:
-                return operation(*args)
-            finally:
-                for flush in flushes:
-                    await run_in_threadpool(flush)
-
     def is_admin(self, request: Request) -> bool:
         auth = request.headers.get("authorization", "")
         if not auth.lower().startswith("bearer ") or not self.admin_token_sha256:
@@ -113,12 +96,12 @@ class Api:
 
     async def sign(self, request: Request) -> Response:
         body = await self.json_body(request, {"csr", "token"}, {"ttl"})
-        issued = await self.durably(self.authority.sign, body["csr"], body["token"], body.get("ttl"), _actor(request))
+        issued = await durably(self.authority.sign, body["csr"], body["token"], body.get("ttl"), _actor(request))
         return _issued_response(issued)
 
     async def renew(self, request: Request) -> Response:
         body = await self.json_body(request, {"csr", "proof"}, set())
-        issued = await self.durably(self.authority.renew, body["csr"], body["proof"], _actor(request))
+        issued = await durably(self.authority.renew, body["csr"], body["proof"], _actor(request))
         return _issued_response(issued)
 
     async def revoke(self, request: Request) -> Response:
@@ -127,7 +110,7 @@ class Api:
         if request.headers.get("authorization"):
             self.require_admin(request)
             admin = True
-        record = await self.durably(lambda: self.authority.revoke(
+        record = await durably(lambda: self.authority.revoke(
             body["serial"], body.get("reason", "unspecified"), admin=admin, proof_token=body.get("proof"),
             actor="admin" if admin else _actor(request)))
         return JSONResponse(record.to_json())

@@ -1,0 +1,27 @@
+"""Answer only after the disk has the writes, without blocking the event loop on fsync."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, TypeVar
+
+from starlette.concurrency import run_in_threadpool
+
+from ..store.sql import deferred_flush
+
+T = TypeVar("T")
+
+
+async def durably(operation: Callable[..., T], *args: Any) -> T:
+    """Run a store-writing operation on the event loop, then wait for its writes to reach the
+    disk in a thread, before the caller answers anyone.
+
+    On the loop on purpose: from a thread pool, a thread holding the SQLite write lock waits
+    for the GIL behind CPU-bound signing threads and every writer queues behind it. Only the
+    fsync leaves the loop, so the worker serves the next request while the disk works.
+    """
+    with deferred_flush() as flushes:
+        try:
+            return operation(*args)
+        finally:
+            for flush in flushes:
+                await run_in_threadpool(flush)
