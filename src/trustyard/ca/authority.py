@@ -24,7 +24,7 @@ from ..x509.csr import CSRError, CSRRequest, parse_csr
 from ..x509.keys import PrivateKey, PublicKey
 from ..x509.names import Name, name_text, parse_name
 from ..x509.profiles import LeafSpec, leaf_builder, new_serial
-from ..x509.summary import fingerprint_sha256, serial_hex
+from ..x509.summary import fingerprint_sha256, pem_bundle, serial_hex
 from . import proofs, tokens
 from .signer import Signer
 
@@ -43,18 +43,12 @@ class Issued:
     certificate: x509.Certificate
     chain: tuple[x509.Certificate, ...]
     roots: tuple[x509.Certificate, ...]
+    chain_pem: str
+    roots_pem: str
 
     @property
     def certificate_pem(self) -> str:
         return self.certificate.public_bytes(Encoding.PEM).decode()
-
-    @property
-    def chain_pem(self) -> str:
-        return "".join(c.public_bytes(Encoding.PEM).decode() for c in self.chain)
-
-    @property
-    def roots_pem(self) -> str:
-        return "".join(c.public_bytes(Encoding.PEM).decode() for c in self.roots)
 
 
 Listener = Callable[[str, str], None]  # (event, provisioner) for metrics
@@ -67,6 +61,8 @@ class Authority:
         self.signer = signer
         self.chain = tuple(chain)
         self.roots = tuple(roots)
+        self.chain_pem = pem_bundle(self.chain)
+        self.roots_pem = pem_bundle(self.roots)
         self.store = store
         self.provisioners = dict(provisioners)
         self.clock = clock
@@ -245,7 +241,8 @@ class Authority:
         record = CertRecord(serial=intent.serial, provisioner=prov.name, subject=subject, sans=sans, status="issued",
                             not_before=decision.not_before, not_after=decision.not_after, requested_at=now,
                             der=der, fingerprint_sha256=fingerprint, renewed_from=renewed_from, revoked_at=None, revocation_reason=None)
-        return Issued(record=record, certificate=cert, chain=self.chain, roots=self.roots)
+        return Issued(record=record, certificate=cert, chain=self.chain, roots=self.roots, chain_pem=self.chain_pem,
+                      roots_pem=self.roots_pem)
 
     def _provisioner(self, name: str) -> Provisioner:
         prov = self.provisioners.get(name)
