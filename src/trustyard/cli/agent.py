@@ -85,7 +85,7 @@ def agent(config_file: str | None, name: str | None, sans: tuple[str, ...], toke
 
     The agent bootstraps with a one-time token (--token-file, else $TRUSTYARD_TOKEN), then
     renews with the current certificate at --renew-at of its lifetime, +- --jitter. Files are
-    replaced atomically (tls.key, then tls.crt, then ca.crt); the reload action runs only after
+    replaced together (a new ..data generation swapped in by one rename); the reload action runs only after
     a successful write, and with --verify-endpoint the renewal counts only once the live
     service presents the new serial (one more reload after --verify-grace, then an error).
     ca.crt is rewritten as soon as the CA's trust bundle changes.

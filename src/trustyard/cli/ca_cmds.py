@@ -95,8 +95,9 @@ def init(home: str | None, password_file: str | None, insecure_no_password: bool
               default="info", show_default=True)
 def serve(home: str | None, password_file: str | None, init_missing: bool, insecure_no_password: bool,
           listen: str | None, workers: int | None, log_level: str) -> None:
-    """Run the CA's HTTPS API (REST: /v1/roots, /v1/sign, /v1/renew, /v1/revoke, /v1/certificates,
-    /healthz, /metrics, /openapi.json). Stops cleanly on SIGTERM/SIGINT."""
+    """Run the CA's HTTPS API: REST (/v1/roots, /v1/sign, /v1/renew, /v1/revoke, /v1/certificates,
+    /healthz, /metrics, /openapi.json) and ACME (RFC 8555) at /acme/PROVISIONER/directory for
+    certbot, lego, cert-manager and friends. Stops cleanly on SIGTERM/SIGINT."""
     import tempfile
 
     import uvicorn
