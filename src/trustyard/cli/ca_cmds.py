@@ -98,6 +98,7 @@ def serve(home: str | None, password_file: str | None, init_missing: bool, insec
     """Run the CA's HTTPS API: REST (/v1/roots, /v1/sign, /v1/renew, /v1/revoke, /v1/certificates,
     /healthz, /metrics, /openapi.json) and ACME (RFC 8555) at /acme/PROVISIONER/directory for
     certbot, lego, cert-manager and friends. Stops cleanly on SIGTERM/SIGINT."""
+    import shutil
     import tempfile
 
     import uvicorn
@@ -127,6 +128,7 @@ def serve(home: str | None, password_file: str | None, init_missing: bool, insec
         os.environ["TRUSTYARD_PASSWORD_FILE"] = str(Path(password_file).resolve())
     elif password is not None:
         os.environ["TRUSTYARD_PASSWORD"] = password.decode()
+    metrics_dir = None
     if count > 1:
         metrics_dir = tempfile.mkdtemp(prefix="trustyard-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
@@ -137,12 +139,16 @@ def serve(home: str | None, password_file: str | None, init_missing: bool, insec
                f"    TOKEN=$(trustyard token --home {path} orders.internal)\n"
                f"    trustyard issue orders.internal --token \"$TOKEN\" --ca-url {url} "
                f"--root {config.path(config.root_cert)} --out ./orders", err=True)
-    uvicorn.run(
-        "trustyard.api.app:app_from_env", factory=True, host=host, port=port, workers=count,
-        ssl_certfile=str(config.path(config.tls_cert)), ssl_keyfile=str(config.path(config.tls_key)),
-        ssl_keyfile_password=password.decode() if password else None, log_level=log_level,
-        access_log=log_level == "debug", timeout_graceful_shutdown=10,
-    )
+    try:
+        uvicorn.run(
+            "trustyard.api.app:app_from_env", factory=True, host=host, port=port, workers=count,
+            ssl_certfile=str(config.path(config.tls_cert)), ssl_keyfile=str(config.path(config.tls_key)),
+            ssl_keyfile_password=password.decode() if password else None, log_level=log_level,
+            access_log=log_level == "debug", timeout_graceful_shutdown=10,
+        )
+    finally:
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 @click.command()
