@@ -248,6 +248,10 @@ def test_local_issuance_through_the_same_authority(tmp_path: Path, capsys: pytes
         # a name outside the policy is refused locally exactly as remotely
         assert main(["issue", "x.example.com", "--home", str(home), "--out", str(tmp_path / "p")]) == 1
         assert "not allowed" in capsys.readouterr().err and not (tmp_path / "p").exists()
+        # the provisioner is chosen with --provisioner; one without a token key cannot mint
+        assert main(["issue", "y.internal", "--home", str(home), "--provisioner", "acme", "--out",
+                     str(tmp_path / "q")]) == 1
+        assert "no signing key" in capsys.readouterr().err and not (tmp_path / "q").exists()
     finally:
         del os.environ["TRUSTYARD_PASSWORD"]
 

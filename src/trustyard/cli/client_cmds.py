@@ -80,14 +80,16 @@ def roots(ca_url: str | None, fingerprint: str, out: str | None, as_json: bool) 
 @root_option
 @home_option
 @password_file_option
+@click.option("--provisioner", default="default", show_default=True,
+              help="With --home: the provisioner whose policy and key issue the certificate.")
 @click.option("--key-type", type=click.Choice([k.value for k in KeyType]), default=KeyType.EC_P256.value,
               show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), default=".", show_default=True,
               help="Directory for tls.crt, tls.key (0600) and ca.crt.")
 @json_option
 def issue(name: str, sans: tuple[str, ...], ttl: str | None, token: str | None, token_file: str | None,
-          ca_url: str | None, root: str | None, home: str | None, password_file: str | None, key_type: str,
-          out: str, as_json: bool) -> None:
+          ca_url: str | None, root: str | None, home: str | None, password_file: str | None, provisioner: str,
+          key_type: str, out: str, as_json: bool) -> None:
     """Get a certificate for NAME. The key is generated here and never sent.
 
     Remote: --token T --ca-url URL --root FILE. Local (on the CA host): --home H, which mints and
@@ -100,7 +102,7 @@ def issue(name: str, sans: tuple[str, ...], ttl: str | None, token: str | None, 
     ca = connect(home, ca_url, root, password_file, minting=not ca_url)
     try:
         if isinstance(ca, LocalCA) and not token:
-            token = ca.mint(name, names, ttl)
+            token = ca.mint(name, names, ttl, provisioner)
         if not token:
             raise click.UsageError("give --token (or --token-file, or $TRUSTYARD_TOKEN)")
         issued = ca.sign(csr, token, ttl)

@@ -30,8 +30,8 @@ class LocalCA:
         self.authority = authority
         self.actor = actor
 
-    def mint(self, name: str, sans: list[str], cert_ttl: str | None) -> str:
-        return self.authority.mint_token("default", name, sans, "5m", cert_ttl, actor=self.actor)
+    def mint(self, name: str, sans: list[str], cert_ttl: str | None, provisioner: str = "default") -> str:
+        return self.authority.mint_token(provisioner, name, sans, "5m", cert_ttl, actor=self.actor)
 
     def sign(self, csr_pem: bytes | str, token: str, ttl: str | None = None) -> IssuedFiles:
         return _files(self.authority.sign(csr_pem, token, ttl, actor=self.actor))
