@@ -43,6 +43,7 @@ from trustyard.agent.config import cert_spec  # noqa: E402
 from trustyard.agent.runner import ManagedCert  # noqa: E402
 from trustyard.agent.seams import Current, FakeClock  # noqa: E402
 from trustyard.ca.home import InitOptions, init_home, load_authority  # noqa: E402
+from trustyard.cli.connect import issued_files  # noqa: E402
 from trustyard.client import CAUnavailable, IssuedFiles  # noqa: E402
 from trustyard.units import parse_duration  # noqa: E402
 from trustyard.x509.keys import PrivateKey  # noqa: E402
@@ -61,19 +62,13 @@ class InProcessCA:
             self.refused_during_outage += 1
             raise CAUnavailable("simulated outage")
 
-    @staticmethod
-    def _files(issued) -> IssuedFiles:  # type: ignore[no-untyped-def]
-        return IssuedFiles(serial=issued.record.serial, not_before=issued.record.not_before.isoformat(),
-                           not_after=issued.record.not_after.isoformat(), certificate_pem=issued.certificate_pem,
-                           chain_pem=issued.chain_pem, roots_pem=issued.roots_pem)
-
     def sign(self, csr_pem: bytes, token: str, ttl: str | None) -> IssuedFiles:
         self._up()
-        return self._files(self.authority.sign(csr_pem, token, ttl))
+        return issued_files(self.authority.sign(csr_pem, token, ttl))
 
     def renew(self, csr_pem: bytes, proof: str) -> IssuedFiles:
         self._up()
-        issued = self._files(self.authority.renew(csr_pem, proof))
+        issued = issued_files(self.authority.renew(csr_pem, proof))
         self.renewed_at.append(self.clock.now().timestamp())
         return issued
 

@@ -15,6 +15,7 @@ from typing import Any, Mapping
 import jwt
 
 from ..errors import Unauthorized
+from ..units import format_duration
 from ..x509.keys import PrivateKey, PublicKey, jws_algorithm
 
 AUDIENCE = "trustyard:sign"
@@ -36,7 +37,7 @@ class TokenClaims:
 def mint(key: PrivateKey, provisioner: str, subject: str, sans: list[str], ttl: timedelta,
          cert_ttl: str | None = None, now: datetime | None = None) -> tuple[str, TokenClaims]:
     if ttl <= timedelta(0) or ttl > MAX_TOKEN_LIFETIME:
-        raise ValueError(f"token lifetime must be in (0, {MAX_TOKEN_LIFETIME}]")
+        raise ValueError(f"a token may live at most {format_duration(MAX_TOKEN_LIFETIME)}, not {format_duration(ttl)}")
     now = now or datetime.now(timezone.utc)
     claims: dict[str, Any] = {
         "iss": provisioner, "aud": AUDIENCE, "sub": subject, "sans": list(sans),

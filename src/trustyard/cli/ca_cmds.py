@@ -8,20 +8,9 @@ from pathlib import Path
 import click
 
 from ..ca.config import DEFAULT_ALLOW, load_config, resolve_home
-from ..errors import ConfigError
 from ..x509.keys import KeyType
-from .output import EXIT_FAILED, emit, home_option, json_option
-
-password_file_option = click.option(
-    "--password-file", type=click.Path(dir_okay=False), default=None,
-    help="File holding the CA key password (else $TRUSTYARD_PASSWORD).")
-
-
-def _password_for(config_encrypted: bool, password_file: str | None) -> bytes | None:
-    from ..ca.home import read_password
-
-    return read_password(password_file, insecure_no_password=not config_encrypted)
-
+from .connect import local_ca, password_for
+from .output import EXIT_FAILED, emit, home_option, json_option, password_file_option
 
 @click.command()
 @home_option
@@ -112,7 +101,7 @@ def serve(home: str | None, password_file: str | None, init_missing: bool, insec
         click.echo(f"Created a CA in {path} (root SHA256 {result.root_fingerprint}; "
                    f"allowed names: {', '.join(result.allow)})", err=True)
     config = load_config(path)
-    password = _password_for(config.encrypted_keys, password_file)
+    password = password_for(config, password_file)
     authority = load_authority(path, password, config=config)  # fail fast, and migrate once, here
     authority.store.close()
     if listen:
@@ -167,28 +156,12 @@ def token(name: str, sans: tuple[str, ...], ttl: str, cert_ttl: str | None, prov
 
     The names are checked against the provisioner's policy now, and again when redeemed.
     """
-    from ..ca.home import load_authority
-
-    path = resolve_home(home)
-    config = load_config(path)
-    authority = load_authority(path, _password_for(config.encrypted_keys, password_file), minting=True,
-                               config=config)
+    ca = local_ca(home, password_file, minting=True)
     try:
-        value = authority.mint_token(provisioner, name, list(sans), ttl, cert_ttl, actor=f"cli:{_user()}")
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+        value = ca.authority.mint_token(provisioner, name, list(sans), ttl, cert_ttl, actor=ca.actor)
     finally:
-        authority.store.close()
+        ca.close()
     emit(as_json, {"token": value, "name": name, "sans": list(sans) or [name], "ttl": ttl}, value)
-
-
-def _user() -> str:
-    try:
-        import getpass
-
-        return getpass.getuser()
-    except Exception:
-        return str(os.getuid())
 
 
 @click.group(invoke_without_command=True)

@@ -14,14 +14,12 @@ from ..errors import ConfigError, Forbidden
 from ..x509.keys import KeyType, generate_private_key, key_type_of
 from ..x509.summary import fingerprint_sha256, serial_hex
 from .connect import LocalCA, admin_token_from, connect
-from .output import emit, home_option, json_option
+from .output import emit, home_option, json_option, password_file_option
 
 ca_url_option = click.option("--ca-url", envvar="TRUSTYARD_CA_URL", show_envvar=True, default=None,
                              help="URL of the CA, e.g. https://ca.internal:8443.")
 root_option = click.option("--root", type=click.Path(dir_okay=False), envvar="TRUSTYARD_ROOT", show_envvar=True,
                            default=None, help="Trust bundle to verify the CA server with.")
-password_file_option = click.option("--password-file", type=click.Path(dir_okay=False), default=None,
-                                    help="With --home: the CA key password file (else $TRUSTYARD_PASSWORD).")
 
 
 def _issued_doc(issued: IssuedFiles, paths: dict[str, str]) -> dict[str, object]:

@@ -3,13 +3,14 @@ or over HTTPS (``trustyard.client.CAClient``). Commands don't care which."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Protocol
 
 import click
 
 from ..ca.authority import Authority, Issued
-from ..ca.config import load_config, resolve_home
+from ..ca.config import Config, load_config, resolve_home
 from ..client import CAClient, IssuedFiles
 from ..errors import ConfigError
 
@@ -34,10 +35,10 @@ class LocalCA:
         return self.authority.mint_token(provisioner, name, sans, "5m", cert_ttl, actor=self.actor)
 
     def sign(self, csr_pem: bytes | str, token: str, ttl: str | None = None) -> IssuedFiles:
-        return _files(self.authority.sign(csr_pem, token, ttl, actor=self.actor))
+        return issued_files(self.authority.sign(csr_pem, token, ttl, actor=self.actor))
 
     def renew(self, csr_pem: bytes | str, proof: str) -> IssuedFiles:
-        return _files(self.authority.renew(csr_pem, proof, actor=self.actor))
+        return issued_files(self.authority.renew(csr_pem, proof, actor=self.actor))
 
     def revoke(self, serial: str, reason: str = "unspecified", proof: str | None = None,
                admin_token: str | None = None) -> dict[str, Any]:
@@ -50,20 +51,37 @@ class LocalCA:
         self.authority.store.close()
 
 
-def _files(issued: Issued) -> IssuedFiles:
+def issued_files(issued: Issued) -> IssuedFiles:
+    """What the authority issued, in the shape the HTTPS client returns and writes to disk."""
     return IssuedFiles(serial=issued.record.serial, not_before=issued.record.not_before.isoformat(),
                        not_after=issued.record.not_after.isoformat(), certificate_pem=issued.certificate_pem,
                        chain_pem=issued.chain_pem, roots_pem=issued.roots_pem)
 
 
+def cli_user() -> str:
+    """Who runs this command, for the audit log."""
+    try:
+        import getpass
+
+        return getpass.getuser()
+    except Exception:
+        return str(os.getuid())
+
+
+def password_for(config: Config, password_file: str | None) -> bytes | None:
+    """The key password an existing CA needs (none when its keys are stored unencrypted)."""
+    from ..ca.home import read_password
+
+    return read_password(password_file, insecure_no_password=not config.encrypted_keys)
+
+
 def local_ca(home: str | None, password_file: str | None, minting: bool = False) -> LocalCA:
-    from ..ca.home import load_authority, read_password
-    from .ca_cmds import _user
+    from ..ca.home import load_authority
 
     path = resolve_home(home)
     config = load_config(path)
-    password = read_password(password_file, insecure_no_password=not config.encrypted_keys)
-    return LocalCA(load_authority(path, password, minting=minting, config=config), actor=f"cli:{_user()}")
+    authority = load_authority(path, password_for(config, password_file), minting=minting, config=config)
+    return LocalCA(authority, actor=f"cli:{cli_user()}")
 
 
 def remote_ca(ca_url: str | None, root: str | None) -> CAClient:

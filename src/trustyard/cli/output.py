@@ -51,15 +51,6 @@ home_option = click.option(
     help="CA home directory [default: ~/.trustyard].",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
-password_options = [
-    click.option("--password-file", type=click.Path(dir_okay=False), default=None,
-                 help="File holding the CA key password (or set TRUSTYARD_PASSWORD)."),
-]
-
-
-def with_options(options: list[Callable[[Any], Any]]) -> Callable[[Any], Any]:
-    def decorate(fn: Any) -> Any:
-        for option in reversed(options):
-            fn = option(fn)
-        return fn
-    return decorate
+password_file_option = click.option(
+    "--password-file", type=click.Path(dir_okay=False), default=None,
+    help="File holding the CA key password (else $TRUSTYARD_PASSWORD).")

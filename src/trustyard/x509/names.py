@@ -70,11 +70,6 @@ def name_text(name: x509.GeneralName) -> str:
     return f"{type(name).__name__}:{getattr(name, 'value', '')}"
 
 
-def name_kind(name: x509.GeneralName) -> str:
-    return {x509.DNSName: "dns", x509.IPAddress: "ip", x509.UniformResourceIdentifier: "uri"}.get(
-        type(name), type(name).__name__
-    )
-
 
 def sans_of(cert: x509.Certificate) -> list[x509.GeneralName]:
     try:
