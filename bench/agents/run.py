@@ -1,6 +1,6 @@
 """bench/agents: a fleet of renewal agents through a CA outage, on a fake clock.
 
-    python3 bench/agents/run.py [--agents 1000] [--hours 5] [--outage-at 150m] [--outage 15m]
+    python3 bench/agents/run.py [--agents 1000] [--hours 5] [--outage-at 150m] [--outage 15m] [--seeds 1-5]
 
 N ``ManagedCert``s (the agent's real state machine, schedule, backoff and renewal proofs)
 run in one process against the CA code in-process (``load_authority`` on a temp home:
@@ -12,6 +12,8 @@ Reports
   replacement was installed (goal 0);
 - peak renewals per second vs the mean, in 60-second windows, over the steady state
   (after every agent has started; the outage and the recovery included) (goal <= 3x);
+The fleet runs once per seed (default five); the goals are judged on the worst seed, since
+one lucky random draw proves nothing about a schedule.
 - the resident memory of one real ``trustyard agent`` process managing one certificate
   against a real ``trustyard serve`` (goal <= 60 MB).
 
@@ -239,23 +241,32 @@ def main() -> None:
     parser.add_argument("--hours", type=float, default=5.0)
     parser.add_argument("--outage-at", default="150m")
     parser.add_argument("--outage", default="15m")
-    parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--seeds", default="1-5", help="seeds to run, e.g. 1-5 or 3,7 (default 1-5)")
     args = parser.parse_args()
+    first, _, last = args.seeds.partition("-")
+    seeds = list(range(int(first), int(last) + 1)) if last else [int(x) for x in args.seeds.split(",")]
     logging.getLogger("trustyard").setLevel(logging.CRITICAL)  # 1,000 agents' logs are not the point
-    fleet = simulate(args.agents, args.hours, parse_duration(args.outage_at), parse_duration(args.outage), args.seed)
+    runs = []
+    for seed in seeds:
+        run = simulate(args.agents, args.hours, parse_duration(args.outage_at), parse_duration(args.outage), seed)
+        runs.append({"seed": seed, **run})
+        print(f"seed {seed}: peak/mean {run['peak_to_mean_60s']}, expired in service {run['expired_in_service']}, "
+              f"tightest margin {run['worst_margin_seconds']:.0f} s, {run['renewals']} renewals", flush=True)
+    fleet = max(runs, key=lambda r: (r["expired_in_service"], r["peak_to_mean_60s"]))  # the worst seed
     rss = agent_rss()
     machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                "python": platform.python_version(), "system": platform.platform()}
-    result = {"fleet": fleet, "agent_process": rss, "machine": machine,
+    result = {"fleet": fleet, "runs": runs, "agent_process": rss, "machine": machine,
               "goals": {"expired_in_service": fleet["expired_in_service"] == 0,
                         "peak_to_mean_le_3": fleet["peak_to_mean_60s"] <= 3,  # type: ignore[operator]
                         "rss_le_60mb": rss["rss_mb"] <= 60}}  # type: ignore[operator]
     rows = [
         ("agents (1 h certificates, 66% +-10%)", fleet["agents"], ""),
         ("CA outage", f"{args.outage} at {args.outage_at}", ""),
+        ("seeds (figures below: the worst)", f"{args.seeds} (worst: {fleet['seed']})", ""),
         ("renewals / bootstraps", f"{fleet['renewals']} / {fleet['bootstraps']}", ""),
-        ("certificates expired in service", fleet["expired_in_service"], "goal 0"),
-        ("tightest margin before notAfter (s)", fleet["worst_margin_seconds"], ""),
+        ("certificates expired in service (all seeds)", sum(r["expired_in_service"] for r in runs), "goal 0"),
+        ("tightest margin before notAfter (s)", round(min(r["worst_margin_seconds"] for r in runs)), ""),
         ("mean renewals/s (steady state)", fleet["mean_renewals_per_second"], ""),
         ("peak renewals/s (60 s window)", fleet["peak_renewals_per_second_60s"], ""),
         ("peak / mean", fleet["peak_to_mean_60s"], "goal <= 3"),
@@ -264,7 +275,7 @@ def main() -> None:
         ("simulation wall time (s)", fleet["wall_seconds"], ""),
     ]
     for label, value, goal in rows:
-        print(f"{label:<40} {value!s:>22}  {goal}")
+        print(f"{label:<46} {value!s:>18}  {goal}")
     out = ROOT / "bench" / "out" / "agents.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=str) + "\n")

@@ -158,7 +158,7 @@ def test_ca_outage_keeps_files_backs_off_and_recovers_without_restart(tmp_path: 
         retries = [line for line in log.splitlines() if "retry in" in line]
         assert len(retries) >= 2
         server = serve(ca.home, ca.port)  # the CA comes back on the same port
-        wait_for(lambda: serial_of(out) not in (None, first), timeout=30, what="renewal after the outage")
+        wait_for(lambda: serial_of(out) not in (None, first), timeout=45, what="renewal after the outage")
         wait_for(lambda: metric(mport, "trustyard_agent_consecutive_failures", "db.internal") == 0,
                  what="the failure count to reset")
         assert "renewal works again after" in agent.text()

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from trustyard.agent.schedule import Backoff, Level, Schedule, assess
+from trustyard.agent.schedule import RECOVERY_MARGIN, Backoff, Level, Schedule, assess, recovery_point
 from trustyard.units import Threshold
 
 T0 = datetime(2030, 1, 1, tzinfo=timezone.utc)
@@ -55,9 +55,51 @@ class TestRenewalPoint:
         assert plan.warning is not None and "cannot survive a 4h 0m CA outage" in plan.warning
         assert plan.nominal == T0 + HOUR * 0.10
 
+    def test_a_late_renewal_moves_the_next_window_earlier_by_the_lateness(self) -> None:
+        on_time = Schedule().plan(T0, T0 + HOUR)
+        late = Schedule().plan(T0, T0 + HOUR, late_by=timedelta(minutes=12))
+        assert late.nominal == on_time.nominal - timedelta(minutes=12)
+        assert (late.earliest, late.latest) == (on_time.earliest - timedelta(minutes=12),
+                                                on_time.latest - timedelta(minutes=12))
+        # but never before 10% of the lifetime
+        very_late = Schedule().plan(T0, T0 + HOUR, late_by=timedelta(minutes=50))
+        assert very_late.earliest == very_late.nominal == very_late.latest == T0 + HOUR * 0.10
+
     def test_bad_jitter_is_refused(self) -> None:
         with pytest.raises(ValueError):
             Schedule(jitter=1.5)
+
+
+class TestRecoveryPoint:
+    def test_proportional_to_the_time_left_short_of_the_margin(self) -> None:
+        rng = random.Random(3)
+        now, not_after = T0 + HOUR * 0.8, T0 + HOUR
+        room = (not_after - now) - HOUR * RECOVERY_MARGIN
+        points = [recovery_point(now, T0, not_after, rng) for _ in range(500)]
+        assert all(now + room * 0.9 <= p <= now + room for p in points)
+        assert len(set(points)) == 500
+
+    def test_at_once_when_less_than_the_margin_is_left(self) -> None:
+        now = T0 + HOUR * (1 - RECOVERY_MARGIN / 2)
+        assert recovery_point(now, T0, T0 + HOUR, random.Random(1)) == now
+
+    def test_a_fleet_backlog_reaches_the_ca_at_about_the_rate_it_piled_up(self) -> None:
+        """600 agents missed their renewal points (66% of a 1 h lifetime) during a 15-minute outage.
+        After it, their renewals spread with no 1-minute bucket above 1.5x the rate at which
+        they piled up, and each keeps the margin before its notAfter."""
+        rng, recovered = random.Random(11), T0 + timedelta(minutes=200)
+        outage = timedelta(minutes=15)
+        buckets: dict[int, int] = {}
+        for _ in range(600):
+            missed = recovered - outage * rng.random()
+            issued = missed - HOUR * 0.66
+            point = recovery_point(recovered, issued, issued + HOUR, rng)
+            assert issued + HOUR - point >= HOUR * RECOVERY_MARGIN
+            minute = int((point - recovered).total_seconds() // 60)
+            buckets[minute] = buckets.get(minute, 0) + 1
+        piled_up_per_minute = 600 / 15
+        assert max(buckets.values()) <= 1.5 * piled_up_per_minute
+        assert max(buckets) - min(buckets) >= 14  # spread over about as long as the outage
 
 
 class TestBackoff:

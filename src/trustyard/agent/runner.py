@@ -32,7 +32,7 @@ from ..x509.names import name_text, sans_of
 from ..x509.summary import serial_hex
 from . import actions
 from .config import AgentConfig, CertSpec
-from .schedule import Backoff, Level, Status, assess
+from .schedule import Backoff, Level, Status, assess, recovery_point
 from .seams import CABackend, Clock, Current, Output
 
 log = logging.getLogger("trustyard.agent")
@@ -40,8 +40,6 @@ log = logging.getLogger("trustyard.agent")
 # Exit statuses of --once (also documented in the CLI help).
 EXIT_OK, EXIT_FAILED, EXIT_REBOOTSTRAP = 0, 1, 3
 PROBE_INTERVAL_SECONDS = 0.25
-# After an outage, renew within this share of the time left (see ManagedCert._probe_recovery).
-RECOVERY_SPREAD = 0.75
 # Problem codes after which only a new bootstrap token helps.
 _DEAD_CODES = {"expired", "revoked", "unknownCertificate"}
 _TOKEN_CODES = {"tokenExpired", "tokenReused", "tokenUsed", "badToken", "replayed"}
@@ -65,8 +63,7 @@ class ManagedCert:
                  rng: random.Random | None = None, backoff: Backoff = DEFAULT_BACKOFF,
                  environ: dict[str, str] | None = None,
                  reload: Callable[..., str] = actions.run_reload,
-                 probe: Callable[..., actions.Probe] = actions.served_serial,
-                 recovery_spread: float = RECOVERY_SPREAD) -> None:
+                 probe: Callable[..., actions.Probe] = actions.served_serial) -> None:
         self.spec, self.backend, self.output, self.clock = spec, backend, output, clock
         self.rng = rng or random.Random()
         self.backoff = backoff
@@ -85,8 +82,8 @@ class ManagedCert:
         self.used_token: str | None = None
         self.counters = Counters()
         self._warned_budget = False
-        self.recovery_spread = recovery_spread
-        self._recovering = False
+        self._recovering = False   # the CA answers again; the renewal waits for next_at
+        self._late_by = timedelta(0)  # how late the renewal in flight is, for the next plan
 
     # -- state -------------------------------------------------------------------------
 
@@ -104,6 +101,9 @@ class ManagedCert:
             return Status(Level.ERROR, self.last_error or "needs a new bootstrap token")
         status = assess(now, self.current.issued_at if self.current else None, self.not_after,
                         self.failing_since, self.spec.error_before)
+        if self._recovering and status.level is not Level.OK and self.not_after and self.not_after > now:
+            return Status(Level.OK, f"expires in {humanize(self.not_after - now)}; the CA answers again after "
+                          f"an outage, renewing at {self.next_at.isoformat(timespec='seconds')}")
         if self.verify_ok is False and status.level is Level.OK:
             return Status(Level.WARNING, f"{status.message}; the endpoint does not serve the new certificate yet")
         return status
@@ -150,7 +150,7 @@ class ManagedCert:
                 self._activate(now, self.pending_serial)
             elif self.current is None or self.current.chain[0].not_valid_after_utc <= now or self.needs_bootstrap:
                 self._bootstrap(now)
-            elif self.failures and not self._recovering and self.recovery_spread > 0:
+            elif self.failures and not self._recovering:
                 self._probe_recovery(now)
             else:
                 self._recovering = False
@@ -171,17 +171,18 @@ class ManagedCert:
 
     def _probe_recovery(self, now: datetime) -> None:
         """After failures, a cheap request first. When the CA answers again, the renewal goes to
-        a random point in the next ``recovery_spread`` of the time left instead of right now:
-        the whole fleet failed during the outage and would otherwise renew in one burst."""
+        ``schedule.recovery_point`` instead of right now: the whole fleet failed during the
+        outage and would otherwise renew in one burst."""
         self.backend.roots(None)  # raises CAUnavailable while the CA is still down
-        assert self.not_after is not None
+        assert self.current is not None and self.not_after is not None
         self._recovering = True
-        delay = (self.not_after - now) * self.rng.uniform(0, self.recovery_spread)
-        self.next_at = now + delay
+        self.next_at = recovery_point(now, self.current.issued_at, self.not_after, self.rng)
+        delay = self.next_at - now
         log.info("%s: the CA answers again; renewing in %s (spreading the backlog of the outage)",
                  self.spec.name, humanize(delay))
 
     def _bootstrap(self, now: datetime) -> None:
+        self._late_by = timedelta(0)  # a new certificate starts a new rhythm
         token = self._token()
         if token is None or token == self.used_token:
             why = self._rebootstrap_text(now) if self.current else (
@@ -208,6 +209,7 @@ class ManagedCert:
 
     def _renew(self, now: datetime) -> None:
         assert self.current is not None
+        self._late_by = now - self.renew_point if self.failures and self.renew_point else timedelta(0)
         key = generate_private_key(key_type_of(self.current.key) or KeyType.EC_P256)
         csr = make_csr(key, [])
         csr_der = x509.load_pem_x509_csr(csr).public_bytes(Encoding.DER)
@@ -290,12 +292,16 @@ class ManagedCert:
 
     def _schedule_renewal(self, now: datetime) -> None:
         assert self.current is not None
-        plan = self.spec.schedule.plan(self.current.issued_at, self.current.chain[0].not_valid_after_utc)
+        late_by, self._late_by = self._late_by, timedelta(0)
+        plan = self.spec.schedule.plan(self.current.issued_at, self.current.chain[0].not_valid_after_utc, late_by)
         if plan.warning and not self._warned_budget:
             log.warning("%s: %s", self.spec.name, plan.warning, extra={"event": "outage_budget"})
             self._warned_budget = True
         self.renew_point = plan.pick(self.rng)
         self.next_at = max(self.renew_point, now)
+        if late_by > timedelta(0):
+            log.info("%s: the renewal came %s late; the next one moves that much earlier (to %s) to return "
+                     "to its rhythm", self.spec.name, humanize(late_by), self.renew_point.isoformat(timespec="seconds"))
 
     def _failed(self, now: datetime, why: str, level: int = logging.WARNING) -> None:
         self._recovering = False

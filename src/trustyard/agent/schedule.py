@@ -16,6 +16,15 @@ at least B (plus a margin for the retry that follows the outage) before notAfter
 point moves earlier when needed. When the lifetime is too short for that, the plan says
 so (``Plan.warning``) and renews as early as it reasonably can.
 
+After an outage. Every certificate whose renewal point fell inside a CA outage is due when
+the CA answers again. If each renewed at once, or at a uniform pick in its time left (the
+picks of the agents with little time left pile up at the start), the CA would see the
+whole backlog in a burst. Instead each renews at a point proportional to the time it has
+left, short of a safety margin (``recovery_point``): the backlog then reaches the CA at
+about the rate it piled up. The certificate issued after the outage then renews early by as
+much as it was late (``plan(late_by=...)``), so the fleet returns to its rhythm instead of
+repeating the outage's burst and gap one lifetime later.
+
 Retries. Capped exponential backoff with jitter, and never longer than a quarter of the
 time left: as expiry approaches, attempts get closer together, so the first attempt
 after an outage ends comes before the certificate expires whenever that is possible.
@@ -37,6 +46,9 @@ DEFAULT_ERROR_BEFORE = Threshold(fraction=0.10)
 OUTAGE_MARGIN = 0.10
 # Renewing earlier than this share of the lifetime only multiplies CA load.
 EARLIEST_FRACTION = 0.10
+# After an outage: renew at 90-100% of the time left short of 5% of the lifetime.
+RECOVERY_MARGIN = 0.05
+RECOVERY_SHARE = (0.9, 1.0)
 
 
 @dataclass(frozen=True)
@@ -67,7 +79,10 @@ class Schedule:
         if self.outage_budget is not None and self.outage_budget < timedelta(0):
             raise ValueError("the outage budget cannot be negative")
 
-    def plan(self, issued_at: datetime, not_after: datetime) -> Plan:
+    def plan(self, issued_at: datetime, not_after: datetime, late_by: timedelta = timedelta(0)) -> Plan:
+        """The renewal window of a certificate issued at ``issued_at``. ``late_by``: how late the
+        renewal that produced it came (after an outage); the window moves that much earlier,
+        but not before ``EARLIEST_FRACTION`` of the lifetime."""
         lifetime = not_after - issued_at
         if lifetime <= timedelta(0):
             return Plan(issued_at, not_after, issued_at, issued_at, issued_at)
@@ -97,7 +112,22 @@ class Schedule:
         earliest = max(nominal - spread, issued_at)
         if latest < earliest:
             latest = earliest
+        if late_by > timedelta(0):
+            floor = issued_at + lifetime * EARLIEST_FRACTION
+            nominal, earliest, latest = (max(t - late_by, floor) for t in (nominal, earliest, latest))
         return Plan(issued_at, not_after, nominal, earliest, latest, warning)
+
+
+def recovery_point(now: datetime, issued_at: datetime, not_after: datetime, rng: random.Random) -> datetime:
+    """When to renew once the CA answers again after failures: at 90-100% of the time left
+    minus a margin of 5% of the lifetime; at once when less than the margin is left.
+
+    The delay is proportional to the time left, so a fleet whose missed renewal points were
+    spread over the outage renews spread over about as long again, each before its margin."""
+    room = (not_after - now) - (not_after - issued_at) * RECOVERY_MARGIN
+    if room <= timedelta(0):
+        return now
+    return now + room * rng.uniform(*RECOVERY_SHARE)
 
 
 @dataclass(frozen=True)
@@ -155,4 +185,4 @@ def assess(now: datetime, issued_at: datetime | None, not_after: datetime | None
     return Status(Level.WARNING, text)
 
 
-__all__ = ["Backoff", "Level", "Plan", "Schedule", "Status", "assess"]
+__all__ = ["Backoff", "Level", "Plan", "Schedule", "Status", "assess", "recovery_point"]

@@ -1,0 +1,120 @@
+"""One agent through a CA outage on a fake clock, against the real authority in-process:
+it keeps its certificate, and once the CA answers again it schedules the renewal at the
+recovery point (status OK, saying when), renews there, and moves its next renewal earlier by
+as much as it was late."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from trustyard.agent.config import cert_spec
+from trustyard.agent.runner import ManagedCert
+from trustyard.agent.schedule import RECOVERY_MARGIN, Level, Schedule
+from trustyard.agent.seams import Current, FakeClock
+from trustyard.ca.home import InitOptions, init_home, load_authority
+from trustyard.cli.connect import issued_files
+from trustyard.client import CAUnavailable, IssuedFiles
+from trustyard.x509.keys import PrivateKey
+
+
+class SwitchableCA:
+    """The authority behind the agent's backend interface, with an on/off switch."""
+
+    def __init__(self, authority) -> None:  # type: ignore[no-untyped-def]
+        self.authority, self.up, self.renewals = authority, True, 0
+
+    def _check(self) -> None:
+        if not self.up:
+            raise CAUnavailable("cannot reach the CA (test outage)")
+
+    def sign(self, csr_pem: bytes, token: str, ttl: str | None) -> IssuedFiles:
+        self._check()
+        return issued_files(self.authority.sign(csr_pem, token, ttl))
+
+    def renew(self, csr_pem: bytes, proof: str) -> IssuedFiles:
+        self._check()
+        self.renewals += 1
+        return issued_files(self.authority.renew(csr_pem, proof))
+
+    def roots(self, etag: str | None) -> tuple[str, str | None] | None:
+        self._check()
+        return None
+
+
+class Memory:
+    def __init__(self) -> None:
+        self.writes = 0
+
+    def describe(self) -> str:
+        return "memory"
+
+    def load(self) -> Current | None:
+        return None
+
+    def write(self, issued: IssuedFiles, key: PrivateKey) -> None:
+        self.writes += 1
+
+    def read_ca(self) -> str | None:
+        return None
+
+    def write_ca(self, pem: str) -> None:
+        pass
+
+
+def test_outage_recovery_spreads_the_renewal_and_restores_the_rhythm(tmp_path: Path) -> None:
+    home = tmp_path / "ca"
+    init_home(home, None, InitOptions(allow=("*.internal",)))
+    authority = load_authority(home, None, minting=True)
+    token = authority.mint_token("default", "late.internal", ["late.internal"], ttl_text="2h")
+    clock = FakeClock(datetime.now(timezone.utc).replace(microsecond=0))
+    authority.clock = clock.now
+    ca, out = SwitchableCA(authority), Memory()
+    m = ManagedCert(cert_spec({"name": "late.internal", "out": str(tmp_path / "out"), "ttl": "1h"}), ca, out,
+                    clock, rng=random.Random(4), environ={"TRUSTYARD_TOKEN": token})
+    try:
+        m.start()
+        m.step()
+        assert out.writes == 1 and m.current is not None and m.renew_point is not None
+        first_serial, not_after, issued_at = m.serial, m.not_after, m.current.issued_at
+        assert not_after is not None
+        lifetime = not_after - issued_at
+
+        ca.up = False  # the outage starts before the renewal point and lasts 10 minutes
+        clock.current = m.next_at
+        missed = m.renew_point
+        outage_ends = missed + timedelta(minutes=10)
+        while clock.current < outage_ends:
+            m.step()
+            assert m.serial == first_serial and m.failures >= 1
+            clock.current = max(m.next_at, clock.current)
+        assert m.status().level is Level.WARNING and "renewal failing since" in m.status().message
+
+        ca.up = True
+        m.step()  # the probe: the CA answers, the renewal is scheduled, nothing issued yet
+        assert m.serial == first_serial and ca.renewals == 0
+        planned = m.next_at
+        room = not_after - clock.current - lifetime * RECOVERY_MARGIN
+        assert clock.current + room * 0.9 <= planned <= clock.current + room
+        status = m.status()
+        assert status.level is Level.OK and "the CA answers again" in status.message
+        assert planned.isoformat(timespec="seconds") in status.message
+
+        clock.current = planned
+        m.step()
+        assert ca.renewals == 1 and m.serial != first_serial and m.failures == 0
+        assert m.current is not None and m.not_after is not None
+        late_by = planned - missed
+        on_time = Schedule().plan(m.current.issued_at, m.not_after)
+        assert on_time.earliest - late_by <= m.renew_point <= on_time.latest - late_by
+        assert m.next_at == m.renew_point
+
+        # The renewal after that is on time again: no further shift.
+        clock.current = m.next_at
+        m.step()
+        assert ca.renewals == 2 and m.current is not None and m.not_after is not None
+        again = Schedule().plan(m.current.issued_at, m.not_after)
+        assert again.earliest <= m.renew_point <= again.latest
+    finally:
+        authority.store.close()
