@@ -73,6 +73,41 @@ def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
         store.close()
 
 
+def test_a_unit_is_one_transaction_that_nested_writes_join(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SqlStore.unit on SQLite: the writes inside commit together at the end, a second
+    connection sees none of them before, a failing block rolls all of them back, and a
+    durable write inside makes the unit flush the WAL once, after the commit."""
+    url = f"sqlite:///{tmp_path / 'unit.db'}"
+    store, other = open_store(url), open_store(url)
+    flushes: list[int] = []
+    monkeypatch.setattr(store, "_flush_wal", lambda: flushes.append(1))
+    try:
+        with store.unit():
+            store.record_intent(intent("u1"))          # durable=False
+            assert store.get("u1") is not None          # a nested read sees the unit's writes
+            store.record_failed("u1")                   # durable
+            assert other.get("u1") is None              # nothing committed yet
+            assert flushes == []
+        assert other.get("u1") is not None and other.get("u1").status == "failed"  # type: ignore[union-attr]
+        assert flushes == [1]
+
+        with pytest.raises(RuntimeError):
+            with store.unit():
+                store.record_intent(intent("u2"))
+                raise RuntimeError("the request failed")
+        assert other.get("u2") is None
+        assert flushes == [1]
+
+        with store.unit():
+            with pytest.raises(SerialCollision):  # a refused statement leaves the unit usable
+                store.record_intent(intent("u1"))
+            store.record_intent(intent("u3"))
+        assert other.get("u3") is not None
+    finally:
+        store.close()
+        other.close()
+
+
 # -- audit ---------------------------------------------------------------------------------------
 
 def _fill(authority: Authority) -> str:

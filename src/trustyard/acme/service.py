@@ -144,7 +144,16 @@ class AcmeService:
     # -- POST ---------------------------------------------------------------------------------
 
     def post(self, request: AcmeRequest) -> AcmeResponse:
-        """Any POST: authenticate, dispatch, and always hand back a fresh nonce."""
+        """Any POST: authenticate, dispatch, and always hand back a fresh nonce; all of it in one
+        database transaction (``AcmeStore.unit``)."""
+        try:
+            with self.store.unit():
+                return self._post(request)
+        except Exception:  # the transaction itself failed (begin or commit): nothing was promised
+            log.exception("ACME %s: the database transaction failed", request.resource)
+            return _problem(AcmeError("serverInternal", "internal error; the server log has the details"))
+
+    def _post(self, request: AcmeRequest) -> AcmeResponse:
         fresh: list[str] = []
         try:
             caller = self._authenticate(request, fresh)

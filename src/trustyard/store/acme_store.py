@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import random
 import secrets
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
@@ -97,6 +98,10 @@ class NewAuthz:
 class AcmeStore:
     def __init__(self, sql: SqlStore) -> None:
         self.sql = sql
+
+    def unit(self) -> AbstractContextManager[None]:
+        """One transaction for everything inside (see ``SqlStore.unit``)."""
+        return self.sql.unit()
 
     # -- nonces -------------------------------------------------------------------------------
 

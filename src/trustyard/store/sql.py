@@ -34,6 +34,16 @@ from .schema import audit_head, audit_log, certificates, used_tokens
 _DEFERRED: ContextVar[list[Callable[[], None]] | None] = ContextVar("trustyard_deferred_flush", default=None)
 
 
+class _Unit:
+    """The open transaction of ``SqlStore.unit``, which the store's nested ``_tx`` calls join."""
+
+    def __init__(self, store: SqlStore, conn: Connection) -> None:
+        self.store, self.conn, self.durable = store, conn, False
+
+
+_UNIT: ContextVar[_Unit | None] = ContextVar("trustyard_unit", default=None)
+
+
 @contextmanager
 def deferred_flush() -> Iterator[list[Callable[[], None]]]:
     """Within this block, a durable SQLite write leaves its WAL flush to the caller: it appends
@@ -99,6 +109,11 @@ class SqlStore:
         steps that a durable commit always follows before anything leaves the CA (the
         issuance intent, a proof's redemption).
         """
+        unit = _UNIT.get()
+        if unit is not None and unit.store is self:
+            unit.durable = unit.durable or (write and durable)
+            yield unit.conn
+            return
         if not write or self._lock_path is None:
             with self.engine.connect() as conn:
                 conn.info["immediate"] = write
@@ -116,11 +131,48 @@ class SqlStore:
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         if durable:
-            deferred = _DEFERRED.get()
-            if deferred is None:
-                self._flush_wal()
-            elif self._flush_wal not in deferred:
-                deferred.append(self._flush_wal)
+            self._flush_or_defer()
+
+    def _flush_or_defer(self) -> None:
+        deferred = _DEFERRED.get()
+        if deferred is None:
+            self._flush_wal()
+        elif self._flush_wal not in deferred:
+            deferred.append(self._flush_wal)
+
+    @contextmanager
+    def unit(self) -> Iterator[None]:
+        """One SQLite write transaction for a whole request: every ``_tx`` of this store inside
+        the block (in this thread or task) joins it instead of starting its own, and it commits
+        once at the end (rolled back if the block raises). A durable write inside makes the
+        commit durable (flushed, or deferred under ``deferred_flush``).
+
+        The ACME server wraps each POST in one: authentication, nonce redemption, the
+        resource and the fresh nonce cost one BEGIN IMMEDIATE and one COMMIT, not four. Other
+        writers (another worker, the validation threads) queue on the write lock meanwhile,
+        so keep the block short and free of network I/O. On PostgreSQL it changes nothing:
+        every ``_tx`` stays its own transaction.
+        """
+        if self._lock_path is None or _UNIT.get() is not None:
+            yield
+            return
+        with self._thread_lock:
+            fd = self._lock_file()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                with self.engine.connect() as conn:
+                    conn.info["immediate"] = True
+                    with conn.begin():
+                        unit = _Unit(self, conn)
+                        token = _UNIT.set(unit)
+                        try:
+                            yield
+                        finally:
+                            _UNIT.reset(token)
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        if unit.durable:
+            self._flush_or_defer()
 
     def _flush_wal(self) -> None:
         assert self._lock_path is not None
