@@ -14,7 +14,7 @@ import functools
 import ipaddress
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
@@ -354,8 +354,9 @@ class AcmeService:
             wildcard = value.startswith("*.")
             base = value[2:] if wildcard else value
             authzs.append(NewAuthz(kind, base, wildcard, challenge_types(kind, wildcard)))
-        order = self.store.create_order(account.id, request.provisioner, parsed, authzs, ORDER_LIFETIME, replaces)
-        return self._order_response(caller.urls, order, 201)
+        order, rows = self.store.create_order(account.id, request.provisioner, parsed, authzs, ORDER_LIFETIME,
+                                              replaces)
+        return self._order_response(caller.urls, order, 201, rows)
 
     def _check_replaces(self, account: AccountRow, replaces: Any) -> None:
         if not isinstance(replaces, str):
@@ -369,9 +370,6 @@ class AcmeService:
         found = self.store.get_order_with_authzs(request.params["id"])
         order = self._check_order(caller, found[0] if found else None)
         return self._order_response(caller.urls, order, 200, found[1] if found else None)
-
-    def _owned_order(self, caller: _Caller, order_id: str) -> OrderRow:
-        return self._check_order(caller, self.store.get_order(order_id))
 
     def _check_order(self, caller: _Caller, order: OrderRow | None) -> OrderRow:
         account = _own(caller)
@@ -391,7 +389,9 @@ class AcmeService:
         return AcmeResponse(status, order_json(urls, order, authzs, self.clock()), headers=headers)
 
     def _finalize(self, request: AcmeRequest, caller: _Caller) -> AcmeResponse:
-        order = self._owned_order(caller, request.params["id"])
+        found = self.store.get_order_with_authzs(request.params["id"])
+        order = self._check_order(caller, found[0] if found else None)
+        authzs = found[1] if found else []
         status = order_status(order, self.clock())
         if status != "ready":
             raise AcmeError("orderNotReady", f"the order is {status}, not ready")
@@ -424,9 +424,8 @@ class AcmeService:
             self.store.end_finalize(order.id, None, AcmeError("serverInternal", "issuance failed").problem())
             raise
         self.store.end_finalize(order.id, issued.record.serial, None)
-        updated = self.store.get_order(order.id)
-        assert updated is not None
-        return self._order_response(caller.urls, updated, 200)
+        return self._order_response(caller.urls, replace(order, status="valid", cert_serial=issued.record.serial),
+                                    200, authzs)
 
     # -- authorizations and challenges (sections 7.5, 7.5.1, 7.5.2) ------------------------------
 
@@ -472,18 +471,21 @@ class AcmeService:
             if caller.payload():
                 raise AcmeError("malformed", "respond to a challenge with an empty object {}")
             if challenge.status == "pending":
-                if self.store.start_challenge(challenge.id):
-                    probe = Probe(challenge.id, challenge.type, authz.type, authz.value,
-                                  key_authorization(challenge.token, caller.jwk.thumbprint))
-                    if not self.va.submit(probe):
-                        self.store.finish_challenge(challenge.id, subproblem(
-                            "serverInternal", "the validation queue is full; try a new order later"))
-                elif authz_status(authz, self.clock()) != "pending":
+                started = self.store.start_challenge(challenge.id)
+                if started is None and authz_status(authz, self.clock()) != "pending":
                     raise AcmeError("malformed", f"the authorization is {authz_status(authz, self.clock())}",
                                     status=403)
-                found = self.store.get_challenge(challenge.id)
-                assert found is not None
-                challenge = found[0]
+                probe = Probe(challenge.id, challenge.type, authz.type, authz.value,
+                              key_authorization(challenge.token, caller.jwk.thumbprint))
+                if started is not None and self.va.submit(probe):
+                    challenge = replace(challenge, status="processing", started_at=started)
+                else:  # another request started it, or the queue is full: read what happened
+                    if started is not None:
+                        self.store.finish_challenge(challenge.id, subproblem(
+                            "serverInternal", "the validation queue is full; try a new order later"))
+                    found = self.store.get_challenge(challenge.id)
+                    assert found is not None
+                    challenge = found[0]
         headers = {"Link": f'<{caller.urls.authz(authz.id)}>;rel="up"'}
         if challenge.status == "processing":
             headers["Retry-After"] = "1"

@@ -134,6 +134,7 @@ def serve(home: str | None, password_file: str | None, init_missing: bool, insec
             ssl_certfile=str(config.path(config.tls_cert)), ssl_keyfile=str(config.path(config.tls_key)),
             ssl_keyfile_password=password.decode() if password else None, log_level=log_level,
             access_log=log_level == "debug", timeout_graceful_shutdown=10,
+            http="trustyard.api.protocol:CoalescingHttpToolsProtocol",
         )
     finally:
         if metrics_dir:

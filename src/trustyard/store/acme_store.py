@@ -121,12 +121,17 @@ class AcmeStore:
         """
         now = _now()
         fresh = secrets.token_urlsafe(16)
+        # One statement: the redeemed nonce's row becomes the fresh nonce (an unknown, expired or
+        # spent nonce matches no row). Under the test knob, a drawn nonce from a successful
+        # response is spent the same way but refused, and its successor is a retry nonce.
+        values = {"b_old": nonce, "b_now": now, "b_fresh": fresh, "b_expires": now + NONCE_LIFETIME}
         with self.sql._tx(durable=False) as conn:
-            row = conn.execute(_REDEEM_NONCE, {"b_nonce": nonce}).first()
-            ok = row is not None and _utc(row.expires_at) > now  # type: ignore[operator]
-            if ok and reject_percent > 0 and not row.retry:  # type: ignore[union-attr]
-                ok = random.random() * 100 >= reject_percent
-            conn.execute(_INSERT_NONCE, {"nonce": fresh, "expires_at": now + NONCE_LIFETIME, "retry": int(not ok)})
+            if reject_percent > 0 and random.random() * 100 < reject_percent \
+                    and conn.execute(_REJECT_NONCE, values).rowcount == 1:
+                return False, fresh
+            ok = conn.execute(_REDEEM_NONCE, values).rowcount == 1
+            if not ok:
+                conn.execute(_INSERT_NONCE, {"nonce": fresh, "expires_at": now + NONCE_LIFETIME, "retry": 1})
             if random.random() < 0.01:  # amortized clean-up of nonces nobody came back with
                 conn.execute(delete(acme_nonces).where(acme_nonces.c.expires_at < now))
         return ok, fresh
@@ -187,7 +192,8 @@ class AcmeStore:
     # -- orders -------------------------------------------------------------------------------
 
     def create_order(self, account_id: str, provisioner: str, identifiers: list[tuple[str, str]],
-                     authzs: list[NewAuthz], lifetime: timedelta, replaces: str | None) -> OrderRow:
+                     authzs: list[NewAuthz], lifetime: timedelta,
+                     replaces: str | None) -> tuple[OrderRow, list[AuthzRow]]:
         now = _now()
         order = OrderRow(id=new_id(), account_id=account_id, provisioner=provisioner, status="pending",
                          identifiers=tuple(identifiers), expires_at=now + lifetime, created_at=now, error=None,
@@ -206,25 +212,22 @@ class AcmeStore:
             conn.execute(insert(acme_orders), {**vars(order), "identifiers": json.dumps(identifiers), "error": None})
             conn.execute(insert(acme_authzs), authz_rows)
             conn.execute(insert(acme_challenges), challenge_rows)
-        return order
-
-    def get_order(self, order_id: str) -> OrderRow | None:
-        with self.sql._tx(write=False) as conn:
-            row = conn.execute(_GET_ORDER, {"b_id": order_id}).first()
-        return _order(row) if row else None
+        rows = [AuthzRow(id=a["id"], order_id=order.id, account_id=account_id, type=a["type"], value=a["value"],
+                         wildcard=bool(a["wildcard"]), status="pending", expires_at=order.expires_at)
+                for a in authz_rows]
+        return order, sorted(rows, key=lambda a: (a.value, a.id))
 
     def get_order_with_authzs(self, order_id: str) -> tuple[OrderRow, list[AuthzRow]] | None:
-        """An order and its authorizations, read in one transaction (the hot polling path)."""
+        """An order and its authorizations in one statement (the hot polling path)."""
         with self.sql._tx(write=False) as conn:
-            row = conn.execute(_GET_ORDER, {"b_id": order_id}).first()
-            if row is None:
-                return None
-            authzs = conn.execute(_ORDER_AUTHZS, {"b_id": order_id}).fetchall()
-        return _order(row), [_authz(a) for a in authzs]
+            rows = conn.execute(_GET_ORDER_WITH_AUTHZS, {"b_id": order_id}).fetchall()
+        if not rows:
+            return None
+        return _order(rows[0]), [_authz(r, "a_") for r in rows if r.a_id is not None]
 
     def order_for_certificate(self, serial: str) -> OrderRow | None:
         with self.sql._tx(write=False) as conn:
-            row = conn.execute(select(acme_orders).where(acme_orders.c.cert_serial == serial)).first()
+            row = conn.execute(_ORDER_FOR_CERT, {"b_serial": serial}).first()
         return _order(row) if row else None
 
     def list_orders(self, account_id: str, limit: int = 1000) -> list[OrderRow]:
@@ -239,21 +242,18 @@ class AcmeStore:
         return [_authz(r) for r in rows]
 
     def get_authz(self, authz_id: str) -> tuple[AuthzRow, list[ChallengeRow]] | None:
+        """An authorization and its challenges in one statement."""
         with self.sql._tx(write=False) as conn:
-            row = conn.execute(select(acme_authzs).where(acme_authzs.c.id == authz_id)).first()
-            if row is None:
-                return None
-            challenges = conn.execute(select(acme_challenges).where(acme_challenges.c.authz_id == authz_id)
-                                      .order_by(acme_challenges.c.type)).fetchall()
-        return _authz(row), [_challenge(c) for c in challenges]
+            rows = conn.execute(_GET_AUTHZ, {"b_id": authz_id}).fetchall()
+        if not rows:
+            return None
+        return _authz(rows[0]), [_challenge(r, "c_") for r in rows if r.c_id is not None]
 
     def get_challenge(self, challenge_id: str) -> tuple[ChallengeRow, AuthzRow] | None:
+        """A challenge and its authorization in one statement."""
         with self.sql._tx(write=False) as conn:
-            row = conn.execute(select(acme_challenges).where(acme_challenges.c.id == challenge_id)).first()
-            if row is None:
-                return None
-            authz = conn.execute(select(acme_authzs).where(acme_authzs.c.id == row.authz_id)).one()
-        return _challenge(row), _authz(authz)
+            row = conn.execute(_GET_CHALLENGE, {"b_id": challenge_id}).first()
+        return (_challenge(row), _authz(row, "a_")) if row else None
 
     def valid_identifiers(self, account_id: str, values: Iterable[str]) -> set[str]:
         """Which of ``values`` this account holds an unexpired valid authorization for."""
@@ -266,19 +266,13 @@ class AcmeStore:
 
     # -- transitions (RFC 8555 section 7.1.6) ---------------------------------------------------
 
-    def start_challenge(self, challenge_id: str) -> bool:
-        """pending -> processing, only while its authorization is pending: True for the one caller that won."""
+    def start_challenge(self, challenge_id: str) -> datetime | None:
+        """pending -> processing, only while its authorization is pending and unexpired, in one
+        conditional UPDATE: the start time for the one caller that won, else None."""
         now = _now()
         with self.sql._tx(durable=False) as conn:
-            row = conn.execute(select(acme_challenges.c.authz_id).where(acme_challenges.c.id == challenge_id)).one()
-            authz = conn.execute(select(acme_authzs.c.status, acme_authzs.c.expires_at)
-                                 .where(acme_authzs.c.id == row.authz_id)).one()
-            if authz.status != "pending" or _utc(authz.expires_at) <= now:  # type: ignore[operator]
-                return False
-            result = conn.execute(update(acme_challenges).where(
-                acme_challenges.c.id == challenge_id, acme_challenges.c.status == "pending")
-                .values(status="processing", started_at=now))
-            return result.rowcount == 1
+            result = conn.execute(_START_CHALLENGE, {"b_id": challenge_id, "b_now": now})
+            return now if result.rowcount == 1 else None
 
     def finish_challenge(self, challenge_id: str, error: dict[str, Any] | None) -> None:
         """Record a validation result and carry it up: authorization, then order (ready or invalid)."""
@@ -348,10 +342,33 @@ class AcmeStore:
 
 # The statements of the hot paths, built once (SQLAlchemy then only binds parameters).
 _INSERT_NONCE = insert(acme_nonces)
-_REDEEM_NONCE = (delete(acme_nonces).where(acme_nonces.c.nonce == bindparam("b_nonce"))
-                 .returning(acme_nonces.c.expires_at, acme_nonces.c.retry))
+_REDEEM_NONCE = (update(acme_nonces)
+                 .where(acme_nonces.c.nonce == bindparam("b_old"), acme_nonces.c.expires_at > bindparam("b_now"))
+                 .values(nonce=bindparam("b_fresh"), expires_at=bindparam("b_expires"), retry=0))
+_REJECT_NONCE = (update(acme_nonces)
+                 .where(acme_nonces.c.nonce == bindparam("b_old"), acme_nonces.c.expires_at > bindparam("b_now"),
+                        acme_nonces.c.retry == 0)
+                 .values(nonce=bindparam("b_fresh"), expires_at=bindparam("b_expires"), retry=1))
 _GET_ACCOUNT = select(acme_accounts).where(acme_accounts.c.id == bindparam("b_id"))
-_GET_ORDER = select(acme_orders).where(acme_orders.c.id == bindparam("b_id"))
+_ORDER_FOR_CERT = select(acme_orders).where(acme_orders.c.cert_serial == bindparam("b_serial"))
+_GET_ORDER_WITH_AUTHZS = (
+    select(acme_orders, *(c.label("a_" + c.name) for c in acme_authzs.c))
+    .outerjoin(acme_authzs, acme_authzs.c.order_id == acme_orders.c.id)
+    .where(acme_orders.c.id == bindparam("b_id")).order_by(acme_authzs.c.value, acme_authzs.c.id))
+_GET_AUTHZ = (
+    select(acme_authzs, *(c.label("c_" + c.name) for c in acme_challenges.c))
+    .outerjoin(acme_challenges, acme_challenges.c.authz_id == acme_authzs.c.id)
+    .where(acme_authzs.c.id == bindparam("b_id")).order_by(acme_challenges.c.type))
+_GET_CHALLENGE = (
+    select(acme_challenges, *(c.label("a_" + c.name) for c in acme_authzs.c))
+    .join(acme_authzs, acme_authzs.c.id == acme_challenges.c.authz_id)
+    .where(acme_challenges.c.id == bindparam("b_id")))
+_START_CHALLENGE = (
+    update(acme_challenges)
+    .where(acme_challenges.c.id == bindparam("b_id"), acme_challenges.c.status == "pending",
+           acme_challenges.c.authz_id.in_(select(acme_authzs.c.id).where(
+               acme_authzs.c.status == "pending", acme_authzs.c.expires_at > bindparam("b_now"))))
+    .values(status="processing", started_at=bindparam("b_now")))
 _ORDER_AUTHZS = (select(acme_authzs).where(acme_authzs.c.order_id == bindparam("b_id"))
                  .order_by(acme_authzs.c.value, acme_authzs.c.id))
 
@@ -370,12 +387,18 @@ def _order(row: Any) -> OrderRow:
                     replaces=row.replaces)
 
 
-def _authz(row: Any) -> AuthzRow:
-    return AuthzRow(id=row.id, order_id=row.order_id, account_id=row.account_id, type=row.type, value=row.value,
-                    wildcard=bool(row.wildcard), status=row.status, expires_at=_utc(row.expires_at))  # type: ignore[arg-type]
+def _authz(row: Any, prefix: str = "") -> AuthzRow:
+    """An AuthzRow from a row; ``prefix``: the labels of a joined statement (``a_id``...)."""
+    m = row._mapping
+    return AuthzRow(id=m[prefix + "id"], order_id=m[prefix + "order_id"], account_id=m[prefix + "account_id"],
+                    type=m[prefix + "type"], value=m[prefix + "value"], wildcard=bool(m[prefix + "wildcard"]),
+                    status=m[prefix + "status"], expires_at=_utc(m[prefix + "expires_at"]))  # type: ignore[arg-type]
 
 
-def _challenge(row: Any) -> ChallengeRow:
-    return ChallengeRow(id=row.id, authz_id=row.authz_id, type=row.type, token=row.token, status=row.status,
-                        validated_at=_utc(row.validated_at), started_at=_utc(row.started_at),
-                        error=json.loads(row.error) if row.error else None)
+def _challenge(row: Any, prefix: str = "") -> ChallengeRow:
+    m = row._mapping
+    error = m[prefix + "error"]
+    return ChallengeRow(id=m[prefix + "id"], authz_id=m[prefix + "authz_id"], type=m[prefix + "type"],
+                        token=m[prefix + "token"], status=m[prefix + "status"],
+                        validated_at=_utc(m[prefix + "validated_at"]), started_at=_utc(m[prefix + "started_at"]),
+                        error=json.loads(error) if error else None)
