@@ -414,7 +414,7 @@ class AcmeService:
             raise AcmeError("orderNotReady", "the order is already being finalized")
         names = [name_text(n) for n in _sorted_names(wanted)]
         try:
-            issued = self.authority.issue_for_order(order.provisioner, csr.der, names,
+            issued = self.authority.issue_for_order(order.provisioner, csr, names,
                                                     actor=f"acme:{order.account_id}")
         except TrustyardError as exc:
             error = _from_trustyard(exc)

@@ -115,12 +115,13 @@ class Authority:
 
     # -- ACME finalize --------------------------------------------------------------------
 
-    def issue_for_order(self, provisioner: str, csr: str | bytes, names: list[str], actor: str = "acme") -> Issued:
+    def issue_for_order(self, provisioner: str, csr: str | bytes | CSRRequest, names: list[str],
+                        actor: str = "acme") -> Issued:
         """Issue for an ACME order whose identifiers the caller has validated and matched to the CSR.
 
         The same pipeline as ``sign`` from policy on (the provisioner's rules, intent, signing,
         ledger, audit); only the authentication differs: the ACME server's authorizations stand
-        in for a bootstrap token.
+        in for a bootstrap token. ``csr`` may be the request the caller already parsed and checked.
         """
         with self._denials("certificate.issue", actor):
             prov = self._provisioner(provisioner)
@@ -283,7 +284,9 @@ class _DenialAudit:
             self.authority._emit("denied", exc.code)
 
 
-def _parse_csr(csr_pem: str | bytes) -> CSRRequest:
+def _parse_csr(csr_pem: str | bytes | CSRRequest) -> CSRRequest:
+    if isinstance(csr_pem, CSRRequest):
+        return csr_pem
     try:
         return parse_csr(csr_pem)
     except CSRError as exc:

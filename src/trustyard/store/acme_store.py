@@ -279,30 +279,22 @@ class AcmeStore:
         now = _now()
         ok = error is None
         with self.sql._tx(durable=False) as conn:
-            chall = conn.execute(select(acme_challenges.c.authz_id).where(acme_challenges.c.id == challenge_id)).one()
-            authz = conn.execute(select(acme_authzs.c.order_id).where(acme_authzs.c.id == chall.authz_id)).one()
+            ids = conn.execute(_CHALLENGE_PARENTS, {"b_id": challenge_id}).one()
             # Lock the order first (PostgreSQL): two authorizations finishing together must not
             # both see the other one still pending and leave the order pending forever.
-            conn.execute(select(acme_orders.c.id).where(acme_orders.c.id == authz.order_id).with_for_update())
-            done = conn.execute(update(acme_challenges).where(
-                acme_challenges.c.id == challenge_id, acme_challenges.c.status == "processing").values(
-                status="valid" if ok else "invalid", validated_at=now if ok else None,
-                error=None if ok else json.dumps(error)))
+            conn.execute(_LOCK_ORDER, {"b_id": ids.order_id})
+            done = conn.execute(_FINISH_CHALLENGE, {
+                "b_id": challenge_id, "b_status": "valid" if ok else "invalid",
+                "b_validated_at": now if ok else None, "b_error": None if ok else json.dumps(error)})
             if done.rowcount != 1:
                 return
-            conn.execute(update(acme_authzs).where(acme_authzs.c.id == chall.authz_id,
-                                                   acme_authzs.c.status == "pending")
-                         .values(status="valid" if ok else "invalid"))
+            conn.execute(_FINISH_AUTHZ, {"b_id": ids.authz_id, "b_status": "valid" if ok else "invalid"})
             if not ok:
-                conn.execute(update(acme_orders).where(acme_orders.c.id == authz.order_id,
-                                                       acme_orders.c.status == "pending")
-                             .values(status="invalid", error=json.dumps(error)))
+                conn.execute(_ORDER_PENDING_TO, {"b_id": ids.order_id, "b_status": "invalid",
+                                                 "b_error": json.dumps(error)})
                 return
-            left = conn.execute(select(func.count()).select_from(acme_authzs).where(
-                acme_authzs.c.order_id == authz.order_id, acme_authzs.c.status != "valid")).scalar_one()
-            if left == 0:
-                conn.execute(update(acme_orders).where(acme_orders.c.id == authz.order_id,
-                                                       acme_orders.c.status == "pending").values(status="ready"))
+            if conn.execute(_AUTHZS_LEFT, {"b_id": ids.order_id}).scalar_one() == 0:
+                conn.execute(_ORDER_PENDING_TO, {"b_id": ids.order_id, "b_status": "ready", "b_error": None})
 
     def deactivate_authz(self, authz_id: str) -> bool:
         with self.sql._tx(durable=False) as conn:
@@ -319,17 +311,12 @@ class AcmeStore:
     def begin_finalize(self, order_id: str) -> bool:
         """ready -> processing: True for exactly one caller, however many finalize at once."""
         with self.sql._tx(durable=False) as conn:
-            result = conn.execute(update(acme_orders).where(
-                acme_orders.c.id == order_id, acme_orders.c.status == "ready", acme_orders.c.expires_at > _now())
-                .values(status="processing"))
-            return result.rowcount == 1
+            return conn.execute(_BEGIN_FINALIZE, {"b_id": order_id, "b_now": _now()}).rowcount == 1
 
     def end_finalize(self, order_id: str, serial: str | None, error: dict[str, Any] | None) -> None:
         with self.sql._tx(durable=False) as conn:
-            conn.execute(update(acme_orders).where(acme_orders.c.id == order_id,
-                                                   acme_orders.c.status == "processing")
-                         .values(status="valid" if serial else "invalid", cert_serial=serial,
-                                 error=json.dumps(error) if error else None))
+            conn.execute(_END_FINALIZE, {"b_id": order_id, "b_status": "valid" if serial else "invalid",
+                                         "b_serial": serial, "b_error": json.dumps(error) if error else None})
 
     def restart_challenge(self, challenge_id: str, started_before: datetime) -> bool:
         """Claim a challenge stuck in ``processing`` since before ``started_before`` (one caller wins)."""
@@ -363,6 +350,27 @@ _GET_CHALLENGE = (
     select(acme_challenges, *(c.label("a_" + c.name) for c in acme_authzs.c))
     .join(acme_authzs, acme_authzs.c.id == acme_challenges.c.authz_id)
     .where(acme_challenges.c.id == bindparam("b_id")))
+_CHALLENGE_PARENTS = (select(acme_challenges.c.authz_id, acme_authzs.c.order_id)
+                      .join(acme_authzs, acme_authzs.c.id == acme_challenges.c.authz_id)
+                      .where(acme_challenges.c.id == bindparam("b_id")))
+_LOCK_ORDER = select(acme_orders.c.id).where(acme_orders.c.id == bindparam("b_id")).with_for_update()
+_FINISH_CHALLENGE = (update(acme_challenges)
+                     .where(acme_challenges.c.id == bindparam("b_id"), acme_challenges.c.status == "processing")
+                     .values(status=bindparam("b_status"), validated_at=bindparam("b_validated_at"),
+                             error=bindparam("b_error")))
+_FINISH_AUTHZ = (update(acme_authzs).where(acme_authzs.c.id == bindparam("b_id"), acme_authzs.c.status == "pending")
+                 .values(status=bindparam("b_status")))
+_ORDER_PENDING_TO = (update(acme_orders).where(acme_orders.c.id == bindparam("b_id"), acme_orders.c.status == "pending")
+                     .values(status=bindparam("b_status"), error=bindparam("b_error")))
+_AUTHZS_LEFT = (select(func.count()).select_from(acme_authzs)
+                .where(acme_authzs.c.order_id == bindparam("b_id"), acme_authzs.c.status != "valid"))
+_BEGIN_FINALIZE = (update(acme_orders)
+                   .where(acme_orders.c.id == bindparam("b_id"), acme_orders.c.status == "ready",
+                          acme_orders.c.expires_at > bindparam("b_now"))
+                   .values(status="processing"))
+_END_FINALIZE = (update(acme_orders)
+                 .where(acme_orders.c.id == bindparam("b_id"), acme_orders.c.status == "processing")
+                 .values(status=bindparam("b_status"), cert_serial=bindparam("b_serial"), error=bindparam("b_error")))
 _START_CHALLENGE = (
     update(acme_challenges)
     .where(acme_challenges.c.id == bindparam("b_id"), acme_challenges.c.status == "pending",
