@@ -128,3 +128,45 @@ def test_acme_settings_from_toml_and_environment(acme_home: Path, monkeypatch: p
     assert (config.acme.http_port, config.acme.tls_port, config.acme.resolver) == (5002, 5001, "127.0.0.1:8053")
     assert config.acme.nonce_reject_percent == 10
     assert load_config(acme_home).to_toml()["acme"]["http_port"] == 5002
+
+
+def test_a_replica_that_knows_an_account_sees_changes_made_on_another(acme_home: Path,
+                                                                        challtestsrv: ChallTestSrv) -> None:
+    """Replica B authenticates from the account it read on an earlier request; the nonce
+    redemption checks that account's key and status in the database. A key rollover and a
+    deactivation done through replica A take effect on B at once, and a bad nonce is still
+    a badNonce there."""
+    from .client import AccountKey
+
+    replica_a, replica_b = make_env(acme_home, challtestsrv), make_env(acme_home, challtestsrv)
+    env_a, env_b = next(replica_a), next(replica_b)
+    try:
+        on_a = env_a.account()
+        on_b = env_b.client(key=on_a.key)
+        on_b.kid = on_a.kid
+        assert on_b.new_order("seen.internal").status_code == 201  # B now knows the account
+        assert on_b.new_order("seen.internal").status_code == 201  # and uses what it knows
+
+        header = {"alg": on_b.key.alg, "nonce": "not-a-nonce-we-gave-out", "url": on_b.directory["newOrder"],
+                  "kid": on_b.kid}
+        payload = {"identifiers": [{"type": "dns", "value": "seen.internal"}]}
+        bad = env_b.http.post(on_b.directory["newOrder"], content=json.dumps(on_b.key.jws(header, payload)),
+                              headers=JOSE)
+        assert bad.status_code == 400 and bad.json()["type"] == ACME + "badNonce" and bad.headers["Replay-Nonce"]
+
+        new = AccountKey("ES256")
+        url = on_a.directory["keyChange"]
+        inner = new.jws({"alg": new.alg, "jwk": new.jwk, "url": url}, {"account": on_a.kid, "oldKey": on_a.key.jwk})
+        assert on_a.post(url, inner).status_code == 200
+        refused = on_b.new_order("seen.internal")  # still signed with the old key
+        assert refused.status_code in (400, 401, 403), refused.text
+        on_b.key = new
+        assert on_b.new_order("seen.internal").status_code == 201
+
+        on_a.key = new
+        assert on_a.post(on_a.kid, {"status": "deactivated"}).status_code == 200
+        gone = on_b.new_order("seen.internal")
+        assert gone.status_code == 403 and gone.json()["type"] == ACME + "unauthorized"
+    finally:
+        for gen in (replica_a, replica_b):
+            next(gen, None)  # runs make_env's clean-up

@@ -206,6 +206,15 @@ def verify_signature(jws: Jws, jwk: Jwk) -> None:
         raise AcmeError("malformed", "JWS signature verification failed") from None
 
 
+def signature_verifies(jws: Jws, jwk: Jwk) -> bool:
+    """``verify_signature`` as a yes/no, for a key that may be stale (the caller then looks again)."""
+    try:
+        verify_signature(jws, jwk)
+    except AcmeError:
+        return False
+    return True
+
+
 def verify_eab(binding: Any, account_jwk: Jwk, url: str, keys: Mapping[str, str]) -> str:
     """Check an externalAccountBinding (RFC 8555 section 7.3.4); returns its key id."""
     if not isinstance(binding, dict):

@@ -136,6 +136,19 @@ class AcmeStore:
                 conn.execute(delete(acme_nonces).where(acme_nonces.c.expires_at < now))
         return ok, fresh
 
+    def redeem_nonce_as(self, nonce: str, account_id: str, thumbprint: str) -> str | None:
+        """Redeem ``nonce`` for a request signed by ``account_id`` with the key ``thumbprint``, in
+        one statement that also checks that the account still holds that key and is valid: the
+        fresh nonce, or None (nothing changed) when the nonce or the account does not hold up.
+        This lets the caller authenticate from an account it read earlier."""
+        now = _now()
+        fresh = secrets.token_urlsafe(16)
+        with self.sql._tx(durable=False) as conn:
+            done = conn.execute(_REDEEM_NONCE_AS, {"b_old": nonce, "b_now": now, "b_fresh": fresh,
+                                                   "b_expires": now + NONCE_LIFETIME, "b_account": account_id,
+                                                   "b_thumbprint": thumbprint})
+        return fresh if done.rowcount == 1 else None
+
     # -- accounts -----------------------------------------------------------------------------
 
     def create_account(self, provisioner: str, thumbprint: str, jwk_json: str, contact: Iterable[str],
@@ -332,6 +345,9 @@ _INSERT_NONCE = insert(acme_nonces)
 _REDEEM_NONCE = (update(acme_nonces)
                  .where(acme_nonces.c.nonce == bindparam("b_old"), acme_nonces.c.expires_at > bindparam("b_now"))
                  .values(nonce=bindparam("b_fresh"), expires_at=bindparam("b_expires"), retry=0))
+_REDEEM_NONCE_AS = _REDEEM_NONCE.where(select(acme_accounts.c.id).where(
+    acme_accounts.c.id == bindparam("b_account"), acme_accounts.c.thumbprint == bindparam("b_thumbprint"),
+    acme_accounts.c.status == "valid").exists())
 _REJECT_NONCE = (update(acme_nonces)
                  .where(acme_nonces.c.nonce == bindparam("b_old"), acme_nonces.c.expires_at > bindparam("b_now"),
                         acme_nonces.c.retry == 0)
