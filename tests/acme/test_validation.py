@@ -184,3 +184,35 @@ def test_validation_pool_bounds_concurrency() -> None:
     assert done.wait(10)
     va.shutdown()
     assert peak[0] == 3 and sorted(results) == sorted(f"c{i}" for i in range(12))
+
+
+class CountingResolver(Resolver):
+    """The real resolver against pebble-challtestsrv's DNS, counting lookups by type."""
+
+    def __init__(self, server: str) -> None:
+        super().__init__(server)
+        self.asked: list[str] = []
+
+    def _resolver(self) -> Any:
+        real, asked = super()._resolver(), self.asked
+
+        class Counting:
+            def resolve(self, name: str, rdtype: str, **kwargs: Any) -> Any:
+                asked.append(rdtype)
+                return real.resolve(name, rdtype, **kwargs)
+        return Counting()
+
+
+def test_aaaa_is_looked_up_only_when_the_a_addresses_fail(web: tuple[int, type[Handler]], challtestsrv: Any) -> None:
+    port, handler = web
+    handler.routes["/.well-known/acme-challenge/tok"] = (200, {}, KEY_AUTH.encode())
+    challtestsrv.add_a("v4.internal", "127.0.0.2")
+    resolver = CountingResolver(challtestsrv.resolver)
+    assert checker(port, resolver).check(probe("v4.internal")) is None
+    assert resolver.asked == ["A"] and handler.seen == [("v4.internal", "127.0.0.2")]
+
+    challtestsrv.add_a("down.internal", "127.0.0.3")  # nothing listens there
+    resolver = CountingResolver(challtestsrv.resolver)
+    error = checker(port, resolver).check(probe("down.internal"))
+    assert error and error["type"].endswith(":connection") and "127.0.0.3" in error["detail"]
+    assert resolver.asked == ["A", "AAAA"]

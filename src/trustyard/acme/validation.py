@@ -18,7 +18,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import urljoin, urlsplit
 
 import dns.exception
@@ -74,14 +74,17 @@ class Resolver:
             self._local.resolver = resolver
         return resolver
 
-    def addresses(self, name: str, deadline: float) -> list[IPAddress]:
+    def addresses(self, name: str, deadline: float) -> Iterator[IPAddress]:
+        """The A addresses, then the AAAA ones; the AAAA lookup happens only if the caller
+        asks for more than the A addresses (a validation that succeeds on IPv4 skips it)."""
         if not self.server:
             try:
                 infos = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
             except socket.gaierror:
                 raise ValidationFailed("dns", f"no address found for {name}") from None
-            return list(dict.fromkeys(ipaddress.ip_address(i[4][0].split("%")[0]) for i in infos))
-        found: list[IPAddress] = []
+            yield from dict.fromkeys(ipaddress.ip_address(i[4][0].split("%")[0]) for i in infos)
+            return
+        found = False
         for rdtype in ("A", "AAAA"):
             try:
                 answer = self._resolver().resolve(name, rdtype, lifetime=_left(deadline), raise_on_no_answer=False)
@@ -89,10 +92,11 @@ class Resolver:
                 raise ValidationFailed("dns", f"{name} does not exist (NXDOMAIN)") from None
             except (dns.exception.DNSException, OSError):
                 raise ValidationFailed("dns", f"DNS lookup of {rdtype} {name} failed") from None
-            found += [ipaddress.ip_address(r.address) for r in answer]
+            for record in answer:
+                found = True
+                yield ipaddress.ip_address(record.address)
         if not found:
             raise ValidationFailed("dns", f"no A or AAAA record for {name}")
-        return found
 
     def txt(self, name: str, deadline: float) -> list[str]:
         try:
@@ -140,21 +144,25 @@ class Checker:
 
     # -- targets --------------------------------------------------------------------------------
 
-    def _targets(self, host: str, port: int, deadline: float) -> list[IPAddress]:
+    def _targets(self, host: str, port: int, deadline: float) -> Iterator[IPAddress]:
+        """The addresses of ``host`` the guard allows, lazily: a caller that succeeds on the
+        first one never looks up the rest."""
+        addresses: Iterable[IPAddress]
         try:
-            addresses: list[IPAddress] = [ipaddress.ip_address(host.strip("[]"))]
+            addresses = [ipaddress.ip_address(host.strip("[]"))]
         except ValueError:
             addresses = self.resolver.addresses(host, deadline)
-        allowed, refusals = [], []
+        allowed, refusals = False, []
         for address in addresses:
             try:
                 self.guard.check(address, port, host)
-                allowed.append(address)
             except TargetRefused as exc:
                 refusals.append(str(exc))
+                continue
+            allowed = True
+            yield address
         if not allowed:
             raise ValidationFailed("connection", f"{host}: " + "; ".join(refusals[:3]))
-        return allowed
 
     # -- http-01 --------------------------------------------------------------------------------
 
