@@ -88,6 +88,8 @@ class SqlStore:
         self._lock_path = self._sqlite_lock_path()
         self._lock_fd: int | None = None
         self._lock_pid = 0
+        self._unit_local = threading.local()  # each thread's connection for units, kept open
+        self._unit_conns: list[Connection] = []
 
     def _sqlite_lock_path(self) -> str | None:
         database = self.engine.url.database
@@ -160,8 +162,8 @@ class SqlStore:
             fd = self._lock_file()
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                with self.engine.connect() as conn:
-                    conn.info["immediate"] = True
+                conn = self._unit_connection()
+                try:
                     with conn.begin():
                         unit = _Unit(self, conn)
                         token = _UNIT.set(unit)
@@ -169,10 +171,25 @@ class SqlStore:
                             yield
                         finally:
                             _UNIT.reset(token)
+                except BaseException:
+                    if conn.invalidated:
+                        self._unit_local.conn = None
+                    raise
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         if unit.durable:
             self._flush_or_defer()
+
+    def _unit_connection(self) -> Connection:
+        """This thread's connection for units: checked out once and kept, since a request's unit
+        is short and frequent and the pool's checkout and return cost as much as its BEGIN."""
+        conn: Connection | None = getattr(self._unit_local, "conn", None)
+        if conn is None or conn.closed or getattr(self._unit_local, "pid", None) != os.getpid():
+            conn = self.engine.connect()
+            conn.info["immediate"] = True
+            self._unit_local.conn, self._unit_local.pid = conn, os.getpid()
+            self._unit_conns.append(conn)
+        return conn
 
     def _flush_wal(self) -> None:
         assert self._lock_path is not None
@@ -216,7 +233,9 @@ class SqlStore:
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Connection) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("immediate", True) else "BEGIN")
+            # Straight to the driver: a BEGIN needs none of SQLAlchemy's statement machinery.
+            conn.connection.dbapi_connection.execute(  # type: ignore[union-attr]
+                "BEGIN IMMEDIATE" if conn.info.get("immediate", True) else "BEGIN")
 
         return engine
 
@@ -246,6 +265,10 @@ class SqlStore:
         return [] if rows == ["ok"] else rows
 
     def close(self) -> None:
+        for conn in self._unit_conns:
+            if not conn.closed:
+                conn.close()
+        self._unit_conns.clear()
         self.engine.dispose()
         if self._lock_fd is not None and self._lock_pid == os.getpid():
             os.close(self._lock_fd)
