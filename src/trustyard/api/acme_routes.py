@@ -59,10 +59,15 @@ class AcmeRoutes:
         self.guard_ports = guard_ports
 
     def _base(self, request: Request) -> str:
-        server = request.scope.get("server")
+        """scheme://host[:port] as the client addressed us (what its JWS url must start with)."""
+        scope = request.scope
+        server = scope.get("server")
         if server and self.guard_ports is not None and server[1]:
             self.guard_ports.add(int(server[1]))  # the port we were reached on is never a validation target
-        return f"{request.url.scheme}://{request.url.netloc}"
+        host = request.headers.get("host")
+        if host is None:  # HTTP/1.0 without Host: Starlette's rule, the address we listen on
+            return f"{request.url.scheme}://{request.url.netloc}"
+        return f"{scope['scheme']}://{host}"
 
     async def directory(self, request: Request) -> Response:
         return self._safe(lambda: self.service.directory(self._base(request), request.path_params["provisioner"]))
@@ -85,7 +90,8 @@ class AcmeRoutes:
         async def handler(request: Request) -> Response:
             cap = self.service.max_body_bytes
             chunks, size, too_large = [], 0, False
-            declared = request.headers.get("content-length", "")
+            headers = request.headers
+            declared = headers.get("content-length", "")
             if declared.isdigit() and int(declared) > cap:
                 too_large = True
             else:
@@ -95,12 +101,13 @@ class AcmeRoutes:
                         too_large = True
                         break
                     chunks.append(chunk)
-            params = {k: v for k, v in request.path_params.items() if k != "provisioner"}
+            path_params = request.path_params
+            params = {k: v for k, v in path_params.items() if k != "provisioner"}
             acme_request = AcmeRequest(
-                base_url=self._base(request), provisioner=request.path_params["provisioner"], resource=resource,
-                path=request.url.path, content_type=request.headers.get("content-type", "").split(";")[0].strip()
+                base_url=self._base(request), provisioner=path_params["provisioner"], resource=resource,
+                path=request.scope["path"], content_type=headers.get("content-type", "").split(";")[0].strip()
                 .lower(), body=b"".join(chunks), too_large=too_large, params=params,
-                accept=request.headers.get("accept", ""))
+                accept=headers.get("accept", ""))
             # On the event loop, like the REST issuance path: short database transactions and one
             # signature; only the WAL flush waits in a thread (api.durability).
             return _render(await durably(self.service.post, acme_request))
