@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -276,3 +277,28 @@ def test_a_validation_lost_with_its_worker_resumes_when_polled(env: Env) -> None
         conn.execute(update(acme_challenges).where(acme_challenges.c.token == challenge["token"])
                      .values(status="processing", started_at=datetime.now(timezone.utc) - timedelta(minutes=5)))
     assert poll(acme, authz_url)["status"] == "valid"
+
+
+def test_an_order_is_ready_only_when_every_authorization_is_valid(acme_home: Path) -> None:
+    from trustyard.ca.config import load_config
+    from trustyard.store import open_store
+    from trustyard.store.acme_store import AcmeStore, NewAuthz
+
+    store = AcmeStore(open_store(load_config(acme_home).db_url))
+    try:
+        _order, authzs = store.create_order("acct", "acme", [("dns", "a.internal"), ("dns", "b.internal")],
+                                            [NewAuthz("dns", "a.internal", False, ("http-01",)),
+                                             NewAuthz("dns", "b.internal", False, ("http-01",))],
+                                            timedelta(hours=1), None)
+        challenges = [store.get_authz(a.id)[1][0] for a in authzs]  # type: ignore[index]
+        for challenge in challenges:
+            assert store.start_challenge(challenge.id) is not None
+        store.finish_challenge(challenges[0].id, None)
+        found = store.get_order_with_authzs(_order.id)
+        assert found is not None and found[0].status == "pending"
+        assert [a.status for a in found[1]] == ["valid", "pending"]
+        store.finish_challenge(challenges[1].id, None)
+        found = store.get_order_with_authzs(_order.id)
+        assert found is not None and found[0].status == "ready"
+    finally:
+        store.sql.close()
