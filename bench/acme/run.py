@@ -4,7 +4,7 @@
 
 Both servers validate http-01 for real against the same pebble-challtestsrv (its DNS answers
 every name with 127.0.0.1, its HTTP server holds the key authorizations). trustyard runs as
-`trustyard serve` on its defaults (SQLite with fsync, one worker per core: persistence on);
+`trustyard serve` (SQLite with fsync: persistence on);
 Pebble runs in memory with PEBBLE_VA_NOSLEEP=1 (no artificial validation delay),
 PEBBLE_AUTHZREUSE=0 (every order validates, as on trustyard) and no nonce rejection.
 
@@ -14,12 +14,14 @@ finalize, polling the order, certificate download; polls sleep --poll-ms so the 
 bottleneck. Prints and writes to bench/out/acme.json: orders/s, p50/p99 order latency, the
 trustyard/Pebble ratio.
 
-Both servers run --rounds times, alternating which goes first, each on a fresh start; the
+Every server runs --rounds times, in a rotating order, each on a fresh start; the
 figures are the medians over the rounds, because on a shared two-core machine one run can
 be 20% slower than the next for reasons outside the benchmark. Each round also records the
 CPU time per order of the server (all its processes) and of the load generator: the load
 generator shares the two cores with the server, and its own cost bounds what any server can
-reach here.
+reach here. trustyard runs with one worker per core (its default) and with one worker
+(--workers): with the load generator on one of the two cores, a second worker mostly
+competes with it.
 """
 
 from __future__ import annotations
@@ -326,15 +328,19 @@ def summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--orders", type=int, default=300, help="measured orders per server and round")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds; each runs both servers, in turn first")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds; each runs every server, in a rotating order")
     parser.add_argument("--concurrency", type=int, default=16, help="concurrent ACME clients (>= 16)")
     parser.add_argument("--poll-ms", type=int, default=25, help="sleep between polls")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="trustyard worker processes")
+    parser.add_argument("--workers", default=f"{os.cpu_count() or 1},1",
+                        help="trustyard worker counts to run, comma-separated (default: one per core, and 1)")
     args = parser.parse_args()
+    worker_counts = list(dict.fromkeys(int(w) for w in args.workers.split(",")))
     ensure_tools()
     interval = args.poll_ms / 1000
-    rounds: dict[str, list[dict[str, Any]]] = {"trustyard": [], "pebble": []}
-    print(f"{'round':>5} {'server':>9} {'orders/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'server CPU ms/order':>20} "
+    labels = [f"trustyard-w{w}" for w in worker_counts] + ["pebble"]
+    rounds: dict[str, list[dict[str, Any]]] = {label: [] for label in labels}
+    width = max(len(label) for label in labels)
+    print(f"{'round':>5} {'server':>{width}} {'orders/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'server CPU ms/order':>20} "
           f"{'load generator CPU ms/order':>28}", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-acme-") as tmp_text:
         tmp = Path(tmp_text)
@@ -342,12 +348,12 @@ def main() -> int:
         challtest_url = f"http://127.0.0.1:{ports['management']}"
         try:
             for n in range(1, args.rounds + 1):
-                where = tmp / f"round{n}"
-                where.mkdir()
-                starts = [("trustyard", lambda where=where: start_trustyard(where, ports, args.workers)),
-                          ("pebble", lambda where=where: start_pebble(where, ports))]
-                for label, start in starts if n % 2 else starts[::-1]:  # alternate who goes first
-                    process, url, verify = start()
+                order = labels[(n - 1) % len(labels):] + labels[:(n - 1) % len(labels)]  # rotate who goes first
+                for label in order:
+                    where = tmp / f"round{n}-{label}"
+                    where.mkdir()
+                    process, url, verify = (start_pebble(where, ports) if label == "pebble" else
+                                            start_trustyard(where, ports, int(label.rsplit("-w", 1)[1])))
                     try:
                         server_before, own_before = session_cpu_seconds(process.pid), own_cpu_seconds()
                         result = asyncio.run(drive(url, verify, challtest_url, args.orders, args.concurrency,
@@ -360,36 +366,44 @@ def main() -> int:
                     finally:
                         stop(process)
                     rounds[label].append({"round": n, **result})
-                    print(f"{n:>5} {label:>9} {result['orders_per_s']:>9.2f} {result['p50_ms']:>7} "
+                    print(f"{n:>5} {label:>{width}} {result['orders_per_s']:>9.2f} {result['p50_ms']:>7} "
                           f"{result['p99_ms']:>7} {result['server_cpu_ms_per_order']:>20} "
                           f"{result['loadgen_cpu_ms_per_order']:>28}", flush=True)
         finally:
             stop(challtest)
     results = {label: summary(runs) for label, runs in rounds.items()}
-    trustyard, pebble = results["trustyard"], results["pebble"]
-    ratio = trustyard["orders_per_s"] / pebble["orders_per_s"] if pebble["orders_per_s"] else None
-    per_round = [round(t["orders_per_s"] / p["orders_per_s"], 3)
-                 for t, p in zip(trustyard["rounds"], pebble["rounds"]) if p["orders_per_s"]]
+    pebble = results["pebble"]
+    ratios: dict[str, Any] = {}
+    for label in labels[:-1]:
+        mine = results[label]
+        ratios[label] = {
+            "median_ratio": round(mine["orders_per_s"] / pebble["orders_per_s"], 3) if pebble["orders_per_s"] else None,
+            "per_round": [round(t["orders_per_s"] / p["orders_per_s"], 3)
+                          for t, p in zip(mine["rounds"], pebble["rounds"]) if p["orders_per_s"]],
+        }
     doc = {
         "benchmark": "acme full flow (newOrder, authz, http-01 challenge, finalize, download)",
         "concurrency": args.concurrency, "poll_ms": args.poll_ms, "orders_per_server_and_round": args.orders,
-        "rounds": args.rounds, "trustyard_workers": args.workers,
+        "rounds": args.rounds,
         "trustyard_storage": "SQLite, WAL, every certificate fsynced before it is answered (persistence on)",
         "pebble_storage": "in memory", "challenge_responder": "pebble-challtestsrv (same for both)",
-        **results, "ratio_trustyard_to_pebble": round(ratio, 3) if ratio else None, "ratio_per_round": per_round,
+        "servers": results, "ratio_to_pebble": ratios,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     out = ROOT / "bench/out/acme.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2) + "\n")
-    for label in ("trustyard", "pebble"):
+    print()
+    for label in labels:
         r = results[label]
-        print(f"{label:>9}: median {r['orders_per_s']:7.2f} orders/s  p50 {r['p50_ms']} ms  p99 {r['p99_ms']} ms  "
-              f"server CPU {r['server_cpu_ms_per_order']} ms/order  ({r['orders']} orders, {r['errors']} errors)")
-    print(f"    ratio: {doc['ratio_trustyard_to_pebble']}x trustyard/Pebble orders/s (medians; per round "
-          f"{', '.join(f'{x}x' for x in per_round)})  -> {out.relative_to(ROOT)}")
-    return 0 if trustyard["errors"] == 0 and pebble["errors"] == 0 else 1
+        ratio = ratios.get(label)
+        tail = (f"  ratio {ratio['median_ratio']}x Pebble (per round "
+                f"{', '.join(f'{x}x' for x in ratio['per_round'])})" if ratio else "")
+        print(f"{label:>{width}}: median {r['orders_per_s']:7.2f} orders/s  p50 {r['p50_ms']} ms  p99 {r['p99_ms']} ms  "
+              f"server CPU {r['server_cpu_ms_per_order']} ms/order{tail}")
+    print(f"-> {out.relative_to(ROOT)}")
+    return 0 if all(r["errors"] == 0 for r in results.values()) else 1
 
 
 if __name__ == "__main__":
