@@ -88,8 +88,8 @@ class SqlStore:
         self._lock_path = self._sqlite_lock_path()
         self._lock_fd: int | None = None
         self._lock_pid = 0
-        self._unit_local = threading.local()  # each thread's connection for units, kept open
-        self._unit_conns: list[Connection] = []
+        self._kept_local = threading.local()  # each thread's SQLite connection, kept open
+        self._kept_conns: list[Connection] = []
 
     def _sqlite_lock_path(self) -> str | None:
         database = self.engine.url.database
@@ -117,7 +117,7 @@ class SqlStore:
             yield unit.conn
             return
         if not write or self._lock_path is None:
-            with self.engine.connect() as conn:
+            with self._connection() as conn:
                 conn.info["immediate"] = write
                 with conn.begin():
                     yield conn
@@ -126,7 +126,7 @@ class SqlStore:
             fd = self._lock_file()
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                with self.engine.connect() as conn:
+                with self._connection() as conn:
                     conn.info["immediate"] = True
                     with conn.begin():
                         yield conn
@@ -162,8 +162,8 @@ class SqlStore:
             fd = self._lock_file()
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                conn = self._unit_connection()
-                try:
+                with self._connection() as conn:
+                    conn.info["immediate"] = True
                     with conn.begin():
                         unit = _Unit(self, conn)
                         token = _UNIT.set(unit)
@@ -171,25 +171,37 @@ class SqlStore:
                             yield
                         finally:
                             _UNIT.reset(token)
-                except BaseException:
-                    if conn.invalidated:
-                        self._unit_local.conn = None
-                    raise
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         if unit.durable:
             self._flush_or_defer()
 
-    def _unit_connection(self) -> Connection:
-        """This thread's connection for units: checked out once and kept, since a request's unit
-        is short and frequent and the pool's checkout and return cost as much as its BEGIN."""
-        conn: Connection | None = getattr(self._unit_local, "conn", None)
-        if conn is None or conn.closed or getattr(self._unit_local, "pid", None) != os.getpid():
+    def _kept_connection(self) -> Connection:
+        """This thread's SQLite connection, checked out once and kept: transactions here are
+        short and frequent, and the pool's checkout and return cost as much as a BEGIN."""
+        conn: Connection | None = getattr(self._kept_local, "conn", None)
+        if conn is None or conn.closed or getattr(self._kept_local, "pid", None) != os.getpid():
             conn = self.engine.connect()
-            conn.info["immediate"] = True
-            self._unit_local.conn, self._unit_local.pid = conn, os.getpid()
-            self._unit_conns.append(conn)
+            self._kept_local.conn, self._kept_local.pid = conn, os.getpid()
+            self._kept_conns.append(conn)
         return conn
+
+    @contextmanager
+    def _connection(self) -> Iterator[Connection]:
+        """A connection for one transaction: on a SQLite file this thread's kept one (unless a
+        transaction of this thread already uses it), else one from the pool."""
+        if self._lock_path is not None:
+            conn = self._kept_connection()
+            if not conn.in_transaction():
+                try:
+                    yield conn
+                except BaseException:
+                    if conn.invalidated:
+                        self._kept_local.conn = None
+                    raise
+                return
+        with self.engine.connect() as conn:
+            yield conn
 
     def _flush_wal(self) -> None:
         assert self._lock_path is not None
@@ -265,10 +277,10 @@ class SqlStore:
         return [] if rows == ["ok"] else rows
 
     def close(self) -> None:
-        for conn in self._unit_conns:
+        for conn in self._kept_conns:
             if not conn.closed:
                 conn.close()
-        self._unit_conns.clear()
+        self._kept_conns.clear()
         self.engine.dispose()
         if self._lock_fd is not None and self._lock_pid == os.getpid():
             os.close(self._lock_fd)
