@@ -290,3 +290,14 @@ def test_fuzz_csr_at_finalize(world: World, ready_order: tuple[str, str], mutati
     response = world.acme.post(ready_order[1], {"csr": b64(bytes(data))})
     assert response.status_code in (400, 403), response.text
     assert response.json()["type"] in (ACME + "badCSR", ACME + "orderNotReady", ACME + "rejectedIdentifier")
+
+
+def test_an_unknown_directory_is_a_404_problem_not_a_500(world: World) -> None:
+    url, mode, payload = world.endpoints["new-order"]
+    elsewhere = url.replace("/acme/acme/", "/acme/nope/")
+    header = world.header(elsewhere, mode)
+    response = world.env.http.post(elsewhere, content=signed(world, header, payload), headers=JOSE)
+    assert response.status_code == 404, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["type"] == ACME + "malformed" and "ACME provisioner" in response.json()["detail"]
+    assert response.headers.get("Replay-Nonce") and "Link" not in response.headers

@@ -90,6 +90,18 @@ class AcmeResponse:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass
+class _Signed:
+    """A POST that passed ``AcmeService._check``: what authentication still has to do."""
+
+    jws: Jws
+    urls: Urls
+    as_get: bool | None
+    nonce: str
+    jwk: Jwk | None = None              # the verified key: a jwk, or a remembered account's
+    account: AccountRow | None = None   # the remembered account the key came from
+
+
 @dataclass(frozen=True)
 class _Caller:
     jws: Jws
@@ -146,19 +158,29 @@ class AcmeService:
     # -- POST ---------------------------------------------------------------------------------
 
     def post(self, request: AcmeRequest) -> AcmeResponse:
-        """Any POST: authenticate, dispatch, and always hand back a fresh nonce; all of it in one
-        database transaction (``AcmeStore.unit``)."""
+        """Any POST: authenticate, dispatch, and always hand back a fresh nonce.
+
+        What needs no database happens first (``_check``: the request's shape and, when the key
+        is at hand, its signature); the rest runs in one database transaction
+        (``AcmeStore.unit``), which on SQLite holds the write lock, so the lock is not held
+        while a signature is verified."""
+        try:
+            signed: _Signed | AcmeError = self._check(request)
+        except AcmeError as exc:
+            signed = exc
         try:
             with self.store.unit():
-                return self._post(request)
+                return self._post(request, signed)
         except Exception:  # the transaction itself failed (begin or commit): nothing was promised
             log.exception("ACME %s: the database transaction failed", request.resource)
             return _problem(AcmeError("serverInternal", "internal error; the server log has the details"))
 
-    def _post(self, request: AcmeRequest) -> AcmeResponse:
+    def _post(self, request: AcmeRequest, signed: _Signed | AcmeError) -> AcmeResponse:
         fresh: list[str] = []
         try:
-            caller = self._authenticate(request, fresh)
+            if isinstance(signed, AcmeError):
+                raise signed
+            caller = self._authenticate(request, signed, fresh)
             response = getattr(self, "_" + request.resource.replace("-", "_"))(request, caller)
         except AcmeError as exc:
             response = _problem(exc)
@@ -176,12 +198,15 @@ class AcmeService:
                 log.exception("cannot mint a nonce")
                 return response
         response.headers["Replay-Nonce"] = nonce
-        response.headers.setdefault("Link", f'<{self._urls(request.base_url, request.provisioner).directory()}>'
-                                            ';rel="index"')
+        if request.provisioner in self.provisioners:
+            response.headers.setdefault("Link", f'<{Urls(request.base_url, request.provisioner).directory()}>'
+                                                ';rel="index"')
         response.headers["Cache-Control"] = "no-store"
         return response
 
-    def _authenticate(self, request: AcmeRequest, fresh: list[str]) -> _Caller:
+    def _check(self, request: AcmeRequest) -> _Signed:
+        """Everything about a POST that needs no database: content type, size, the JWS and its
+        protected header, and the signature when the key is a jwk or a remembered account's."""
         urls = self._urls(request.base_url, request.provisioner)
         if request.resource not in RESOURCES:
             raise AcmeError.not_found("resource")
@@ -207,31 +232,44 @@ class AcmeService:
         nonce = header.get("nonce")
         if not isinstance(nonce, str) or not nonce:
             raise AcmeError("badNonce", "the protected header has no nonce")
-        account = None
+        signed = _Signed(jws, urls, as_get, nonce[:64])
         if has_jwk:
-            jwk = parse_jwk(header["jwk"])
-        else:
-            account = self._known_account(urls, header["kid"], request.resource)
-            if account is not None:  # from an earlier request: the redemption checks it still holds
-                jwk = _stored_jwk(account.jwk)
-                redeemed = None
-                if signature_verifies(jws, jwk):
-                    redeemed = self.store.redeem_nonce_as(nonce[:64], account.id, account.thumbprint)
-                if redeemed is not None:
-                    fresh.append(redeemed)
-                    return self._caller(request, jws, jwk, account, urls, as_get)
-                # A new key, a changed account or a bad nonce: the full path finds out which.
-                self._accounts.pop(account.id, None)
-            account = self._account_for_kid(urls, header["kid"])
+            signed.jwk = parse_jwk(header["jwk"])
+            verify_signature(jws, signed.jwk)
+            return signed
+        account = self._known_account(urls, header["kid"], request.resource)
+        if account is not None:  # from an earlier request: the redemption checks it still holds
             jwk = _stored_jwk(account.jwk)
-        verify_signature(jws, jwk)
-        ok, new = self.store.redeem_nonce(nonce[:64], self.config.nonce_reject_percent)
+            if signature_verifies(jws, jwk):
+                signed.jwk, signed.account = jwk, account
+            else:  # perhaps a new key: the full path finds out
+                self._accounts.pop(account.id, None)
+        return signed
+
+    def _authenticate(self, request: AcmeRequest, signed: _Signed, fresh: list[str]) -> _Caller:
+        """The part of authentication that needs the database: the account and the nonce."""
+        jws, urls = signed.jws, signed.urls
+        if signed.account is not None:
+            redeemed = self.store.redeem_nonce_as(signed.nonce, signed.account.id, signed.account.thumbprint)
+            if redeemed is not None:
+                fresh.append(redeemed)
+                return self._caller(request, jws, signed.jwk, signed.account, urls, signed.as_get)  # type: ignore[arg-type]
+            # A changed account or a bad nonce: the full path finds out which.
+            self._accounts.pop(signed.account.id, None)
+        account = None
+        jwk = signed.jwk
+        if "kid" in jws.header:
+            account = self._account_for_kid(urls, jws.header["kid"])
+            jwk = _stored_jwk(account.jwk)
+            verify_signature(jws, jwk)
+        assert jwk is not None  # a jwk request was verified by _check
+        ok, new = self.store.redeem_nonce(signed.nonce, self.config.nonce_reject_percent)
         fresh.append(new)
         if not ok:
             raise AcmeError("badNonce", "the nonce is unknown, expired or already used")
         if account is not None:
             self._remember(account)
-        return self._caller(request, jws, jwk, account, urls, as_get)
+        return self._caller(request, jws, jwk, account, urls, signed.as_get)
 
     def _caller(self, request: AcmeRequest, jws: Jws, jwk: Jwk, account: AccountRow | None, urls: Urls,
                 as_get: bool | None) -> _Caller:
