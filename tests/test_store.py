@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextvars
 import json
+import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterator
@@ -106,6 +108,87 @@ def test_a_unit_is_one_transaction_that_nested_writes_join(tmp_path: Path, monke
     finally:
         store.close()
         other.close()
+
+
+def test_a_failed_step_inside_a_unit_undoes_only_its_own_writes(tmp_path: Path) -> None:
+    """A write joining a unit runs under a SAVEPOINT: when it fails halfway its statements
+    go, the unit's other writes stay, exactly as if it had been its own transaction."""
+    store = open_store(f"sqlite:///{tmp_path / 'sp.db'}")
+    try:
+        store.record_intent(intent("taken"))
+        with store.unit():
+            store.record_intent(intent("kept"))
+            with pytest.raises(SerialCollision):  # redeems the token, then the serial collides
+                store.record_intent(intent("taken", jti="tok"))
+            store.record_intent(intent("retry", jti="tok"))  # so the token is still unspent
+        assert store.get("kept") is not None and store.get("retry") is not None
+    finally:
+        store.close()
+
+
+def test_threads_do_not_hold_on_to_pool_connections(tmp_path: Path) -> None:
+    """Thread pools start and stop threads; each transaction there returns its connection, so
+    no number of short-lived threads runs the pool dry (only the main thread keeps one)."""
+    store = open_store(f"sqlite:///{tmp_path / 'pool.db'}")
+    errors: list[str] = []
+
+    def work(n: int) -> None:
+        try:
+            store.record_intent(intent(f"t{n}"))
+            assert store.get(f"t{n}") is not None
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(repr(exc))
+
+    try:
+        for n in range(40):  # more than the pool's 5 + 10
+            worker = threading.Thread(target=work, args=(n,))
+            worker.start()
+            worker.join(10)
+            assert not worker.is_alive(), "a transaction waited for a pool connection"
+        assert errors == []
+    finally:
+        store.close()
+
+
+def test_a_failed_commit_does_not_leave_the_connection_in_a_transaction(tmp_path: Path) -> None:
+    """When COMMIT fails, SQLite may keep the transaction (and the write lock) open; the
+    kept connection must not be reused like that, or this thread's next transaction and every
+    other writer would fail."""
+    url = f"sqlite:///{tmp_path / 'fk.db'}"
+    store, other = open_store(url), open_store(url)
+    try:
+        with store._tx() as conn:
+            conn.exec_driver_sql("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+            conn.exec_driver_sql("CREATE TABLE child (id INTEGER PRIMARY KEY, p INTEGER "
+                                 "REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED)")
+        store._kept_connection().connection.dbapi_connection.execute("PRAGMA foreign_keys=ON")  # type: ignore[union-attr]
+        with pytest.raises(Exception, match="FOREIGN KEY"):  # fails at COMMIT
+            with store._tx() as conn:
+                conn.exec_driver_sql("INSERT INTO child VALUES (1, 99)")
+        store.record_intent(intent("after"))  # this thread's next transaction
+        with other._tx() as conn:  # and another writer
+            conn.exec_driver_sql("INSERT INTO parent VALUES (1)")
+        assert other.get("after") is not None
+    finally:
+        store.close()
+        other.close()
+
+
+def test_only_the_units_own_thread_joins_it(tmp_path: Path) -> None:
+    """A thread that inherits the unit's context (a copied context) still gets its own
+    transaction: it does not see the unit's uncommitted writes."""
+    store = open_store(f"sqlite:///{tmp_path / 'ctx.db'}")
+    seen: list[object] = []
+    try:
+        with store.unit():
+            store.record_intent(intent("uncommitted"))
+            context = contextvars.copy_context()
+            reader = threading.Thread(target=lambda: seen.append(context.run(store.get, "uncommitted")))
+            reader.start()
+            reader.join(10)
+        assert seen == [None] and store.get("uncommitted") is not None
+    finally:
+        store.close()
 
 
 # -- audit ---------------------------------------------------------------------------------------

@@ -108,7 +108,7 @@ class AcmeStore:
     def mint_nonce(self, retry: bool = True) -> str:
         """A nonce; ``retry`` ones (from newNonce or with a problem) are exempt from the test knob."""
         nonce = secrets.token_urlsafe(16)
-        with self.sql._tx(durable=False) as conn:
+        with self.sql._tx(durable=False, one_statement=True) as conn:
             conn.execute(_INSERT_NONCE, {"nonce": nonce, "expires_at": _now() + NONCE_LIFETIME, "retry": int(retry)})
         return nonce
 
@@ -143,7 +143,7 @@ class AcmeStore:
         This lets the caller authenticate from an account it read earlier."""
         now = _now()
         fresh = secrets.token_urlsafe(16)
-        with self.sql._tx(durable=False) as conn:
+        with self.sql._tx(durable=False, one_statement=True) as conn:
             done = conn.execute(_REDEEM_NONCE_AS, {"b_old": nonce, "b_now": now, "b_fresh": fresh,
                                                    "b_expires": now + NONCE_LIFETIME, "b_account": account_id,
                                                    "b_thumbprint": thumbprint})
@@ -283,7 +283,7 @@ class AcmeStore:
         """pending -> processing, only while its authorization is pending and unexpired, in one
         conditional UPDATE: the start time for the one caller that won, else None."""
         now = _now()
-        with self.sql._tx(durable=False) as conn:
+        with self.sql._tx(durable=False, one_statement=True) as conn:
             result = conn.execute(_START_CHALLENGE, {"b_id": challenge_id, "b_now": now})
             return now if result.rowcount == 1 else None
 
@@ -323,11 +323,11 @@ class AcmeStore:
 
     def begin_finalize(self, order_id: str) -> bool:
         """ready -> processing: True for exactly one caller, however many finalize at once."""
-        with self.sql._tx(durable=False) as conn:
+        with self.sql._tx(durable=False, one_statement=True) as conn:
             return conn.execute(_BEGIN_FINALIZE, {"b_id": order_id, "b_now": _now()}).rowcount == 1
 
     def end_finalize(self, order_id: str, serial: str | None, error: dict[str, Any] | None) -> None:
-        with self.sql._tx(durable=False) as conn:
+        with self.sql._tx(durable=False, one_statement=True) as conn:
             conn.execute(_END_FINALIZE, {"b_id": order_id, "b_status": "valid" if serial else "invalid",
                                          "b_serial": serial, "b_error": json.dumps(error) if error else None})
 

@@ -39,6 +39,7 @@ class _Unit:
 
     def __init__(self, store: SqlStore, conn: Connection) -> None:
         self.store, self.conn, self.durable = store, conn, False
+        self.thread = threading.get_ident()  # only this thread joins (a copied context does not)
 
 
 _UNIT: ContextVar[_Unit | None] = ContextVar("trustyard_unit", default=None)
@@ -88,8 +89,7 @@ class SqlStore:
         self._lock_path = self._sqlite_lock_path()
         self._lock_fd: int | None = None
         self._lock_pid = 0
-        self._kept_local = threading.local()  # each thread's SQLite connection, kept open
-        self._kept_conns: list[Connection] = []
+        self._kept: tuple[int, Connection] | None = None  # (pid, the main thread's SQLite connection)
 
     def _sqlite_lock_path(self) -> str | None:
         database = self.engine.url.database
@@ -98,7 +98,7 @@ class SqlStore:
         return f"{database}.lock"
 
     @contextmanager
-    def _tx(self, write: bool = True, durable: bool = True) -> Iterator[Connection]:
+    def _tx(self, write: bool = True, durable: bool = True, one_statement: bool = False) -> Iterator[Connection]:
         """A transaction; ``write`` ones are serialized across threads and processes on SQLite.
 
         Durability on SQLite is a group commit: transactions commit with
@@ -110,11 +110,19 @@ class SqlStore:
         are in the database file, which SQLite syncs at checkpoint. ``durable=False`` is for
         steps that a durable commit always follows before anything leaves the CA (the
         issuance intent, a proof's redemption).
+
+        Inside ``unit()`` a write joins the unit under a SAVEPOINT, so that a failure rolls
+        back exactly its own statements, as its own transaction would; ``one_statement``
+        writes skip the SAVEPOINT, since SQLite undoes a failed statement by itself.
         """
         unit = _UNIT.get()
-        if unit is not None and unit.store is self:
+        if unit is not None and unit.store is self and unit.thread == threading.get_ident():
             unit.durable = unit.durable or (write and durable)
-            yield unit.conn
+            if not write or one_statement:
+                yield unit.conn
+            else:
+                with unit.conn.begin_nested():
+                    yield unit.conn
             return
         if not write or self._lock_path is None:
             with self._connection() as conn:
@@ -177,27 +185,32 @@ class SqlStore:
             self._flush_or_defer()
 
     def _kept_connection(self) -> Connection:
-        """This thread's SQLite connection, checked out once and kept: transactions here are
-        short and frequent, and the pool's checkout and return cost as much as a BEGIN."""
-        conn: Connection | None = getattr(self._kept_local, "conn", None)
-        if conn is None or conn.closed or getattr(self._kept_local, "pid", None) != os.getpid():
-            conn = self.engine.connect()
-            self._kept_local.conn, self._kept_local.pid = conn, os.getpid()
-            self._kept_conns.append(conn)
-        return conn
+        """The main thread's SQLite connection, checked out once and kept: the event loop runs
+        there, its transactions are short and frequent, and the pool's checkout and return
+        cost as much as a BEGIN. Other threads come and go (thread pools), so they use the
+        pool and give their connection back."""
+        if self._kept is None or self._kept[0] != os.getpid() or self._kept[1].closed:
+            self._kept = (os.getpid(), self.engine.connect())
+        return self._kept[1]
+
+    def _drop_kept(self) -> None:
+        if self._kept is not None and self._kept[0] == os.getpid():
+            self._kept[1].close()  # back to the pool, whose reset rolls back whatever is open
+        self._kept = None
 
     @contextmanager
     def _connection(self) -> Iterator[Connection]:
-        """A connection for one transaction: on a SQLite file this thread's kept one (unless a
-        transaction of this thread already uses it), else one from the pool."""
-        if self._lock_path is not None:
+        """A connection for one transaction: on a SQLite file, in the main thread, the kept one
+        (unless a transaction of this thread already uses it); else one from the pool."""
+        if self._lock_path is not None and threading.current_thread() is threading.main_thread():
             conn = self._kept_connection()
             if not conn.in_transaction():
                 try:
                     yield conn
                 except BaseException:
-                    if conn.invalidated:
-                        self._kept_local.conn = None
+                    # A failed statement or COMMIT may leave SQLite's transaction (and its lock)
+                    # open under a connection SQLAlchemy considers done: never reuse it.
+                    self._drop_kept()
                     raise
                 return
         with self.engine.connect() as conn:
@@ -277,10 +290,7 @@ class SqlStore:
         return [] if rows == ["ok"] else rows
 
     def close(self) -> None:
-        for conn in self._kept_conns:
-            if not conn.closed:
-                conn.close()
-        self._kept_conns.clear()
+        self._drop_kept()
         self.engine.dispose()
         if self._lock_fd is not None and self._lock_pid == os.getpid():
             os.close(self._lock_fd)
