@@ -118,3 +118,48 @@ def test_outage_recovery_spreads_the_renewal_and_restores_the_rhythm(tmp_path: P
         assert again.earliest <= m.renew_point <= again.latest
     finally:
         authority.store.close()
+
+
+def test_recovery_is_never_put_off_again_and_warns_close_to_expiry(tmp_path: Path) -> None:
+    """The CA answers with 5 minutes left (less than error_before, 10% of an hour): the
+    renewal is planned within the time left short of the margin, and the status is a warning
+    that says when. The CA fails again at that moment: once it answers, the agent renews at
+    once instead of planning another wait."""
+    home = tmp_path / "ca"
+    init_home(home, None, InitOptions(allow=("*.internal",)))
+    authority = load_authority(home, None, minting=True)
+    token = authority.mint_token("default", "flaky.internal", ["flaky.internal"], ttl_text="2h")
+    clock = FakeClock(datetime.now(timezone.utc).replace(microsecond=0))
+    authority.clock = clock.now
+    ca, out = SwitchableCA(authority), Memory()
+    m = ManagedCert(cert_spec({"name": "flaky.internal", "out": str(tmp_path / "out"), "ttl": "1h"}), ca, out,
+                    clock, rng=random.Random(9), environ={"TRUSTYARD_TOKEN": token})
+    try:
+        m.start()
+        m.step()
+        assert m.not_after is not None and m.current is not None
+        first, not_after, lifetime = m.serial, m.not_after, m.not_after - m.current.issued_at
+        ca.up = False
+        clock.current = m.next_at
+        while clock.current < not_after - timedelta(minutes=5):
+            m.step()
+            clock.current = min(max(m.next_at, clock.current), not_after - timedelta(minutes=5))
+        ca.up = True
+        m.step()  # the probe, with 5 minutes left
+        planned = m.next_at
+        assert clock.current < planned <= not_after - lifetime * RECOVERY_MARGIN and m.serial == first
+        status = m.status()
+        assert status.level is Level.WARNING and planned.isoformat(timespec="seconds") in status.message
+
+        ca.up = False  # down again exactly when the renewal was planned
+        clock.current = planned
+        m.step()
+        assert m.failures >= 1 and m.serial == first
+        ca.up = True
+        clock.current = m.next_at
+        m.step()  # the probe: the planned point has passed, so no new wait
+        assert m.next_at == clock.current
+        m.step()
+        assert ca.renewals == 1 and m.serial != first
+    finally:
+        authority.store.close()

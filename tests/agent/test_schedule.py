@@ -83,6 +83,19 @@ class TestRecoveryPoint:
         now = T0 + HOUR * (1 - RECOVERY_MARGIN / 2)
         assert recovery_point(now, T0, T0 + HOUR, random.Random(1)) == now
 
+    def test_the_outage_budget_is_kept_after_an_outage_too(self) -> None:
+        """30-day certificates with a 7-day budget renew with at least 7.7 days left; a short
+        CA blip late in the plan must not move the renewal past that."""
+        schedule = Schedule(outage_budget=timedelta(days=7))
+        issued, not_after = T0, T0 + timedelta(days=30)
+        now = not_after - timedelta(days=8)
+        rng = random.Random(5)
+        points = [schedule.recovery_point(now, issued, not_after, rng) for _ in range(200)]
+        assert all(now <= p <= not_after - timedelta(days=7) * 1.1 for p in points)
+        # already inside the budget: at once
+        inside = not_after - timedelta(days=6)
+        assert schedule.recovery_point(inside, issued, not_after, rng) == inside
+
     def test_a_fleet_backlog_reaches_the_ca_at_about_the_rate_it_piled_up(self) -> None:
         """600 agents missed their renewal points (66% of a 1 h lifetime) during a 15-minute outage.
         After it, their renewals spread with no 1-minute bucket above 1.5x the rate at which

@@ -32,7 +32,7 @@ from ..x509.names import name_text, sans_of
 from ..x509.summary import serial_hex
 from . import actions
 from .config import AgentConfig, CertSpec
-from .schedule import Backoff, Level, Status, assess, recovery_point
+from .schedule import Backoff, Level, Status, assess
 from .seams import CABackend, Clock, Current, Output
 
 log = logging.getLogger("trustyard.agent")
@@ -84,6 +84,7 @@ class ManagedCert:
         self._warned_budget = False
         self._recovering = False   # the CA answers again; the renewal waits for next_at
         self._late_by = timedelta(0)  # how late the renewal in flight is, for the next plan
+        self._recovery_at: datetime | None = None  # the renewal planned when the CA answered again
 
     # -- state -------------------------------------------------------------------------
 
@@ -102,8 +103,13 @@ class ManagedCert:
         status = assess(now, self.current.issued_at if self.current else None, self.not_after,
                         self.failing_since, self.spec.error_before)
         if self._recovering and status.level is not Level.OK and self.not_after and self.not_after > now:
-            return Status(Level.OK, f"expires in {humanize(self.not_after - now)}; the CA answers again after "
-                          f"an outage, renewing at {self.next_at.isoformat(timespec='seconds')}")
+            # The CA answers; the renewal waits on purpose (spreading an outage's backlog). Not
+            # an error, but a warning once little time is left.
+            assert self.current is not None
+            low = self.not_after - now < self.spec.error_before.of(self.not_after - self.current.issued_at)
+            return Status(Level.WARNING if low else Level.OK,
+                          f"expires in {humanize(self.not_after - now)}; the CA answers again after an outage, "
+                          f"renewing at {self.next_at.isoformat(timespec='seconds')}")
         if self.verify_ok is False and status.level is Level.OK:
             return Status(Level.WARNING, f"{status.message}; the endpoint does not serve the new certificate yet")
         return status
@@ -176,7 +182,10 @@ class ManagedCert:
         self.backend.roots(None)  # raises CAUnavailable while the CA is still down
         assert self.current is not None and self.not_after is not None
         self._recovering = True
-        self.next_at = recovery_point(now, self.current.issued_at, self.not_after, self.rng)
+        point = self.spec.schedule.recovery_point(now, self.current.issued_at, self.not_after, self.rng)
+        if self._recovery_at is not None:  # never later than a recovery already planned
+            point = min(point, max(self._recovery_at, now))
+        self.next_at = self._recovery_at = point
         delay = self.next_at - now
         log.info("%s: the CA answers again; renewing in %s (spreading the backlog of the outage)",
                  self.spec.name, humanize(delay))
@@ -292,6 +301,7 @@ class ManagedCert:
 
     def _schedule_renewal(self, now: datetime) -> None:
         assert self.current is not None
+        self._recovery_at = None
         late_by, self._late_by = self._late_by, timedelta(0)
         plan = self.spec.schedule.plan(self.current.issued_at, self.current.chain[0].not_valid_after_utc, late_by)
         if plan.warning and not self._warned_budget:

@@ -117,17 +117,32 @@ class Schedule:
             nominal, earliest, latest = (max(t - late_by, floor) for t in (nominal, earliest, latest))
         return Plan(issued_at, not_after, nominal, earliest, latest, warning)
 
+    def recovery_point(self, now: datetime, issued_at: datetime, not_after: datetime,
+                       rng: random.Random) -> datetime:
+        """``recovery_point`` keeping this schedule's outage budget before notAfter."""
+        return recovery_point(now, issued_at, not_after, rng, _recovery_keep(self, not_after - issued_at))
 
-def recovery_point(now: datetime, issued_at: datetime, not_after: datetime, rng: random.Random) -> datetime:
+
+def recovery_point(now: datetime, issued_at: datetime, not_after: datetime, rng: random.Random,
+                   keep: timedelta = timedelta(0)) -> datetime:
     """When to renew once the CA answers again after failures: at 90-100% of the time left
-    minus a margin of 5% of the lifetime; at once when less than the margin is left.
+    minus a margin (5% of the lifetime, or ``keep`` if longer); at once when less than the
+    margin is left.
 
     The delay is proportional to the time left, so a fleet whose missed renewal points were
     spread over the outage renews spread over about as long again, each before its margin."""
-    room = (not_after - now) - (not_after - issued_at) * RECOVERY_MARGIN
+    room = (not_after - now) - max((not_after - issued_at) * RECOVERY_MARGIN, keep)
     if room <= timedelta(0):
         return now
     return now + room * rng.uniform(*RECOVERY_SHARE)
+
+
+def _recovery_keep(schedule: Schedule, lifetime: timedelta) -> timedelta:
+    """What a recovery must leave before notAfter: the outage budget (with its margin), when
+    the lifetime allows one."""
+    if not schedule.outage_budget:
+        return timedelta(0)
+    return min(schedule.outage_budget * (1 + OUTAGE_MARGIN), lifetime * (1 - EARLIEST_FRACTION))
 
 
 @dataclass(frozen=True)
