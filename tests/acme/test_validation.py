@@ -216,3 +216,31 @@ def test_aaaa_is_looked_up_only_when_the_a_addresses_fail(web: tuple[int, type[H
     error = checker(port, resolver).check(probe("down.internal"))
     assert error and error["type"].endswith(":connection") and "127.0.0.3" in error["detail"]
     assert resolver.asked == ["A", "AAAA"]
+
+
+def test_a_failed_aaaa_lookup_after_failed_a_addresses_still_names_them(challtestsrv: Any) -> None:
+    import dns.exception
+
+    class BrokenAAAA(CountingResolver):
+        def _resolver(self) -> Any:
+            inner = super()._resolver()
+
+            class Resolve:
+                def resolve(self, name: str, rdtype: str, **kwargs: Any) -> Any:
+                    if rdtype == "AAAA":
+                        inner.resolve(name, rdtype, **kwargs)  # counted
+                        raise dns.exception.Timeout()
+                    return inner.resolve(name, rdtype, **kwargs)
+            return Resolve()
+
+    challtestsrv.add_a("half.internal", "127.0.0.3")  # nothing listens there
+    resolver = BrokenAAAA(challtestsrv.resolver)
+    error = checker(free_port_number(), resolver).check(probe("half.internal"))
+    assert error and error["type"].endswith(":connection"), error
+    assert "127.0.0.3" in error["detail"] and "AAAA" in error["detail"] and resolver.asked == ["A", "AAAA"]
+
+
+def free_port_number() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.2", 0))
+        return s.getsockname()[1]

@@ -168,6 +168,9 @@ class AcmeService:
             signed: _Signed | AcmeError = self._check(request)
         except AcmeError as exc:
             signed = exc
+        except Exception:  # a bug, not the client: still a problem document with a nonce
+            log.exception("ACME %s: checking the request failed", request.resource)
+            signed = AcmeError("serverInternal", "internal error; the server log has the details")
         try:
             with self.store.unit():
                 return self._post(request, signed)

@@ -108,6 +108,17 @@ class Resolver:
         return [b"".join(r.strings).decode("ascii", "replace") for r in answer]
 
 
+def _keeping_failures(targets: Iterator[IPAddress], failures: list[str], cannot: str) -> Iterator[IPAddress]:
+    """``targets``, except that when looking up more addresses fails (the AAAA lookup, or the
+    deadline) after some have already failed to connect, the error names those failures."""
+    try:
+        yield from targets
+    except ValidationFailed as exc:
+        if not failures:
+            raise
+        raise ValidationFailed("connection", f"{cannot} ({'; '.join(failures[:3])}; then {exc.detail})") from None
+
+
 def _left(deadline: float) -> float:
     left = deadline - time.monotonic()
     if left <= 0:
@@ -192,8 +203,9 @@ class Checker:
         raise ValidationFailed("connection", f"more than {MAX_REDIRECTS} redirects")
 
     def _fetch(self, scheme: str, host: str, port: int, path: str, deadline: float) -> tuple[int, str, bytes]:
-        failures = []
-        for address in self._targets(host, port, deadline):
+        failures: list[str] = []
+        cannot = f"cannot fetch from {host}:{port}"
+        for address in _keeping_failures(self._targets(host, port, deadline), failures, cannot):
             conn: http.client.HTTPConnection
             if scheme == "https":
                 conn = _PinnedHTTPS(str(address), port, host, timeout=_left(deadline))
@@ -214,7 +226,7 @@ class Checker:
                 failures.append(f"{address}: {_net_error(exc)}")
             finally:
                 conn.close()
-        raise ValidationFailed("connection", f"cannot fetch from {host}:{port} ({'; '.join(failures[:3])})")
+        raise ValidationFailed("connection", f"{cannot} ({'; '.join(failures[:3])})")
 
     # -- dns-01 ---------------------------------------------------------------------------------
 
@@ -231,8 +243,9 @@ class Checker:
     def tls_alpn01(self, probe: Probe, deadline: float) -> None:
         ip_identifier = probe.identifier_type == "ip"
         sni = ipaddress.ip_address(probe.value).reverse_pointer if ip_identifier else probe.value
-        failures = []
-        for address in self._targets(probe.value, self.tls_port, deadline):
+        failures: list[str] = []
+        for address in _keeping_failures(self._targets(probe.value, self.tls_port, deadline), failures,
+                                         f"cannot connect to {probe.value}:{self.tls_port}"):
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE  # the self-signed challenge certificate is the point
