@@ -120,9 +120,19 @@ class SqlStore:
             unit.durable = unit.durable or (write and durable)
             if not write or one_statement:
                 yield unit.conn
-            else:
-                with unit.conn.begin_nested():
-                    yield unit.conn
+                return
+            # SQLite SAVEPOINTs nest by name, so one name serves every level; straight to the
+            # driver, like the unit's BEGIN (SQLAlchemy's begin_nested costs ten times more).
+            raw = unit.conn.connection.dbapi_connection
+            assert raw is not None
+            raw.execute("SAVEPOINT trustyard_step")
+            try:
+                yield unit.conn
+            except BaseException:
+                raw.execute("ROLLBACK TO trustyard_step")
+                raw.execute("RELEASE trustyard_step")
+                raise
+            raw.execute("RELEASE trustyard_step")
             return
         if not write or self._lock_path is None:
             with self._connection() as conn:
@@ -300,7 +310,7 @@ class SqlStore:
 
     def record_intent(self, intent: Intent) -> None:
         """Reserve the serial and redeem the token (if any) in one transaction."""
-        with self._tx(durable=False) as conn:
+        with self._tx(durable=False, one_statement=intent.token_jti is None) as conn:
             if intent.token_jti is not None:
                 try:
                     self._redeem(conn, intent.token_jti, "bootstrap", intent.token_expires_at or intent.not_after)
