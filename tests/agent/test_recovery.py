@@ -6,8 +6,10 @@ as much as it was late."""
 from __future__ import annotations
 
 import random
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Iterator
 
 from trustyard.agent.config import cert_spec
 from trustyard.agent.runner import ManagedCert
@@ -63,17 +65,25 @@ class Memory:
         pass
 
 
-def test_outage_recovery_spreads_the_renewal_and_restores_the_rhythm(tmp_path: Path) -> None:
+@contextmanager
+def one_agent(tmp_path: Path, name: str, seed: int) -> Iterator[tuple[ManagedCert, SwitchableCA, Memory, FakeClock]]:
+    """One agent for ``name`` (1 h certificates) against a fresh CA, all on one fake clock."""
     home = tmp_path / "ca"
     init_home(home, None, InitOptions(allow=("*.internal",)))
     authority = load_authority(home, None, minting=True)
-    token = authority.mint_token("default", "late.internal", ["late.internal"], ttl_text="2h")
+    token = authority.mint_token("default", name, [name], ttl_text="2h")
     clock = FakeClock(datetime.now(timezone.utc).replace(microsecond=0))
     authority.clock = clock.now
     ca, out = SwitchableCA(authority), Memory()
-    m = ManagedCert(cert_spec({"name": "late.internal", "out": str(tmp_path / "out"), "ttl": "1h"}), ca, out,
-                    clock, rng=random.Random(4), environ={"TRUSTYARD_TOKEN": token})
     try:
+        yield (ManagedCert(cert_spec({"name": name, "out": str(tmp_path / "out"), "ttl": "1h"}), ca, out, clock,
+                           rng=random.Random(seed), environ={"TRUSTYARD_TOKEN": token}), ca, out, clock)
+    finally:
+        authority.store.close()
+
+
+def test_outage_recovery_spreads_the_renewal_and_restores_the_rhythm(tmp_path: Path) -> None:
+    with one_agent(tmp_path, "late.internal", seed=4) as (m, ca, out, clock):
         m.start()
         m.step()
         assert out.writes == 1 and m.current is not None and m.renew_point is not None
@@ -116,8 +126,6 @@ def test_outage_recovery_spreads_the_renewal_and_restores_the_rhythm(tmp_path: P
         assert ca.renewals == 2 and m.current is not None and m.not_after is not None
         again = Schedule().plan(m.current.issued_at, m.not_after)
         assert again.earliest <= m.renew_point <= again.latest
-    finally:
-        authority.store.close()
 
 
 def test_recovery_is_never_put_off_again_and_warns_close_to_expiry(tmp_path: Path) -> None:
@@ -125,16 +133,7 @@ def test_recovery_is_never_put_off_again_and_warns_close_to_expiry(tmp_path: Pat
     renewal is planned within the time left short of the margin, and the status is a warning
     that says when. The CA fails again at that moment: once it answers, the agent renews at
     once instead of planning another wait."""
-    home = tmp_path / "ca"
-    init_home(home, None, InitOptions(allow=("*.internal",)))
-    authority = load_authority(home, None, minting=True)
-    token = authority.mint_token("default", "flaky.internal", ["flaky.internal"], ttl_text="2h")
-    clock = FakeClock(datetime.now(timezone.utc).replace(microsecond=0))
-    authority.clock = clock.now
-    ca, out = SwitchableCA(authority), Memory()
-    m = ManagedCert(cert_spec({"name": "flaky.internal", "out": str(tmp_path / "out"), "ttl": "1h"}), ca, out,
-                    clock, rng=random.Random(9), environ={"TRUSTYARD_TOKEN": token})
-    try:
+    with one_agent(tmp_path, "flaky.internal", seed=9) as (m, ca, out, clock):
         m.start()
         m.step()
         assert m.not_after is not None and m.current is not None
@@ -161,5 +160,3 @@ def test_recovery_is_never_put_off_again_and_warns_close_to_expiry(tmp_path: Pat
         assert m.next_at == clock.current
         m.step()
         assert ca.renewals == 1 and m.serial != first
-    finally:
-        authority.store.close()

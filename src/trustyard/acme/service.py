@@ -139,10 +139,10 @@ class AcmeService:
         })
 
     def new_nonce(self, base_url: str, provisioner: str, method: str) -> AcmeResponse:
-        self._urls(base_url, provisioner)
+        urls = self._urls(base_url, provisioner)
         return AcmeResponse(200 if method == "HEAD" else 204, None,
                             headers={"Replay-Nonce": self.store.mint_nonce(retry=True), "Cache-Control": "no-store",
-                                     "Link": f'<{self._urls(base_url, provisioner).directory()}>;rel="index"'})
+                                     "Link": f'<{urls.directory()}>;rel="index"'})
 
     def renewal_info(self, base_url: str, provisioner: str, cert_id_text: str) -> AcmeResponse:
         self._urls(base_url, provisioner)
@@ -445,31 +445,27 @@ class AcmeService:
             raise AcmeError("malformed", "replaces names no certificate of this account")
 
     def _order(self, request: AcmeRequest, caller: _Caller) -> AcmeResponse:
-        found = self.store.get_order_with_authzs(request.params["id"])
-        order = self._check_order(caller, found[0] if found else None)
-        return self._order_response(caller.urls, order, 200, found[1] if found else None)
+        order, authzs = self._owned_order(caller, request.params["id"])
+        return self._order_response(caller.urls, order, 200, authzs)
 
-    def _check_order(self, caller: _Caller, order: OrderRow | None) -> OrderRow:
+    def _owned_order(self, caller: _Caller, order_id: str) -> tuple[OrderRow, list[AuthzRow]]:
+        """The caller's order in this directory and its authorizations, else the problem."""
         account = _own(caller)
-        if order is None or order.provisioner != caller.urls.provisioner:
+        found = self.store.get_order_with_authzs(order_id)
+        if found is None or found[0].provisioner != caller.urls.provisioner:
             raise AcmeError.not_found("order")
-        if order.account_id != account.id:
+        if found[0].account_id != account.id:
             raise AcmeError("unauthorized", "the order belongs to another account")
-        return order
+        return found
 
-    def _order_response(self, urls: Urls, order: OrderRow, status: int,
-                        authzs: list[AuthzRow] | None = None) -> AcmeResponse:
+    def _order_response(self, urls: Urls, order: OrderRow, status: int, authzs: list[AuthzRow]) -> AcmeResponse:
         headers = {"Location": urls.order(order.id)}
         if order.status == "processing":
             headers["Retry-After"] = "1"
-        if authzs is None:
-            authzs = self.store.order_authzs(order.id)
         return AcmeResponse(status, order_json(urls, order, authzs, self.clock()), headers=headers)
 
     def _finalize(self, request: AcmeRequest, caller: _Caller) -> AcmeResponse:
-        found = self.store.get_order_with_authzs(request.params["id"])
-        order = self._check_order(caller, found[0] if found else None)
-        authzs = found[1] if found else []
+        order, authzs = self._owned_order(caller, request.params["id"])
         status = order_status(order, self.clock())
         if status != "ready":
             raise AcmeError("orderNotReady", f"the order is {status}, not ready")
@@ -534,8 +530,7 @@ class AcmeService:
         for challenge in challenges:
             if challenge.status == "processing" and challenge.started_at and challenge.started_at < cutoff \
                     and self.store.restart_challenge(challenge.id, cutoff):
-                self.va.submit(Probe(challenge.id, challenge.type, authz.type, authz.value,
-                                     key_authorization(challenge.token, jwk.thumbprint)))
+                self.va.submit(_probe(challenge, authz, jwk))
 
     def _chall(self, request: AcmeRequest, caller: _Caller) -> AcmeResponse:
         account = _own(caller)
@@ -553,9 +548,7 @@ class AcmeService:
                 if started is None and authz_status(authz, self.clock()) != "pending":
                     raise AcmeError("malformed", f"the authorization is {authz_status(authz, self.clock())}",
                                     status=403)
-                probe = Probe(challenge.id, challenge.type, authz.type, authz.value,
-                              key_authorization(challenge.token, caller.jwk.thumbprint))
-                if started is not None and self.va.submit(probe):
+                if started is not None and self.va.submit(_probe(challenge, authz, caller.jwk)):
                     challenge = replace(challenge, status="processing", started_at=started)
                 else:  # another request started it, or the queue is full: read what happened
                     if started is not None:
@@ -635,6 +628,11 @@ class AcmeService:
 def _stored_jwk(text: str) -> Jwk:
     """An account's stored key, parsed once per worker (a pure function of the stored JSON)."""
     return parse_jwk(json.loads(text))
+
+
+def _probe(challenge: ChallengeRow, authz: AuthzRow, jwk: Jwk) -> Probe:
+    return Probe(challenge.id, challenge.type, authz.type, authz.value,
+                 key_authorization(challenge.token, jwk.thumbprint))
 
 
 def _own(caller: _Caller) -> AccountRow:

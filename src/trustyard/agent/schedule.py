@@ -119,8 +119,12 @@ class Schedule:
 
     def recovery_point(self, now: datetime, issued_at: datetime, not_after: datetime,
                        rng: random.Random) -> datetime:
-        """``recovery_point`` keeping this schedule's outage budget before notAfter."""
-        return recovery_point(now, issued_at, not_after, rng, _recovery_keep(self, not_after - issued_at))
+        """``recovery_point`` keeping this schedule's outage budget (with its margin) before
+        notAfter, as far as the lifetime allows."""
+        keep = timedelta(0)
+        if self.outage_budget:
+            keep = min(self.outage_budget * (1 + OUTAGE_MARGIN), (not_after - issued_at) * (1 - EARLIEST_FRACTION))
+        return recovery_point(now, issued_at, not_after, rng, keep)
 
 
 def recovery_point(now: datetime, issued_at: datetime, not_after: datetime, rng: random.Random,
@@ -135,14 +139,6 @@ def recovery_point(now: datetime, issued_at: datetime, not_after: datetime, rng:
     if room <= timedelta(0):
         return now
     return now + room * rng.uniform(*RECOVERY_SHARE)
-
-
-def _recovery_keep(schedule: Schedule, lifetime: timedelta) -> timedelta:
-    """What a recovery must leave before notAfter: the outage budget (with its margin), when
-    the lifetime allows one."""
-    if not schedule.outage_budget:
-        return timedelta(0)
-    return min(schedule.outage_budget * (1 + OUTAGE_MARGIN), lifetime * (1 - EARLIEST_FRACTION))
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,9 @@ ca_url_option = click.option("--ca-url", envvar="TRUSTYARD_CA_URL", show_envvar=
                              help="URL of the CA, e.g. https://ca.internal:8443.")
 root_option = click.option("--root", type=click.Path(dir_okay=False), envvar="TRUSTYARD_ROOT", show_envvar=True,
                            default=None, help="Trust bundle to verify the CA server with.")
+admin_token_file_option = click.option(
+    "--admin-token-file", type=click.Path(dir_okay=False), default=None,
+    help="Administrator token file, for --ca-url [default: HOME/admin.token].")
 
 
 def _issued_doc(issued: IssuedFiles, paths: dict[str, str]) -> dict[str, object]:
@@ -152,8 +155,7 @@ def renew(cert_file: str, key_file: str, keep_key: bool, ca_url: str | None, roo
               help="Revoke as the key holder: the certificate's private key (with --cert).")
 @click.option("--reason", default="unspecified", show_default=True,
               help="keyCompromise, superseded, cessationOfOperation, affiliationChanged, ...")
-@click.option("--admin-token-file", type=click.Path(dir_okay=False), default=None,
-              help="Administrator token file [default: HOME/admin.token].")
+@admin_token_file_option
 @ca_url_option
 @root_option
 @home_option
@@ -187,8 +189,7 @@ def revoke(serial: str | None, cert_file: str | None, key_file: str | None, reas
 
 @click.command("list")
 @click.option("--status", type=click.Choice(["pending", "issued", "failed", "revoked"]), default=None)
-@click.option("--admin-token-file", type=click.Path(dir_okay=False), default=None,
-              help="Administrator token file, for --ca-url [default: HOME/admin.token].")
+@admin_token_file_option
 @ca_url_option
 @root_option
 @home_option

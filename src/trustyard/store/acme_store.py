@@ -249,11 +249,6 @@ class AcmeStore:
                                 .order_by(acme_orders.c.created_at).limit(limit)).fetchall()
         return [_order(r) for r in rows]
 
-    def order_authzs(self, order_id: str) -> list[AuthzRow]:
-        with self.sql._tx(write=False) as conn:
-            rows = conn.execute(_ORDER_AUTHZS, {"b_id": order_id}).fetchall()
-        return [_authz(r) for r in rows]
-
     def get_authz(self, authz_id: str) -> tuple[AuthzRow, list[ChallengeRow]] | None:
         """An authorization and its challenges in one statement."""
         with self.sql._tx(write=False) as conn:
@@ -396,8 +391,6 @@ _START_CHALLENGE = (
            acme_challenges.c.authz_id.in_(select(acme_authzs.c.id).where(
                acme_authzs.c.status == "pending", acme_authzs.c.expires_at > bindparam("b_now"))))
     .values(status="processing", started_at=bindparam("b_now")))
-_ORDER_AUTHZS = (select(acme_authzs).where(acme_authzs.c.order_id == bindparam("b_id"))
-                 .order_by(acme_authzs.c.value, acme_authzs.c.id))
 
 
 def _account(row: Any) -> AccountRow:

@@ -14,7 +14,7 @@ import fcntl
 import json
 import os
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
 from datetime import datetime, timezone
 from pathlib import Path
@@ -134,24 +134,31 @@ class SqlStore:
                 raise
             raw.execute("RELEASE trustyard_step")
             return
-        if not write or self._lock_path is None:
+        with self._transaction(write) as conn:
+            yield conn
+        if write and durable and self._lock_path is not None:
+            self._flush_or_defer()
+
+    @contextmanager
+    def _transaction(self, write: bool) -> Iterator[Connection]:
+        """BEGIN (IMMEDIATE for a write) on a connection; a SQLite write holds the write lock
+        (this process's thread lock, then the ``flock`` shared with other processes) until
+        its COMMIT."""
+        with self._write_lock() if write and self._lock_path is not None else nullcontext():
             with self._connection() as conn:
                 conn.info["immediate"] = write
                 with conn.begin():
                     yield conn
-            return
+
+    @contextmanager
+    def _write_lock(self) -> Iterator[None]:
         with self._thread_lock:
             fd = self._lock_file()
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                with self._connection() as conn:
-                    conn.info["immediate"] = True
-                    with conn.begin():
-                        yield conn
+                yield
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
-        if durable:
-            self._flush_or_defer()
 
     def _flush_or_defer(self) -> None:
         deferred = _DEFERRED.get()
@@ -176,21 +183,13 @@ class SqlStore:
         if self._lock_path is None or _UNIT.get() is not None:
             yield
             return
-        with self._thread_lock:
-            fd = self._lock_file()
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with self._transaction(write=True) as conn:
+            unit = _Unit(self, conn)
+            token = _UNIT.set(unit)
             try:
-                with self._connection() as conn:
-                    conn.info["immediate"] = True
-                    with conn.begin():
-                        unit = _Unit(self, conn)
-                        token = _UNIT.set(unit)
-                        try:
-                            yield
-                        finally:
-                            _UNIT.reset(token)
+                yield
             finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
+                _UNIT.reset(token)
         if unit.durable:
             self._flush_or_defer()
 
