@@ -109,7 +109,7 @@ class AcmeStore:
         """A nonce; ``retry`` ones (from newNonce or with a problem) are exempt from the test knob."""
         nonce = secrets.token_urlsafe(16)
         with self.sql._tx(durable=False, one_statement=True) as conn:
-            conn.execute(_INSERT_NONCE, {"nonce": nonce, "expires_at": _now() + NONCE_LIFETIME, "retry": int(retry)})
+            self.sql.run(conn, _INSERT_NONCE, {"nonce": nonce, "expires_at": _now() + NONCE_LIFETIME, "retry": int(retry)})
         return nonce
 
     def redeem_nonce(self, nonce: str, reject_percent: float = 0.0) -> tuple[bool, str]:
@@ -127,11 +127,11 @@ class AcmeStore:
         values = {"b_old": nonce, "b_now": now, "b_fresh": fresh, "b_expires": now + NONCE_LIFETIME}
         with self.sql._tx(durable=False) as conn:
             if reject_percent > 0 and random.random() * 100 < reject_percent \
-                    and conn.execute(_REJECT_NONCE, values).rowcount == 1:
+                    and self.sql.run(conn, _REJECT_NONCE, values).rowcount == 1:
                 return False, fresh
-            ok = conn.execute(_REDEEM_NONCE, values).rowcount == 1
+            ok = self.sql.run(conn, _REDEEM_NONCE, values).rowcount == 1
             if not ok:
-                conn.execute(_INSERT_NONCE, {"nonce": fresh, "expires_at": now + NONCE_LIFETIME, "retry": 1})
+                self.sql.run(conn, _INSERT_NONCE, {"nonce": fresh, "expires_at": now + NONCE_LIFETIME, "retry": 1})
             if random.random() < 0.01:  # amortized clean-up of nonces nobody came back with
                 conn.execute(delete(acme_nonces).where(acme_nonces.c.expires_at < now))
         return ok, fresh
@@ -144,7 +144,7 @@ class AcmeStore:
         now = _now()
         fresh = secrets.token_urlsafe(16)
         with self.sql._tx(durable=False, one_statement=True) as conn:
-            done = conn.execute(_REDEEM_NONCE_AS, {"b_old": nonce, "b_now": now, "b_fresh": fresh,
+            done = self.sql.run(conn, _REDEEM_NONCE_AS, {"b_old": nonce, "b_now": now, "b_fresh": fresh,
                                                    "b_expires": now + NONCE_LIFETIME, "b_account": account_id,
                                                    "b_thumbprint": thumbprint})
         return fresh if done.rowcount == 1 else None
@@ -173,7 +173,7 @@ class AcmeStore:
 
     def get_account(self, account_id: str) -> AccountRow | None:
         with self.sql._tx(write=False) as conn:
-            row = conn.execute(_GET_ACCOUNT, {"b_id": account_id}).first()
+            row = self.sql.run(conn, _GET_ACCOUNT, {"b_id": account_id}).first()
         return _account(row) if row else None
 
     def update_account(self, account_id: str, *, contact: Iterable[str] | None = None,
@@ -222,9 +222,10 @@ class AcmeStore:
                                        "token": secrets.token_urlsafe(32), "status": "pending",
                                        "validated_at": None, "started_at": None, "error": None})
         with self.sql._tx(durable=False) as conn:
-            conn.execute(insert(acme_orders), {**vars(order), "identifiers": json.dumps(identifiers), "error": None})
-            conn.execute(insert(acme_authzs), authz_rows)
-            conn.execute(insert(acme_challenges), challenge_rows)
+            run = self.sql.run
+            run(conn, _INSERT_ORDER, {**vars(order), "identifiers": json.dumps(identifiers), "error": None})
+            run(conn, _INSERT_AUTHZ, authz_rows)
+            run(conn, _INSERT_CHALLENGE, challenge_rows)
         rows = [AuthzRow(id=a["id"], order_id=order.id, account_id=account_id, type=a["type"], value=a["value"],
                          wildcard=bool(a["wildcard"]), status="pending", expires_at=order.expires_at)
                 for a in authz_rows]
@@ -233,14 +234,14 @@ class AcmeStore:
     def get_order_with_authzs(self, order_id: str) -> tuple[OrderRow, list[AuthzRow]] | None:
         """An order and its authorizations in one statement (the hot polling path)."""
         with self.sql._tx(write=False) as conn:
-            rows = conn.execute(_GET_ORDER_WITH_AUTHZS, {"b_id": order_id}).fetchall()
+            rows = self.sql.run(conn, _GET_ORDER_WITH_AUTHZS, {"b_id": order_id}).fetchall()
         if not rows:
             return None
         return _order(rows[0]), [_authz(r, "a_") for r in rows if r.a_id is not None]
 
     def order_for_certificate(self, serial: str) -> OrderRow | None:
         with self.sql._tx(write=False) as conn:
-            row = conn.execute(_ORDER_FOR_CERT, {"b_serial": serial}).first()
+            row = self.sql.run(conn, _ORDER_FOR_CERT, {"b_serial": serial}).first()
         return _order(row) if row else None
 
     def list_orders(self, account_id: str, limit: int = 1000) -> list[OrderRow]:
@@ -252,7 +253,7 @@ class AcmeStore:
     def get_authz(self, authz_id: str) -> tuple[AuthzRow, list[ChallengeRow]] | None:
         """An authorization and its challenges in one statement."""
         with self.sql._tx(write=False) as conn:
-            rows = conn.execute(_GET_AUTHZ, {"b_id": authz_id}).fetchall()
+            rows = self.sql.run(conn, _GET_AUTHZ, {"b_id": authz_id}).fetchall()
         if not rows:
             return None
         return _authz(rows[0]), [_challenge(r, "c_") for r in rows if r.c_id is not None]
@@ -260,7 +261,7 @@ class AcmeStore:
     def get_challenge(self, challenge_id: str) -> tuple[ChallengeRow, AuthzRow] | None:
         """A challenge and its authorization in one statement."""
         with self.sql._tx(write=False) as conn:
-            row = conn.execute(_GET_CHALLENGE, {"b_id": challenge_id}).first()
+            row = self.sql.run(conn, _GET_CHALLENGE, {"b_id": challenge_id}).first()
         return (_challenge(row), _authz(row, "a_")) if row else None
 
     def valid_identifiers(self, account_id: str, values: Iterable[str]) -> set[str]:
@@ -279,7 +280,7 @@ class AcmeStore:
         conditional UPDATE: the start time for the one caller that won, else None."""
         now = _now()
         with self.sql._tx(durable=False, one_statement=True) as conn:
-            result = conn.execute(_START_CHALLENGE, {"b_id": challenge_id, "b_now": now})
+            result = self.sql.run(conn, _START_CHALLENGE, {"b_id": challenge_id, "b_now": now})
             return now if result.rowcount == 1 else None
 
     def finish_challenge(self, challenge_id: str, error: dict[str, Any] | None) -> None:
@@ -287,22 +288,22 @@ class AcmeStore:
         now = _now()
         ok = error is None
         with self.sql._tx(durable=False) as conn:
-            ids = conn.execute(_CHALLENGE_PARENTS, {"b_id": challenge_id}).one()
+            ids = self.sql.run(conn, _CHALLENGE_PARENTS, {"b_id": challenge_id}).one()
             if not self.sql.is_sqlite:  # SQLite writers are serialized already
                 # Lock the order first (PostgreSQL): two authorizations finishing together must
                 # not both see the other one still pending and leave the order pending forever.
-                conn.execute(_LOCK_ORDER, {"b_id": ids.order_id})
-            done = conn.execute(_FINISH_CHALLENGE, {
+                self.sql.run(conn, _LOCK_ORDER, {"b_id": ids.order_id})
+            done = self.sql.run(conn, _FINISH_CHALLENGE, {
                 "b_id": challenge_id, "b_status": "valid" if ok else "invalid",
                 "b_validated_at": now if ok else None, "b_error": None if ok else json.dumps(error)})
             if done.rowcount != 1:
                 return
-            conn.execute(_FINISH_AUTHZ, {"b_id": ids.authz_id, "b_status": "valid" if ok else "invalid"})
+            self.sql.run(conn, _FINISH_AUTHZ, {"b_id": ids.authz_id, "b_status": "valid" if ok else "invalid"})
             if not ok:
-                conn.execute(_ORDER_PENDING_TO, {"b_id": ids.order_id, "b_status": "invalid",
+                self.sql.run(conn, _ORDER_PENDING_TO, {"b_id": ids.order_id, "b_status": "invalid",
                                                  "b_error": json.dumps(error)})
                 return
-            conn.execute(_ORDER_READY, {"b_id": ids.order_id})
+            self.sql.run(conn, _ORDER_READY, {"b_id": ids.order_id})
 
     def deactivate_authz(self, authz_id: str) -> bool:
         with self.sql._tx(durable=False) as conn:
@@ -319,11 +320,11 @@ class AcmeStore:
     def begin_finalize(self, order_id: str) -> bool:
         """ready -> processing: True for exactly one caller, however many finalize at once."""
         with self.sql._tx(durable=False, one_statement=True) as conn:
-            return conn.execute(_BEGIN_FINALIZE, {"b_id": order_id, "b_now": _now()}).rowcount == 1
+            return self.sql.run(conn, _BEGIN_FINALIZE, {"b_id": order_id, "b_now": _now()}).rowcount == 1
 
     def end_finalize(self, order_id: str, serial: str | None, error: dict[str, Any] | None) -> None:
         with self.sql._tx(durable=False, one_statement=True) as conn:
-            conn.execute(_END_FINALIZE, {"b_id": order_id, "b_status": "valid" if serial else "invalid",
+            self.sql.run(conn, _END_FINALIZE, {"b_id": order_id, "b_status": "valid" if serial else "invalid",
                                          "b_serial": serial, "b_error": json.dumps(error) if error else None})
 
     def restart_challenge(self, challenge_id: str, started_before: datetime) -> bool:
@@ -337,6 +338,9 @@ class AcmeStore:
 
 # The statements of the hot paths, built once (SQLAlchemy then only binds parameters).
 _INSERT_NONCE = insert(acme_nonces)
+_INSERT_ORDER = insert(acme_orders)
+_INSERT_AUTHZ = insert(acme_authzs)
+_INSERT_CHALLENGE = insert(acme_challenges)
 _REDEEM_NONCE = (update(acme_nonces)
                  .where(acme_nonces.c.nonce == bindparam("b_old"), acme_nonces.c.expires_at > bindparam("b_now"))
                  .values(nonce=bindparam("b_fresh"), expires_at=bindparam("b_expires"), retry=0))
@@ -409,16 +413,17 @@ def _order(row: Any) -> OrderRow:
 
 def _authz(row: Any, prefix: str = "") -> AuthzRow:
     """An AuthzRow from a row; ``prefix``: the labels of a joined statement (``a_id``...)."""
-    m = row._mapping
-    return AuthzRow(id=m[prefix + "id"], order_id=m[prefix + "order_id"], account_id=m[prefix + "account_id"],
-                    type=m[prefix + "type"], value=m[prefix + "value"], wildcard=bool(m[prefix + "wildcard"]),
-                    status=m[prefix + "status"], expires_at=_utc(m[prefix + "expires_at"]))  # type: ignore[arg-type]
+    def m(name: str) -> Any:
+        return getattr(row, prefix + name)
+    return AuthzRow(id=m("id"), order_id=m("order_id"), account_id=m("account_id"), type=m("type"),
+                    value=m("value"), wildcard=bool(m("wildcard")), status=m("status"),
+                    expires_at=_utc(m("expires_at")))  # type: ignore[arg-type]
 
 
 def _challenge(row: Any, prefix: str = "") -> ChallengeRow:
-    m = row._mapping
-    error = m[prefix + "error"]
-    return ChallengeRow(id=m[prefix + "id"], authz_id=m[prefix + "authz_id"], type=m[prefix + "type"],
-                        token=m[prefix + "token"], status=m[prefix + "status"],
-                        validated_at=_utc(m[prefix + "validated_at"]), started_at=_utc(m[prefix + "started_at"]),
+    def m(name: str) -> Any:
+        return getattr(row, prefix + name)
+    error = m("error")
+    return ChallengeRow(id=m("id"), authz_id=m("authz_id"), type=m("type"), token=m("token"), status=m("status"),
+                        validated_at=_utc(m("validated_at")), started_at=_utc(m("started_at")),
                         error=json.loads(error) if error else None)

@@ -27,6 +27,7 @@ from sqlalchemy.pool import StaticPool
 
 from ..errors import Conflict, NotFound, Unauthorized
 from . import audit as chain
+from .prepared import Plan, PlanResult
 from .records import AuditEntry, AuditEvent, CertRecord, Intent
 from .schema import audit_head, audit_log, certificates, used_tokens
 
@@ -90,6 +91,21 @@ class SqlStore:
         self._lock_fd: int | None = None
         self._lock_pid = 0
         self._kept: tuple[int, Connection] | None = None  # (pid, the main thread's SQLite connection)
+        self._plans: dict[tuple[int, tuple[str, ...]], tuple[Any, Plan]] = {}
+
+    def run(self, conn: Connection, statement: Any, params: dict[str, Any] | list[dict[str, Any]] | None = None,
+            ) -> PlanResult | Any:
+        """Execute one of the store's prebuilt statements in ``conn``'s transaction: on SQLite
+        through a ``Plan`` (compiled once per set of parameter names, run on the driver), on
+        PostgreSQL by ``Connection.execute``. Either result has ``rowcount``, ``first()``,
+        ``one()`` and ``fetchall()``, and rows whose columns are attributes."""
+        if not self.is_sqlite:
+            return conn.execute(statement, params)
+        keys = tuple(params[0] if isinstance(params, list) else params or ())
+        entry = self._plans.get((id(statement), keys))
+        if entry is None:  # the statement is kept in the entry, so its id stays its own
+            entry = self._plans[(id(statement), keys)] = (statement, Plan(statement, self.engine.dialect, keys))
+        return entry[1].run(conn, params)
 
     def _sqlite_lock_path(self) -> str | None:
         database = self.engine.url.database
@@ -317,7 +333,7 @@ class SqlStore:
                     raise Unauthorized("this token was already used: bootstrap tokens are single-use",
                                        code="tokenReplayed") from None
             try:
-                conn.execute(_INSERT_INTENT, dict(
+                self.run(conn, _INSERT_INTENT, dict(
                     serial=intent.serial, provisioner=intent.provisioner, subject=intent.subject,
                     sans=json.dumps(list(intent.sans)), status="pending", requested_at=intent.requested_at,
                     not_before=intent.not_before, not_after=intent.not_after, renewed_from=intent.renewed_from,
@@ -334,14 +350,13 @@ class SqlStore:
         except IntegrityError:
             raise Unauthorized(f"this {kind} proof was already used", code="tokenReplayed") from None
 
-    @staticmethod
-    def _redeem(conn: Connection, jti: str, kind: str, expires_at: datetime) -> None:
-        conn.execute(_INSERT_TOKEN, {"jti": jti, "kind": kind, "used_at": _now(), "expires_at": expires_at})
+    def _redeem(self, conn: Connection, jti: str, kind: str, expires_at: datetime) -> None:
+        self.run(conn, _INSERT_TOKEN, {"jti": jti, "kind": kind, "used_at": _now(), "expires_at": expires_at})
 
     def record_issued(self, serial: str, der: bytes, fingerprint: str, event_: AuditEvent) -> None:
         """Store the signed certificate (before anyone receives it) and audit it, atomically."""
         with self._tx() as conn:
-            conn.execute(_MARK_ISSUED, {"serial_": serial, "b_der": der, "b_fingerprint": fingerprint})
+            self.run(conn, _MARK_ISSUED, {"serial_": serial, "b_der": der, "b_fingerprint": fingerprint})
             self._append(conn, event_)
 
     def record_failed(self, serial: str) -> None:
@@ -369,7 +384,7 @@ class SqlStore:
 
     def get(self, serial: str) -> CertRecord | None:
         with self._tx(write=False) as conn:
-            row = conn.execute(_GET, {"serial_": serial}).first()
+            row = self.run(conn, _GET, {"serial_": serial}).first()
         return _record(row) if row else None
 
     def list(self, status: str | None = None, limit: int = 100, offset: int = 0) -> list[CertRecord]:
@@ -393,23 +408,23 @@ class SqlStore:
 
     def _append(self, conn: Connection, event_: AuditEvent) -> None:
         query = _HEAD if self.is_sqlite else _HEAD_FOR_UPDATE
-        head = conn.execute(query).first()
+        head = self.run(conn, query).first()
         if head is None:
             try:
                 with conn.begin_nested():
                     conn.execute(insert(audit_head).values(id=1, seq=0, hash=chain.GENESIS))
             except IntegrityError:
                 pass  # another replica created it first
-            head = conn.execute(query).one()
+            head = self.run(conn, query).one()
         seq, at = head.seq + 1, _now()
         digest = chain.entry_hash(head.hash, seq, at, event_.actor, event_.action, event_.target,
                                   event_.outcome, event_.detail)
-        conn.execute(_INSERT_AUDIT, dict(
+        self.run(conn, _INSERT_AUDIT, dict(
             seq=seq, at=at, actor=event_.actor[:255], action=event_.action, target=event_.target[:255],
             outcome=event_.outcome, detail=json.dumps(event_.detail, sort_keys=True), prev_hash=head.hash,
             hash=digest,
         ))
-        conn.execute(_MOVE_HEAD, {"b_seq": seq, "b_hash": digest})
+        self.run(conn, _MOVE_HEAD, {"b_seq": seq, "b_hash": digest})
 
     def audit_entries(self, since: int = 0, limit: int | None = None) -> Iterator[AuditEntry]:
         query = select(audit_log).where(audit_log.c.seq > since).order_by(audit_log.c.seq)
