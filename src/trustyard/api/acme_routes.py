@@ -8,11 +8,13 @@ Mounted by ``create_app`` at ``/acme/{provisioner}/...`` for every provisioner o
 from __future__ import annotations
 
 import json
-from typing import Awaitable, Callable
+from typing import Callable
 
+from starlette.datastructures import URL
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from ..acme import AcmeError, AcmeRequest, AcmeResponse, AcmeService
 from ..acme.guard import TargetGuard
@@ -21,8 +23,6 @@ from ..ca.authority import Authority
 from ..ca.config import Config
 from ..store.acme_store import AcmeStore
 from .durability import durably
-
-Handler = Callable[[Request], Awaitable[Response]]
 
 
 def build_service(authority: Authority, config: Config) -> AcmeService:
@@ -58,27 +58,31 @@ class AcmeRoutes:
         self.service = service
         self.guard_ports = guard_ports
 
-    def _base(self, request: Request) -> str:
+    def base_url(self, scope: Scope, host: str | None) -> str:
         """scheme://host[:port] as the client addressed us (what its JWS url must start with)."""
-        scope = request.scope
         server = scope.get("server")
         if server and self.guard_ports is not None and server[1]:
             self.guard_ports.add(int(server[1]))  # the port we were reached on is never a validation target
-        host = request.headers.get("host")
         if host is None:  # HTTP/1.0 without Host: Starlette's rule, the address we listen on
-            return f"{request.url.scheme}://{request.url.netloc}"
+            url = URL(scope=scope)
+            return f"{url.scheme}://{url.netloc}"
         return f"{scope['scheme']}://{host}"
 
     async def directory(self, request: Request) -> Response:
-        return self._safe(lambda: self.service.directory(self._base(request), request.path_params["provisioner"]))
+        return self._safe(lambda: self.service.directory(self._request_base(request),
+                                                         request.path_params["provisioner"]))
 
     async def new_nonce(self, request: Request) -> Response:
-        return self._safe(lambda: self.service.new_nonce(self._base(request), request.path_params["provisioner"],
-                                                         request.method))
+        return self._safe(lambda: self.service.new_nonce(self._request_base(request),
+                                                         request.path_params["provisioner"], request.method))
 
     async def renewal_info(self, request: Request) -> Response:
-        return self._safe(lambda: self.service.renewal_info(self._base(request), request.path_params["provisioner"],
+        return self._safe(lambda: self.service.renewal_info(self._request_base(request),
+                                                            request.path_params["provisioner"],
                                                             request.path_params["cert_id"]))
+
+    def _request_base(self, request: Request) -> str:
+        return self.base_url(request.scope, request.headers.get("host"))
 
     def _safe(self, call: Callable[[], AcmeResponse]) -> Response:
         try:
@@ -86,32 +90,60 @@ class AcmeRoutes:
         except AcmeError as exc:
             return _render(AcmeResponse(exc.status, exc.problem(), "application/problem+json", dict(exc.headers)))
 
-    def post(self, resource: str) -> Handler:
-        async def handler(request: Request) -> Response:
-            cap = self.service.max_body_bytes
-            chunks, size, too_large = [], 0, False
-            headers = request.headers
-            declared = headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > cap:
+    def post(self, resource: str) -> AcmePost:
+        return AcmePost(self, resource)
+
+
+class AcmePost:
+    """One ACME POST resource as a bare ASGI endpoint (Starlette's ``Route`` calls it with the
+    path parameters in the scope, and ``CAApp`` calls it before the middleware stack).
+
+    Every ACME exchange is a POST through here, eight to an order; Starlette's Request and
+    response wrappers and middleware layers cost as much CPU as the service's own work on a
+    polling request. Nothing here can raise for a client's input: ``AcmeService.post`` turns
+    every failure into a problem document."""
+
+    def __init__(self, routes: AcmeRoutes, resource: str) -> None:
+        self.routes, self.resource = routes, resource
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        routes = self.routes
+        host = content_type = accept = None
+        declared = b""
+        for name, value in scope["headers"]:  # the first of repeated headers counts, as in Starlette
+            if name == b"host" and host is None:
+                host = value.decode("latin-1")
+            elif name == b"content-type" and content_type is None:
+                content_type = value.decode("latin-1")
+            elif name == b"content-length" and not declared:
+                declared = value
+            elif name == b"accept" and accept is None:
+                accept = value.decode("latin-1")
+        cap = routes.service.max_body_bytes
+        chunks: list[bytes] = []
+        size, too_large = 0, declared.isdigit() and int(declared) > cap
+        more = not too_large
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the client went away: nobody to answer
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > cap:
                 too_large = True
-            else:
-                async for chunk in request.stream():
-                    size += len(chunk)
-                    if size > cap:
-                        too_large = True
-                        break
-                    chunks.append(chunk)
-            path_params = request.path_params
-            params = {k: v for k, v in path_params.items() if k != "provisioner"}
-            acme_request = AcmeRequest(
-                base_url=self._base(request), provisioner=path_params["provisioner"], resource=resource,
-                path=request.scope["path"], content_type=headers.get("content-type", "").split(";")[0].strip()
-                .lower(), body=b"".join(chunks), too_large=too_large, params=params,
-                accept=headers.get("accept", ""))
-            # On the event loop, like the REST issuance path: short database transactions and one
-            # signature; only the WAL flush waits in a thread (api.durability).
-            return _render(await durably(self.service.post, acme_request))
-        return handler
+                break
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        path_params = scope["path_params"]
+        params = {k: v for k, v in path_params.items() if k != "provisioner"}
+        acme_request = AcmeRequest(
+            base_url=routes.base_url(scope, host), provisioner=path_params["provisioner"], resource=self.resource,
+            path=scope["path"], content_type=(content_type or "").split(";")[0].strip().lower(),
+            body=b"".join(chunks), too_large=too_large, params=params, accept=accept or "")
+        # On the event loop, like the REST issuance path: short database transactions and one
+        # signature; only the WAL flush waits in a thread (api.durability).
+        response = _render(await durably(routes.service.post, acme_request))
+        await response(scope, receive, send)
 
 
 def acme_routes(authority: Authority, config: Config) -> list[Route]:

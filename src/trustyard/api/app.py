@@ -18,7 +18,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
+from starlette.types import Receive, Scope, Send
 
 from ..ca.authority import Authority, Issued
 from ..ca.config import Config
@@ -198,6 +199,31 @@ def _timed(route: str, handler: Callable[[Request], Awaitable[Response]]) -> Cal
     return wrapper
 
 
+class CAApp(Starlette):
+    """The CA's ASGI app: Starlette, with the ACME POSTs dispatched ahead of its middleware.
+
+    The ACME POST endpoints (``AcmePost``) answer every request themselves, failures
+    included, so they need none of Starlette's error middleware or router; on the ACME hot
+    path those layers cost a tenth of a worker's CPU. They are matched with their own
+    ``Route`` objects, so the route table stays the one in ``acme_routes``; anything else,
+    and a POST that matches none of them, goes through Starlette as before."""
+
+    def __init__(self, *args: Any, direct: list[Route] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.direct = direct or []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"].startswith("/acme/"):
+            for route in self.direct:
+                match, child = route.matches(scope)
+                if match is Match.FULL:
+                    scope.update(child)
+                    scope["app"] = self
+                    await route.app(scope, receive, send)
+                    return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(authority: Authority, config: Config | None = None) -> Starlette:
     api = Api(authority, config.admin_token_sha256 if config else "",
               config.max_body_bytes if config else 64 * 1024)
@@ -212,13 +238,16 @@ def create_app(authority: Authority, config: Config | None = None) -> Starlette:
         Route("/metrics", api.metrics_endpoint, methods=["GET"]),
         Route("/openapi.json", api.openapi, methods=["GET"]),
     ]
+    direct: list[Route] = []
     if config is not None:  # the ACME server (RFC 8555), one directory per provisioner of type "acme"
-        from .acme_routes import acme_routes
+        from .acme_routes import AcmePost, acme_routes
 
-        routes += acme_routes(authority, config)
-    app = Starlette(routes=routes, exception_handlers={
+        acme = acme_routes(authority, config)
+        routes += acme
+        direct = [route for route in acme if isinstance(route.endpoint, AcmePost)]
+    app = CAApp(routes=routes, exception_handlers={
         TrustyardError: trustyard_error, HTTPException: http_error, Exception: unexpected_error,
-    })
+    }, direct=direct)
     app.state.api = api
     return app
 

@@ -1,0 +1,60 @@
+"""api.acme_routes and CAApp: ACME POSTs are answered ahead of Starlette's middleware, and
+everything else still goes through it."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from starlette.types import Receive, Scope, Send
+
+from .conftest import Env
+
+
+def test_acme_posts_skip_the_middleware_stack_and_the_rest_does_not(env: Env) -> None:
+    acme = env.account()
+    app = env.http.app
+    calls: list[str] = []
+    real_stack = app.middleware_stack
+
+    async def watched(scope: Scope, receive: Receive, send: Send) -> None:
+        calls.append(scope["path"])
+        await real_stack(scope, receive, send)
+
+    app.middleware_stack = watched
+    order = acme.new_order("direct.internal")
+    assert order.status_code == 201, order.text
+    assert acme.post(order.json()["authorizations"][0]).status_code == 200
+    assert calls == []  # every ACME POST was answered by its endpoint directly
+    assert env.http.get("/healthz").status_code == 200
+    assert env.http.get(acme.directory["newNonce"]).status_code == 204
+    assert calls == ["/healthz", "/acme/acme/new-nonce"]
+
+
+def test_posts_that_match_no_acme_resource_get_starlettes_answers(env: Env) -> None:
+    acme = env.account()
+    unknown = acme.post(acme.directory["newOrder"].replace("new-order", "no-such-thing"), {})
+    assert unknown.status_code == 404
+    wrong_method = env.http.get(acme.directory["newOrder"])
+    assert wrong_method.status_code == 405
+
+
+def test_a_client_gone_before_its_body_arrives_gets_no_answer_and_breaks_nothing(env: Env) -> None:
+    acme = env.account()
+    app = env.http.app
+    sent: list[dict[str, Any]] = []
+    messages = [{"type": "http.request", "body": b'{"protected"', "more_body": True}, {"type": "http.disconnect"}]
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/acme/acme/new-order", "raw_path": b"/acme/acme/new-order", "query_string": b"",
+             "root_path": "", "server": ("testserver", 80), "client": ("127.0.0.1", 5000),
+             "headers": [(b"host", b"testserver"), (b"content-type", b"application/jose+json")]}
+    asyncio.run(app(scope, receive, send))
+    assert sent == [] and messages == []
+    assert acme.new_order("after.internal").status_code == 201  # the server carries on
