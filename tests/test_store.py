@@ -150,6 +150,34 @@ def test_threads_do_not_hold_on_to_pool_connections(tmp_path: Path) -> None:
         store.close()
 
 
+def test_a_forked_child_opens_its_own_lock_file_and_connection(tmp_path: Path) -> None:
+    """uvicorn forks its workers: a child must not share the parent's flock descriptor (its
+    lock would be the parent's) or its SQLite connection."""
+    import os
+
+    store = open_store(f"sqlite:///{tmp_path / 'fork.db'}")
+    try:
+        store.record_intent(intent("parent"))  # the parent holds a lock file and a kept connection
+        parent_fd, parent_conn = store._lock_fd, store._kept[1] if store._kept else None
+        assert parent_fd is not None and parent_conn is not None
+        child = os.fork()
+        if child == 0:  # pragma: no cover - runs in the child
+            ok = False
+            try:
+                store.record_intent(intent("child"))
+                ok = (store._lock_pid == os.getpid() and store._lock_fd != parent_fd
+                      and store._kept is not None and store._kept[1] is not parent_conn)
+            finally:
+                os._exit(0 if ok else 1)
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert store.get("child") is not None
+        store.record_intent(intent("parent-again"))
+        assert store._lock_fd == parent_fd
+    finally:
+        store.close()
+
+
 def test_a_failed_commit_does_not_leave_the_connection_in_a_transaction(tmp_path: Path) -> None:
     """When COMMIT fails, SQLite may keep the transaction (and the write lock) open; the
     kept connection must not be reused like that, or this thread's next transaction and every

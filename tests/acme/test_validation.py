@@ -3,6 +3,7 @@ checked address, timeouts and bounded concurrency (probes against local servers)
 
 from __future__ import annotations
 
+import asyncio
 import http.server
 import ipaddress
 import socket
@@ -244,3 +245,55 @@ def free_port_number() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.2", 0))
         return s.getsockname()[1]
+
+
+class Instant(Checker):
+    """A checker that answers at once: the tests below are about where results are recorded."""
+
+    def __init__(self) -> None:
+        super().__init__(TargetGuard(), Resolver(), 80, 443, 1.0)
+
+    def check(self, p: Probe) -> dict[str, Any] | None:
+        return None
+
+
+def test_a_probe_submitted_from_a_loop_is_recorded_on_that_loops_thread() -> None:
+    recorded: list[tuple[str, int]] = []
+    va = ValidationAuthority(Instant(), lambda cid, error: recorded.append((cid, threading.get_ident())))
+
+    async def submit_and_wait() -> int:
+        assert va.submit(Probe("on-loop", "http-01", "dns", "x.internal", KEY_AUTH))
+        for _ in range(200):
+            if recorded:
+                break
+            await asyncio.sleep(0.01)
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(submit_and_wait())
+    assert va.submit(Probe("no-loop", "http-01", "dns", "x.internal", KEY_AUTH))
+    deadline = time.monotonic() + 5
+    while len(recorded) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    va.shutdown()
+    assert recorded[0] == ("on-loop", loop_thread)
+    assert recorded[1][0] == "no-loop" and recorded[1][1] not in (loop_thread, threading.get_ident())
+
+
+def test_a_result_whose_loop_has_closed_is_still_recorded() -> None:
+    recorded: list[str] = []
+    release = threading.Event()
+
+    class Held(Instant):
+        def check(self, p: Probe) -> dict[str, Any] | None:
+            release.wait(5)
+            return None
+
+    va = ValidationAuthority(Held(), lambda cid, error: recorded.append(cid))
+
+    async def submit() -> None:
+        assert va.submit(Probe("late", "http-01", "dns", "x.internal", KEY_AUTH))
+
+    asyncio.run(submit())  # the loop closes while the probe is still running
+    release.set()
+    va.shutdown()
+    assert recorded == ["late"]

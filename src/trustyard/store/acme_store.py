@@ -18,6 +18,7 @@ import secrets
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from operator import attrgetter
 from typing import Any, Iterable
 
 from sqlalchemy import bindparam, delete, insert, select, update
@@ -411,19 +412,22 @@ def _order(row: Any) -> OrderRow:
                     replaces=row.replaces)
 
 
+_AUTHZ_FIELDS = ("id", "order_id", "account_id", "type", "value", "wildcard", "status", "expires_at")
+_CHALLENGE_FIELDS = ("id", "authz_id", "type", "token", "status", "validated_at", "started_at", "error")
+# Per label prefix of the joined statements: the columns in field order, in one C call.
+_AUTHZ_COLUMNS = {prefix: attrgetter(*(prefix + f for f in _AUTHZ_FIELDS)) for prefix in ("", "a_")}
+_CHALLENGE_COLUMNS = {prefix: attrgetter(*(prefix + f for f in _CHALLENGE_FIELDS)) for prefix in ("", "c_")}
+
+
 def _authz(row: Any, prefix: str = "") -> AuthzRow:
     """An AuthzRow from a row; ``prefix``: the labels of a joined statement (``a_id``...)."""
-    def m(name: str) -> Any:
-        return getattr(row, prefix + name)
-    return AuthzRow(id=m("id"), order_id=m("order_id"), account_id=m("account_id"), type=m("type"),
-                    value=m("value"), wildcard=bool(m("wildcard")), status=m("status"),
-                    expires_at=_utc(m("expires_at")))  # type: ignore[arg-type]
+    id_, order_id, account_id, type_, value, wildcard, status, expires_at = _AUTHZ_COLUMNS[prefix](row)
+    return AuthzRow(id=id_, order_id=order_id, account_id=account_id, type=type_, value=value,
+                    wildcard=bool(wildcard), status=status, expires_at=_utc(expires_at))  # type: ignore[arg-type]
 
 
 def _challenge(row: Any, prefix: str = "") -> ChallengeRow:
-    def m(name: str) -> Any:
-        return getattr(row, prefix + name)
-    error = m("error")
-    return ChallengeRow(id=m("id"), authz_id=m("authz_id"), type=m("type"), token=m("token"), status=m("status"),
-                        validated_at=_utc(m("validated_at")), started_at=_utc(m("started_at")),
+    id_, authz_id, type_, token, status, validated_at, started_at, error = _CHALLENGE_COLUMNS[prefix](row)
+    return ChallengeRow(id=id_, authz_id=authz_id, type=type_, token=token, status=status,
+                        validated_at=_utc(validated_at), started_at=_utc(started_at),
                         error=json.loads(error) if error else None)

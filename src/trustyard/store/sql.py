@@ -45,6 +45,18 @@ class _Unit:
 
 _UNIT: ContextVar[_Unit | None] = ContextVar("trustyard_unit", default=None)
 
+# This process's id, kept current across fork: connections and lock files are per process,
+# and asking the kernel on every transaction costs more than the check is worth.
+_pid = os.getpid()
+
+
+def _after_fork() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
 
 @contextmanager
 def deferred_flush() -> Iterator[list[Callable[[], None]]]:
@@ -214,12 +226,12 @@ class SqlStore:
         there, its transactions are short and frequent, and the pool's checkout and return
         cost as much as a BEGIN. Other threads come and go (thread pools), so they use the
         pool and give their connection back."""
-        if self._kept is None or self._kept[0] != os.getpid() or self._kept[1].closed:
-            self._kept = (os.getpid(), self.engine.connect())
+        if self._kept is None or self._kept[0] != _pid or self._kept[1].closed:
+            self._kept = (_pid, self.engine.connect())
         return self._kept[1]
 
     def _drop_kept(self) -> None:
-        if self._kept is not None and self._kept[0] == os.getpid():
+        if self._kept is not None and self._kept[0] == _pid:
             self._kept[1].close()  # back to the pool, whose reset rolls back whatever is open
         self._kept = None
 
@@ -253,10 +265,10 @@ class SqlStore:
             os.close(fd)
 
     def _lock_file(self) -> int:
-        if self._lock_fd is None or self._lock_pid != os.getpid():  # a forked child needs its own
+        if self._lock_fd is None or self._lock_pid != _pid:  # a forked child needs its own
             assert self._lock_path is not None
             self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-            self._lock_pid = os.getpid()
+            self._lock_pid = _pid
         return self._lock_fd
 
     def _make_engine(self) -> Engine:
@@ -317,7 +329,7 @@ class SqlStore:
     def close(self) -> None:
         self._drop_kept()
         self.engine.dispose()
-        if self._lock_fd is not None and self._lock_pid == os.getpid():
+        if self._lock_fd is not None and self._lock_pid == _pid:
             os.close(self._lock_fd)
             self._lock_fd = None
 
