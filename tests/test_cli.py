@@ -145,12 +145,15 @@ def test_serve_defaults_to_one_worker_per_core(tmp_path: Path) -> None:
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     try:
         deadline = time.monotonic() + 30
+        health = None
         while time.monotonic() < deadline:
             try:
-                if httpx.get(f"https://127.0.0.1:{port}/healthz", verify=str_ctx(home / "ca/root.crt")).status_code == 200:
+                health = httpx.get(f"https://127.0.0.1:{port}/healthz", verify=str_ctx(home / "ca/root.crt"))
+                if health.status_code == 200:
                     break
             except httpx.HTTPError:
                 time.sleep(0.2)
+        assert health is not None and "server" not in health.headers  # the CA does not advertise its software
         children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
         workers = [c for c in children if b"multiprocessing" in Path(f"/proc/{c}/cmdline").read_bytes()
                    and b"resource_tracker" not in Path(f"/proc/{c}/cmdline").read_bytes()]

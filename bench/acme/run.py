@@ -1,6 +1,6 @@
 """bench/acme: trustyard's ACME server vs Debian's Pebble, same load generator, same run.
 
-    python3 bench/acme/run.py [--orders 300] [--rounds 3] [--concurrency 16] [--poll-ms 25]
+    python3 bench/acme/run.py [--orders 300] [--rounds 5] [--concurrency 16] [--poll-ms 25]
 
 Both servers validate http-01 for real against the same pebble-challtestsrv (its DNS answers
 every name with 127.0.0.1, its HTTP server holds the key authorizations). trustyard runs as
@@ -86,10 +86,12 @@ class Account:
         self.kid: str | None = None
         self.nonce: str | None = None
         self.bad_nonces = 0
+        self.requests = 0  # to the ACME server: what one order costs the load generator and the server
 
     async def post(self, url: str, payload: Any = None) -> httpx.Response:
         for _ in range(5):
             if not self.nonce:
+                self.requests += 1
                 self.nonce = (await self.http.head(self.directory["newNonce"])).headers["Replay-Nonce"]
             header: dict[str, Any] = {"alg": "ES256", "nonce": self.nonce, "url": url}
             header.update({"kid": self.kid} if self.kid else {"jwk": self.jwk})
@@ -98,6 +100,7 @@ class Account:
             r, s = decode_dss_signature(self.key.sign(f"{protected}.{body}".encode(), ec.ECDSA(hashes.SHA256())))
             jws = {"protected": protected, "payload": body,
                    "signature": b64(r.to_bytes(32, "big") + s.to_bytes(32, "big"))}
+            self.requests += 1
             response = await self.http.post(url, content=json.dumps(jws),
                                             headers={"Content-Type": "application/jose+json"})
             self.nonce = response.headers.get("Replay-Nonce")
@@ -164,6 +167,8 @@ async def drive(directory_url: str, verify: Any, challtest_url: str, orders: int
         directory = (await http.get(directory_url)).json()
         accounts = [Account(http, directory) for _ in range(concurrency)]
         await asyncio.gather(*(a.register() for a in accounts))
+        for account in accounts:
+            account.requests = 0
         csr_key = ec.generate_private_key(ec.SECP256R1())
         counter = iter(range(orders + concurrency))
         latencies: list[float] = []
@@ -195,6 +200,7 @@ async def drive(directory_url: str, verify: Any, challtest_url: str, orders: int
         "p50_ms": round(statistics.median(latencies) * 1000, 1) if latencies else None,
         "p99_ms": round(latencies[min(done - 1, int(done * 0.99))] * 1000, 1) if latencies else None,
         "bad_nonce_retries": sum(a.bad_nonces for a in accounts),
+        "requests_per_order": round(sum(a.requests for a in accounts) / (done + len(errors) + warmup), 2),
         "latencies": latencies,
     }
 
@@ -321,6 +327,10 @@ def summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         "p99_ms": round(latencies[min(done - 1, int(done * 0.99))] * 1000, 1) if latencies else None,
         "server_cpu_ms_per_order": round(statistics.median(r["server_cpu_ms_per_order"] for r in rounds), 2),
         "loadgen_cpu_ms_per_order": round(statistics.median(r["loadgen_cpu_ms_per_order"] for r in rounds), 2),
+        "requests_per_order": statistics.median(r["requests_per_order"] for r in rounds),
+        # the share of one core the (single-threaded) load generator used: near 1, it set the pace
+        "loadgen_core_share": round(statistics.median(r["loadgen_cpu_ms_per_order"] * r["orders_per_s"] / 1000
+                                                      for r in rounds), 2),
         "orders": done, "errors": sum(r["errors"] for r in rounds), "rounds": rounds,
     }
 
@@ -328,7 +338,7 @@ def summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--orders", type=int, default=300, help="measured orders per server and round")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds; each runs every server, in a rotating order")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds; each runs every server, in a rotating order")
     parser.add_argument("--concurrency", type=int, default=16, help="concurrent ACME clients (>= 16)")
     parser.add_argument("--poll-ms", type=int, default=25, help="sleep between polls")
     parser.add_argument("--workers", default=f"{os.cpu_count() or 1},1",
@@ -340,8 +350,8 @@ def main() -> int:
     labels = [f"trustyard-w{w}" for w in worker_counts] + ["pebble"]
     rounds: dict[str, list[dict[str, Any]]] = {label: [] for label in labels}
     width = max(len(label) for label in labels)
-    print(f"{'round':>5} {'server':>{width}} {'orders/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'server CPU ms/order':>20} "
-          f"{'load generator CPU ms/order':>28}", flush=True)
+    print(f"{'round':>5} {'server':>{width}} {'orders/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'requests/order':>15} "
+          f"{'server CPU ms/order':>20} {'load generator CPU ms/order':>28}", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-acme-") as tmp_text:
         tmp = Path(tmp_text)
         challtest, ports = start_challtestsrv()
@@ -367,7 +377,8 @@ def main() -> int:
                         stop(process)
                     rounds[label].append({"round": n, **result})
                     print(f"{n:>5} {label:>{width}} {result['orders_per_s']:>9.2f} {result['p50_ms']:>7} "
-                          f"{result['p99_ms']:>7} {result['server_cpu_ms_per_order']:>20} "
+                          f"{result['p99_ms']:>7} {result['requests_per_order']:>15} "
+                          f"{result['server_cpu_ms_per_order']:>20} "
                           f"{result['loadgen_cpu_ms_per_order']:>28}", flush=True)
         finally:
             stop(challtest)
@@ -401,7 +412,8 @@ def main() -> int:
         tail = (f"  ratio {ratio['median_ratio']}x Pebble (per round "
                 f"{', '.join(f'{x}x' for x in ratio['per_round'])})" if ratio else "")
         print(f"{label:>{width}}: median {r['orders_per_s']:7.2f} orders/s  p50 {r['p50_ms']} ms  p99 {r['p99_ms']} ms  "
-              f"server CPU {r['server_cpu_ms_per_order']} ms/order{tail}")
+              f"server CPU {r['server_cpu_ms_per_order']} ms/order  load generator "
+              f"{r['loadgen_core_share']:.0%} of a core{tail}")
     print(f"-> {out.relative_to(ROOT)}")
     return 0 if all(r["errors"] == 0 for r in results.values()) else 1
 

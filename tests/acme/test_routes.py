@@ -58,3 +58,17 @@ def test_a_client_gone_before_its_body_arrives_gets_no_answer_and_breaks_nothing
     asyncio.run(app(scope, receive, send))
     assert sent == [] and messages == []
     assert acme.new_order("after.internal").status_code == 201  # the server carries on
+
+
+def test_direct_answers_carry_the_headers_starlette_would(env: Env) -> None:
+    acme = env.account()
+    order = acme.new_order("headers.internal")
+    assert order.status_code == 201
+    assert order.headers["content-type"] == "application/json"
+    assert int(order.headers["content-length"]) == len(order.content)
+    assert order.headers["location"].startswith("http://testserver/acme/acme/order/")
+    assert order.headers["cache-control"] == "no-store" and order.headers["replay-nonce"]
+    assert order.headers["link"] == '<http://testserver/acme/acme/directory>;rel="index"'
+    refused = acme.post(acme.directory["newOrder"], {"identifiers": []})
+    assert refused.status_code == 400 and refused.headers["content-type"] == "application/problem+json"
+    assert int(refused.headers["content-length"]) == len(refused.content) and refused.headers["replay-nonce"]

@@ -41,7 +41,8 @@ def build_service(authority: Authority, config: Config) -> AcmeService:
     return service
 
 
-def _render(response: AcmeResponse) -> Response:
+def _content(response: AcmeResponse) -> tuple[bytes, str | None]:
+    """The body's bytes and media type (none for an empty body)."""
     body = response.body
     if isinstance(body, dict):
         content = json.dumps(body, separators=(",", ":")).encode()
@@ -49,8 +50,23 @@ def _render(response: AcmeResponse) -> Response:
         content = body.encode()
     else:
         content = b""
-    media = response.content_type if content else None
+    return content, response.content_type if content else None
+
+
+def _render(response: AcmeResponse) -> Response:
+    content, media = _content(response)
     return Response(content, status_code=response.status, media_type=media, headers=response.headers)
+
+
+async def _send(response: AcmeResponse, send: Send) -> None:
+    """``_render`` sent straight as ASGI messages, the same headers without a Response object."""
+    content, media = _content(response)
+    headers = [(b"content-length", str(len(content)).encode())]
+    if media:
+        headers.append((b"content-type", media.encode("latin-1")))
+    headers += [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in response.headers.items()]
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    await send({"type": "http.response.body", "body": content})
 
 
 class AcmeRoutes:
@@ -142,8 +158,7 @@ class AcmePost:
             body=b"".join(chunks), too_large=too_large, params=params, accept=accept or "")
         # On the event loop, like the REST issuance path: short database transactions and one
         # signature; only the WAL flush waits in a thread (api.durability).
-        response = _render(await durably(routes.service.post, acme_request))
-        await response(scope, receive, send)
+        await _send(await durably(routes.service.post, acme_request), send)
 
 
 def acme_routes(authority: Authority, config: Config) -> list[Route]:

@@ -133,7 +133,7 @@ def serve(home: str | None, password_file: str | None, init_missing: bool, insec
             "trustyard.api.app:app_from_env", factory=True, host=host, port=port, workers=count,
             ssl_certfile=str(config.path(config.tls_cert)), ssl_keyfile=str(config.path(config.tls_key)),
             ssl_keyfile_password=password.decode() if password else None, log_level=log_level,
-            access_log=log_level == "debug", timeout_graceful_shutdown=10,
+            access_log=log_level == "debug", timeout_graceful_shutdown=10, server_header=False,
             http="trustyard.api.protocol:CoalescingHttpToolsProtocol",
         )
     finally:
