@@ -103,3 +103,18 @@ def test_statements_expanded_at_execution_are_not_planned(sqlite_store: SqlStore
     statement = select(acme_authzs.c.id).where(acme_authzs.c.value.in_(["a", "b"]))
     with pytest.raises(ValueError, match="expanded"):
         Plan(statement, sqlite_store.engine.dialect, [])
+
+
+def test_a_missing_value_is_an_error_not_a_null(sqlite_store: SqlStore) -> None:
+    _, _, challenge_id = _order(sqlite_store)
+    with sqlite_store._tx() as conn:
+        with pytest.raises(exc.InvalidRequestError, match="b_error"):  # as conn.execute says it
+            sqlite_store.run(conn, q._FINISH_CHALLENGE, {"b_id": challenge_id, "b_status": "valid",
+                                                         "b_validated_at": None})
+        rows = [{"nonce": "a", "expires_at": datetime.now(timezone.utc), "retry": 0}, {"nonce": "b", "retry": 0}]
+        with pytest.raises(exc.InvalidRequestError, match="expires_at"):
+            sqlite_store.run(conn, q._INSERT_NONCE, rows)
+    with sqlite_store._tx(write=False) as conn:
+        status = conn.execute(select(q.acme_challenges.c.status)
+                              .where(q.acme_challenges.c.id == challenge_id)).scalar_one()
+    assert status == "processing"

@@ -4,9 +4,13 @@ everything else still goes through it."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
+import pytest
 from starlette.types import Receive, Scope, Send
+
+from trustyard.store.sql import SqlStore
 
 from .conftest import Env
 
@@ -72,3 +76,22 @@ def test_direct_answers_carry_the_headers_starlette_would(env: Env) -> None:
     refused = acme.post(acme.directory["newOrder"], {"identifiers": []})
     assert refused.status_code == 400 and refused.headers["content-type"] == "application/problem+json"
     assert int(refused.headers["content-length"]) == len(refused.content) and refused.headers["replay-nonce"]
+
+
+def test_a_failure_around_the_service_is_logged_and_answered_as_a_problem(
+        env: Env, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    if not env.authority.store.is_sqlite:
+        pytest.skip("the deferred WAL flush is SQLite's")
+    acme = env.client()
+
+    def disk_error(self: SqlStore) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(SqlStore, "_flush_wal", disk_error)  # the account's durable write cannot be flushed
+    with caplog.at_level(logging.ERROR, logger="trustyard.api"):
+        response = acme.register()
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["type"] == "urn:ietf:params:acme:error:serverInternal"
+    assert "Input/output" not in response.text  # details stay in the log
+    assert any(r.name == "trustyard.api" and "POST /acme/acme/new-account" in r.getMessage() for r in caplog.records)

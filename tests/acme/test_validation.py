@@ -279,21 +279,52 @@ def test_a_probe_submitted_from_a_loop_is_recorded_on_that_loops_thread() -> Non
     assert recorded[1][0] == "no-loop" and recorded[1][1] not in (loop_thread, threading.get_ident())
 
 
-def test_a_result_whose_loop_has_closed_is_still_recorded() -> None:
+class Held(Instant):
+    """Answers once ``release`` is set: the probe is still running while the test moves its loop on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def check(self, p: Probe) -> dict[str, Any] | None:
+        self.release.wait(5)
+        return None
+
+
+def held_probe(loop_runner: Any, challenge_id: str) -> tuple[ValidationAuthority, Held, list[str]]:
+    """A probe submitted from a loop that ``loop_runner`` runs to completion, still held."""
     recorded: list[str] = []
-    release = threading.Event()
-
-    class Held(Instant):
-        def check(self, p: Probe) -> dict[str, Any] | None:
-            release.wait(5)
-            return None
-
-    va = ValidationAuthority(Held(), lambda cid, error: recorded.append(cid))
+    checker = Held()
+    va = ValidationAuthority(checker, lambda cid, error: recorded.append(cid))
 
     async def submit() -> None:
-        assert va.submit(Probe("late", "http-01", "dns", "x.internal", KEY_AUTH))
+        assert va.submit(Probe(challenge_id, "http-01", "dns", "x.internal", KEY_AUTH))
 
-    asyncio.run(submit())  # the loop closes while the probe is still running
-    release.set()
+    loop_runner(submit())
+    return va, checker, recorded
+
+
+def test_a_result_whose_loop_has_closed_is_still_recorded() -> None:
+    va, checker, recorded = held_probe(asyncio.run, "late")  # the loop closes while the probe runs
+    checker.release.set()
     va.shutdown()
     assert recorded == ["late"]
+
+
+def test_a_result_whose_loop_has_stopped_but_not_closed_is_still_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A callback queued on a stopped loop would be dropped when it closes: after a wait, the
+    pool's thread records the result itself, and only once."""
+    import trustyard.acme.validation as validation
+
+    monkeypatch.setattr(validation, "HANDOFF_WAIT", 0.2)
+    loop = asyncio.new_event_loop()
+    va, checker, recorded = held_probe(loop.run_until_complete, "stopped")  # stopped, still open
+    checker.release.set()
+    deadline = time.monotonic() + 5
+    while not recorded and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert recorded == ["stopped"]  # recorded by the pool's thread, without the loop
+    loop.run_until_complete(asyncio.sleep(0.05))  # the queued callback now runs, and must not record again
+    loop.close()
+    va.shutdown()
+    assert recorded == ["stopped"]

@@ -36,6 +36,7 @@ log = logging.getLogger("trustyard.acme.va")
 MAX_REDIRECTS = 10
 MAX_BODY_BYTES = 8 * 1024
 MAX_QUEUED = 10_000
+HANDOFF_WAIT = 5.0  # seconds a finished probe waits for its event loop to take the result
 
 
 class ValidationFailed(Exception):
@@ -363,13 +364,31 @@ class ValidationAuthority:
         finally:
             with self._lock:
                 self._queued -= 1
-        if loop is not None:
-            try:
-                loop.call_soon_threadsafe(self._record, probe.challenge_id, error)
-                return
-            except RuntimeError:  # the loop has closed (shutdown): record it here
-                pass
+        if loop is not None and self._record_on(loop, probe.challenge_id, error):
+            return
         self._record(probe.challenge_id, error)
+
+    def _record_on(self, loop: asyncio.AbstractEventLoop, challenge_id: str, error: dict[str, Any] | None) -> bool:
+        """Record on ``loop``; False if it did not take the result within HANDOFF_WAIT (it has
+        stopped or closed: a callback queued on a stopped loop is dropped when it closes), in
+        which case the result is the caller's to record, and the loop will not record it."""
+        taken = threading.Lock()  # whoever acquires it records the result
+        done = threading.Event()
+
+        def on_loop() -> None:
+            if taken.acquire(blocking=False):
+                try:
+                    self._record(challenge_id, error)
+                finally:
+                    done.set()
+
+        try:
+            loop.call_soon_threadsafe(on_loop)
+        except RuntimeError:  # closed already
+            return False
+        if done.wait(HANDOFF_WAIT):
+            return True
+        return not taken.acquire(blocking=False)  # the loop took it after all: it is recording
 
     def _record(self, challenge_id: str, error: dict[str, Any] | None) -> None:
         try:

@@ -8,6 +8,7 @@ Mounted by ``create_app`` at ``/acme/{provisioner}/...`` for every provisioner o
 from __future__ import annotations
 
 import json
+import logging
 from typing import Callable
 
 from starlette.datastructures import URL
@@ -23,6 +24,8 @@ from ..ca.authority import Authority
 from ..ca.config import Config
 from ..store.acme_store import AcmeStore
 from .durability import durably
+
+log = logging.getLogger("trustyard.api")
 
 
 def build_service(authority: Authority, config: Config) -> AcmeService:
@@ -116,8 +119,9 @@ class AcmePost:
 
     Every ACME exchange is a POST through here, eight to an order; Starlette's Request and
     response wrappers and middleware layers cost as much CPU as the service's own work on a
-    polling request. Nothing here can raise for a client's input: ``AcmeService.post`` turns
-    every failure into a problem document."""
+    polling request. ``AcmeService.post`` turns every failure of the protocol into a problem
+    document; what fails around it (the WAL flush) is logged and answered with a
+    serverInternal problem here, as Starlette's error handler would."""
 
     def __init__(self, routes: AcmeRoutes, resource: str) -> None:
         self.routes, self.resource = routes, resource
@@ -158,7 +162,13 @@ class AcmePost:
             body=b"".join(chunks), too_large=too_large, params=params, accept=accept or "")
         # On the event loop, like the REST issuance path: short database transactions and one
         # signature; only the WAL flush waits in a thread (api.durability).
-        await _send(await durably(routes.service.post, acme_request), send)
+        try:
+            answer = await durably(routes.service.post, acme_request)
+        except Exception:  # the flush failed: the writes may not be on disk, so promise nothing
+            log.exception("unhandled error on POST %s", scope["path"])
+            error = AcmeError("serverInternal", "internal error; the server log has the details")
+            answer = AcmeResponse(error.status, error.problem(), "application/problem+json")
+        await _send(answer, send)
 
 
 def acme_routes(authority: Authority, config: Config) -> list[Route]:

@@ -64,12 +64,14 @@ class Plan:
         binds = compiled.binds
         names = compiled.positiontup or []
         given = set(keys)
-        # (name, fixed value or None, converter or None) per positional parameter
-        self._params: list[tuple[str, Any, Callable[[Any], Any] | None]] = []
+        # (name, whether the caller gives it, else its fixed value, converter or None) per parameter
+        self._params: list[tuple[str, bool, Any, Callable[[Any], Any] | None]] = []
         for name in names:
             bind = binds[name]
+            if name not in given and bind.required:  # as SQLAlchemy: no silent NULL for a missing value
+                raise exc.InvalidRequestError(f"A value is required for bind parameter {name!r}")
             converter = bind.type.dialect_impl(dialect).bind_processor(dialect)
-            self._params.append((name, None if name in given else bind.effective_value, converter))
+            self._params.append((name, name in given, None if name in given else bind.effective_value, converter))
         self._row: Any = None
         self._readers: list[Callable[[Any], Any] | None] = []
         if isinstance(statement, Select):
@@ -79,8 +81,14 @@ class Plan:
 
     def _args(self, params: dict[str, Any]) -> list[Any]:
         args = []
-        for name, fixed, converter in self._params:
-            value = params[name] if fixed is None and name in params else fixed
+        for name, given, fixed, converter in self._params:
+            if given:
+                try:
+                    value = params[name]
+                except KeyError:  # a later row of an executemany without it
+                    raise exc.InvalidRequestError(f"A value is required for bind parameter {name!r}") from None
+            else:
+                value = fixed
             args.append(converter(value) if converter is not None else value)
         return args
 
