@@ -219,6 +219,20 @@ def test_only_the_units_own_thread_joins_it(tmp_path: Path) -> None:
         store.close()
 
 
+def test_work_that_outlives_a_unit_gets_its_own_transaction(tmp_path: Path) -> None:
+    """A task started inside a unit copies its context, and runs on the same thread after the
+    unit has committed (an ACME validation): it must not join the closed unit."""
+    store = open_store(f"sqlite:///{tmp_path / 'late.db'}")
+    try:
+        with store.unit():
+            store.record_intent(intent("in-unit"))
+            context = contextvars.copy_context()
+        context.run(store.record_intent, intent("after"))
+        assert store.get("in-unit") is not None and store.get("after") is not None
+    finally:
+        store.close()
+
+
 # -- audit ---------------------------------------------------------------------------------------
 
 def _fill(authority: Authority) -> str:

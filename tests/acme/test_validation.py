@@ -9,7 +9,7 @@ import ipaddress
 import socket
 import threading
 import time
-from typing import Any, Iterator
+from typing import Any, AsyncIterator, Iterator
 
 import pytest
 
@@ -27,9 +27,10 @@ class FixedResolver(Resolver):
         self.answers = [ipaddress.ip_address(a) for a in addresses]
         self.lookups = 0
 
-    def addresses(self, name: str, deadline: float) -> list[Any]:
+    async def addresses(self, name: str, deadline: float) -> AsyncIterator[Any]:
         self.lookups += 1
-        return list(self.answers)
+        for address in self.answers:
+            yield address
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -67,6 +68,10 @@ def web() -> Iterator[tuple[int, type[Handler]]]:
     server.server_close()
 
 
+def validate(probing: Checker, p: Probe) -> dict[str, Any] | None:
+    return asyncio.run(probing.check(p))
+
+
 def checker(port: int, resolver: Resolver | None = None, allow: tuple[str, ...] = ("127.0.0.0/8",),
             timeout: float = 2.0) -> Checker:
     return Checker(TargetGuard.from_allow_list(allow, own_ports={8443}), resolver or FixedResolver("127.0.0.2"),
@@ -99,16 +104,16 @@ def test_http01_dials_the_checked_address_with_the_name_as_host(web: tuple[int, 
     port, handler = web
     handler.routes["/.well-known/acme-challenge/tok"] = (200, {}, KEY_AUTH.encode() + b"\n")
     resolver = FixedResolver("127.0.0.2")
-    assert checker(port, resolver).check(probe()) is None
+    assert validate(checker(port, resolver), probe()) is None
     assert handler.seen == [("web.internal", "127.0.0.2")] and resolver.lookups == 1
 
 
 def test_http01_refuses_targets_outside_the_allow_list(web: tuple[int, type[Handler]]) -> None:
     port, handler = web
     handler.routes["/.well-known/acme-challenge/tok"] = (200, {}, KEY_AUTH.encode())
-    error = checker(port, FixedResolver("169.254.169.254")).check(probe())
+    error = validate(checker(port, FixedResolver("169.254.169.254")), probe())
     assert error and error["type"].endswith(":connection") and "link-local" in error["detail"]
-    error = checker(port, allow=("10.0.0.0/8",)).check(probe())
+    error = validate(checker(port, allow=("10.0.0.0/8",)), probe())
     assert error and "allow-list" in error["detail"] and handler.seen == []
 
 
@@ -118,32 +123,32 @@ def test_http01_redirects_at_most_ten(web: tuple[int, type[Handler]]) -> None:
         handler.routes[f"/r{i}"] = (302, {"Location": f"/r{i + 1}"}, b"")
     handler.routes["/r11"] = (200, {}, KEY_AUTH.encode())
     handler.routes["/.well-known/acme-challenge/tok"] = (301, {"Location": "/r2"}, b"")
-    assert checker(port).check(probe()) is None  # exactly 10 redirects: /r2 ... /r11
+    assert validate(checker(port), probe()) is None  # exactly 10 redirects: /r2 ... /r11
     handler.routes["/.well-known/acme-challenge/tok"] = (301, {"Location": "/r1"}, b"")  # 11
-    error = checker(port).check(probe())
+    error = validate(checker(port), probe())
     assert error and "more than 10 redirects" in error["detail"]
 
 
 def test_http01_redirect_to_metadata_or_other_port_is_refused(web: tuple[int, type[Handler]]) -> None:
     port, handler = web
     handler.routes["/.well-known/acme-challenge/tok"] = (302, {"Location": f"http://169.254.169.254:{port}/x"}, b"")
-    error = checker(port).check(probe())
+    error = validate(checker(port), probe())
     assert error and "link-local" in error["detail"]
     handler.routes["/.well-known/acme-challenge/tok"] = (302, {"Location": "http://127.0.0.2:22/x"}, b"")
-    error = checker(port).check(probe())
+    error = validate(checker(port), probe())
     assert error and "port 22" in error["detail"]
 
 
 def test_http01_caps_the_body_and_never_echoes_it(web: tuple[int, type[Handler]]) -> None:
     port, handler = web
     handler.routes["/.well-known/acme-challenge/tok"] = (200, {}, b"SECRET" * 100_000)
-    error = checker(port).check(probe())
+    error = validate(checker(port), probe())
     assert error and "larger than" in error["detail"] and "SECRET" not in str(error)
     handler.routes["/.well-known/acme-challenge/tok"] = (200, {}, b"root:x:0:0:SECRET")
-    error = checker(port).check(probe())
+    error = validate(checker(port), probe())
     assert error and error["type"].endswith(":incorrectResponse") and "SECRET" not in str(error)
     handler.routes["/.well-known/acme-challenge/tok"] = (500, {}, b"SECRET stack trace")
-    error = checker(port).check(probe())
+    error = validate(checker(port), probe())
     assert error and "500" in error["detail"] and "SECRET" not in str(error)
 
 
@@ -151,12 +156,12 @@ def test_probe_timeout_is_bounded(web: tuple[int, type[Handler]]) -> None:
     port, handler = web
     handler.routes["/.well-known/acme-challenge/tok"] = (302, {"Location": "/hang"}, b"")
     started = time.monotonic()
-    error = checker(port, timeout=0.5).check(probe())
+    error = validate(checker(port, timeout=0.5), probe())
     assert error and time.monotonic() - started < 2
     with socket.socket() as closed:
         closed.bind(("127.0.0.2", 0))
         dead = closed.getsockname()[1]
-    error = checker(dead).check(probe())
+    error = validate(checker(dead), probe())
     assert error and error["type"].endswith(":connection")
 
 
@@ -165,11 +170,11 @@ def test_validation_pool_bounds_concurrency() -> None:
     results: list[str] = []
 
     class Slow(Checker):
-        def check(self, p: Probe) -> dict[str, Any] | None:
+        async def check(self, p: Probe) -> dict[str, Any] | None:
             with lock:
                 running[0] += 1
                 peak[0] = max(peak[0], running[0])
-            time.sleep(0.05)
+            await asyncio.sleep(0.05)
             with lock:
                 running[0] -= 1
             return None
@@ -198,9 +203,9 @@ class CountingResolver(Resolver):
         real, asked = super()._resolver(), self.asked
 
         class Counting:
-            def resolve(self, name: str, rdtype: str, **kwargs: Any) -> Any:
+            async def resolve(self, name: str, rdtype: str, **kwargs: Any) -> Any:
                 asked.append(rdtype)
-                return real.resolve(name, rdtype, **kwargs)
+                return await real.resolve(name, rdtype, **kwargs)
         return Counting()
 
 
@@ -209,12 +214,12 @@ def test_aaaa_is_looked_up_only_when_the_a_addresses_fail(web: tuple[int, type[H
     handler.routes["/.well-known/acme-challenge/tok"] = (200, {}, KEY_AUTH.encode())
     challtestsrv.add_a("v4.internal", "127.0.0.2")
     resolver = CountingResolver(challtestsrv.resolver)
-    assert checker(port, resolver).check(probe("v4.internal")) is None
+    assert validate(checker(port, resolver), probe("v4.internal")) is None
     assert resolver.asked == ["A"] and handler.seen == [("v4.internal", "127.0.0.2")]
 
     challtestsrv.add_a("down.internal", "127.0.0.3")  # nothing listens there
     resolver = CountingResolver(challtestsrv.resolver)
-    error = checker(port, resolver).check(probe("down.internal"))
+    error = validate(checker(port, resolver), probe("down.internal"))
     assert error and error["type"].endswith(":connection") and "127.0.0.3" in error["detail"]
     assert resolver.asked == ["A", "AAAA"]
 
@@ -227,16 +232,16 @@ def test_a_failed_aaaa_lookup_after_failed_a_addresses_still_names_them(challtes
             inner = super()._resolver()
 
             class Resolve:
-                def resolve(self, name: str, rdtype: str, **kwargs: Any) -> Any:
+                async def resolve(self, name: str, rdtype: str, **kwargs: Any) -> Any:
                     if rdtype == "AAAA":
-                        inner.resolve(name, rdtype, **kwargs)  # counted
+                        await inner.resolve(name, rdtype, **kwargs)  # counted
                         raise dns.exception.Timeout()
-                    return inner.resolve(name, rdtype, **kwargs)
+                    return await inner.resolve(name, rdtype, **kwargs)
             return Resolve()
 
     challtestsrv.add_a("half.internal", "127.0.0.3")  # nothing listens there
     resolver = BrokenAAAA(challtestsrv.resolver)
-    error = checker(free_port_number(), resolver).check(probe("half.internal"))
+    error = validate(checker(free_port_number(), resolver), probe("half.internal"))
     assert error and error["type"].endswith(":connection"), error
     assert "127.0.0.3" in error["detail"] and "AAAA" in error["detail"] and resolver.asked == ["A", "AAAA"]
 
@@ -248,18 +253,23 @@ def free_port_number() -> int:
 
 
 class Instant(Checker):
-    """A checker that answers at once: the tests below are about where results are recorded."""
+    """A checker that answers at once: the tests below are about where probes run and record."""
 
     def __init__(self) -> None:
         super().__init__(TargetGuard(), Resolver(), 80, 443, 1.0)
+        self.threads: list[int] = []
 
-    def check(self, p: Probe) -> dict[str, Any] | None:
+    async def check(self, p: Probe) -> dict[str, Any] | None:
+        self.threads.append(threading.get_ident())
         return None
 
 
-def test_a_probe_submitted_from_a_loop_is_recorded_on_that_loops_thread() -> None:
+def test_a_probe_runs_and_is_recorded_on_the_loop_that_submitted_it() -> None:
+    """No thread competes with the event loop: the probe is a task of the submitting loop, and
+    its result is written there. Without a running loop, the authority's own loop serves."""
     recorded: list[tuple[str, int]] = []
-    va = ValidationAuthority(Instant(), lambda cid, error: recorded.append((cid, threading.get_ident())))
+    checker_ = Instant()
+    va = ValidationAuthority(checker_, lambda cid, error: recorded.append((cid, threading.get_ident())))
 
     async def submit_and_wait() -> int:
         assert va.submit(Probe("on-loop", "http-01", "dns", "x.internal", KEY_AUTH))
@@ -270,61 +280,32 @@ def test_a_probe_submitted_from_a_loop_is_recorded_on_that_loops_thread() -> Non
         return threading.get_ident()
 
     loop_thread = asyncio.run(submit_and_wait())
+    assert recorded == [("on-loop", loop_thread)] and checker_.threads == [loop_thread]
     assert va.submit(Probe("no-loop", "http-01", "dns", "x.internal", KEY_AUTH))
-    deadline = time.monotonic() + 5
-    while len(recorded) < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    va.shutdown()
-    assert recorded[0] == ("on-loop", loop_thread)
+    va.shutdown()  # waits for the probes on the authority's own loop
     assert recorded[1][0] == "no-loop" and recorded[1][1] not in (loop_thread, threading.get_ident())
+    assert checker_.threads[1] == recorded[1][1]
 
 
-class Held(Instant):
-    """Answers once ``release`` is set: the probe is still running while the test moves its loop on."""
+def test_probes_on_a_loop_share_its_bound() -> None:
+    running, peak = [0], [0]
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.release = threading.Event()
+    class Slow(Instant):
+        async def check(self, p: Probe) -> dict[str, Any] | None:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+            await asyncio.sleep(0.05)
+            running[0] -= 1
+            return None
 
-    def check(self, p: Probe) -> dict[str, Any] | None:
-        self.release.wait(5)
-        return None
-
-
-def held_probe(loop_runner: Any, challenge_id: str) -> tuple[ValidationAuthority, Held, list[str]]:
-    """A probe submitted from a loop that ``loop_runner`` runs to completion, still held."""
     recorded: list[str] = []
-    checker = Held()
-    va = ValidationAuthority(checker, lambda cid, error: recorded.append(cid))
+    va = ValidationAuthority(Slow(), lambda cid, error: recorded.append(cid), workers=2)
 
-    async def submit() -> None:
-        assert va.submit(Probe(challenge_id, "http-01", "dns", "x.internal", KEY_AUTH))
+    async def burst() -> None:
+        for i in range(6):
+            assert va.submit(Probe(f"c{i}", "http-01", "dns", "x.internal", KEY_AUTH))
+        while len(recorded) < 6:
+            await asyncio.sleep(0.01)
 
-    loop_runner(submit())
-    return va, checker, recorded
-
-
-def test_a_result_whose_loop_has_closed_is_still_recorded() -> None:
-    va, checker, recorded = held_probe(asyncio.run, "late")  # the loop closes while the probe runs
-    checker.release.set()
-    va.shutdown()
-    assert recorded == ["late"]
-
-
-def test_a_result_whose_loop_has_stopped_but_not_closed_is_still_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A callback queued on a stopped loop would be dropped when it closes: after a wait, the
-    pool's thread records the result itself, and only once."""
-    import trustyard.acme.validation as validation
-
-    monkeypatch.setattr(validation, "HANDOFF_WAIT", 0.2)
-    loop = asyncio.new_event_loop()
-    va, checker, recorded = held_probe(loop.run_until_complete, "stopped")  # stopped, still open
-    checker.release.set()
-    deadline = time.monotonic() + 5
-    while not recorded and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert recorded == ["stopped"]  # recorded by the pool's thread, without the loop
-    loop.run_until_complete(asyncio.sleep(0.05))  # the queued callback now runs, and must not record again
-    loop.close()
-    va.shutdown()
-    assert recorded == ["stopped"]
+    asyncio.run(asyncio.wait_for(burst(), 10))
+    assert peak[0] == 2 and sorted(recorded) == [f"c{i}" for i in range(6)]

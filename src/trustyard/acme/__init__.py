@@ -7,7 +7,7 @@
     service      the protocol steps (``AcmeService``): one method per resource
     challenges   key authorizations and what http-01 / dns-01 / tls-alpn-01 expect
     guard        which validation targets may be contacted (SSRF guard)
-    validation   the validation authority: probes run in a bounded pool, outside the request
+    validation   the validation authority: probes run as bounded tasks on the event loop, outside the request
     ari          ACME Renewal Information (RFC 9773): certificate ids and suggested windows
 
 The web layer (``trustyard.api.acme_routes``) turns HTTP into ``AcmeRequest`` values and

@@ -1,8 +1,10 @@
 """The validation authority: proves control of identifiers, outside the request that asked.
 
-``ValidationAuthority.submit`` hands a challenge to a bounded thread pool (one per worker
-process) and returns at once; the probe records its result in the database, so any worker
-or replica answers the client's next poll. Each probe has one deadline for everything it
+``ValidationAuthority.submit`` starts a probe as a task on the worker's event loop, at most
+``workers`` at a time, and returns at once; the probe records its result in the database,
+so any worker or replica answers the client's next poll. Probes only wait on the network
+(asyncio DNS, TCP and TLS), so they need no threads: threads competing with the event loop
+for the GIL cost a worker a fifth of its CPU. Each probe has one deadline for everything it
 does (DNS, connect, TLS, redirects, reading). Problems name what failed, never what a
 target sent back.
 """
@@ -10,20 +12,24 @@ target sent back.
 from __future__ import annotations
 
 import asyncio
-import http.client
+import concurrent.futures
+import contextlib
+import contextvars
 import ipaddress
 import logging
 import socket
 import ssl
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+import weakref
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, AsyncIterator, Callable
 from urllib.parse import urljoin, urlsplit
 
+import dns.asyncresolver
 import dns.exception
 import dns.resolver
+import httptools
 from cryptography import x509
 
 from .challenges import (ACME_IDENTIFIER_OID, ACME_TLS_ALPN, DNS_01, HTTP_01, TLS_ALPN_01, dns01_txt,
@@ -35,8 +41,8 @@ log = logging.getLogger("trustyard.acme.va")
 
 MAX_REDIRECTS = 10
 MAX_BODY_BYTES = 8 * 1024
+MAX_HEADER_BYTES = 16 * 1024  # of a response's head: beyond it, a target is refused, not read on
 MAX_QUEUED = 10_000
-HANDOFF_WAIT = 5.0  # seconds a finished probe waits for its event loop to take the result
 
 
 class ValidationFailed(Exception):
@@ -60,36 +66,39 @@ class Resolver:
     def __init__(self, server: str = "", timeout: float = 5.0) -> None:
         self.server = server
         self.timeout = timeout
-        self._local = threading.local()
+        self._dns: Any = None
 
-    def _resolver(self) -> dns.resolver.Resolver:
-        resolver = getattr(self._local, "resolver", None)
-        if resolver is None:
+    def _resolver(self) -> Any:
+        """dnspython's asyncio resolver (anything with its ``resolve`` coroutine)."""
+        if self._dns is None:
             if self.server:
                 host, _, port = self.server.rpartition(":")
-                resolver = dns.resolver.Resolver(configure=False)
+                resolver = dns.asyncresolver.Resolver(configure=False)
                 resolver.nameservers = [host.strip("[]")]
                 resolver.port = int(port)
             else:
-                resolver = dns.resolver.Resolver()
+                resolver = dns.asyncresolver.Resolver()
             resolver.cache = None
-            self._local.resolver = resolver
-        return resolver
+            self._dns = resolver
+        return self._dns
 
-    def addresses(self, name: str, deadline: float) -> Iterator[IPAddress]:
+    async def addresses(self, name: str, deadline: float) -> AsyncIterator[IPAddress]:
         """The A addresses, then the AAAA ones; the AAAA lookup happens only if the caller
         asks for more than the A addresses (a validation that succeeds on IPv4 skips it)."""
         if not self.server:
             try:
-                infos = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
-            except socket.gaierror:
+                async with asyncio.timeout(_left(deadline)):
+                    infos = await asyncio.get_running_loop().getaddrinfo(name, None, type=socket.SOCK_STREAM)
+            except (socket.gaierror, TimeoutError):
                 raise ValidationFailed("dns", f"no address found for {name}") from None
-            yield from dict.fromkeys(ipaddress.ip_address(i[4][0].split("%")[0]) for i in infos)
+            for address in dict.fromkeys(ipaddress.ip_address(i[4][0].split("%")[0]) for i in infos):
+                yield address
             return
         found = False
         for rdtype in ("A", "AAAA"):
             try:
-                answer = self._resolver().resolve(name, rdtype, lifetime=_left(deadline), raise_on_no_answer=False)
+                answer = await self._resolver().resolve(name, rdtype, lifetime=_left(deadline),
+                                                        raise_on_no_answer=False)
             except dns.resolver.NXDOMAIN:
                 raise ValidationFailed("dns", f"{name} does not exist (NXDOMAIN)") from None
             except (dns.exception.DNSException, OSError):
@@ -100,9 +109,9 @@ class Resolver:
         if not found:
             raise ValidationFailed("dns", f"no A or AAAA record for {name}")
 
-    def txt(self, name: str, deadline: float) -> list[str]:
+    async def txt(self, name: str, deadline: float) -> list[str]:
         try:
-            answer = self._resolver().resolve(name, "TXT", lifetime=_left(deadline), raise_on_no_answer=False)
+            answer = await self._resolver().resolve(name, "TXT", lifetime=_left(deadline), raise_on_no_answer=False)
         except dns.resolver.NXDOMAIN:
             raise ValidationFailed("dns", f"no TXT record at {name} (NXDOMAIN)") from None
         except (dns.exception.DNSException, OSError):
@@ -110,11 +119,14 @@ class Resolver:
         return [b"".join(r.strings).decode("ascii", "replace") for r in answer]
 
 
-def _keeping_failures(targets: Iterator[IPAddress], failures: list[str], cannot: str) -> Iterator[IPAddress]:
+async def _keeping_failures(targets: AsyncIterator[IPAddress], failures: list[str],
+                            cannot: str) -> AsyncIterator[IPAddress]:
     """``targets``, except that when looking up more addresses fails (the AAAA lookup, or the
     deadline) after some have already failed to connect, the error names those failures."""
     try:
-        yield from targets
+        async with contextlib.aclosing(targets):  # type: ignore[type-var]
+            async for address in targets:
+                yield address
     except ValidationFailed as exc:
         if not failures:
             raise
@@ -129,27 +141,30 @@ def _left(deadline: float) -> float:
 
 
 class Checker:
-    """The three probes, synchronous; everything they contact passes the guard first."""
+    """The three probes, as coroutines; everything they contact passes the guard first."""
 
     def __init__(self, guard: TargetGuard, resolver: Resolver, http_port: int, tls_port: int,
                  timeout: float) -> None:
         self.guard, self.resolver = guard, resolver
         self.http_port, self.tls_port, self.timeout = http_port, tls_port, timeout
 
-    def check(self, probe: Probe) -> dict[str, Any] | None:
+    async def check(self, probe: Probe) -> dict[str, Any] | None:
         """None when the challenge is met, else the problem document to store."""
         deadline = time.monotonic() + self.timeout
         try:
-            if probe.type == HTTP_01:
-                self.http01(probe, deadline)
-            elif probe.type == DNS_01:
-                self.dns01(probe, deadline)
-            elif probe.type == TLS_ALPN_01:
-                self.tls_alpn01(probe, deadline)
-            else:
-                raise ValidationFailed("malformed", f"unknown challenge type {probe.type}")
+            async with asyncio.timeout(self.timeout):  # the bound on everything, whatever a step does
+                if probe.type == HTTP_01:
+                    await self.http01(probe, deadline)
+                elif probe.type == DNS_01:
+                    await self.dns01(probe, deadline)
+                elif probe.type == TLS_ALPN_01:
+                    await self.tls_alpn01(probe, deadline)
+                else:
+                    raise ValidationFailed("malformed", f"unknown challenge type {probe.type}")
         except ValidationFailed as exc:
             return _problem(exc.kind, exc.detail, probe)
+        except TimeoutError:
+            return _problem("connection", "validation timed out", probe)
         except Exception:  # a probe must never take its worker down; say little, log the rest
             log.exception("validation of %s for %s failed unexpectedly", probe.type, probe.value)
             return _problem("serverInternal", "validation failed unexpectedly", probe)
@@ -157,29 +172,29 @@ class Checker:
 
     # -- targets --------------------------------------------------------------------------------
 
-    def _targets(self, host: str, port: int, deadline: float) -> Iterator[IPAddress]:
+    async def _targets(self, host: str, port: int, deadline: float) -> AsyncIterator[IPAddress]:
         """The addresses of ``host`` the guard allows, lazily: a caller that succeeds on the
         first one never looks up the rest."""
-        addresses: Iterable[IPAddress]
         try:
-            addresses = [ipaddress.ip_address(host.strip("[]"))]
+            addresses: AsyncIterator[IPAddress] = _one(ipaddress.ip_address(host.strip("[]")))
         except ValueError:
             addresses = self.resolver.addresses(host, deadline)
         allowed, refusals = False, []
-        for address in addresses:
-            try:
-                self.guard.check(address, port, host)
-            except TargetRefused as exc:
-                refusals.append(str(exc))
-                continue
-            allowed = True
-            yield address
+        async with contextlib.aclosing(addresses):  # type: ignore[type-var]
+            async for address in addresses:
+                try:
+                    self.guard.check(address, port, host)
+                except TargetRefused as exc:
+                    refusals.append(str(exc))
+                    continue
+                allowed = True
+                yield address
         if not allowed:
             raise ValidationFailed("connection", f"{host}: " + "; ".join(refusals[:3]))
 
     # -- http-01 --------------------------------------------------------------------------------
 
-    def http01(self, probe: Probe, deadline: float) -> None:
+    async def http01(self, probe: Probe, deadline: float) -> None:
         host = f"[{probe.value}]" if ":" in probe.value else probe.value
         url = f"http://{host}:{self.http_port}/.well-known/acme-challenge/{probe.key_authorization.split('.')[0]}"
         for _hop in range(MAX_REDIRECTS + 1):
@@ -190,8 +205,9 @@ class Checker:
             if port not in (self.http_port, self.tls_port):
                 raise ValidationFailed("connection", f"redirect to port {port}: only {self.http_port} and "
                                                      f"{self.tls_port} are validation ports")
-            status, location, body = self._fetch(parts.scheme, parts.hostname, port,
-                                                 parts.path + (f"?{parts.query}" if parts.query else ""), deadline)
+            status, location, body = await self._fetch(parts.scheme, parts.hostname, port,
+                                                       parts.path + (f"?{parts.query}" if parts.query else ""),
+                                                       deadline)
             if status in (301, 302, 303, 307, 308):
                 if not location:
                     raise ValidationFailed("connection", f"HTTP {status} without a Location")
@@ -204,68 +220,128 @@ class Checker:
             return
         raise ValidationFailed("connection", f"more than {MAX_REDIRECTS} redirects")
 
-    def _fetch(self, scheme: str, host: str, port: int, path: str, deadline: float) -> tuple[int, str, bytes]:
+    async def _fetch(self, scheme: str, host: str, port: int, path: str, deadline: float) -> tuple[int, str, bytes]:
         failures: list[str] = []
         cannot = f"cannot fetch from {host}:{port}"
-        for address in _keeping_failures(self._targets(host, port, deadline), failures, cannot):
-            conn: http.client.HTTPConnection
-            if scheme == "https":
-                conn = _PinnedHTTPS(str(address), port, host, timeout=_left(deadline))
-            else:
-                conn = http.client.HTTPConnection(str(address), port, timeout=_left(deadline))
-            try:
-                host_header = f"[{host}]" if ":" in host else host
-                conn.request("GET", path or "/", headers={"Host": host_header, "User-Agent": "trustyard-acme-va",
-                                                          "Accept": "*/*", "Connection": "close"})
-                response = conn.getresponse()
-                body = response.read(MAX_BODY_BYTES + 1)
-                if len(body) > MAX_BODY_BYTES:
-                    raise ValidationFailed("incorrectResponse", f"response body larger than {MAX_BODY_BYTES} bytes")
-                return response.status, response.getheader("Location") or "", body
-            except ValidationFailed:
-                raise
-            except (OSError, http.client.HTTPException, ssl.SSLError) as exc:
-                failures.append(f"{address}: {_net_error(exc)}")
-            finally:
-                conn.close()
+        targets = _keeping_failures(self._targets(host, port, deadline), failures, cannot)
+        async with contextlib.aclosing(targets):  # type: ignore[type-var]
+            async for address in targets:
+                try:
+                    async with asyncio.timeout(_left(deadline)):
+                        return await _http_get(str(address), port, host, path or "/", tls=scheme == "https")
+                except ValidationFailed:
+                    raise
+                except (OSError, ssl.SSLError, httptools.HttpParserError) as exc:
+                    failures.append(f"{address}: {_net_error(exc)}")
         raise ValidationFailed("connection", f"{cannot} ({'; '.join(failures[:3])})")
 
     # -- dns-01 ---------------------------------------------------------------------------------
 
-    def dns01(self, probe: Probe, deadline: float) -> None:
+    async def dns01(self, probe: Probe, deadline: float) -> None:
         name = f"_acme-challenge.{probe.value}"
         expected = dns01_txt(probe.key_authorization)
-        records = self.resolver.txt(name, deadline)
+        records = await self.resolver.txt(name, deadline)
         if expected not in records:
             raise ValidationFailed("incorrectResponse", f"none of the {len(records)} TXT record(s) at {name} "
                                                         "is the expected digest")
 
     # -- tls-alpn-01 ----------------------------------------------------------------------------
 
-    def tls_alpn01(self, probe: Probe, deadline: float) -> None:
+    async def tls_alpn01(self, probe: Probe, deadline: float) -> None:
         ip_identifier = probe.identifier_type == "ip"
         sni = ipaddress.ip_address(probe.value).reverse_pointer if ip_identifier else probe.value
         failures: list[str] = []
-        for address in _keeping_failures(self._targets(probe.value, self.tls_port, deadline), failures,
-                                         f"cannot connect to {probe.value}:{self.tls_port}"):
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE  # the self-signed challenge certificate is the point
-            context.set_alpn_protocols([ACME_TLS_ALPN])
-            try:
-                with socket.create_connection((str(address), self.tls_port), timeout=_left(deadline)) as raw:
-                    with context.wrap_socket(raw, server_hostname=sni) as tls:
-                        alpn = tls.selected_alpn_protocol()
-                        der = tls.getpeercert(binary_form=True)
-            except (OSError, ssl.SSLError) as exc:
-                failures.append(f"{address}: {_net_error(exc)}")
-                continue
-            if alpn != ACME_TLS_ALPN:
-                raise ValidationFailed("tls", f"the server did not negotiate ALPN {ACME_TLS_ALPN}")
-            _check_alpn_certificate(der, probe, ip_identifier)
-            return
+        targets = _keeping_failures(self._targets(probe.value, self.tls_port, deadline), failures,
+                                    f"cannot connect to {probe.value}:{self.tls_port}")
+        async with contextlib.aclosing(targets):  # type: ignore[type-var]
+            async for address in targets:
+                context = _unverified_context()  # the self-signed challenge certificate is the point
+                context.set_alpn_protocols([ACME_TLS_ALPN])
+                try:
+                    async with asyncio.timeout(_left(deadline)):
+                        _reader, writer = await asyncio.open_connection(str(address), self.tls_port, ssl=context,
+                                                                        server_hostname=sni)
+                except (OSError, ssl.SSLError) as exc:
+                    failures.append(f"{address}: {_net_error(exc)}")
+                    continue
+                try:
+                    tls = writer.get_extra_info("ssl_object")
+                    alpn = tls.selected_alpn_protocol()
+                    der = tls.getpeercert(binary_form=True)
+                finally:
+                    writer.close()
+                if alpn != ACME_TLS_ALPN:
+                    raise ValidationFailed("tls", f"the server did not negotiate ALPN {ACME_TLS_ALPN}")
+                _check_alpn_certificate(der, probe, ip_identifier)
+                return
         raise ValidationFailed("connection" if not failures or "TLS" not in failures[0] else "tls",
                                f"cannot connect to {probe.value}:{self.tls_port} ({'; '.join(failures[:3])})")
+
+
+async def _one(address: IPAddress) -> AsyncIterator[IPAddress]:
+    yield address
+
+
+def _unverified_context() -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+class _Response:
+    """httptools callbacks: the status, the first Location, the body (capped), the head's size."""
+
+    def __init__(self) -> None:
+        self.head = 0
+        self.location = ""
+        self.body = bytearray()
+        self.complete = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.head += len(name) + len(value)
+        if self.head > MAX_HEADER_BYTES:
+            raise ValidationFailed("incorrectResponse", f"response headers larger than {MAX_HEADER_BYTES} bytes")
+        if not self.location and name.lower() == b"location":
+            self.location = value.decode("latin-1")
+
+    def on_body(self, chunk: bytes) -> None:
+        self.body += chunk
+        if len(self.body) > MAX_BODY_BYTES:
+            raise ValidationFailed("incorrectResponse", f"response body larger than {MAX_BODY_BYTES} bytes")
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+
+
+async def _http_get(address: str, port: int, host: str, path: str, tls: bool) -> tuple[int, str, bytes]:
+    """GET ``path`` from ``address`` (the address the guard checked, never a new lookup), with
+    ``host`` as the Host header and, over TLS, as the SNI (the certificate is not checked,
+    as in http-01)."""
+    reader, writer = await asyncio.open_connection(address, port, ssl=_unverified_context() if tls else None,
+                                                   server_hostname=host if tls else None)
+    try:
+        host_header = f"[{host}]" if ":" in host else host
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: trustyard-acme-va\r\n"
+                     f"Accept: */*\r\nConnection: close\r\n\r\n".encode("latin-1"))
+        response = _Response()
+        parser = httptools.HttpResponseParser(response)
+        while not response.complete:
+            data = await reader.read(65536)
+            if not data:  # the server closed: a body without a length ends here
+                break
+            try:
+                parser.feed_data(data)
+            except httptools.HttpParserCallbackError as exc:  # raised in a callback: the cap
+                if isinstance(exc.__context__, ValidationFailed):
+                    raise exc.__context__ from None
+                raise
+        status = parser.get_status_code()
+        if not status:
+            raise httptools.HttpParserError("no response")
+        return status, response.location, bytes(response.body)
+    finally:
+        writer.close()
 
 
 def _check_alpn_certificate(der: bytes | None, probe: Probe, ip_identifier: bool) -> None:
@@ -289,22 +365,6 @@ def _check_alpn_certificate(der: bytes | None, probe: Probe, ip_identifier: bool
                                                     "hold the expected digest")
 
 
-class _PinnedHTTPS(http.client.HTTPSConnection):
-    """HTTPS to the checked address with the name as SNI (the certificate is not checked, as in http-01)."""
-
-    def __init__(self, address: str, port: int, server_name: str, timeout: float) -> None:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        super().__init__(address, port, timeout=timeout, context=context)
-        self._server_name = server_name
-        self._context = context
-
-    def connect(self) -> None:
-        http.client.HTTPConnection.connect(self)
-        self.sock = self._context.wrap_socket(self.sock, server_hostname=self._server_name)
-
-
 def _net_error(exc: BaseException) -> str:
     if isinstance(exc, socket.timeout):
         return "timed out"
@@ -324,80 +384,79 @@ def _problem(kind: str, detail: str, probe: Probe) -> dict[str, Any]:
 
 
 class ValidationAuthority:
-    """Runs probes in a bounded pool (created per process: uvicorn forks workers after import).
+    """Runs probes as tasks on the submitting event loop, at most ``workers`` at a time on each
+    loop, and records each result there (the database write joins the loop's other short
+    transactions on its kept connection).
 
-    A probe submitted from an event loop has its result recorded back on that loop: the
-    pool's threads only wait on the network, and the database write joins the loop's other
-    short transactions on its kept connection, instead of contending from another thread
-    for the write lock and the GIL. Submitted from anywhere else, or if the loop has closed,
-    the result is recorded in the pool's thread."""
+    Submitted from outside an event loop (a script, a test), a probe runs on the authority's
+    own loop in a background thread instead, under the same bound."""
 
     def __init__(self, checker: Checker, record: Callable[[str, dict[str, Any] | None], None],
                  workers: int = 8) -> None:
         self.checker = checker
         self.record = record
         self.workers = workers
-        self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self._queued = 0
+        self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = \
+            weakref.WeakKeyDictionary()
+        self._tasks: set[asyncio.Task[None]] = set()  # held until done: the loop keeps only weak references
+        self._own: tuple[asyncio.AbstractEventLoop, threading.Thread] | None = None
+        self._pending: set[concurrent.futures.Future[None]] = set()  # probes on the own loop
 
     def submit(self, probe: Probe) -> bool:
-        try:
-            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
         with self._lock:
             if self._queued >= MAX_QUEUED:
                 return False
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="acme-va")
             self._queued += 1
-            self._pool.submit(self._run, probe, loop)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            future = asyncio.run_coroutine_threadsafe(self._run(probe), self._own_loop())
+            self._pending.add(future)
+            future.add_done_callback(self._pending.discard)
+            return True
+        # A fresh context: the probe must not inherit the request's (its open database unit,
+        # its pending flushes), which ends long before the probe does.
+        task = loop.create_task(self._run(probe), context=contextvars.Context())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
         return True
 
-    def _run(self, probe: Probe, loop: asyncio.AbstractEventLoop | None) -> None:
+    async def _run(self, probe: Probe) -> None:
+        loop = asyncio.get_running_loop()
+        slots = self._slots.get(loop)
+        if slots is None:
+            slots = self._slots[loop] = asyncio.Semaphore(self.workers)
         try:
-            error = self.checker.check(probe)
-        except Exception:  # check() turns every failure into a problem; this is a bug
-            log.exception("validating challenge %s failed", probe.challenge_id)
-            error = _problem("serverInternal", "validation failed unexpectedly", probe)
+            async with slots:
+                error = await self.checker.check(probe)
         finally:
             with self._lock:
                 self._queued -= 1
-        if loop is not None and self._record_on(loop, probe.challenge_id, error):
-            return
-        self._record(probe.challenge_id, error)
-
-    def _record_on(self, loop: asyncio.AbstractEventLoop, challenge_id: str, error: dict[str, Any] | None) -> bool:
-        """Record on ``loop``; False if it did not take the result within HANDOFF_WAIT (it has
-        stopped or closed: a callback queued on a stopped loop is dropped when it closes), in
-        which case the result is the caller's to record, and the loop will not record it."""
-        taken = threading.Lock()  # whoever acquires it records the result
-        done = threading.Event()
-
-        def on_loop() -> None:
-            if taken.acquire(blocking=False):
-                try:
-                    self._record(challenge_id, error)
-                finally:
-                    done.set()
-
         try:
-            loop.call_soon_threadsafe(on_loop)
-        except RuntimeError:  # closed already
-            return False
-        if done.wait(HANDOFF_WAIT):
-            return True
-        return not taken.acquire(blocking=False)  # the loop took it after all: it is recording
-
-    def _record(self, challenge_id: str, error: dict[str, Any] | None) -> None:
-        try:
-            self.record(challenge_id, error)
+            self.record(probe.challenge_id, error)
         except Exception:
-            log.exception("recording the validation of challenge %s failed", challenge_id)
+            log.exception("recording the validation of challenge %s failed", probe.challenge_id)
+
+    def _own_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._own is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(target=loop.run_forever, name="acme-va", daemon=True)
+                thread.start()
+                self._own = (loop, thread)
+            return self._own[0]
 
     def shutdown(self) -> None:
+        """Wait for the probes on the authority's own loop, then stop it. (Probes on a server's
+        loop end with that loop; one cut short is resumed when its authorization is polled.)"""
         with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+            own, self._own = self._own, None
+        if own is None:
+            return
+        loop, thread = own
+        concurrent.futures.wait(list(self._pending))
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()

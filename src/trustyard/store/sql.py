@@ -41,6 +41,7 @@ class _Unit:
     def __init__(self, store: SqlStore, conn: Connection) -> None:
         self.store, self.conn, self.durable = store, conn, False
         self.thread = threading.get_ident()  # only this thread joins (a copied context does not)
+        self.open = True  # a task that copied the context outlives the unit: it must not join
 
 
 _UNIT: ContextVar[_Unit | None] = ContextVar("trustyard_unit", default=None)
@@ -144,7 +145,7 @@ class SqlStore:
         writes skip the SAVEPOINT, since SQLite undoes a failed statement by itself.
         """
         unit = _UNIT.get()
-        if unit is not None and unit.store is self and unit.thread == threading.get_ident():
+        if unit is not None and unit.open and unit.store is self and unit.thread == threading.get_ident():
             unit.durable = unit.durable or (write and durable)
             if not write or one_statement:
                 yield unit.conn
@@ -204,7 +205,7 @@ class SqlStore:
 
         The ACME server wraps each POST in one: authentication, nonce redemption, the
         resource and the fresh nonce cost one BEGIN IMMEDIATE and one COMMIT, not four. Other
-        writers (another worker, the validation threads) queue on the write lock meanwhile,
+        writers (another worker process, a CLI command) queue on the write lock meanwhile,
         so keep the block short and free of network I/O. On PostgreSQL it changes nothing:
         every ``_tx`` stays its own transaction.
         """
@@ -217,6 +218,7 @@ class SqlStore:
             try:
                 yield
             finally:
+                unit.open = False
                 _UNIT.reset(token)
         if unit.durable:
             self._flush_or_defer()
