@@ -309,3 +309,97 @@ def test_probes_on_a_loop_share_its_bound() -> None:
 
     asyncio.run(asyncio.wait_for(burst(), 10))
     assert peak[0] == 2 and sorted(recorded) == [f"c{i}" for i in range(6)]
+
+
+@pytest.fixture
+def raw() -> Iterator[tuple[int, list[Any]]]:
+    """A TCP server on 127.0.0.2 that answers each connection with the next script: bytes to
+    send then close, or a callable that gets the socket."""
+    scripts: list[Any] = []
+    server = socket.socket()
+    server.bind(("127.0.0.2", 0))
+    server.listen(8)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                try:
+                    conn.recv(4096)
+                    script = scripts.pop(0) if scripts else b""
+                    if callable(script):
+                        script(conn)
+                    else:
+                        conn.sendall(script)
+                except OSError:
+                    pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1], scripts
+    stop.set()
+    server.close()
+
+
+def test_http01_refuses_a_head_that_never_ends(raw: tuple[int, list[Any]]) -> None:
+    port, scripts = raw
+    sent = [0]
+
+    def endless_header(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nX-Filler: ")
+        while sent[0] < 50_000_000:
+            conn.sendall(b"a" * 65536)
+            sent[0] += 65536
+
+    scripts.append(endless_header)
+    started = time.monotonic()
+    error = validate(checker(port, timeout=5.0), probe())
+    assert error and error["type"].endswith(":incorrectResponse") and "headers larger" in error["detail"]
+    assert time.monotonic() - started < 3 and sent[0] < 5_000_000  # stopped reading at the cap
+
+
+def test_http01_responses_cut_short_or_upgraded_are_failures(raw: tuple[int, list[Any]]) -> None:
+    port, scripts = raw
+    key = KEY_AUTH.encode()
+    cases = [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + key, ":connection"),            # short body
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n9\r\n" + key + b"\r\n", ":connection"),  # no end
+        (b"HTTP/1.1 2", ":connection"),                                                        # no status line
+        (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n", ":incorrectResponse"),
+        (b"HTTP/1.1 200 OK\r\n\r\n" + key, None),                                              # ends at close
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n9\r\n" + key + b"\r\n0\r\n\r\n", None),
+    ]
+    for response, expected in cases:
+        scripts.append(response)
+        error = validate(checker(port), probe())
+        if expected is None:
+            assert error is None, (response, error)
+        else:
+            assert error and error["type"].endswith(expected), (response, error)
+            assert "SECRET" not in str(error)
+
+
+def test_a_dns_server_that_never_answers_is_named_as_such() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        resolver = Resolver(f"127.0.0.1:{silent.getsockname()[1]}")
+        error = validate(checker(80, resolver, timeout=0.5), probe())
+    assert error and error["type"].endswith(":dns") and "DNS lookup of A" in error["detail"], error
+
+
+def test_a_probe_cancelled_before_it_ran_leaves_the_queue_count_right() -> None:
+    va = ValidationAuthority(Instant(), lambda cid, error: None)
+
+    async def submit_and_cancel() -> None:
+        assert va.submit(Probe("gone", "http-01", "dns", "x.internal", KEY_AUTH))
+        for task in list(va._tasks):
+            task.cancel()
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+
+    asyncio.run(submit_and_cancel())
+    assert va._queued == 0

@@ -15,6 +15,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import contextvars
+import functools
 import ipaddress
 import logging
 import socket
@@ -43,6 +44,9 @@ MAX_REDIRECTS = 10
 MAX_BODY_BYTES = 8 * 1024
 MAX_HEADER_BYTES = 16 * 1024  # of a response's head: beyond it, a target is refused, not read on
 MAX_QUEUED = 10_000
+TIMEOUT_GRACE = 0.5  # seconds past a probe's deadline before it is cut off whatever it is doing
+# System resolver lookups (getaddrinfo blocks): threads of their own, shared by every probe.
+_system_lookups = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="acme-va-dns")
 
 
 class ValidationFailed(Exception):
@@ -88,7 +92,10 @@ class Resolver:
         if not self.server:
             try:
                 async with asyncio.timeout(_left(deadline)):
-                    infos = await asyncio.get_running_loop().getaddrinfo(name, None, type=socket.SOCK_STREAM)
+                    # Not the loop's default executor: a lookup that hangs would hold up the
+                    # WAL flushes every ACME POST waits for there.
+                    infos = await asyncio.get_running_loop().run_in_executor(
+                        _system_lookups, functools.partial(socket.getaddrinfo, name, None, type=socket.SOCK_STREAM))
             except (socket.gaierror, TimeoutError):
                 raise ValidationFailed("dns", f"no address found for {name}") from None
             for address in dict.fromkeys(ipaddress.ip_address(i[4][0].split("%")[0]) for i in infos):
@@ -152,7 +159,9 @@ class Checker:
         """None when the challenge is met, else the problem document to store."""
         deadline = time.monotonic() + self.timeout
         try:
-            async with asyncio.timeout(self.timeout):  # the bound on everything, whatever a step does
+            # The bound on everything, whatever a step does; a little after the deadline, so that
+            # a step that runs out of time (a lookup, a connection) says which one it was.
+            async with asyncio.timeout(self.timeout + TIMEOUT_GRACE):
                 if probe.type == HTTP_01:
                     await self.http01(probe, deadline)
                 elif probe.type == DNS_01:
@@ -269,7 +278,7 @@ class Checker:
                     alpn = tls.selected_alpn_protocol()
                     der = tls.getpeercert(binary_form=True)
                 finally:
-                    writer.close()
+                    writer.transport.abort()  # no close_notify exchange with a target that may not answer
                 if alpn != ACME_TLS_ALPN:
                     raise ValidationFailed("tls", f"the server did not negotiate ALPN {ACME_TLS_ALPN}")
                 _check_alpn_certificate(der, probe, ip_identifier)
@@ -290,20 +299,25 @@ def _unverified_context() -> ssl.SSLContext:
 
 
 class _Response:
-    """httptools callbacks: the status, the first Location, the body (capped), the head's size."""
+    """httptools callbacks: the status, the first Location, the body (capped), and what it
+    takes to tell a complete response from one cut short."""
 
     def __init__(self) -> None:
-        self.head = 0
         self.location = ""
         self.body = bytearray()
+        self.framed = False  # Content-Length or chunked: the body has an end before EOF
+        self.head_done = False
         self.complete = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.head += len(name) + len(value)
-        if self.head > MAX_HEADER_BYTES:
-            raise ValidationFailed("incorrectResponse", f"response headers larger than {MAX_HEADER_BYTES} bytes")
-        if not self.location and name.lower() == b"location":
+        name = name.lower()
+        if not self.location and name == b"location":
             self.location = value.decode("latin-1")
+        elif name in (b"content-length", b"transfer-encoding"):
+            self.framed = True
+
+    def on_headers_complete(self) -> None:
+        self.head_done = True
 
     def on_body(self, chunk: bytes) -> None:
         self.body += chunk
@@ -312,6 +326,10 @@ class _Response:
 
     def on_message_complete(self) -> None:
         self.complete = True
+
+
+class ResponseCutShort(OSError):
+    """The connection ended before the response did (a failure to reach the target)."""
 
 
 async def _http_get(address: str, port: int, host: str, path: str, tls: bool) -> tuple[int, str, bytes]:
@@ -326,22 +344,32 @@ async def _http_get(address: str, port: int, host: str, path: str, tls: bool) ->
                      f"Accept: */*\r\nConnection: close\r\n\r\n".encode("latin-1"))
         response = _Response()
         parser = httptools.HttpResponseParser(response)
+        head = 0
         while not response.complete:
             data = await reader.read(65536)
-            if not data:  # the server closed: a body without a length ends here
+            if not data:  # the server closed: only a body without a length may end here
+                if not response.head_done or response.framed:
+                    raise ResponseCutShort("the response ended early")
                 break
+            if not response.head_done:
+                head += len(data)  # httptools only reports a header once it has ended: count here
+                if head > MAX_HEADER_BYTES + MAX_BODY_BYTES:
+                    raise ValidationFailed("incorrectResponse", f"response headers larger than {MAX_HEADER_BYTES} "
+                                                                "bytes")
             try:
                 parser.feed_data(data)
-            except httptools.HttpParserCallbackError as exc:  # raised in a callback: the cap
+            except httptools.HttpParserUpgrade:  # 101 and the like: its status says no
+                break
+            except httptools.HttpParserCallbackError as exc:  # raised in a callback: the body cap
                 if isinstance(exc.__context__, ValidationFailed):
                     raise exc.__context__ from None
                 raise
         status = parser.get_status_code()
         if not status:
-            raise httptools.HttpParserError("no response")
+            raise ResponseCutShort("no status line")
         return status, response.location, bytes(response.body)
     finally:
-        writer.close()
+        writer.transport.abort()  # no TLS close_notify exchange: nothing more is wanted from this target
 
 
 def _check_alpn_certificate(der: bytes | None, probe: Probe, ip_identifier: bool) -> None:
@@ -409,31 +437,34 @@ class ValidationAuthority:
             if self._queued >= MAX_QUEUED:
                 return False
             self._queued += 1
+        # A fresh context: the probe must not inherit the submitter's (a request's open
+        # database unit, its pending flushes), which ends long before the probe does.
+        fresh = contextvars.Context()
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            future = asyncio.run_coroutine_threadsafe(self._run(probe), self._own_loop())
+            future = fresh.run(asyncio.run_coroutine_threadsafe, self._run(probe), self._own_loop())
             self._pending.add(future)
             future.add_done_callback(self._pending.discard)
+            future.add_done_callback(self._dequeue)
             return True
-        # A fresh context: the probe must not inherit the request's (its open database unit,
-        # its pending flushes), which ends long before the probe does.
-        task = loop.create_task(self._run(probe), context=contextvars.Context())
+        task = loop.create_task(self._run(probe), context=fresh)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._dequeue)  # also when cancelled before it ever ran
         return True
+
+    def _dequeue(self, _done: Any) -> None:
+        with self._lock:
+            self._queued -= 1
 
     async def _run(self, probe: Probe) -> None:
         loop = asyncio.get_running_loop()
         slots = self._slots.get(loop)
         if slots is None:
             slots = self._slots[loop] = asyncio.Semaphore(self.workers)
-        try:
-            async with slots:
-                error = await self.checker.check(probe)
-        finally:
-            with self._lock:
-                self._queued -= 1
+        async with slots:
+            error = await self.checker.check(probe)
         try:
             self.record(probe.challenge_id, error)
         except Exception:
