@@ -400,6 +400,8 @@ def _net_error(exc: BaseException) -> str:
         return f"TLS error {exc.reason or type(exc).__name__}"
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
+    if isinstance(exc, ResponseCutShort):
+        return str(exc)  # our own words, never the target's
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return type(exc).__name__
