@@ -12,10 +12,11 @@ Reports
   replacement was installed (goal 0);
 - peak renewals per second vs the mean, in 60-second windows, over the steady state
   (after every agent has started; the outage and the recovery included) (goal <= 3x);
-The fleet runs once per seed (default five); the goals are judged on the worst seed, since
-one lucky random draw proves nothing about a schedule.
 - the resident memory of one real ``trustyard agent`` process managing one certificate
   against a real ``trustyard serve`` (goal <= 60 MB).
+
+The fleet runs once per seed (default five); the goals are judged on the worst seed, since
+one lucky random draw proves nothing about a schedule.
 
 Prints a table and writes bench/out/agents.json.
 """

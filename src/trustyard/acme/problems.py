@@ -63,6 +63,11 @@ class AcmeError(TrustyardError):
     def not_found(cls, what: str) -> "AcmeError":
         return cls("malformed", f"no such {what}", status=404)
 
+    @classmethod
+    def internal(cls) -> "AcmeError":
+        """A failure of ours: the client learns only that; the details go to the log."""
+        return cls("serverInternal", "internal error; the server log has the details")
+
 
 def subproblem(kind: str, detail: str, identifier: dict[str, str] | None = None) -> dict[str, Any]:
     doc: dict[str, Any] = {"type": ACME_URN + kind, "detail": detail}

@@ -170,13 +170,13 @@ class AcmeService:
             signed = exc
         except Exception:  # a bug, not the client: still a problem document with a nonce
             log.exception("ACME %s: checking the request failed", request.resource)
-            signed = AcmeError("serverInternal", "internal error; the server log has the details")
+            signed = AcmeError.internal()
         try:
             with self.store.unit():
                 return self._post(request, signed)
         except Exception:  # the transaction itself failed (begin or commit): nothing was promised
             log.exception("ACME %s: the database transaction failed", request.resource)
-            return _problem(AcmeError("serverInternal", "internal error; the server log has the details"))
+            return _problem(AcmeError.internal())
 
     def _post(self, request: AcmeRequest, signed: _Signed | AcmeError) -> AcmeResponse:
         fresh: list[str] = []
@@ -191,7 +191,7 @@ class AcmeService:
             response = _problem(_from_trustyard(exc))
         except Exception:
             log.exception("ACME %s failed", request.resource)
-            response = _problem(AcmeError("serverInternal", "internal error; the server log has the details"))
+            response = _problem(AcmeError.internal())
         if fresh:
             nonce = fresh[0]
         else:
@@ -684,7 +684,7 @@ def _from_trustyard(exc: TrustyardError) -> AcmeError:
     if isinstance(exc, NotFound):
         return AcmeError("malformed", exc.detail, status=404)
     if exc.status >= 500:
-        return AcmeError("serverInternal", "internal error; the server log has the details")
+        return AcmeError.internal()
     return AcmeError("badCSR" if exc.code in ("badCSR", "badSignature", "badName") else "malformed", exc.detail)
 
 

@@ -166,7 +166,7 @@ class AcmePost:
             answer = await durably(routes.service.post, acme_request)
         except Exception:  # the flush failed: the writes may not be on disk, so promise nothing
             log.exception("unhandled error on POST %s", scope["path"])
-            error = AcmeError("serverInternal", "internal error; the server log has the details")
+            error = AcmeError.internal()
             answer = AcmeResponse(error.status, error.problem(), "application/problem+json")
         await _send(answer, send)
 

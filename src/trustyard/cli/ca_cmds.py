@@ -12,6 +12,7 @@ from ..x509.keys import KeyType
 from .connect import local_ca, password_for
 from .output import EXIT_FAILED, emit, home_option, json_option, password_file_option
 
+
 @click.command()
 @home_option
 @password_file_option

@@ -120,21 +120,19 @@ class AcmeStore:
         response handed out. Nonces from newNonce or from a refusal are always honoured: clients
         retry a badNonce once, with either kind, so every client that retries gets through.
         """
-        now = _now()
-        fresh = secrets.token_urlsafe(16)
         # One statement: the redeemed nonce's row becomes the fresh nonce (an unknown, expired or
         # spent nonce matches no row). Under the test knob, a drawn nonce from a successful
         # response is spent the same way but refused, and its successor is a retry nonce.
-        values = {"b_old": nonce, "b_now": now, "b_fresh": fresh, "b_expires": now + NONCE_LIFETIME}
+        fresh, values = _successor(nonce)
         with self.sql._tx(durable=False) as conn:
             if reject_percent > 0 and random.random() * 100 < reject_percent \
                     and self.sql.run(conn, _REJECT_NONCE, values).rowcount == 1:
                 return False, fresh
             ok = self.sql.run(conn, _REDEEM_NONCE, values).rowcount == 1
             if not ok:
-                self.sql.run(conn, _INSERT_NONCE, {"nonce": fresh, "expires_at": now + NONCE_LIFETIME, "retry": 1})
+                self.sql.run(conn, _INSERT_NONCE, {"nonce": fresh, "expires_at": values["b_expires"], "retry": 1})
             if random.random() < 0.01:  # amortized clean-up of nonces nobody came back with
-                conn.execute(delete(acme_nonces).where(acme_nonces.c.expires_at < now))
+                conn.execute(delete(acme_nonces).where(acme_nonces.c.expires_at < values["b_now"]))
         return ok, fresh
 
     def redeem_nonce_as(self, nonce: str, account_id: str, thumbprint: str) -> str | None:
@@ -142,12 +140,10 @@ class AcmeStore:
         one statement that also checks that the account still holds that key and is valid: the
         fresh nonce, or None (nothing changed) when the nonce or the account does not hold up.
         This lets the caller authenticate from an account it read earlier."""
-        now = _now()
-        fresh = secrets.token_urlsafe(16)
+        fresh, values = _successor(nonce)
         with self.sql._tx(durable=False, one_statement=True) as conn:
-            done = self.sql.run(conn, _REDEEM_NONCE_AS, {"b_old": nonce, "b_now": now, "b_fresh": fresh,
-                                                   "b_expires": now + NONCE_LIFETIME, "b_account": account_id,
-                                                   "b_thumbprint": thumbprint})
+            done = self.sql.run(conn, _REDEEM_NONCE_AS, {**values, "b_account": account_id,
+                                                         "b_thumbprint": thumbprint})
         return fresh if done.rowcount == 1 else None
 
     # -- accounts -----------------------------------------------------------------------------
@@ -335,6 +331,13 @@ class AcmeStore:
                 acme_challenges.c.id == challenge_id, acme_challenges.c.status == "processing",
                 acme_challenges.c.started_at < started_before).values(started_at=_now()))
             return result.rowcount == 1
+
+
+def _successor(nonce: str) -> tuple[str, dict[str, Any]]:
+    """A fresh nonce to take ``nonce``'s row, and the parameters of the redeeming UPDATE."""
+    now = _now()
+    fresh = secrets.token_urlsafe(16)
+    return fresh, {"b_old": nonce, "b_now": now, "b_fresh": fresh, "b_expires": now + NONCE_LIFETIME}
 
 
 # The statements of the hot paths, built once (SQLAlchemy then only binds parameters).
