@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -277,6 +279,53 @@ def test_a_validation_lost_with_its_worker_resumes_when_polled(env: Env) -> None
         conn.execute(update(acme_challenges).where(acme_challenges.c.token == challenge["token"])
                      .values(status="processing", started_at=datetime.now(timezone.utc) - timedelta(minutes=5)))
     assert poll(acme, authz_url)["status"] == "valid"
+
+
+def _slow_probes(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    import asyncio
+
+    from trustyard.acme.validation import Checker
+
+    check = Checker.check
+
+    async def slow(self: Checker, probe: Any) -> Any:
+        await asyncio.sleep(seconds)
+        return await check(self, probe)
+
+    monkeypatch.setattr(Checker, "check", slow)
+
+
+def _answer_challenge(env: Env, name: str) -> tuple[Any, str]:
+    acme = env.account()
+    authz_url = acme.new_order(name).json()["authorizations"][0]
+    challenge = next(c for c in acme.post(authz_url).json()["challenges"] if c["type"] == "http-01")
+    env.srv.add_http01(challenge["token"], acme.key_authorization(challenge["token"]))
+    assert acme.post(challenge["url"], {}).json()["status"] == "processing"
+    return acme, authz_url
+
+
+def test_a_poll_during_the_validation_waits_for_its_outcome(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first poll after the challenge answer gets "valid", not "pending" and a Retry-After:
+    the client needs no sleep and no second signed request."""
+    _slow_probes(monkeypatch, 0.4)
+    acme, authz_url = _answer_challenge(env, "held.internal")
+    started = time.monotonic()
+    response = acme.post(authz_url)
+    assert response.json()["status"] == "valid" and "Retry-After" not in response.headers
+    assert time.monotonic() - started >= 0.3  # it waited for the probe, which took 0.4 s
+
+
+def test_a_poll_waits_for_a_slow_validation_only_so_long(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    from trustyard.api import acme_routes
+
+    monkeypatch.setattr(acme_routes, "POLL_HOLD", 0.2)
+    _slow_probes(monkeypatch, 1.5)
+    acme, authz_url = _answer_challenge(env, "slowly.internal")
+    started = time.monotonic()
+    response = acme.post(authz_url)
+    assert response.json()["status"] == "pending" and response.headers["Retry-After"] == "1"
+    assert 0.15 <= time.monotonic() - started < 1.2
+    assert poll(acme, authz_url)["status"] == "valid"  # the probe ran on after the poll gave up waiting
 
 
 def test_an_order_is_ready_only_when_every_authorization_is_valid(acme_home: Path) -> None:

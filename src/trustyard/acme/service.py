@@ -632,7 +632,7 @@ def _stored_jwk(text: str) -> Jwk:
 
 def _probe(challenge: ChallengeRow, authz: AuthzRow, jwk: Jwk) -> Probe:
     return Probe(challenge.id, challenge.type, authz.type, authz.value,
-                 key_authorization(challenge.token, jwk.thumbprint))
+                 key_authorization(challenge.token, jwk.thumbprint), authz.id)
 
 
 def _own(caller: _Caller) -> AccountRow:

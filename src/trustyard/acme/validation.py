@@ -44,6 +44,7 @@ MAX_REDIRECTS = 10
 MAX_BODY_BYTES = 8 * 1024
 MAX_HEADER_BYTES = 16 * 1024  # of a response's head: beyond it, a target is refused, not read on
 MAX_QUEUED = 10_000
+POLL_HOLD = 1.0  # seconds a poll of an authorization may wait for its probe's outcome
 TIMEOUT_GRACE = 0.5  # seconds past a probe's deadline before it is cut off whatever it is doing
 # System resolver lookups (getaddrinfo blocks): threads of their own, shared by every probe.
 _system_lookups = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="acme-va-dns")
@@ -62,6 +63,7 @@ class Probe:
     identifier_type: str  # dns | ip
     value: str            # without "*." for wildcards
     key_authorization: str
+    authz_id: str = ""    # the authorization it decides: a poll of it waits for the outcome
 
 
 class Resolver:
@@ -431,6 +433,7 @@ class ValidationAuthority:
         self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = \
             weakref.WeakKeyDictionary()
         self._tasks: set[asyncio.Task[None]] = set()  # held until done: the loop keeps only weak references
+        self._deciding: dict[str, asyncio.Task[None]] = {}  # authorization id -> its probe's task
         self._own: tuple[asyncio.AbstractEventLoop, threading.Thread] | None = None
         self._pending: set[concurrent.futures.Future[None]] = set()  # probes on the own loop
 
@@ -454,7 +457,20 @@ class ValidationAuthority:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         task.add_done_callback(self._dequeue)  # also when cancelled before it ever ran
+        if probe.authz_id:
+            self._deciding[probe.authz_id] = task
+            task.add_done_callback(lambda _: self._deciding.pop(probe.authz_id, None)
+                                   if self._deciding.get(probe.authz_id) is task else None)
         return True
+
+    async def settled(self, authz_id: str, within: float) -> None:
+        """Wait, at most ``within`` seconds, for the probe this loop runs on ``authz_id``'s behalf
+        (none: return at once). A client polls an authorization right after answering its
+        challenge; held until the probe has recorded its result, the poll gets the outcome
+        instead of "pending", and the client is spared a sleep and another signed request."""
+        task = self._deciding.get(authz_id)
+        if task is not None and task.get_loop() is asyncio.get_running_loop():
+            await asyncio.wait((task,), timeout=within)  # on timeout the probe runs on
 
     def _dequeue(self, _done: Any) -> None:
         with self._lock:

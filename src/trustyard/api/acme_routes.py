@@ -19,7 +19,7 @@ from starlette.types import Receive, Scope, Send
 
 from ..acme import AcmeError, AcmeRequest, AcmeResponse, AcmeService
 from ..acme.guard import TargetGuard
-from ..acme.validation import Checker, Resolver, ValidationAuthority
+from ..acme.validation import POLL_HOLD, Checker, Resolver, ValidationAuthority
 from ..ca.authority import Authority
 from ..ca.config import Config
 from ..store.acme_store import AcmeStore
@@ -156,6 +156,8 @@ class AcmePost:
             more = message.get("more_body", False)
         path_params = scope["path_params"]
         params = {k: v for k, v in path_params.items() if k != "provisioner"}
+        if self.resource == "authz":  # before the request's transaction: the wait holds no lock
+            await routes.service.va.settled(params["id"], POLL_HOLD)
         acme_request = AcmeRequest(
             base_url=routes.base_url(scope, host), provisioner=path_params["provisioner"], resource=self.resource,
             path=scope["path"], content_type=(content_type or "").split(";")[0].strip().lower(),
