@@ -236,6 +236,16 @@ def test_inspect_live_endpoint_shows_served_chain(live) -> None:  # type: ignore
     assert "time left" in text and "sha256" in text
 
 
+def test_forwarded_headers_are_not_trusted(live) -> None:  # type: ignore[no-untyped-def]
+    """No proxy is configured, so a local process cannot make the CA believe it was reached over
+    plain HTTP or from another address (the ACME URLs clients sign, the audit's actor)."""
+    server, _ = live
+    with server.client() as c:
+        directory = c.get("/acme/acme/directory", headers={"X-Forwarded-Proto": "http",
+                                                             "X-Forwarded-For": "203.0.113.9"}).json()
+    assert directory["newOrder"].startswith(f"https://127.0.0.1:{server.port}/acme/acme/")
+
+
 def test_local_issuance_through_the_same_authority(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     home = tmp_path / "ca"
     assert run("init", "--home", str(home)).returncode == 0

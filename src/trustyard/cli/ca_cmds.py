@@ -136,6 +136,9 @@ def serve(home: str | None, password_file: str | None, init_missing: bool, insec
             ssl_keyfile_password=password.decode() if password else None, log_level=log_level,
             access_log=log_level == "debug", timeout_graceful_shutdown=10, server_header=False,
             http="trustyard.api.protocol:CoalescingHttpToolsProtocol",
+            # uvicorn would believe X-Forwarded-* from loopback: any local process could then
+            # choose the scheme of the ACME URLs and the address the audit log records.
+            proxy_headers=False,
         )
     finally:
         if metrics_dir:
