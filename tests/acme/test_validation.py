@@ -404,3 +404,144 @@ def test_a_probe_cancelled_before_it_ran_leaves_the_queue_count_right() -> None:
 
     asyncio.run(submit_and_cancel())
     assert va._queued == 0
+
+
+class Zone:
+    """A DNS server on loopback (UDP and TCP, messages by dnspython) answering from ``records``:
+    unknown names get NXDOMAIN, ``servfail`` names SERVFAIL; it ignores the first ``drop``
+    UDP queries, and a UDP answer over 512 bytes goes out truncated, as servers do."""
+
+    def __init__(self) -> None:
+        self.records: dict[tuple[str, str], list[str]] = {}
+        self.servfail: set[str] = set()
+        self.drop = 0
+        self.udp_queries = self.tcp_queries = 0
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp.bind(("127.0.0.1", 0))
+        self.port = self.udp.getsockname()[1]
+        self.tcp = socket.socket()
+        self.tcp.bind(("127.0.0.1", self.port))
+        self.tcp.listen()
+        self.resolver = f"127.0.0.1:{self.port}"
+        for target in (self._serve_udp, self._serve_tcp):
+            threading.Thread(target=target, daemon=True).start()
+
+    def answer(self, wire: bytes) -> Any:
+        import dns.message
+        import dns.rcode
+        import dns.rrset
+
+        query = dns.message.from_wire(wire)
+        response = dns.message.make_response(query)
+        question = query.question[0]
+        name, rdtype = question.name.to_text(omit_final_dot=True), dns.rdatatype.to_text(question.rdtype)
+        if name in self.servfail:
+            response.set_rcode(dns.rcode.SERVFAIL)
+        elif not any(n == name for n, _ in self.records):
+            response.set_rcode(dns.rcode.NXDOMAIN)
+        elif (name, rdtype) in self.records:
+            values = [f'"{v}"' if rdtype == "TXT" else v for v in self.records[name, rdtype]]
+            response.answer.append(dns.rrset.from_text(question.name, 60, "IN", rdtype, *values))
+        return response
+
+    def _serve_udp(self) -> None:
+        import dns.flags
+
+        while True:
+            try:
+                wire, peer = self.udp.recvfrom(65535)
+            except OSError:
+                return
+            self.udp_queries += 1
+            if self.drop > 0:
+                self.drop -= 1
+                continue
+            response = self.answer(wire)
+            data = response.to_wire()
+            if len(data) > 512:
+                response.answer.clear()
+                response.flags |= dns.flags.TC
+                data = response.to_wire()
+            self.udp.sendto(data, peer)
+
+    def _serve_tcp(self) -> None:
+        while True:
+            try:
+                conn, _ = self.tcp.accept()
+            except OSError:
+                return
+            with conn:
+                self.tcp_queries += 1
+                size = int.from_bytes(conn.recv(2), "big")
+                wire = b""
+                while len(wire) < size:
+                    wire += conn.recv(size - len(wire))
+                data = self.answer(wire).to_wire()
+                conn.sendall(len(data).to_bytes(2, "big") + data)
+
+    def close(self) -> None:
+        self.udp.close()
+        self.tcp.close()
+
+
+@pytest.fixture
+def zone() -> Iterator[Zone]:
+    z = Zone()
+    yield z
+    z.close()
+
+
+def lookup(resolver: Resolver, name: str, kind: str = "A", within: float = 3.0) -> Any:
+    async def run() -> Any:
+        deadline = time.monotonic() + within
+        if kind == "TXT":
+            return await resolver.txt(name, deadline)
+        return [str(a) async for a in resolver.addresses(name, deadline)]
+    return asyncio.run(run())
+
+
+def test_a_configured_server_answers_addresses_and_txt(zone: Zone) -> None:
+    zone.records[("web.internal", "A")] = ["127.0.0.7", "127.0.0.8"]
+    zone.records[("web.internal", "AAAA")] = ["::1"]
+    zone.records[("_acme-challenge.web.internal", "TXT")] = ["digest-one", "digest-two"]
+    resolver = Resolver(zone.resolver)
+    found = lookup(resolver, "web.internal")
+    assert sorted(found[:2]) == ["127.0.0.7", "127.0.0.8"] and found[2:] == ["::1"]  # A first, then AAAA
+    assert sorted(lookup(resolver, "_acme-challenge.web.internal", "TXT")) == ["digest-one", "digest-two"]
+
+
+def test_nxdomain_and_servfail_are_named(zone: Zone) -> None:
+    from trustyard.acme.validation import ValidationFailed
+
+    zone.servfail.add("broken.internal")
+    resolver = Resolver(zone.resolver)
+    for name, kind, said in [("nowhere.internal", "A", "nowhere.internal does not exist (NXDOMAIN)"),
+                             ("nowhere.internal", "TXT", "no TXT record at nowhere.internal (NXDOMAIN)"),
+                             ("broken.internal", "A", "DNS lookup of A broken.internal failed"),
+                             ("broken.internal", "TXT", "DNS lookup of TXT broken.internal failed")]:
+        with pytest.raises(ValidationFailed) as caught:
+            lookup(resolver, name, kind)
+        assert caught.value.kind == "dns" and caught.value.detail == said
+
+
+def test_a_lost_udp_query_is_sent_again_and_a_truncated_answer_comes_over_tcp(zone: Zone) -> None:
+    zone.records[("lossy.internal", "A")] = ["127.0.0.9"]
+    zone.drop = 1
+    assert lookup(Resolver(zone.resolver), "lossy.internal") == ["127.0.0.9"]  # after dnspython's 2 s
+    assert zone.udp_queries == 2 + 1  # A twice, then AAAA
+
+    many = [f"{i:02d}-" + "x" * 60 for i in range(12)]  # ~900 bytes: more than UDP's 512
+    zone.records[("_acme-challenge.big.internal", "TXT")] = many
+    assert sorted(lookup(Resolver(zone.resolver), "_acme-challenge.big.internal", "TXT")) == many
+    assert zone.tcp_queries == 1
+
+
+def test_a_server_that_never_answers_fails_the_lookup_at_the_deadline(zone: Zone) -> None:
+    from trustyard.acme.validation import ValidationFailed
+
+    zone.drop = 1000
+    started = time.monotonic()
+    with pytest.raises(ValidationFailed) as caught:
+        lookup(Resolver(zone.resolver), "web.internal", within=0.8)
+    assert caught.value.detail == "DNS lookup of A web.internal failed"
+    assert 0.7 <= time.monotonic() - started < 1.5 and zone.udp_queries >= 1
