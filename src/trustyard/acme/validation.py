@@ -27,12 +27,10 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable
 from urllib.parse import urljoin, urlsplit
 
-import dns.asyncresolver
-import dns.exception
-import dns.resolver
 import httptools
 from cryptography import x509
 
+from .cares import DnsError, Lookups
 from .challenges import (ACME_IDENTIFIER_OID, ACME_TLS_ALPN, DNS_01, HTTP_01, TLS_ALPN_01, dns01_txt,
                          tls_alpn01_extension_value)
 from .guard import IPAddress, TargetGuard, TargetRefused
@@ -67,26 +65,27 @@ class Probe:
 
 
 class Resolver:
-    """A/AAAA/TXT lookups, from a configured DNS server (``host:port``) or the system's."""
+    """A/AAAA/TXT lookups, from a configured DNS server (``host:port``) or the system's.
+
+    Queries go through c-ares on the probe's own event loop (:mod:`.cares`): a lookup costs
+    a third of the CPU that dnspython's asyncio resolver took (200 against 570 µs on the
+    bench machine), and a worker does one or two per validation. Without a server, addresses come from the system's ``getaddrinfo``
+    (``/etc/hosts`` included), TXT records from the servers of ``resolv.conf``."""
+
+    ATTEMPT = 2.0  # seconds before c-ares asks again (UDP may lose a query or its answer)
 
     def __init__(self, server: str = "", timeout: float = 5.0) -> None:
         self.server = server
         self.timeout = timeout
-        self._dns: Any = None
+        self._lookups: Lookups | None = None
 
-    def _resolver(self) -> Any:
-        """dnspython's asyncio resolver (anything with its ``resolve`` coroutine)."""
-        if self._dns is None:
-            if self.server:
-                host, _, port = self.server.rpartition(":")
-                resolver = dns.asyncresolver.Resolver(configure=False)
-                resolver.nameservers = [host.strip("[]")]
-                resolver.port = int(port)
-            else:
-                resolver = dns.asyncresolver.Resolver()
-            resolver.cache = None
-            self._dns = resolver
-        return self._dns
+    async def _lookup(self, name: str, rdtype: str, deadline: float) -> list[Any]:
+        """The data of ``name``'s ``rdtype`` records, by the deadline (raises DnsError,
+        TimeoutError, or ValidationFailed when the deadline has passed)."""
+        if self._lookups is None:
+            self._lookups = Lookups(self.server, attempt=self.ATTEMPT, tries=max(1, int(self.timeout // self.ATTEMPT) + 1))
+        async with asyncio.timeout(_left(deadline)):
+            return await self._lookups.query(name, rdtype)
 
     async def addresses(self, name: str, deadline: float) -> AsyncIterator[IPAddress]:
         """The A addresses, then the AAAA ones; the AAAA lookup happens only if the caller
@@ -106,26 +105,29 @@ class Resolver:
         found = False
         for rdtype in ("A", "AAAA"):
             try:
-                answer = await self._resolver().resolve(name, rdtype, lifetime=_left(deadline),
-                                                        raise_on_no_answer=False)
-            except dns.resolver.NXDOMAIN:
-                raise ValidationFailed("dns", f"{name} does not exist (NXDOMAIN)") from None
-            except (dns.exception.DNSException, OSError):
+                records = await self._lookup(name, rdtype, deadline)
+            except DnsError as exc:
+                if exc.nxdomain:
+                    raise ValidationFailed("dns", f"{name} does not exist (NXDOMAIN)") from None
                 raise ValidationFailed("dns", f"DNS lookup of {rdtype} {name} failed") from None
-            for record in answer:
+            except TimeoutError:
+                raise ValidationFailed("dns", f"DNS lookup of {rdtype} {name} failed") from None
+            for record in records:
                 found = True
-                yield ipaddress.ip_address(record.address)
+                yield ipaddress.ip_address(record.addr)
         if not found:
             raise ValidationFailed("dns", f"no A or AAAA record for {name}")
 
     async def txt(self, name: str, deadline: float) -> list[str]:
         try:
-            answer = await self._resolver().resolve(name, "TXT", lifetime=_left(deadline), raise_on_no_answer=False)
-        except dns.resolver.NXDOMAIN:
-            raise ValidationFailed("dns", f"no TXT record at {name} (NXDOMAIN)") from None
-        except (dns.exception.DNSException, OSError):
+            records = await self._lookup(name, "TXT", deadline)
+        except DnsError as exc:
+            if exc.nxdomain:
+                raise ValidationFailed("dns", f"no TXT record at {name} (NXDOMAIN)") from None
             raise ValidationFailed("dns", f"DNS lookup of TXT {name} failed") from None
-        return [b"".join(r.strings).decode("ascii", "replace") for r in answer]
+        except TimeoutError:
+            raise ValidationFailed("dns", f"DNS lookup of TXT {name} failed") from None
+        return [record.data.decode("ascii", "replace") for record in records]
 
 
 async def _keeping_failures(targets: AsyncIterator[IPAddress], failures: list[str],
