@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 
 from trustyard.cli import main
 
-from .support import PASSWORD, start_server
+from .support import PASSWORD, new_csr, start_server
 
 
 def run(*args: str, env: dict[str, str] | None = None, input_: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -240,9 +240,15 @@ def test_forwarded_headers_are_not_trusted(live) -> None:  # type: ignore[no-unt
     """No proxy is configured, so a local process cannot make the CA believe it was reached over
     plain HTTP or from another address (the ACME URLs clients sign, the audit's actor)."""
     server, _ = live
+    forwarded = {"X-Forwarded-Proto": "http", "X-Forwarded-For": "203.0.113.9"}
+    _key, csr = new_csr("proxied.internal")
     with server.client() as c:
-        directory = c.get("/acme/acme/directory", headers={"X-Forwarded-Proto": "http",
-                                                             "X-Forwarded-For": "203.0.113.9"}).json()
+        directory = c.get("/acme/acme/directory", headers=forwarded).json()
+        refused = c.post("/v1/sign", json={"csr": csr.decode(), "token": "not-a-token"}, headers=forwarded)
+    assert refused.status_code in (400, 401, 403), refused.text
+    denials = [e for e in jrun("audit", "--home", str(server.home))["entries"]
+               if e["action"] == "request.deny" and e["target"] == "certificate.issue"]
+    assert denials and denials[-1]["actor"] == "127.0.0.1"  # the address the request came from
     assert directory["newOrder"].startswith(f"https://127.0.0.1:{server.port}/acme/acme/")
 
 

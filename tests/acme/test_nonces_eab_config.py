@@ -130,6 +130,19 @@ def test_acme_settings_from_toml_and_environment(acme_home: Path, monkeypatch: p
     assert load_config(acme_home).to_toml()["acme"]["http_port"] == 5002
 
 
+def test_the_resolver_setting_is_an_address_and_port_checked_at_load(acme_home: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from trustyard.errors import ConfigError
+
+    for given, kept in [("::1:5353", "[::1]:5353"), ("[fd00::53]:53", "[fd00::53]:53"), ("10.0.0.53:53", "10.0.0.53:53")]:
+        monkeypatch.setenv("TRUSTYARD_ACME_RESOLVER", given)
+        assert load_config(acme_home).acme.resolver == kept
+    for bad in ("dns.internal:53", "10.0.0.53", "10.0.0.53:0", "10.0.0.53:dns", "[::1]"):
+        monkeypatch.setenv("TRUSTYARD_ACME_RESOLVER", bad)
+        with pytest.raises(ConfigError, match="IP:port or \\[IPv6\\]:port"):
+            load_config(acme_home)
+
+
 def test_a_replica_that_knows_an_account_sees_changes_made_on_another(acme_home: Path,
                                                                         challtestsrv: ChallTestSrv) -> None:
     """Replica B authenticates from the account it read on an earlier request; the nonce

@@ -199,9 +199,9 @@ class CountingResolver(Resolver):
         super().__init__(server)
         self.asked: list[str] = []
 
-    async def _lookup(self, name: str, rdtype: str, deadline: float) -> Any:
+    async def _query(self, name: str, rdtype: str, deadline: float) -> Any:
         self.asked.append(rdtype)
-        return await super()._lookup(name, rdtype, deadline)
+        return await super()._query(name, rdtype, deadline)
 
 
 def test_aaaa_is_looked_up_only_when_the_a_addresses_fail(web: tuple[int, type[Handler]], challtestsrv: Any) -> None:
@@ -221,8 +221,8 @@ def test_aaaa_is_looked_up_only_when_the_a_addresses_fail(web: tuple[int, type[H
 
 def test_a_failed_aaaa_lookup_after_failed_a_addresses_still_names_them(challtestsrv: Any) -> None:
     class BrokenAAAA(CountingResolver):
-        async def _lookup(self, name: str, rdtype: str, deadline: float) -> Any:
-            records = await super()._lookup(name, rdtype, deadline)  # counted
+        async def _query(self, name: str, rdtype: str, deadline: float) -> Any:
+            records = await super()._query(name, rdtype, deadline)  # counted
             if rdtype == "AAAA":
                 raise TimeoutError()
             return records
@@ -395,12 +395,14 @@ def test_a_probe_cancelled_before_it_ran_leaves_the_queue_count_right() -> None:
 
 
 class Zone:
-    """A DNS server on loopback (UDP and TCP, messages by dnspython) answering from ``records``:
+    """A DNS server on loopback (UDP and TCP, messages by dnspython) answering from ``records``
+    (a CNAME is followed within the zone, and ``extra`` records go into every answer):
     unknown names get NXDOMAIN, ``servfail`` names SERVFAIL; it ignores the first ``drop``
     UDP queries, and a UDP answer over 512 bytes goes out truncated, as servers do."""
 
     def __init__(self) -> None:
         self.records: dict[tuple[str, str], list[str]] = {}
+        self.extra: list[tuple[str, str, str]] = []
         self.servfail: set[str] = set()
         self.drop = 0
         self.udp_queries = self.tcp_queries = 0
@@ -427,9 +429,17 @@ class Zone:
             response.set_rcode(dns.rcode.SERVFAIL)
         elif not any(n == name for n, _ in self.records):
             response.set_rcode(dns.rcode.NXDOMAIN)
-        elif (name, rdtype) in self.records:
-            values = [f'"{v}"' if rdtype == "TXT" else v for v in self.records[name, rdtype]]
-            response.answer.append(dns.rrset.from_text(question.name, 60, "IN", rdtype, *values))
+        else:
+            owner = name
+            while (owner, "CNAME") in self.records and rdtype != "CNAME":
+                target = self.records[owner, "CNAME"][0]
+                response.answer.append(dns.rrset.from_text(owner + ".", 60, "IN", "CNAME", target + "."))
+                owner = target
+            if (owner, rdtype) in self.records:
+                values = [f'"{v}"' if rdtype == "TXT" else v for v in self.records[owner, rdtype]]
+                response.answer.append(dns.rrset.from_text(owner + ".", 60, "IN", rdtype, *values))
+            for other, kind, value in self.extra:
+                response.answer.append(dns.rrset.from_text(other + ".", 60, "IN", kind, value))
         return response
 
     def _serve_udp(self) -> None:
@@ -463,9 +473,13 @@ class Zone:
                 size = int.from_bytes(conn.recv(2), "big")
                 wire = b""
                 while len(wire) < size:
-                    wire += conn.recv(size - len(wire))
-                data = self.answer(wire).to_wire()
-                conn.sendall(len(data).to_bytes(2, "big") + data)
+                    chunk = conn.recv(size - len(wire))
+                    if not chunk:
+                        break
+                    wire += chunk
+                if len(wire) == size:
+                    data = self.answer(wire).to_wire()
+                    conn.sendall(len(data).to_bytes(2, "big") + data)
 
     def close(self) -> None:
         self.udp.close()
@@ -536,3 +550,93 @@ def test_a_server_that_never_answers_fails_the_lookup_at_the_deadline(zone: Zone
         lookup(Resolver(zone.resolver), "web.internal", within=0.8)
     assert caught.value.detail == "DNS lookup of A web.internal failed"
     assert 0.7 <= time.monotonic() - started < 1.5 and zone.udp_queries >= 1
+
+
+def test_each_lookup_asks_the_server_again(zone: Zone) -> None:
+    """No answer is remembered: a TXT record changed for the next dns-01 validation, or a name
+    published after a failed attempt, is seen by the very next lookup on the same loop."""
+    from trustyard.acme.validation import ValidationFailed
+
+    resolver = Resolver(zone.resolver)
+
+    async def twice() -> tuple[list[str], list[str], str, list[str]]:
+        deadline = time.monotonic() + 3
+        zone.records[("_acme-challenge.w.internal", "TXT")] = ["first"]
+        first = await resolver.txt("_acme-challenge.w.internal", deadline)
+        zone.records[("_acme-challenge.w.internal", "TXT")] = ["second"]
+        second = await resolver.txt("_acme-challenge.w.internal", deadline)
+        try:
+            await resolver.txt("_acme-challenge.late.internal", deadline)
+            missing = "found"
+        except ValidationFailed as exc:
+            missing = exc.detail
+        zone.records[("_acme-challenge.late.internal", "TXT")] = ["published"]
+        return first, second, missing, await resolver.txt("_acme-challenge.late.internal", deadline)
+
+    first, second, missing, late = asyncio.run(twice())
+    assert (first, second, late) == (["first"], ["second"], ["published"])
+    assert missing == "no TXT record at _acme-challenge.late.internal (NXDOMAIN)"
+
+
+def test_only_records_at_the_name_or_its_cname_chain_count(zone: Zone) -> None:
+    zone.records[("alias.internal", "CNAME")] = ["web.internal"]
+    zone.records[("web.internal", "A")] = ["127.0.0.7"]
+    zone.extra.append(("other.internal", "A", "10.9.9.9"))  # an answer for a name nobody asked about
+    assert lookup(Resolver(zone.resolver), "alias.internal") == ["127.0.0.7"]
+
+
+@pytest.mark.parametrize("name", ["a..b.internal", "x" * 64 + ".internal", "\udcff.internal"])
+def test_a_name_dns_cannot_carry_fails_as_a_lookup(zone: Zone, web: tuple[int, type[Handler]], name: str) -> None:
+    """Redirect targets come from the target: a name c-ares refuses is a DNS failure, not a
+    server error."""
+    from trustyard.acme.validation import ValidationFailed
+
+    with pytest.raises(ValidationFailed) as caught:
+        lookup(Resolver(zone.resolver), name)
+    assert caught.value.kind == "dns" and caught.value.detail == f"DNS lookup of A {name} failed"
+    if not name.isascii():
+        return  # a Location header cannot carry it
+    port, handler = web
+    handler.routes["/.well-known/acme-challenge/tok"] = (302, {"Location": f"http://{name}:{port}/x"}, b"")
+    zone.records[("web.internal", "A")] = ["127.0.0.2"]  # where the web fixture listens
+    error = validate(checker(port, Resolver(zone.resolver)), probe("web.internal"))
+    assert error and error["type"].endswith(":dns"), error
+
+
+def test_lookups_leave_no_sockets_behind(zone: Zone) -> None:
+    """A lookup cut short by its deadline closes its channel and socket, whatever loop ran it."""
+    import os
+
+    from trustyard.acme.validation import ValidationFailed
+
+    zone.drop = 1000
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(5):
+        with pytest.raises(ValidationFailed):
+            lookup(Resolver(zone.resolver), "web.internal", within=0.2)
+    deadline = time.monotonic() + 5
+    while len(os.listdir("/proc/self/fd")) > before and time.monotonic() < deadline:
+        time.sleep(0.05)  # pycares closes a channel in its clean-up thread
+    assert len(os.listdir("/proc/self/fd")) <= before
+
+
+def test_a_socket_c_ares_stops_writing_to_is_no_longer_watched_for_writing() -> None:
+    """A watched writable socket would wake the loop on every iteration."""
+    from trustyard.acme.cares import _Lookup
+
+    async def follow() -> list[tuple[bool, bool]]:
+        loop = asyncio.get_running_loop()
+        lookup_ = _Lookup(loop, {"servers": ["127.0.0.1:9"]})
+        a, b = socket.socketpair()
+        seen = []
+        try:
+            for readable, writable in ((True, True), (True, False), (False, False)):
+                lookup_._socket_state(a.fileno(), readable, writable)
+                seen.append((a.fileno() in lookup_._readers, a.fileno() in lookup_._writers))
+        finally:
+            lookup_.close()
+            a.close()
+            b.close()
+        return seen
+
+    assert asyncio.run(follow()) == [(True, True), (True, False), (False, False)]

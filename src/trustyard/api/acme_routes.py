@@ -156,7 +156,9 @@ class AcmePost:
             more = message.get("more_body", False)
         path_params = scope["path_params"]
         params = {k: v for k, v in path_params.items() if k != "provisioner"}
-        if self.resource == "authz":  # before the request's transaction: the wait holds no lock
+        if self.resource == "authz":
+            # Before the request's transaction, so the wait holds no lock; and before its
+            # signature is checked, so anyone who knows the id can be held, for 1 s at most.
             await routes.service.va.settled(params["id"], POLL_HOLD)
         acme_request = AcmeRequest(
             base_url=routes.base_url(scope, host), provisioner=path_params["provisioner"], resource=self.resource,

@@ -16,6 +16,7 @@ TRUSTYARD_ACME_RESOLVER (host:port), TRUSTYARD_ACME_NONCE_REJECT (percent of val
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, field, replace
@@ -223,6 +224,11 @@ def load_config(home: Path) -> Config:
     if os.environ.get("TRUSTYARD_DATABASE_URL"):
         values["database_url"] = os.environ["TRUSTYARD_DATABASE_URL"]
     acme = _load_acme(path, data.get("acme", {})).with_env(os.environ)
+    if acme.resolver:
+        try:
+            acme = replace(acme, resolver=dns_server(acme.resolver))
+        except ValueError as exc:
+            raise ConfigError(f"{path}: [acme] resolver (or TRUSTYARD_ACME_RESOLVER): {exc}") from None
     config = Config(home=home, provisioners=tuple(provisioners), acme=acme, **values)
     for p in config.provisioners:
         p.policy(config.backdate)  # fail at load time, not at the first request
@@ -230,6 +236,20 @@ def load_config(home: Path) -> Config:
 
 
 _ACME_KEYS = set(AcmeConfig.__dataclass_fields__)
+
+
+def dns_server(text: str) -> str:
+    """A DNS server's ``IP:port`` (``[IPv6]:port``; a bare IPv6 address before the last colon
+    is taken too), written the one way; ValueError when ``text`` is not one."""
+    host, sep, port = text.rpartition(":")
+    try:
+        address = ipaddress.ip_address(host.removeprefix("[").removesuffix("]"))
+        number = int(port)
+    except ValueError:
+        raise ValueError(f"a DNS server is IP:port or [IPv6]:port, not {text!r}") from None
+    if not sep or not 0 < number < 65536:
+        raise ValueError(f"a DNS server is IP:port or [IPv6]:port, not {text!r}")
+    return f"[{address}]:{number}" if address.version == 6 else f"{address}:{number}"
 
 
 def _load_acme(path: Path, table: dict[str, Any]) -> AcmeConfig:
