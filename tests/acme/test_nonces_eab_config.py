@@ -134,13 +134,25 @@ def test_the_resolver_setting_is_an_address_and_port_checked_at_load(acme_home: 
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     from trustyard.errors import ConfigError
 
-    for given, kept in [("::1:5353", "[::1]:5353"), ("[fd00::53]:53", "[fd00::53]:53"), ("10.0.0.53:53", "10.0.0.53:53")]:
+    for given, kept in [("[::1]:5353", "[::1]:5353"), ("[fd00::53]:53", "[fd00::53]:53"),
+                        (" 10.0.0.53:53 ", "10.0.0.53:53")]:
         monkeypatch.setenv("TRUSTYARD_ACME_RESOLVER", given)
         assert load_config(acme_home).acme.resolver == kept
-    for bad in ("dns.internal:53", "10.0.0.53", "10.0.0.53:0", "10.0.0.53:dns", "[::1]"):
+    for bad in ("dns.internal:53", "10.0.0.53", "10.0.0.53:0", "10.0.0.53:dns", "[::1]", "fd00::1:53",
+                "[1.2.3.4]:53", "[::1:53", "[fe80::1%eth0]:53", "[fd00::1%eth0]:53"):
         monkeypatch.setenv("TRUSTYARD_ACME_RESOLVER", bad)
         with pytest.raises(ConfigError, match="IP:port or \\[IPv6\\]:port"):
             load_config(acme_home)
+    monkeypatch.setenv("TRUSTYARD_ACME_RESOLVER", "[fe80::1]:53")
+    with pytest.raises(ConfigError, match="link-local"):
+        load_config(acme_home)
+    monkeypatch.delenv("TRUSTYARD_ACME_RESOLVER")
+    path = acme_home / "trustyard.toml"
+    doc = __import__("tomllib").loads(path.read_text())
+    doc["acme"] = {"resolver": 53}
+    path.write_text(tomli_w.dumps(doc))
+    with pytest.raises(ConfigError, match="IP:port"):
+        load_config(acme_home)
 
 
 def test_a_replica_that_knows_an_account_sees_changes_made_on_another(acme_home: Path,

@@ -533,7 +533,7 @@ def test_a_lost_udp_query_is_sent_again_and_a_truncated_answer_comes_over_tcp(
     zone.drop = 1
     started = time.monotonic()
     assert lookup(Resolver(zone.resolver), "lossy.internal") == ["127.0.0.9"]
-    assert zone.udp_queries == 2 + 1 and 0.25 <= time.monotonic() - started < 2  # A twice, then AAAA
+    assert zone.udp_queries >= 2 + 1 and 0.25 <= time.monotonic() - started < 2  # A twice (or more), then AAAA
 
     many = [f"{i:02d}-" + "x" * 60 for i in range(12)]  # ~900 bytes: more than UDP's 512
     zone.records[("_acme-challenge.big.internal", "TXT")] = many
@@ -585,7 +585,8 @@ def test_only_records_at_the_name_or_its_cname_chain_count(zone: Zone) -> None:
     assert lookup(Resolver(zone.resolver), "alias.internal") == ["127.0.0.7"]
 
 
-@pytest.mark.parametrize("name", ["a..b.internal", "x" * 64 + ".internal", "\udcff.internal"])
+@pytest.mark.parametrize("name", ["a..b.internal", "x" * 64 + ".internal", "\udcff.internal",
+                                  "\u00e9" * 254 + ".internal"])
 def test_a_name_dns_cannot_carry_fails_as_a_lookup(zone: Zone, web: tuple[int, type[Handler]], name: str) -> None:
     """Redirect targets come from the target: a name c-ares refuses is a DNS failure, not a
     server error."""
@@ -609,6 +610,9 @@ def test_lookups_leave_no_sockets_behind(zone: Zone) -> None:
 
     from trustyard.acme.validation import ValidationFailed
 
+    zone.records[("web.internal", "A")] = ["127.0.0.7"]
+    lookup(Resolver(zone.resolver), "web.internal")  # pycares's clean-up thread, and earlier tests' channels
+    time.sleep(0.5)
     zone.drop = 1000
     before = len(os.listdir("/proc/self/fd"))
     for _ in range(5):
@@ -640,3 +644,31 @@ def test_a_socket_c_ares_stops_writing_to_is_no_longer_watched_for_writing() -> 
         return seen
 
     assert asyncio.run(follow()) == [(True, True), (True, False), (False, False)]
+
+
+def test_international_names_are_asked_in_their_ascii_form(zone: Zone) -> None:
+    zone.records[("xn--bcher-kva.internal", "A")] = ["127.0.0.8"]
+    assert lookup(Resolver(zone.resolver), "b\u00fccher.internal") == ["127.0.0.8"]
+
+
+def test_a_cname_chain_counts_in_whatever_order_the_answer_lists_it() -> None:
+    import pycares
+
+    from trustyard.acme.cares import _records
+
+    def record(name: str, kind: int, data: Any) -> Any:
+        return pycares.DNSRecord(name=name, type=kind, record_class=1, ttl=60, data=data)
+
+    answer = [record("y.internal", pycares.QUERY_TYPE_CNAME, pycares.CNAMERecordData(cname="Z.internal.")),
+              record("z.internal", pycares.QUERY_TYPE_A, pycares.ARecordData(addr="127.0.0.9")),
+              record("X.internal", pycares.QUERY_TYPE_CNAME, pycares.CNAMERecordData(cname="y.internal")),
+              record("x.internal", pycares.QUERY_TYPE_CNAME, pycares.CNAMERecordData(cname="x.internal"))]
+    assert [r.addr for r in _records(answer, "x.internal.", pycares.QUERY_TYPE_A)] == ["127.0.0.9"]
+
+
+def test_without_a_server_a_name_dns_cannot_carry_is_a_dns_failure() -> None:
+    from trustyard.acme.validation import ValidationFailed
+
+    with pytest.raises(ValidationFailed) as caught:
+        lookup(Resolver(), "a..b.internal")
+    assert caught.value.kind == "dns" and caught.value.detail == "no address found for a..b.internal"

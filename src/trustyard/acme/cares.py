@@ -56,6 +56,10 @@ class Lookups:
         """The data of ``name``'s ``qtype`` records, following CNAMEs within the answer; an
         empty list when the name exists without such records. Raises :class:`DnsError`."""
         wanted = QUERY_TYPES[qtype]
+        try:  # IDNA 2003, as dnspython did; a name DNS cannot carry ("a..b", a 64-byte label) fails here
+            name = name.rstrip(".").encode("idna").decode("ascii") if not name.isascii() else name
+        except UnicodeError:
+            raise DnsError(pycares.errno.ARES_EBADNAME) from None
         try:
             lookup = _Lookup(asyncio.get_running_loop(), self._options)
         except pycares.AresError as exc:  # c-ares could not set up (resolv.conf, the server)
@@ -75,10 +79,13 @@ class Lookups:
 def _records(answer: list[Any], name: str, wanted: int) -> list[Any]:
     """The ``wanted`` records at ``name`` or at the end of its CNAME chain, not whatever
     else the server put in the answer section."""
-    names = {name.lower().rstrip(".")}
-    for record in answer:  # servers put a chain in order; a second pass would add nothing
-        if record.type == pycares.QUERY_TYPE_CNAME and record.name.lower().rstrip(".") in names:
-            names.add(record.data.cname.lower().rstrip("."))
+    names, grown = {name.lower().rstrip(".")}, True
+    cnames = [(r.name.lower().rstrip("."), r.data.cname.lower().rstrip("."))
+              for r in answer if r.type == pycares.QUERY_TYPE_CNAME]
+    while grown:  # in whatever order the server put the chain (a loop only stops growing)
+        before = len(names)
+        names.update(target for owner, target in cnames if owner in names)
+        grown = len(names) > before
     return [r.data for r in answer if r.type == wanted and r.name.lower().rstrip(".") in names]
 
 
@@ -97,7 +104,9 @@ class _Lookup:
     async def run(self, name: str, qtype: int) -> Any:
         try:
             self._channel.query(name, qtype, callback=self._done)
-        except (pycares.AresError, UnicodeError, ValueError):  # a name DNS cannot carry ("a..b")
+        except (pycares.AresError, UnicodeError, ValueError, RuntimeError):  # c-ares refused the name
+            if self._future.done():  # c-ares also answered the callback: that says why
+                raise self._future.exception() or DnsError(pycares.errno.ARES_EBADNAME) from None
             raise DnsError(pycares.errno.ARES_EBADNAME) from None
         self._arm_timer()
         return await self._future

@@ -107,7 +107,7 @@ class Resolver:
                     # WAL flushes every ACME POST waits for there.
                     infos = await asyncio.get_running_loop().run_in_executor(
                         _system_lookups, functools.partial(socket.getaddrinfo, name, None, type=socket.SOCK_STREAM))
-            except (socket.gaierror, TimeoutError):
+            except (OSError, TimeoutError, UnicodeError, ValueError):  # UnicodeError: "a..b" and the like
                 raise ValidationFailed("dns", f"no address found for {name}") from None
             for address in dict.fromkeys(ipaddress.ip_address(i[4][0].split("%")[0]) for i in infos):
                 yield address

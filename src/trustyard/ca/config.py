@@ -239,16 +239,23 @@ _ACME_KEYS = set(AcmeConfig.__dataclass_fields__)
 
 
 def dns_server(text: str) -> str:
-    """A DNS server's ``IP:port`` (``[IPv6]:port``; a bare IPv6 address before the last colon
-    is taken too), written the one way; ValueError when ``text`` is not one."""
-    host, sep, port = text.rpartition(":")
+    """A DNS server's ``IP:port`` or ``[IPv6]:port``, written the one way; ValueError when
+    ``text`` is not one. An IPv6 address needs its brackets (``fd00::1:53`` is itself an
+    address), and link-local ones, which need an interface, are refused."""
+    wrong = f"a DNS server is IP:port or [IPv6]:port, not {text!r}"
+    if not isinstance(text, str):
+        raise ValueError(wrong)
+    host, sep, port = text.strip().rpartition(":")
+    bracketed = host.startswith("[") and host.endswith("]")
     try:
-        address = ipaddress.ip_address(host.removeprefix("[").removesuffix("]"))
+        address = ipaddress.ip_address(host[1:-1] if bracketed else host)
         number = int(port)
     except ValueError:
-        raise ValueError(f"a DNS server is IP:port or [IPv6]:port, not {text!r}") from None
-    if not sep or not 0 < number < 65536:
-        raise ValueError(f"a DNS server is IP:port or [IPv6]:port, not {text!r}")
+        raise ValueError(wrong) from None
+    if not sep or not 0 < number < 65536 or bracketed != (address.version == 6) or "%" in host:
+        raise ValueError(wrong)  # "%": an IPv6 zone, which c-ares does not take
+    if address.is_link_local:
+        raise ValueError(f"a link-local DNS server needs an interface, which cannot be given: {text!r}")
     return f"[{address}]:{number}" if address.version == 6 else f"{address}:{number}"
 
 
