@@ -79,14 +79,18 @@ class Lookups:
 def _records(answer: list[Any], name: str, wanted: int) -> list[Any]:
     """The ``wanted`` records at ``name`` or at the end of its CNAME chain, not whatever
     else the server put in the answer section."""
-    names, grown = {name.lower().rstrip(".")}, True
-    cnames = [(r.name.lower().rstrip("."), r.data.cname.lower().rstrip("."))
-              for r in answer if r.type == pycares.QUERY_TYPE_CNAME]
+    names, grown = {_key(name)}, True
+    cnames = [(_key(r.name), _key(r.data.cname)) for r in answer if r.type == pycares.QUERY_TYPE_CNAME]
     while grown:  # in whatever order the server put the chain (a loop only stops growing)
         before = len(names)
         names.update(target for owner, target in cnames if owner in names)
         grown = len(names) > before
-    return [r.data for r in answer if r.type == wanted and r.name.lower().rstrip(".") in names]
+    return [r.data for r in answer if r.type == wanted and _key(r.name) in names]
+
+
+def _key(name: str) -> str:
+    """A DNS name as it compares: case-insensitive, the root's dot optional."""
+    return name.lower().rstrip(".")
 
 
 class _Lookup:
@@ -114,9 +118,7 @@ class _Lookup:
     def close(self) -> None:
         """Stop serving the channel's sockets, then let pycares destroy it (in its clean-up
         thread, which cancels what is still out and closes the sockets)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._stop_timer()
         if not self._loop.is_closed():
             for fd in self._readers:
                 self._loop.remove_reader(fd)
@@ -149,11 +151,14 @@ class _Lookup:
 
     def _arm_timer(self) -> None:
         """Until the answer is in, wake up when c-ares's next timeout is due (at most 1 s)."""
+        self._stop_timer()
+        if not self._future.done():
+            self._timer = self._loop.call_later(max(self._channel.timeout(1.0), 0.001), self._on_timer)
+
+    def _stop_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if not self._future.done():
-            self._timer = self._loop.call_later(max(self._channel.timeout(1.0), 0.001), self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
