@@ -12,8 +12,10 @@ validates on the port the client listens on (TRUSTYARD_ACME_HTTP_PORT / _TLS_POR
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tomllib
@@ -180,10 +182,27 @@ def test_lego_dns01_and_tls_alpn01(make_ca, tmp_path: Path, challtest: ChallTest
 
 # -- acmetool --------------------------------------------------------------------------------------
 
+@contextlib.contextmanager
+def port_80_held_on_loopback() -> Iterator[None]:
+    """Keep acmetool off the machine's other interfaces: besides 127.0.0.1:402, it also tries
+    ``:80`` on every interface, and a listener already on 127.0.0.1:80 makes that bind fail.
+    If this one cannot bind either (no privilege, port taken), neither can acmetool's."""
+    holder = socket.socket()
+    try:
+        holder.bind(("127.0.0.1", 80))
+        holder.listen()
+    except OSError:
+        pass
+    try:
+        yield
+    finally:
+        holder.close()
+
+
 @pytest.mark.parametrize("reject", NONCE_REJECT)
 def test_acmetool_issues(make_ca, tmp_path: Path, reject: str) -> None:  # type: ignore[no-untyped-def]
     acmetool = need("acmetool")
-    # acmetool's "listen" method binds port 402 itself (as root) on every interface.
+    # acmetool's "listen" method serves the challenge on 127.0.0.1:402, where the CA looks.
     ca = make_ca(reject, http=402)
     state = tmp_path / "acmetool"
     responses = tmp_path / "responses.yaml"
@@ -207,6 +226,7 @@ def test_acmetool_issues(make_ca, tmp_path: Path, reject: str) -> None:  # type:
     conf = yaml.safe_load(target.read_text()) or {}
     conf.setdefault("request", {}).setdefault("challenge", {})["http-self-test"] = False
     target.write_text(yaml.safe_dump(conf))
-    run([*args, "want", "tool.internal"], env)
+    with port_80_held_on_loopback():
+        run([*args, "want", "tool.internal"], env)
     crt = state / "live/tool.internal/cert"
     assert ca.status(crt) == "issued"
