@@ -76,9 +76,8 @@ class Resolver:
 
     ATTEMPT = 2.0  # seconds c-ares first waits for an answer before asking again (then longer)
 
-    def __init__(self, server: str = "", timeout: float = 5.0) -> None:
+    def __init__(self, server: str = "") -> None:
         self.server = dns_server(server) if server else ""
-        self.timeout = timeout
         self._lookups = Lookups(self.server, attempt=self.ATTEMPT, tries=3)
 
     async def _query(self, name: str, rdtype: str, deadline: float) -> list[Any]:

@@ -32,7 +32,7 @@ def build_service(authority: Authority, config: Config) -> AcmeService:
     acme = config.acme
     _host, listen_port = config.listen_host_port
     guard = TargetGuard.from_allow_list(acme.allow_targets, own_ports={listen_port})
-    checker = Checker(guard, Resolver(acme.resolver, timeout=acme.validation_timeout), acme.http_port,
+    checker = Checker(guard, Resolver(acme.resolver), acme.http_port,
                       acme.tls_port, acme.validation_timeout)
     store = AcmeStore(authority.store)
     holder: list[AcmeService] = []
