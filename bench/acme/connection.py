@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -19,11 +20,11 @@ import httptools
 TIMEOUT = 60.0  # seconds for one exchange: a server that stops answering fails the order, not the run
 
 
+@dataclass(slots=True)
 class Response:
-    __slots__ = ("status", "headers", "body")
-
-    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
-        self.status, self.headers, self.body = status, headers, body
+    status: int
+    headers: dict[str, str]  # names in lower case
+    body: bytes
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -90,15 +91,15 @@ class Connection:
     async def request(self, method: str, url: str, body: bytes = b"",
                       content_type: str | None = None) -> Response:
         """``url`` is a path or an absolute URL on this connection's origin."""
+        loop = asyncio.get_running_loop()
         if self.protocol is None or self.protocol.transport is None:
-            loop = asyncio.get_running_loop()
             _, self.protocol = await loop.create_connection(_Protocol, self.host, self.port, ssl=self.context)
         path = url if url.startswith("/") else "/" + url.split("/", 3)[3]
         head = f"{method} {path} HTTP/1.1\r\nHost: {self.authority}\r\nContent-Length: {len(body)}\r\n"
         if content_type:
             head += f"Content-Type: {content_type}\r\n"
         protocol = self.protocol
-        protocol.waiter = asyncio.get_running_loop().create_future()
+        protocol.waiter = loop.create_future()
         assert protocol.transport is not None
         protocol.transport.write(head.encode() + b"\r\n" + body)
         try:

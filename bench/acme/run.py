@@ -213,13 +213,13 @@ async def drive(directory_url: str, verify: Any, challtest_url: str, orders: int
                 await asyncio.sleep(STALL_SECONDS)
             raise Stalled(f"{label}: no order finished in {STALL_SECONDS} s")
 
-        work = asyncio.ensure_future(asyncio.gather(*(client(a, c) for a, c in zip(accounts, challtests))))
+        work = asyncio.gather(*(client(a, c) for a, c in zip(accounts, challtests)))
         dog = asyncio.ensure_future(watchdog())
         started = time.perf_counter()
-        await asyncio.wait((work, dog), return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait((work, dog), return_when=asyncio.FIRST_COMPLETED)
         elapsed = time.perf_counter() - started
         dog.cancel()
-        if not work.done():  # the watchdog fired: stop the clients, then report the stall
+        if dog in done:  # stalled: stop the clients, then report it
             work.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await work
