@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhdwy])\s*$")
-_PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
+# ASCII digits only: ``\d`` would also read "١٢h" or "５m" as numbers.
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdwy])\s*$", re.ASCII)
+_PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$", re.ASCII)
 
 
 def parse_duration(text: str) -> timedelta:
