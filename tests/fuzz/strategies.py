@@ -3,21 +3,27 @@ check and into the code behind it, and mix in plain random values for the shallo
 
 Budgets are small on purpose: the whole package runs on every ``pytest`` (a loaded 2-core
 machine included), so each property gets tens to a few hundred examples, not thousands.
+``TRUSTYARD_FUZZ_SCALE=20`` multiplies every budget, for a longer run now and then.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import os
 from typing import Any, Callable
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 
+SCALE = max(1, int(os.environ.get("TRUSTYARD_FUZZ_SCALE", "1") or 1))
+
+
 def budget(examples: int) -> settings:
-    """``examples`` per run, no per-example deadline (a loaded machine is slow, not wrong)."""
-    return settings(max_examples=examples, deadline=None,
+    """``examples`` per run (times ``TRUSTYARD_FUZZ_SCALE``), no per-example deadline (a loaded
+    machine is slow, not wrong)."""
+    return settings(max_examples=examples * SCALE, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                            HealthCheck.data_too_large])
 

@@ -100,7 +100,7 @@ def _load_ca(home: Path, text: str) -> Config | None:
     return config
 
 
-@budget(300)
+@budget(150)
 @given(edited(CA_TEMPLATE))
 @example('provisioners = "abc"\n')
 @example("ca = 5\n")
@@ -114,7 +114,7 @@ def test_ca_config_loads_or_raises_config_error(tmp_path: Path, text: str) -> No
     _load_ca(tmp_path, text)
 
 
-@budget(200)
+@budget(120)
 @given(edited(AGENT_TEMPLATE))
 @example('ca_url = "x"\nroot = "r"\ncertificate = "abc"\n')
 @example('ca_url = "x"\nroot = "r"\n[[certificate]]\nname = "a"\nout = "o"\nsans = "abc"\n')

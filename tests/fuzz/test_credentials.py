@@ -86,14 +86,14 @@ def text_tokens(draw: st.DrawFn) -> str:
     ))
 
 
-@budget(300)
+@budget(150)
 @given(text_tokens())
 def test_token_and_proof_text_only_raise_401(token: str) -> None:
     _only_401(lambda: tokens.verify(token, {"default": KEY.public_key()}))
     _only_401(lambda: proofs.verify(token, proofs.RENEW))
 
 
-@budget(300)
+@budget(150)
 @given(replaced_values(_token_claims(), _claim_values),
        replaced_values({"kid": "default"}, json_values | st.sampled_from(["default", "other", ""])))
 @example({**_token_claims(), "exp": str(T + 300), "iat": str(T)}, {"kid": "default"})
@@ -108,7 +108,7 @@ def test_signed_tokens_with_hostile_claims_verify_or_raise_401(claims: dict[str,
         assert result.cert_ttl is None or isinstance(result.cert_ttl, str)
 
 
-@budget(300)
+@budget(150)
 @given(replaced_values(_proof_claims(), _claim_values),
        st.one_of(st.just([X5C]), st.lists(st.text(max_size=40), max_size=3), json_values,
                  mutated(CERT_DER).map(lambda d: [base64.b64encode(d).decode()])),

@@ -58,7 +58,7 @@ def jwk_objects(draw: st.DrawFn) -> Any:
     return draw(st.one_of(replaced_values(jwk), json_values))
 
 
-@budget(400)
+@budget(200)
 @given(jwk_objects())
 @example({"kty": "RSA", "n": b64url(b"\xff" * 256), "e": b64url(b"\x01\x00\x01")})
 @example({"kty": "RSA", "n": b64url(b"\xff" * 256), "e": b64url(b"\xff" * 9)})
@@ -99,7 +99,7 @@ def jws_bodies(draw: st.DrawFn) -> bytes:
     return json.dumps(body).encode()
 
 
-@budget(400)
+@budget(250)
 @given(jws_bodies(), st.sampled_from(range(len(ACCOUNTS))))
 @example(b'{"protected": "e30", "payload": "", "signature": ""}', 0)
 @example(b"[" * 100_000, 0)
@@ -135,7 +135,7 @@ def _eab(account: AccountKey, header: dict[str, Any], payload: Any, key: bytes =
     return {"protected": protected, "payload": body, "signature": b64url(signature)}
 
 
-@budget(200)
+@budget(100)
 @given(st.one_of(
     replaced_values({"alg": "HS256", "kid": "kid-1", "url": URL}, json_values | st.sampled_from(["HS256", "kid-1", URL])),
     st.just({"alg": "HS256", "kid": "kid-1", "url": URL})),

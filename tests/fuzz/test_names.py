@@ -116,13 +116,13 @@ def check_patterns(texts: list[str], candidates: list[str]) -> None:
 not_uri = st.one_of(dns_like, ip_like, st.text(max_size=40)).filter(lambda t: "://" not in t)
 
 
-@budget(300)
+@budget(150)
 @given(st.lists(not_uri, min_size=1, max_size=4), st.lists(name_texts, max_size=6))
 def test_dns_and_ip_patterns_parse_match_and_constrain(texts: list[str], candidates: list[str]) -> None:
     check_patterns(texts, candidates)
 
 
-@budget(200)
+@budget(120)
 @given(st.lists(st.one_of(uri_like, not_uri), min_size=1, max_size=3), st.lists(name_texts, max_size=6))
 @example(["spiffe://é.internal/*"], ["spiffe://é.internal/x"])
 @example(["spiffe://prod internal/*"], [])
@@ -152,7 +152,7 @@ def is_normalized_spiffe_id(uri: str) -> bool:
     return all(_SPIFFE_SEGMENT.match(s) and s not in (".", "..") for s in segments)
 
 
-@budget(400)
+@budget(200)
 @given(uri_like.filter(lambda u: u.startswith("spiffe://prod.internal/")))
 @example("spiffe://prod.internal/billing/../admin")
 @example("spiffe://prod.internal/billing/%2e%2e/admin")

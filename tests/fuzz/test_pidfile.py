@@ -39,7 +39,7 @@ def _read(path: Path) -> int | None:
     return pid
 
 
-@budget(300)
+@budget(150)
 @given(st.one_of(pid_texts.map(lambda t: t.encode("utf-8", "surrogatepass")), st.binary(max_size=40)))
 @example(b"1\n")
 @example(b"0\n")

@@ -142,7 +142,7 @@ def hostile_docs(draw: st.DrawFn) -> object:
     return doc
 
 
-@budget(150)
+@budget(100)
 @given(st.lists(hostile_docs(), min_size=1, max_size=3), st.booleans())
 @example([{**_MANIFEST_DOCS[0], "metadata": ["x"]}], False)
 @example([{**_MANIFEST_DOCS[0], "stringData": 5}], False)
