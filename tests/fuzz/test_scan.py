@@ -26,7 +26,7 @@ from trustyard.inventory.model import Inventory
 from trustyard.inventory.sources import ReadOptions, read_file
 from trustyard.x509.keys import KeyType, generate_private_key, signature_hash
 
-from .strategies import budget, json_values, mutated
+from .strategies import budget, json_values, mutated, pem_of
 
 NOW = datetime.now(timezone.utc)
 ROOT_KEY = generate_private_key(KeyType.EC_P256)
@@ -157,3 +157,28 @@ def test_hostile_kubernetes_manifests_are_read_or_reported(tmp_path: Path, docs:
     crashes = [e.detail for e in inv.errors if e.detail.startswith("cannot parse: ")
                and e.detail.split(":")[1].strip() in _OUR_BUGS]
     assert not crashes, crashes
+
+
+# prime256v1's OID with its last arc changed: a certificate that parses but whose key cryptography cannot load
+BAD_CURVE = ROOT.public_bytes(DER).replace(bytes.fromhex("2a8648ce3d030107"), bytes.fromhex("2a8648ce3d030108"))
+
+
+def test_an_unreadable_certificate_is_reported_and_its_neighbours_kept(tmp_path: Path) -> None:
+    inv = _scan_one(tmp_path, "bundle.pem", pem_of("CERTIFICATE", BAD_CURVE) + LEAF.public_bytes(PEM))
+    assert [c.cert for c in inv.certificates] == [LEAF]
+    assert len(inv.errors) == 1 and "UnsupportedAlgorithm" in inv.errors[0].detail
+
+
+@budget(150)
+@given(st.sampled_from(["tls.crt", "root.der", "self.pem", "chain.p7b"]).flatmap(
+    lambda n: st.tuples(st.just(n), mutated(SEEDS[n]))), st.booleans())
+@example(("root.der", BAD_CURVE), False)
+@example(("root.der", BAD_CURVE), True)
+def test_inspect_of_a_mutated_certificate_file_answers_or_says_why(tmp_path: Path, named: tuple[str, bytes],
+                                                                   as_json: bool) -> None:
+    """``trustyard inspect FILE``: a summary (exit 0) or one clear error line (exit 1), no traceback."""
+    from trustyard.cli import main
+
+    path = tmp_path / named[0]
+    path.write_bytes(named[1])
+    assert main(["inspect", str(path), *(["--json"] if as_json else [])]) in (0, 1)

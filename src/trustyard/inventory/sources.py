@@ -144,8 +144,13 @@ def _add_certs(certs: list[x509.Certificate], location: str, group: str, options
                trust: bool) -> None:
     for i, cert in enumerate(certs):
         where = location if len(certs) == 1 else f"{location}#{i}"
-        inv.certificates.append(CertItem(cert, where, group, environment=options.environment,
-                                         trust_store=trust or options.trust_store, position=i))
+        try:
+            item = CertItem(cert, where, group, environment=options.environment,
+                            trust_store=trust or options.trust_store, position=i)
+        except Exception as exc:  # e.g. a key on an unsupported curve: report it, keep the file's others
+            inv.errors.append(ReadError(where, f"unreadable certificate: {type(exc).__name__}: {exc}"))
+            continue
+        inv.certificates.append(item)
 
 
 def _read_pem(data: bytes, location: str, group: str, options: ReadOptions, inv: Inventory, *,
