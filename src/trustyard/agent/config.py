@@ -109,7 +109,7 @@ def parse_signal(text: str) -> signal.Signals:
 
 def parse_host_port(text: str, what: str) -> tuple[str, int]:
     host, sep, port = str(text).rpartition(":")
-    if not sep or not port.isdigit() or not host:
+    if not sep or not (port.isascii() and port.isdigit()) or not host:
         raise ConfigError(f"{what} {text!r}: expected HOST:PORT")
     return host.strip("[]"), int(port)
 
