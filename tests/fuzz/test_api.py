@@ -34,10 +34,11 @@ from trustyard.ca import proofs
 from trustyard.ca.authority import Authority
 from trustyard.ca.config import load_config
 from trustyard.ca.home import InitOptions, init_home, load_authority
+from trustyard.x509.keys import KeyType, generate_private_key
 
 from ..acme.client import Acme, AccountKey
 from ..support import PASSWORD, csr_pem, new_csr
-from .strategies import b64url, budget, json_values, mutated, replaced_values
+from .strategies import b64url, budget, json_values, mutated, pem_of, replaced_values
 from .test_credentials import CERT, KEY as SELF_KEY, T, _proof_claims, _sign
 from .test_csr import SEEDS as CSR_SEEDS
 
@@ -289,3 +290,24 @@ def test_renewal_info_with_hostile_ids_is_4xx(api: Api, cert_id: str) -> None:
     response = api.http.get("/acme/acme/renewal-info/" + quote(cert_id, safe=""))
     assert_not_5xx(response, cert_id)
 
+
+
+RENEW_CSR = x509.load_pem_x509_csr(csr_pem(generate_private_key(KeyType.EC_P256), [x509.DNSName("fuzz.internal")])
+                                   ).public_bytes(Encoding.DER)
+
+
+@budget(60)
+@given(st.one_of(mutated(RENEW_CSR), st.just(RENEW_CSR)), st.booleans())
+def test_renew_with_a_valid_proof_and_a_hostile_csr_is_never_5xx(api: Api, csr_der: bytes, as_pem: bool) -> None:
+    """The proof is good and covers the CSR, so the fuzz reaches CSR checks, policy and signing."""
+    from trustyard.x509.csr import CSRError, parse_csr
+
+    key, cert = api.certificate()
+    try:
+        digest = proofs.csr_digest(parse_csr(csr_der).der)
+    except CSRError:
+        digest = proofs.csr_digest(csr_der)
+    token = proofs.make(key, [cert], proofs.RENEW, csr_sha256=digest)
+    csr = pem_of("CERTIFICATE REQUEST", csr_der).decode() if as_pem else csr_der.decode("latin-1")
+    response = api.http.post("/v1/renew", json={"csr": csr, "proof": token})
+    assert response.status_code in (201, 400, 401, 403, 409), response.text
