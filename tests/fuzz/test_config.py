@@ -59,6 +59,12 @@ def _paths(doc: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     return out
 
 
+def _holds(container: Any, step: Any) -> bool:
+    if isinstance(container, dict):
+        return isinstance(step, str) and step in container
+    return isinstance(container, list) and isinstance(step, int) and step < len(container)
+
+
 @st.composite
 def edited(draw: st.DrawFn, template: dict[str, Any]) -> str:
     """The template with a few values replaced or deleted, or its text mutated."""
@@ -68,16 +74,15 @@ def edited(draw: st.DrawFn, template: dict[str, Any]) -> str:
     paths = _paths(doc)
     for _ in range(draw(st.integers(1, 3))):
         path = draw(st.sampled_from(paths))
-        parent = doc
-        try:
-            for step in path[:-1]:
-                parent = parent[step]
-            if draw(st.booleans()) and isinstance(parent, dict):
-                del parent[path[-1]]
-            else:
-                parent[path[-1]] = draw(toml_values)
-        except (KeyError, IndexError, TypeError):
+        parent: Any = doc
+        for step in path[:-1]:
+            parent = parent[step] if _holds(parent, step) else None
+        if not _holds(parent, path[-1]):
             continue  # an earlier edit removed or replaced this path
+        if draw(st.booleans()) and isinstance(parent, dict):
+            del parent[path[-1]]
+        else:
+            parent[path[-1]] = draw(toml_values)
     if draw(st.booleans()):
         doc[draw(st.sampled_from(["ca", "server", "acme", "provisioners", "x"]))] = draw(toml_values)
     return tomli_w.dumps(doc)
