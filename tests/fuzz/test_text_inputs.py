@@ -4,7 +4,6 @@ certificate a validation target answers an ACME tls-alpn-01 challenge with."""
 
 from __future__ import annotations
 
-import ipaddress
 from datetime import datetime, timedelta, timezone
 
 from cryptography import x509
@@ -77,5 +76,4 @@ def test_tls_alpn_challenge_certificate_passes_or_fails_validation(der: bytes | 
     try:
         _check_alpn_certificate(der, probe, ip)
     except ValidationFailed as exc:
-        assert exc.args or str(exc) is not None
-    assert ipaddress.ip_address("10.0.0.1")
+        assert exc.kind in ("tls", "incorrectResponse"), exc.kind
