@@ -5,7 +5,8 @@
                                 (``prod.internal`` itself needs its own entry)
 - ``*``                         any DNS name (no name constraint on the intermediate)
 - ``10.0.0.0/8``, ``10.1.2.3``  IP addresses in that network
-- ``spiffe://prod.internal/*``  URIs with that prefix (``*`` only at the end)
+- ``spiffe://prod.internal/*``  URIs with that prefix (``*`` only at the end); URIs match
+                                only in normal form (no ``..``, ``%``, query...: see ``uris``)
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from cryptography import x509
 
 from ..x509.names import Name, normalize_dns
 from ..x509.profiles import NameLimits
+from . import uris
 
 
 @dataclass(frozen=True)
@@ -29,9 +31,7 @@ class NamePattern:
     def parse(cls, text: str) -> "NamePattern":
         raw = str(text).strip()
         if "://" in raw:
-            if "*" in raw[:-1]:
-                raise ValueError(f"invalid URI pattern {text!r}: '*' may only end the pattern")
-            return cls("uri", raw)
+            return cls("uri", uris.parse_uri_pattern(raw))
         if raw == "*":
             return cls("dns", "*")
         try:
@@ -61,9 +61,7 @@ class NamePattern:
                 return False
             return value in ipaddress.ip_network(self.text)
         if self.kind == "uri" and isinstance(name, x509.UniformResourceIdentifier):
-            if self.text.endswith("*"):
-                return name.value.startswith(self.text[:-1]) and len(name.value) > len(self.text) - 1
-            return name.value == self.text
+            return uris.uri_matches(self.text, name.value)
         return False
 
     def __str__(self) -> str:

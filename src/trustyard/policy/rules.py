@@ -11,11 +11,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Callable, Sequence
 
+from cryptography import x509
+
 from ..errors import PolicyDenied
 from ..units import format_duration
 from ..x509.keys import KeyType
 from ..x509.names import Name, name_text
 from .patterns import NamePattern
+from .uris import uri_problem
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,17 @@ def has_names(policy: "Policy", req: IssuanceRequest) -> None:
         raise PolicyDenied("has_names", None, "the request names no DNS name, IP address or URI")
 
 
+def uri_names_exact(policy: "Policy", req: IssuanceRequest) -> None:
+    """A URI SAN (a SPIFFE ID above all) must be in normal form: no ``..``, ``%``, empty
+    segment, query, fragment, port or userinfo; one identity has one spelling."""
+    for name in req.names:
+        if isinstance(name, x509.UniformResourceIdentifier):
+            problem = uri_problem(name.value)
+            if problem:
+                raise PolicyDenied("uri_names_exact", name.value,
+                                   f"URI {name.value!r} is not in normal form: {problem}")
+
+
 def names_allowed(policy: "Policy", req: IssuanceRequest) -> None:
     for name in req.names:
         if not any(p.matches(name) for p in policy.allow):
@@ -83,7 +97,8 @@ def within_issuer(policy: "Policy", req: IssuanceRequest) -> None:
                            f"certificate of at least {format_duration(policy.min_ttl)}; rotate the intermediate")
 
 
-DEFAULT_RULES: tuple[Rule, ...] = (no_ca, has_names, names_allowed, key_type_allowed, ttl_bounds, within_issuer)
+DEFAULT_RULES: tuple[Rule, ...] = (no_ca, has_names, uri_names_exact, names_allowed, key_type_allowed, ttl_bounds,
+                                   within_issuer)
 
 
 @dataclass(frozen=True)
@@ -102,6 +117,7 @@ class Policy:
         """The name rules alone: used when a token is minted, before any CSR exists."""
         probe = IssuanceRequest(tuple(names), None, "", False, None, datetime.min, datetime.max)
         has_names(self, probe)
+        uri_names_exact(self, probe)
         names_allowed(self, probe)
 
     def decide(self, req: IssuanceRequest) -> Decision:
