@@ -182,10 +182,9 @@ def audit(ctx: click.Context, home: str | None, as_json: bool, limit: int | None
     ctx.obj = {"home": home, "as_json": as_json}
     if ctx.invoked_subcommand is not None:
         return
-    from ..store import open_store
+    from ..ca.home import open_home_store
 
-    config = load_config(resolve_home(home))
-    store = open_store(config.db_url)
+    store = open_home_store(load_config(resolve_home(home)))
     entries = [e.to_json() for e in store.audit_entries()]
     store.close()
     if limit:
@@ -204,17 +203,27 @@ def audit(ctx: click.Context, home: str | None, as_json: bool, limit: int | None
 @json_option
 @click.pass_context
 def audit_verify(ctx: click.Context, home: str | None, as_json: bool) -> int:
-    """Verify the audit log's hash chain. Exit 0 intact, 1 tampered."""
-    from ..store import open_store
+    """Verify the audit log's hash chain. Exit 0 intact, 1 tampered.
+
+    Entries are keyed with ca/audit.key (kept outside the database) and the newest one is
+    recorded in the signed ca/audit.checkpoint: someone who can write the database but not
+    read that key cannot edit, rehash, delete or truncate entries unseen. Whoever holds the
+    key can. Entries older than the key are plain hashes and are reported as such.
+    """
+    from ..ca.home import open_home_store
 
     home = home or ctx.obj.get("home")
     as_json = as_json or ctx.obj.get("as_json")
-    config = load_config(resolve_home(home))
-    store = open_store(config.db_url)
+    store = open_home_store(load_config(resolve_home(home)))
     report = store.verify_audit()
     store.close()
-    emit(as_json, report.to_json(), lambda: (f"audit log intact: {report.entries} entries" if report.ok else
-                                             "audit log TAMPERED:\n  " + "\n  ".join(report.problems)))
+
+    def text() -> str:
+        head = (f"audit log intact: {report.entries} entries" if report.ok else
+                "audit log TAMPERED:\n  " + "\n  ".join(report.problems))
+        return "\n".join([head, *(f"  note: {n}" for n in report.notes)])
+
+    emit(as_json, report.to_json(), text)
     return 0 if report.ok else EXIT_FAILED
 
 

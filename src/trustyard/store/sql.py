@@ -6,6 +6,9 @@ a time across all worker processes: a write takes a thread lock and an ``flock``
 busy handler) and then ``BEGIN IMMEDIATE``; reads use plain ``BEGIN`` and never block
 on writers (WAL). On PostgreSQL the audit head row is locked ``FOR UPDATE`` so the
 hash chain stays linear while other writes run concurrently.
+
+With an ``AuditSeal`` (the home's audit key) entries are keyed, and each commit that
+appended one updates the signed checkpoint afterwards (after the WAL flush on SQLite).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from . import audit as chain
 from .prepared import Plan, PlanResult
 from .records import AuditEntry, AuditEvent, CertRecord, Intent
 from .schema import audit_head, audit_log, certificates, used_tokens
+from .seal import AuditSeal
 
 
 _DEFERRED: ContextVar[list[Callable[[], None]] | None] = ContextVar("trustyard_deferred_flush", default=None)
@@ -45,6 +49,9 @@ class _Unit:
 
 
 _UNIT: ContextVar[_Unit | None] = ContextVar("trustyard_unit", default=None)
+
+# conn.info key: the (seq, hash) this transaction appended last, for the checkpoint after COMMIT
+_TIP = "trustyard_audit_tip"
 
 # This process's id, kept current across fork: connections and lock files are per process,
 # and asking the kernel on every transaction costs more than the check is worth.
@@ -95,8 +102,9 @@ def normalize_url(url: str) -> str:
 
 
 class SqlStore:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, seal: AuditSeal | None = None) -> None:
         self.url = normalize_url(url)
+        self.seal = seal  # the audit key and checkpoint; without it entries are plain hashes
         self.is_sqlite = self.url.startswith("sqlite")
         self.engine = self._make_engine()
         self._thread_lock = threading.Lock()
@@ -155,18 +163,25 @@ class SqlStore:
             raw = unit.conn.connection.dbapi_connection
             assert raw is not None
             raw.execute("SAVEPOINT trustyard_step")
+            tip = unit.conn.info.get(_TIP)
             try:
                 yield unit.conn
             except BaseException:
                 raw.execute("ROLLBACK TO trustyard_step")
                 raw.execute("RELEASE trustyard_step")
+                unit.conn.info[_TIP] = tip  # the rolled-back step's entry is gone
                 raise
             raw.execute("RELEASE trustyard_step")
             return
         with self._transaction(write) as conn:
-            yield conn
-        if write and durable and self._lock_path is not None:
+            try:
+                yield conn
+            finally:
+                tip = conn.info.pop(_TIP, None)
+        if write and (durable or tip) and self._lock_path is not None:
             self._flush_or_defer()
+        if tip:
+            self._checkpoint_or_defer(tip)
 
     @contextmanager
     def _transaction(self, write: bool) -> Iterator[Connection]:
@@ -196,6 +211,17 @@ class SqlStore:
         elif self._flush_wal not in deferred:
             deferred.append(self._flush_wal)
 
+    def _checkpoint_or_defer(self, tip: tuple[int, str]) -> None:
+        """After the commit (and the flush before it in the deferred list): the signed checkpoint."""
+        if self.seal is None:
+            return
+        self.seal.note(*tip)
+        deferred = _DEFERRED.get()
+        if deferred is None:
+            self.seal.publish()
+        elif self.seal.publish not in deferred:
+            deferred.append(self.seal.publish)
+
     @contextmanager
     def unit(self) -> Iterator[None]:
         """One SQLite write transaction for a whole request: every ``_tx`` of this store inside
@@ -220,8 +246,11 @@ class SqlStore:
             finally:
                 unit.open = False
                 _UNIT.reset(token)
-        if unit.durable:
+                tip = conn.info.pop(_TIP, None)
+        if unit.durable or tip:
             self._flush_or_defer()
+        if tip:
+            self._checkpoint_or_defer(tip)
 
     def _kept_connection(self) -> Connection:
         """The main thread's SQLite connection, checked out once and kept: the event loop runs
@@ -430,15 +459,16 @@ class SqlStore:
             except IntegrityError:
                 pass  # another replica created it first
             head = self.run(conn, query).one()
+        key = self.seal.ensure(head.seq, head.hash)[0] if self.seal is not None else None
         seq, at = head.seq + 1, _now()
-        digest = chain.entry_hash(head.hash, seq, at, event_.actor, event_.action, event_.target,
-                                  event_.outcome, event_.detail)
+        row = chain.stored(event_.actor, event_.action, event_.target, event_.outcome, event_.detail)
+        digest = chain.entry_hash(head.hash, seq, at, row.actor, row.action, row.target, row.outcome, row.detail, key)
         self.run(conn, _INSERT_AUDIT, dict(
-            seq=seq, at=at, actor=event_.actor[:255], action=event_.action, target=event_.target[:255],
-            outcome=event_.outcome, detail=json.dumps(event_.detail, sort_keys=True), prev_hash=head.hash,
-            hash=digest,
+            seq=seq, at=at, actor=row.actor, action=row.action, target=row.target, outcome=row.outcome,
+            detail=row.detail_text, prev_hash=head.hash, hash=digest,
         ))
         self.run(conn, _MOVE_HEAD, {"b_seq": seq, "b_hash": digest})
+        conn.info[_TIP] = (seq, digest)
 
     def audit_entries(self, since: int = 0, limit: int | None = None) -> Iterator[AuditEntry]:
         query = select(audit_log).where(audit_log.c.seq > since).order_by(audit_log.c.seq)
@@ -446,15 +476,29 @@ class SqlStore:
             query = query.limit(limit)
         with self._tx(write=False) as conn:
             rows = conn.execute(query).fetchall()
-        for row in rows:
-            yield AuditEntry(seq=row.seq, at=_utc(row.at), actor=row.actor, action=row.action,  # type: ignore[arg-type]
-                             target=row.target, outcome=row.outcome, detail=json.loads(row.detail),
-                             prev_hash=row.prev_hash, hash=row.hash)
+        return map(_entry, rows)
 
     def verify_audit(self) -> chain.ChainReport:
-        with self._tx(write=False) as conn:
-            head = conn.execute(select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)).first()
-        return chain.verify_chain(self.audit_entries(), (head.seq, head.hash) if head else None)
+        """The chain, the head row and, with the seal, every keyed hash and the signed checkpoint
+        (read first: it may lag the log, never lead it). Head and entries come from one snapshot,
+        so appends running meanwhile raise no false alarm."""
+        loaded = self.seal.load() if self.seal is not None else None
+        checkpoint, why = self.seal.read_checkpoint() if self.seal is not None else (None, None)
+        with self._snapshot() as conn:
+            head = conn.execute(_HEAD).first()
+            rows = conn.execute(select(audit_log).order_by(audit_log.c.seq)).fetchall()
+        key, keyed_from = loaded if loaded is not None else (None, 1)
+        return chain.verify_chain(map(_entry, rows), (head.seq, head.hash) if head else None, key, keyed_from,
+                                  checkpoint, why)
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[Connection]:
+        if self.is_sqlite:  # a WAL read transaction is a snapshot
+            with self._tx(write=False) as conn:
+                yield conn
+            return
+        with self.engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn, conn.begin():
+            yield conn
 
 
 # Statements built once: SQLAlchemy then only binds parameters on the hot path.
@@ -469,6 +513,12 @@ _HEAD_FOR_UPDATE = _HEAD.with_for_update()
 _MOVE_HEAD = update(audit_head).where(audit_head.c.id == 1).values(seq=bindparam("b_seq"), hash=bindparam("b_hash"))
 
 
+def _entry(row: Any) -> AuditEntry:
+    return AuditEntry(seq=row.seq, at=_utc(row.at), actor=row.actor, action=row.action,  # type: ignore[arg-type]
+                      target=row.target, outcome=row.outcome, detail=json.loads(row.detail),
+                      prev_hash=row.prev_hash, hash=row.hash)
+
+
 def _record(row: Any) -> CertRecord:
     return CertRecord(
         serial=row.serial, provisioner=row.provisioner, subject=row.subject, sans=tuple(json.loads(row.sans)),
@@ -478,8 +528,8 @@ def _record(row: Any) -> CertRecord:
     )
 
 
-def open_store(url: str, migrate: bool = True) -> SqlStore:
-    store = SqlStore(url)
+def open_store(url: str, migrate: bool = True, seal: AuditSeal | None = None) -> SqlStore:
+    store = SqlStore(url, seal)
     if migrate:
         store.migrate()
     return store
