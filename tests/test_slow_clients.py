@@ -211,6 +211,7 @@ def test_a_body_that_stops_short_is_closed_at_the_body_deadline(slow_server: Ser
     sock.close()
     with slow_server.client() as client:  # and the worker is fine
         assert client.get("/healthz").status_code == 200
+    assert "Traceback" not in slow_server.log.read_text()  # a cut body is not an internal error
 
 
 def test_a_prompt_request_is_not_disturbed_by_the_deadlines(slow_server: Server) -> None:
