@@ -16,7 +16,7 @@ from typing import Any, Awaitable, Callable
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Route
 from starlette.types import Receive, Scope, Send
@@ -52,11 +52,15 @@ class Api:
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
             raise BadRequest(f"body larger than {self.max_body_bytes} bytes", code="bodyTooLarge")
         chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                raise BadRequest(f"body larger than {self.max_body_bytes} bytes", code="bodyTooLarge")
-            chunks.append(chunk)
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > self.max_body_bytes:
+                    raise BadRequest(f"body larger than {self.max_body_bytes} bytes", code="bodyTooLarge")
+                chunks.append(chunk)
+        except ClientDisconnect:  # gone, or cut at the body deadline (api.protocol): nobody to answer
+            raise BadRequest("the client closed the connection before its body arrived",
+                             code="incompleteBody") from None
         try:
             body = json.loads(b"".join(chunks))
         except (ValueError, RecursionError):

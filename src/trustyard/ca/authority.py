@@ -101,7 +101,7 @@ class Authority:
         with self._denials("certificate.issue", actor):
             claims = tokens.verify(token, self._token_keys, self.clock())
             prov = self._provisioner(claims.provisioner)
-            request = _parse_csr(csr_pem)
+            request = _parse_csr(csr_pem, prov.policy)
             granted = _parse_names(claims.sans)
             names = request.names or tuple(granted)
             foreign = [name_text(n) for n in names if n not in granted]
@@ -125,7 +125,7 @@ class Authority:
         """
         with self._denials("certificate.issue", actor):
             prov = self._provisioner(provisioner)
-            request = _parse_csr(csr)
+            request = _parse_csr(csr, prov.policy)
             parsed = _parse_names(names)
             issued = self._issue(prov, request, parsed, None, name_text(parsed[0]) if parsed else "")
         self._emit("issued", prov.name)
@@ -136,13 +136,16 @@ class Authority:
     def renew(self, csr_pem: str | bytes, proof_token: str, actor: str = "api") -> Issued:
         """A new certificate for the same identity, authenticated by the current one."""
         with self._denials("certificate.renew", actor):
-            proof = proofs.verify(proof_token, proofs.RENEW)
-            current = self._honoured(proof.certificate)
-            request = _parse_csr(csr_pem)
+            # The ledger first, then the signatures: a proof for a certificate this CA did not
+            # issue, and a CSR key the provisioner never signs, cost no public-key operation.
+            claimed = proofs.certificate_of(proof_token)
+            current = self._honoured(claimed)
+            proof = proofs.verify(proof_token, proofs.RENEW, certificate=claimed)
+            prov = self._provisioner(current.provisioner)
+            request = _parse_csr(csr_pem, prov.policy)
             if proof.claims.get("csr_sha256") != proofs.csr_digest(request.der):
                 raise Unauthorized("the proof does not cover this CSR", code="badProof")
             self.store.use_token(proof.jti, "renew", proof.expires_at)
-            prov = self._provisioner(current.provisioner)
             names = _parse_names(current.sans)
             if request.names and set(request.names) != set(names):
                 raise Forbidden("a renewal keeps the identity: the CSR names differ from the certificate's",
@@ -178,12 +181,15 @@ class Authority:
                 if not proof_token:
                     raise Unauthorized("revocation needs the administrator token or a proof signed by the "
                                        "certificate's key", code="unauthorized")
-                proof = proofs.verify(proof_token, proofs.REVOKE)
-                if serial_hex(proof.certificate.serial_number) != serial or proof.claims.get("serial") != serial:
+                claimed = proofs.certificate_of(proof_token)  # the ledger before the signature, as in renew
+                if serial_hex(claimed.serial_number) != serial:
                     raise Forbidden("the proof is for another certificate", code="badProof")
                 record = self.store.get(serial)
-                if record is None or record.der != proof.certificate.public_bytes(Encoding.DER):
+                if record is None or record.der != claimed.public_bytes(Encoding.DER):
                     raise Unauthorized("the certificate was not issued by this CA", code="unknownCertificate")
+                proof = proofs.verify(proof_token, proofs.REVOKE, certificate=claimed)
+                if proof.claims.get("serial") != serial:
+                    raise Forbidden("the proof is for another certificate", code="badProof")
                 self.store.use_token(proof.jti, "revoke", proof.expires_at)
                 actor = f"holder:{serial}"
             if reason not in REVOCATION_REASONS:
@@ -284,11 +290,12 @@ class _DenialAudit:
             self.authority._emit("denied", exc.code)
 
 
-def _parse_csr(csr_pem: str | bytes | CSRRequest) -> CSRRequest:
+def _parse_csr(csr_pem: str | bytes | CSRRequest, policy: Policy | None = None) -> CSRRequest:
+    """Parse and check a CSR; the policy's key rule runs before its signature is verified."""
     if isinstance(csr_pem, CSRRequest):
         return csr_pem
     try:
-        return parse_csr(csr_pem)
+        return parse_csr(csr_pem, policy.check_key if policy is not None else None)
     except CSRError as exc:
         raise BadRequest(str(exc), code=exc.code) from None
 

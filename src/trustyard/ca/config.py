@@ -1,7 +1,8 @@
 """``trustyard.toml``: read into small value objects; every path is relative to the home.
 
     [ca]            root_cert, intermediate_cert, intermediate_key, encrypted_keys, backdate
-    [server]        listen, url, tls_cert, tls_key, workers, max_body_bytes
+    [server]        listen, url, tls_cert, tls_key, workers, max_body_bytes,
+                    header_timeout, body_timeout, max_connections
     [database]      url  (sqlite:///trustyard.db relative to the home, or postgresql://...)
     [admin]         token_sha256
     [[provisioners]] name, type, key, public_key, allow, default_ttl, min_ttl, max_ttl,
@@ -132,6 +133,9 @@ class Config:
     tls_key: str = "server/tls.key"
     workers: int = 0
     max_body_bytes: int = 64 * 1024
+    header_timeout: str = "10s"  # a request's line and headers must arrive within this
+    body_timeout: str = "30s"  # and its body within this once the headers are in
+    max_connections: int = 1000  # open connections per worker; past it, 503 and close
     database_url: str = "sqlite:///trustyard.db"
     admin_token_sha256: str = ""
     provisioners: tuple[ProvisionerConfig, ...] = field(default_factory=tuple)
@@ -150,6 +154,23 @@ class Config:
             if rest and rest != ":memory:":
                 return prefix + str(self.path(rest))
         return self.database_url
+
+    def server_limits(self) -> tuple[float, float, int]:
+        """(header timeout s, body timeout s, max connections per worker), checked."""
+        seconds = []
+        for key in ("header_timeout", "body_timeout"):
+            text = getattr(self, key)
+            try:
+                value = parse_duration(text).total_seconds()
+            except (ValueError, OverflowError) as exc:
+                raise ConfigError(f"[server] {key}: {exc}") from None
+            if not 0 < value <= 3600:
+                raise ConfigError(f"[server] {key} = {text!r}: must be more than 0s and at most 1h")
+            seconds.append(value)
+        count = self.max_connections
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ConfigError(f"[server] max_connections = {count!r}: must be a whole number of at least 1")
+        return seconds[0], seconds[1], count
 
     @property
     def listen_host_port(self) -> tuple[str, int]:
@@ -172,7 +193,9 @@ class Config:
                    "intermediate_key": self.intermediate_key, "encrypted_keys": self.encrypted_keys,
                    "backdate": self.backdate},
             "server": {"listen": self.listen, "url": self.url, "tls_cert": self.tls_cert,
-                       "tls_key": self.tls_key, "workers": self.workers, "max_body_bytes": self.max_body_bytes},
+                       "tls_key": self.tls_key, "workers": self.workers, "max_body_bytes": self.max_body_bytes,
+                       "header_timeout": self.header_timeout, "body_timeout": self.body_timeout,
+                       "max_connections": self.max_connections},
             "database": {"url": self.database_url},
             "admin": {"token_sha256": self.admin_token_sha256},
             "provisioners": [
@@ -185,7 +208,8 @@ class Config:
 
 _SECTIONS = {
     "ca": {"root_cert", "root_key", "intermediate_cert", "intermediate_key", "encrypted_keys", "backdate"},
-    "server": {"listen", "url", "tls_cert", "tls_key", "workers", "max_body_bytes"},
+    "server": {"listen", "url", "tls_cert", "tls_key", "workers", "max_body_bytes", "header_timeout",
+               "body_timeout", "max_connections"},
     "database": {"url"},
     "admin": {"token_sha256"},
 }
@@ -232,6 +256,7 @@ def load_config(home: Path) -> Config:
     config = Config(home=home, provisioners=tuple(provisioners), acme=acme, **values)
     for p in config.provisioners:
         p.policy(config.backdate)  # fail at load time, not at the first request
+    config.server_limits()
     return config
 
 

@@ -81,18 +81,36 @@ def init(home: str | None, password_file: str | None, insecure_no_password: bool
 @click.option("--listen", default=None, help="HOST:PORT to listen on [default: from trustyard.toml, 127.0.0.1:8443].")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help="Worker processes [default: from trustyard.toml; 0 = one per core].")
+@click.option("--header-timeout", default=None, metavar="DURATION",
+              help="Close a connection whose request line and headers are not complete this long after it "
+                   "opened (or after a kept-alive request's first byte), answering 408 "
+                   "[default: [server] header_timeout, 10s].")
+@click.option("--body-timeout", default=None, metavar="DURATION",
+              help="Close a connection whose request body is not complete this long after its headers, "
+                   "answering 408 [default: [server] body_timeout, 30s].")
+@click.option("--max-connections", type=click.IntRange(min=1), default=None,
+              help="Open connections per worker; one more is answered 503 (Retry-After: 1) and closed "
+                   "[default: [server] max_connections, 1000].")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]),
               default="info", show_default=True)
 def serve(home: str | None, password_file: str | None, init_missing: bool, insecure_no_password: bool,
-          listen: str | None, workers: int | None, log_level: str) -> None:
+          listen: str | None, workers: int | None, header_timeout: str | None, body_timeout: str | None,
+          max_connections: int | None, log_level: str) -> None:
     """Run the CA's HTTPS API: REST (/v1/roots, /v1/sign, /v1/renew, /v1/revoke, /v1/certificates,
     /healthz, /metrics, /openapi.json) and ACME (RFC 8555) at /acme/PROVISIONER/directory for
-    certbot, lego, cert-manager and friends. Stops cleanly on SIGTERM/SIGINT."""
+    certbot, lego, cert-manager and friends. Stops cleanly on SIGTERM/SIGINT.
+
+    Slow and greedy clients: a request's headers must arrive within the header timeout and its
+    body within the body timeout (else 408 and the connection is closed), and each worker keeps
+    at most --max-connections open (one more gets 503 and is closed)."""
+    import functools
     import shutil
     import tempfile
+    from dataclasses import replace
 
     import uvicorn
 
+    from ..api.protocol import CoalescingHttpToolsProtocol, ServerLimits
     from ..ca.home import InitOptions, init_home, load_authority, read_password
 
     path = resolve_home(home)
@@ -102,12 +120,13 @@ def serve(home: str | None, password_file: str | None, init_missing: bool, insec
         click.echo(f"Created a CA in {path} (root SHA256 {result.root_fingerprint}; "
                    f"allowed names: {', '.join(result.allow)})", err=True)
     config = load_config(path)
+    overrides = {key: value for key, value in (("header_timeout", header_timeout), ("body_timeout", body_timeout),
+                                                ("max_connections", max_connections)) if value is not None}
+    limits = ServerLimits(*replace(config, **overrides).server_limits())
     password = password_for(config, password_file)
     authority = load_authority(path, password, config=config)  # fail fast, and migrate once, here
     authority.store.close()
     if listen:
-        from dataclasses import replace
-
         config = replace(config, listen=listen)
     host, port = config.listen_host_port
     count = workers if workers is not None else config.workers
@@ -135,7 +154,7 @@ def serve(home: str | None, password_file: str | None, init_missing: bool, insec
             ssl_certfile=str(config.path(config.tls_cert)), ssl_keyfile=str(config.path(config.tls_key)),
             ssl_keyfile_password=password.decode() if password else None, log_level=log_level,
             access_log=log_level == "debug", timeout_graceful_shutdown=10, server_header=False,
-            http="trustyard.api.protocol:CoalescingHttpToolsProtocol",
+            http=functools.partial(CoalescingHttpToolsProtocol, limits=limits),
             # uvicorn would believe X-Forwarded-* from loopback: any local process could then
             # choose the scheme of the ACME URLs and the address the audit log records.
             proxy_headers=False,

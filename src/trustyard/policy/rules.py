@@ -120,6 +120,10 @@ class Policy:
         uri_names_exact(self, probe)
         names_allowed(self, probe)
 
+    def check_key(self, key_type: KeyType | None, key_description: str) -> None:
+        """The key rule alone: run on a CSR's key before its signature is verified."""
+        key_type_allowed(self, IssuanceRequest((), key_type, key_description, False, None, datetime.min, datetime.max))
+
     def decide(self, req: IssuanceRequest) -> Decision:
         for rule in self.rules:
             rule(self, req)
