@@ -33,7 +33,7 @@ from .challenges import challenge_types, key_authorization
 from .jws import Jwk, Jws, b64d, jwk_of, parse_jwk, parse_jws, signature_verifies, verify_eab, verify_signature
 from .model import Urls, account_json, authz_json, authz_status, challenge_json, order_json, order_status
 from .problems import AcmeError, subproblem
-from .validation import Probe, ValidationAuthority
+from .validation import Probe, ValidationAuthority, ValidationLimited
 
 log = logging.getLogger("trustyard.acme")
 
@@ -544,6 +544,8 @@ class AcmeService:
             if caller.payload():
                 raise AcmeError("malformed", "respond to a challenge with an empty object {}")
             if challenge.status == "pending":
+                if authz_status(authz, self.clock()) == "pending":
+                    self._admit(account, authz)  # over a limit: refused, and the challenge stays pending
                 started = self.store.start_challenge(challenge.id)
                 if started is None and authz_status(authz, self.clock()) != "pending":
                     raise AcmeError("malformed", f"the authorization is {authz_status(authz, self.clock())}",
@@ -561,6 +563,14 @@ class AcmeService:
         if challenge.status == "processing":
             headers["Retry-After"] = "1"
         return AcmeResponse(200, challenge_json(caller.urls, challenge), headers=headers)
+
+    def _admit(self, account: AccountRow, authz: AuthzRow) -> None:
+        try:
+            self.va.admit(account.id, authz.order_id)
+        except ValidationLimited as exc:
+            error = AcmeError("rateLimited", exc.detail)
+            error.headers["Retry-After"] = str(exc.retry_after)
+            raise error from None
 
     def record_validation(self, challenge_id: str, error: dict[str, Any] | None) -> None:
         self.store.finish_challenge(challenge_id, error)
@@ -632,7 +642,7 @@ def _stored_jwk(text: str) -> Jwk:
 
 def _probe(challenge: ChallengeRow, authz: AuthzRow, jwk: Jwk) -> Probe:
     return Probe(challenge.id, challenge.type, authz.type, authz.value,
-                 key_authorization(challenge.token, jwk.thumbprint), authz.id)
+                 key_authorization(challenge.token, jwk.thumbprint), authz.id, authz.account_id, authz.order_id)
 
 
 def _own(caller: _Caller) -> AccountRow:

@@ -37,7 +37,8 @@ def build_service(authority: Authority, config: Config) -> AcmeService:
     store = AcmeStore(authority.store)
     holder: list[AcmeService] = []
     va = ValidationAuthority(checker, lambda cid, error: holder[0].record_validation(cid, error),
-                             workers=acme.validation_workers)
+                             workers=acme.validation_workers, account_slots=acme.validation_account_workers,
+                             per_account=acme.validations_per_account, per_order=acme.validations_per_order)
     names = {p.name for p in config.provisioners if p.type == "acme"}
     service = AcmeService(authority, store, acme, names, va, max_body_bytes=config.max_body_bytes)
     holder.append(service)
