@@ -301,7 +301,7 @@ def _load_acme(path: Path, table: dict[str, Any]) -> AcmeConfig:
         if type(value) is not int or not 1 <= value <= 1_000_000:
             raise ConfigError(f"{path}: [acme] {name} must be a whole number from 1 to 1000000, not {value!r}")
     try:
-        config.purge_seconds
+        _checked = config.purge_seconds
     except ValueError as exc:
         raise ConfigError(f"{path}: [acme] purge_interval: {exc}") from None
     return config
