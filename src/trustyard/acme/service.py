@@ -24,6 +24,7 @@ from cryptography import x509
 from ..ca.authority import REVOCATION_REASONS, Authority
 from ..ca.config import AcmeConfig
 from ..errors import Conflict, NotFound, PolicyDenied, TrustyardError
+from ..store import refusals
 from ..store.acme_store import AccountRow, AcmeStore, AuthzRow, ChallengeRow, NewAuthz, OrderRow
 from ..x509.csr import CSRError, parse_csr
 from ..x509.names import Name, name_text, normalize_dns, parse_name
@@ -76,6 +77,7 @@ class AcmeRequest:
     too_large: bool = False
     params: dict[str, str] = field(default_factory=dict)
     accept: str = ""
+    source: str = ""        # the client, as refusals and nonces are counted (store.refusals.source_key)
 
     @property
     def url(self) -> str:
@@ -138,10 +140,11 @@ class AcmeService:
                      "website": "https://github.com/trustyard"},
         })
 
-    def new_nonce(self, base_url: str, provisioner: str, method: str) -> AcmeResponse:
+    def new_nonce(self, base_url: str, provisioner: str, method: str, source: str = "") -> AcmeResponse:
         urls = self._urls(base_url, provisioner)
+        nonce = self.store.mint_nonce(retry=True, source=source, keep=self.config.nonces_per_client)
         return AcmeResponse(200 if method == "HEAD" else 204, None,
-                            headers={"Replay-Nonce": self.store.mint_nonce(retry=True), "Cache-Control": "no-store",
+                            headers={"Replay-Nonce": nonce, "Cache-Control": "no-store",
                                      "Link": f'<{urls.directory()}>;rel="index"'})
 
     def renewal_info(self, base_url: str, provisioner: str, cert_id_text: str) -> AcmeResponse:
@@ -180,6 +183,7 @@ class AcmeService:
 
     def _post(self, request: AcmeRequest, signed: _Signed | AcmeError) -> AcmeResponse:
         fresh: list[str] = []
+        caller = None
         try:
             if isinstance(signed, AcmeError):
                 raise signed
@@ -187,6 +191,8 @@ class AcmeService:
             response = getattr(self, "_" + request.resource.replace("-", "_"))(request, caller)
         except AcmeError as exc:
             response = _problem(exc)
+            if caller is None:  # never authenticated: counted, not audited one by one
+                self._refused(request, exc.kind)
         except TrustyardError as exc:  # from the authority: map to the closest ACME type
             response = _problem(_from_trustyard(exc))
         except Exception:
@@ -196,7 +202,7 @@ class AcmeService:
             nonce = fresh[0]
         else:
             try:
-                nonce = self.store.mint_nonce(retry=True)
+                nonce = self.store.mint_nonce(retry=True, source=request.source, keep=self.config.nonces_per_client)
             except Exception:  # the database is down: the problem document still goes out
                 log.exception("cannot mint a nonce")
                 return response
@@ -206,6 +212,12 @@ class AcmeService:
                                                 ';rel="index"')
         response.headers["Cache-Control"] = "no-store"
         return response
+
+    def _refused(self, request: AcmeRequest, kind: str) -> None:
+        try:
+            refusals.note(self.store.sql, request.source or "unknown", f"acme.{request.resource}:{kind}")
+        except Exception:  # the count is not worth failing the answer for
+            log.exception("cannot count a refusal")
 
     def _check(self, request: AcmeRequest) -> _Signed:
         """Everything about a POST that needs no database: content type, size, the JWS and its
@@ -266,7 +278,8 @@ class AcmeService:
             jwk = _stored_jwk(account.jwk)
             verify_signature(jws, jwk)
         assert jwk is not None  # a jwk request was verified by _check
-        ok, new = self.store.redeem_nonce(signed.nonce, self.config.nonce_reject_percent)
+        ok, new = self.store.redeem_nonce(signed.nonce, self.config.nonce_reject_percent, request.source,
+                                          self.config.nonces_per_client)
         fresh.append(new)
         if not ok:
             raise AcmeError("badNonce", "the nonce is unknown, expired or already used")

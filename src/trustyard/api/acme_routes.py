@@ -7,6 +7,7 @@ Mounted by ``create_app`` at ``/acme/{provisioner}/...`` for every provisioner o
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Callable
@@ -23,6 +24,8 @@ from ..acme.validation import POLL_HOLD, Checker, Resolver, ValidationAuthority
 from ..ca.authority import Authority
 from ..ca.config import Config
 from ..store.acme_store import AcmeStore
+from ..store import refusals
+from ..store.refusals import source_key
 from .durability import durably
 
 log = logging.getLogger("trustyard.api")
@@ -94,7 +97,8 @@ class AcmeRoutes:
 
     async def new_nonce(self, request: Request) -> Response:
         return self._safe(lambda: self.service.new_nonce(self._request_base(request),
-                                                         request.path_params["provisioner"], request.method))
+                                                         request.path_params["provisioner"], request.method,
+                                                         _source(request.scope)))
 
     async def renewal_info(self, request: Request) -> Response:
         return self._safe(lambda: self.service.renewal_info(self._request_base(request),
@@ -164,7 +168,7 @@ class AcmePost:
         acme_request = AcmeRequest(
             base_url=routes.base_url(scope, host), provisioner=path_params["provisioner"], resource=self.resource,
             path=scope["path"], content_type=(content_type or "").split(";")[0].strip().lower(),
-            body=b"".join(chunks), too_large=too_large, params=params, accept=accept or "")
+            body=b"".join(chunks), too_large=too_large, params=params, accept=accept or "", source=_source(scope))
         # On the event loop, like the REST issuance path: short database transactions and one
         # signature; only the WAL flush waits in a thread (api.durability).
         try:
@@ -174,6 +178,33 @@ class AcmePost:
             error = AcmeError.internal()
             answer = AcmeResponse(error.status, error.problem(), "application/problem+json")
         await _send(answer, send)
+
+
+def purge_now(store: AcmeStore) -> dict[str, int]:
+    """One purge: expired nonces, abandoned orders with their authorizations and challenges,
+    and refusal counts past their retention. The rows deleted, per table."""
+    deleted = store.purge()
+    deleted["refusals"] = refusals.purge(store.sql)
+    return deleted
+
+
+async def purge_periodically(store: AcmeStore, interval: float) -> None:
+    """``purge_now`` at start and then every ``interval`` seconds, in a thread (the database
+    work stays off the event loop), until cancelled. A failed purge is logged and retried."""
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            deleted = await loop.run_in_executor(None, purge_now, store)
+            if any(deleted.values()):
+                log.info("purged %s", ", ".join(f"{n} from {t}" for t, n in deleted.items() if n))
+        except Exception:
+            log.exception("the ACME purge failed; it runs again in %s s", interval)
+        await asyncio.sleep(interval)
+
+
+def _source(scope: Scope) -> str:
+    client = scope.get("client")
+    return source_key(client[0] if client else None)
 
 
 def acme_routes(authority: Authority, config: Config) -> list[Route]:
