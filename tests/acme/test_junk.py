@@ -164,6 +164,9 @@ def test_nonces_are_capped_per_client(acme_home: Path) -> None:
         assert not ok  # the oldest were dropped...
         assert all(store.redeem_nonce(n, source="192.0.2.7", keep=3)[0] for n in mine[-2:])  # ...the newest kept
         assert store.redeem_nonce(theirs)[0]  # another client's nonce is not touched
+        # The successors of spent nonces (authenticated answers) are not what the cap counts.
+        spent = [store.redeem_nonce(store.mint_nonce(source="203.0.113.5", keep=3))[1] for _ in range(6)]
+        assert all(store.redeem_nonce(n)[0] for n in spent)
     finally:
         store.sql.close()
 

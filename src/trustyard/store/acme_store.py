@@ -121,11 +121,14 @@ class AcmeStore:
         return nonce
 
     def _trim_nonces(self, conn: Any, source: str, keep: int) -> None:
-        newest = (select(acme_nonces.c.nonce).where(acme_nonces.c.source == source)
-                  .order_by(acme_nonces.c.expires_at.desc()).limit(keep))
+        """Drop ``source``'s unspent nonces beyond the ``keep`` newest of those handed out without
+        authentication (``retry``: from newNonce or a refusal). A nonce that succeeded a spent
+        one answers an authenticated request and takes that one's row: those never add up."""
+        mine = (acme_nonces.c.source == source, acme_nonces.c.retry == 1)
+        newest = select(acme_nonces.c.nonce).where(*mine).order_by(acme_nonces.c.expires_at.desc()).limit(keep)
         if not self.sql.is_sqlite:  # PostgreSQL takes no LIMIT inside IN: a derived table does
             newest = select(newest.subquery().c.nonce)
-        conn.execute(delete(acme_nonces).where(acme_nonces.c.source == source, acme_nonces.c.nonce.not_in(newest)))
+        conn.execute(delete(acme_nonces).where(*mine, acme_nonces.c.nonce.not_in(newest)))
 
     def redeem_nonce(self, nonce: str, reject_percent: float = 0.0, source: str = "",
                      keep: int = 0) -> tuple[bool, str]:
