@@ -129,3 +129,37 @@ def test_a_tarpit_account_cannot_delay_another_accounts_validation(
             assert elapsed < 2.0, f"the ready challenge took {elapsed:.1f} s behind the tarpit"
     finally:
         authority.store.close()
+
+
+def test_loop_slots_go_to_waiting_accounts_in_turn() -> None:
+    """Two accounts keep every slot busy and waiting; a third account's probe gets the second
+    free slot (its turn), not the slot after everything queued before it."""
+    import asyncio
+
+    from trustyard.acme.guard import TargetGuard
+    from trustyard.acme.validation import Checker, Probe, Resolver, ValidationAuthority
+
+    started: list[str] = []
+
+    class Slow(Checker):
+        async def check(self, p: Probe) -> dict[str, Any] | None:
+            started.append(p.challenge_id)
+            await asyncio.sleep(0.05)
+            return None
+
+    recorded: list[str] = []
+    va = ValidationAuthority(Slow(TargetGuard(), Resolver(), 80, 443, 5.0), lambda cid, e: recorded.append(cid),
+                             workers=2, account_slots=2)
+
+    async def burst() -> None:
+        for account in "AC":
+            for i in range(6):
+                assert va.submit(Probe(f"{account}{i}", "http-01", "dns", "x.internal", "k.t", account_id=account,
+                                       order_id=account))
+        await asyncio.sleep(0.01)
+        assert va.submit(Probe("b0", "http-01", "dns", "y.internal", "k.t", account_id="B", order_id="o2"))
+        while len(recorded) < 13:
+            await asyncio.sleep(0.01)
+
+    asyncio.run(asyncio.wait_for(burst(), 10))
+    assert started.index("b0") <= 3, started  # first come, first served: 4 (after A0 A1 C0 C1)
