@@ -38,6 +38,7 @@ from .challenges import (ACME_IDENTIFIER_OID, ACME_TLS_ALPN, DNS_01, HTTP_01, TL
                          tls_alpn01_extension_value)
 from .guard import IPAddress, TargetGuard, TargetRefused
 from .problems import subproblem
+from .slots import AccountSlots, FairSlots
 
 log = logging.getLogger("trustyard.acme.va")
 
@@ -424,53 +425,6 @@ class ValidationLimited(Exception):
         self.detail, self.retry_after = detail, retry_after
 
 
-class _FairSlots:
-    """``size`` slots of one event loop, handed out in turn to the accounts that wait for one
-    (round robin), not in arrival order: an account with many probes waiting cannot push
-    another account's probe to the back of the line."""
-
-    def __init__(self, size: int) -> None:
-        self.free = size
-        self.waiting: dict[str, collections.deque[asyncio.Future[None]]] = {}  # in turn order
-
-    async def acquire(self, key: str) -> None:
-        if self.free > 0 and not self.waiting:
-            self.free -= 1
-            return
-        granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.waiting.setdefault(key, collections.deque()).append(granted)
-        try:
-            await granted
-        except asyncio.CancelledError:
-            if granted.done() and not granted.cancelled():
-                self.release()  # granted just as it was cancelled: the slot goes on to the next
-            else:
-                queue = self.waiting.get(key)
-                if queue is not None and granted in queue:
-                    queue.remove(granted)
-                    if not queue:
-                        del self.waiting[key]
-            raise
-
-    def release(self) -> None:
-        while self.waiting:
-            key = next(iter(self.waiting))
-            queue = self.waiting.pop(key)
-            granted = queue.popleft()
-            if queue:
-                self.waiting[key] = queue  # its next probe waits for the account's next turn
-            if not granted.done():
-                granted.set_result(None)
-                return
-        self.free += 1
-
-
-class _AccountSlots:
-    def __init__(self, size: int) -> None:
-        self.semaphore = asyncio.Semaphore(size)
-        self.users = 0  # probes that hold or wait for one of the slots
-
-
 class ValidationAuthority:
     """Runs probes as tasks on the submitting event loop, at most ``workers`` at a time on each
     loop, and records each result there (the database write joins the loop's other short
@@ -497,9 +451,9 @@ class ValidationAuthority:
         self._lock = threading.Lock()
         self._queued = 0
         self._in_flight: collections.Counter[tuple[str, str]] = collections.Counter()  # ("account"|"order", id)
-        self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _FairSlots] = \
+        self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, FairSlots] = \
             weakref.WeakKeyDictionary()
-        self._account_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _AccountSlots]] = \
+        self._account_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, AccountSlots]] = \
             weakref.WeakKeyDictionary()
         self._tasks: set[asyncio.Task[None]] = set()  # held until done: the loop keeps only weak references
         self._deciding: dict[str, asyncio.Task[None]] = {}  # authorization id -> its probe's task
@@ -572,12 +526,12 @@ class ValidationAuthority:
         loop = asyncio.get_running_loop()
         slots = self._slots.get(loop)
         if slots is None:
-            slots = self._slots[loop] = _FairSlots(self.workers)
+            slots = self._slots[loop] = FairSlots(self.workers)
         accounts = self._account_slots.setdefault(loop, {})
         mine = accounts.get(probe.account_id)
         if mine is None:
             # A probe of no account (a script's) is bound by the loop's slots alone.
-            mine = accounts[probe.account_id] = _AccountSlots(self.account_slots if probe.account_id else self.workers)
+            mine = accounts[probe.account_id] = AccountSlots(self.account_slots if probe.account_id else self.workers)
         mine.users += 1
         try:
             async with mine.semaphore:  # behind the account's own probes: not counted against its timeout
