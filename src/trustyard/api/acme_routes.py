@@ -23,9 +23,8 @@ from ..acme.guard import TargetGuard
 from ..acme.validation import POLL_HOLD, Checker, Resolver, ValidationAuthority
 from ..ca.authority import Authority
 from ..ca.config import Config
-from ..store.acme_store import AcmeStore
 from ..store import refusals
-from ..store.refusals import source_key
+from ..store.acme_store import AcmeStore
 from .durability import durably
 
 log = logging.getLogger("trustyard.api")
@@ -204,7 +203,7 @@ async def purge_periodically(store: AcmeStore, interval: float) -> None:
 
 def _source(scope: Scope) -> str:
     client = scope.get("client")
-    return source_key(client[0] if client else None)
+    return refusals.source_key(client[0] if client else None)
 
 
 def acme_routes(authority: Authority, config: Config) -> list[Route]:
