@@ -3,6 +3,8 @@ is the factory uvicorn workers call (``serve`` passes the home and password by e
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import hashlib
 import hmac
@@ -11,7 +13,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -243,15 +245,29 @@ def create_app(authority: Authority, config: Config | None = None) -> Starlette:
         Route("/openapi.json", api.openapi, methods=["GET"]),
     ]
     direct: list[Route] = []
+    lifespan = None
     if config is not None:  # the ACME server (RFC 8555), one directory per provisioner of type "acme"
-        from .acme_routes import AcmePost, acme_routes
+        from ..store.acme_store import AcmeStore
+        from .acme_routes import AcmePost, acme_routes, purge_periodically
 
         acme = acme_routes(authority, config)
         routes += acme
         direct = [route for route in acme if isinstance(route.endpoint, AcmePost)]
+        store, interval = AcmeStore(authority.store), config.acme.purge_seconds
+
+        @contextlib.asynccontextmanager
+        async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+            purging = asyncio.get_running_loop().create_task(purge_periodically(store, interval))
+            try:
+                yield
+            finally:
+                purging.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await purging
+
     app = CAApp(routes=routes, exception_handlers={
         TrustyardError: trustyard_error, HTTPException: http_error, Exception: unexpected_error,
-    }, direct=direct)
+    }, direct=direct, lifespan=lifespan)
     app.state.api = api
     return app
 

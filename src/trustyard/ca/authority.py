@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from ..errors import BadRequest, Forbidden, TrustyardError, Unauthorized
 from ..policy import IssuanceRequest, Policy
-from ..store import AuditEvent, CertRecord, Intent, SqlStore
+from ..store import AuditEvent, CertRecord, Intent, SqlStore, refusals
 from ..store.sql import SerialCollision
 from ..units import parse_duration
 from ..x509.csr import CSRError, CSRRequest, parse_csr
@@ -273,7 +273,8 @@ REVOCATION_REASONS = ("unspecified", "keyCompromise", "cACompromise", "affiliati
 
 
 class _DenialAudit:
-    """Audit every refusal (4xx) of an operation with its code, rule and value."""
+    """Audit every refusal (4xx) of an operation with its code, rule and value; a caller that
+    never authenticated (401) is counted in aggregate instead (``store.refusals``)."""
 
     def __init__(self, authority: Authority, action: str, actor: str) -> None:
         self.authority, self.action, self.actor = authority, action, actor
@@ -282,7 +283,12 @@ class _DenialAudit:
         return None
 
     def __exit__(self, exc_type: type | None, exc: BaseException | None, _tb: object) -> None:
-        if isinstance(exc, TrustyardError) and 400 <= exc.status < 500:
+        if isinstance(exc, Unauthorized) and exc.code != "tokenReplayed":
+            # Never authenticated: counted per source and reason, not audited one by one. (A
+            # replayed token or proof was genuine once: each replay stays an audit entry.)
+            refusals.note(self.authority.store, refusals.source_key(self.actor), f"{self.action}:{exc.code}")
+            self.authority._emit("denied", exc.code)
+        elif isinstance(exc, TrustyardError) and 400 <= exc.status < 500:
             detail = {"code": exc.code, "reason": exc.detail[:500]}
             detail.update({k: v for k, v in exc.fields.items() if k in ("rule", "value")})
             self.authority.store.audit(AuditEvent(actor=self.actor, action="request.deny", target=self.action,

@@ -8,7 +8,8 @@
     [[provisioners]] name, type, key, public_key, allow, default_ttl, min_ttl, max_ttl,
                     key_types, eku
     [acme]          http_port, tls_port, resolver, allow_targets, validation_timeout,
-                    validation_workers, nonce_reject_percent
+                    validation_workers, validation_account_workers, validations_per_account,
+                    validations_per_order, nonces_per_client, purge_interval, nonce_reject_percent
     [acme.eab.NAME] KID = "base64url HMAC key"  (External Account Binding required for provisioner NAME)
 
 Environment overrides for ACME: TRUSTYARD_ACME_HTTP_PORT, TRUSTYARD_ACME_TLS_PORT,
@@ -85,6 +86,14 @@ class AcmeConfig:
     Pebble's PEBBLE_WFE_NONCEREJECT, so clients' retry paths get exercised (tests only): only
     nonces carried over from a successful response are refused, never one from newNonce or from
     a refusal, so a client that retries a badNonce once always gets through.
+
+    Fairness (per worker process): ``validation_workers`` probes run at once, at most
+    ``validation_account_workers`` of one account; a challenge answered while its account has
+    ``validations_per_account`` challenges in flight, or its order ``validations_per_order``, is
+    refused with ``rateLimited`` and Retry-After and stays pending. ``nonces_per_client``: unspent
+    nonces kept per client address (IPv6: per /64); minting one more drops that client's oldest.
+    ``purge_interval``: how often expired nonces and expired unfinished orders (with their
+    authorizations and challenges) are deleted.
     """
 
     http_port: int = 80
@@ -93,8 +102,24 @@ class AcmeConfig:
     allow_targets: tuple[str, ...] = DEFAULT_ACME_TARGETS
     validation_timeout: float = 10.0
     validation_workers: int = 8
+    validation_account_workers: int = 4
+    validations_per_account: int = 100
+    validations_per_order: int = 100  # an order has at most 100 identifiers: one is never refused whole
+    nonces_per_client: int = 32
+    purge_interval: str = "10m"
     nonce_reject_percent: float = 0.0
     eab: dict[str, dict[str, str]] = field(default_factory=dict)  # provisioner -> {kid: base64url key}
+
+    @property
+    def purge_seconds(self) -> float:
+        """``purge_interval`` in seconds (ValueError when it is not a duration from 1s to 1d)."""
+        try:
+            seconds = parse_duration(self.purge_interval).total_seconds() if isinstance(self.purge_interval, str) else 0
+        except OverflowError:
+            seconds = 0
+        if not 1 <= seconds <= 86400:
+            raise ValueError(f"a duration from 1s to 1d, like 10m, not {self.purge_interval!r}")
+        return seconds
 
     def to_toml(self) -> dict[str, Any]:
         doc = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(self).items() if k != "eab"}
@@ -293,6 +318,19 @@ def _load_acme(path: Path, table: dict[str, Any]) -> AcmeConfig:
     if not isinstance(eab, dict) or not all(isinstance(v, dict) for v in eab.values()):
         raise ConfigError(f"{path}: [acme.eab.PROVISIONER] tables map key ids to base64url HMAC keys")
     try:
-        return AcmeConfig(**values)
+        config = AcmeConfig(**values)
     except TypeError as exc:
         raise ConfigError(f"{path}: [acme]: {exc}") from None
+    for name in _ACME_COUNTS:
+        value = getattr(config, name)
+        if type(value) is not int or not 1 <= value <= 1_000_000:
+            raise ConfigError(f"{path}: [acme] {name} must be a whole number from 1 to 1000000, not {value!r}")
+    try:
+        _checked = config.purge_seconds
+    except ValueError as exc:
+        raise ConfigError(f"{path}: [acme] purge_interval: {exc}") from None
+    return config
+
+
+_ACME_COUNTS = ("validation_workers", "validation_account_workers", "validations_per_account",
+                "validations_per_order", "nonces_per_client")

@@ -202,9 +202,12 @@ def audit(ctx: click.Context, home: str | None, as_json: bool, limit: int | None
     if ctx.invoked_subcommand is not None:
         return
     from ..ca.home import open_home_store
+    from ..store import refusals
 
     store = open_home_store(load_config(resolve_home(home)))
     entries = [e.to_json() for e in store.audit_entries()]
+    counted = [{**r, "interval_start": r["interval_start"].isoformat(), "last_at": r["last_at"].isoformat()}
+               for r in refusals.rows(store)]  # unauthenticated refusals, in aggregate
     store.close()
     if limit:
         entries = entries[-limit:]
@@ -212,9 +215,11 @@ def audit(ctx: click.Context, home: str | None, as_json: bool, limit: int | None
     def text() -> str:
         rows = [f"{e['seq']:>6}  {e['at'][:19]}  {e['outcome']:<6}  {e['action']:<20} {e['target']:<42} "
                 f"{e['actor']}" for e in entries]
+        rows += [f"        {r['interval_start'][:16]}  refused {r['count']}x  {r['reason']:<40} {r['source']}"
+                 for r in counted]
         return "\n".join(rows) if rows else "(the audit log is empty)"
 
-    emit(as_json, {"entries": entries}, text)
+    emit(as_json, {"entries": entries, "refusals": counted}, text)
 
 
 @audit.command("verify")
