@@ -385,3 +385,28 @@ def test_a_renewal_revoked_while_it_is_signed_stays_revoked(store: SqlStore) -> 
     last = list(store.audit_entries())[-1]
     assert last.outcome == "denied" and last.detail["revoked_while_signing"] is True
     assert store.verify_audit().ok
+
+
+def test_migration_0003_marks_certificates_renewed_before_it_as_superseded(db_url: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    store = SqlStore(db_url)
+    try:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(Path(sql_module.__file__).parent / "migrations"))
+        with store.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "0002")
+            row = dict(provisioner="p", subject="a.internal", sans="[]", status="issued", requested_at=NOW,
+                       not_before=NOW, not_after=NOW + timedelta(hours=1))
+            for serial, parent in (("d0", None), ("d1", "d0"), ("d2", None)):
+                conn.execute(text("INSERT INTO certificates (serial, provisioner, subject, sans, status, requested_at,"
+                                  " not_before, not_after, renewed_from) VALUES (:serial, :provisioner, :subject, "
+                                  ":sans, :status, :requested_at, :not_before, :not_after, :renewed_from)"),
+                             {**row, "serial": serial, "renewed_from": parent})
+        store.migrate()
+        assert store.get("d0").superseded_by == "d1"  # type: ignore[union-attr]
+        assert store.get("d1").superseded_by is None and store.get("d2").superseded_by is None  # type: ignore[union-attr]
+    finally:
+        store.close()
