@@ -441,6 +441,11 @@ def _lifetime(response) -> timedelta:  # type: ignore[no-untyped-def]
 
 
 def test_a_tokens_cert_ttl_caps_the_certificate(client: TestClient, authority: Authority) -> None:
+    from trustyard.errors import PolicyDenied
+
+    with pytest.raises(PolicyDenied) as info:  # a cap the provisioner would never grant: refused at once
+        authority.mint_token("default", "orders.internal", [], cert_ttl="90d")
+    assert info.value.rule == "ttl_bounds"
     token = authority.mint_token("default", "orders.internal", [], cert_ttl="1h")
     _, csr = new_csr("orders.internal")
     doc = assert_problem(client.post("/v1/sign", json={"csr": csr.decode(), "token": token, "ttl": "30d"}), 403,

@@ -134,3 +134,12 @@ def test_config_ttl_bounds_must_be_ordered(sqlite_home: Path) -> None:
 def test_agent_config_durations_name_the_key(tmp_path: Path, key: str) -> None:
     with pytest.raises(ConfigError, match=f"{key}: invalid duration"):
         cert_spec({"name": "a.internal", "out": str(tmp_path), key: "9999999999999d"})
+
+
+@pytest.mark.parametrize("key", ["root_ttl", "intermediate_ttl"])
+def test_init_options_name_the_duration(tmp_path: Path, key: str) -> None:
+    from trustyard.ca.home import InitOptions, init_home
+
+    with pytest.raises(ConfigError, match=f"{key}: invalid duration"):
+        init_home(tmp_path / "ca", None, InitOptions(**{key: "9999999999999d"}))
+    assert not (tmp_path / "ca").exists()
