@@ -30,7 +30,7 @@ import tomllib
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from ..errors import ConfigError
 from ..units import Threshold, parse_duration
@@ -38,6 +38,7 @@ from ..x509.keys import KeyType
 from .schedule import DEFAULT_ERROR_BEFORE, DEFAULT_JITTER, DEFAULT_RENEW_AT, Schedule
 
 DEFAULT_TOKEN_ENV = "TRUSTYARD_TOKEN"
+T = TypeVar("T")
 PID_MAX = 2**22  # Linux's largest pid_max
 
 
@@ -149,11 +150,19 @@ def parse_fraction(text: str) -> float:
         raise ConfigError(f"invalid jitter {text!r}: write a percentage such as 10%") from None
 
 
+def _named(key: str, parse: Callable[[Any], T], value: Any) -> T:
+    """``parse(value)``, its ValueError prefixed with the setting's name."""
+    try:
+        return parse(value)
+    except ValueError as exc:
+        raise ValueError(f"{key}: {exc}") from None
+
+
 def make_schedule(renew_at: str | None, jitter: str | None, outage_budget: str | None) -> Schedule:
     try:
-        return Schedule(renew_at=Threshold.parse(renew_at) if renew_at else DEFAULT_RENEW_AT,
+        return Schedule(renew_at=_named("renew_at", Threshold.parse, renew_at) if renew_at else DEFAULT_RENEW_AT,
                         jitter=parse_fraction(jitter) if jitter else DEFAULT_JITTER,
-                        outage_budget=parse_duration(outage_budget) if outage_budget else None)
+                        outage_budget=_named("outage_budget", parse_duration, outage_budget) if outage_budget else None)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 
@@ -186,9 +195,11 @@ def cert_spec(values: dict[str, Any], base: Path | None = None) -> CertSpec:
         key_type = KeyType.parse(values["key_type"]) if values.get("key_type") else KeyType.EC_P256
         ttl = values.get("ttl")
         if ttl:
-            parse_duration(ttl)
-        error_before = Threshold.parse(values["error_before"]) if values.get("error_before") else DEFAULT_ERROR_BEFORE
-        grace = parse_duration(values["verify_grace"]) if values.get("verify_grace") else timedelta(seconds=5)
+            _named("ttl", parse_duration, ttl)
+        error_before = (_named("error_before", Threshold.parse, values["error_before"]) if values.get("error_before")
+                        else DEFAULT_ERROR_BEFORE)
+        grace = (_named("verify_grace", parse_duration, values["verify_grace"]) if values.get("verify_grace")
+                 else timedelta(seconds=5))
     except ValueError as exc:
         raise ConfigError(f"certificate {name!r}: {exc}") from None
     follow = values.get("follow_symlinks", False)
@@ -259,7 +270,8 @@ def build(values: dict[str, Any], specs: tuple[CertSpec, ...], base: Path | None
         root = base / root
     listen = values.get("metrics_listen")
     try:
-        interval = parse_duration(values["roots_interval"]) if values.get("roots_interval") else timedelta(minutes=1)
+        interval = (_named("roots_interval", parse_duration, values["roots_interval"]) if values.get("roots_interval")
+                    else timedelta(minutes=1))
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     return AgentConfig(ca_url=str(values["ca_url"]), root=root, certificates=specs,

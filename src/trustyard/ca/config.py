@@ -22,6 +22,7 @@ import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -57,19 +58,31 @@ class ProvisionerConfig:
     eku: tuple[str, ...] = ("serverAuth", "clientAuth")
 
     def policy(self, backdate: str) -> Policy:
+        where = f"[[provisioners]] {self.name!r}"
+        durations = {key: _duration(f"{where} {key}", getattr(self, key))
+                     for key in ("default_ttl", "min_ttl", "max_ttl")}
+        if not durations["min_ttl"] <= durations["default_ttl"] <= durations["max_ttl"]:
+            raise ConfigError(f"{where}: min_ttl <= default_ttl <= max_ttl does not hold "
+                              f"({self.min_ttl}, {self.default_ttl}, {self.max_ttl})")
         try:
             return Policy(
                 provisioner=self.name,
                 allow=parse_patterns(self.allow),
-                default_ttl=parse_duration(self.default_ttl),
-                min_ttl=parse_duration(self.min_ttl),
-                max_ttl=parse_duration(self.max_ttl),
                 key_types=tuple(KeyType.parse(k) for k in self.key_types),
                 eku=tuple(self.eku),
-                backdate=parse_duration(backdate),
+                backdate=_duration("[ca] backdate", backdate, allow_zero=True),
+                **durations,
             )
         except ValueError as exc:
             raise ConfigError(f"provisioner {self.name!r}: {exc}") from None
+
+
+def _duration(key: str, text: Any, allow_zero: bool = False) -> timedelta:
+    """A duration from trustyard.toml; a ConfigError naming the key when it is not one."""
+    try:
+        return parse_duration(text, allow_zero=allow_zero)
+    except ValueError as exc:
+        raise ConfigError(f"{CONFIG_NAME}: {key}: {exc}") from None
 
 
 DEFAULT_ACME_TARGETS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
@@ -279,6 +292,7 @@ def load_config(home: Path) -> Config:
         except ValueError as exc:
             raise ConfigError(f"{path}: [acme] resolver (or TRUSTYARD_ACME_RESOLVER): {exc}") from None
     config = Config(home=home, provisioners=tuple(provisioners), acme=acme, **values)
+    _duration("[ca] backdate", config.backdate, allow_zero=True)
     for p in config.provisioners:
         p.policy(config.backdate)  # fail at load time, not at the first request
     config.server_limits()

@@ -10,7 +10,7 @@ import click
 from ..ca.config import DEFAULT_ALLOW, load_config, resolve_home
 from ..x509.keys import KeyType
 from .connect import local_ca, password_for
-from .output import EXIT_FAILED, emit, home_option, json_option, password_file_option
+from .output import DURATION, EXIT_FAILED, emit, home_option, json_option, password_file_option
 
 
 @click.command()
@@ -26,8 +26,8 @@ from .output import EXIT_FAILED, emit, home_option, json_option, password_file_o
                    "Also becomes the intermediate's X.509 name constraints.")
 @click.option("--dns", "dns", multiple=True, metavar="NAME",
               help="Extra DNS name for the CA server's TLS certificate (it always covers localhost, 127.0.0.1, ::1).")
-@click.option("--root-ttl", default="3650d", show_default=True, help="Root lifetime.")
-@click.option("--intermediate-ttl", default="365d", show_default=True, help="Intermediate lifetime.")
+@click.option("--root-ttl", type=DURATION, default="3650d", show_default=True, help="Root lifetime.")
+@click.option("--intermediate-ttl", type=DURATION, default="365d", show_default=True, help="Intermediate lifetime.")
 @click.option("--name", default="trustyard", show_default=True, help="Organization/CN prefix of the CA certificates.")
 @click.option("--listen", default="127.0.0.1:8443", show_default=True, help="Address `serve` listens on.")
 @click.option("--database-url", default="sqlite:///trustyard.db", show_default=True,
@@ -168,8 +168,11 @@ def serve(home: str | None, password_file: str | None, init_missing: bool, insec
 @click.argument("name")
 @click.option("--san", "sans", multiple=True, metavar="NAME",
               help="Subject alternative name the token allows (repeatable) [default: NAME].")
-@click.option("--ttl", default="5m", show_default=True, help="How long the token can be redeemed (at most 24h).")
-@click.option("--cert-ttl", default=None, help="Lifetime of the certificate it buys [default: the provisioner's].")
+@click.option("--ttl", type=DURATION, default="5m", show_default=True,
+              help="How long the token can be redeemed (at most 24h).")
+@click.option("--cert-ttl", type=DURATION, default=None,
+              help="Longest lifetime of the certificate it buys; a request for more is refused "
+                   "[default: the provisioner's default_ttl, up to its max_ttl].")
 @click.option("--provisioner", default="default", show_default=True)
 @home_option
 @password_file_option

@@ -30,6 +30,8 @@ class IssuanceRequest:
     ttl: timedelta | None
     now: datetime
     issuer_not_after: datetime
+    ttl_cap: timedelta | None = None  # the lifetime a bootstrap token or the renewed certificate allows
+    cap_source: str = ""  # what set the cap, for the refusal: "the token", "the renewed certificate"
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,15 @@ def ttl_bounds(policy: "Policy", req: IssuanceRequest) -> None:
                            f"{format_duration(policy.max_ttl)}]")
 
 
+def within_cap(policy: "Policy", req: IssuanceRequest) -> None:
+    """A token minted with a certificate lifetime, and a renewal, never buy a longer one."""
+    ttl = req.ttl if req.ttl is not None else policy.default_ttl
+    if req.ttl_cap is not None and ttl > req.ttl_cap:
+        raise PolicyDenied("ttl_cap", format_duration(ttl),
+                           f"lifetime {format_duration(ttl)} is longer than the {format_duration(req.ttl_cap)} "
+                           f"{req.cap_source or 'the request'} allows: ask for at most that")
+
+
 def within_issuer(policy: "Policy", req: IssuanceRequest) -> None:
     left = req.issuer_not_after - req.now
     if left < policy.min_ttl:
@@ -98,7 +109,7 @@ def within_issuer(policy: "Policy", req: IssuanceRequest) -> None:
 
 
 DEFAULT_RULES: tuple[Rule, ...] = (no_ca, has_names, uri_names_exact, names_allowed, key_type_allowed, ttl_bounds,
-                                   within_issuer)
+                                   within_cap, within_issuer)
 
 
 @dataclass(frozen=True)
@@ -123,6 +134,10 @@ class Policy:
     def check_key(self, key_type: KeyType | None, key_description: str) -> None:
         """The key rule alone: run on a CSR's key before its signature is verified."""
         key_type_allowed(self, IssuanceRequest((), key_type, key_description, False, None, datetime.min, datetime.max))
+
+    def check_ttl(self, ttl: timedelta) -> None:
+        """The lifetime rule alone: used when a token is minted with a certificate lifetime."""
+        ttl_bounds(self, IssuanceRequest((), None, "", False, ttl, datetime.min, datetime.max))
 
     def decide(self, req: IssuanceRequest) -> Decision:
         for rule in self.rules:

@@ -24,7 +24,9 @@ certificates = Table(
     Column("token_jti", String(128), nullable=True),
     Column("revoked_at", DateTime(timezone=True), nullable=True),
     Column("revocation_reason", String(64), nullable=True),
+    Column("superseded_by", String(40), nullable=True),  # migration 0004: the renewal of this one
     Index("ix_certificates_status_not_after", "status", "not_after"),
+    Index("ix_certificates_renewed_from", "renewed_from"),
 )
 
 used_tokens = Table(
