@@ -49,7 +49,7 @@ def pyca_usable(path: Sequence[x509.Certificate]) -> str | None:
 def path_problem(path: Sequence[x509.Certificate], usage: str) -> Problem | None:
     """The rules cryptography leaves out, on every path."""
     anchor = path[-1]
-    for cert in path[:-1]:
+    for cert in path[1:-1]:  # a leaf without AKI is common in hand-made chains and harmless to path building
         if not is_self_signed(cert) and authority_key_id(cert) is None:
             return _invalid(f"{label(cert)} has no authorityKeyIdentifier (RFC 5280 4.2.1.1)")
     for cert in path[1:]:

@@ -8,16 +8,16 @@ trust, identity, validity) and a *code*.
 
 The rules for one path, in the order a problem is reported:
 
-1. the peer certificate's profile (:mod:`.leaf`): basicConstraints, EKU for the usage
-   (serverAuth for servers, clientAuth for clients), keyUsage, key strength, the CN
-   among the SANs, critical extensions nobody understands;
-2. RFC 5280 path validation by pyca/cryptography's ``x509.verification`` with the
+1. RFC 5280 path validation by pyca/cryptography's ``x509.verification`` with the
    server (or client) rules for the usage, run on this exact path, plus the rules it
    leaves out (:mod:`.pathrules`); for Ed25519, which cryptography refuses, the same
    rules are checked here;
-3. identity: the expected name among the SANs (cryptography's matching as a second
+2. identity: the expected name among the SANs (cryptography's matching as a second
    opinion);
-4. validity: every certificate's window at the verification time.
+3. validity: every certificate's window at the verification time;
+4. the peer certificate's profile (:mod:`.leaf`): basicConstraints, EKU for the usage
+   (serverAuth for servers, clientAuth for clients), keyUsage, key strength, the CN
+   among the SANs.
 
 The rules are checked at a moment inside every window of the path, so an expired
 intermediate is reported as ``expired``, not as an opaque path failure.
@@ -203,27 +203,27 @@ def _common_time(path: Sequence[x509.Certificate], at: datetime) -> datetime:
 def _judge(path: list[x509.Certificate], usage: Usage, name: x509.DNSName | x509.IPAddress | None,
            at: datetime, max_depth: int | None, own: list[Problem], check_dates: bool) -> Verification:
     peer = path[0]
-    if own:
-        return Verification(path, list(own), method="trustyard")
     inside = _common_time(path, at)
+    if chainlib.check_validity(path, inside) is not None:  # no moment inside every window
+        window = chainlib.check_validity(path, at)
+        if window is not None:
+            return Verification(path, [Problem("validity", window.code, window.detail), *own], method="trustyard")
     why_not = pyca_usable(path)
     method = "cryptography" if why_not is None else f"trustyard ({why_not})"
-    problem = path_problem(path, usage)
+    # A name the certificate does not carry is the most telling answer, so it comes before
+    # the rules that need every extension to be right (a no-SAN certificate breaks both).
+    problem = path_problem(path, usage) or _identity(peer, name)
     if problem is None and why_not is None:
-        problem = pyca_problem(path, usage, name if _identity(peer, name) is None else None, inside, max_depth)
+        problem = pyca_problem(path, usage, name, inside, max_depth)
     elif problem is None:
         problem = fallback_problem(path, usage, inside, max_depth)
     if problem is not None:
         return Verification(path, [problem], method=method)
-    if name is not None:
-        mismatch = _identity(peer, name)
-        if mismatch is not None:
-            return Verification(path, [mismatch], method=method)
     if check_dates:
         window = chainlib.check_validity(path, at)
         if window is not None:
-            return Verification(path, [Problem("validity", window.code, window.detail)], method=method)
-    return Verification(path, [], method=method)
+            return Verification(path, [Problem("validity", window.code, window.detail), *own], method=method)
+    return Verification(path, list(own), method=method)
 
 
 def _identity(peer: x509.Certificate, name: x509.DNSName | x509.IPAddress | None) -> Problem | None:
