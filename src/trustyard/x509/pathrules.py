@@ -94,7 +94,7 @@ def pyca_problem(path: Sequence[x509.Certificate], usage: str, name: x509.DNSNam
 
     Its CA policy is the Web PKI one, except that a CA's EKU is judged for the usage at
     hand (a public intermediate limited to serverAuth is fine for a server). The peer's
-    own EKU and basicConstraints are :mod:`.leaf`'s business.
+    own EKU, keyUsage and basicConstraints are :mod:`.leaf`'s business.
     """
     from cryptography.x509.verification import (
         Criticality,
@@ -108,7 +108,10 @@ def pyca_problem(path: Sequence[x509.Certificate], usage: str, name: x509.DNSNam
         x509.ExtendedKeyUsage, Criticality.AGNOSTIC, _ca_eku(usage))
     ee_policy = (ExtensionPolicy.webpki_defaults_ee()
                  .may_be_present(x509.ExtendedKeyUsage, Criticality.AGNOSTIC, None)
-                 .may_be_present(x509.BasicConstraints, Criticality.AGNOSTIC, None))
+                 .may_be_present(x509.BasicConstraints, Criticality.AGNOSTIC, None)
+                 .may_be_present(x509.KeyUsage, Criticality.AGNOSTIC, None))
+    if name is None:  # no name to match: whether the SANs fit is the caller's question
+        ee_policy = ee_policy.may_be_present(x509.SubjectAlternativeName, Criticality.AGNOSTIC, None)
     builder = PolicyBuilder().store(Store([path[-1]])).time(at).extension_policies(
         ca_policy=ca_policy, ee_policy=ee_policy)
     if max_depth is not None:

@@ -48,7 +48,7 @@ class Verification:
 
     path: list[x509.Certificate]  # leaf first, anchor last (the best path tried when rejected)
     problems: list[Problem] = field(default_factory=list)
-    method: str = "cryptography"  # or "trustyard (<why cryptography could not>)"
+    method: str = "cryptography"  # or "trustyard fallback (<why cryptography could not>)"
     needed_issuer: str | None = None
 
     @property
@@ -209,7 +209,7 @@ def _judge(path: list[x509.Certificate], usage: Usage, name: x509.DNSName | x509
         if window is not None:
             return Verification(path, [Problem("validity", window.code, window.detail), *own], method="trustyard")
     why_not = pyca_usable(path)
-    method = "cryptography" if why_not is None else f"trustyard ({why_not})"
+    method = "cryptography" if why_not is None else f"trustyard fallback ({why_not})"
     # A name the certificate does not carry is the most telling answer, so it comes before
     # the rules that need every extension to be right (a no-SAN certificate breaks both).
     problem = path_problem(path, usage) or _identity(peer, name)
