@@ -41,7 +41,7 @@ from .x509.keys import PrivateKey, load_private_key_pem, same_public_key
 from .x509.names import name_text, parse_name, sans_of
 from .x509.leaf import leaf_problems
 from .x509.summary import fingerprint_sha256, load_pem_bundle, summarize
-from .x509.verify import verify
+from .x509.verify import unparsable, verify
 
 Usage = Literal["server", "client"]
 CertSource = str | os.PathLike[str] | bytes | x509.Certificate | Sequence[x509.Certificate]
@@ -150,6 +150,11 @@ def validate(
     bundle = _certificates(ca, "trust bundle")
     private_key = _private_key(key, password)
     leaf, extra = certs[0], certs[1:]
+    for i, cert in enumerate(certs):
+        broken = unparsable(cert)
+        if broken:
+            raise ChainInvalid(f"malformed_certificate: {'the certificate' if i == 0 else f'chain[{i}]'} "
+                               f"cannot be processed: {broken}", reason="malformed_certificate")
 
     failures: list[CheckFailed] = []
     checks: dict[str, str] = {}

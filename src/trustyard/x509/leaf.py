@@ -106,9 +106,13 @@ def serial_problem(cert: x509.Certificate) -> Problem | None:
 
 def leaf_problems(cert: x509.Certificate, usage: str) -> list[Problem]:
     """Every profile rule ``cert`` breaks as a TLS ``usage`` peer, most fundamental first."""
-    checks = [ca_problem(cert), usage_problem(cert, usage), key_problem(cert), serial_problem(cert)]
-    if usage == "server":
-        checks.append(cn_problem(cert))
+    try:
+        checks = [ca_problem(cert), usage_problem(cert, usage), key_problem(cert), serial_problem(cert)]
+        if usage == "server":
+            checks.append(cn_problem(cert))
+    except Exception as exc:  # noqa: BLE001 - a hostile certificate gets the designed answer
+        return [Problem("trust", "malformed_certificate", f"the certificate cannot be processed: "
+                        f"{type(exc).__name__}: {exc}")]
     return [p for p in checks if p is not None]
 
 

@@ -39,7 +39,7 @@ from .summary import fingerprint_sha256
 
 Usage = Literal["server", "client"]
 
-__all__ = ["ChainRejected", "Problem", "Usage", "Verification", "verify"]
+__all__ = ["ChainRejected", "Problem", "Usage", "Verification", "unparsable", "verify"]
 
 
 @dataclass
@@ -129,12 +129,12 @@ def verify(
 def _verify(peer: x509.Certificate, intermediates: list[x509.Certificate], anchors: list[x509.Certificate],
             usage: Usage, name: PeerName | None, at: datetime, max_depth: int | None,
             known: list[x509.Certificate], check_dates: bool, check_leaf: bool) -> Verification:
-    broken = _unparsable(peer)
+    broken = unparsable(peer)
     if broken:
         return Verification([peer], [Problem("trust", "malformed_certificate", f"the peer certificate: {broken}")],
                             method="trustyard")
-    intermediates = [c for c in intermediates if not _unparsable(c)]
-    anchors = [c for c in anchors if not _unparsable(c)]
+    intermediates = [c for c in intermediates if not unparsable(c)]
+    anchors = [c for c in anchors if not unparsable(c)]
     wanted = _peer_name(name)
     if isinstance(wanted, Problem):
         return Verification([peer], [wanted], method="trustyard")
@@ -153,7 +153,8 @@ def _verify(peer: x509.Certificate, intermediates: list[x509.Certificate], ancho
     return _no_path(peer, intermediates, anchors, known, own)
 
 
-def _unparsable(cert: x509.Certificate) -> str | None:
+def unparsable(cert: x509.Certificate) -> str | None:
+    """Why the parts of ``cert`` a verifier reads do not parse, or None."""
     try:
         cert.extensions  # noqa: B018 - parsing is the check
         cert.public_key()
