@@ -51,6 +51,7 @@ def materials(case: dict[str, Any]) -> dict[str, Any]:
         "name_kind": None if peer is None else peer["kind"],
         "at": datetime.fromisoformat(case["validation_time"]) if case["validation_time"] else None,
         "max_depth": case["max_chain_depth"],
+        "crls": [x509.load_pem_x509_crl(c.encode()) for c in case.get("crls") or ()],
     }
 
 
@@ -59,7 +60,7 @@ def run_verifier(case: dict[str, Any]) -> Outcome:
 
     m = materials(case)
     v = verify(m["peer"], m["intermediates"], m["anchors"], usage=m["usage"], name=m["name"], at=m["at"],
-               max_depth=m["max_depth"])
+               max_depth=m["max_depth"], crls=m["crls"])
     return Outcome(v.ok, v.layer, v.code, v.detail)
 
 
@@ -68,14 +69,15 @@ def run_doctor(case: dict[str, Any]) -> Outcome:
 
     m = materials(case)
     verdict = classify_chain([m["peer"], *m["intermediates"]], m["anchors"], name=m["name"], usage=m["usage"],
-                             now=m["at"], max_depth=m["max_depth"])
+                             now=m["at"], max_depth=m["max_depth"], crls=m["crls"])
     if verdict is None:
         return Outcome(True)
     return Outcome(False, verdict.layer, verdict.code, verdict.summary)
 
 
 def run_cryptography(case: dict[str, Any]) -> Outcome:
-    """Plain cryptography, the way its own limbo harness drives it (client verifier for CLIENT)."""
+    """Plain cryptography, the way its own limbo harness drives it (client verifier for CLIENT,
+    which its harness skips; it takes no CRLs)."""
     from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
     m = materials(case)

@@ -128,7 +128,7 @@ def classify_chain(
     served: Sequence[x509.Certificate], anchors: Sequence[x509.Certificate], *, name: str | None,
     usage: Usage = "server", now: datetime | None = None, server_now: datetime | None = None,
     max_depth: int | None = None, target: str = "(offline)", bundle: str = "(given)", host: str = "",
-    port: int = 0,
+    port: int = 0, crls: Sequence[x509.CertificateRevocationList] = (),
 ) -> Verdict | None:
     """Doctor's offline layers: the verdict on a served chain, or None when every layer passes.
 
@@ -142,7 +142,7 @@ def classify_chain(
     if not served:
         return _verdict(target, "handshake_failure", "no certificate to judge", chain, **ev)
     leaf = served[0]
-    verdict = verify(leaf, served[1:], anchors, usage=usage, name=name, at=now, max_depth=max_depth)
+    verdict = verify(leaf, served[1:], anchors, usage=usage, name=name, at=now, max_depth=max_depth, crls=crls)
     if verdict.ok:
         return None
     problem = verdict.first
@@ -155,7 +155,8 @@ def classify_chain(
                       not_before=window.cert.not_valid_before_utc.isoformat(),
                       not_after=window.cert.not_valid_after_utc.isoformat())
         if server_now is not None and abs(server_now - now) > CLOCK_SKEW_TOLERANCE and verify(
-                leaf, served[1:], anchors, usage=usage, name=name, at=server_now, max_depth=max_depth).ok:
+                leaf, served[1:], anchors, usage=usage, name=name, at=server_now, max_depth=max_depth,
+                crls=crls).ok:
             skew = now - server_now
             return _verdict(target, "clock_skew", f"the local clock is {_signed(skew)} off the server's "
                             f"({server_now.isoformat()}); by the server's clock the chain is valid", chain,

@@ -85,10 +85,13 @@ def candidate_paths(
             seen.add(fp)
             pool.append(cert)
     memo: dict[tuple[str, str], bool] = {}
-    spent = 0
+    spent = steps = 0
 
     def signed(parent: x509.Certificate, child: x509.Certificate) -> bool:
-        nonlocal spent
+        nonlocal spent, steps
+        steps += 1
+        if steps > budget * 20:  # cached answers are cheap, but the walk over them is not
+            raise _Exhausted
         if child.issuer != parent.subject:
             return False
         key = (fingerprint_sha256(parent), fingerprint_sha256(child))

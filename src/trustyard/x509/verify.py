@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from itertools import islice
 from datetime import UTC, datetime
 from typing import Literal, Sequence
 
@@ -34,10 +35,15 @@ from cryptography import x509
 
 from . import chain as chainlib
 from .leaf import Problem, leaf_problems
+from .revocation import revocation_problem
 from .pathrules import fallback_problem, path_problem, pyca_problem, pyca_usable
 from .summary import fingerprint_sha256
 
 Usage = Literal["server", "client"]
+
+# Paths tried before giving up: enough for cross-signed and renewed CAs, bounded for
+# bundles built to make path building explode.
+MAX_PATHS = 32
 
 __all__ = ["ChainRejected", "Problem", "Usage", "Verification", "unparsable", "verify"]
 
@@ -104,6 +110,7 @@ def verify(
     known: Sequence[x509.Certificate] = (),
     check_dates: bool = True,
     check_leaf: bool = True,
+    crls: Sequence[x509.CertificateRevocationList] = (),
 ) -> Verification:
     """Judge ``peer`` (with the ``intermediates`` it came with) against ``anchors``.
 
@@ -112,6 +119,7 @@ def verify(
     missing intermediate. ``check_dates=False`` leaves the windows to the caller (the
     rules are still checked inside them); ``check_leaf=False`` leaves the peer's profile
     to the caller (``check`` reports usage and CA flag under their own exit codes).
+    ``crls`` are revocation lists the caller holds (see :mod:`.revocation`).
     Never raises on certificate content.
     """
     if usage not in ("server", "client"):
@@ -119,7 +127,7 @@ def verify(
     at = at or datetime.now(UTC)
     try:
         return _verify(peer, list(intermediates), list(anchors), usage, name, at, max_depth, list(known),
-                       check_dates, check_leaf)
+                       check_dates, check_leaf, list(crls))
     except Exception as exc:  # noqa: BLE001 - hostile input must end in a designed answer
         return Verification([peer], [Problem("trust", "malformed_certificate",
                                              f"a certificate cannot be processed: {type(exc).__name__}: {exc}")],
@@ -128,7 +136,8 @@ def verify(
 
 def _verify(peer: x509.Certificate, intermediates: list[x509.Certificate], anchors: list[x509.Certificate],
             usage: Usage, name: PeerName | None, at: datetime, max_depth: int | None,
-            known: list[x509.Certificate], check_dates: bool, check_leaf: bool) -> Verification:
+            known: list[x509.Certificate], check_dates: bool, check_leaf: bool,
+            crls: list[x509.CertificateRevocationList]) -> Verification:
     broken = unparsable(peer)
     if broken:
         return Verification([peer], [Problem("trust", "malformed_certificate", f"the peer certificate: {broken}")],
@@ -142,8 +151,9 @@ def _verify(peer: x509.Certificate, intermediates: list[x509.Certificate], ancho
     own = leaf_problems(peer, usage) if check_leaf else []
     depth = chainlib.MAX_DEPTH if max_depth is None else max_depth
     best: Verification | None = None
-    for path in _ordered(chainlib.candidate_paths(peer, intermediates, anchors, max_depth=depth + 1), at):
-        result = _judge(path, usage, wanted, at, max_depth, own, check_dates)
+    paths = islice(chainlib.candidate_paths(peer, intermediates, anchors, max_depth=depth + 1), MAX_PATHS)
+    for path in _ordered(paths, at):
+        result = _judge(path, usage, wanted, at, max_depth, own, check_dates, crls)
         if result.ok:
             return result
         if best is None or _rank(result) > _rank(best):
@@ -202,7 +212,8 @@ def _common_time(path: Sequence[x509.Certificate], at: datetime) -> datetime:
 
 
 def _judge(path: list[x509.Certificate], usage: Usage, name: x509.DNSName | x509.IPAddress | None,
-           at: datetime, max_depth: int | None, own: list[Problem], check_dates: bool) -> Verification:
+           at: datetime, max_depth: int | None, own: list[Problem], check_dates: bool,
+           crls: list[x509.CertificateRevocationList]) -> Verification:
     peer = path[0]
     inside = _common_time(path, at)
     if chainlib.check_validity(path, inside) is not None:  # no moment inside every window
@@ -218,6 +229,8 @@ def _judge(path: list[x509.Certificate], usage: Usage, name: x509.DNSName | x509
         problem = pyca_problem(path, usage, name, inside, max_depth)
     elif problem is None:
         problem = fallback_problem(path, usage, inside, max_depth)
+    if problem is None and crls:
+        problem = revocation_problem(path, crls)
     if problem is not None:
         return Verification(path, [problem], method=method)
     if check_dates:
