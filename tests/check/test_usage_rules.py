@@ -8,7 +8,7 @@ import datetime as dt
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from trustyard import check
@@ -20,8 +20,10 @@ from .conftest import NOW
 SERVER, CLIENT = ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH
 
 
-def _cert(subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Certificate | None,
-          issuer_key: ec.EllipticCurvePrivateKey, *, ca: bool, eku: list[x509.ObjectIdentifier] | None = None,
+Key = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+
+
+def _cert(subject: str, key: Key, issuer: x509.Certificate | None, issuer_key: Key, *, ca: bool, eku: list[x509.ObjectIdentifier] | None = None,
           san: str | None = None, days: int = 3650, extra: list[x509.ExtensionType] = ()) -> x509.Certificate:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
     start = NOW - dt.timedelta(days=1)
@@ -41,7 +43,7 @@ def _cert(subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Certificat
         b = b.add_extension(x509.SubjectAlternativeName([x509.DNSName(san)]), critical=False)
     for ext in extra:
         b = b.add_extension(ext, critical=False)
-    return b.sign(issuer_key, hashes.SHA256())
+    return b.sign(issuer_key, None if isinstance(issuer_key, ed25519.Ed25519PrivateKey) else hashes.SHA256())
 
 
 def _key() -> ec.EllipticCurvePrivateKey:
@@ -113,3 +115,17 @@ def test_malformed_certificate_is_a_designed_error(public_style: dict) -> None:
     assert verdict is not None and (verdict.layer, verdict.code) == ("trust", "malformed_certificate")
     with pytest.raises(check.CheckFailed):
         check.validate([leaf, public_style["inter"]], k, [public_style["root"]], now=NOW)
+
+
+@pytest.mark.parametrize("usage, ok", [("server", True), ("client", False)])
+def test_ed25519_chains_get_the_same_usage_rules(usage: str, ok: bool) -> None:
+    """cryptography refuses Ed25519; the fallback applies the CA EKU rule of the usage all the same."""
+    rk, ik, lk = (ed25519.Ed25519PrivateKey.generate() for _ in range(3))
+    root = _cert("Ed Root", rk, None, rk, ca=True)
+    inter = _cert("Ed Issuing CA", ik, root, rk, ca=True, eku=[SERVER])
+    leaf = _cert("svc.example.com", lk, inter, ik, ca=False, eku=[SERVER, CLIENT], san="svc.example.com")
+    result = verify(leaf, [inter], [root], usage=usage, at=NOW)  # type: ignore[arg-type]
+    assert result.method == "trustyard fallback (Ed25519)"
+    assert result.ok is ok
+    if not ok:
+        assert (result.layer, result.code) == ("trust", "invalid_chain") and "clientAuth" in result.detail

@@ -1,12 +1,12 @@
 """Run the C2SP x509-limbo cases through trustyard's verifier, doctor's offline layers and
-plain cryptography. ``python3 -m tests.x509.limbo`` prints the agreement table."""
+plain cryptography. ``PYTHONPATH=src python3 -m tests.x509.limbo [-v]`` prints the
+agreement table (``-v``: and every disagreement)."""
 
 from __future__ import annotations
 
 import ipaddress
 import json
 import warnings
-from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -16,9 +16,9 @@ from typing import Any, Callable
 from cryptography import x509
 from cryptography.utils import CryptographyDeprecationWarning
 
-LIMBO = Path(__file__).resolve().parents[3] / "shared" / "x509-limbo" / "limbo.json"
-if not LIMBO.is_file():
-    LIMBO = Path("/work/shared/x509-limbo/limbo.json")
+# ``../shared/x509-limbo/limbo.json`` beside the checkout (or beside any directory above it)
+LIMBO = next((p / "shared" / "x509-limbo" / "limbo.json" for p in Path(__file__).resolve().parents
+              if (p / "shared" / "x509-limbo" / "limbo.json").is_file()), Path("limbo.json"))
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,6 @@ if __name__ == "__main__":
     text, results = table()
     print(text)
     if "-v" in sys.argv:
-        counts = Counter()  # type: ignore[var-annotated]
         for title, by_kind in results.items():
             for kind in ("false_accept", "false_reject", "crash"):
                 for case_id in by_kind[kind]:

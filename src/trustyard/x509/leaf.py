@@ -9,10 +9,12 @@ honouring the CN cannot be pointed at a name the SANs do not carry.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
+from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from .names import common_names, sans_of
@@ -99,8 +101,11 @@ def cn_problem(cert: x509.Certificate) -> Problem | None:
 
 
 def serial_problem(cert: x509.Certificate) -> Problem | None:
-    if cert.serial_number <= 0:
-        return Problem("trust", "malformed_certificate", f"serial number {cert.serial_number} is not positive")
+    with warnings.catch_warnings():  # cryptography warns about exactly what is checked here
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        serial = cert.serial_number
+    if serial <= 0:
+        return Problem("trust", "malformed_certificate", f"serial number {serial} is not positive (RFC 5280 4.1.2.2)")
     return None
 
 
