@@ -267,7 +267,9 @@ def _confirm(target: str, host: str, port: int, expected: str, bundle_paths: lis
 
 def _evidence(cert: x509.Certificate, now: datetime) -> dict[str, Any]:
     try:
-        s = summarize(cert, now)
+        with warnings.catch_warnings():  # a zero or negative serial is evidence too
+            warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+            s = summarize(cert, now)
     except Exception as exc:  # noqa: BLE001 - a malformed certificate is evidence, not a crash
         return {"subject": "(unparsable)", "issuer": "", "sans": [], "not_before": "", "not_after": "",
                 "seconds_left": None, "self_signed": None, "is_ca": None, "fingerprint_sha256": "",
