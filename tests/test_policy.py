@@ -157,3 +157,19 @@ def test_unsupported_name_types_are_refused() -> None:
     with pytest.raises(CSRError) as info:
         parse_csr(csr_pem(key, [x509.RFC822Name("a@b.internal")]))
     assert info.value.code == "badName"
+
+
+# -- issue 13 item 9: no gaps ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["10.0.0.1", "127.0.0.1", "0x7f.1", "2130706433", "a.b.0x0a"])
+def test_a_dns_name_that_reads_as_an_ip_is_refused(name: str) -> None:
+    """A CSR's DNS SAN ``10.0.0.1`` under ``*`` would otherwise be an address no CIDR allowed."""
+    policy = Policy(provisioner="any", allow=parse_patterns(["*"]))
+    with pytest.raises(PolicyDenied) as info:
+        policy.decide(IssuanceRequest(names=(x509.DNSName(name),), key_type=KeyType.EC_P256,
+                                      key_description="ec-p256", asks_for_ca=False, ttl=None, now=NOW,
+                                      issuer_not_after=NOW + timedelta(days=30)))
+    assert info.value.rule == "dns_names_are_not_ips" and info.value.value == name
+    with pytest.raises(PolicyDenied):
+        policy.check_names([x509.DNSName(name)])
+    policy.check_names([x509.DNSName("10.0.0.1.internal")])  # a name whose last label is a name is a name

@@ -7,7 +7,8 @@ resolution an attacker's DNS could answer differently):
 - never link-local (which holds the cloud metadata services), known metadata addresses,
   multicast, unspecified or reserved addresses, whatever the allow-list says;
 - never the CA's own port on a local address (the CA validating itself);
-- otherwise only addresses inside an allowed CIDR, or names under an allowed domain suffix.
+- otherwise only addresses inside an allowed CIDR, or names under an allowed domain suffix;
+  a suffix never reaches a loopback address (the CA's own host): only a listed CIDR does.
 """
 
 from __future__ import annotations
@@ -60,5 +61,7 @@ class TargetGuard:
             return
         host = (name or "").lower().rstrip(".")
         if host and any(host == s or host.endswith("." + s) for s in self.suffixes):
+            if address.is_loopback:
+                raise TargetRefused(f"{address} is a loopback address: reached only when a CIDR lists it")
             return
         raise TargetRefused(f"{address} is not in the validation allow-list")

@@ -11,10 +11,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Callable, Sequence
 
+from cryptography import x509
+
 from ..errors import PolicyDenied
 from ..units import format_duration
 from ..x509.keys import KeyType
-from ..x509.names import Name, name_text
+from ..x509.names import Name, name_text, reads_as_ip
 from .patterns import NamePattern
 
 
@@ -51,6 +53,15 @@ def has_names(policy: "Policy", req: IssuanceRequest) -> None:
         raise PolicyDenied("has_names", None, "the request names no DNS name, IP address or URI")
 
 
+def dns_names_are_not_ips(policy: "Policy", req: IssuanceRequest) -> None:
+    """A DNS SAN that reads as an IP address (``10.0.0.1``, ``0x7f.1``) would let a DNS pattern
+    such as ``*`` grant an address: IPs are IP SANs, allowed only by a CIDR."""
+    for name in req.names:
+        if isinstance(name, x509.DNSName) and reads_as_ip(name.value):
+            raise PolicyDenied("dns_names_are_not_ips", name.value,
+                               f"{name.value!r} reads as an IP address, not a DNS name: ask for it as an IP SAN")
+
+
 def names_allowed(policy: "Policy", req: IssuanceRequest) -> None:
     for name in req.names:
         if not any(p.matches(name) for p in policy.allow):
@@ -83,7 +94,8 @@ def within_issuer(policy: "Policy", req: IssuanceRequest) -> None:
                            f"certificate of at least {format_duration(policy.min_ttl)}; rotate the intermediate")
 
 
-DEFAULT_RULES: tuple[Rule, ...] = (no_ca, has_names, names_allowed, key_type_allowed, ttl_bounds, within_issuer)
+DEFAULT_RULES: tuple[Rule, ...] = (no_ca, has_names, dns_names_are_not_ips, names_allowed, key_type_allowed,
+                                   ttl_bounds, within_issuer)
 
 
 @dataclass(frozen=True)
@@ -102,6 +114,7 @@ class Policy:
         """The name rules alone: used when a token is minted, before any CSR exists."""
         probe = IssuanceRequest(tuple(names), None, "", False, None, datetime.min, datetime.max)
         has_names(self, probe)
+        dns_names_are_not_ips(self, probe)
         names_allowed(self, probe)
 
     def decide(self, req: IssuanceRequest) -> Decision:
