@@ -75,21 +75,36 @@ def parse_patterns(texts: Iterable[str]) -> tuple[NamePattern, ...]:
 
 
 def name_limits(patterns: Iterable[NamePattern]) -> NameLimits:
-    """The intermediate's name constraints that cover exactly these patterns' subtrees."""
+    """The intermediate's name constraints that cover exactly these patterns' subtrees; a name
+    type no pattern allows is shut (see ``NameLimits``)."""
     dns: list[str] = []
     ips: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
     uri_hosts: list[str] = []
+    any_dns = any_uri = False
     for pattern in patterns:
         if pattern.kind == "dns":
             if pattern.text == "*":
-                return NameLimits(unrestricted=True)
+                any_dns = True
+                continue
             dns.append(pattern.text[2:] if pattern.text.startswith("*.") else pattern.text)
         elif pattern.kind == "ip":
             ips.append(ipaddress.ip_network(pattern.text))
         else:
-            host = pattern.text.split("://", 1)[1].split("/", 1)[0].split(":", 1)[0]
-            if not host or "*" in host:
-                return NameLimits(unrestricted=True)
-            uri_hosts.append(host)
+            host = _uri_subtree(pattern.text)
+            if host is None:
+                any_uri = True
+            else:
+                uri_hosts.append(host)
     return NameLimits(dns=tuple(dict.fromkeys(dns)), ips=tuple(dict.fromkeys(ips)),
-                      uri_hosts=tuple(dict.fromkeys(uri_hosts)))
+                      uri_hosts=tuple(dict.fromkeys(uri_hosts)), any_dns=any_dns, any_uri=any_uri)
+
+
+def _uri_subtree(text: str) -> str | None:
+    """The URI name constraint (a host, or ``.suffix`` for hosts below it) that covers a URI
+    pattern; None when its host has no fixed suffix to constrain (``spiffe://*``)."""
+    host = text.split("://", 1)[1].split("/", 1)[0].rsplit("@", 1)[-1].split(":", 1)[0].lower()
+    if "*" in host:  # spiffe://*.internal/* -> .internal: only the part after the last "*" is fixed
+        fixed = host[host.rindex("*") + 1:]
+        host = fixed[fixed.find("."):] if "." in fixed else ""
+        return host if host.strip(".") else None
+    return host or None
