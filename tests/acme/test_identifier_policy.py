@@ -1,5 +1,6 @@
-"""Issue 13 item 9: an IP address is never a DNS identifier nor proved by DNS, and an
-allow-listed domain suffix never reaches loopback, link-local or metadata addresses."""
+"""Issue 13 item 9: an IP address is never a DNS identifier nor proved by DNS, a wildcard is
+ordered only where the provisioner allows it, and an allow-listed domain suffix never reaches
+loopback, link-local or metadata addresses."""
 
 from __future__ import annotations
 
@@ -33,6 +34,18 @@ def test_an_ip_address_is_never_a_dns_identifier(env: Env, value: str) -> None:
     assert ok.status_code == 201, ok.text
     for url in ok.json()["authorizations"]:
         assert "dns-01" not in {c["type"] for c in acme.post(url).json()["challenges"]}
+
+
+def test_a_wildcard_is_ordered_only_where_the_provisioner_allows_it(env: Env) -> None:
+    acme = env.account()  # allow *.internal, wildcards unset
+    doc = problem(acme.new_order("*.svc.internal"), 400, "rejectedIdentifier")
+    assert doc["subproblems"][0]["identifier"] == {"type": "dns", "value": "*.svc.internal"}
+
+
+def test_a_wildcard_of_the_whole_allowed_zone_is_never_ordered(wildcard_env: Env) -> None:
+    acme = wildcard_env.account()  # allow *.internal, wildcards = true
+    problem(acme.new_order("*.internal"), 400, "rejectedIdentifier")
+    assert acme.new_order("*.svc.internal").status_code == 201
 
 
 class FixedResolver(Resolver):

@@ -4,7 +4,7 @@
     [server]        listen, url, tls_cert, tls_key, workers, max_body_bytes
     [database]      url  (sqlite:///trustyard.db relative to the home, or postgresql://...)
     [admin]         token_sha256
-    [[provisioners]] name, type, key, public_key, allow, default_ttl, min_ttl, max_ttl,
+    [[provisioners]] name, type, key, public_key, allow, wildcards, default_ttl, min_ttl, max_ttl,
                     key_types, eku
     [acme]          http_port, tls_port, resolver, allow_targets, validation_timeout,
                     validation_workers, nonce_reject_percent
@@ -53,8 +53,11 @@ class ProvisionerConfig:
     max_ttl: str = "30d"
     key_types: tuple[str, ...] = tuple(k.value for k in KeyType)
     eku: tuple[str, ...] = ("serverAuth", "clientAuth")
+    wildcards: bool = False
 
     def policy(self, backdate: str) -> Policy:
+        if not isinstance(self.wildcards, bool):
+            raise ConfigError(f"provisioner {self.name!r}: wildcards must be true or false")
         try:
             return Policy(
                 provisioner=self.name,
@@ -65,6 +68,7 @@ class ProvisionerConfig:
                 key_types=tuple(KeyType.parse(k) for k in self.key_types),
                 eku=tuple(self.eku),
                 backdate=parse_duration(backdate),
+                wildcards=self.wildcards,
             )
         except ValueError as exc:
             raise ConfigError(f"provisioner {self.name!r}: {exc}") from None

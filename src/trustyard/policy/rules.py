@@ -64,8 +64,10 @@ def dns_names_are_not_ips(policy: "Policy", req: IssuanceRequest) -> None:
 
 def names_allowed(policy: "Policy", req: IssuanceRequest) -> None:
     for name in req.names:
-        if not any(p.matches(name) for p in policy.allow):
+        if not any(p.matches(name, policy.wildcards) for p in policy.allow):
             allowed = ", ".join(str(p) for p in policy.allow) or "(nothing)"
+            if isinstance(name, x509.DNSName) and name.value.startswith("*."):
+                allowed += "; wildcards need wildcards = true (below a *.suffix) or a *.*.suffix or =*.name pattern"
             raise PolicyDenied("names_allowed", name_text(name),
                                f"{name_text(name)!r} is not allowed by provisioner {policy.provisioner!r} "
                                f"(allowed: {allowed})")
@@ -108,6 +110,7 @@ class Policy:
     key_types: tuple[KeyType, ...] = tuple(KeyType)
     eku: tuple[str, ...] = ("serverAuth", "clientAuth")
     backdate: timedelta = timedelta(minutes=1)
+    wildcards: bool = False  # wildcard names below a *.suffix pattern (see policy.patterns)
     rules: Sequence[Rule] = field(default=DEFAULT_RULES)
 
     def check_names(self, names: Sequence[Name]) -> None:

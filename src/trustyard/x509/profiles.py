@@ -66,9 +66,9 @@ def root_builder(
 
 
 # RFC 6761 reserves the "invalid" TLD: no real name is under it. A permitted subtree there shuts
-# a name type (DNS, URI host, email host) in OpenSSL, Go and cryptography alike, where an
-# excluded empty name is either ignored (URI, email) or refused as malformed (DNS). Not the
-# bare TLD: linters (pkilint) want a host name with a dot.
+# a name type (DNS, URI host, email host) in OpenSSL (and DNS and email in cryptography's
+# verifier), where an excluded empty name is ignored by OpenSSL (URI, email) or refused as
+# malformed by cryptography (DNS). Not the bare TLD: pkilint wants a host name with a dot.
 NOWHERE = "nowhere.invalid"
 
 
