@@ -77,7 +77,8 @@ def test_dns01_never_proves_an_ip_identifier(zone: Zone) -> None:
 
 
 @pytest.mark.parametrize("address", ["127.0.0.1", "127.8.9.10", "::1", "::ffff:127.0.0.1", "169.254.169.254",
-                                     "169.254.10.10", "fe80::1", "fd00:ec2::254", "0.0.0.0"])
+                                     "169.254.10.10", "fe80::1", "fd00:ec2::254", "0.0.0.0", "2002:a9fe:a9fe::1",
+                                     "2002:7f00:1::1", "64:ff9b::a9fe:a9fe"])
 def test_an_allowed_suffix_never_reaches_loopback_link_local_or_metadata(address: str) -> None:
     guard = TargetGuard.from_allow_list([".svc.internal", "10.0.0.0/8"])
     with pytest.raises(TargetRefused):
@@ -89,8 +90,9 @@ def test_loopback_is_reached_when_listed_explicitly() -> None:
     guard = TargetGuard.from_allow_list([".svc.internal", "127.0.0.0/8"])
     guard.check(ipaddress.ip_address("127.0.0.2"), 80, "web.svc.internal")
     guard.check(ipaddress.ip_address("::ffff:127.0.0.2"), 80, "web.svc.internal")
-    with pytest.raises(TargetRefused):  # link-local and metadata stay refused whatever is listed
-        TargetGuard.from_allow_list(["169.254.0.0/16"]).check(ipaddress.ip_address("169.254.169.254"), 80)
+    for address in ("169.254.169.254", "2002:a9fe:a9fe::1"):  # link-local and metadata: whatever is listed
+        with pytest.raises(TargetRefused):
+            TargetGuard.from_allow_list(["169.254.0.0/16", "::/0"]).check(ipaddress.ip_address(address), 80)
 
 
 def test_http01_through_a_suffix_to_loopback_is_refused_unless_listed(zone: Zone) -> None:
