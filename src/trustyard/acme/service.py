@@ -27,7 +27,7 @@ from ..errors import Conflict, NotFound, PolicyDenied, TrustyardError
 from ..store import refusals
 from ..store.acme_store import AccountRow, AcmeStore, AuthzRow, ChallengeRow, NewAuthz, OrderRow
 from ..x509.csr import CSRError, parse_csr
-from ..x509.names import Name, name_text, normalize_dns, parse_name
+from ..x509.names import Name, name_text, normalize_dns, parse_name, reads_as_ip
 from ..x509.summary import serial_hex
 from . import ari
 from .challenges import challenge_types, key_authorization
@@ -671,9 +671,12 @@ def _identifier(ident: Any) -> tuple[str, str]:
         if ":" in value or "/" in value:
             raise AcmeError("rejectedIdentifier", f"{value[:100]!r} is not a DNS name")
         try:
-            return "dns", normalize_dns(value)
+            name = normalize_dns(value)
         except ValueError as exc:
             raise AcmeError("rejectedIdentifier", str(exc)[:200]) from None
+        if reads_as_ip(name):  # else proved by dns-01 and issued as an IP SAN
+            raise AcmeError("rejectedIdentifier", f"{value[:100]!r} is an IP address: order it as an ip identifier")
+        return "dns", name
     if kind == "ip":
         try:
             return "ip", str(ipaddress.ip_address(value))
@@ -702,7 +705,7 @@ def _from_trustyard(exc: TrustyardError) -> AcmeError:
     if isinstance(exc, AcmeError):
         return exc
     if isinstance(exc, PolicyDenied):
-        kind = "rejectedIdentifier" if exc.rule in ("names_allowed", "has_names") else "badCSR"
+        kind = "rejectedIdentifier" if exc.rule in ("names_allowed", "has_names", "dns_names_are_not_ips") else "badCSR"
         return AcmeError(kind, exc.detail)
     if isinstance(exc, NotFound):
         return AcmeError("malformed", exc.detail, status=404)

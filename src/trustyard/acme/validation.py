@@ -251,6 +251,8 @@ class Checker:
     # -- dns-01 ---------------------------------------------------------------------------------
 
     async def dns01(self, probe: Probe, deadline: float) -> None:
+        if probe.identifier_type != "dns":  # RFC 8738 section 7: whoever runs DNS does not hold the address
+            raise ValidationFailed("malformed", "dns-01 cannot prove an IP address")
         name = f"_acme-challenge.{probe.value}"
         expected = dns01_txt(probe.key_authorization)
         records = await self.resolver.txt(name, deadline)

@@ -5,7 +5,7 @@
                     header_timeout, body_timeout, max_connections
     [database]      url  (sqlite:///trustyard.db relative to the home, or postgresql://...)
     [admin]         token_sha256
-    [[provisioners]] name, type, key, public_key, allow, default_ttl, min_ttl, max_ttl,
+    [[provisioners]] name, type, key, public_key, allow, wildcards, default_ttl, min_ttl, max_ttl,
                     key_types, eku
     [acme]          http_port, tls_port, resolver, allow_targets, validation_timeout,
                     validation_workers, validation_account_workers, validations_per_account,
@@ -56,6 +56,7 @@ class ProvisionerConfig:
     max_ttl: str = "30d"
     key_types: tuple[str, ...] = tuple(k.value for k in KeyType)
     eku: tuple[str, ...] = ("serverAuth", "clientAuth")
+    wildcards: bool = False
 
     def policy(self, backdate: str) -> Policy:
         where = f"[[provisioners]] {self.name!r}"
@@ -64,6 +65,8 @@ class ProvisionerConfig:
         if not durations["min_ttl"] <= durations["default_ttl"] <= durations["max_ttl"]:
             raise ConfigError(f"{where}: min_ttl <= default_ttl <= max_ttl does not hold "
                               f"({self.min_ttl}, {self.default_ttl}, {self.max_ttl})")
+        if not isinstance(self.wildcards, bool):
+            raise ConfigError(f"{where}: wildcards must be true or false")
         try:
             return Policy(
                 provisioner=self.name,
@@ -72,6 +75,7 @@ class ProvisionerConfig:
                 eku=tuple(self.eku),
                 backdate=_duration("[ca] backdate", backdate, allow_zero=True),
                 **durations,
+                wildcards=self.wildcards,
             )
         except ValueError as exc:
             raise ConfigError(f"provisioner {self.name!r}: {exc}") from None

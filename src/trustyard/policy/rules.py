@@ -16,7 +16,7 @@ from cryptography import x509
 from ..errors import PolicyDenied
 from ..units import format_duration
 from ..x509.keys import KeyType
-from ..x509.names import Name, name_text
+from ..x509.names import Name, name_text, reads_as_ip
 from .patterns import NamePattern
 from .uris import uri_problem
 
@@ -67,10 +67,21 @@ def uri_names_exact(policy: "Policy", req: IssuanceRequest) -> None:
                                    f"URI {name.value!r} is not in normal form: {problem}")
 
 
+def dns_names_are_not_ips(policy: "Policy", req: IssuanceRequest) -> None:
+    """A DNS SAN that reads as an IP address (``10.0.0.1``, ``0x7f.1``) would let a DNS pattern
+    such as ``*`` grant an address: IPs are IP SANs, allowed only by a CIDR."""
+    for name in req.names:
+        if isinstance(name, x509.DNSName) and reads_as_ip(name.value):
+            raise PolicyDenied("dns_names_are_not_ips", name.value,
+                               f"{name.value!r} reads as an IP address, not a DNS name: ask for it as an IP SAN")
+
+
 def names_allowed(policy: "Policy", req: IssuanceRequest) -> None:
     for name in req.names:
-        if not any(p.matches(name) for p in policy.allow):
+        if not any(p.matches(name, policy.wildcards) for p in policy.allow):
             allowed = ", ".join(str(p) for p in policy.allow) or "(nothing)"
+            if isinstance(name, x509.DNSName) and name.value.startswith("*."):
+                allowed += "; wildcards need wildcards = true (below a *.suffix) or a *.*.suffix or =*.name pattern"
             raise PolicyDenied("names_allowed", name_text(name),
                                f"{name_text(name)!r} is not allowed by provisioner {policy.provisioner!r} "
                                f"(allowed: {allowed})")
@@ -108,8 +119,8 @@ def within_issuer(policy: "Policy", req: IssuanceRequest) -> None:
                            f"certificate of at least {format_duration(policy.min_ttl)}; rotate the intermediate")
 
 
-DEFAULT_RULES: tuple[Rule, ...] = (no_ca, has_names, uri_names_exact, names_allowed, key_type_allowed, ttl_bounds,
-                                   within_cap, within_issuer)
+DEFAULT_RULES: tuple[Rule, ...] = (no_ca, has_names, uri_names_exact, dns_names_are_not_ips, names_allowed,
+                                   key_type_allowed, ttl_bounds, within_cap, within_issuer)
 
 
 @dataclass(frozen=True)
@@ -122,6 +133,7 @@ class Policy:
     key_types: tuple[KeyType, ...] = tuple(KeyType)
     eku: tuple[str, ...] = ("serverAuth", "clientAuth")
     backdate: timedelta = timedelta(minutes=1)
+    wildcards: bool = False  # wildcard names below a *.suffix pattern (see policy.patterns)
     rules: Sequence[Rule] = field(default=DEFAULT_RULES)
 
     def check_names(self, names: Sequence[Name]) -> None:
@@ -129,6 +141,7 @@ class Policy:
         probe = IssuanceRequest(tuple(names), None, "", False, None, datetime.min, datetime.max)
         has_names(self, probe)
         uri_names_exact(self, probe)
+        dns_names_are_not_ips(self, probe)
         names_allowed(self, probe)
 
     def check_key(self, key_type: KeyType | None, key_description: str) -> None:
