@@ -18,6 +18,7 @@ from trustyard.ca.home import InitOptions, init_home
 from trustyard.policy import NamePattern, parse_patterns
 from trustyard.policy.patterns import name_limits
 from trustyard.x509.keys import KeyType, generate_private_key, load_private_key_pem
+from trustyard.x509.verify import verify
 from trustyard.x509.profiles import LeafSpec, intermediate_builder, leaf_builder, new_serial, root_builder, sign
 
 
@@ -32,13 +33,17 @@ def _name(text: str) -> x509.GeneralName:
     return x509.DNSName(value)
 
 
-def openssl_verify(tmp: Path, root: x509.Certificate, inter: x509.Certificate, inter_key: object,
-                   names: list[str]) -> subprocess.CompletedProcess[str]:
+def make_leaf(inter: x509.Certificate, inter_key: object, names: list[str]) -> x509.Certificate:
     now = datetime.now(timezone.utc) - timedelta(minutes=1)
     key = generate_private_key(KeyType.EC_P256)
     spec = LeafSpec(public_key=key.public_key(), names=tuple(_name(n) for n in names),  # type: ignore[arg-type]
                     not_before=now, not_after=now + timedelta(hours=1), serial=new_serial())
-    leaf = sign(leaf_builder(spec, inter), inter_key)  # type: ignore[arg-type]
+    return sign(leaf_builder(spec, inter), inter_key)  # type: ignore[arg-type]
+
+
+def openssl_verify(tmp: Path, root: x509.Certificate, inter: x509.Certificate, inter_key: object,
+                   names: list[str]) -> subprocess.CompletedProcess[str]:
+    leaf = make_leaf(inter, inter_key, names)
     for file, cert in (("root.pem", root), ("inter.pem", inter), ("leaf.pem", leaf)):
         (tmp / file).write_bytes(cert.public_bytes(Encoding.PEM))
     return subprocess.run(["openssl", "verify", "-CAfile", str(tmp / "root.pem"), "-untrusted",
@@ -86,6 +91,25 @@ def test_init_constrains_every_name_type(tmp_path: Path, case: str) -> None:
         done = openssl_verify(tmp_path, root, inter, inter_key, names)
         assert done.returncode != 0 and "subtree violation" in done.stdout + done.stderr, \
             (names, done.stdout + done.stderr)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_the_chain_verifier_agrees_with_openssl_on_every_name_type(tmp_path: Path, case: str) -> None:
+    """``check``/``doctor``'s verifier judges trustyard's own chains as OpenSSL does: a SPIFFE
+    leaf below the URI-constrained intermediate is good (cryptography alone cannot say: it
+    refuses URI constraints), a name outside any constraint is refused."""
+    allow, good, bad = CASES[case]
+    home = tmp_path / "ca"
+    init_home(home, None, InitOptions(allow=tuple(allow)))
+    root = x509.load_pem_x509_certificate((home / "ca/root.crt").read_bytes())
+    inter = x509.load_pem_x509_certificate((home / "ca/intermediate.crt").read_bytes())
+    inter_key = load_private_key_pem((home / "ca/intermediate.key").read_bytes())
+    for names in good:
+        result = verify(make_leaf(inter, inter_key, names), [inter], [root], usage="server")
+        assert result.ok, (names, result.detail)
+    for names in bad:
+        result = verify(make_leaf(inter, inter_key, names), [inter], [root], usage="server")
+        assert not result.ok and result.code == "invalid_chain", names
 
 
 def test_a_uri_pattern_with_a_wildcard_host_is_constrained_by_its_fixed_suffix(tmp_path: Path) -> None:

@@ -3,7 +3,10 @@
 :func:`pyca_problem` runs pyca/cryptography's verifier on exactly that path with the
 server or client rules; :func:`path_problem` adds what it does not check (key identifiers
 on CAs, a root's AKI, criticality of name and policy constraints); :func:`fallback_problem`
-applies the CA rules here for the chains cryptography refuses to look at (Ed25519).
+applies the CA rules here for the chains cryptography refuses to look at: Ed25519, and a
+peer with a URI or email SAN below a CA that constrains that name type (cryptography
+answers "unsupported name constraint" for those; trustyard's own intermediates constrain
+URIs, so every SPIFFE leaf it issues is such a chain).
 """
 
 from __future__ import annotations
@@ -43,7 +46,20 @@ def pyca_usable(path: Sequence[x509.Certificate]) -> str | None:
         if isinstance(cert.public_key(), (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)) or \
                 cert.signature_algorithm_oid in _EDWARDS:
             return "Ed25519"
+    peer_types = {type(san) for san in sans_of(path[0])} & set(_OWN_CONSTRAINT_TYPES)
+    for cert in path[1:]:
+        try:
+            nc = cert.extensions.get_extension_for_class(x509.NameConstraints).value
+        except x509.ExtensionNotFound:
+            continue
+        constrained = {type(t) for t in (*(nc.permitted_subtrees or ()), *(nc.excluded_subtrees or ()))}
+        for kind in peer_types & constrained:
+            return f"{_OWN_CONSTRAINT_TYPES[kind]} name constraints"
     return None
+
+
+# Name types whose constraints cryptography's verifier does not evaluate; these rules do.
+_OWN_CONSTRAINT_TYPES: dict[type, str] = {x509.UniformResourceIdentifier: "URI", x509.RFC822Name: "email"}
 
 
 def path_problem(path: Sequence[x509.Certificate], usage: str) -> Problem | None:
@@ -189,6 +205,8 @@ def name_constraints_problem(issuer: x509.Certificate, cert: x509.Certificate) -
         kind = type(san)
         permitted = [p for p in nc.permitted_subtrees or () if type(p) is kind]
         excluded = [p for p in nc.excluded_subtrees or () if type(p) is kind]
+        if (permitted or excluded) and isinstance(san, x509.RFC822Name) and san.value.count("@") != 1:
+            return f"the email address {san.value!r} is malformed, below the name constraints of {label(issuer)}"
         if any(_within(san, e) for e in excluded) or (permitted and not any(_within(san, p) for p in permitted)):
             return f"{name_text(san)} is outside the name constraints of {label(issuer)}"
     return None
@@ -202,8 +220,16 @@ def _within(name: x509.GeneralName, subtree: x509.GeneralName) -> bool:
         return isinstance(subtree.value, (ipaddress.IPv4Network, ipaddress.IPv6Network)) and \
             not isinstance(name.value, (ipaddress.IPv4Network, ipaddress.IPv6Network)) and \
             name.value in subtree.value
-    if isinstance(name, x509.UniformResourceIdentifier):
-        host = name.value.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0].lower()
+    if isinstance(name, x509.UniformResourceIdentifier):  # RFC 5280 4.2.1.10: the host part
+        authority = name.value.split("://", 1)[-1].split("/", 1)[0].rsplit("@", 1)[-1]
+        host = authority.rsplit("]", 1)[0] + "]" if authority.startswith("[") else authority.split(":", 1)[0]
+        return _host_within(host.lower(), str(subtree.value).lower())
+    if isinstance(name, x509.RFC822Name):  # a mailbox, a host, or .domain for hosts below it
         base = str(subtree.value).lower()
-        return host.endswith(base) if base.startswith(".") else host == base
+        mailbox = name.value.lower()
+        return mailbox == base if "@" in base else _host_within(mailbox.rsplit("@", 1)[-1], base)
     return True
+
+
+def _host_within(host: str, base: str) -> bool:
+    return host.endswith(base) and len(host) > len(base) if base.startswith(".") else host == base
