@@ -12,8 +12,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from trustyard.ca.home import load_authority
-from trustyard.store import open_store
+from trustyard.ca.home import load_authority, open_home_store
 from trustyard.ca.config import load_config
 
 from .support import PASSWORD, Server, new_csr, start_server, str_ctx
@@ -82,7 +81,7 @@ def test_2000_certificates_from_32_clients_on_2_workers(ca_home: Path) -> None:
         server.stop()
     assert failures == 0
     assert len(received) == 2000  # distinct serials: no duplicates handed out
-    store = open_store(load_config(ca_home).db_url)
+    store = open_home_store(load_config(ca_home))
     records = {r.serial: r for r in store.list(limit=10000)}
     assert len(records) == 2000
     for serial, der in received.items():
@@ -106,7 +105,7 @@ def test_sigkill_mid_load_loses_nothing(sqlite_home: Path) -> None:
     live: dict[str, bytes] = {}
     thread = threading.Thread(target=lambda: results.append(drive(server, tokens, 32, stop, live)))
     thread.start()
-    store = open_store(load_config(sqlite_home).db_url)
+    store = open_home_store(load_config(sqlite_home))
     try:
         # kill once a few hundred certificates are out, while requests are in flight
         import time

@@ -27,11 +27,19 @@ _BY_STATUS: dict[int, type[errors.TrustyardError]] = {
 
 
 class CAUnavailable(errors.TrustyardError):
-    """The CA could not be reached (network, TLS, 5xx): worth retrying later."""
+    """The CA could not be reached (network, TLS, 5xx): worth retrying later.
+
+    ``maybe_delivered``: the request may have reached the CA and taken effect (the connection
+    broke or timed out after it was sent, or the CA answered 5xx); False when no connection
+    was made at all."""
 
     status = 503
     code = "caUnavailable"
     title = "CA unavailable"
+
+    def __init__(self, detail: str, *, maybe_delivered: bool = False, **fields: Any) -> None:
+        super().__init__(detail, **fields)
+        self.maybe_delivered = maybe_delivered
 
 
 def make_csr(key: PrivateKey, names: list[Name]) -> bytes:
@@ -93,7 +101,8 @@ class CAClient:
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            raise CAUnavailable(f"cannot reach the CA at {self.url}: {exc}") from None
+            raise CAUnavailable(f"cannot reach the CA at {self.url}: {exc}",
+                                maybe_delivered=not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))) from None
         if response.status_code >= 400:
             raise _problem_error(response)
         return response
@@ -161,7 +170,7 @@ def _problem_error(response: httpx.Response) -> errors.TrustyardError:
     except ValueError:
         detail, code, doc = response.text[:200] or response.reason_phrase, None, {}
     if response.status_code >= 500:
-        return CAUnavailable(f"the CA answered {response.status_code}: {detail}")
+        return CAUnavailable(f"the CA answered {response.status_code}: {detail}", maybe_delivered=True)
     cls = _BY_STATUS.get(response.status_code, errors.TrustyardError)
     extra = {k: doc[k] for k in ("rule", "value") if isinstance(doc, dict) and k in doc}
     error = cls(detail, code=code, **extra)

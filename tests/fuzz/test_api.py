@@ -178,7 +178,7 @@ def test_sign_with_a_valid_token_and_a_hostile_csr(api: Api, csr: str) -> None:
 @example("9999999999999d")
 @example("99999999999999999999y")
 def test_sign_with_a_hostile_ttl_is_4xx(api: Api, ttl: str) -> None:
-    """Item 4's durations through the API (fails until helper lineage's overflow fix is merged)."""
+    """Item 4's durations through the API."""
     key, csr = new_csr("ttl.internal")
     token = api.authority.mint_token("default", "ttl.internal", ["ttl.internal"])
     response = api.http.post("/v1/sign", json={"csr": csr.decode(), "token": token, "ttl": ttl})

@@ -160,7 +160,7 @@ def test_minting_a_token_for_any_names_is_a_token_or_a_4xx(minting: Authority, s
 @example("9999999999999d", None)
 @example("5m", "9999999999999d")
 def test_minting_with_hostile_durations_is_a_4xx(minting: Authority, ttl: str, cert_ttl: str | None) -> None:
-    """Item 4's durations at minting (fails until helper lineage's overflow fix is merged)."""
+    """Item 4's durations at minting."""
     try:
         minting.mint_token("default", "a.internal", [], ttl_text=ttl, cert_ttl=cert_ttl)
     except TrustyardError as exc:

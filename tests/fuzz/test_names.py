@@ -7,7 +7,7 @@ matching never raises, and the name constraints derived from accepted patterns c
 into a real intermediate certificate.
 
 ``test_uri_pattern_matches_only_normalized_spiffe_ids`` states item 2 (SPIFFE IDs are exact)
-as a property; it fails until helper ``mw``'s branch is merged.
+as a property.
 """
 
 from __future__ import annotations
@@ -17,13 +17,16 @@ import re
 from datetime import datetime, timedelta, timezone
 from urllib.parse import urlsplit
 
+import pytest
 from cryptography import x509
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from trustyard.errors import PolicyDenied
+from trustyard.policy import Policy, parse_patterns
 from trustyard.policy.patterns import NamePattern, name_limits
 from trustyard.x509.keys import KeyType, generate_private_key, signature_hash
-from trustyard.x509.names import name_text, normalize_dns, parse_name
+from trustyard.x509.names import name_text, normalize_dns, parse_name, reads_as_ip
 from trustyard.x509.profiles import intermediate_builder
 
 from .strategies import budget
@@ -60,6 +63,7 @@ name_texts = st.one_of(dns_like, ip_like, uri_like, st.text(max_size=40))
 
 @budget(400)
 @given(name_texts)
+@example("0.0.0.0.")
 def test_parse_name_returns_a_name_or_raises_value_error(text: str) -> None:
     try:
         name = parse_name(text)
@@ -67,6 +71,10 @@ def test_parse_name_returns_a_name_or_raises_value_error(text: str) -> None:
         assert str(exc)
         return
     assert isinstance(name, (x509.DNSName, x509.IPAddress, x509.UniformResourceIdentifier))
+    if isinstance(name, x509.DNSName) and reads_as_ip(name.value):  # "10.0.0.1." or "0x7f.1"
+        with pytest.raises(PolicyDenied):  # a DNS name that reads as an address is never issued (item 9)
+            Policy(provisioner="any", allow=parse_patterns(["*"])).check_names([name])
+        return
     assert parse_name(name_text(name)) == name  # the string form reads back as the same name
 
 
@@ -128,12 +136,12 @@ def test_dns_and_ip_patterns_parse_match_and_constrain(texts: list[str], candida
 @example(["spiffe://prod internal/*"], [])
 @example(["spiffe://[::1]/*"], ["spiffe://[::1]/x"])
 def test_uri_patterns_parse_match_and_constrain(texts: list[str], candidates: list[str]) -> None:
-    """URI patterns (helper mw): today ``--allow 'spiffe://é.internal/*'`` parses, then
-    ``trustyard init`` dies with a traceback building the intermediate's name constraints."""
+    """URI patterns: ``--allow 'spiffe://é.internal/*'`` once parsed, then ``trustyard init``
+    died with a traceback building the intermediate's name constraints."""
     check_patterns(texts, candidates)
 
 
-# -- item 2: SPIFFE IDs are exact (helper mw) ---------------------------------------------------
+# -- item 2: SPIFFE IDs are exact ---------------------------------------------------
 
 _SPIFFE_SEGMENT = re.compile(r"^[A-Za-z0-9._-]+$")
 
@@ -160,7 +168,8 @@ def is_normalized_spiffe_id(uri: str) -> bool:
 @example("spiffe://prod.internal/billing/x?y=1")
 @example("spiffe://prod.internal/billing/x#frag")
 def test_uri_pattern_matches_only_normalized_spiffe_ids(uri: str) -> None:
-    """Item 2 (helper mw): ``spiffe://prod.internal/billing/*`` matches only normalized IDs below billing."""
+    """Item 2: ``spiffe://prod.internal/billing/*`` matches only normalized IDs below billing."""
     pattern = NamePattern.parse("spiffe://prod.internal/billing/*")
-    if pattern.matches(x509.UniformResourceIdentifier(uri)):
+    # unvalidated, as a CSR or a peer certificate can carry it
+    if pattern.matches(x509.UniformResourceIdentifier._init_without_validation(uri)):
         assert is_normalized_spiffe_id(uri), f"{uri!r} is not a normalized SPIFFE ID but matches {pattern}"

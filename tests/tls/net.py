@@ -107,12 +107,14 @@ class Conn:
 
 
 @contextmanager
-def uvicorn_server(app: Any, context: ssl.SSLContext) -> Iterator[str]:
-    """uvicorn with trustyard's TLS protocol class and ``context``; yields the base URL."""
+def uvicorn_server(app: Any, context: ssl.SSLContext, **kwargs: Any) -> Iterator[str]:
+    """uvicorn with trustyard's TLS protocol class and ``context``; yields the base URL.
+
+    ``kwargs`` go to ``uvicorn.Config`` (e.g. ``http=`` another protocol class)."""
     sock = socket.create_server(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     cfg = uvicorn_config(app, context, lifespan="off", ws="none", loop="asyncio",
-                         log_level="warning", access_log=False)
+                         log_level="warning", access_log=False, **kwargs)
     server = uvicorn.Server(cfg)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

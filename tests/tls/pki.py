@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from trustyard.files import write_atomic, write_private
 from trustyard.x509 import keys, profiles
-from trustyard.x509.names import parse_names
+from trustyard.x509.names import parse_name, parse_names
 
 
 def _pem(cert: x509.Certificate) -> bytes:
@@ -52,11 +52,13 @@ class TestCA:
     def bundle_pem(self) -> bytes:
         return _pem(self.root)
 
-    def issue(self, *names: str, eku: tuple[str, ...] = ("serverAuth", "clientAuth"),
+    def issue(self, *names: str | x509.GeneralName, eku: tuple[str, ...] = ("serverAuth", "clientAuth"),
               lifetime: dt.timedelta = dt.timedelta(hours=1)) -> Leaf:
         key = keys.generate_private_key(self.key_type)
         spec = profiles.LeafSpec(
-            public_key=key.public_key(), names=tuple(parse_names(names)),
+            public_key=key.public_key(),
+            # Strings as a person types them; GeneralNames as they are (e.g. a URI SAN without "://").
+            names=tuple(n if isinstance(n, x509.GeneralName) else parse_name(n) for n in names),
             not_before=self.now - dt.timedelta(minutes=5), not_after=self.now + lifetime,
             serial=profiles.new_serial(), eku=eku,
         )

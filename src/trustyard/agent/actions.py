@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import pwd
 import socket
 import ssl
+import stat
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
 
-from .config import ReloadAction
+from .config import ReloadAction, parse_pid
 
 RELOAD_TIMEOUT_SECONDS = 60
+# What the reload command inherits from the agent: the basics a shell needs, nothing else (no
+# bootstrap token, no CA password, no password file path, no other secret the agent runs with).
+RELOAD_ENV_KEPT = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ")
 
 
 class ReloadFailed(Exception):
@@ -23,7 +29,7 @@ class ReloadFailed(Exception):
 def run_reload(action: ReloadAction, out_dir: Path) -> str:
     """Run the action; returns what was done. Raises ``ReloadFailed`` with the reason."""
     if action.command:
-        env = {**os.environ, "TRUSTYARD_CERT_DIR": str(out_dir)}
+        env = reload_env(out_dir)
         try:
             done = subprocess.run(action.command, shell=True, env=env, capture_output=True,  # noqa: S602 - operator's command
                                   timeout=RELOAD_TIMEOUT_SECONDS, stdin=subprocess.DEVNULL)
@@ -34,12 +40,7 @@ def run_reload(action: ReloadAction, out_dir: Path) -> str:
             raise ReloadFailed(f"reload command exited {done.returncode}: {action.command}: {tail}")
         return f"ran {action.command!r}"
     if action.signal:
-        pid = action.pid
-        if action.pid_file is not None:
-            try:
-                pid = int(action.pid_file.read_text().split()[0])
-            except (OSError, ValueError, IndexError) as exc:
-                raise ReloadFailed(f"cannot read a pid from {action.pid_file}: {exc}") from None
+        pid = read_pid_file(action.pid_file) if action.pid_file is not None else action.pid
         assert pid is not None
         try:
             os.kill(pid, action.signal)
@@ -47,6 +48,54 @@ def run_reload(action: ReloadAction, out_dir: Path) -> str:
             raise ReloadFailed(f"cannot send {action.signal.name} to pid {pid}: {exc.strerror}") from None
         return f"sent {action.signal.name} to pid {pid}"
     return "no reload action"
+
+
+def reload_env(out_dir: Path, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The reload command's whole environment: ``RELOAD_ENV_KEPT`` plus TRUSTYARD_CERT_DIR."""
+    source = os.environ if environ is None else environ
+    env = {name: source[name] for name in RELOAD_ENV_KEPT if name in source}
+    env.setdefault("PATH", os.defpath)
+    env["TRUSTYARD_CERT_DIR"] = str(out_dir)
+    return env
+
+
+def read_pid_file(path: Path) -> int:
+    """The pid in ``path``, refused unless the file is a regular file (not a link) owned by root
+    or by the agent's user and writable by nobody else: whoever can write it chooses which
+    process the agent signals."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ReloadFailed(f"pid file {path} is a symbolic link: refused; give the file itself") from None
+        raise ReloadFailed(f"cannot read pid file {path}: {exc.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ReloadFailed(f"pid file {path} is not a regular file: refused")
+        me = os.geteuid()
+        if info.st_uid not in (0, me):
+            raise ReloadFailed(
+                f"pid file {path} is owned by {_user(info.st_uid)}, not by root or by the agent's user "
+                f"{_user(me)}: refused, its owner could make the agent signal any process. "
+                f"Fix: chown root {path} (or let the service write it as {_user(me)})")
+        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise ReloadFailed(f"pid file {path} is writable by group or others (mode "
+                               f"{stat.S_IMODE(info.st_mode):04o}): refused. Fix: chmod go-w {path}")
+        data = os.read(fd, 64)
+    finally:
+        os.close(fd)
+    try:
+        return parse_pid(data.decode("ascii", errors="replace"))
+    except ValueError as exc:
+        raise ReloadFailed(f"pid file {path}: {exc}") from None
+
+
+def _user(uid: int) -> str:
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@
     jitter = "10%"
     outage_budget = "4h"
     reload_cmd = "systemctl reload orders"   # or reload_signal = "HUP" + pid_file / pid
+    follow_symlinks = false    # true: out may be a symbolic link (refused by default)
     verify_endpoint = "127.0.0.1:8443"
     verify_grace = "5s"
 
@@ -23,12 +24,13 @@ Paths in the file are relative to the file's directory.
 
 from __future__ import annotations
 
+import re
 import signal
 import tomllib
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from ..errors import ConfigError
 from ..units import Threshold, parse_duration
@@ -36,6 +38,26 @@ from ..x509.keys import KeyType
 from .schedule import DEFAULT_ERROR_BEFORE, DEFAULT_JITTER, DEFAULT_RENEW_AT, Schedule
 
 DEFAULT_TOKEN_ENV = "TRUSTYARD_TOKEN"
+T = TypeVar("T")
+PID_MAX = 2**22  # Linux's largest pid_max
+
+
+def parse_pid(text: str) -> int:
+    """A process id that a reload signal may go to. ``kill(2)`` reads 0 as the agent's own
+    process group, -1 as every process it may signal and -N as process group N, and pid 1
+    is init: none of those is a service to reload. Raises ValueError saying why."""
+    value = str(text).strip()
+    if not re.fullmatch(r"[+-]?[0-9]{1,20}", value):
+        raise ValueError(f"{value[:40]!r} is not a process id (a positive number)")
+    pid = int(value)
+    if pid < 0:
+        raise ValueError(f"pid {pid} is negative: kill() would signal a whole process group")
+    if pid in (0, 1):
+        raise ValueError(f"pid {pid} refused: " + ("0 is the agent's own process group" if pid == 0 else
+                                                    "1 is init, not the service to reload"))
+    if pid > PID_MAX:
+        raise ValueError(f"pid {pid} is larger than any process id")
+    return pid
 
 
 @dataclass(frozen=True)
@@ -48,6 +70,11 @@ class ReloadAction:
     pid_file: Path | None = None
 
     def __post_init__(self) -> None:
+        if self.pid is not None:
+            try:
+                parse_pid(str(self.pid))
+            except ValueError as exc:
+                raise ConfigError(f"pid: {exc}") from None
         if self.command and self.signal:
             raise ConfigError("give a reload command or a reload signal, not both")
         if self.signal and self.pid is None and self.pid_file is None:
@@ -82,6 +109,7 @@ class CertSpec:
     reload: ReloadAction = ReloadAction()
     verify_endpoint: tuple[str, int] | None = None
     verify_grace: timedelta = timedelta(seconds=5)
+    follow_symlinks: bool = False  # may ``out`` be a symbolic link?
 
     @property
     def names(self) -> list[str]:
@@ -122,18 +150,27 @@ def parse_fraction(text: str) -> float:
         raise ConfigError(f"invalid jitter {text!r}: write a percentage such as 10%") from None
 
 
+def _named(key: str, parse: Callable[[Any], T], value: Any) -> T:
+    """``parse(value)``, its ValueError prefixed with the setting's name."""
+    try:
+        return parse(value)
+    except ValueError as exc:
+        raise ValueError(f"{key}: {exc}") from None
+
+
 def make_schedule(renew_at: str | None, jitter: str | None, outage_budget: str | None) -> Schedule:
     try:
-        return Schedule(renew_at=Threshold.parse(renew_at) if renew_at else DEFAULT_RENEW_AT,
+        return Schedule(renew_at=_named("renew_at", Threshold.parse, renew_at) if renew_at else DEFAULT_RENEW_AT,
                         jitter=parse_fraction(jitter) if jitter else DEFAULT_JITTER,
-                        outage_budget=parse_duration(outage_budget) if outage_budget else None)
+                        outage_budget=_named("outage_budget", parse_duration, outage_budget) if outage_budget else None)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 
 
 _CERT_KEYS = {"name", "sans", "token_file", "token_env", "out", "ttl", "key_type", "renew_at", "jitter",
               "outage_budget", "error_before", "reload_cmd", "reload_signal", "pid_file", "pid",
-              "verify_endpoint", "verify_grace"}
+              "verify_endpoint", "verify_grace", "follow_symlinks"}
+_TEXT_KEYS = _CERT_KEYS - {"sans", "pid", "follow_symlinks"}  # TOML lets any key hold any type
 _TOP_KEYS = {"ca_url", "root", "metrics_listen", "roots_interval", "certificate"}
 
 
@@ -143,12 +180,10 @@ def cert_spec(values: dict[str, Any], base: Path | None = None) -> CertSpec:
     if unknown:
         raise ConfigError(f"unknown certificate setting(s): {', '.join(sorted(unknown))}")
     for key, value in values.items():
-        if value is None:
+        if value is None or key not in _TEXT_KEYS | {"sans"}:  # pid and follow_symlinks are checked below
             continue
         if key == "sans":
             ok, wanted = isinstance(value, (list, tuple)) and all(isinstance(s, str) for s in value), "a list of names"
-        elif key == "pid":
-            ok, wanted = isinstance(value, int) and not isinstance(value, bool), "an integer"
         else:
             ok, wanted = isinstance(value, str), "a string"
         if not ok:
@@ -170,15 +205,26 @@ def cert_spec(values: dict[str, Any], base: Path | None = None) -> CertSpec:
         key_type = KeyType.parse(values["key_type"]) if values.get("key_type") else KeyType.EC_P256
         ttl = values.get("ttl")
         if ttl:
-            parse_duration(ttl)
-        error_before = Threshold.parse(values["error_before"]) if values.get("error_before") else DEFAULT_ERROR_BEFORE
-        grace = parse_duration(values["verify_grace"]) if values.get("verify_grace") else timedelta(seconds=5)
+            _named("ttl", parse_duration, ttl)
+        error_before = (_named("error_before", Threshold.parse, values["error_before"]) if values.get("error_before")
+                        else DEFAULT_ERROR_BEFORE)
+        grace = (_named("verify_grace", parse_duration, values["verify_grace"]) if values.get("verify_grace")
+                 else timedelta(seconds=5))
     except ValueError as exc:
         raise ConfigError(f"certificate {name!r}: {exc}") from None
+    follow = values.get("follow_symlinks", False)
+    if not isinstance(follow, bool):
+        raise ConfigError(f"certificate {name!r}: follow_symlinks must be true or false")
+    check_out_dir(out, follow, f"certificate {name!r}")
     sig = values.get("reload_signal")
+    pid = values.get("pid")
+    if pid is not None:
+        try:
+            pid = parse_pid(pid if not isinstance(pid, bool) else "")
+        except ValueError as exc:
+            raise ConfigError(f"certificate {name!r}: pid: {exc}") from None
     reload = ReloadAction(command=values.get("reload_cmd") or None, signal=parse_signal(sig) if sig else None,
-                          pid=int(values["pid"]) if values.get("pid") is not None else None,
-                          pid_file=path(values.get("pid_file")))
+                          pid=pid, pid_file=path(values.get("pid_file")))
     endpoint = values.get("verify_endpoint")
     return CertSpec(
         name=str(name), out=out, sans=tuple(values.get("sans") or ()), token_file=path(values.get("token_file")),
@@ -186,7 +232,21 @@ def cert_spec(values: dict[str, Any], base: Path | None = None) -> CertSpec:
         schedule=make_schedule(values.get("renew_at"), values.get("jitter"), values.get("outage_budget")),
         error_before=error_before, reload=reload,
         verify_endpoint=parse_host_port(endpoint, "verify_endpoint") if endpoint else None, verify_grace=grace,
+        follow_symlinks=follow,
     )
+
+
+def check_out_dir(out: Path, follow_symlinks: bool, what: str = "the output directory") -> None:
+    """Refuse an output directory that is a symbolic link: whoever can change the link would
+    choose where the private key is written. Checked at start and before every write."""
+    if not follow_symlinks and out.is_symlink():
+        try:
+            target = f" (to {out.readlink()})"
+        except OSError:
+            target = ""
+        raise ConfigError(f"{what}: the output directory {out} is a symbolic link{target}: refused. "
+                          "Give the real directory, or --follow-symlinks (follow_symlinks = true) "
+                          "if the link and where it points are yours", code="symlinkRefused")
 
 
 def load_config_file(path: Path, overrides: dict[str, Any]) -> AgentConfig:
@@ -223,7 +283,8 @@ def build(values: dict[str, Any], specs: tuple[CertSpec, ...], base: Path | None
         root = base / root
     listen = values.get("metrics_listen")
     try:
-        interval = parse_duration(values["roots_interval"]) if values.get("roots_interval") else timedelta(minutes=1)
+        interval = (_named("roots_interval", parse_duration, values["roots_interval"]) if values.get("roots_interval")
+                    else timedelta(minutes=1))
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     return AgentConfig(ca_url=str(values["ca_url"]), root=root, certificates=specs,

@@ -16,6 +16,7 @@ from cryptography import x509
 from ..client import CAClient, IssuedFiles
 from ..files import swap_generation, write_atomic
 from ..x509.keys import PrivateKey, load_private_key_pem, private_key_pem, same_public_key
+from .config import check_out_dir
 
 # -- the CA ------------------------------------------------------------------------------------
 
@@ -84,14 +85,17 @@ class FileOutput:
     them, as :mod:`trustyard.tls` does) gets a matching pair, whatever the timing; a reader
     that reloads after the reload action, as nginx does, sees only complete generations.
     The two previous generations are kept so a slow reader's directory does not vanish.
+    A directory that is a symbolic link is refused before every write, unless
+    ``follow_symlinks``.
     """
 
     DATA = "..data"
     NAMES = ("tls.key", "tls.crt", "ca.crt")
     KEEP = 2
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, follow_symlinks: bool = False) -> None:
         self.directory = directory
+        self.follow_symlinks = follow_symlinks
         self.cert, self.key, self.ca = directory / "tls.crt", directory / "tls.key", directory / "ca.crt"
 
     def describe(self) -> str:
@@ -120,6 +124,7 @@ class FileOutput:
             return None
 
     def write_ca(self, pem: str) -> None:
+        check_out_dir(self.directory, self.follow_symlinks)
         try:
             contents = {"tls.key": self.key.read_bytes(), "tls.crt": self.cert.read_bytes()}
         except OSError:
@@ -128,6 +133,7 @@ class FileOutput:
         self._swap({**contents, "ca.crt": pem.encode()})
 
     def _swap(self, contents: dict[str, bytes]) -> None:
+        check_out_dir(self.directory, self.follow_symlinks)
         swap_generation(self.directory, contents, private=frozenset({"tls.key"}), keep=self.KEEP)
 
 

@@ -5,6 +5,7 @@
     ca/root.crt, root.key     the root (the key may be moved offline after init)
     ca/intermediate.*         the issuing CA
     ca/roots.pem              the trust bundle served at /v1/roots
+    ca/audit.key              the audit log's HMAC key (not in the database), ca/audit.checkpoint
     server/tls.crt, tls.key   the CA server's own TLS certificate (issued by the root)
     provisioners/NAME.key     bootstrap-token signing key (and NAME.pub)
     admin.token               the administrator's bearer token (only its hash is in the config)
@@ -28,7 +29,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from ..errors import ConfigError, Conflict
 from ..files import write_atomic, write_exclusive, write_private
 from ..policy.patterns import name_limits, parse_patterns
-from ..store import open_store
+from ..store import SqlStore, open_store
+from ..store.seal import AuditSeal, create_key
 from ..units import parse_duration
 from ..x509.keys import KeyType, PrivateKey, generate_private_key, load_private_key_pem, private_key_pem, public_key_pem
 from ..x509.names import parse_names
@@ -87,11 +89,17 @@ def init_home(home: Path, password: bytes | None, options: InitOptions = InitOpt
     allow = tuple(options.allow) or DEFAULT_ALLOW
     try:
         patterns = parse_patterns(allow)
-        root_ttl = parse_duration(options.root_ttl)
-        intermediate_ttl = parse_duration(options.intermediate_ttl)
         server_names = parse_names(["localhost", "127.0.0.1", "::1", *options.dns])
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    try:
+        root_ttl = parse_duration(options.root_ttl)
+    except ValueError as exc:
+        raise ConfigError(f"root_ttl: {exc}") from None
+    try:
+        intermediate_ttl = parse_duration(options.intermediate_ttl)
+    except ValueError as exc:
+        raise ConfigError(f"intermediate_ttl: {exc}") from None
     home.mkdir(parents=True, exist_ok=True)
     os.chmod(home, 0o700)
     config = Config(home=home, encrypted_keys=password is not None, database_url=options.database_url,
@@ -133,7 +141,8 @@ def init_home(home: Path, password: bytes | None, options: InitOptions = InitOpt
     )
     config = replace(config, provisioners=provisioners,
                      admin_token_sha256=hashlib.sha256(admin_token.encode()).hexdigest())
-    store = open_store(config.db_url)
+    create_key(config.path("ca"))
+    store = open_home_store(config)
     store.close()
     if config.db_url.startswith("sqlite:///"):
         db_file = Path(config.db_url[len("sqlite:///"):])
@@ -156,6 +165,11 @@ def _url_host(listen: str) -> str:
     except ValueError:
         pass
     return f"{host}:{port}"
+
+
+def open_home_store(config: Config, migrate: bool = True) -> SqlStore:
+    """The home's database, its audit log keyed with the home's ``ca/audit.key``."""
+    return open_store(config.db_url, migrate=migrate, seal=AuditSeal(config.path("ca")))
 
 
 def load_key(config: Config, relative: str, password: bytes | None) -> PrivateKey:
@@ -201,5 +215,5 @@ def load_authority(home: Path, password: bytes | None, *, minting: bool = False,
             private_key = load_key(config, pc.key, password)
         provisioners[pc.name] = Provisioner(name=pc.name, policy=pc.policy(config.backdate),
                                             public_key=public_key, private_key=private_key)  # type: ignore[arg-type]
-    store = open_store(config.db_url)
+    store = open_home_store(config)
     return Authority(signer, [inter], roots, store, provisioners)

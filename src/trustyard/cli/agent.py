@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from ..x509.keys import KeyType
-from .output import emit, json_option
+from .output import DURATION, THRESHOLD, emit, json_option
 
 
 class _JsonLines(logging.Formatter):
@@ -50,33 +50,37 @@ def _setup_logging(as_json: bool, level: str) -> None:
               help="Trust bundle that verifies the CA server.")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Directory for tls.crt, tls.key (0600) and ca.crt.")
-@click.option("--ttl", default=None, help="Lifetime asked for at bootstrap, e.g. 1h [default: the CA's].")
+@click.option("--follow-symlinks", is_flag=True,
+              help="Allow --out to be a symbolic link (refused by default: whoever can change the link "
+                   "chooses where the private key goes).")
+@click.option("--ttl", type=DURATION, default=None, help="Lifetime asked for at bootstrap, e.g. 1h [default: the CA's].")
 @click.option("--key-type", type=click.Choice([k.value for k in KeyType]), default=KeyType.EC_P256.value,
               show_default=True)
-@click.option("--renew-at", default=None,
+@click.option("--renew-at", type=THRESHOLD, default=None,
               help="When to renew: a share of the lifetime elapsed (66%) or the time left (8h) [default: 66%].")
 @click.option("--jitter", default=None, help="Random spread of the renewal point, +- share of the interval "
               "[default: 10%].")
-@click.option("--outage-budget", default=None,
+@click.option("--outage-budget", type=DURATION, default=None,
               help="Renew early enough that the certificate survives a CA outage this long, e.g. 4h.")
-@click.option("--error-before", default=None,
+@click.option("--error-before", type=THRESHOLD, default=None,
               help="While renewal fails: warning, then error once less than this is left [default: 10%].")
 @click.option("--reload-cmd", default=None, help="Shell command run after new files are written.")
 @click.option("--reload-signal", default=None, help="Signal (HUP, USR1, ...) sent after new files are written.")
 @click.option("--pid-file", type=click.Path(dir_okay=False), default=None, help="Who gets --reload-signal.")
 @click.option("--verify-endpoint", default=None, metavar="HOST:PORT",
               help="After reloading, confirm the service serves the new certificate.")
-@click.option("--verify-grace", default=None, help="How long the service may take to switch [default: 5s].")
+@click.option("--verify-grace", type=DURATION, default=None, help="How long the service may take to switch [default: 5s].")
 @click.option("--metrics-listen", default=None, metavar="HOST:PORT",
               help="Serve /healthz and /metrics here, e.g. 127.0.0.1:9465.")
-@click.option("--roots-interval", default=None, help="How often to ask whether the trust bundle changed "
+@click.option("--roots-interval", type=DURATION, default=None, help="How often to ask whether the trust bundle changed "
               "[default: 1m].")
 @click.option("--once", is_flag=True, help="Get or renew what is due, refresh ca.crt, then exit.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
 @json_option
 def agent(config_file: str | None, name: str | None, sans: tuple[str, ...], token_file: str | None,
-          ca_url: str | None, root: str | None, out: str | None, ttl: str | None, key_type: str,
+          ca_url: str | None, root: str | None, out: str | None, follow_symlinks: bool, ttl: str | None,
+          key_type: str,
           renew_at: str | None, jitter: str | None, outage_budget: str | None, error_before: str | None,
           reload_cmd: str | None, reload_signal: str | None, pid_file: str | None, verify_endpoint: str | None,
           verify_grace: str | None, metrics_listen: str | None, roots_interval: str | None, once: bool,
@@ -104,7 +108,14 @@ def agent(config_file: str | None, name: str | None, sans: tuple[str, ...], toke
     Several: trustyard agent --config agent.toml   (ca_url, root, metrics_listen,
       roots_interval, then [[certificate]] tables with name, sans, token_file or
       token_env, out, ttl, key_type, renew_at, jitter, outage_budget, error_before,
-      reload_cmd or reload_signal + pid_file, verify_endpoint, verify_grace).
+      reload_cmd or reload_signal + pid_file, verify_endpoint, verify_grace, follow_symlinks).
+
+    \b
+    The reload command runs with PATH, HOME, LANG, LC_ALL, LC_CTYPE, TZ and
+    TRUSTYARD_CERT_DIR only: none of the agent's other variables (no token or password).
+    A pid file must be a regular file owned by root or the agent's user, not writable by
+    group or others, holding one pid > 1. --out may not be a symbolic link unless
+    --follow-symlinks.
 
     \b
     Exit status (--once): 0 every certificate valid and nothing failing; 1 an attempt
@@ -119,8 +130,9 @@ def agent(config_file: str | None, name: str | None, sans: tuple[str, ...], toke
     _setup_logging(as_json, log_level)
     top = {"ca_url": ca_url, "root": root, "metrics_listen": metrics_listen, "roots_interval": roots_interval}
     if config_file:
-        if name or out:
-            raise click.UsageError("give either --config or --name/--out, not both")
+        if name or out or follow_symlinks:
+            raise click.UsageError("give either --config or --name/--out/--follow-symlinks, not both "
+                                   "(follow_symlinks = true goes in a [[certificate]] table)")
         config = cfg.load_config_file(Path(config_file), top)
     else:
         if not name or not out:
@@ -130,12 +142,13 @@ def agent(config_file: str | None, name: str | None, sans: tuple[str, ...], toke
             "key_type": key_type, "renew_at": renew_at, "jitter": jitter, "outage_budget": outage_budget,
             "error_before": error_before, "reload_cmd": reload_cmd, "reload_signal": reload_signal,
             "pid_file": pid_file, "verify_endpoint": verify_endpoint, "verify_grace": verify_grace,
+            "follow_symlinks": follow_symlinks,
         })
         config = cfg.build(top, (spec,))
     clock = SystemClock()
     backend = HTTPBackend(config.ca_url, config.root)
     environ = dict(os.environ)
-    managed = [ManagedCert(spec, backend, FileOutput(spec.out), clock, environ=environ)
+    managed = [ManagedCert(spec, backend, FileOutput(spec.out, spec.follow_symlinks), clock, environ=environ)
                for spec in config.certificates]
     runner = Agent(config, backend, managed, clock)
     try:

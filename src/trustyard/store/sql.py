@@ -6,6 +6,9 @@ a time across all worker processes: a write takes a thread lock and an ``flock``
 busy handler) and then ``BEGIN IMMEDIATE``; reads use plain ``BEGIN`` and never block
 on writers (WAL). On PostgreSQL the audit head row is locked ``FOR UPDATE`` so the
 hash chain stays linear while other writes run concurrently.
+
+With an ``AuditSeal`` (the home's audit key) entries are keyed, and each commit that
+appended one updates the signed checkpoint afterwards (after the WAL flush on SQLite).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import os
 import threading
 from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -25,11 +29,12 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import StaticPool
 
-from ..errors import Conflict, NotFound, Unauthorized
+from ..errors import Conflict, Forbidden, NotFound, Unauthorized
 from . import audit as chain
 from .prepared import Plan, PlanResult
 from .records import AuditEntry, AuditEvent, CertRecord, Intent
 from .schema import audit_head, audit_log, certificates, used_tokens
+from .seal import AuditSeal
 
 
 _DEFERRED: ContextVar[list[Callable[[], None]] | None] = ContextVar("trustyard_deferred_flush", default=None)
@@ -45,6 +50,9 @@ class _Unit:
 
 
 _UNIT: ContextVar[_Unit | None] = ContextVar("trustyard_unit", default=None)
+
+# conn.info key: the (seq, hash) this transaction appended last, for the checkpoint after COMMIT
+_TIP = "trustyard_audit_tip"
 
 # This process's id, kept current across fork: connections and lock files are per process,
 # and asking the kernel on every transaction costs more than the check is worth.
@@ -73,6 +81,13 @@ def deferred_flush() -> Iterator[list[Callable[[], None]]]:
         _DEFERRED.reset(token)
 
 
+def superseded(serial: str, by: str) -> Conflict:
+    """The refusal of a second renewal of ``serial``, which ``by`` already renewed."""
+    return Conflict(f"certificate {serial} was already renewed (by {by}): a certificate renews once; renew "
+                    "the newer certificate, or bootstrap again with a new token", code="superseded",
+                    superseded_by=by)
+
+
 class SerialCollision(Exception):
     """The random serial is already reserved (astronomically rare): draw another."""
 
@@ -95,8 +110,9 @@ def normalize_url(url: str) -> str:
 
 
 class SqlStore:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, seal: AuditSeal | None = None) -> None:
         self.url = normalize_url(url)
+        self.seal = seal  # the audit key and checkpoint; without it entries are plain hashes
         self.is_sqlite = self.url.startswith("sqlite")
         self.engine = self._make_engine()
         self._thread_lock = threading.Lock()
@@ -155,18 +171,25 @@ class SqlStore:
             raw = unit.conn.connection.dbapi_connection
             assert raw is not None
             raw.execute("SAVEPOINT trustyard_step")
+            tip = unit.conn.info.get(_TIP)
             try:
                 yield unit.conn
             except BaseException:
                 raw.execute("ROLLBACK TO trustyard_step")
                 raw.execute("RELEASE trustyard_step")
+                unit.conn.info[_TIP] = tip  # the rolled-back step's entry is gone
                 raise
             raw.execute("RELEASE trustyard_step")
             return
         with self._transaction(write) as conn:
-            yield conn
-        if write and durable and self._lock_path is not None:
+            try:
+                yield conn
+            finally:
+                tip = conn.info.pop(_TIP, None)
+        if write and (durable or tip) and self._lock_path is not None:
             self._flush_or_defer()
+        if tip:
+            self._checkpoint_or_defer(tip)
 
     @contextmanager
     def _transaction(self, write: bool) -> Iterator[Connection]:
@@ -196,6 +219,17 @@ class SqlStore:
         elif self._flush_wal not in deferred:
             deferred.append(self._flush_wal)
 
+    def _checkpoint_or_defer(self, tip: tuple[int, str]) -> None:
+        """After the commit (and the flush before it in the deferred list): the signed checkpoint."""
+        if self.seal is None:
+            return
+        self.seal.note(*tip)
+        deferred = _DEFERRED.get()
+        if deferred is None:
+            self.seal.publish()
+        elif self.seal.publish not in deferred:
+            deferred.append(self.seal.publish)
+
     @contextmanager
     def unit(self) -> Iterator[None]:
         """One SQLite write transaction for a whole request: every ``_tx`` of this store inside
@@ -220,8 +254,11 @@ class SqlStore:
             finally:
                 unit.open = False
                 _UNIT.reset(token)
-        if unit.durable:
+                tip = conn.info.pop(_TIP, None)
+        if unit.durable or tip:
             self._flush_or_defer()
+        if tip:
+            self._checkpoint_or_defer(tip)
 
     def _kept_connection(self) -> Connection:
         """The main thread's SQLite connection, checked out once and kept: the event loop runs
@@ -338,8 +375,10 @@ class SqlStore:
     # -- issuance ---------------------------------------------------------------------------
 
     def record_intent(self, intent: Intent) -> None:
-        """Reserve the serial and redeem the token (if any) in one transaction."""
-        with self._tx(durable=False, one_statement=intent.token_jti is None) as conn:
+        """Reserve the serial, redeem the token (if any) and claim the renewed certificate (if
+        any) in one transaction: of two renewals of one certificate, only one gets this far."""
+        alone = intent.token_jti is None and intent.renewed_from is None
+        with self._tx(durable=False, one_statement=alone) as conn:
             if intent.token_jti is not None:
                 try:
                     self._redeem(conn, intent.token_jti, "bootstrap", intent.token_expires_at or intent.not_after)
@@ -355,6 +394,28 @@ class SqlStore:
                 ))
             except IntegrityError:
                 raise SerialCollision(intent.serial) from None
+            if intent.renewed_from is not None:
+                self._claim_renewal(conn, intent.renewed_from, intent.serial)
+
+    def _claim_renewal(self, conn: Connection, parent: str, child: str) -> None:
+        """Mark ``parent`` superseded by ``child``; refused unless it is issued and not yet renewed."""
+        if self.run(conn, _CLAIM, {"serial_": parent, "b_child": child}).rowcount == 1:
+            return
+        row = self.run(conn, _GET, {"serial_": parent}).first()
+        if row is None:
+            raise NotFound(f"no certificate with serial {parent}")
+        if row.status == "revoked":
+            raise Forbidden(f"certificate {parent} is revoked and can never be renewed", code="revoked")
+        if row.superseded_by is not None:
+            raise superseded(parent, row.superseded_by)
+        raise Conflict(f"certificate {parent} is {row.status}, not issued", code="conflict")
+
+    def renewal_of(self, serial: str) -> CertRecord | None:
+        """The certificate that renewed ``serial`` (its ``superseded_by``), if any."""
+        with self._tx(write=False) as conn:
+            row = self.run(conn, _GET, {"serial_": serial}).first()
+            child = self.run(conn, _GET, {"serial_": row.superseded_by}).first() if row and row.superseded_by else None
+        return _record(child) if child else None
 
     def use_token(self, jti: str, kind: str, expires_at: datetime) -> None:
         """Redeem a one-time credential (a renewal or revocation proof) on its own."""
@@ -367,32 +428,74 @@ class SqlStore:
     def _redeem(self, conn: Connection, jti: str, kind: str, expires_at: datetime) -> None:
         self.run(conn, _INSERT_TOKEN, {"jti": jti, "kind": kind, "used_at": _now(), "expires_at": expires_at})
 
-    def record_issued(self, serial: str, der: bytes, fingerprint: str, event_: AuditEvent) -> None:
-        """Store the signed certificate (before anyone receives it) and audit it, atomically."""
+    def record_issued(self, serial: str, der: bytes, fingerprint: str, event_: AuditEvent) -> bool:
+        """Store the signed certificate (before anyone receives it) and audit it, atomically.
+
+        False when it was revoked while being signed (a key-compromise revocation of the
+        certificate it renews): it is stored, stays revoked, and must not be handed out."""
+        params = {"serial_": serial, "b_der": der, "b_fingerprint": fingerprint}
         with self._tx() as conn:
-            self.run(conn, _MARK_ISSUED, {"serial_": serial, "b_der": der, "b_fingerprint": fingerprint})
+            issued = self.run(conn, _MARK_ISSUED, params).rowcount == 1
+            if not issued:
+                self.run(conn, _STORE_DER, params)
+                event_ = replace(event_, outcome="denied", detail={**event_.detail, "revoked_while_signing": True})
             self._append(conn, event_)
+        return issued
 
     def record_failed(self, serial: str) -> None:
+        """The signing failed: the serial is spent, and the certificate it renews may renew again."""
         with self._tx() as conn:
             conn.execute(update(certificates).where(certificates.c.serial == serial).values(status="failed"))
+            conn.execute(update(certificates).where(certificates.c.superseded_by == serial).values(superseded_by=None))
 
-    def revoke(self, serial: str, reason: str, event_: AuditEvent) -> CertRecord:
+    def revoke(self, serial: str, reason: str, event_: AuditEvent, cascade: bool = False) -> CertRecord:
+        """Revoke ``serial``; with ``cascade`` also every certificate renewed from it, transitively,
+        in the same transaction and under the same audit entry (its ``descendants`` list).
+
+        A certificate already revoked for another reason may be revoked again with ``cascade``
+        (RFC 5280 lets a reason become keyCompromise): otherwise whoever revoked it first, the
+        key holder included, would keep its renewals out of reach."""
+        now = _now()
         with self._tx() as conn:
             result = conn.execute(
                 update(certificates)
                 .where(certificates.c.serial == serial, certificates.c.status == "issued")
-                .values(status="revoked", revoked_at=_now(), revocation_reason=reason)
+                .values(status="revoked", revoked_at=now, revocation_reason=reason)
             )
             if result.rowcount != 1:
                 row = conn.execute(select(certificates).where(certificates.c.serial == serial)).first()
                 if row is None:
                     raise NotFound(f"no certificate with serial {serial}")
-                raise Conflict(f"certificate {serial} is {row.status}, not issued", code="alreadyRevoked"
-                               if row.status == "revoked" else "conflict")
+                if not (cascade and row.status == "revoked" and row.revocation_reason != reason):
+                    raise Conflict(f"certificate {serial} is {row.status}, not issued", code="alreadyRevoked"
+                                   if row.status == "revoked" else "conflict")
+                conn.execute(update(certificates).where(certificates.c.serial == serial)
+                             .values(revocation_reason=reason))
+            if cascade:
+                descendants = self._revoke_descendants(conn, serial, reason, now)
+                event_ = replace(event_, detail={**event_.detail, "descendants": descendants})
             self._append(conn, event_)
             row = conn.execute(select(certificates).where(certificates.c.serial == serial)).one()
         return _record(row)
+
+    def _revoke_descendants(self, conn: Connection, serial: str, reason: str, now: datetime) -> list[str]:
+        """Revoke every issued or still-signing certificate renewed from ``serial``, at any depth;
+        the serials revoked, generation by generation."""
+        revoked: list[str] = []
+        seen, frontier = {serial}, [serial]
+        while frontier:
+            rows = conn.execute(select(certificates.c.serial, certificates.c.status)
+                                .where(certificates.c.renewed_from.in_(frontier))
+                                .order_by(certificates.c.requested_at, certificates.c.serial)).fetchall()
+            frontier = [r.serial for r in rows if r.serial not in seen]
+            seen.update(frontier)
+            live = [r.serial for r in rows if r.status in ("issued", "pending") and r.serial in frontier]
+            if live:
+                conn.execute(update(certificates)
+                             .where(certificates.c.serial.in_(live), certificates.c.status.in_(("issued", "pending")))
+                             .values(status="revoked", revoked_at=now, revocation_reason=reason))
+                revoked += live
+        return revoked
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -430,15 +533,16 @@ class SqlStore:
             except IntegrityError:
                 pass  # another replica created it first
             head = self.run(conn, query).one()
+        key = self.seal.ensure(head.seq, head.hash)[0] if self.seal is not None else None
         seq, at = head.seq + 1, _now()
-        digest = chain.entry_hash(head.hash, seq, at, event_.actor, event_.action, event_.target,
-                                  event_.outcome, event_.detail)
+        row = chain.stored(event_.actor, event_.action, event_.target, event_.outcome, event_.detail)
+        digest = chain.entry_hash(head.hash, seq, at, row.actor, row.action, row.target, row.outcome, row.detail, key)
         self.run(conn, _INSERT_AUDIT, dict(
-            seq=seq, at=at, actor=event_.actor[:255], action=event_.action, target=event_.target[:255],
-            outcome=event_.outcome, detail=json.dumps(event_.detail, sort_keys=True), prev_hash=head.hash,
-            hash=digest,
+            seq=seq, at=at, actor=row.actor, action=row.action, target=row.target, outcome=row.outcome,
+            detail=row.detail_text, prev_hash=head.hash, hash=digest,
         ))
         self.run(conn, _MOVE_HEAD, {"b_seq": seq, "b_hash": digest})
+        conn.info[_TIP] = (seq, digest)
 
     def audit_entries(self, since: int = 0, limit: int | None = None) -> Iterator[AuditEntry]:
         query = select(audit_log).where(audit_log.c.seq > since).order_by(audit_log.c.seq)
@@ -446,15 +550,29 @@ class SqlStore:
             query = query.limit(limit)
         with self._tx(write=False) as conn:
             rows = conn.execute(query).fetchall()
-        for row in rows:
-            yield AuditEntry(seq=row.seq, at=_utc(row.at), actor=row.actor, action=row.action,  # type: ignore[arg-type]
-                             target=row.target, outcome=row.outcome, detail=json.loads(row.detail),
-                             prev_hash=row.prev_hash, hash=row.hash)
+        return map(_entry, rows)
 
     def verify_audit(self) -> chain.ChainReport:
-        with self._tx(write=False) as conn:
-            head = conn.execute(select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)).first()
-        return chain.verify_chain(self.audit_entries(), (head.seq, head.hash) if head else None)
+        """The chain, the head row and, with the seal, every keyed hash and the signed checkpoint
+        (read first: it may lag the log, never lead it). Head and entries come from one snapshot,
+        so appends running meanwhile raise no false alarm."""
+        loaded = self.seal.load() if self.seal is not None else None
+        checkpoint, why = self.seal.read_checkpoint() if self.seal is not None else (None, None)
+        with self._snapshot() as conn:
+            head = conn.execute(_HEAD).first()
+            rows = conn.execute(select(audit_log).order_by(audit_log.c.seq)).fetchall()
+        key, keyed_from = loaded if loaded is not None else (None, 1)
+        return chain.verify_chain(map(_entry, rows), (head.seq, head.hash) if head else None, key, keyed_from,
+                                  checkpoint, why)
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[Connection]:
+        if self.is_sqlite:  # a WAL read transaction is a snapshot
+            with self._tx(write=False) as conn:
+                yield conn
+            return
+        with self.engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn, conn.begin():
+            yield conn
 
 
 # Statements built once: SQLAlchemy then only binds parameters on the hot path.
@@ -462,11 +580,24 @@ _INSERT_INTENT = insert(certificates)
 _INSERT_TOKEN = insert(used_tokens)
 _INSERT_AUDIT = insert(audit_log)
 _GET = select(certificates).where(certificates.c.serial == bindparam("serial_"))
-_MARK_ISSUED = (update(certificates).where(certificates.c.serial == bindparam("serial_"))
+_MARK_ISSUED = (update(certificates)
+                .where(certificates.c.serial == bindparam("serial_"), certificates.c.status == "pending")
                 .values(status="issued", der=bindparam("b_der"), fingerprint_sha256=bindparam("b_fingerprint")))
+_STORE_DER = (update(certificates).where(certificates.c.serial == bindparam("serial_"))
+              .values(der=bindparam("b_der"), fingerprint_sha256=bindparam("b_fingerprint")))
+_CLAIM = (update(certificates)
+          .where(certificates.c.serial == bindparam("serial_"), certificates.c.status == "issued",
+                 certificates.c.superseded_by.is_(None))
+          .values(superseded_by=bindparam("b_child")))
 _HEAD = select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)
 _HEAD_FOR_UPDATE = _HEAD.with_for_update()
 _MOVE_HEAD = update(audit_head).where(audit_head.c.id == 1).values(seq=bindparam("b_seq"), hash=bindparam("b_hash"))
+
+
+def _entry(row: Any) -> AuditEntry:
+    return AuditEntry(seq=row.seq, at=_utc(row.at), actor=row.actor, action=row.action,  # type: ignore[arg-type]
+                      target=row.target, outcome=row.outcome, detail=json.loads(row.detail),
+                      prev_hash=row.prev_hash, hash=row.hash)
 
 
 def _record(row: Any) -> CertRecord:
@@ -475,11 +606,12 @@ def _record(row: Any) -> CertRecord:
         status=row.status, not_before=_utc(row.not_before), not_after=_utc(row.not_after),  # type: ignore[arg-type]
         requested_at=_utc(row.requested_at), der=row.der, fingerprint_sha256=row.fingerprint_sha256,  # type: ignore[arg-type]
         renewed_from=row.renewed_from, revoked_at=_utc(row.revoked_at), revocation_reason=row.revocation_reason,
+        superseded_by=row.superseded_by,
     )
 
 
-def open_store(url: str, migrate: bool = True) -> SqlStore:
-    store = SqlStore(url)
+def open_store(url: str, migrate: bool = True, seal: AuditSeal | None = None) -> SqlStore:
+    store = SqlStore(url, seal)
     if migrate:
         store.migrate()
     return store

@@ -6,6 +6,10 @@ certificate first). uvicorn does not fill it in itself; run it with the protocol
 of :mod:`trustyard.tls.uvicorn`, which do. The handshake already verified the chain
 against ``ca.crt`` (the server context), so the middleware only decides *who* may call.
 
+- a path the policy refuses to judge (``.``/``..`` segments, encoded ``/``, ``.`` or ``\\``, a
+  backslash, a NUL; :mod:`trustyard.tls.paths`), in ``scope["path"]`` or ``scope["raw_path"]``:
+  400 problem, before anything else. The policy then judges exactly the ``scope["path"]``
+  the application routes; nothing is normalized or rewritten.
 - no client certificate: 401 ``application/problem+json``
 - a certificate whose identity the policy does not allow here: 403 problem naming it
 - allowed: the request goes on, with ``scope["trustyard.peer_identity"]`` set to the
@@ -22,8 +26,9 @@ from typing import Any
 
 from cryptography import x509
 
-from ..errors import Forbidden, TrustyardError, Unauthorized
+from ..errors import BadRequest, Forbidden, TrustyardError, Unauthorized
 from .identity import PeerIdentity, identity_of
+from .paths import path_problem
 from .policy import IdentityPolicy
 
 Scope = MutableMapping[str, Any]
@@ -75,6 +80,10 @@ class IdentityMiddleware:
         await self.app(scope, receive, send)
 
     def decide(self, scope: Scope, method: str, path: str) -> PeerIdentity:
+        problem = path_problem(path, scope.get("raw_path"))
+        if problem:
+            raise BadRequest(f"the request path has {problem}; send the path the resource lives at",
+                             code="ambiguousPath")
         cert = client_certificate(scope)
         if cert is None:
             raise Unauthorized("a client certificate is required: connect with mutual TLS")

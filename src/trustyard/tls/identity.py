@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 
-from ..x509.names import common_names, sans_of
+from ..x509.names import Name, common_names, sans_of
 
 PeerSource = ssl.SSLObject | ssl.SSLSocket | bytes | str | x509.Certificate | None
 
@@ -36,6 +36,13 @@ class PeerIdentity:
     def names(self) -> tuple[str, ...]:
         """Every name, most specific first: URIs, then DNS names, then IPs."""
         return (*self.uris, *self.dns_names, *self.ips)
+
+    @property
+    def sans(self) -> tuple[Name, ...]:
+        """The URI, DNS and IP SANs with their types, as identity rules match them: a URI
+        rule only ever sees URI SANs, a DNS rule only DNS SANs."""
+        return tuple(san for san in sans_of(self.certificate)
+                     if isinstance(san, (x509.UniformResourceIdentifier, x509.DNSName, x509.IPAddress)))
 
     def __str__(self) -> str:
         return self.name

@@ -14,9 +14,12 @@
 
 Identity patterns: an exact URI or DNS name; a URI ending in ``*`` (a prefix, e.g.
 ``spiffe://prod.internal/*``); ``*.suffix`` for DNS names strictly below ``suffix``;
-``*`` for any authenticated identity. A path prefix matches whole segments:
-``/api`` covers ``/api`` and ``/api/x`` but not ``/apix``; paths are normalized first
-(``/api/../admin`` is ``/admin``).
+``*`` for any authenticated identity. A URI pattern matches only URI SANs, and only in
+normal form (``trustyard.policy.uris``); a DNS pattern only DNS SANs; an IP pattern only IP
+SANs. A path prefix matches whole segments: ``/api`` covers ``/api`` and ``/api/x`` but
+not ``/apix``. The request path is judged exactly as the application routes it, without
+normalization: a path with ``.``/``..`` segments, encoded ``/``, ``.`` or ``\\``, or a NUL is
+never allowed (``trustyard.tls.paths``; the middleware answers 400).
 """
 
 from __future__ import annotations
@@ -31,8 +34,9 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..policy.patterns import NamePattern
-from ..x509.names import parse_name
+from ..x509.names import Name, parse_name
 from .identity import PeerIdentity
+from .paths import path_problem
 
 _METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT", "*"}
 
@@ -58,15 +62,18 @@ class IdentityPattern:
         return cls(pattern.text, pattern)
 
     def matches_name(self, name: str) -> bool:
-        if self.pattern is None:
-            return True
+        """Match a name as typed (a string: ``://`` makes it a URI, else an IP or DNS name)."""
         try:
-            return self.pattern.matches(parse_name(name))
+            return self.matches_san(parse_name(name))
         except ValueError:
-            return False
+            return self.pattern is None
+
+    def matches_san(self, san: Name) -> bool:
+        """Match one SAN of its own type: a URI pattern only URI SANs, and so on."""
+        return self.pattern is None or self.pattern.matches(san)
 
     def matches(self, identity: PeerIdentity) -> bool:
-        return any(self.matches_name(n) for n in identity.names)
+        return any(self.matches_san(san) for san in identity.sans)
 
 
 def _normalize_path(path: str) -> str:
@@ -129,8 +136,11 @@ class IdentityPolicy:
         return cls.from_toml(text, str(path))
 
     def allows(self, identity: PeerIdentity, method: str, path: str) -> bool:
-        normalized = _normalize_path(path)
-        return any(rule.allows(identity, method, normalized) for rule in self.rules)
+        """Judged on ``path`` exactly as the application routes it; an ambiguous path
+        (``..``, encoded ``/``...: :func:`~trustyard.tls.paths.path_problem`) is never allowed."""
+        if path_problem(path) is not None:
+            return False
+        return any(rule.allows(identity, method, path) for rule in self.rules)
 
 
 def _strings(value: Any, where: str, key: str, default: Iterable[str]) -> list[str]:
@@ -154,6 +164,9 @@ def _rule(entry: dict[str, Any], where: str) -> Rule:
     for p in _strings(entry.get("paths"), where, "paths", ["/"]):
         if not p.startswith("/"):
             raise ConfigError(f"{where}: path prefix {p!r} must start with /")
+        problem = path_problem(p)
+        if problem:
+            raise ConfigError(f"{where}: path prefix {p!r} has {problem}")
         paths.append(_normalize_path(p))
     methods = [m.upper() for m in _strings(entry.get("methods"), where, "methods", ["*"])]
     bad = [m for m in methods if m not in _METHODS]
