@@ -126,9 +126,12 @@ class Api:
         self.require_admin(request)
         try:
             limit = min(int(request.query_params.get("limit", "100")), 1000)
-            offset = max(int(request.query_params.get("offset", "0")), 0)
+            # the database takes 64-bit integers; past that there are no rows anyway
+            offset = min(max(int(request.query_params.get("offset", "0")), 0), 2**62)
         except ValueError:
             raise BadRequest("limit and offset must be integers", code="badQuery") from None
+        if limit < 1:  # SQL reads a negative LIMIT as "no limit"
+            raise BadRequest("limit must be 1 to 1000", code="badQuery")
         status = request.query_params.get("status")
         records = await run_in_threadpool(self.authority.store.list, status, limit, offset)
         return JSONResponse({"certificates": [r.to_json() for r in records]})
