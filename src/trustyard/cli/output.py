@@ -9,7 +9,7 @@ from typing import Any, Callable
 import click
 
 from ..errors import ConfigError, TrustyardError
-from ..units import Threshold, parse_duration
+from ..units import DURATION_GRAMMAR, Threshold, parse_duration
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # the thing checked is not healthy / the request was refused
@@ -65,6 +65,23 @@ class DurationText(click.ParamType):
 
 DURATION = DurationText()
 THRESHOLD = DurationText(threshold=True)
+_GRAMMAR_MARK = "DURATION is written as"
+
+
+def _takes(command: click.Command, kind: str) -> bool:
+    return any(kind in (p.metavar or getattr(p.type, "name", "") or "").upper() for p in command.params)
+
+
+def with_duration_grammar(command: click.Command) -> click.Command:
+    """Append the duration grammar to the help of a command that takes a DURATION (once)."""
+    for sub in getattr(command, "commands", {}).values():
+        with_duration_grammar(sub)
+    if _takes(command, "DURATION") and _GRAMMAR_MARK not in (command.epilog or ""):
+        note = f"{_GRAMMAR_MARK} {DURATION_GRAMMAR}."
+        if _takes(command, "PERCENT"):
+            note += " PERCENT: a share of the certificate's lifetime, e.g. 33%."
+        command.epilog = f"{command.epilog}\n\n{note}" if command.epilog else note
+    return command
 
 home_option = click.option(
     "--home", type=click.Path(file_okay=False), default=None, envvar="TRUSTYARD_HOME", show_envvar=True,
