@@ -4,6 +4,8 @@ errors as one line on stderr and an exit status the error class owns."""
 from __future__ import annotations
 
 import json
+import logging
+import time
 from typing import Any, Callable
 
 import click
@@ -45,6 +47,14 @@ def emit(as_json: bool, document: Any, text: Callable[[], str] | str) -> None:
         click.echo(json.dumps(document, indent=2, sort_keys=False, default=str))
     else:
         click.echo(text() if callable(text) else text)
+
+
+def utc_log_formatter(fmt: str) -> logging.Formatter:
+    """A log formatter whose ``%(asctime)s`` is ``units.format_time``'s form (UTC, seconds, ``Z``),
+    whatever the machine's time zone."""
+    formatter = logging.Formatter(fmt, "%Y-%m-%dT%H:%M:%SZ")
+    formatter.converter = time.gmtime
+    return formatter
 
 
 class DurationText(click.ParamType):
