@@ -329,3 +329,33 @@ def test_every_duration_option_shows_the_grammar_in_its_help() -> None:
         assert "1h30m" in flat and "2160h" in flat and "y w d h m s" in flat, (name, result.output)
     assert {"init", "serve", "token", "issue", "doctor", "scan", "check", "agent"} <= set(seen), seen
     assert "--warn" in seen["scan"]  # a threshold is a duration too
+
+
+def test_compound_durations_and_times_in_the_http_api(sqlite_home: Path) -> None:
+    from starlette.testclient import TestClient
+
+    from trustyard.api.app import create_app
+    from trustyard.ca.home import load_authority
+
+    from .support import new_csr
+
+    authority = load_authority(sqlite_home, PASSWORD, minting=True)
+    admin = {"Authorization": "Bearer " + (sqlite_home / "admin.token").read_text().strip()}
+    try:
+        with TestClient(create_app(authority, load_config(sqlite_home)), raise_server_exceptions=False) as client:
+            _, csr = new_csr("api.internal")
+            token = authority.mint_token("default", "api.internal", ["api.internal"])
+            response = client.post("/v1/sign", json={"csr": csr.decode(), "token": token, "ttl": "1h30m"})
+            assert response.status_code == 201, response.text
+            doc = response.json()
+            assert _utc(doc["not_after"]) - _utc(doc["not_before"]) == timedelta(hours=1, minutes=31)  # + backdate
+            listed = client.get(f"/v1/certificates/{doc['serial']}", headers=admin)
+            assert listed.status_code == 200, listed.text
+            assert_rfc3339_utc(listed.text, 3, "GET /v1/certificates/{serial}")
+
+            token = authority.mint_token("default", "api.internal", ["api.internal"])
+            refused = client.post("/v1/sign", json={"csr": csr.decode(), "token": token, "ttl": "30m1h"})
+            assert refused.status_code == 400 and refused.json()["field"] == "ttl", refused.text
+            assert "largest to the smallest" in refused.json()["detail"]
+    finally:
+        authority.store.close()
