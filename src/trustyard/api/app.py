@@ -26,6 +26,7 @@ from starlette.types import Receive, Scope, Send
 from ..ca.authority import Authority, Issued
 from ..ca.config import Config
 from ..errors import BadRequest, Forbidden, TrustyardError, Unauthorized
+from ..units import format_time
 from . import metrics
 from .openapi import SPEC
 from .durability import durably
@@ -190,8 +191,8 @@ def _actor(request: Request) -> str:
 def _issued_response(issued: Issued) -> JSONResponse:
     return JSONResponse({
         "serial": issued.record.serial,
-        "not_before": issued.record.not_before.isoformat(),
-        "not_after": issued.record.not_after.isoformat(),
+        "not_before": format_time(issued.record.not_before),
+        "not_after": format_time(issued.record.not_after),
         "certificate": issued.certificate_pem,
         "chain": issued.chain_pem,
         "roots": issued.roots_pem,

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ..ca.config import DEFAULT_ALLOW, load_config, resolve_home
+from ..units import format_time
 from ..x509.keys import KeyType
 from .connect import local_ca, password_for
 from .output import DURATION, EXIT_FAILED, emit, home_option, json_option, password_file_option
@@ -209,16 +210,16 @@ def audit(ctx: click.Context, home: str | None, as_json: bool, limit: int | None
 
     store = open_home_store(load_config(resolve_home(home)))
     entries = [e.to_json() for e in store.audit_entries()]
-    counted = [{**r, "interval_start": r["interval_start"].isoformat(), "last_at": r["last_at"].isoformat()}
+    counted = [{**r, "interval_start": format_time(r["interval_start"]), "last_at": format_time(r["last_at"])}
                for r in refusals.rows(store)]  # unauthenticated refusals, in aggregate
     store.close()
     if limit:
         entries = entries[-limit:]
 
     def text() -> str:
-        rows = [f"{e['seq']:>6}  {e['at'][:19]}  {e['outcome']:<6}  {e['action']:<20} {e['target']:<42} "
+        rows = [f"{e['seq']:>6}  {format_time(e['at'])}  {e['outcome']:<6}  {e['action']:<20} {e['target']:<42} "
                 f"{e['actor']}" for e in entries]
-        rows += [f"        {r['interval_start'][:16]}  refused {r['count']}x  {r['reason']:<40} {r['source']}"
+        rows += [f"        {format_time(r['interval_start'])}  refused {r['count']}x  {r['reason']:<40} {r['source']}"
                  for r in counted]
         return "\n".join(rows) if rows else "(the audit log is empty)"
 

@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from ..client import IssuedFiles, load_cert_chain_file, load_key_file, make_csr, new_key_and_csr
 from ..errors import ConfigError, Forbidden
+from ..units import format_time
 from ..x509.keys import KeyType, generate_private_key, key_type_of
 from ..x509.summary import fingerprint_sha256, serial_hex
 from .connect import LocalCA, admin_token_from, connect
@@ -31,7 +32,7 @@ def _issued_doc(issued: IssuedFiles, paths: dict[str, str]) -> dict[str, object]
 
 
 def _issued_text(issued: IssuedFiles, paths: dict[str, str]) -> str:
-    return (f"serial    {issued.serial}\nvalid     {issued.not_before} .. {issued.not_after}\n"
+    return (f"serial    {issued.serial}\nvalid     {format_time(issued.not_before)} .. {format_time(issued.not_after)}\n"
             f"wrote     {paths['certificate']} (leaf + intermediate), {paths['key']} (0600), {paths['ca']}")
 
 
@@ -206,8 +207,8 @@ def list_(status: str | None, admin_token_file: str | None, ca_url: str | None, 
         ca.close()
 
     def text() -> str:
-        rows = [f"{'SERIAL':<40}  {'STATUS':<8} {'NOT AFTER':<20} SANS"]
-        rows += [f"{r['serial']:<40}  {r['status']:<8} {r['not_after'][:19]:<20} {', '.join(r['sans'])}"
+        rows = [f"{'SERIAL':<40}  {'STATUS':<8} {'NOT AFTER':<21} SANS"]
+        rows += [f"{r['serial']:<40}  {r['status']:<8} {format_time(r['not_after']):<21} {', '.join(r['sans'])}"
                  for r in records]
         return "\n".join(rows)
 

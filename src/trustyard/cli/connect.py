@@ -13,6 +13,7 @@ from ..ca.authority import Authority, Issued
 from ..ca.config import Config, load_config, resolve_home
 from ..client import CAClient, IssuedFiles
 from ..errors import ConfigError
+from ..units import format_time
 
 
 class CA(Protocol):
@@ -53,8 +54,8 @@ class LocalCA:
 
 def issued_files(issued: Issued) -> IssuedFiles:
     """What the authority issued, in the shape the HTTPS client returns and writes to disk."""
-    return IssuedFiles(serial=issued.record.serial, not_before=issued.record.not_before.isoformat(),
-                       not_after=issued.record.not_after.isoformat(), certificate_pem=issued.certificate_pem,
+    return IssuedFiles(serial=issued.record.serial, not_before=format_time(issued.record.not_before),
+                       not_after=format_time(issued.record.not_after), certificate_pem=issued.certificate_pem,
                        chain_pem=issued.chain_pem, roots_pem=issued.roots_pem)
 
 

@@ -52,7 +52,7 @@ def _threshold(ctx: click.Context, param: click.Parameter, value: str) -> Thresh
               help="Scan PATH as environment NAME, to find keys and certs copied across environments.")
 @click.option("--ca", "ca_bundles", multiple=True, type=click.Path(exists=True), metavar="BUNDLE",
               help="Trust bundle to check chains against (repeatable).")
-@click.option("--warn", default="30d", show_default=True, callback=_threshold,
+@click.option("--warn", default="30d", show_default=True, callback=_threshold, metavar="DURATION|PERCENT",
               help="Flag certificates expiring within this time, or this share of their lifetime (33%).")
 @click.option("--max-validity", type=DURATION, default="398d", show_default=True, help="Longest acceptable leaf lifetime.")
 @click.option("--password", "passwords", multiple=True, metavar="TEXT",

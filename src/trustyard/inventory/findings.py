@@ -13,7 +13,7 @@ from typing import Callable, Iterator
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from ..units import Threshold, humanize
+from ..units import Threshold, format_time, humanize
 from ..x509.chain import weakness
 from ..x509.verify import Usage, verify
 from .model import CertItem, Finding, Inventory, Severity
@@ -67,13 +67,13 @@ def window(inv: Inventory, rules: Rules) -> Iterator[Finding]:
         start, end = c.not_valid_before_utc, c.not_valid_after_utc
         if rules.now > end:
             yield _finding("expired", [item.location], f"{item.label} expired {humanize(rules.now - end)} ago "
-                           f"({end.isoformat()})", item.label)
+                           f"({format_time(end)})", item.label)
         elif rules.now < start:
             yield _finding("not_yet_valid", [item.location], f"{item.label} is valid only from "
-                           f"{start.isoformat()}", item.label)
+                           f"{format_time(start)}", item.label)
         elif end - rules.now <= rules.warn.of(end - start):
             yield _finding("expiring", [item.location], f"{item.label} expires in {humanize(end - rules.now)} "
-                           f"({end.isoformat()})", item.label)
+                           f"({format_time(end)})", item.label)
 
 
 def shape(inv: Inventory, rules: Rules) -> Iterator[Finding]:

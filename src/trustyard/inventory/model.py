@@ -9,6 +9,7 @@ from typing import Any
 
 from cryptography import x509
 
+from ..units import format_time
 from ..x509.chain import label
 from ..x509.summary import fingerprint_sha256, is_ca, is_self_signed, serial_hex, spki_sha256
 from ..x509.names import name_text, sans_of
@@ -82,8 +83,8 @@ class CertItem:
             "subject": self.subject_text,
             "issuer": self.issuer_text,
             "sans": [name_text(n) for n in self.sans],
-            "not_before": c.not_valid_before_utc.isoformat(),
-            "not_after": c.not_valid_after_utc.isoformat(),
+            "not_before": format_time(c.not_valid_before_utc),
+            "not_after": format_time(c.not_valid_after_utc),
             "serial": serial_hex(c.serial_number),
             "fingerprint_sha256": self.fingerprint,
             "spki_sha256": self.spki,
