@@ -84,6 +84,13 @@ def scan(paths: tuple[str, ...], endpoints: tuple[Endpoint, ...], environments: 
     shared_key, cross_environment, shared_cert, weak_key, no_san, long_validity,
     leaf_in_trust_store, key_unprotected, key_mismatch, untrusted_chain, missing_intermediate.
 
+    The table has one row per distinct certificate (CERTIFICATE is the start of its SHA-256
+    fingerprint, which --where accepts) with its locations beneath, then the findings with a
+    fix: line each, then a summary. A self-signed certificate is a service certificate
+    unless it signed another certificate in the scan or sits in a trust store among other
+    roots, whatever its basicConstraints say. A progress bar is drawn on stderr when it is a
+    terminal (not with TRUSTYARD_NO_PROGRESS=1).
+
     \b
     Exit status: 0 no finding at or above --fail-on, 1 otherwise, 2 usage error (including a
     PATH that does not exist).
@@ -93,7 +100,7 @@ def scan(paths: tuple[str, ...], endpoints: tuple[Endpoint, ...], environments: 
       trustyard scan /etc/ssl/private ./k8s --ca ca.crt
       trustyard scan --env prod=/srv/prod --env staging=/srv/staging --json
       trustyard scan . --endpoint api.internal:443/api.internal --format prometheus
-      trustyard scan . --where 3f2a...e1
+      trustyard scan . --where 3f2a9c1d0b7e4a55   (the CERTIFICATE column)
     """
     if not (paths or endpoints or environments):
         raise click.UsageError("give at least one PATH, --env NAME=PATH or --endpoint HOST:PORT")
