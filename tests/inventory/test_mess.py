@@ -122,6 +122,9 @@ def test_roots_are_roots_only_by_what_they_do(tmp_path: Path, capsys: pytest.Cap
     other_key.unlink()  # a partner's root comes without its key
     (tmp_path / "client").mkdir()
     (tmp_path / "client" / "ca-bundle.pem").write_bytes(ca_cert.read_bytes() + other.read_bytes())
+    # a service certificate pinned in a client's bundle among those roots stays a service certificate
+    api, _ = make_selfsigned(tmp_path / "api", "/CN=api.internal")
+    (tmp_path / "client" / "pinned-bundle.pem").write_bytes(ca_cert.read_bytes() + other.read_bytes() + api.read_bytes())
     # a CA:TRUE self-signed certificate with a host name that is served and paired with its key,
     # and that also signed a certificate: both labels
     gw_cert, gw_key = make_selfsigned(tmp_path / "gw", "/CN=gw.internal")
@@ -141,6 +144,10 @@ def test_roots_are_roots_only_by_what_they_do(tmp_path: Path, capsys: pytest.Cap
     assert _role_of(out, "CN=Partner Root CA") == "root"
     assert _role_of(out, "CN=orders.internal") == "service"
     assert _role_of(out, "CN=gw.internal") == "service,root"
-    assert "CN=gw.internal is self-signed" in findings_block(out, "self_signed_leaf")
-    assert "leaf_in_trust_store" not in out  # two roots in a bundle are what a bundle is for
-    assert len(re.findall(r"^\w+ +self_signed_leaf ", out, re.M)) == 1, out
+    assert _role_of(out, "CN=api.internal") == "service"
+    # roots in a bundle are what a bundle is for; the pinned service certificate is not
+    in_store = findings_block(out, "leaf_in_trust_store")
+    assert "CN=api.internal" in in_store and "at: " in in_store and "client/pinned-bundle.pem#2" in in_store
+    assert len(re.findall(r"^\w+ +leaf_in_trust_store ", out, re.M)) == 1, out
+    flagged = re.findall(r"^\w+ +self_signed_leaf +[0-9a-f]{16}  (\S+)", out, re.M)
+    assert sorted(flagged) == ["CN=api.internal", "CN=gw.internal"], out

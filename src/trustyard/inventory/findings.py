@@ -122,12 +122,10 @@ def copies(inv: Inventory, rules: Rules) -> Iterator[Finding]:
     by_spki: dict[str, list[tuple[str, tuple[str, str], str | None]]] = defaultdict(list)
     for item in _leaves(inv):
         by_spki[item.spki].append((item.group, _unit(item.group, item.served), item.environment))
-    for key in inv.keys:
-        if key.spki:
-            by_spki[key.spki].append((key.location, _unit(key.group), key.environment))
     holders: dict[str, list[tuple[str, tuple[str, str]]]] = defaultdict(list)  # SPKI -> private key copies
     for key in inv.keys:
         if key.spki:
+            by_spki[key.spki].append((key.location, _unit(key.group), key.environment))
             holders[key.spki].append((key.location, _unit(key.group)))
     certs_of: dict[str, dict[str, CertItem]] = defaultdict(dict)  # SPKI -> distinct service certificates
     for item in _leaves(inv):

@@ -118,9 +118,9 @@ def classify(inv: Inventory) -> None:
         named = names_a_host(first)
         if _ca_only_key_usage(cert):
             root, service = True, False
-        elif issued:
+        elif issued:  # a root; a host name and use as a server make it a service certificate as well
             root, service = True, named and used
-        elif among_roots and not (named or used):
+        elif among_roots and not (named or used):  # a service certificate pinned in a bundle stays one
             root, service = True, False
         else:
             root, service = False, True
@@ -128,4 +128,4 @@ def classify(inv: Inventory) -> None:
             i.service, i.root = service, root
 
 
-__all__ = ["classify", "common_name", "stem", "unit", "hostname_cn", "names_a_host"]
+__all__ = ["classify", "common_name", "hostname_cn", "names_a_host", "stem", "unit"]
