@@ -31,8 +31,8 @@ def summary(inv: Inventory) -> str:
     """``1 distinct certificate in 7 locations, 1 private key in 3 locations, 5 findings, 0 unreadable``."""
     distinct = len({c.fingerprint for c in inv.certificates})
     keys = len({k.spki or f"?{k.location}" for k in inv.keys})
-    parts = [_count(distinct, "distinct certificate") + _where(len(inv.certificates), distinct),
-             _count(keys, "private key") + _where(len(inv.keys), keys)]
+    parts = [_count(distinct, "distinct certificate") + _where(len(inv.certificates)),
+             _count(keys, "private key") + _where(len(inv.keys))]
     by_severity = Counter(str(f.severity) for f in inv.findings)
     found = _count(len(inv.findings), "finding")
     if by_severity:
@@ -44,8 +44,8 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
-def _where(locations: int, distinct: int) -> str:
-    return f" in {_count(locations, 'location')}" if locations != distinct or locations > 1 else ""
+def _where(locations: int) -> str:
+    return f" in {locations} locations" if locations > 1 else ""
 
 
 SHORT = 16  # hex digits of the fingerprint the table prints; --where accepts them
