@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
 from cryptography.utils import CryptographyDeprecationWarning
 
 from ..x509.keys import spki_der
+from ..x509.summary import spki_sha256
 from .model import CertItem, Inventory, KeyItem, ReadError
 
 MAX_FILE_BYTES = 8 * 1024 * 1024
@@ -275,7 +276,10 @@ def _read_jks(data: bytes, location: str, options: ReadOptions, inv: Inventory) 
         certs = [x509.load_der_x509_certificate(der) for _, der in entry.cert_chain]
         if entry.is_decrypted():
             key = serialization.load_der_private_key(entry.pkey_pkcs8, password=None)
-            inv.keys.append(KeyItem(group, group, spki_of_key(key), encrypted=True, environment=options.environment))
+            spki: str | None = spki_of_key(key)
+        else:  # a key password we do not know: the entry still holds the key of its certificate
+            spki = spki_sha256(certs[0]) if certs else None
+        inv.keys.append(KeyItem(group, group, spki, encrypted=True, environment=options.environment))
         for i, cert in enumerate(certs):
             where = group if len(certs) == 1 else f"{group}#{i}"
             inv.certificates.append(CertItem(cert, where, group, environment=options.environment, position=i,
