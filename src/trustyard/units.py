@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
 # ASCII only: ``\d`` and ``\s`` would also take Arabic-Indic digits and Unicode spaces.
@@ -51,6 +51,21 @@ def format_duration(delta: timedelta) -> str:
         if seconds and seconds % _UNITS[unit] == 0:
             return f"{seconds // _UNITS[unit]}{unit}"
     return f"{seconds}s"
+
+
+def format_time(when: datetime | str) -> str:
+    """RFC 3339 in UTC with seconds and ``Z``: ``2026-12-07T16:35:28Z``. The one format of every
+    timestamp a person reads. A naive datetime is taken as UTC; a string is parsed as ISO 8601
+    first (and returned unchanged when it is not one)."""
+    if isinstance(when, str):
+        try:
+            when = datetime.fromisoformat(when)
+        except ValueError:
+            return when
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    w = when.astimezone(timezone.utc)
+    return f"{w.year:04d}-{w.month:02d}-{w.day:02d}T{w.hour:02d}:{w.minute:02d}:{w.second:02d}Z"
 
 
 def humanize(delta: timedelta) -> str:
