@@ -6,6 +6,7 @@ own exit status (``trustyard check`` uses them)::
 
     CheckFailed (TrustyardError)      exit   what
     +-- CheckInputError                 3    a file is missing or not a certificate/key/bundle
+    +-- Revoked                        17    the CA's ledger says the certificate is revoked
     +-- KeyMismatch                    10    the key does not belong to the certificate
     +-- ChainInvalid                   11    no valid path from the certificate to the bundle
     +-- OutsideValidity                12    expired or not yet valid (leaf or chain)
@@ -13,7 +14,6 @@ own exit status (``trustyard check`` uses them)::
     +-- IsCA                           14    the certificate is a CA, not a service certificate
     +-- WrongUsage                     15    EKU/key usage does not allow server (client) auth
     +-- NameMismatch                   16    the name is not among the certificate's SANs
-    +-- Revoked                        17    the CA's ledger says the certificate is revoked
     +-- StatusUnknown                  18    asked (``ledger=``), the CA could not say
 
 The raised error carries the report as ``error.report`` (all failures in
@@ -110,7 +110,7 @@ Ledger = Callable[[str], Mapping[str, Any]]
 
 # The order failures are raised in (and exit statuses chosen by) when several apply.
 ORDER: tuple[type[CheckFailed], ...] = (
-    KeyMismatch, ChainInvalid, OutsideValidity, NotEnoughTimeLeft, IsCA, WrongUsage, NameMismatch, Revoked,
+    Revoked, KeyMismatch, ChainInvalid, OutsideValidity, NotEnoughTimeLeft, IsCA, WrongUsage, NameMismatch,
     StatusUnknown,
 )
 CHECKS = ("key", "chain", "validity", "time_left", "ca", "usage", "name", "ledger")

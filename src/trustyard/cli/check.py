@@ -138,9 +138,11 @@ def _text(report: checklib.CheckReport) -> str:
             word = "FAIL"
         elif check in report.warnings:
             word = "WARN"
-        else:
-            word = "skip" if detail.startswith("not checked") else "ok"
-        lines.append(f"{word:<4} {check + ':':<{check_width}} {detail}")
+        elif detail.startswith("not checked"):
+            word = "skip"
+        else:  # "ok" or "ok (how)": the word says ok, the detail says how
+            word, detail = "ok", detail.removeprefix("ok").strip().removeprefix("(").removesuffix(")")
+        lines.append(f"{word:<4} {check + ':':<{check_width}} {detail}".rstrip())
     if report.ok:
         lines.append("result: healthy" + (f" ({len(report.warnings)} warning(s))" if report.warnings else ""))
     else:
