@@ -142,7 +142,7 @@ def _text(report: checklib.CheckReport) -> str:
             word = "skip"
         else:  # "ok" or "ok (how)": the word says ok, the detail says how
             word, detail = "ok", detail.removeprefix("ok").strip().removeprefix("(").removesuffix(")")
-        lines.append(f"{word:<4} {check + ':':<{check_width}} {detail}".rstrip())
+        lines.append(f"{word:<4} {check + ':':<{check_width}} {detail}" if detail else f"{word:<4} {check}")
     if report.ok:
         lines.append("result: healthy" + (f" ({len(report.warnings)} warning(s))" if report.warnings else ""))
     else:
