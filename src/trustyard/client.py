@@ -135,6 +135,10 @@ class CAClient:
         headers = {"Authorization": f"Bearer {admin_token}"} if admin_token else {}
         return _json(self._request("POST", "/v1/revoke", json=body, headers=headers))
 
+    def certificate_status(self, serial: str) -> dict[str, Any]:
+        """What the CA's ledger says of ``serial`` (status, revocation, superseded_by); no token needed."""
+        return self._request("GET", f"/v1/certificates/{serial}").json()
+
     def list(self, admin_token: str, status: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
         params: dict[str, Any] = {"limit": limit}
         if status:
