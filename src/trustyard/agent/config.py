@@ -228,8 +228,9 @@ def check_out_dir(out: Path, follow_symlinks: bool, what: str = "the output dire
                           "if the link and where it points are yours", code="symlinkRefused")
 
 
-def load_config_file(path: Path, overrides: dict[str, Any]) -> AgentConfig:
-    """The TOML file; ``overrides`` (non-empty CLI flags) win for the top-level settings."""
+def load_config_file(path: Path, overrides: dict[str, Any], defaults: dict[str, Any] | None = None) -> AgentConfig:
+    """The TOML file; ``overrides`` (non-empty CLI flags) win for the top-level settings, and
+    ``defaults`` (the saved client config) fill what neither gives."""
     try:
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
@@ -246,6 +247,7 @@ def load_config_file(path: Path, overrides: dict[str, Any]) -> AgentConfig:
     if len(set(names)) != len(names):
         raise ConfigError(f"{path}: two certificates write to the same directory")
     merged = {**data, **{k: v for k, v in overrides.items() if v}}
+    merged.update({k: v for k, v in (defaults or {}).items() if not merged.get(k)})  # absolute paths
     return build(merged, specs, base)
 
 
