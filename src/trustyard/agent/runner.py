@@ -41,7 +41,7 @@ log = logging.getLogger("trustyard.agent")
 EXIT_OK, EXIT_FAILED, EXIT_REBOOTSTRAP = 0, 1, 3
 PROBE_INTERVAL_SECONDS = 0.25
 # Problem codes after which only a new bootstrap token helps.
-_DEAD_CODES = {"expired", "revoked", "unknownCertificate"}
+_DEAD_CODES = {"expired", "revoked", "unknownCertificate", "superseded"}
 _TOKEN_CODES = {"tokenExpired", "tokenReused", "tokenUsed", "badToken", "replayed"}
 
 
@@ -85,6 +85,8 @@ class ManagedCert:
         self._recovering = False   # the CA answers again; the renewal waits for next_at
         self._late_by = timedelta(0)  # how late the renewal in flight is, for the next plan
         self._recovery_at: datetime | None = None  # the renewal planned when the CA answered again
+        self._renewal: tuple[int, PrivateKey, bytes] | None = None  # (serial renewed, key, CSR) of the last attempt
+        self._unanswered = False  # the last renewal reached the CA but got no answer: it may have renewed
 
     # -- state -------------------------------------------------------------------------
 
@@ -183,6 +185,8 @@ class ManagedCert:
         assert self.current is not None and self.not_after is not None
         self._recovering = True
         point = self.spec.schedule.recovery_point(now, self.current.issued_at, self.not_after, self.rng)
+        if self._unanswered:  # ask again now, within the CA's retry window, or the certificate is lost
+            point = now
         if self._recovery_at is not None:  # never later than a recovery already planned
             point = min(point, max(self._recovery_at, now))
         self.next_at = self._recovery_at = point
@@ -219,12 +223,24 @@ class ManagedCert:
     def _renew(self, now: datetime) -> None:
         assert self.current is not None
         self._late_by = now - self.renew_point if self.failures and self.renew_point else timedelta(0)
-        key = generate_private_key(key_type_of(self.current.key) or KeyType.EC_P256)
-        csr = make_csr(key, [])
+        serial = self.current.chain[0].serial_number
+        if self._renewal is not None and self._renewal[0] == serial:
+            # The last attempt may have succeeded with its answer lost: the same key makes this a
+            # retry, which the CA answers with that certificate (a certificate renews only once).
+            _, key, csr = self._renewal
+        else:
+            key = generate_private_key(key_type_of(self.current.key) or KeyType.EC_P256)
+            csr = make_csr(key, [])
+            self._renewal = (serial, key, csr)
         csr_der = x509.load_pem_x509_csr(csr).public_bytes(Encoding.DER)
         proof = proofs.make(self.current.key, self.current.chain, proofs.RENEW,
                             csr_sha256=proofs.csr_digest(csr_der))
-        issued = self.backend.renew(csr, proof)
+        self._unanswered = False
+        try:
+            issued = self.backend.renew(csr, proof)
+        except CAUnavailable as exc:
+            self._unanswered = exc.maybe_delivered
+            raise
         self.counters.renewals += 1
         self._install(now, issued, key, "renewed")
 

@@ -3,6 +3,8 @@ is the factory uvicorn workers call (``serve`` passes the home and password by e
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import hashlib
 import hmac
@@ -11,12 +13,12 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Route
 from starlette.types import Receive, Scope, Send
@@ -52,11 +54,15 @@ class Api:
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
             raise BadRequest(f"body larger than {self.max_body_bytes} bytes", code="bodyTooLarge")
         chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                raise BadRequest(f"body larger than {self.max_body_bytes} bytes", code="bodyTooLarge")
-            chunks.append(chunk)
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > self.max_body_bytes:
+                    raise BadRequest(f"body larger than {self.max_body_bytes} bytes", code="bodyTooLarge")
+                chunks.append(chunk)
+        except ClientDisconnect:  # gone, or cut at the body deadline (api.protocol): nobody to answer
+            raise BadRequest("the client closed the connection before its body arrived",
+                             code="incompleteBody") from None
         try:
             body = json.loads(b"".join(chunks))
         except (ValueError, RecursionError):
@@ -120,9 +126,12 @@ class Api:
         self.require_admin(request)
         try:
             limit = min(int(request.query_params.get("limit", "100")), 1000)
-            offset = max(int(request.query_params.get("offset", "0")), 0)
+            # the database takes 64-bit integers; past that there are no rows anyway
+            offset = min(max(int(request.query_params.get("offset", "0")), 0), 2**62)
         except ValueError:
             raise BadRequest("limit and offset must be integers", code="badQuery") from None
+        if limit < 1:  # SQL reads a negative LIMIT as "no limit"
+            raise BadRequest("limit must be 1 to 1000", code="badQuery")
         status = request.query_params.get("status")
         records = await run_in_threadpool(self.authority.store.list, status, limit, offset)
         return JSONResponse({"certificates": [r.to_json() for r in records]})
@@ -239,15 +248,29 @@ def create_app(authority: Authority, config: Config | None = None) -> Starlette:
         Route("/openapi.json", api.openapi, methods=["GET"]),
     ]
     direct: list[Route] = []
+    lifespan = None
     if config is not None:  # the ACME server (RFC 8555), one directory per provisioner of type "acme"
-        from .acme_routes import AcmePost, acme_routes
+        from ..store.acme_store import AcmeStore
+        from .acme_routes import AcmePost, acme_routes, purge_periodically
 
         acme = acme_routes(authority, config)
         routes += acme
         direct = [route for route in acme if isinstance(route.endpoint, AcmePost)]
+        store, interval = AcmeStore(authority.store), config.acme.purge_seconds
+
+        @contextlib.asynccontextmanager
+        async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+            purging = asyncio.get_running_loop().create_task(purge_periodically(store, interval))
+            try:
+                yield
+            finally:
+                purging.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await purging
+
     app = CAApp(routes=routes, exception_handlers={
         TrustyardError: trustyard_error, HTTPException: http_error, Exception: unexpected_error,
-    }, direct=direct)
+    }, direct=direct, lifespan=lifespan)
     app.state.api = api
     return app
 

@@ -13,8 +13,13 @@ from ..client import IssuedFiles, load_cert_chain_file, load_key_file, make_csr,
 from ..errors import ConfigError, Forbidden
 from ..x509.keys import KeyType, generate_private_key, key_type_of
 from ..x509.summary import fingerprint_sha256, serial_hex
+<<<<<<< HEAD
 from .connect import LocalCA, admin_token_from, client_defaults, connect
 from .output import emit, home_option, json_option, password_file_option
+=======
+from .connect import LocalCA, admin_token_from, connect
+from .output import DURATION, emit, home_option, json_option, password_file_option
+>>>>>>> main
 
 ca_url_option = click.option("--ca-url", envvar="TRUSTYARD_CA_URL", show_envvar=True, default=None,
                              help="URL of the CA, e.g. https://ca.internal:8443 [default: from `roots --save`].")
@@ -101,7 +106,7 @@ def roots(ca_url: str | None, fingerprint: str, out: str | None, save: bool, as_
 @click.command()
 @click.argument("name")
 @click.option("--san", "sans", multiple=True, metavar="NAME", help="Subject alternative names [default: NAME].")
-@click.option("--ttl", default=None, help="Certificate lifetime, e.g. 24h [default: the provisioner's].")
+@click.option("--ttl", type=DURATION, default=None, help="Certificate lifetime, e.g. 24h [default: the provisioner's].")
 @click.option("--token", envvar="TRUSTYARD_TOKEN", show_envvar=True, default=None, help="One-time bootstrap token.")
 @click.option("--token-file", type=click.Path(dir_okay=False), default=None, help="Read the token from a file.")
 @ca_url_option

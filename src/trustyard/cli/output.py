@@ -9,6 +9,7 @@ from typing import Any, Callable
 import click
 
 from ..errors import ConfigError, TrustyardError
+from ..units import Threshold, parse_duration
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # the thing checked is not healthy / the request was refused
@@ -56,6 +57,25 @@ def emit(as_json: bool, document: Any, text: Callable[[], str] | str) -> None:
     else:
         click.echo(text() if callable(text) else text)
 
+
+class DurationText(click.ParamType):
+    """A duration option (``24h``; with ``threshold`` also ``33%``), checked by ``trustyard.units``
+    so a bad one is a usage error naming the option; the command gets the text unchanged."""
+
+    def __init__(self, threshold: bool = False) -> None:
+        self.threshold = threshold
+        self.name = "DURATION|PERCENT" if threshold else "DURATION"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            Threshold.parse(value) if self.threshold else parse_duration(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        return value
+
+
+DURATION = DurationText()
+THRESHOLD = DurationText(threshold=True)
 
 home_option = click.option(
     "--home", type=click.Path(file_okay=False), default=None, envvar="TRUSTYARD_HOME", show_envvar=True,

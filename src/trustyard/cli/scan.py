@@ -17,7 +17,7 @@ from ..inventory.report import to_csv, to_json, to_prometheus, to_table
 from ..inventory.scan import ScanOptions, count_files, run_scan, where
 from ..inventory.sources import DEFAULT_PASSWORDS
 from ..units import Threshold, parse_duration
-from .output import EXIT_FAILED, EXIT_OK
+from .output import DURATION, EXIT_FAILED, EXIT_OK
 
 
 def _env(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
@@ -54,7 +54,7 @@ def _threshold(ctx: click.Context, param: click.Parameter, value: str) -> Thresh
               help="Trust bundle to check chains against (repeatable).")
 @click.option("--warn", default="30d", show_default=True, callback=_threshold,
               help="Flag certificates expiring within this time, or this share of their lifetime (33%).")
-@click.option("--max-validity", default="398d", show_default=True, help="Longest acceptable leaf lifetime.")
+@click.option("--max-validity", type=DURATION, default="398d", show_default=True, help="Longest acceptable leaf lifetime.")
 @click.option("--password", "passwords", multiple=True, metavar="TEXT",
               help="Password to try on PKCS#12, JKS and encrypted keys (repeatable; '' and changeit are tried).")
 @click.option("--where", "where_sha256", default=None, metavar="SHA256",
@@ -65,7 +65,7 @@ def _threshold(ctx: click.Context, param: click.Parameter, value: str) -> Thresh
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json: one JSON document.")
 @click.option("--fail-on", type=click.Choice(["info", "warning", "error", "critical"]), default="error",
               show_default=True, help="Exit 1 when a finding is at least this severe.")
-@click.option("--timeout", default="5s", show_default=True, help="Per-endpoint connect + handshake timeout.")
+@click.option("--timeout", type=DURATION, default="5s", show_default=True, help="Per-endpoint connect + handshake timeout.")
 @click.option("--concurrency", default=DEFAULT_CONCURRENCY, show_default=True, help="Endpoints probed at once.")
 def scan(paths: tuple[str, ...], endpoints: tuple[Endpoint, ...], environments: tuple[tuple[str, str], ...],
          ca_bundles: tuple[str, ...], warn: Threshold, max_validity: str, passwords: tuple[str, ...],

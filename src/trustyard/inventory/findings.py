@@ -11,9 +11,11 @@ from datetime import datetime, timedelta
 from typing import Callable, Iterator
 
 from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from ..units import Threshold, humanize
-from ..x509.chain import check_chain, weakness
+from ..x509.chain import weakness
+from ..x509.verify import Usage, verify
 from .model import CertItem, Finding, Inventory, Severity
 
 SEVERITY: dict[str, Severity] = {
@@ -182,13 +184,27 @@ def chains(inv: Inventory, rules: Rules) -> Iterator[Finding]:
             if item.is_ca or item.trust_store:
                 continue
             served = [item.cert] + [i.cert for i in items[idx + 1:]]
-            result = check_chain(served, rules.anchors, known)
+            # The one verifier, with the rules of the usage the leaf is for; dates and the
+            # leaf's shape have findings of their own (window, shape).
+            result = verify(served[0], served[1:], rules.anchors, usage=_usage(item.cert), at=rules.now,
+                            known=known, check_dates=False, check_leaf=False)
             if result.code == "missing_intermediate":
                 yield _finding("missing_intermediate", [item.location], f"{item.label}: {result.detail}",
                                item.label)
             elif result.code is not None:
                 yield _finding("untrusted_chain", [item.location],
                                f"{item.label}: {result.code}: {result.detail}", item.label)
+
+
+def _usage(cert: x509.Certificate) -> Usage:
+    """A certificate whose EKU allows clientAuth but not serverAuth is judged as a client's."""
+    try:
+        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except (x509.ExtensionNotFound, ValueError):
+        return "server"
+    if ExtendedKeyUsageOID.CLIENT_AUTH in eku and ExtendedKeyUsageOID.SERVER_AUTH not in eku:
+        return "client"
+    return "server"
 
 
 RULES: tuple[Callable[[Inventory, Rules], Iterator[Finding]], ...] = (window, shape, copies, keys, chains)

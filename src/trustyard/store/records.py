@@ -38,6 +38,7 @@ class CertRecord:
     renewed_from: str | None
     revoked_at: datetime | None
     revocation_reason: str | None
+    superseded_by: str | None = None  # the certificate that renewed this one (it renews only once)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -53,6 +54,7 @@ class CertRecord:
             "renewed_from": self.renewed_from,
             "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
             "revocation_reason": self.revocation_reason,
+            "superseded_by": self.superseded_by,
         }
 
 
@@ -61,7 +63,7 @@ class AuditEvent:
     """Who did what to what, with which outcome and why."""
 
     actor: str
-    action: str  # token.mint | certificate.issue | certificate.renew | certificate.revoke | request.deny
+    action: str  # token.mint | certificate.issue | certificate.renew[.retry] | certificate.revoke | request.deny
     target: str
     outcome: str = "ok"  # ok | denied
     detail: dict[str, Any] = field(default_factory=dict)
