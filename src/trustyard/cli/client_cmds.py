@@ -13,13 +13,8 @@ from ..client import IssuedFiles, load_cert_chain_file, load_key_file, make_csr,
 from ..errors import ConfigError, Forbidden
 from ..x509.keys import KeyType, generate_private_key, key_type_of
 from ..x509.summary import fingerprint_sha256, serial_hex
-<<<<<<< HEAD
 from .connect import LocalCA, admin_token_from, client_defaults, connect
-from .output import emit, home_option, json_option, password_file_option
-=======
-from .connect import LocalCA, admin_token_from, connect
 from .output import DURATION, emit, home_option, json_option, password_file_option
->>>>>>> main
 
 ca_url_option = click.option("--ca-url", envvar="TRUSTYARD_CA_URL", show_envvar=True, default=None,
                              help="URL of the CA, e.g. https://ca.internal:8443 [default: from `roots --save`].")
