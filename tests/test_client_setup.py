@@ -143,3 +143,20 @@ def test_network_and_local_file_errors_carry_no_internals(cas, tmp_path: Path) -
     bad_cert = run("renew", "--cert", str(garbage), "--key", str(garbage), env=env)
     assert bad_cert.returncode == 2 and "[" not in bad_cert.stderr
     assert f"cannot load the certificate {garbage}: no PEM certificate in it" in bad_cert.stderr
+
+
+def test_agent_config_file_falls_back_to_the_saved_client_config(tmp_path: Path) -> None:
+    """flags > the agent's --config file > `roots --save`, for ca_url and root."""
+    from trustyard.agent.config import load_config_file
+
+    saved = {"ca_url": "https://saved.internal:8443", "root": str(tmp_path / "conf/root.crt")}
+    bare = tmp_path / "bare.toml"
+    bare.write_text('[[certificate]]\nname = "a.internal"\nout = "a"\n')
+    config = load_config_file(bare, {"ca_url": None, "root": None}, saved)
+    assert (config.ca_url, config.root) == (saved["ca_url"], tmp_path / "conf/root.crt")
+    own = tmp_path / "own.toml"
+    own.write_text('ca_url = "https://file.internal"\nroot = "r.crt"\n' + bare.read_text())
+    config = load_config_file(own, {"ca_url": None, "root": None}, saved)
+    assert (config.ca_url, config.root) == ("https://file.internal", tmp_path / "r.crt")
+    config = load_config_file(own, {"ca_url": "https://flag.internal", "root": None}, saved)
+    assert config.ca_url == "https://flag.internal"
