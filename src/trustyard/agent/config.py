@@ -276,10 +276,11 @@ def load_config_file(path: Path, overrides: dict[str, Any], defaults: dict[str, 
 
 
 def build(values: dict[str, Any], specs: tuple[CertSpec, ...], base: Path | None = None) -> AgentConfig:
+    setup = "or set the client up once: trustyard roots --ca-url URL --fingerprint SHA256 --save"
     if not values.get("ca_url"):
-        raise ConfigError("give --ca-url (or ca_url in the config)")
+        raise ConfigError(f"give --ca-url (or ca_url in the config), {setup}")
     if not values.get("root"):
-        raise ConfigError("give --root: the trust bundle that verifies the CA server")
+        raise ConfigError(f"give --root: the trust bundle that verifies the CA server, {setup}")
     root = Path(str(values["root"])).expanduser()
     if base is not None and not root.is_absolute():
         root = base / root
