@@ -6,6 +6,8 @@ leaves the machine: only the CSR is sent.
 
 from __future__ import annotations
 
+import re
+import socket
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +42,49 @@ class CAUnavailable(errors.TrustyardError):
     def __init__(self, detail: str, *, maybe_delivered: bool = False, **fields: Any) -> None:
         super().__init__(detail, **fields)
         self.maybe_delivered = maybe_delivered
+
+
+class UntrustedServer(CAUnavailable):
+    """The CA answered with a certificate the given root does not trust. A subclass of
+    CAUnavailable so the agent keeps its files and backs off; a person is told which root
+    was used, what the server sent and how to get the right root."""
+
+    code = "untrustedServer"
+    title = "CA server not trusted"
+
+
+def transport_reason(exc: BaseException) -> str:
+    """A network or TLS failure in words, without library internals (``_ssl.c`` lines, errno
+    numbers, exception class names)."""
+    for cause in _causes(exc):
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return f"certificate verify failed: {cause.verify_message}"
+        if isinstance(cause, ssl.SSLError):
+            return f"TLS handshake failed: {(cause.reason or 'error').lower().replace('_', ' ')}"
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused (is `trustyard serve` running on that port?)"
+        if isinstance(cause, socket.gaierror):
+            return "the host name does not resolve"
+        if isinstance(cause, (TimeoutError, httpx.TimeoutException)):
+            return "no answer in time"
+        if isinstance(cause, ConnectionResetError):
+            return "the connection was reset (is it a TLS port?)"
+    return scrub(str(exc)) or type(exc).__name__
+
+
+def scrub(text: str) -> str:
+    """Drop what only a library author can read: ``(_ssl.c:1006)``, ``[SSL: X]``, ``[Errno 111]``."""
+    text = re.sub(r"\s*\(_ssl\.c:\d+\)", "", text)
+    return re.sub(r"\[(SSL: [A-Z_]+|SSL|X509: [A-Z_]+|Errno -?\d+)\]\s*", "", text).strip()
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
 
 
 def make_csr(key: PrivateKey, names: list[Name]) -> bytes:
@@ -84,8 +129,15 @@ class IssuedFiles:
 class CAClient:
     def __init__(self, url: str, verify: ssl.SSLContext | str | bool = True, timeout: float = 10.0) -> None:
         self.url = url.rstrip("/")
+        self.root_file = verify if isinstance(verify, str) else None
         if isinstance(verify, str):
-            verify = ssl.create_default_context(cafile=verify)
+            try:
+                verify = ssl.create_default_context(cafile=verify)
+            except ssl.SSLError:  # before OSError, its base class
+                raise errors.ConfigError(f"root {verify}: no PEM certificate in it (expected the trust bundle "
+                                         "`trustyard roots` writes)") from None
+            except OSError as exc:
+                raise errors.ConfigError(f"root {verify}: {exc.strerror or 'cannot read it'}") from None
         self.http = httpx.Client(base_url=self.url, verify=verify, timeout=timeout)
 
     def close(self) -> None:
@@ -101,7 +153,10 @@ class CAClient:
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            raise CAUnavailable(f"cannot reach the CA at {self.url}: {exc}",
+            verify = next((c for c in _causes(exc) if isinstance(c, ssl.SSLCertVerificationError)), None)
+            if verify is not None and self.root_file:
+                raise UntrustedServer(untrusted_text(self.url, self.root_file, verify)) from None
+            raise CAUnavailable(f"cannot reach the CA at {self.url}: {transport_reason(exc)}",
                                 maybe_delivered=not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))) from None
         if response.status_code >= 400:
             raise _problem_error(response)
@@ -181,6 +236,48 @@ def _problem_error(response: httpx.Response) -> errors.TrustyardError:
     return error
 
 
+def served_certificate(url: str, timeout: float = 5.0) -> x509.Certificate | None:
+    """The certificate the server at ``url`` presents, unverified (to say what it is, not to trust it)."""
+    parsed = httpx.URL(url)
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with socket.create_connection((parsed.host, parsed.port or 443), timeout=timeout) as sock:
+            with context.wrap_socket(sock, server_hostname=parsed.host) as tls:
+                der = tls.getpeercert(binary_form=True)
+    except (OSError, ValueError):
+        return None
+    return x509.load_der_x509_certificate(der) if der else None
+
+
+def untrusted_text(url: str, root_file: str, error: ssl.SSLCertVerificationError) -> str:
+    """What went wrong, with the root used, what the server sent, and the command that fetches
+    the right root."""
+    from .x509.summary import fingerprint_sha256
+
+    try:
+        roots = x509.load_pem_x509_certificates(Path(root_file).read_bytes())
+    except (OSError, ValueError):
+        roots = []
+    used = "; ".join(f"{r.subject.rfc4514_string()} (sha256 {fingerprint_sha256(r)})" for r in roots) or "?"
+    served = served_certificate(url)
+    fix = (f"\n  fetch the CA's root, pinned by the fingerprint `trustyard init` printed on the CA host: "
+           f"trustyard roots --ca-url {url} --fingerprint SHA256 --save")
+    if error.verify_code == 62 and served is not None:  # X509_V_ERR_HOSTNAME_MISMATCH
+        from .x509.names import name_text, sans_of
+
+        names = ", ".join(name_text(n) for n in sans_of(served)) or "none"
+        return (f"the CA at {url} is not trusted: its certificate is not valid for {httpx.URL(url).host} "
+                f"(its names: {names}); use a URL with one of those names")
+    issuer = served.issuer.rfc4514_string() if served is not None else "an issuer that could not be read"
+    same_name = served is not None and any(r.subject == served.issuer for r in roots)
+    return (f"the CA at {url} is not trusted by the root {root_file}: it served a certificate issued by "
+            f"{issuer}, which does not chain to {used}"
+            f"{' (same name, another key: that root belongs to another CA)' if same_name else ''}"
+            f" ({error.verify_message}){fix}")
+
+
 def _text(data: bytes | str) -> str:
     return data.decode() if isinstance(data, bytes) else data
 
@@ -189,16 +286,26 @@ def load_key_file(path: Path) -> PrivateKey:
     from .x509.keys import load_private_key_pem
 
     try:
-        return load_private_key_pem(path.read_bytes())
-    except (OSError, ValueError) as exc:
-        raise errors.BadRequest(f"cannot load key {path}: {exc}") from None
+        data = path.read_bytes()
+    except OSError as exc:
+        raise errors.ConfigError(f"cannot read the key {path}: {exc.strerror or exc}") from None
+    try:
+        return load_private_key_pem(data)
+    except (TypeError, ValueError) as exc:
+        why = ("it is encrypted (give an unencrypted PEM key)" if b"ENCRYPTED" in data[:200] else
+               str(exc) if str(exc).startswith("unsupported") else "no PEM private key in it")
+        raise errors.ConfigError(f"cannot load the key {path}: {why}") from None
 
 
 def load_cert_chain_file(path: Path) -> list[x509.Certificate]:
     try:
-        return x509.load_pem_x509_certificates(path.read_bytes())
-    except (OSError, ValueError) as exc:
-        raise errors.BadRequest(f"cannot load certificates from {path}: {exc}") from None
+        data = path.read_bytes()
+    except OSError as exc:
+        raise errors.ConfigError(f"cannot read the certificate {path}: {exc.strerror or exc}") from None
+    try:
+        return x509.load_pem_x509_certificates(data)
+    except ValueError:
+        raise errors.ConfigError(f"cannot load the certificate {path}: no PEM certificate in it") from None
 
 
-__all__ = ["CAClient", "CAUnavailable", "IssuedFiles", "make_csr", "new_key_and_csr"]
+__all__ = ["CAClient", "CAUnavailable", "UntrustedServer", "IssuedFiles", "make_csr", "new_key_and_csr"]

@@ -249,8 +249,9 @@ def check_out_dir(out: Path, follow_symlinks: bool, what: str = "the output dire
                           "if the link and where it points are yours", code="symlinkRefused")
 
 
-def load_config_file(path: Path, overrides: dict[str, Any]) -> AgentConfig:
-    """The TOML file; ``overrides`` (non-empty CLI flags) win for the top-level settings."""
+def load_config_file(path: Path, overrides: dict[str, Any], defaults: dict[str, Any] | None = None) -> AgentConfig:
+    """The TOML file; ``overrides`` (non-empty CLI flags) win for the top-level settings, and
+    ``defaults`` (the saved client config) fill what neither gives."""
     try:
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
@@ -270,14 +271,16 @@ def load_config_file(path: Path, overrides: dict[str, Any]) -> AgentConfig:
     if len(set(names)) != len(names):
         raise ConfigError(f"{path}: two certificates write to the same directory")
     merged = {**data, **{k: v for k, v in overrides.items() if v}}
+    merged.update({k: v for k, v in (defaults or {}).items() if not merged.get(k)})  # absolute paths
     return build(merged, specs, base)
 
 
 def build(values: dict[str, Any], specs: tuple[CertSpec, ...], base: Path | None = None) -> AgentConfig:
+    setup = "or set the client up once: trustyard roots --ca-url URL --fingerprint SHA256 --save"
     if not values.get("ca_url"):
-        raise ConfigError("give --ca-url (or ca_url in the config)")
+        raise ConfigError(f"give --ca-url (or ca_url in the config), {setup}")
     if not values.get("root"):
-        raise ConfigError("give --root: the trust bundle that verifies the CA server")
+        raise ConfigError(f"give --root: the trust bundle that verifies the CA server, {setup}")
     root = Path(str(values["root"])).expanduser()
     if base is not None and not root.is_absolute():
         root = base / root

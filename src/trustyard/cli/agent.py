@@ -45,9 +45,10 @@ def _setup_logging(as_json: bool, level: str) -> None:
 @click.option("--san", "sans", multiple=True, metavar="NAME", help="Subject alternative names [default: --name].")
 @click.option("--token-file", type=click.Path(dir_okay=False), default=None,
               help="File holding the one-time bootstrap token [else $TRUSTYARD_TOKEN].")
-@click.option("--ca-url", envvar="TRUSTYARD_CA_URL", show_envvar=True, default=None, help="URL of the CA.")
+@click.option("--ca-url", envvar="TRUSTYARD_CA_URL", show_envvar=True, default=None,
+              help="URL of the CA [default: from `roots --save`].")
 @click.option("--root", type=click.Path(dir_okay=False), envvar="TRUSTYARD_ROOT", show_envvar=True, default=None,
-              help="Trust bundle that verifies the CA server.")
+              help="Trust bundle that verifies the CA server [default: from `roots --save`].")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Directory for tls.crt, tls.key (0600) and ca.crt.")
 @click.option("--follow-symlinks", is_flag=True,
@@ -127,13 +128,17 @@ def agent(config_file: str | None, name: str | None, sans: tuple[str, ...], toke
     from ..agent.runner import Agent, ManagedCert
     from ..agent.seams import FileOutput, HTTPBackend, SystemClock
 
+    from .. import clientconfig
+
     _setup_logging(as_json, log_level)
     top = {"ca_url": ca_url, "root": root, "metrics_listen": metrics_listen, "roots_interval": roots_interval}
+    saved = clientconfig.load()  # `roots --save`: used for what neither the flags nor --config give
+    defaults = {"ca_url": saved.ca_url, "root": str(saved.root)} if saved else {}
     if config_file:
         if name or out or follow_symlinks:
             raise click.UsageError("give either --config or --name/--out/--follow-symlinks, not both "
                                    "(follow_symlinks = true goes in a [[certificate]] table)")
-        config = cfg.load_config_file(Path(config_file), top)
+        config = cfg.load_config_file(Path(config_file), top, defaults)
     else:
         if not name or not out:
             raise click.UsageError("give --name and --out (or --config FILE)")
@@ -144,7 +149,7 @@ def agent(config_file: str | None, name: str | None, sans: tuple[str, ...], toke
             "pid_file": pid_file, "verify_endpoint": verify_endpoint, "verify_grace": verify_grace,
             "follow_symlinks": follow_symlinks,
         })
-        config = cfg.build(top, (spec,))
+        config = cfg.build({**defaults, **{k: v for k, v in top.items() if v}}, (spec,))
     clock = SystemClock()
     backend = HTTPBackend(config.ca_url, config.root)
     environ = dict(os.environ)

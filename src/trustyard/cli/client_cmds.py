@@ -18,13 +18,13 @@ from ..errors import ConfigError, Conflict, Forbidden
 from ..units import format_time, humanize
 from ..x509.keys import KeyType, generate_private_key, key_type_of
 from ..x509.summary import fingerprint_sha256, serial_hex
-from .connect import LocalCA, admin_token_from, connect
+from .connect import LocalCA, admin_token_from, client_defaults, connect
 from .output import DURATION, emit, home_option, json_option, password_file_option
 
 ca_url_option = click.option("--ca-url", envvar="TRUSTYARD_CA_URL", show_envvar=True, default=None,
-                             help="URL of the CA, e.g. https://ca.internal:8443.")
+                             help="URL of the CA, e.g. https://ca.internal:8443 [default: from `roots --save`].")
 root_option = click.option("--root", type=click.Path(dir_okay=False), envvar="TRUSTYARD_ROOT", show_envvar=True,
-                           default=None, help="Trust bundle to verify the CA server with.")
+                           default=None, help="Trust bundle to verify the CA server with [default: from `roots --save`].")
 admin_token_file_option = click.option(
     "--admin-token-file", type=click.Path(dir_okay=False), default=None,
     help="Administrator token file, for --ca-url [default: HOME/admin.token].")
@@ -54,36 +54,63 @@ def _issued_text(issued: IssuedFiles, paths: dict[str, str]) -> str:
 @ca_url_option
 @click.option("--fingerprint", required=True, help="SHA-256 fingerprint of the root, as `init` printed it.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the bundle here (else stdout).")
+@click.option("--save", is_flag=True,
+              help="Set this client up once: save the bundle as root.crt and the URL in client.toml in "
+                   "$TRUSTYARD_CONFIG_DIR (else ~/.config/trustyard); issue, renew, revoke, list and agent "
+                   "then use them when --ca-url / --root are not given.")
 @json_option
-def roots(ca_url: str | None, fingerprint: str, out: str | None, as_json: bool) -> None:
+def roots(ca_url: str | None, fingerprint: str, out: str | None, save: bool, as_json: bool) -> None:
     """Bootstrap the trust bundle safely: fetch it, keep it only if it contains the root with the
     given fingerprint, then fetch it again over TLS verified against that root alone."""
     import httpx
 
+    from .. import clientconfig
+    from ..client import UntrustedServer, transport_reason
     from ..files import write_atomic
 
     if not ca_url:
+        saved = clientconfig.load()
+        ca_url = saved.ca_url if saved else None
+    if not ca_url:
         raise click.UsageError("give --ca-url")
-    wanted = fingerprint.replace(":", "").replace("SHA256", "").strip().lower()
+    wanted = fingerprint.replace(":", "").strip().lower().removeprefix("sha256").strip("= ")
     try:
         first = httpx.get(ca_url.rstrip("/") + "/v1/roots", verify=False, timeout=10)  # noqa: S501 - pinned below
         first.raise_for_status()
         pinned = [c for c in x509.load_pem_x509_certificates(first.content) if fingerprint_sha256(c) == wanted]
-    except (httpx.HTTPError, ValueError) as exc:
-        raise ConfigError(f"cannot fetch the trust bundle from {ca_url}: {exc}") from None
+    except httpx.HTTPStatusError as exc:
+        raise ConfigError(f"cannot fetch the trust bundle from {ca_url}: it answered "
+                          f"{exc.response.status_code} (is it a trustyard CA?)") from None
+    except httpx.HTTPError as exc:
+        raise ConfigError(f"cannot fetch the trust bundle from {ca_url}: {transport_reason(exc)}") from None
+    except ValueError:
+        raise ConfigError(f"cannot fetch the trust bundle from {ca_url}: no PEM certificate in its answer") from None
     if not pinned:
         raise Forbidden(f"no root with fingerprint {wanted} at {ca_url}: refusing the bundle", code="fingerprintMismatch")
     context = ssl.create_default_context(cadata=pinned[0].public_bytes(Encoding.PEM).decode())
     try:
         bundle = httpx.get(ca_url.rstrip("/") + "/v1/roots", verify=context, timeout=10).text
     except httpx.HTTPError as exc:
-        raise Forbidden(f"the CA server's certificate does not chain to the pinned root: {exc}",
-                        code="untrustedServer") from None
+        raise UntrustedServer(f"the CA server's certificate does not chain to the pinned root "
+                              f"{pinned[0].subject.rfc4514_string()}: {transport_reason(exc)}") from None
     certs = x509.load_pem_x509_certificates(bundle.encode())
     if out:
         write_atomic(out, bundle)
-    emit(as_json, {"roots": [fingerprint_sha256(c) for c in certs], "out": out, "pem": bundle},
-         (f"wrote {len(certs)} root(s) to {out}" if out else bundle.rstrip()))
+    saved_to = clientconfig.save(ca_url, wanted, bundle) if save else None
+    doc = {"roots": [fingerprint_sha256(c) for c in certs], "out": out, "pem": bundle,
+           "config": str(saved_to.path) if saved_to else None, "root": str(saved_to.root) if saved_to else None}
+
+    def text() -> str:
+        if saved_to is None:
+            return f"wrote {len(certs)} root(s) to {out}" if out else bundle.rstrip()
+        lines = [f"wrote {len(certs)} root(s) to {out}"] if out else []
+        return "\n".join(lines + [
+            f"The root certificate has been saved in {saved_to.root} "
+            f"({pinned[0].subject.rfc4514_string()}, sha256 {wanted}).",
+            f"The client configuration has been saved in {saved_to.path} (ca_url {ca_url}).",
+            "issue, renew, revoke, list and agent use them when --ca-url and --root are not given."])
+
+    emit(as_json, doc, text)
 
 
 @click.command()
@@ -111,6 +138,7 @@ def issue(name: str, sans: tuple[str, ...], ttl: str | None, token: str | None, 
     Remote: --token T --ca-url URL --root FILE. Local (on the CA host): --home H, which mints and
     redeems a token through the same authority, policy and audit log.
     """
+    ca_url, root = client_defaults(home, ca_url, root)
     if token_file:
         token = Path(token_file).read_text().strip()
     names = list(sans) or [name]
@@ -147,6 +175,7 @@ def renew(cert_file: str, key_file: str, keep_key: bool, ca_url: str | None, roo
     same lifetime; a new key unless --keep-key. A revoked or expired certificate cannot be renewed."""
     from ..ca import proofs
 
+    ca_url, root = client_defaults(home, ca_url, root)
     chain = load_cert_chain_file(Path(cert_file))
     current_key = load_key_file(Path(key_file))
     new_key = current_key if keep_key else generate_private_key(key_type_of(current_key) or KeyType.EC_P256)
@@ -189,6 +218,7 @@ def revoke(serial: str | None, serial_option: str | None, cert_file: str | None,
     from ..ca import proofs
 
     serial = serial or serial_option
+    ca_url, root = client_defaults(home, ca_url, root)
     chain = load_cert_chain_file(Path(cert_file)) if cert_file else []
     if chain:
         serial = serial_hex(chain[0].serial_number)
@@ -248,6 +278,7 @@ def _revoked_text(record: dict[str, Any], already: bool) -> str:
 def list_(status: str | None, name: str | None, admin_token_file: str | None, ca_url: str | None,
           root: str | None, home: str | None, password_file: str | None, as_json: bool) -> None:
     """List certificates in the CA's ledger (administrator)."""
+    ca_url, root = client_defaults(home, ca_url, root)
     token = admin_token_from(home, admin_token_file) if ca_url else ""
     ca = connect(home, ca_url, root, password_file)
     try:

@@ -92,16 +92,33 @@ def local_ca(home: str | None, password_file: str | None, minting: bool = False)
     return LocalCA(authority, actor=f"cli:{cli_user()}")
 
 
+def client_defaults(home: str | None, ca_url: str | None, root: str | None) -> tuple[str | None, str | None]:
+    """``--ca-url`` / ``--root`` as given, else from the client config `roots --save` wrote.
+    ``--home`` without ``--ca-url`` means the local CA: the saved config is not consulted."""
+    if home and not ca_url:
+        return ca_url, root
+    from .. import clientconfig
+
+    saved = clientconfig.load()
+    if saved is None:
+        return ca_url, root
+    return ca_url or saved.ca_url, root or str(saved.root)
+
+
 def remote_ca(ca_url: str | None, root: str | None) -> CAClient:
     if not ca_url or not root:
-        raise click.UsageError("give --ca-url URL and --root FILE (the trust bundle), or --home for a local CA")
+        raise click.UsageError("give --ca-url URL and --root FILE (the trust bundle), or set the client up once "
+                               "with `trustyard roots --ca-url URL --fingerprint SHA256 --save`, or --home for "
+                               "a local CA")
     if not Path(root).is_file():
-        raise ConfigError(f"--root {root}: no such file (fetch it with `trustyard roots --fingerprint ...`)")
+        raise ConfigError(f"root {root}: no such file (fetch it with `trustyard roots --ca-url {ca_url} "
+                          "--fingerprint SHA256 --save`)")
     return CAClient(ca_url, verify=root)
 
 
 def connect(home: str | None, ca_url: str | None, root: str | None, password_file: str | None = None,
             minting: bool = False) -> CA:
+    ca_url, root = client_defaults(home, ca_url, root)
     if ca_url:
         return remote_ca(ca_url, root)
     return local_ca(home, password_file, minting=minting)

@@ -29,16 +29,27 @@ def run(cli: click.Group, argv: list[str]) -> int:
     except click.ClickException as exc:
         exc.show()
         return EXIT_USAGE
-    except ConfigError as exc:
-        click.echo(f"trustyard: error: {exc.detail}", err=True)
+    except ConfigError as exc:  # local: flags, files, configuration; no HTTP-style code
+        click.echo(f"trustyard: error: {scrub(exc.detail)}", err=True)
         return EXIT_USAGE
     except TrustyardError as exc:
         code = f" [{exc.code}]" if exc.code else ""
-        click.echo(f"trustyard: error{code}: {exc.detail}", err=True)
+        click.echo(f"trustyard: error{code}: {scrub(exc.detail)}", err=True)
         return EXIT_FAILED
+    except OSError as exc:  # a local file that cannot be read or written
+        where = f"{exc.filename}: " if exc.filename else ""
+        click.echo(f"trustyard: error: {where}{exc.strerror or scrub(str(exc))}", err=True)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
     return rv if isinstance(rv, int) else EXIT_OK
+
+
+def scrub(text: str) -> str:
+    """No library internals in what a person reads (``_ssl.c`` lines, errno numbers)."""
+    from ..client import scrub as clean  # imported on the error path only: keeps --help fast
+
+    return clean(text)
 
 
 def emit(as_json: bool, document: Any, text: Callable[[], str] | str) -> None:

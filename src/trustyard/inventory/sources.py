@@ -197,7 +197,10 @@ def _add_key(blob: bytes, location: str, group: str, options: ReadOptions, inv: 
             except (TypeError, ValueError):
                 continue
     spki = spki_of_key(key) if key is not None else None
-    inv.keys.append(KeyItem(location, group, spki, encrypted, mode=mode, environment=options.environment))
+    from ..x509.keys import describe_key  # here, not at the top: keeps this change apart from others'
+
+    inv.keys.append(KeyItem(location, group, spki, encrypted, mode=mode, environment=options.environment,
+                            description=describe_key(key) if key is not None else ""))
 
 
 def _read_der(data: bytes, location: str, group: str, options: ReadOptions, inv: Inventory, *,

@@ -1,0 +1,79 @@
+"""The client's one-time setup: which CA to talk to and the root that verifies it.
+
+``trustyard roots --ca-url URL --fingerprint SHA256 --save`` writes it (like ``step ca
+bootstrap``); ``issue``, ``renew``, ``revoke``, ``list`` and ``agent`` read it when
+``--ca-url`` / ``--root`` are not given. Flags and environment variables always win.
+
+    $TRUSTYARD_CONFIG_DIR, else $XDG_CONFIG_HOME/trustyard, else ~/.config/trustyard:
+      client.toml   ca_url = "https://ca.internal:8443"
+                    root = "root.crt"              # relative to this directory
+                    fingerprint = "<sha256 of the pinned root>"
+      root.crt      the CA's trust bundle, fetched over TLS verified against the pinned root
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ConfigError
+from .files import write_atomic
+
+CONFIG_FILE = "client.toml"
+ROOT_FILE = "root.crt"
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    path: Path  # the client.toml it came from
+    ca_url: str
+    root: Path
+    fingerprint: str = ""
+
+
+def config_dir() -> Path:
+    explicit = os.environ.get("TRUSTYARD_CONFIG_DIR")
+    if explicit:
+        return Path(explicit).expanduser().absolute()
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base).expanduser().absolute() / "trustyard"
+
+
+def load() -> ClientConfig | None:
+    """The saved client config, or None when there is none (a malformed one is an error)."""
+    path = config_dir() / CONFIG_FILE
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the client config {path}: {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    ca_url, root = data.get("ca_url"), data.get("root")
+    if not isinstance(ca_url, str) or not isinstance(root, str) or not ca_url or not root:
+        raise ConfigError(f"{path}: needs ca_url and root (rewrite it with `trustyard roots --ca-url URL "
+                          "--fingerprint SHA256 --save`)")
+    root_path = Path(root).expanduser()
+    if not root_path.is_absolute():
+        root_path = path.parent / root_path
+    return ClientConfig(path=path, ca_url=ca_url, root=root_path, fingerprint=str(data.get("fingerprint", "")))
+
+
+def save(ca_url: str, fingerprint: str, bundle_pem: str) -> ClientConfig:
+    """Write ``root.crt`` then ``client.toml`` (each atomically) in :func:`config_dir`."""
+    directory = config_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    write_atomic(directory / ROOT_FILE, bundle_pem)
+    # JSON strings are valid TOML basic strings for these values (URL, file name, hex).
+    text = (f"# written by `trustyard roots --save`; flags (--ca-url, --root) win over it\n"
+            f"ca_url = {json.dumps(ca_url)}\nroot = {json.dumps(ROOT_FILE)}\n"
+            f"fingerprint = {json.dumps(fingerprint)}\n")
+    write_atomic(directory / CONFIG_FILE, text)
+    return ClientConfig(path=directory / CONFIG_FILE, ca_url=ca_url, root=directory / ROOT_FILE,
+                        fingerprint=fingerprint)
