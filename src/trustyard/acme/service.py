@@ -192,7 +192,7 @@ class AcmeService:
         except AcmeError as exc:
             response = _problem(exc)
             if caller is None:  # never authenticated: counted, not audited one by one
-                self._refused(request, exc.kind)
+                self._refused(request, exc.kind, exc.detail)
         except TrustyardError as exc:  # from the authority: map to the closest ACME type
             response = _problem(_from_trustyard(exc))
         except Exception:
@@ -213,9 +213,10 @@ class AcmeService:
         response.headers["Cache-Control"] = "no-store"
         return response
 
-    def _refused(self, request: AcmeRequest, kind: str) -> None:
+    def _refused(self, request: AcmeRequest, kind: str, message: str = "") -> None:
         try:
-            refusals.note(self.store.sql, request.source or "unknown", f"acme.{request.resource}:{kind}")
+            refusals.note(self.store.sql, request.source or "unknown", f"acme.{request.resource}:{kind}",
+                          message=message[:500])
         except Exception:  # the count is not worth failing the answer for
             log.exception("cannot count a refusal")
 
