@@ -116,30 +116,33 @@ class OperationsLog:
         counted = event.outcome == "counted"  # never authenticated: its actor is its source
         source = refusals.source_key(client or event.actor)
         code = str(detail.get("code", ""))
-        suppressed = self._admit((source, event.target, code))
-        if suppressed is None:
+        admitted = self._admit((source, event.target, code))
+        if admitted is None:
             return
+        suppressed, shared = admitted
         self.logger.info("refused %s", logfmt(
             action=event.target, code=code, reason=detail.get("reason"), rule=detail.get("rule"),
             value=detail.get("value"), by=None if counted else _by(event.actor, client),
             client=client or (event.actor if counted else None),
-            unauthenticated="yes" if counted else None, suppressed=suppressed or None))
+            unauthenticated="yes" if counted else None, suppressed=suppressed or None,
+            sources="many" if shared else None))
 
-    def _admit(self, key: tuple[str, str, str]) -> int | None:
-        """None to leave this refusal out; else how many of its kind were left out before it."""
+    def _admit(self, key: tuple[str, str, str]) -> tuple[int, bool] | None:
+        """None to leave this refusal out; else how many of its kind were left out before it, and
+        whether it shares the budget of many sources (too many to tell apart)."""
         now = self.clock()
         with self._lock:
             if key not in self._slots and len(self._slots) >= self.max_sources:
                 for stale in [k for k, (at, _n) in self._slots.items() if now - at >= self.interval]:
                     del self._slots[stale]
                 if len(self._slots) >= self.max_sources:
-                    key = ("(many sources)", key[1], key[2])
+                    key = ("", key[1], key[2])
             slot = self._slots.get(key)
             if slot is not None and now - slot[0] < self.interval:
                 slot[1] += 1
                 return None
             self._slots[key] = [now, 0]
-            return int(slot[1]) if slot is not None else 0
+            return (int(slot[1]) if slot is not None else 0), not key[0]
 
 
 def _by(actor: str, client: str | None) -> str | None:

@@ -569,6 +569,10 @@ class SqlStore:
         if self.observers:
             conn.info.setdefault(_EVENTS, []).append(event_)
 
+    def tell(self, event_: AuditEvent) -> None:
+        """Tell the observers of an event that is not recorded (an ACME account's refused request)."""
+        self._tell([event_])
+
     def _tell(self, events: list[AuditEvent]) -> None:
         for event_ in events:
             for observer in self.observers:
