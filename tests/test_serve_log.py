@@ -234,3 +234,26 @@ def test_a_client_chosen_text_stays_inside_its_field() -> None:
     assert "\n" not in text
     assert text == ('code=badToken reason="x\\" client=10.0.0.1\\nINFO trustyard.ca: issued serial=1" '
                     "client=::1")
+
+
+def test_the_log_hears_of_an_event_once_it_is_committed(tmp_path: Path) -> None:
+    """A line is written only for what the database kept: not before COMMIT, never for a rollback."""
+    from trustyard.store import open_store
+
+    store = open_store(f"sqlite:///{tmp_path / 'ledger.db'}")
+    heard: list[str] = []
+    store.observers.append(lambda event: heard.append(event.action))
+    store.audit(AuditEvent(actor="a", action="kept", target="t"))
+    with pytest.raises(RuntimeError):
+        with store.unit():
+            store.audit(AuditEvent(actor="a", action="rolled-back", target="t"))
+            raise RuntimeError
+    with store.unit():
+        with pytest.raises(RuntimeError):
+            with store._tx() as conn:  # one step of the unit, undone by its SAVEPOINT
+                store._append(conn, AuditEvent(actor="a", action="step-undone", target="t"))
+                raise RuntimeError
+        store.audit(AuditEvent(actor="a", action="in-unit", target="t"))
+        assert heard == ["kept"]  # not before the unit commits
+    assert heard == ["kept", "in-unit"]
+    store.close()

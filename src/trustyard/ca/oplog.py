@@ -16,8 +16,9 @@ app sets for each request): never a token, a proof, a CSR or a key.
 
 Refusals are rate-limited, since anyone can send them: per worker, at most one line per
 source address (IPv6 by /64) and refusal code every ``REFUSAL_INTERVAL`` seconds; the next
-line for them says how many were left out (``suppressed=N``). The audit log and the
-refusal counts (``trustyard audit``) keep every one.
+line for them says how many were left out (``suppressed=N``); once ``MAX_SOURCES`` sources
+are remembered, new ones share one budget (``sources=many``). The audit log and the refusal
+counts (``trustyard audit``) keep every one.
 """
 
 from __future__ import annotations
