@@ -500,3 +500,15 @@ def test_bad_durations_refused_when_a_token_is_minted(authority: Authority, ttl:
     with pytest.raises(BadRequest) as info:
         authority.mint_token("default", "orders.internal", [], ttl_text=ttl)
     assert info.value.fields["field"] == "ttl"
+
+
+def test_anyone_may_read_a_certificates_status_but_not_its_record(client: TestClient, authority: Authority) -> None:
+    """Issue 14 item 8: ``trustyard check --ca-url`` asks without a token, as OCSP would."""
+    _, first = sign(client, authority, "orders.internal")
+    serial = first.json()["serial"]
+    status = client.get(f"/v1/certificates/{serial}").json()
+    assert set(status) == {"serial", "status", "not_after", "fingerprint_sha256", "revoked_at", "revocation_reason",
+                           "superseded_by"}
+    assert status["status"] == "issued" and status["revoked_at"] is None
+    assert_problem(client.get("/v1/certificates/abc123"), 404, "notFound")
+    assert_problem(client.get("/v1/certificates"), 401, "unauthorized")  # listing stays the administrator's

@@ -74,15 +74,19 @@ CASES = {
 }
 
 
+def init_ca(home: Path, allow: list[str]) -> tuple[x509.Certificate, x509.Certificate, object]:
+    """``trustyard init`` with these allow patterns: its root, intermediate and intermediate key."""
+    init_home(home, None, InitOptions(allow=tuple(allow)))
+    root = x509.load_pem_x509_certificate((home / "ca/root.crt").read_bytes())
+    inter = x509.load_pem_x509_certificate((home / "ca/intermediate.crt").read_bytes())
+    return root, inter, load_private_key_pem((home / "ca/intermediate.key").read_bytes())
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_init_constrains_every_name_type(tmp_path: Path, case: str) -> None:
     """Through ``trustyard init``: the intermediate it makes, signing leaves outside the policy."""
     allow, good, bad = CASES[case]
-    home = tmp_path / "ca"
-    init_home(home, None, InitOptions(allow=tuple(allow)))
-    root = x509.load_pem_x509_certificate((home / "ca/root.crt").read_bytes())
-    inter = x509.load_pem_x509_certificate((home / "ca/intermediate.crt").read_bytes())
-    inter_key = load_private_key_pem((home / "ca/intermediate.key").read_bytes())
+    root, inter, inter_key = init_ca(tmp_path / "ca", allow)
     assert inter.extensions.get_extension_for_class(x509.NameConstraints).critical
     for names in good:
         done = openssl_verify(tmp_path, root, inter, inter_key, names)
@@ -99,11 +103,7 @@ def test_the_chain_verifier_agrees_with_openssl_on_every_name_type(tmp_path: Pat
     leaf below the URI-constrained intermediate is good (cryptography alone cannot say: it
     refuses URI constraints), a name outside any constraint is refused."""
     allow, good, bad = CASES[case]
-    home = tmp_path / "ca"
-    init_home(home, None, InitOptions(allow=tuple(allow)))
-    root = x509.load_pem_x509_certificate((home / "ca/root.crt").read_bytes())
-    inter = x509.load_pem_x509_certificate((home / "ca/intermediate.crt").read_bytes())
-    inter_key = load_private_key_pem((home / "ca/intermediate.key").read_bytes())
+    root, inter, inter_key = init_ca(tmp_path / "ca", allow)
     for names in good:
         result = verify(make_leaf(inter, inter_key, names), [inter], [root], usage="server")
         assert result.ok, (names, result.detail)

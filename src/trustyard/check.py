@@ -6,6 +6,7 @@ own exit status (``trustyard check`` uses them)::
 
     CheckFailed (TrustyardError)      exit   what
     +-- CheckInputError                 3    a file is missing or not a certificate/key/bundle
+    +-- Revoked                        17    the CA's ledger says the certificate is revoked
     +-- KeyMismatch                    10    the key does not belong to the certificate
     +-- ChainInvalid                   11    no valid path from the certificate to the bundle
     +-- OutsideValidity                12    expired or not yet valid (leaf or chain)
@@ -13,9 +14,15 @@ own exit status (``trustyard check`` uses them)::
     +-- IsCA                           14    the certificate is a CA, not a service certificate
     +-- WrongUsage                     15    EKU/key usage does not allow server (client) auth
     +-- NameMismatch                   16    the name is not among the certificate's SANs
+    +-- StatusUnknown                  18    asked (``ledger=``), the CA could not say
 
 The raised error carries the report as ``error.report`` (all failures in
 ``report.failures``), so a caller can log everything before refusing to start.
+
+With ``ledger`` (a function from a serial to the CA's status document, which ``trustyard check
+--ca-url`` wires to ``GET /v1/certificates/{serial}``) the CA is asked too: a revoked certificate
+fails; a superseded one (already renewed) is only a warning in ``report.warnings``: it still
+works until it expires, but it can no longer be renewed.
 
 The chain is judged by the one verifier, ``trustyard.x509.verify`` (also used by
 ``doctor`` and ``scan``), with the server rules for ``usage="server"`` and the client
@@ -26,7 +33,7 @@ SANs) comes from the same module and is reported under its own exit code.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,7 +42,7 @@ from typing import Any, Literal
 from cryptography import x509
 
 from .errors import TrustyardError
-from .units import Threshold, humanize
+from .units import Threshold, format_time, humanize
 from .x509 import chain as chainlib
 from .x509.keys import PrivateKey, load_private_key_pem, same_public_key
 from .x509.names import name_text, parse_name, sans_of
@@ -88,11 +95,25 @@ class NameMismatch(CheckFailed):
     code, title, exit_code = "name", "Name not in certificate", 16
 
 
+class Revoked(CheckFailed):
+    code, title, exit_code = "revoked", "Revoked by the CA", 17
+
+
+class StatusUnknown(CheckFailed):
+    code, title, exit_code = "statusUnknown", "The CA could not give the status", 18
+
+
+Ledger = Callable[[str], Mapping[str, Any]]
+"""serial (hex) -> the CA's status document (``status``, ``revoked_at``, ``revocation_reason``,
+``superseded_by``, ``fingerprint_sha256``); raises a ``TrustyardError`` when it cannot answer."""
+
+
 # The order failures are raised in (and exit statuses chosen by) when several apply.
 ORDER: tuple[type[CheckFailed], ...] = (
-    KeyMismatch, ChainInvalid, OutsideValidity, NotEnoughTimeLeft, IsCA, WrongUsage, NameMismatch,
+    Revoked, KeyMismatch, ChainInvalid, OutsideValidity, NotEnoughTimeLeft, IsCA, WrongUsage, NameMismatch,
+    StatusUnknown,
 )
-CHECKS = ("key", "chain", "validity", "time_left", "ca", "usage", "name")
+CHECKS = ("key", "chain", "validity", "time_left", "ca", "usage", "name", "ledger")
 
 
 @dataclass
@@ -107,6 +128,8 @@ class CheckReport:
     required_remaining: timedelta | None
     checks: dict[str, str] = field(default_factory=dict)
     failures: list[CheckFailed] = field(default_factory=list)
+    warnings: dict[str, str] = field(default_factory=dict)
+    failed: list[str] = field(default_factory=list)  # the names of the checks that failed, in CHECKS order
 
     @property
     def ok(self) -> bool:
@@ -124,6 +147,7 @@ class CheckReport:
             "chain_method": self.chain_method,
             "checks": self.checks,
             "failures": [{"class": f.code, "exit_code": f.exit_code, "detail": f.detail} for f in self.failures],
+            "warnings": self.warnings,
         }
 
 
@@ -136,6 +160,7 @@ def validate(
     usage: Usage = "server",
     now: datetime | None = None,
     password: bytes | None = None,
+    ledger: Ledger | None = None,
 ) -> CheckReport:
     """Check that ``cert`` (leaf then intermediates) with ``key`` is fit to serve now.
 
@@ -157,12 +182,14 @@ def validate(
                                f"cannot be processed: {broken}", reason="malformed_certificate")
 
     failures: list[CheckFailed] = []
+    failed: list[str] = []
     checks: dict[str, str] = {}
 
     def record(check: str, failure: CheckFailed | None, ok: str = "ok") -> None:
         checks[check] = failure.detail if failure else ok
         if failure:
             failures.append(failure)
+            failed.append(check)
 
     record("key", None if same_public_key(leaf.public_key(), private_key.public_key())  # type: ignore[arg-type]
            else KeyMismatch("the private key does not belong to the certificate (different public key)"))
@@ -193,16 +220,49 @@ def validate(
     else:
         record("name", leaf_failures.get("name") or (_name_problem(leaf, name) if name is not None else None))
 
+    warnings: dict[str, str] = {}
+    if ledger is None:
+        checks["ledger"] = "not checked (no --ca-url)"
+    else:
+        failure, note = _ledger_status(leaf, ledger, now)
+        record("ledger", failure, ok=note or "ok (issued, not revoked)")
+        if note:
+            warnings["ledger"] = note
+
     report = CheckReport(
         summary=summarize(leaf, now), chain=[chainlib.label(c) for c in path], chain_method=method,
         usage=usage, name=name, now=now, remaining=remaining, required_remaining=required,
-        checks=checks, failures=sorted(failures, key=lambda f: ORDER.index(type(f))),
+        checks=checks, failures=sorted(failures, key=lambda f: ORDER.index(type(f))), warnings=warnings,
+        failed=failed,
     )
     if report.failures:
         first = report.failures[0]
         first.report = report
         raise first
     return report
+
+
+def _ledger_status(leaf: x509.Certificate, ledger: Ledger, now: datetime) -> tuple[CheckFailed | None, str | None]:
+    """What the CA says of ``leaf``: a failure (revoked, or no answer), or a warning (superseded)."""
+    serial = format(leaf.serial_number, "x")
+    try:
+        doc = ledger(serial)
+    except TrustyardError as exc:
+        return StatusUnknown(f"the CA could not say whether {serial} is revoked: {exc.detail}"), None
+    fingerprint = doc.get("fingerprint_sha256")
+    if fingerprint and fingerprint != fingerprint_sha256(leaf):
+        return StatusUnknown(f"the CA's certificate {serial} is not this one (another CA at that URL?)"), None
+    if doc.get("status") == "revoked":
+        reason = doc.get("revocation_reason") or "unspecified"
+        return Revoked(f"revoked at {format_time(str(doc.get('revoked_at')))} ({reason}): issue a new certificate",
+                       reason=reason), None
+    if doc.get("status") != "issued":
+        return StatusUnknown(f"the CA's ledger says {serial} is {doc.get('status')}"), None
+    if doc.get("superseded_by"):
+        left = humanize(leaf.not_valid_after_utc - now)
+        return None, (f"superseded: already renewed by {doc['superseded_by']}; this one works for {left} more "
+                      "but cannot be renewed again: use the newer certificate")
+    return None, None
 
 
 # -- inputs ---------------------------------------------------------------------------------------

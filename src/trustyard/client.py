@@ -65,7 +65,10 @@ class IssuedFiles:
     roots_pem: str
 
     @classmethod
-    def from_response(cls, doc: dict[str, Any]) -> "IssuedFiles":
+    def from_response(cls, doc: Any) -> "IssuedFiles":
+        fields = ("serial", "not_before", "not_after", "certificate", "chain", "roots")
+        if not isinstance(doc, dict) or not all(isinstance(doc.get(f), str) for f in fields):
+            raise CAUnavailable("the CA's answer is not an issued certificate (a proxy in between?)")
         return cls(serial=doc["serial"], not_before=doc["not_before"], not_after=doc["not_after"],
                    certificate_pem=doc["certificate"], chain_pem=doc["chain"], roots_pem=doc["roots"])
 
@@ -118,11 +121,11 @@ class CAClient:
         body: dict[str, str] = {"csr": _text(csr_pem), "token": token}
         if ttl:
             body["ttl"] = ttl
-        return IssuedFiles.from_response(self._request("POST", "/v1/sign", json=body).json())
+        return IssuedFiles.from_response(_json(self._request("POST", "/v1/sign", json=body)))
 
     def renew(self, csr_pem: bytes | str, proof: str) -> IssuedFiles:
         return IssuedFiles.from_response(
-            self._request("POST", "/v1/renew", json={"csr": _text(csr_pem), "proof": proof}).json())
+            _json(self._request("POST", "/v1/renew", json={"csr": _text(csr_pem), "proof": proof})))
 
     def revoke(self, serial: str, reason: str = "unspecified", proof: str | None = None,
                admin_token: str | None = None) -> dict[str, Any]:
@@ -130,7 +133,11 @@ class CAClient:
         if proof:
             body["proof"] = proof
         headers = {"Authorization": f"Bearer {admin_token}"} if admin_token else {}
-        return self._request("POST", "/v1/revoke", json=body, headers=headers).json()
+        return _json(self._request("POST", "/v1/revoke", json=body, headers=headers))
+
+    def certificate_status(self, serial: str) -> dict[str, Any]:
+        """What the CA's ledger says of ``serial`` (status, revocation, superseded_by); no token needed."""
+        return self._request("GET", f"/v1/certificates/{serial}").json()
 
     def list(self, admin_token: str, status: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
         params: dict[str, Any] = {"limit": limit}
@@ -138,12 +145,30 @@ class CAClient:
             params["status"] = status
         response = self._request("GET", "/v1/certificates", params=params,
                                  headers={"Authorization": f"Bearer {admin_token}"})
-        return response.json()["certificates"]
+        certificates = _json(response).get("certificates")
+        if not isinstance(certificates, list):
+            raise CAUnavailable("the CA's answer is not a list of certificates (a proxy in between?)")
+        return certificates
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    """The JSON object the CA answers with; ``CAUnavailable`` for anything else (an HTML page
+    of a proxy, a truncated body), which is worth retrying."""
+    try:
+        doc = response.json()
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict):
+        raise CAUnavailable(f"the CA answered {response.status_code} without a JSON object: "
+                            f"{response.text[:100]!r}")
+    return doc
 
 
 def _problem_error(response: httpx.Response) -> errors.TrustyardError:
     try:
         doc = response.json()
+        if not isinstance(doc, dict):
+            raise ValueError("not a problem document")
         detail = str(doc.get("detail") or doc.get("title") or response.reason_phrase)
         code = str(doc.get("type", "")).rsplit(":", 1)[-1] or None
     except ValueError:

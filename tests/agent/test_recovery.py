@@ -19,6 +19,7 @@ from trustyard.ca.home import InitOptions, init_home, load_authority
 from trustyard.cli.connect import issued_files
 from trustyard.client import CAUnavailable, IssuedFiles
 from trustyard.x509.keys import PrivateKey
+from trustyard.units import format_time
 
 
 class SwitchableCA:
@@ -109,7 +110,7 @@ def test_outage_recovery_spreads_the_renewal_and_restores_the_rhythm(tmp_path: P
         assert clock.current + room * 0.9 <= planned <= clock.current + room
         status = m.status()
         assert status.level is Level.OK and "the CA answers again" in status.message
-        assert planned.isoformat(timespec="seconds") in status.message
+        assert format_time(planned) in status.message
 
         clock.current = planned
         m.step()
@@ -148,7 +149,7 @@ def test_recovery_is_never_put_off_again_and_warns_close_to_expiry(tmp_path: Pat
         planned = m.next_at
         assert clock.current < planned <= not_after - lifetime * RECOVERY_MARGIN and m.serial == first
         status = m.status()
-        assert status.level is Level.WARNING and planned.isoformat(timespec="seconds") in status.message
+        assert status.level is Level.WARNING and format_time(planned) in status.message
 
         ca.up = False  # down again exactly when the renewal was planned
         clock.current = planned

@@ -126,18 +126,18 @@ class AgentConfig:
 
 
 def parse_signal(text: str) -> signal.Signals:
-    name = text.strip().upper()
-    if name.isdigit():
-        return signal.Signals(int(name))
+    name = str(text).strip().upper()
     try:
+        if name.isdigit():
+            return signal.Signals(int(name))
         return signal.Signals[name if name.startswith("SIG") else "SIG" + name]
-    except KeyError:
+    except (KeyError, ValueError):
         raise ConfigError(f"unknown signal {text!r} (e.g. HUP, USR1, TERM)") from None
 
 
 def parse_host_port(text: str, what: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not host:
+    host, sep, port = str(text).rpartition(":")
+    if not sep or not (port.isascii() and port.isdigit()) or not host:
         raise ConfigError(f"{what} {text!r}: expected HOST:PORT")
     return host.strip("[]"), int(port)
 
@@ -170,6 +170,7 @@ def make_schedule(renew_at: str | None, jitter: str | None, outage_budget: str |
 _CERT_KEYS = {"name", "sans", "token_file", "token_env", "out", "ttl", "key_type", "renew_at", "jitter",
               "outage_budget", "error_before", "reload_cmd", "reload_signal", "pid_file", "pid",
               "verify_endpoint", "verify_grace", "follow_symlinks"}
+_TEXT_KEYS = _CERT_KEYS - {"sans", "pid", "follow_symlinks"}  # TOML lets any key hold any type
 _TOP_KEYS = {"ca_url", "root", "metrics_listen", "roots_interval", "certificate"}
 
 
@@ -178,6 +179,15 @@ def cert_spec(values: dict[str, Any], base: Path | None = None) -> CertSpec:
     unknown = set(values) - _CERT_KEYS
     if unknown:
         raise ConfigError(f"unknown certificate setting(s): {', '.join(sorted(unknown))}")
+    for key, value in values.items():
+        if value is None or key not in _TEXT_KEYS | {"sans"}:  # pid and follow_symlinks are checked below
+            continue
+        if key == "sans":
+            ok, wanted = isinstance(value, (list, tuple)) and all(isinstance(s, str) for s in value), "a list of names"
+        else:
+            ok, wanted = isinstance(value, str), "a string"
+        if not ok:
+            raise ConfigError(f"certificate {values.get('name')!r}: {key} must be {wanted}, not {value!r:.60}")
 
     def path(value: Any) -> Path | None:
         if value in (None, ""):
@@ -248,9 +258,12 @@ def load_config_file(path: Path, overrides: dict[str, Any]) -> AgentConfig:
     unknown = set(data) - _TOP_KEYS
     if unknown:
         raise ConfigError(f"{path}: unknown setting(s): {', '.join(sorted(unknown))}")
+    for key in _TOP_KEYS - {"certificate"}:
+        if key in data and not isinstance(data[key], str):
+            raise ConfigError(f"{path}: {key} must be a string, not {data[key]!r:.60}")
     base = path.parent
     tables = data.get("certificate", [])
-    if not isinstance(tables, list) or not tables:
+    if not isinstance(tables, list) or not tables or not all(isinstance(t, dict) for t in tables):
         raise ConfigError(f"{path}: no [[certificate]] tables")
     specs = tuple(cert_spec(t, base) for t in tables)
     names = [s.out for s in specs]

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from .. import errors
 from ..ca import proofs
 from ..client import CAUnavailable, IssuedFiles, make_csr, new_key_and_csr
-from ..units import humanize
+from ..units import format_time, humanize
 from ..x509.keys import KeyType, PrivateKey, generate_private_key, key_type_of
 from ..x509.names import name_text, sans_of
 from ..x509.summary import serial_hex
@@ -111,7 +111,7 @@ class ManagedCert:
             low = self.not_after - now < self.spec.error_before.of(self.not_after - self.current.issued_at)
             return Status(Level.WARNING if low else Level.OK,
                           f"expires in {humanize(self.not_after - now)}; the CA answers again after an outage, "
-                          f"renewing at {self.next_at.isoformat(timespec='seconds')}")
+                          f"renewing at {format_time(self.next_at)}")
         if self.verify_ok is False and status.level is Level.OK:
             return Status(Level.WARNING, f"{status.message}; the endpoint does not serve the new certificate yet")
         return status
@@ -123,10 +123,10 @@ class ManagedCert:
         return {
             "name": self.spec.name, "out": self.output.describe(), "level": status.level.value,
             "status": status.message, "serial": serial_hex(self.serial) if self.serial is not None else None,
-            "not_after": na.isoformat() if na else None,
+            "not_after": format_time(na) if na else None,
             "seconds_left": int((na - now).total_seconds()) if na else None,
-            "next_renewal": self.renew_point.isoformat() if self.renew_point else None,
-            "last_success": self.last_success.isoformat() if self.last_success else None,
+            "next_renewal": format_time(self.renew_point) if self.renew_point else None,
+            "last_success": format_time(self.last_success) if self.last_success else None,
             "consecutive_failures": self.failures, "last_error": self.last_error,
             "needs_bootstrap": self.needs_bootstrap, "verify_ok": self.verify_ok,
         }
@@ -253,12 +253,12 @@ class ManagedCert:
         log.info("%s: %s certificate serial %s subject %s issuer %s SANs %s notAfter %s (in %s); wrote %s",
                  self.spec.name, verb, serial_hex(leaf.serial_number), leaf.subject.rfc4514_string() or "-",
                  leaf.issuer.rfc4514_string(), ",".join(name_text(n) for n in sans_of(leaf)),
-                 leaf.not_valid_after_utc.isoformat(), humanize(leaf.not_valid_after_utc - now),
+                 format_time(leaf.not_valid_after_utc), humanize(leaf.not_valid_after_utc - now),
                  self.output.describe(),
                  extra={"event": verb, "certificate": self.spec.name, "serial": serial_hex(leaf.serial_number),
                         "subject": leaf.subject.rfc4514_string(), "issuer": leaf.issuer.rfc4514_string(),
                         "sans": [name_text(n) for n in sans_of(leaf)],
-                        "not_after": leaf.not_valid_after_utc.isoformat()})
+                        "not_after": format_time(leaf.not_valid_after_utc)})
         self._activate(now, leaf.serial_number)
 
     def _activate(self, now: datetime, serial: int) -> None:
@@ -327,7 +327,7 @@ class ManagedCert:
         self.next_at = max(self.renew_point, now)
         if late_by > timedelta(0):
             log.info("%s: the renewal came %s late; the next one moves that much earlier (to %s) to return "
-                     "to its rhythm", self.spec.name, humanize(late_by), self.renew_point.isoformat(timespec="seconds"))
+                     "to its rhythm", self.spec.name, humanize(late_by), format_time(self.renew_point))
 
     def _failed(self, now: datetime, why: str, level: int = logging.WARNING) -> None:
         self._recovering = False
@@ -360,7 +360,7 @@ class ManagedCert:
 
     def _rebootstrap_text(self, now: datetime) -> str:
         na = self.not_after
-        when = f"expired at {na.isoformat()}" if na and na <= now else "can no longer be renewed"
+        when = f"expired at {format_time(na)}" if na and na <= now else "can no longer be renewed"
         return (f"the certificate in {self.output.describe()} {when}: the CA cannot renew it. Re-bootstrap: "
                 f"mint a new one-time token (trustyard token {self.spec.name}) and put it in "
                 f"{self._token_source()}")

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
 
-from ..units import Threshold, humanize
+from ..units import Threshold, format_time, humanize
 
 DEFAULT_RENEW_AT = Threshold(fraction=0.66)
 DEFAULT_JITTER = 0.10
@@ -190,7 +190,7 @@ def assess(now: datetime, issued_at: datetime | None, not_after: datetime | None
     text = f"expires in {humanize(left)}"
     if failing_since is None:
         return Status(Level.OK, text)
-    text += f", renewal failing since {failing_since.isoformat(timespec='seconds')}"
+    text += f", renewal failing since {format_time(failing_since)}"
     if left < error_before.of(not_after - issued_at):
         return Status(Level.ERROR, text)
     return Status(Level.WARNING, text)

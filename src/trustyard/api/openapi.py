@@ -49,7 +49,9 @@ SPEC: dict[str, Any] = {
             {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
             {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}}],
             "responses": {"200": {"description": "certificates"}, **_errors(400, 401, 403)}}},
-        "/v1/certificates/{serial}": {"get": {"summary": "One certificate", "security": _ADMIN, "parameters": [
+        "/v1/certificates/{serial}": {"get": {
+            "summary": "One certificate; without a token only its status (revoked, superseded)",
+            "security": [*_ADMIN, {}], "parameters": [
             {"name": "serial", "in": "path", "required": True, "schema": {"type": "string"}}],
             "responses": {"200": {"description": "certificate"}, **_errors(401, 403, 404)}}},
         "/healthz": {"get": {"summary": "Health", "responses": {"200": {"description": "healthy"},

@@ -19,7 +19,7 @@ from ..errors import BadRequest, Forbidden, TrustyardError, Unauthorized
 from ..policy import IssuanceRequest, Policy
 from ..store import AuditEvent, CertRecord, Intent, SqlStore, refusals
 from ..store.sql import SerialCollision, superseded
-from ..units import format_duration, parse_duration
+from ..units import format_duration, format_time, parse_duration
 from ..x509.csr import CSRError, CSRRequest, parse_csr
 from ..x509.keys import PrivateKey, PublicKey
 from ..x509.names import Name, name_text, parse_name
@@ -89,7 +89,7 @@ class Authority:
                 raise BadRequest(str(exc), code="badTTL") from None
         self.store.audit(AuditEvent(actor=actor, action="token.mint", target=subject,
                                     detail={"provisioner": provisioner, "sans": list(claims.sans),
-                                            "jti": claims.jti, "expires_at": claims.expires_at.isoformat()}))
+                                            "jti": claims.jti, "expires_at": format_time(claims.expires_at)}))
         return token
 
     # -- sign -----------------------------------------------------------------------------
@@ -194,7 +194,7 @@ class Authority:
         if record.status != "issued":
             raise Unauthorized(f"certificate {serial} is {record.status}", code="unknownCertificate")
         if record.not_after <= self.clock():
-            raise Forbidden(f"certificate {serial} expired at {record.not_after.isoformat()}: it cannot be "
+            raise Forbidden(f"certificate {serial} expired at {format_time(record.not_after)}: it cannot be "
                             "renewed; bootstrap again with a new token", code="expired")
         return record
 
@@ -269,7 +269,7 @@ class Authority:
                                           AuditEvent(actor=prov.name, action=action, target=intent.serial,
                                                      detail={"subject": subject, "sans": list(sans),
                                                              "lifetime": format_duration(decision.not_after - now),
-                                                             "not_after": decision.not_after.isoformat(),
+                                                             "not_after": format_time(decision.not_after),
                                                              **({"renewed_from": renewed_from} if renewed_from else {})}))
         if not stored:
             raise Forbidden(f"certificate {renewed_from} was revoked (key compromise) while its renewal "

@@ -21,7 +21,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import tomllib
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Mapping
@@ -270,21 +270,29 @@ def load_config(home: Path) -> Config:
     values: dict[str, Any] = {}
     for section, allowed in _SECTIONS.items():
         table = data.get(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: [{section}] must be a table")
         unknown = set(table) - allowed
         if unknown:
             raise ConfigError(f"{path}: unknown key(s) in [{section}]: {', '.join(sorted(unknown))}")
         for key, value in table.items():
-            values["database_url" if section == "database" else
-                   "admin_token_sha256" if section == "admin" else key] = value
+            field_name = "database_url" if section == "database" else "admin_token_sha256" if section == "admin" else key
+            _check_type(path, f"[{section}] {key}", value, _DEFAULTS[field_name])
+            values[field_name] = value
     unknown_sections = set(data) - set(_SECTIONS) - {"provisioners", "acme"}
     if unknown_sections:
         raise ConfigError(f"{path}: unknown section(s): {', '.join(sorted(unknown_sections))}")
     provisioners = []
-    for entry in data.get("provisioners", []):
+    entries = data.get("provisioners", [])
+    if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
+        raise ConfigError(f"{path}: provisioners must be [[provisioners]] tables")
+    for entry in entries:
         unknown = set(entry) - _PROVISIONER_KEYS
         if unknown or "name" not in entry:
             raise ConfigError(f"{path}: provisioner entry {entry.get('name', '?')!r}: "
                               f"unknown key(s) {sorted(unknown)} or missing name")
+        for key, value in entry.items():
+            _check_type(path, f"provisioner {entry['name']!r}: {key}", value, _PROVISIONER_DEFAULTS[key])
         provisioners.append(ProvisionerConfig(**{k: tuple(v) if isinstance(v, list) else v
                                                  for k, v in entry.items()}))
     if os.environ.get("TRUSTYARD_DATABASE_URL"):
@@ -304,6 +312,42 @@ def load_config(home: Path) -> Config:
 
 
 _ACME_KEYS = set(AcmeConfig.__dataclass_fields__)
+
+
+def _field_defaults(cls: Any) -> dict[str, Any]:
+    return {f.name: f.default_factory() if f.default_factory is not MISSING else f.default  # type: ignore[misc]
+            for f in fields(cls)}
+
+
+_DEFAULTS = _field_defaults(Config) | {"database_url": "", "admin_token_sha256": ""}
+_PROVISIONER_DEFAULTS = _field_defaults(ProvisionerConfig) | {"name": "", "key": "", "public_key": ""}
+_ACME_DEFAULTS = _field_defaults(AcmeConfig)
+
+
+def _check_type(path: Path, where: str, value: Any, default: Any) -> None:
+    """A value of the type the setting's default has: TOML lets any key hold any type."""
+    if isinstance(default, bool):
+        ok, wanted = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, wanted = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif isinstance(default, float):
+        ok, wanted = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+    elif isinstance(default, tuple):
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        wanted = "a list of strings"
+    elif isinstance(default, dict):
+        ok = isinstance(value, dict) and all(isinstance(keys, dict) and all(isinstance(k, str) for k in keys.values())
+                                             for keys in value.values())
+        wanted = "tables of strings"
+    else:
+        ok, wanted = isinstance(value, str), "a string"
+    if not ok:
+        raise ConfigError(f"{path}: {where} must be {wanted}, not {_short(value)}")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:60] + "..."
 
 
 def dns_server(text: str) -> str:
@@ -327,10 +371,15 @@ def dns_server(text: str) -> str:
     return f"[{address}]:{number}" if address.version == 6 else f"{address}:{number}"
 
 
-def _load_acme(path: Path, table: dict[str, Any]) -> AcmeConfig:
+def _load_acme(path: Path, table: Any) -> AcmeConfig:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [acme] must be a table")
     unknown = set(table) - _ACME_KEYS
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) in [acme]: {', '.join(sorted(unknown))}")
+    for key, value in table.items():
+        if key != "resolver":  # dns_server says what a resolver looks like
+            _check_type(path, f"[acme] {key}", value, _ACME_DEFAULTS[key])
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in table.items()}
     eab = values.get("eab", {})
     if not isinstance(eab, dict) or not all(isinstance(v, dict) for v in eab.values()):

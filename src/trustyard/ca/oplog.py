@@ -61,15 +61,7 @@ def logfmt(**fields: Any) -> str:
 
 
 LINE_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
-"""The format ``trustyard serve`` gives every worker's log lines (``UtcFormatter``)."""
-
-
-class UtcFormatter(logging.Formatter):
-    """``%(asctime)s`` as RFC 3339 in UTC with seconds and ``Z``, whatever the machine's zone."""
-
-    converter = time.gmtime
-    default_time_format = "%Y-%m-%dT%H:%M:%SZ"
-    default_msec_format = None  # type: ignore[assignment]
+"""The format ``trustyard serve`` gives every worker's log lines (times in UTC, ``Z``)."""
 
 
 class OperationsLog:

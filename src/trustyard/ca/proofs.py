@@ -90,6 +90,9 @@ def verify(token: str, audience: str, certificate: x509.Certificate | None = Non
         raise Unauthorized("the proof is not signed by the certificate's key", code="badProof") from None
     except Exception as exc:
         raise Unauthorized(f"malformed proof: {type(exc).__name__}", code="badProof") from None
+    if not all(isinstance(claims[c], (int, float)) and not isinstance(claims[c], bool) for c in ("exp", "iat")):
+        # PyJWT reads "123" as a date too; the lifetime arithmetic below needs numbers
+        raise Unauthorized("the proof's exp and iat must be numbers", code="badProof")
     if claims["exp"] - claims["iat"] > MAX_PROOF_LIFETIME.total_seconds():
         raise Unauthorized("the proof lives longer than 5 minutes: refused", code="badProof")
     return Proof(certificate=cert, claims=claims, jti=str(claims["jti"]),

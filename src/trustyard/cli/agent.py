@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from ..x509.keys import KeyType
-from .output import DURATION, THRESHOLD, emit, json_option
+from .output import DURATION, THRESHOLD, emit, json_option, utc_log_formatter
 
 
 class _JsonLines(logging.Formatter):
@@ -30,8 +30,8 @@ class _JsonLines(logging.Formatter):
 
 def _setup_logging(as_json: bool, level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_JsonLines() if as_json else logging.Formatter(
-        "%(asctime)s trustyard-agent %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S%z"))
+    handler.setFormatter(_JsonLines() if as_json else utc_log_formatter(
+        "%(asctime)s trustyard-agent %(levelname)s %(message)s"))
     root = logging.getLogger("trustyard")
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

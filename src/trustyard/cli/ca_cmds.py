@@ -11,6 +11,7 @@ import click
 
 from ..ca import oplog
 from ..ca.config import DEFAULT_ALLOW, load_config, resolve_home
+from ..units import format_time
 from ..x509.keys import KeyType
 from .connect import local_ca, password_for
 from .output import DURATION, EXIT_FAILED, emit, home_option, json_option, password_file_option
@@ -190,7 +191,7 @@ def serve_log_config(level: str) -> dict[str, Any]:
     from uvicorn.config import LOGGING_CONFIG
 
     config = copy.deepcopy(LOGGING_CONFIG)
-    config["formatters"]["default"] = {"()": "trustyard.ca.oplog.UtcFormatter", "fmt": oplog.LINE_FORMAT}
+    config["formatters"]["default"] = {"()": "trustyard.cli.output.utc_log_formatter", "fmt": oplog.LINE_FORMAT}
     config["handlers"]["trustyard"] = {"formatter": "default", "class": "logging.StreamHandler",
                                        "stream": "ext://sys.stderr"}
     config["loggers"]["trustyard"] = {"handlers": ["trustyard"], "level": level.upper(), "propagate": False}
@@ -242,7 +243,7 @@ def audit(ctx: click.Context, home: str | None, as_json: bool, limit: int | None
 
     store = open_home_store(load_config(resolve_home(home)))
     entries = [e.to_json() for e in store.audit_entries()]
-    counted = [{**r, "interval_start": r["interval_start"].isoformat(), "last_at": r["last_at"].isoformat()}
+    counted = [{**r, "interval_start": format_time(r["interval_start"]), "last_at": format_time(r["last_at"])}
                for r in refusals.rows(store)]  # unauthenticated refusals, in aggregate
     store.close()
     if limit:
@@ -259,13 +260,13 @@ def audit_text(entries: list[dict[str, Any]], counted: list[dict[str, Any]]) -> 
     parts = []
     if entries:
         parts.append(table([("SEQ", "TIME", "OUTCOME", "ACTION", "TARGET", "ACTOR", "DETAIL")] + [
-            (str(e["seq"]), _utc_text(e["at"]), e["outcome"], e["action"], e["target"], e["actor"], _detail(e))
+            (str(e["seq"]), format_time(e["at"]), e["outcome"], e["action"], e["target"], e["actor"], _detail(e))
             for e in entries]))
     if counted:
         parts.append("Refused before authenticating (counted per hour, source and reason):\n" + table(
             [("INTERVAL", "SOURCE", "COUNT", "ACTION", "REASON", "LAST")] + [
-                (_utc_text(r["interval_start"]), r["source"], str(r["count"]), *_split_reason(r["reason"]),
-                 _utc_text(r["last_at"])) for r in counted]))
+                (format_time(r["interval_start"]), r["source"], str(r["count"]), *_split_reason(r["reason"]),
+                 format_time(r["last_at"])) for r in counted]))
     return "\n\n".join(parts)
 
 
@@ -273,11 +274,6 @@ def table(rows: list[tuple[str, ...]]) -> str:
     """Columns aligned on the widest cell, two spaces apart; the last one not padded."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1] for row in rows)
-
-
-def _utc_text(when: str) -> str:
-    """An ISO 8601 UTC time from the JSON document, as RFC 3339 with seconds and ``Z``."""
-    return when[:19] + "Z" if len(when) >= 19 and when[10:11] == "T" else when
 
 
 def _split_reason(reason: str) -> tuple[str, str]:

@@ -23,6 +23,7 @@ from cryptography import x509
 from cryptography.utils import CryptographyDeprecationWarning
 
 from ..errors import BadRequest
+from ..units import format_time
 from ..x509.chain import check_validity
 from ..x509.verify import Usage, verify
 from ..x509.summary import summarize
@@ -152,15 +153,15 @@ def classify_chain(
         window = check_validity(verdict.path, now)
         if window is not None:
             ev.update(certificate=_text(window.cert.subject), index=window.index,
-                      not_before=window.cert.not_valid_before_utc.isoformat(),
-                      not_after=window.cert.not_valid_after_utc.isoformat())
+                      not_before=format_time(window.cert.not_valid_before_utc),
+                      not_after=format_time(window.cert.not_valid_after_utc))
         if server_now is not None and abs(server_now - now) > CLOCK_SKEW_TOLERANCE and verify(
                 leaf, served[1:], anchors, usage=usage, name=name, at=server_now, max_depth=max_depth,
                 crls=crls).ok:
             skew = now - server_now
             return _verdict(target, "clock_skew", f"the local clock is {_signed(skew)} off the server's "
-                            f"({server_now.isoformat()}); by the server's clock the chain is valid", chain,
-                            local_time=now.isoformat(), server_time=server_now.isoformat(), **ev)
+                            f"({format_time(server_now)}); by the server's clock the chain is valid", chain,
+                            local_time=format_time(now), server_time=format_time(server_now), **ev)
     if problem.layer == "identity":
         ev["sans"] = chain[0]["sans"]
     return _verdict(target, problem.code, problem.detail, chain, needed_issuer=verdict.needed_issuer, **ev)

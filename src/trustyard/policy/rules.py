@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 from cryptography import x509
 
 from ..errors import PolicyDenied
-from ..units import format_duration
+from ..units import format_duration, format_time
 from ..x509.keys import KeyType
 from ..x509.names import Name, name_text, reads_as_ip
 from .patterns import NamePattern
@@ -114,8 +114,8 @@ def within_cap(policy: "Policy", req: IssuanceRequest) -> None:
 def within_issuer(policy: "Policy", req: IssuanceRequest) -> None:
     left = req.issuer_not_after - req.now
     if left < policy.min_ttl:
-        raise PolicyDenied("within_issuer", req.issuer_not_after.isoformat(),
-                           f"the intermediate expires at {req.issuer_not_after.isoformat()}: too soon to issue a "
+        raise PolicyDenied("within_issuer", format_time(req.issuer_not_after),
+                           f"the intermediate expires at {format_time(req.issuer_not_after)}: too soon to issue a "
                            f"certificate of at least {format_duration(policy.min_ttl)}; rotate the intermediate")
 
 

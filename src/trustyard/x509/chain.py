@@ -16,6 +16,7 @@ from typing import Iterable, Iterator, Sequence
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
 
+from ..units import format_time
 from .names import common_names, sans_of
 from .summary import fingerprint_sha256, is_ca, is_self_signed
 
@@ -248,11 +249,11 @@ def check_validity(path: Sequence[x509.Certificate], now: datetime) -> WindowPro
         if now > cert.not_valid_after_utc:
             return WindowProblem("expired", i, cert,
                                  f"{who} {label(cert)} expired at "
-                                 f"{cert.not_valid_after_utc.isoformat()}")
+                                 f"{format_time(cert.not_valid_after_utc)}")
         if now < cert.not_valid_before_utc:
             return WindowProblem("not_yet_valid", i, cert,
                                  f"{who} {label(cert)} is valid only from "
-                                 f"{cert.not_valid_before_utc.isoformat()}")
+                                 f"{format_time(cert.not_valid_before_utc)}")
     return None
 
 
