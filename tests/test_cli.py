@@ -162,7 +162,7 @@ def test_serve_defaults_to_one_worker_per_core(tmp_path: Path) -> None:
         process.terminate()
         _, err = process.communicate(timeout=30)
     assert process.returncode == 0, err  # SIGTERM: clean shutdown
-    assert b"with %d worker(s)" % os.cpu_count() in err and b"trustyard issue" in err
+    assert b"with %d worker(s)" % os.cpu_count() in err and b"serving the existing CA" in err
 
 
 def test_serve_with_wrong_password_says_so(tmp_path: Path) -> None:

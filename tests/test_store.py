@@ -254,7 +254,7 @@ def test_audit_records_who_what_when_why(authority: Authority) -> None:
     deny = entries[2]
     assert deny.detail["code"] == "tokenReplayed" and deny.target == "certificate.issue"
     assert entries[1].target == serial and entries[1].detail["sans"] == ["a.internal"]
-    assert entries[3].actor == "admin" and entries[3].detail == {"reason": "superseded"}
+    assert entries[3].actor == "admin" and entries[3].detail == {"reason": "superseded", "sans": ["a.internal"]}
     assert all(e.at.tzinfo is not None for e in entries)
     assert authority.store.verify_audit().ok
 

@@ -24,7 +24,7 @@ from cryptography import x509
 from ..ca.authority import REVOCATION_REASONS, Authority
 from ..ca.config import AcmeConfig
 from ..errors import Conflict, NotFound, PolicyDenied, TrustyardError
-from ..store import refusals
+from ..store import AuditEvent, refusals
 from ..store.acme_store import AccountRow, AcmeStore, AuthzRow, ChallengeRow, NewAuthz, OrderRow
 from ..x509.csr import CSRError, parse_csr
 from ..x509.names import Name, name_text, normalize_dns, parse_name, reads_as_ip
@@ -192,7 +192,13 @@ class AcmeService:
         except AcmeError as exc:
             response = _problem(exc)
             if caller is None:  # never authenticated: counted, not audited one by one
-                self._refused(request, exc.kind)
+                self._refused(request, exc.kind, exc.detail)
+            elif not _from_authority(exc):  # an account's request the protocol refuses: logged, not audited
+                self.store.sql.tell(AuditEvent(
+                    actor=f"acme:{caller.account.id}" if caller.account else f"acme:jwk:{caller.jwk.thumbprint[:16]}",
+                    action="request.deny",
+                    target=f"acme.{request.resource}", outcome="refused",
+                    detail={"code": exc.kind, "reason": exc.detail[:500]}))
         except TrustyardError as exc:  # from the authority: map to the closest ACME type
             response = _problem(_from_trustyard(exc))
         except Exception:
@@ -213,9 +219,10 @@ class AcmeService:
         response.headers["Cache-Control"] = "no-store"
         return response
 
-    def _refused(self, request: AcmeRequest, kind: str) -> None:
+    def _refused(self, request: AcmeRequest, kind: str, message: str = "") -> None:
         try:
-            refusals.note(self.store.sql, request.source or "unknown", f"acme.{request.resource}:{kind}")
+            refusals.note(self.store.sql, request.source or "unknown", f"acme.{request.resource}:{kind}",
+                          message=message[:500])
         except Exception:  # the count is not worth failing the answer for
             log.exception("cannot count a refusal")
 
@@ -699,6 +706,11 @@ def _contacts(value: Any) -> list[str]:
 
 def _sorted_names(names: set[Name]) -> list[Name]:
     return sorted(names, key=lambda n: (not isinstance(n, x509.DNSName), name_text(n)))
+
+
+def _from_authority(exc: AcmeError) -> bool:
+    """The ACME form of the authority's refusal (finalize, revoke), which the authority audited."""
+    return isinstance(exc.__context__, TrustyardError) and not isinstance(exc.__context__, AcmeError)
 
 
 def _from_trustyard(exc: TrustyardError) -> AcmeError:

@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Route
 from starlette.types import Receive, Scope, Send
 
+from ..ca import oplog
 from ..ca.authority import Authority, Issued
 from ..ca.config import Config
 from ..errors import BadRequest, Forbidden, TrustyardError, Unauthorized
@@ -235,20 +236,30 @@ class CAApp(Starlette):
         self.direct = direct or []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"].startswith("/acme/"):
-            for route in self.direct:
-                match, child = route.matches(scope)
-                if match is Match.FULL:
-                    scope.update(child)
-                    scope["app"] = self
-                    await route.app(scope, receive, send)
-                    return
-        await super().__call__(scope, receive, send)
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        client = scope.get("client")
+        token = oplog.client_address.set(client[0] if client else None)  # for the operations log
+        try:
+            if scope["method"] == "POST" and scope["path"].startswith("/acme/"):
+                for route in self.direct:
+                    match, child = route.matches(scope)
+                    if match is Match.FULL:
+                        scope.update(child)
+                        scope["app"] = self
+                        await route.app(scope, receive, send)
+                        return
+            await super().__call__(scope, receive, send)
+        finally:
+            oplog.client_address.reset(token)
 
 
 def create_app(authority: Authority, config: Config | None = None) -> Starlette:
     api = Api(authority, config.admin_token_sha256 if config else "",
               config.max_body_bytes if config else 64 * 1024)
+    # One line per issuance, renewal, revocation and refusal (trustyard.ca), from what is recorded.
+    authority.store.observers.append(oplog.OperationsLog().record)
     routes = [
         Route("/v1/roots", _timed("roots", api.roots), methods=["GET"]),
         Route("/v1/sign", _timed("sign", api.sign), methods=["POST"]),

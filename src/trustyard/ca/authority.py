@@ -19,7 +19,7 @@ from ..errors import BadRequest, Forbidden, TrustyardError, Unauthorized
 from ..policy import IssuanceRequest, Policy
 from ..store import AuditEvent, CertRecord, Intent, SqlStore, refusals
 from ..store.sql import SerialCollision, superseded
-from ..units import format_time, parse_duration
+from ..units import format_duration, format_time, parse_duration
 from ..x509.csr import CSRError, CSRRequest, parse_csr
 from ..x509.keys import PrivateKey, PublicKey
 from ..x509.names import Name, name_text, parse_name
@@ -268,6 +268,7 @@ class Authority:
         stored = self.store.record_issued(intent.serial, der, fingerprint,
                                           AuditEvent(actor=prov.name, action=action, target=intent.serial,
                                                      detail={"subject": subject, "sans": list(sans),
+                                                             "lifetime": format_duration(decision.not_after - now),
                                                              "not_after": format_time(decision.not_after),
                                                              **({"renewed_from": renewed_from} if renewed_from else {})}))
         if not stored:
@@ -317,7 +318,8 @@ class _DenialAudit:
         if isinstance(exc, Unauthorized) and exc.code != "tokenReplayed":
             # Never authenticated: counted per source and reason, not audited one by one. (A
             # replayed token or proof was genuine once: each replay stays an audit entry.)
-            refusals.note(self.authority.store, refusals.source_key(self.actor), f"{self.action}:{exc.code}")
+            refusals.note(self.authority.store, refusals.source_key(self.actor), f"{self.action}:{exc.code}",
+                          message=exc.detail[:500])
             self.authority._emit("denied", exc.code)
         elif isinstance(exc, TrustyardError) and 400 <= exc.status < 500:
             detail = {"code": exc.code, "reason": exc.detail[:500]}

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
+from typing import Any
 
 import click
 
+from ..ca import oplog
 from ..ca.config import DEFAULT_ALLOW, load_config, resolve_home
 from ..units import format_time
 from ..x509.keys import KeyType
@@ -67,7 +70,8 @@ def init(home: str | None, password_file: str | None, insecure_no_password: bool
         if not cfg.encrypted_keys:
             lines.append("  WARNING: keys are NOT encrypted (--insecure-no-password): a demo CA only")
         lines += ["", f"The root key {doc['root_key']} may now be moved offline; serving needs only the intermediate.",
-                  f"Next: trustyard serve --home {path}"]
+                  f"Next: trustyard serve --home {path}",
+                  *first_certificate(path, cfg.url, Path(doc["root_certificate"]))]
         return "\n".join(lines)
 
     emit(as_json, doc, text)
@@ -115,11 +119,11 @@ def serve(home: str | None, password_file: str | None, init_missing: bool, insec
     from ..ca.home import InitOptions, init_home, load_authority, read_password
 
     path = resolve_home(home)
+    created = None
     if init_missing and not (path / "trustyard.toml").exists():
         password = read_password(password_file, insecure_no_password)
-        result = init_home(path, password, InitOptions(**({"listen": listen} if listen else {})))
-        click.echo(f"Created a CA in {path} (root SHA256 {result.root_fingerprint}; "
-                   f"allowed names: {', '.join(result.allow)})", err=True)
+        # --listen is this run's: the new trustyard.toml gets the default, like `init` without --listen.
+        created = init_home(path, password, InitOptions())
     config = load_config(path)
     overrides = {key: value for key, value in (("header_timeout", header_timeout), ("body_timeout", body_timeout),
                                                 ("max_connections", max_connections)) if value is not None}
@@ -127,8 +131,9 @@ def serve(home: str | None, password_file: str | None, init_missing: bool, insec
     password = password_for(config, password_file)
     authority = load_authority(path, password, config=config)  # fail fast, and migrate once, here
     authority.store.close()
+    configured = config.listen
     if listen:
-        config = replace(config, listen=listen)
+        config = replace(config, listen=listen)  # this run only: trustyard.toml is not rewritten
     host, port = config.listen_host_port
     count = workers if workers is not None else config.workers
     count = count or os.cpu_count() or 1
@@ -143,17 +148,24 @@ def serve(home: str | None, password_file: str | None, init_missing: bool, insec
         metrics_dir = tempfile.mkdtemp(prefix="trustyard-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     url = f"https://{host if ':' not in host else f'[{host}]'}:{port}"
-    click.echo(f"trustyard CA serving on {url} with {count} worker(s)\n"
-               f"  trust bundle:  {config.path(config.root_cert)}\n"
-               f"  first certificate:\n"
-               f"    TOKEN=$(trustyard token --home {path} orders.internal)\n"
-               f"    trustyard issue orders.internal --token \"$TOKEN\" --ca-url {url} "
-               f"--root {config.path(config.root_cert)} --out ./orders", err=True)
+    only_now = f" (--listen: this run only; trustyard.toml has {configured})" if config.listen != configured else ""
+    if created is not None:
+        click.echo("\n".join([
+            f"Created a CA in {path} (root SHA256 {created.root_fingerprint}; allowed names: "
+            f"{', '.join(created.allow)})",
+            f"  trust bundle:  {config.path(config.root_cert)}",
+            f"  admin token:   {path / 'admin.token'}  (for revoke and list; keep it secret)",
+            *first_certificate(path, url, config.path(config.root_cert)),
+            f"trustyard CA serving on {url}{only_now} with {count} worker(s)"]), err=True)
+    else:
+        click.echo(f"trustyard CA serving the existing CA in {path} on {url}{only_now} with {count} worker(s)",
+                   err=True)
     try:
         uvicorn.run(
             "trustyard.api.app:app_from_env", factory=True, host=host, port=port, workers=count,
             ssl_certfile=str(config.path(config.tls_cert)), ssl_keyfile=str(config.path(config.tls_key)),
             ssl_keyfile_password=password.decode() if password else None, log_level=log_level,
+            log_config=serve_log_config(log_level),
             access_log=log_level == "debug", timeout_graceful_shutdown=10, server_header=False,
             http=functools.partial(CoalescingHttpToolsProtocol, limits=limits),
             # uvicorn would believe X-Forwarded-* from loopback: any local process could then
@@ -163,6 +175,27 @@ def serve(home: str | None, password_file: str | None, init_missing: bool, insec
     finally:
         if metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def first_certificate(home: Path, url: str, root: Path) -> list[str]:
+    """How to get the first certificate from a CA just created: lines for a person to follow."""
+    return ["  first certificate:",
+            f"    TOKEN=$(trustyard token --home {home} orders.internal)",
+            f"    trustyard issue orders.internal --token \"$TOKEN\" --ca-url {url} --root {root} --out ./orders"]
+
+
+def serve_log_config(level: str) -> dict[str, Any]:
+    """uvicorn's logging configuration, with one line format (``oplog.LINE_FORMAT``, UTC times)
+    for its lines and the ``trustyard`` loggers' (``trustyard.ca``: what the CA did) in every
+    worker, on stderr, at ``level``."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["formatters"]["default"] = {"()": "trustyard.cli.output.utc_log_formatter", "fmt": oplog.LINE_FORMAT}
+    config["handlers"]["trustyard"] = {"formatter": "default", "class": "logging.StreamHandler",
+                                       "stream": "ext://sys.stderr"}
+    config["loggers"]["trustyard"] = {"handlers": ["trustyard"], "level": level.upper(), "propagate": False}
+    return config
 
 
 @click.command()
@@ -216,14 +249,59 @@ def audit(ctx: click.Context, home: str | None, as_json: bool, limit: int | None
     if limit:
         entries = entries[-limit:]
 
-    def text() -> str:
-        rows = [f"{e['seq']:>6}  {format_time(e['at'])}  {e['outcome']:<6}  {e['action']:<20} {e['target']:<42} "
-                f"{e['actor']}" for e in entries]
-        rows += [f"        {format_time(r['interval_start'])}  refused {r['count']}x  {r['reason']:<40} {r['source']}"
-                 for r in counted]
-        return "\n".join(rows) if rows else "(the audit log is empty)"
+    emit(as_json, {"entries": entries, "refusals": counted}, lambda: audit_text(entries, counted))
 
-    emit(as_json, {"entries": entries, "refusals": counted}, text)
+
+def audit_text(entries: list[dict[str, Any]], counted: list[dict[str, Any]]) -> str:
+    """The audit log as aligned tables (kubectl-style): its entries, with what each was about and
+    why a refusal was refused; then the refusals counted in aggregate."""
+    if not entries and not counted:
+        return "No audit entries found."
+    parts = []
+    if entries:
+        parts.append(table([("SEQ", "TIME", "OUTCOME", "ACTION", "TARGET", "ACTOR", "DETAIL")] + [
+            (str(e["seq"]), format_time(e["at"]), e["outcome"], e["action"], e["target"], e["actor"], _detail(e))
+            for e in entries]))
+    if counted:
+        parts.append("Refused before authenticating (counted per hour, source and reason):\n" + table(
+            [("INTERVAL", "SOURCE", "COUNT", "ACTION", "REASON", "LAST")] + [
+                (format_time(r["interval_start"]), r["source"], str(r["count"]), *_split_reason(r["reason"]),
+                 format_time(r["last_at"])) for r in counted]))
+    return "\n\n".join(parts)
+
+
+def table(rows: list[tuple[str, ...]]) -> str:
+    """Columns aligned on the widest cell, two spaces apart; the last one not padded."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1] for row in rows)
+
+
+def _split_reason(reason: str) -> tuple[str, str]:
+    action, _, code = reason.rpartition(":")
+    return (action, code) if action else ("", reason)
+
+
+def _detail(entry: dict[str, Any]) -> str:
+    """What an entry is about, in a few words: the names and lifetime of a certificate, the
+    reason of a revocation, the code and message of a refusal."""
+    d, action = entry["detail"], entry["action"]
+    names = ", ".join(d.get("sans") or [])
+    if action == "request.deny":
+        reason = f"{d.get('code', '')}: {d.get('reason', '')}".strip(": ")
+        return reason + (f" (rule {d['rule']})" if d.get("rule") else "")
+    if action in ("certificate.issue", "certificate.renew"):
+        text = ", ".join(filter(None, [names, d.get("lifetime") and f"lifetime {d['lifetime']}"]))
+        if d.get("renewed_from"):
+            text += f" (renews {d['renewed_from']})"
+        return text + (" -- refused: revoked while being signed" if d.get("revoked_while_signing") else "")
+    if action == "certificate.renew.retry":
+        return f"the renewal of {d.get('renewed_from')} asked again: the same certificate"
+    if action == "certificate.revoke":
+        also = d.get("descendants") or []
+        return ", ".join(filter(None, [d.get("reason"), names])) + (f" (and {', '.join(also)})" if also else "")
+    if action == "token.mint":
+        return ", ".join(filter(None, [names, d.get("provisioner") and f"provisioner {d['provisioner']}"]))
+    return ", ".join(f"{k}={v}" for k, v in d.items())
 
 
 @audit.command("verify")

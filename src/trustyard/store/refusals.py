@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 
+from .records import AuditEvent
 from .schema import refusals
 from .sql import SqlStore, _utc
 
@@ -36,8 +37,10 @@ def source_key(host: str | None) -> str:
     return str(address.ipv4_mapped or address) if address.version == 6 else str(address)
 
 
-def note(sql: SqlStore, source: str, reason: str, now: datetime | None = None) -> None:
-    """Count one refusal of ``source`` for ``reason`` in the current interval's row."""
+def note(sql: SqlStore, source: str, reason: str, now: datetime | None = None, message: str = "") -> None:
+    """Count one refusal of ``source`` for ``reason`` (``ACTION:CODE``) in the current interval's
+    row. The store's observers hear of it as a ``request.deny`` event with outcome ``counted``
+    (``message``, what the caller was told, goes only to them: it is not stored)."""
     now = now or datetime.now(timezone.utc)
     step = int(INTERVAL.total_seconds())
     start = datetime.fromtimestamp(int(now.timestamp()) // step * step, timezone.utc)
@@ -49,6 +52,10 @@ def note(sql: SqlStore, source: str, reason: str, now: datetime | None = None) -
         set_={"count": refusals.c["count"] + 1, "last_at": statement.excluded.last_at})
     with sql._tx(durable=False, one_statement=True) as conn:
         conn.execute(statement)
+        if sql.observers:
+            action, _, code = reason.rpartition(":")
+            sql.recorded(conn, AuditEvent(actor=source, action="request.deny", target=action or reason,
+                                          outcome="counted", detail={"code": code, "reason": message}))
 
 
 def rows(sql: SqlStore, since: datetime | None = None) -> list[dict[str, Any]]:

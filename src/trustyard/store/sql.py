@@ -9,12 +9,18 @@ hash chain stays linear while other writes run concurrently.
 
 With an ``AuditSeal`` (the home's audit key) entries are keyed, and each commit that
 appended one updates the signed checkpoint afterwards (after the WAL flush on SQLite).
+
+``observers`` are told of every audit entry, and of every refusal counted in aggregate
+(``refusals.note``), once its transaction has committed, exactly once, in commit order; what a
+rolled-back transaction or SAVEPOINT recorded is never told. The CA's operations log
+(``ca.oplog``) is one.
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import threading
 from contextlib import contextmanager, nullcontext
@@ -53,6 +59,10 @@ _UNIT: ContextVar[_Unit | None] = ContextVar("trustyard_unit", default=None)
 
 # conn.info key: the (seq, hash) this transaction appended last, for the checkpoint after COMMIT
 _TIP = "trustyard_audit_tip"
+# conn.info key: the events this transaction recorded, for the observers after COMMIT
+_EVENTS = "trustyard_recorded_events"
+
+Observer = Callable[[AuditEvent], None]
 
 # This process's id, kept current across fork: connections and lock files are per process,
 # and asking the kernel on every transaction costs more than the check is worth.
@@ -121,6 +131,7 @@ class SqlStore:
         self._lock_pid = 0
         self._kept: tuple[int, Connection] | None = None  # (pid, the main thread's SQLite connection)
         self._plans: dict[tuple[int, tuple[str, ...]], tuple[Any, Plan]] = {}
+        self.observers: list[Observer] = []  # told of each recorded event after its COMMIT
 
     def run(self, conn: Connection, statement: Any, params: dict[str, Any] | list[dict[str, Any]] | None = None,
             ) -> PlanResult | Any:
@@ -172,12 +183,14 @@ class SqlStore:
             assert raw is not None
             raw.execute("SAVEPOINT trustyard_step")
             tip = unit.conn.info.get(_TIP)
+            told = len(unit.conn.info.get(_EVENTS, ()))
             try:
                 yield unit.conn
             except BaseException:
                 raw.execute("ROLLBACK TO trustyard_step")
                 raw.execute("RELEASE trustyard_step")
                 unit.conn.info[_TIP] = tip  # the rolled-back step's entry is gone
+                del unit.conn.info.get(_EVENTS, [])[told:]  # and its events with it
                 raise
             raw.execute("RELEASE trustyard_step")
             return
@@ -186,10 +199,13 @@ class SqlStore:
                 yield conn
             finally:
                 tip = conn.info.pop(_TIP, None)
+                events = conn.info.pop(_EVENTS, None)
         if write and (durable or tip) and self._lock_path is not None:
             self._flush_or_defer()
         if tip:
             self._checkpoint_or_defer(tip)
+        if events:
+            self._tell(events)
 
     @contextmanager
     def _transaction(self, write: bool) -> Iterator[Connection]:
@@ -255,10 +271,13 @@ class SqlStore:
                 unit.open = False
                 _UNIT.reset(token)
                 tip = conn.info.pop(_TIP, None)
+                events = conn.info.pop(_EVENTS, None)
         if unit.durable or tip:
             self._flush_or_defer()
         if tip:
             self._checkpoint_or_defer(tip)
+        if events:
+            self._tell(events)
 
     def _kept_connection(self) -> Connection:
         """The main thread's SQLite connection, checked out once and kept: the event loop runs
@@ -474,8 +493,8 @@ class SqlStore:
             if cascade:
                 descendants = self._revoke_descendants(conn, serial, reason, now)
                 event_ = replace(event_, detail={**event_.detail, "descendants": descendants})
-            self._append(conn, event_)
             row = conn.execute(select(certificates).where(certificates.c.serial == serial)).one()
+            self._append(conn, replace(event_, detail={**event_.detail, "sans": json.loads(row.sans)}))
         return _record(row)
 
     def _revoke_descendants(self, conn: Connection, serial: str, reason: str, now: datetime) -> list[str]:
@@ -543,6 +562,24 @@ class SqlStore:
         ))
         self.run(conn, _MOVE_HEAD, {"b_seq": seq, "b_hash": digest})
         conn.info[_TIP] = (seq, digest)
+        self.recorded(conn, event_)
+
+    def recorded(self, conn: Connection, event_: AuditEvent) -> None:
+        """Tell the observers of ``event_`` once ``conn``'s transaction commits (not if it rolls back)."""
+        if self.observers:
+            conn.info.setdefault(_EVENTS, []).append(event_)
+
+    def tell(self, event_: AuditEvent) -> None:
+        """Tell the observers of an event that is not recorded (an ACME account's refused request)."""
+        self._tell([event_])
+
+    def _tell(self, events: list[AuditEvent]) -> None:
+        for event_ in events:
+            for observer in self.observers:
+                try:
+                    observer(event_)
+                except Exception:  # an observer's failure is not the transaction's
+                    logging.getLogger("trustyard.store").exception("an audit observer failed")
 
     def audit_entries(self, since: int = 0, limit: int | None = None) -> Iterator[AuditEntry]:
         query = select(audit_log).where(audit_log.c.seq > since).order_by(audit_log.c.seq)
