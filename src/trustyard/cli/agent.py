@@ -19,7 +19,7 @@ from .output import emit, json_option
 
 class _JsonLines(logging.Formatter):
     _FIELDS = ("event", "certificate", "serial", "subject", "issuer", "sans", "not_after", "level_name",
-               "consecutive_failures")
+               "consecutive_failures", "renew_at", "exit_status")
 
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, Any] = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created)),
