@@ -154,3 +154,36 @@ def test_a_refused_token_is_reported_as_refused_with_the_reason(tmp_path: Path, 
             assert "put a new one-time token there" in line
         assert _lines(log, "stopping")[-1].endswith("no certificate in place in " + str(agent.log.parent /
                                                     ("a" if agent is replayed else "b"))), log
+
+
+def test_a_bad_request_stops_the_run_loop_after_one_attempt(tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]
+    """A 400 problem on renewal (the same request would be refused again): exit 2, no retry."""
+    import logging
+    from datetime import timedelta
+
+    from trustyard import errors
+    from trustyard.agent.config import build
+    from trustyard.agent.runner import EXIT_REFUSED, Agent
+
+    from .test_recovery import one_agent
+
+    with one_agent(tmp_path, "bad.internal", seed=1) as (m, ca, out, clock):
+        m.start()
+        m.step()
+        assert m.current is not None and m.renew_point is not None
+
+        def refuse(csr_pem: bytes, proof: str) -> None:
+            ca.renewals += 1
+            raise errors.BadRequest("the CSR's signature does not verify", code="badCSR")
+
+        ca.renew = refuse  # type: ignore[method-assign]
+        clock.advance(m.renew_point - clock.now() + timedelta(seconds=1))
+        config = build({"ca_url": "https://ca.invalid", "root": str(tmp_path / "root.pem")}, (m.spec,))
+        with caplog.at_level(logging.INFO, logger="trustyard.agent"):
+            assert Agent(config, ca, [m], clock).run() == EXIT_REFUSED
+    assert ca.renewals == 1
+    messages = [r.getMessage() for r in caplog.records]
+    assert ("bad.internal: the CA refused the request (400 badCSR): the CSR's signature does not verify. "
+            "Retrying cannot fix this: fix the agent's settings or the CA's policy, then start the agent again"
+            ) in messages, messages
+    assert not any("retry in" in text for text in messages)

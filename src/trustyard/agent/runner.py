@@ -114,6 +114,8 @@ class ManagedCert:
 
     def status(self, now: datetime | None = None) -> Status:
         now = now or self.clock.now()
+        if self.refusal:
+            return Status(Level.ERROR, self.refusal)
         if self.needs_bootstrap:
             return Status(Level.ERROR, self.last_error or "needs a new bootstrap token")
         status = assess(now, self.current.issued_at if self.current else None, self.not_after,
