@@ -343,3 +343,172 @@ def test_admin_token_is_stored_only_as_hash(ca_home: Path) -> None:
     config_text = (ca_home / "trustyard.toml").read_text()
     assert token not in config_text
     assert hashlib.sha256(token.encode()).hexdigest() in config_text
+
+
+# -- issue 13 item 3: renewal lineage -------------------------------------------------------------
+
+def test_a_certificate_renews_once_and_key_compromise_revokes_its_renewals(
+        client: TestClient, authority: Authority, admin: dict[str, str]) -> None:
+    key, first = sign(client, authority, "orders.internal")
+    x = first.json()
+    child_key = generate_private_key(KeyType.EC_P256)
+    renewed = _renew(client, key, x, child_key)
+    assert renewed.status_code == 201, renewed.text
+    child = renewed.json()
+    assert authority.store.get(x["serial"]).superseded_by == child["serial"]  # type: ignore[union-attr]
+
+    before = ledger(authority)
+    doc = assert_problem(_renew(client, key, x), 409, "superseded")  # a second renewal with X, another key
+    assert doc["superseded_by"] == child["serial"] and "renews once" in doc["detail"]
+    assert ledger(authority) == before
+
+    grandchild_key = generate_private_key(KeyType.EC_P256)
+    grand = _renew(client, child_key, child, grandchild_key)
+    assert grand.status_code == 201, grand.text
+    grandchild = grand.json()
+
+    response = client.post("/v1/revoke", json={"serial": x["serial"], "reason": "keyCompromise"}, headers=admin)
+    assert response.status_code == 200, response.text
+    for serial in (x["serial"], child["serial"], grandchild["serial"]):
+        record = authority.store.get(serial)
+        assert record is not None and record.status == "revoked" and record.revocation_reason == "keyCompromise"
+    # one audited step: one entry names every descendant it revoked
+    entries = [e for e in authority.store.audit_entries() if e.action == "certificate.revoke"]
+    assert len(entries) == 1 and entries[0].target == x["serial"]
+    assert entries[0].detail["descendants"] == [child["serial"], grandchild["serial"]]
+
+    assert_problem(_renew(client, child_key, child), 403, "revoked")
+    assert_problem(_renew(client, grandchild_key, grandchild), 403, "revoked")
+    assert authority.store.verify_audit().ok
+
+
+def test_a_renewal_retried_with_the_same_key_gets_the_same_certificate(client: TestClient,
+                                                                        authority: Authority) -> None:
+    key, first = sign(client, authority, "orders.internal")
+    new_key = generate_private_key(KeyType.EC_P256)
+    renewed = _renew(client, key, first.json(), new_key)
+    assert renewed.status_code == 201, renewed.text
+    before = ledger(authority)
+
+    again = _renew(client, key, first.json(), new_key)  # a fresh proof, the same CSR key: a retry
+    assert again.status_code == 201, again.text
+    assert again.json()["serial"] == renewed.json()["serial"]
+    assert again.json()["certificate"] == renewed.json()["certificate"]
+    assert ledger(authority) == before  # nothing new was signed
+    assert [e.target for e in authority.store.audit_entries() if e.action == "certificate.renew.retry"] \
+        == [renewed.json()["serial"]]
+
+    assert_problem(_renew(client, key, first.json()), 409, "superseded")  # another key is no retry
+    later = datetime.now(timezone.utc) + timedelta(minutes=6)
+    authority.clock = lambda: later
+    assert_problem(_renew(client, key, first.json(), new_key), 409, "superseded")  # past the window
+    assert ledger(authority) == before
+
+
+def test_key_compromise_reaches_renewals_of_a_certificate_already_revoked(
+        client: TestClient, authority: Authority, admin: dict[str, str]) -> None:
+    """The holder of a stolen key renews, then revokes the old certificate itself: the
+    administrator's keyCompromise revocation still reaches the renewal."""
+    key, first = sign(client, authority, "orders.internal")
+    x = first.json()
+    child = _renew(client, key, x).json()
+    chain = [x509.load_pem_x509_certificate(x["certificate"].encode())]
+    proof = proofs.make(key, chain, proofs.REVOKE, serial=x["serial"])
+    assert client.post("/v1/revoke", json={"serial": x["serial"], "proof": proof}).status_code == 200
+    assert authority.store.get(child["serial"]).status == "issued"  # type: ignore[union-attr]
+    response = client.post("/v1/revoke", json={"serial": x["serial"], "reason": "keyCompromise"}, headers=admin)
+    assert response.status_code == 200 and response.json()["revocation_reason"] == "keyCompromise"
+    assert authority.store.get(child["serial"]).status == "revoked"  # type: ignore[union-attr]
+    assert_problem(client.post("/v1/revoke", json={"serial": x["serial"], "reason": "keyCompromise"},
+                               headers=admin), 409, "alreadyRevoked")
+
+
+def test_revoking_for_another_reason_leaves_renewals_alone(client: TestClient, authority: Authority,
+                                                           admin: dict[str, str]) -> None:
+    key, first = sign(client, authority, "orders.internal")
+    child = _renew(client, key, first.json()).json()
+    response = client.post("/v1/revoke", json={"serial": first.json()["serial"], "reason": "superseded"},
+                           headers=admin)
+    assert response.status_code == 200
+    assert authority.store.get(child["serial"]).status == "issued"  # type: ignore[union-attr]
+
+
+# -- issue 13 item 4: a token's certificate lifetime is a cap; durations never 500 ------------------
+
+def _lifetime(response) -> timedelta:  # type: ignore[no-untyped-def]
+    cert = x509.load_pem_x509_certificate(response.json()["certificate"].encode())
+    return cert.not_valid_after_utc - datetime.now(timezone.utc)
+
+
+def test_a_tokens_cert_ttl_caps_the_certificate(client: TestClient, authority: Authority) -> None:
+    from trustyard.errors import PolicyDenied
+
+    with pytest.raises(PolicyDenied) as info:  # a cap the provisioner would never grant: refused at once
+        authority.mint_token("default", "orders.internal", [], cert_ttl="90d")
+    assert info.value.rule == "ttl_bounds"
+    token = authority.mint_token("default", "orders.internal", [], cert_ttl="1h")
+    _, csr = new_csr("orders.internal")
+    doc = assert_problem(client.post("/v1/sign", json={"csr": csr.decode(), "token": token, "ttl": "30d"}), 403,
+                         "policyDenied")
+    assert doc["rule"] == "ttl_cap" and doc["value"] == "30d" and "1h" in doc["detail"]
+    assert ledger(authority) == []  # refused before the token was redeemed: it still works
+    shorter = client.post("/v1/sign", json={"csr": csr.decode(), "token": token, "ttl": "30m"})
+    assert shorter.status_code == 201, shorter.text
+    assert timedelta(minutes=29) < _lifetime(shorter) <= timedelta(minutes=30)
+
+
+def test_a_renewal_keeps_at_most_the_original_lifetime(client: TestClient, authority: Authority) -> None:
+    from dataclasses import replace
+
+    token = authority.mint_token("default", "orders.internal", [], cert_ttl="1h")
+    key, csr = new_csr("orders.internal")
+    first = client.post("/v1/sign", json={"csr": csr.decode(), "token": token})
+    assert first.status_code == 201 and timedelta(minutes=59) < _lifetime(first) <= timedelta(hours=1)
+    # the operator changes the backdate afterwards: the renewal still gets 1h, not 1h + the old backdate
+    prov = authority.provisioners["default"]
+    authority.provisioners["default"] = replace(prov, policy=replace(prov.policy, backdate=timedelta(0)))
+    renewed = _renew(client, key, first.json())
+    assert renewed.status_code == 201, renewed.text
+    assert _lifetime(renewed) <= timedelta(hours=1)
+
+
+BAD_DURATIONS = ["9999999999999d", "-5m", "1e9h", "0s", "\u0661\u0662h", "99999999999999999999999999s",
+                 "36501d", "24h\n", "1.5h", "", "h", "5 minutes"]
+
+
+@pytest.mark.parametrize("ttl", BAD_DURATIONS)
+def test_bad_ttl_is_a_400_naming_the_field(client: TestClient, authority: Authority, ttl: str) -> None:
+    token = authority.mint_token("default", "orders.internal", [])
+    _, csr = new_csr("orders.internal")
+    response = client.post("/v1/sign", json={"csr": csr.decode(), "token": token, "ttl": ttl})
+    if ttl == "":  # an empty ttl means the default, as before
+        assert response.status_code == 201
+        return
+    doc = assert_problem(response, 400, "badTTL")
+    assert doc["field"] == "ttl" and doc["detail"].startswith("ttl: invalid duration")
+    assert ledger(authority) == []
+    assert client.get("/healthz").status_code == 200
+
+
+@pytest.mark.parametrize("ttl", BAD_DURATIONS[:8])
+def test_bad_durations_refused_when_a_token_is_minted(authority: Authority, ttl: str) -> None:
+    from trustyard.errors import BadRequest
+
+    with pytest.raises(BadRequest) as info:
+        authority.mint_token("default", "orders.internal", [], cert_ttl=ttl)
+    assert info.value.fields["field"] == "cert_ttl"
+    with pytest.raises(BadRequest) as info:
+        authority.mint_token("default", "orders.internal", [], ttl_text=ttl)
+    assert info.value.fields["field"] == "ttl"
+
+
+def test_anyone_may_read_a_certificates_status_but_not_its_record(client: TestClient, authority: Authority) -> None:
+    """Issue 14 item 8: ``trustyard check --ca-url`` asks without a token, as OCSP would."""
+    _, first = sign(client, authority, "orders.internal")
+    serial = first.json()["serial"]
+    status = client.get(f"/v1/certificates/{serial}").json()
+    assert set(status) == {"serial", "status", "not_after", "fingerprint_sha256", "revoked_at", "revocation_reason",
+                           "superseded_by"}
+    assert status["status"] == "issued" and status["revoked_at"] is None
+    assert_problem(client.get("/v1/certificates/abc123"), 404, "notFound")
+    assert_problem(client.get("/v1/certificates"), 401, "unauthorized")  # listing stays the administrator's

@@ -246,9 +246,9 @@ def test_forwarded_headers_are_not_trusted(live) -> None:  # type: ignore[no-unt
         directory = c.get("/acme/acme/directory", headers=forwarded).json()
         refused = c.post("/v1/sign", json={"csr": csr.decode(), "token": "not-a-token"}, headers=forwarded)
     assert refused.status_code in (400, 401, 403), refused.text
-    denials = [e for e in jrun("audit", "--home", str(server.home))["entries"]
-               if e["action"] == "request.deny" and e["target"] == "certificate.issue"]
-    assert denials and denials[-1]["actor"] == "127.0.0.1"  # the address the request came from
+    denials = [r for r in jrun("audit", "--home", str(server.home))["refusals"]
+               if r["reason"] == "certificate.issue:badToken"]
+    assert denials and denials[-1]["source"] == "127.0.0.1"  # the address the request came from
     assert directory["newOrder"].startswith(f"https://127.0.0.1:{server.port}/acme/acme/")
 
 

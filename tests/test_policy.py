@@ -25,7 +25,7 @@ NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
     ("orders.prod.internal", "billing.prod.internal", False),
     ("*.prod.internal", "orders.prod.internal", True),
     ("*.prod.internal", "a.b.prod.internal", True),
-    ("*.prod.internal", "*.prod.internal", True),
+    ("*.prod.internal", "*.prod.internal", False),  # a wildcard needs a pattern that names it
     ("*.prod.internal", "prod.internal", False),
     ("*.prod.internal", "evilprod.internal", False),
     ("*.prod.internal", "orders.prod.internal.evil.com", False),
@@ -111,7 +111,8 @@ def test_name_constraints_follow_patterns() -> None:
     assert ext.excluded_subtrees is None
     no_ips = name_limits(parse_patterns(["*.prod.internal"])).extension()
     assert no_ips is not None and x509.IPAddress(ipaddress.ip_network("0.0.0.0/0")) in no_ips.excluded_subtrees
-    assert name_limits(parse_patterns(["*"])).extension() is None
+    any_dns = name_limits(parse_patterns(["*"])).extension()  # DNS open; IP, URI and email still shut
+    assert any_dns is not None and not any(isinstance(n, x509.DNSName) for n in any_dns.permitted_subtrees)
 
 
 # -- CSRs ----------------------------------------------------------------------------------------
@@ -157,3 +158,82 @@ def test_unsupported_name_types_are_refused() -> None:
     with pytest.raises(CSRError) as info:
         parse_csr(csr_pem(key, [x509.RFC822Name("a@b.internal")]))
     assert info.value.code == "badName"
+
+
+# -- issue 13 item 9: no gaps ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["10.0.0.1", "127.0.0.1", "0x7f.1", "2130706433", "a.b.0x0a"])
+def test_a_dns_name_that_reads_as_an_ip_is_refused(name: str) -> None:
+    """A CSR's DNS SAN ``10.0.0.1`` under ``*`` would otherwise be an address no CIDR allowed."""
+    policy = Policy(provisioner="any", allow=parse_patterns(["*"]))
+    with pytest.raises(PolicyDenied) as info:
+        policy.decide(IssuanceRequest(names=(x509.DNSName(name),), key_type=KeyType.EC_P256,
+                                      key_description="ec-p256", asks_for_ca=False, ttl=None, now=NOW,
+                                      issuer_not_after=NOW + timedelta(days=30)))
+    assert info.value.rule == "dns_names_are_not_ips" and info.value.value == name
+    with pytest.raises(PolicyDenied):
+        policy.check_names([x509.DNSName(name)])
+    policy.check_names([x509.DNSName("10.0.0.1.internal")])  # a name whose last label is a name is a name
+
+
+WILDCARD_CASES = [
+    # (pattern, wildcards = true?, requested name, allowed)
+    ("*.prod.internal", False, "*.orders.prod.internal", False),  # wildcards are opt-in
+    ("*.prod.internal", True, "*.orders.prod.internal", True),
+    ("*.prod.internal", True, "*.a.b.prod.internal", True),
+    ("*.prod.internal", True, "*.prod.internal", False),  # never the whole allowed zone
+    ("*.prod.internal", True, "*.internal", False),
+    ("*.internal", True, "*.internal", False),
+    ("*.prod.internal", True, "orders.prod.internal", True),
+    ("orders.prod.internal", True, "*.orders.prod.internal", False),  # an exact name has no "below"
+    ("*.*.prod.internal", False, "*.orders.prod.internal", True),  # a pattern that names wildcards
+    ("*.*.prod.internal", False, "*.prod.internal", False),
+    ("*.*.prod.internal", False, "orders.prod.internal", False),  # and only wildcards
+    ("*.*.prod.internal", False, "*.orders.dev.internal", False),
+    ("=*.prod.internal", False, "*.prod.internal", True),  # the whole zone, said exactly
+    ("=*.prod.internal", True, "*.orders.prod.internal", False),
+    ("=*.prod.internal", False, "orders.prod.internal", False),
+    ("=orders.prod.internal", False, "orders.prod.internal", True),
+    ("*", False, "*.prod.internal", False),
+    ("*", True, "*.prod.internal", True),
+    ("*", True, "*.internal", False),  # a whole top-level domain
+]
+
+
+@pytest.mark.parametrize("pattern,wildcards,name,ok", WILDCARD_CASES)
+def test_wildcards_only_where_a_provisioner_allows_them(pattern: str, wildcards: bool, name: str, ok: bool) -> None:
+    policy = Policy(provisioner="p", allow=parse_patterns([pattern]), wildcards=wildcards)
+    request = IssuanceRequest(names=(parse_name(name),), key_type=KeyType.EC_P256, key_description="ec-p256",
+                              asks_for_ca=False, ttl=None, now=NOW, issuer_not_after=NOW + timedelta(days=30))
+    if ok:
+        assert policy.decide(request).names == request.names
+        return
+    with pytest.raises(PolicyDenied) as info:
+        policy.decide(request)
+    assert info.value.rule == "names_allowed" and info.value.value == name
+
+
+@pytest.mark.parametrize("bad", ["*.*.", "=", "=*.*.x.internal", "*.*.*.x.internal", "=a..b"])
+def test_bad_wildcard_patterns_are_refused(bad: str) -> None:
+    with pytest.raises(ValueError):
+        NamePattern.parse(bad)
+
+
+def test_wildcard_patterns_constrain_the_intermediate_to_their_zone() -> None:
+    ext = name_limits(parse_patterns(["*.*.prod.internal", "=*.dev.internal"])).extension()
+    assert ext is not None
+    assert {n.value for n in ext.permitted_subtrees if isinstance(n, x509.DNSName)} == {"prod.internal",
+                                                                                         "dev.internal"}
+
+
+def test_provisioner_wildcards_setting(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from trustyard.ca.config import ProvisionerConfig
+    from trustyard.errors import ConfigError
+
+    assert ProvisionerConfig(name="p").policy("1m").wildcards is False
+    policy = ProvisionerConfig(name="p", allow=("*.prod.internal",), wildcards=True).policy("1m")
+    policy.check_names([parse_name("*.orders.prod.internal")])
+    with pytest.raises(PolicyDenied):
+        policy.check_names([parse_name("*.prod.internal")])
+    with pytest.raises(ConfigError, match="wildcards"):
+        ProvisionerConfig(name="p", wildcards="yes").policy("1m")  # type: ignore[arg-type]

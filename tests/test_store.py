@@ -301,3 +301,112 @@ def test_issued_certificate_stored_before_return(authority: Authority) -> None:
     from cryptography.hazmat.primitives.serialization import Encoding
 
     assert der == issued.certificate.public_bytes(Encoding.DER)
+
+
+# -- issue 13 item 3: renewal lineage in the ledger -----------------------------------------------
+
+def _issued(store: SqlStore, serial: str, renewed_from: str | None = None) -> None:
+    from dataclasses import replace
+
+    from trustyard.store import AuditEvent
+
+    store.record_intent(replace(intent(serial), renewed_from=renewed_from))
+    assert store.record_issued(serial, b"der-" + serial.encode(), "f" * 64,
+                               AuditEvent(actor="p", action="certificate.issue", target=serial))
+
+
+def test_migration_0004_adds_the_lineage_column(store: SqlStore) -> None:
+    columns = {c["name"] for c in inspect(store.engine).get_columns("certificates")}
+    indexes = {i["name"] for i in inspect(store.engine).get_indexes("certificates")}
+    assert "superseded_by" in columns and "ix_certificates_renewed_from" in indexes
+
+
+def test_two_renewals_of_one_certificate_cannot_both_win(store: SqlStore) -> None:
+    from dataclasses import replace
+
+    from trustyard.errors import Conflict
+
+    _issued(store, "a0")
+    store.record_intent(replace(intent("a1"), renewed_from="a0"))
+    with pytest.raises(Conflict) as info:
+        store.record_intent(replace(intent("a2"), renewed_from="a0"))
+    assert info.value.code == "superseded" and info.value.fields["superseded_by"] == "a1"
+    assert store.get("a2") is None  # the losing intent rolled back with its refused claim
+    # a failed signing releases the claim: the certificate may renew again
+    store.record_failed("a1")
+    assert store.get("a0").superseded_by is None  # type: ignore[union-attr]
+    store.record_intent(replace(intent("a3"), renewed_from="a0"))
+    assert store.get("a0").superseded_by == "a3"  # type: ignore[union-attr]
+
+
+def test_concurrent_renewals_of_one_certificate_claim_it_once(db_url: str) -> None:
+    from dataclasses import replace
+
+    from trustyard.errors import Conflict
+
+    stores = [open_store(db_url) for _ in range(4)]
+    try:
+        _issued(stores[0], "b0")
+        barrier, outcomes = threading.Barrier(len(stores)), []
+
+        def renew(i: int) -> None:
+            barrier.wait()
+            try:
+                stores[i].record_intent(replace(intent(f"b{i + 1}"), renewed_from="b0"))
+                outcomes.append("won")
+            except Conflict as exc:
+                outcomes.append(exc.code)
+
+        threads = [threading.Thread(target=renew, args=(i,)) for i in range(len(stores))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(outcomes) == ["superseded"] * (len(stores) - 1) + ["won"]
+    finally:
+        for s in stores:
+            s.close()
+
+
+def test_a_renewal_revoked_while_it_is_signed_stays_revoked(store: SqlStore) -> None:
+    from dataclasses import replace
+
+    from trustyard.store import AuditEvent
+
+    _issued(store, "c0")
+    store.record_intent(replace(intent("c1"), renewed_from="c0"))  # the renewal is being signed
+    store.revoke("c0", "keyCompromise", AuditEvent(actor="admin", action="certificate.revoke", target="c0"),
+                 cascade=True)
+    assert store.get("c1").status == "revoked"  # type: ignore[union-attr]
+    stored = store.record_issued("c1", b"der", "f" * 64,
+                                 AuditEvent(actor="p", action="certificate.renew", target="c1"))
+    record = store.get("c1")
+    assert stored is False and record is not None and record.status == "revoked" and record.der == b"der"
+    last = list(store.audit_entries())[-1]
+    assert last.outcome == "denied" and last.detail["revoked_while_signing"] is True
+    assert store.verify_audit().ok
+
+
+def test_migration_0004_marks_certificates_renewed_before_it_as_superseded(db_url: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    store = SqlStore(db_url)
+    try:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(Path(sql_module.__file__).parent / "migrations"))
+        with store.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "0002")
+            row = dict(provisioner="p", subject="a.internal", sans="[]", status="issued", requested_at=NOW,
+                       not_before=NOW, not_after=NOW + timedelta(hours=1))
+            for serial, parent in (("d0", None), ("d1", "d0"), ("d2", None)):
+                conn.execute(text("INSERT INTO certificates (serial, provisioner, subject, sans, status, requested_at,"
+                                  " not_before, not_after, renewed_from) VALUES (:serial, :provisioner, :subject, "
+                                  ":sans, :status, :requested_at, :not_before, :not_after, :renewed_from)"),
+                             {**row, "serial": serial, "renewed_from": parent})
+        store.migrate()
+        assert store.get("d0").superseded_by == "d1"  # type: ignore[union-attr]
+        assert store.get("d1").superseded_by is None and store.get("d2").superseded_by is None  # type: ignore[union-attr]
+    finally:
+        store.close()

@@ -135,6 +135,8 @@ class TestPatterns:
         "spiffe://prod.internal/",
         "spiffe://prod.internal/billing/../admin",
         "https://orders.internal/a/../b",
+        "spiffe://prod.internal*",  # would match spiffe://prod.internal.evil/... and leave URIs unconstrained
+        "https://orders*",
     ])
     def test_patterns_out_of_normal_form_are_refused(self, text: str) -> None:
         with pytest.raises(ValueError, match="invalid URI pattern"):

@@ -6,6 +6,7 @@ own exit status (``trustyard check`` uses them)::
 
     CheckFailed (TrustyardError)      exit   what
     +-- CheckInputError                 3    a file is missing or not a certificate/key/bundle
+    +-- Revoked                        17    the CA's ledger says the certificate is revoked
     +-- KeyMismatch                    10    the key does not belong to the certificate
     +-- ChainInvalid                   11    no valid path from the certificate to the bundle
     +-- OutsideValidity                12    expired or not yet valid (leaf or chain)
@@ -13,36 +14,41 @@ own exit status (``trustyard check`` uses them)::
     +-- IsCA                           14    the certificate is a CA, not a service certificate
     +-- WrongUsage                     15    EKU/key usage does not allow server (client) auth
     +-- NameMismatch                   16    the name is not among the certificate's SANs
+    +-- StatusUnknown                  18    asked (``ledger=``), the CA could not say
 
 The raised error carries the report as ``error.report`` (all failures in
 ``report.failures``), so a caller can log everything before refusing to start.
 
-Chain verification uses cryptography's ``x509.verification`` where it can: that
-verifier refuses Ed25519 keys and signatures and certificates without an Authority Key
-Identifier, so for those chains a path is built by signatures and key identifiers and
-then checked here: CA flags, keyCertSign, path length, validity and name constraints.
+With ``ledger`` (a function from a serial to the CA's status document, which ``trustyard check
+--ca-url`` wires to ``GET /v1/certificates/{serial}``) the CA is asked too: a revoked certificate
+fails; a superseded one (already renewed) is only a warning in ``report.warnings``: it still
+works until it expires, but it can no longer be renewed.
+
+The chain is judged by the one verifier, ``trustyard.x509.verify`` (also used by
+``doctor`` and ``scan``), with the server rules for ``usage="server"`` and the client
+rules for ``usage="client"``; the leaf's profile (CA flag, EKU/keyUsage, CN among the
+SANs) comes from the same module and is reported under its own exit code.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from .errors import TrustyardError
-from .units import Threshold, humanize
+from .units import Threshold, format_time, humanize
 from .x509 import chain as chainlib
 from .x509.keys import PrivateKey, load_private_key_pem, same_public_key
 from .x509.names import name_text, parse_name, sans_of
-from .x509.summary import fingerprint_sha256, is_ca, load_pem_bundle, summarize
+from .x509.leaf import leaf_problems
+from .x509.summary import fingerprint_sha256, load_pem_bundle, summarize
+from .x509.verify import unparsable, verify
 
 Usage = Literal["server", "client"]
 CertSource = str | os.PathLike[str] | bytes | x509.Certificate | Sequence[x509.Certificate]
@@ -89,11 +95,25 @@ class NameMismatch(CheckFailed):
     code, title, exit_code = "name", "Name not in certificate", 16
 
 
+class Revoked(CheckFailed):
+    code, title, exit_code = "revoked", "Revoked by the CA", 17
+
+
+class StatusUnknown(CheckFailed):
+    code, title, exit_code = "statusUnknown", "The CA could not give the status", 18
+
+
+Ledger = Callable[[str], Mapping[str, Any]]
+"""serial (hex) -> the CA's status document (``status``, ``revoked_at``, ``revocation_reason``,
+``superseded_by``, ``fingerprint_sha256``); raises a ``TrustyardError`` when it cannot answer."""
+
+
 # The order failures are raised in (and exit statuses chosen by) when several apply.
 ORDER: tuple[type[CheckFailed], ...] = (
-    KeyMismatch, ChainInvalid, OutsideValidity, NotEnoughTimeLeft, IsCA, WrongUsage, NameMismatch,
+    Revoked, KeyMismatch, ChainInvalid, OutsideValidity, NotEnoughTimeLeft, IsCA, WrongUsage, NameMismatch,
+    StatusUnknown,
 )
-CHECKS = ("key", "chain", "validity", "time_left", "ca", "usage", "name")
+CHECKS = ("key", "chain", "validity", "time_left", "ca", "usage", "name", "ledger")
 
 
 @dataclass
@@ -108,6 +128,8 @@ class CheckReport:
     required_remaining: timedelta | None
     checks: dict[str, str] = field(default_factory=dict)
     failures: list[CheckFailed] = field(default_factory=list)
+    warnings: dict[str, str] = field(default_factory=dict)
+    failed: list[str] = field(default_factory=list)  # the names of the checks that failed, in CHECKS order
 
     @property
     def ok(self) -> bool:
@@ -125,6 +147,7 @@ class CheckReport:
             "chain_method": self.chain_method,
             "checks": self.checks,
             "failures": [{"class": f.code, "exit_code": f.exit_code, "detail": f.detail} for f in self.failures],
+            "warnings": self.warnings,
         }
 
 
@@ -137,6 +160,7 @@ def validate(
     usage: Usage = "server",
     now: datetime | None = None,
     password: bytes | None = None,
+    ledger: Ledger | None = None,
 ) -> CheckReport:
     """Check that ``cert`` (leaf then intermediates) with ``key`` is fit to serve now.
 
@@ -151,20 +175,28 @@ def validate(
     bundle = _certificates(ca, "trust bundle")
     private_key = _private_key(key, password)
     leaf, extra = certs[0], certs[1:]
+    for i, cert in enumerate(certs):
+        broken = unparsable(cert)
+        if broken:
+            raise ChainInvalid(f"malformed_certificate: {'the certificate' if i == 0 else f'chain[{i}]'} "
+                               f"cannot be processed: {broken}", reason="malformed_certificate")
 
     failures: list[CheckFailed] = []
+    failed: list[str] = []
     checks: dict[str, str] = {}
 
     def record(check: str, failure: CheckFailed | None, ok: str = "ok") -> None:
         checks[check] = failure.detail if failure else ok
         if failure:
             failures.append(failure)
+            failed.append(check)
 
     record("key", None if same_public_key(leaf.public_key(), private_key.public_key())  # type: ignore[arg-type]
            else KeyMismatch("the private key does not belong to the certificate (different public key)"))
 
-    path, method, chain_failure = _verify_chain(leaf, extra, bundle, now)
-    record("chain", chain_failure, ok=f"ok ({method})")
+    path, method, chain_failure = _verify_chain(leaf, extra, bundle, now, usage)
+    leaf_failures = _leaf_failures(leaf, usage)
+    record("chain", chain_failure or leaf_failures.get("chain"), ok=f"ok ({method})")
 
     window = chainlib.check_validity(path, now)
     record("validity", OutsideValidity(window.detail) if window else None)
@@ -181,24 +213,56 @@ def validate(
     else:
         record("time_left", None, ok=f"ok ({humanize(remaining)} >= {humanize(required)})")
 
-    record("ca", IsCA("the certificate is a CA certificate (basicConstraints CA:TRUE), "
-                      "not a service certificate") if is_ca(leaf) else None)
-    record("usage", _usage_problem(leaf, usage))
-    if name is None:
+    record("ca", leaf_failures.get("ca"))
+    record("usage", leaf_failures.get("usage"))
+    if name is None and "name" not in leaf_failures:
         checks["name"] = "not checked (no --name)"
     else:
-        record("name", _name_problem(leaf, name))
+        record("name", leaf_failures.get("name") or (_name_problem(leaf, name) if name is not None else None))
+
+    warnings: dict[str, str] = {}
+    if ledger is None:
+        checks["ledger"] = "not checked (no --ca-url)"
+    else:
+        failure, note = _ledger_status(leaf, ledger, now)
+        record("ledger", failure, ok=note or "ok (issued, not revoked)")
+        if note:
+            warnings["ledger"] = note
 
     report = CheckReport(
         summary=summarize(leaf, now), chain=[chainlib.label(c) for c in path], chain_method=method,
         usage=usage, name=name, now=now, remaining=remaining, required_remaining=required,
-        checks=checks, failures=sorted(failures, key=lambda f: ORDER.index(type(f))),
+        checks=checks, failures=sorted(failures, key=lambda f: ORDER.index(type(f))), warnings=warnings,
+        failed=failed,
     )
     if report.failures:
         first = report.failures[0]
         first.report = report
         raise first
     return report
+
+
+def _ledger_status(leaf: x509.Certificate, ledger: Ledger, now: datetime) -> tuple[CheckFailed | None, str | None]:
+    """What the CA says of ``leaf``: a failure (revoked, or no answer), or a warning (superseded)."""
+    serial = format(leaf.serial_number, "x")
+    try:
+        doc = ledger(serial)
+    except TrustyardError as exc:
+        return StatusUnknown(f"the CA could not say whether {serial} is revoked: {exc.detail}"), None
+    fingerprint = doc.get("fingerprint_sha256")
+    if fingerprint and fingerprint != fingerprint_sha256(leaf):
+        return StatusUnknown(f"the CA's certificate {serial} is not this one (another CA at that URL?)"), None
+    if doc.get("status") == "revoked":
+        reason = doc.get("revocation_reason") or "unspecified"
+        return Revoked(f"revoked at {format_time(str(doc.get('revoked_at')))} ({reason}): issue a new certificate",
+                       reason=reason), None
+    if doc.get("status") != "issued":
+        return StatusUnknown(f"the CA's ledger says {serial} is {doc.get('status')}"), None
+    if doc.get("superseded_by"):
+        left = humanize(leaf.not_valid_after_utc - now)
+        return None, (f"superseded: already renewed by {doc['superseded_by']}; this one works for {left} more "
+                      "but cannot be renewed again: use the newer certificate")
+    return None, None
 
 
 # -- inputs ---------------------------------------------------------------------------------------
@@ -252,137 +316,37 @@ def _private_key(source: KeySource, password: bytes | None) -> PrivateKey:
         raise CheckInputError(f"the key {where}: {exc}") from None
 
 
-# -- chain ----------------------------------------------------------------------------------------
-
-def _pyca_can_verify(certs: Sequence[x509.Certificate]) -> str | None:
-    """Why cryptography's verifier cannot judge this chain, or None when it can."""
-    from cryptography.x509.verification import PolicyBuilder
-
-    if not hasattr(PolicyBuilder, "extension_policies"):
-        return "cryptography < 45 cannot verify a chain apart from its EKU"
-    for cert in certs:
-        if isinstance(cert.public_key(), ed25519.Ed25519PublicKey) or \
-                cert.signature_algorithm_oid == x509.SignatureAlgorithmOID.ED25519:
-            return "Ed25519"
-        if cert.issuer != cert.subject and chainlib.authority_key_id(cert) is None:
-            return "a certificate without an Authority Key Identifier"
-    return None
-
+# -- chain ---------------------------------------------------------------------------------------
 
 def _verify_chain(leaf: x509.Certificate, extra: list[x509.Certificate], bundle: list[x509.Certificate],
-                  now: datetime) -> tuple[list[x509.Certificate], str, CheckFailed | None]:
-    built = chainlib.check_chain([leaf, *extra], bundle)
-    path = list(built.path)
-    if built.anchor is not None and all(fingerprint_sha256(built.anchor) != fingerprint_sha256(c) for c in path):
-        path.append(built.anchor)
+                  now: datetime, usage: Usage) -> tuple[list[x509.Certificate], str, CheckFailed | None]:
+    """The one verifier (``x509.verify``) with the rules for ``usage``; the dates and the
+    leaf's own profile are reported by the checks below, under their own exit codes."""
     if fingerprint_sha256(leaf) in {fingerprint_sha256(c) for c in bundle} or chainlib.is_leaf_self_signed(leaf):
-        return path, "paths", ChainInvalid(
+        built = chainlib.check_chain([leaf, *extra], bundle)
+        return [*built.path], "paths", ChainInvalid(
             "the certificate is self-signed: it is its own trust anchor, so every client must be handed "
             "this very certificate; issue it from the CA instead")
-    if not built.trusted:
-        return path, "paths", ChainInvalid(f"{built.code}: {built.detail}", reason=built.code)
-    # The dates are the validity check's business: verify at a moment inside every window.
-    at = min(max([now, *(c.not_valid_before_utc for c in path)]), min(c.not_valid_after_utc for c in path))
-    why_not = _pyca_can_verify(path)
-    if why_not is None:
-        return path, "cryptography", _pyca_verify(leaf, extra, bundle, at)
-    return path, f"trustyard fallback ({why_not})", _fallback_verify(path, at)
-
-
-def _pyca_verify(leaf: x509.Certificate, extra: list[x509.Certificate], bundle: list[x509.Certificate],
-                 at: datetime) -> CheckFailed | None:
-    from cryptography.x509.verification import (
-        ExtensionPolicy,
-        PolicyBuilder,
-        Store,
-        VerificationError,
-    )
-
-    # A client verifier with a permissive end-entity policy: RFC 5280 path validation and
-    # the CA rules, but no opinion on the leaf's EKU or names (those are separate checks).
-    builder = (PolicyBuilder().store(Store(bundle)).time(at)
-               .extension_policies(ca_policy=ExtensionPolicy.webpki_defaults_ca(),
-                                   ee_policy=ExtensionPolicy.permit_all()))
-    try:
-        builder.build_client_verifier().verify(leaf, extra)
-    except (VerificationError, ValueError) as exc:
-        return ChainInvalid(f"the chain does not verify: {exc}")
-    return None
-
-
-def _fallback_verify(path: list[x509.Certificate], at: datetime) -> CheckFailed | None:
-    """RFC 5280 rules over a path already linked by signatures (leaf first, anchor last)."""
-    leaf = path[0]
-    for depth, issuer in enumerate(path[1:]):
-        who = chainlib.label(issuer)
-        if not is_ca(issuer):
-            return ChainInvalid(f"{who} signed a certificate but is not a CA (basicConstraints)")
-        try:
-            usage = issuer.extensions.get_extension_for_class(x509.KeyUsage).value
-            if not usage.key_cert_sign:
-                return ChainInvalid(f"{who} may not sign certificates (keyUsage without keyCertSign)")
-        except x509.ExtensionNotFound:
-            pass
-        path_len = issuer.extensions.get_extension_for_class(x509.BasicConstraints).value.path_length
-        if path_len is not None and depth > path_len:
-            return ChainInvalid(f"{who} allows {path_len} intermediate(s) below it, the path has {depth}")
-        problem = _name_constraints_problem(issuer, leaf)
-        if problem:
-            return ChainInvalid(problem)
-    window = chainlib.check_validity(path, at)
-    if window is not None:
-        return ChainInvalid(f"the chain has no common validity window: {window.detail}")
-    return None
-
-
-def _name_constraints_problem(issuer: x509.Certificate, leaf: x509.Certificate) -> str | None:
-    try:
-        nc = issuer.extensions.get_extension_for_class(x509.NameConstraints).value
-    except x509.ExtensionNotFound:
-        return None
-    for san in sans_of(leaf):
-        kind = type(san)
-        permitted = [p for p in nc.permitted_subtrees or () if type(p) is kind]
-        excluded = [p for p in nc.excluded_subtrees or () if type(p) is kind]
-        if any(_within(san, e) for e in excluded) or (permitted and not any(_within(san, p) for p in permitted)):
-            return f"{name_text(san)} is outside the name constraints of {chainlib.label(issuer)}"
-    return None
-
-
-def _within(name: x509.GeneralName, subtree: x509.GeneralName) -> bool:
-    if isinstance(name, x509.DNSName):
-        host, base = name.value.lower().rstrip("."), str(subtree.value).lower().lstrip(".")
-        return host == base or host.endswith("." + base)
-    if isinstance(name, x509.IPAddress):
-        return isinstance(subtree.value, (ipaddress.IPv4Network, ipaddress.IPv6Network)) and \
-            not isinstance(name.value, (ipaddress.IPv4Network, ipaddress.IPv6Network)) and \
-            name.value in subtree.value
-    if isinstance(name, x509.UniformResourceIdentifier):
-        host = name.value.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0].lower()
-        base = str(subtree.value).lower()
-        return host.endswith(base) if base.startswith(".") else host == base
-    return True
+    result = verify(leaf, extra, bundle, usage=usage, at=now, check_dates=False, check_leaf=False)
+    if result.ok:
+        return result.path, result.method, None
+    return result.path, result.method, ChainInvalid(f"{result.code}: {result.detail}", reason=result.code)
 
 
 # -- usage and name -------------------------------------------------------------------------------
 
-def _usage_problem(leaf: x509.Certificate, usage: Usage) -> CheckFailed | None:
-    wanted = ExtendedKeyUsageOID.SERVER_AUTH if usage == "server" else ExtendedKeyUsageOID.CLIENT_AUTH
-    try:
-        eku = list(leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
-    except x509.ExtensionNotFound:
-        eku = None  # RFC 5280: no EKU extension means any purpose
-    if eku is not None and wanted not in eku and ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE not in eku:
-        have = ", ".join(getattr(o, "_name", o.dotted_string) for o in eku) or "none"
-        return WrongUsage(f"extendedKeyUsage ({have}) does not allow {usage}Auth")
-    try:
-        ku = leaf.extensions.get_extension_for_class(x509.KeyUsage).value
-    except x509.ExtensionNotFound:
-        return None
-    rsa_kx = isinstance(leaf.public_key(), rsa.RSAPublicKey) and ku.key_encipherment and usage == "server"
-    if not ku.digital_signature and not rsa_kx:
-        return WrongUsage("keyUsage lacks digitalSignature, which TLS authentication needs")
-    return None
+_LEAF_CLASSES: dict[str, type[CheckFailed]] = {"leaf_is_ca": IsCA, "wrong_usage": WrongUsage,
+                                               "cn_not_in_san": NameMismatch}
+
+
+def _leaf_failures(leaf: x509.Certificate, usage: Usage) -> dict[str, CheckFailed]:
+    """The verifier's profile rules for the leaf, keyed by the check that reports them."""
+    found: dict[str, CheckFailed] = {}
+    for problem in leaf_problems(leaf, usage):
+        cls = _LEAF_CLASSES.get(problem.code, ChainInvalid)
+        key = {IsCA: "ca", WrongUsage: "usage", NameMismatch: "name"}.get(cls, "chain")
+        found.setdefault(key, cls(problem.detail, reason=problem.code))
+    return found
 
 
 def _name_problem(leaf: x509.Certificate, name: str) -> CheckFailed | None:

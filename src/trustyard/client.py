@@ -27,11 +27,19 @@ _BY_STATUS: dict[int, type[errors.TrustyardError]] = {
 
 
 class CAUnavailable(errors.TrustyardError):
-    """The CA could not be reached (network, TLS, 5xx): worth retrying later."""
+    """The CA could not be reached (network, TLS, 5xx): worth retrying later.
+
+    ``maybe_delivered``: the request may have reached the CA and taken effect (the connection
+    broke or timed out after it was sent, or the CA answered 5xx); False when no connection
+    was made at all."""
 
     status = 503
     code = "caUnavailable"
     title = "CA unavailable"
+
+    def __init__(self, detail: str, *, maybe_delivered: bool = False, **fields: Any) -> None:
+        super().__init__(detail, **fields)
+        self.maybe_delivered = maybe_delivered
 
 
 def make_csr(key: PrivateKey, names: list[Name]) -> bytes:
@@ -57,7 +65,10 @@ class IssuedFiles:
     roots_pem: str
 
     @classmethod
-    def from_response(cls, doc: dict[str, Any]) -> "IssuedFiles":
+    def from_response(cls, doc: Any) -> "IssuedFiles":
+        fields = ("serial", "not_before", "not_after", "certificate", "chain", "roots")
+        if not isinstance(doc, dict) or not all(isinstance(doc.get(f), str) for f in fields):
+            raise CAUnavailable("the CA's answer is not an issued certificate (a proxy in between?)")
         return cls(serial=doc["serial"], not_before=doc["not_before"], not_after=doc["not_after"],
                    certificate_pem=doc["certificate"], chain_pem=doc["chain"], roots_pem=doc["roots"])
 
@@ -90,7 +101,8 @@ class CAClient:
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            raise CAUnavailable(f"cannot reach the CA at {self.url}: {exc}") from None
+            raise CAUnavailable(f"cannot reach the CA at {self.url}: {exc}",
+                                maybe_delivered=not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))) from None
         if response.status_code >= 400:
             raise _problem_error(response)
         return response
@@ -109,11 +121,11 @@ class CAClient:
         body: dict[str, str] = {"csr": _text(csr_pem), "token": token}
         if ttl:
             body["ttl"] = ttl
-        return IssuedFiles.from_response(self._request("POST", "/v1/sign", json=body).json())
+        return IssuedFiles.from_response(_json(self._request("POST", "/v1/sign", json=body)))
 
     def renew(self, csr_pem: bytes | str, proof: str) -> IssuedFiles:
         return IssuedFiles.from_response(
-            self._request("POST", "/v1/renew", json={"csr": _text(csr_pem), "proof": proof}).json())
+            _json(self._request("POST", "/v1/renew", json={"csr": _text(csr_pem), "proof": proof})))
 
     def revoke(self, serial: str, reason: str = "unspecified", proof: str | None = None,
                admin_token: str | None = None) -> dict[str, Any]:
@@ -121,7 +133,11 @@ class CAClient:
         if proof:
             body["proof"] = proof
         headers = {"Authorization": f"Bearer {admin_token}"} if admin_token else {}
-        return self._request("POST", "/v1/revoke", json=body, headers=headers).json()
+        return _json(self._request("POST", "/v1/revoke", json=body, headers=headers))
+
+    def certificate_status(self, serial: str) -> dict[str, Any]:
+        """What the CA's ledger says of ``serial`` (status, revocation, superseded_by); no token needed."""
+        return self._request("GET", f"/v1/certificates/{serial}").json()
 
     def list(self, admin_token: str, status: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
         params: dict[str, Any] = {"limit": limit}
@@ -129,18 +145,36 @@ class CAClient:
             params["status"] = status
         response = self._request("GET", "/v1/certificates", params=params,
                                  headers={"Authorization": f"Bearer {admin_token}"})
-        return response.json()["certificates"]
+        certificates = _json(response).get("certificates")
+        if not isinstance(certificates, list):
+            raise CAUnavailable("the CA's answer is not a list of certificates (a proxy in between?)")
+        return certificates
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    """The JSON object the CA answers with; ``CAUnavailable`` for anything else (an HTML page
+    of a proxy, a truncated body), which is worth retrying."""
+    try:
+        doc = response.json()
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict):
+        raise CAUnavailable(f"the CA answered {response.status_code} without a JSON object: "
+                            f"{response.text[:100]!r}")
+    return doc
 
 
 def _problem_error(response: httpx.Response) -> errors.TrustyardError:
     try:
         doc = response.json()
+        if not isinstance(doc, dict):
+            raise ValueError("not a problem document")
         detail = str(doc.get("detail") or doc.get("title") or response.reason_phrase)
         code = str(doc.get("type", "")).rsplit(":", 1)[-1] or None
     except ValueError:
         detail, code, doc = response.text[:200] or response.reason_phrase, None, {}
     if response.status_code >= 500:
-        return CAUnavailable(f"the CA answered {response.status_code}: {detail}")
+        return CAUnavailable(f"the CA answered {response.status_code}: {detail}", maybe_delivered=True)
     cls = _BY_STATUS.get(response.status_code, errors.TrustyardError)
     extra = {k: doc[k] for k in ("rule", "value") if isinstance(doc, dict) and k in doc}
     error = cls(detail, code=code, **extra)

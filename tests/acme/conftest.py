@@ -71,6 +71,21 @@ def env(acme_home: Path, challtestsrv: ChallTestSrv) -> Iterator[Env]:
     yield from make_env(acme_home, challtestsrv)
 
 
+@pytest.fixture
+def wildcard_env(acme_home: Path, challtestsrv: ChallTestSrv) -> Iterator[Env]:
+    """An ACME directory whose provisioner sets ``wildcards = true``."""
+    import tomllib
+
+    import tomli_w
+
+    path = acme_home / "trustyard.toml"
+    doc = tomllib.loads(path.read_text())
+    for provisioner in doc["provisioners"]:
+        provisioner["wildcards"] = provisioner["name"] == "acme"
+    path.write_text(tomli_w.dumps(doc))
+    yield from make_env(acme_home, challtestsrv)
+
+
 # -- flows -----------------------------------------------------------------------------------------
 
 def poll(acme: Acme, url: str, until: tuple[str, ...] = ("valid", "invalid"), timeout: float = 20) -> dict[str, Any]:

@@ -59,6 +59,8 @@ class Ca:
         path = self.home / "trustyard.toml"
         doc = tomllib.loads(path.read_text())
         doc["acme"] = {"allow_targets": ["127.0.0.0/8"], "validation_timeout": 10.0}
+        for provisioner in doc["provisioners"]:
+            provisioner["wildcards"] = True  # lego's *.dns.internal
         path.write_text(tomli_w.dumps(doc))
         self.http_port, self.tls_port = ports.get("http", free_port()), ports.get("tls", free_port())
         self.server: Server = start_server(self.home, workers=2, env={

@@ -64,7 +64,8 @@ def test_each_challenge_type(env: Env, kind: str) -> None:
     issue(acme, env.srv, "app.internal", "api.app.internal", kind=kind)
 
 
-def test_wildcard_only_by_dns01_and_ip_never_by_dns01(env: Env) -> None:
+def test_wildcard_only_by_dns01_and_ip_never_by_dns01(wildcard_env: Env) -> None:
+    env = wildcard_env
     acme = env.account()
     response = acme.new_order("*.svc.internal", "127.0.0.1")
     assert response.status_code == 201, response.text

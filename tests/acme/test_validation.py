@@ -406,15 +406,28 @@ class Zone:
         self.servfail: set[str] = set()
         self.drop = 0
         self.udp_queries = self.tcp_queries = 0
-        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.udp.bind(("127.0.0.1", 0))
+        self.udp, self.tcp = self._bind_pair()
         self.port = self.udp.getsockname()[1]
-        self.tcp = socket.socket()
-        self.tcp.bind(("127.0.0.1", self.port))
         self.tcp.listen()
         self.resolver = f"127.0.0.1:{self.port}"
         for target in (self._serve_udp, self._serve_tcp):
             threading.Thread(target=target, daemon=True).start()
+
+    @staticmethod
+    def _bind_pair() -> tuple[socket.socket, socket.socket]:
+        # The UDP port the kernel picks may be taken for TCP by another process: try again.
+        for _ in range(50):
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            udp.bind(("127.0.0.1", 0))
+            tcp = socket.socket()
+            try:
+                tcp.bind(("127.0.0.1", udp.getsockname()[1]))
+            except OSError:
+                udp.close()
+                tcp.close()
+                continue
+            return udp, tcp
+        raise RuntimeError("no loopback port free for both UDP and TCP")
 
     def answer(self, wire: bytes) -> Any:
         import dns.message

@@ -19,6 +19,7 @@ from trustyard.ca.home import InitOptions, init_home, load_authority
 from trustyard.cli.connect import issued_files
 from trustyard.client import CAUnavailable, IssuedFiles
 from trustyard.x509.keys import PrivateKey
+from trustyard.units import format_time
 
 
 class SwitchableCA:
@@ -109,7 +110,7 @@ def test_outage_recovery_spreads_the_renewal_and_restores_the_rhythm(tmp_path: P
         assert clock.current + room * 0.9 <= planned <= clock.current + room
         status = m.status()
         assert status.level is Level.OK and "the CA answers again" in status.message
-        assert planned.isoformat(timespec="seconds") in status.message
+        assert format_time(planned) in status.message
 
         clock.current = planned
         m.step()
@@ -148,7 +149,7 @@ def test_recovery_is_never_put_off_again_and_warns_close_to_expiry(tmp_path: Pat
         planned = m.next_at
         assert clock.current < planned <= not_after - lifetime * RECOVERY_MARGIN and m.serial == first
         status = m.status()
-        assert status.level is Level.WARNING and planned.isoformat(timespec="seconds") in status.message
+        assert status.level is Level.WARNING and format_time(planned) in status.message
 
         ca.up = False  # down again exactly when the renewal was planned
         clock.current = planned
@@ -160,3 +161,31 @@ def test_recovery_is_never_put_off_again_and_warns_close_to_expiry(tmp_path: Pat
         assert m.next_at == clock.current
         m.step()
         assert ca.renewals == 1 and m.serial != first
+
+
+def test_a_renewal_whose_answer_was_lost_is_retried_with_the_same_key(tmp_path: Path) -> None:
+    """Issue 13 item 3: a certificate renews once, so the agent retries a renewal whose answer it
+    lost with the same key and CSR; the CA answers with the certificate it already issued."""
+    with one_agent(tmp_path, "lost.internal", seed=1) as (m, ca, out, clock):
+        m.start()
+        m.step()
+        first_serial = m.serial
+        lost: list[IssuedFiles] = []
+        renew = ca.renew
+
+        def renew_then_drop_the_answer(csr_pem: bytes, proof: str) -> IssuedFiles:
+            lost.append(renew(csr_pem, proof))
+            raise CAUnavailable("the connection broke before the answer arrived", maybe_delivered=True)
+
+        ca.renew = renew_then_drop_the_answer  # type: ignore[method-assign]
+        clock.current = m.next_at
+        m.step()
+        assert len(lost) == 1 and m.serial == first_serial and m.failures == 1
+        ca.renew = renew  # type: ignore[method-assign]
+        for _ in range(3):  # a probe first (the CA answers again), then the renewal at its point
+            clock.current = max(m.next_at, clock.current)
+            m.step()
+            if m.serial != first_serial:
+                break
+        assert m.failures == 0 and m.serial is not None and format(m.serial, "x") == lost[0].serial
+        assert len(ca.authority.store.list()) == 2  # the bootstrap and one renewal, nothing signed twice

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import select
@@ -101,3 +102,21 @@ def test_no_progress_on_a_terminal_when_disabled(tree: Path) -> None:
         if slave != -1:
             os.close(slave)
     assert b"scanning" not in tty, tty
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_function_draws_only_on_a_terminal(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The function the CLI calls, given a stream that says it is a terminal, and one that does not."""
+    from trustyard.cli.scan import scan_with_progress
+    from trustyard.inventory import ScanOptions
+
+    monkeypatch.delenv("TRUSTYARD_NO_PROGRESS", raising=False)
+    terminal, pipe = _Terminal(), io.StringIO()
+    assert len(scan_with_progress(ScanOptions(paths=(str(tree),)), terminal).certificates) == 40
+    assert len(scan_with_progress(ScanOptions(paths=(str(tree),)), pipe).certificates) == 40
+    assert "scanning" in terminal.getvalue() and "100%" in terminal.getvalue()
+    assert pipe.getvalue() == ""

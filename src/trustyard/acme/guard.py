@@ -7,7 +7,8 @@ resolution an attacker's DNS could answer differently):
 - never link-local (which holds the cloud metadata services), known metadata addresses,
   multicast, unspecified or reserved addresses, whatever the allow-list says;
 - never the CA's own port on a local address (the CA validating itself);
-- otherwise only addresses inside an allowed CIDR, or names under an allowed domain suffix.
+- otherwise only addresses inside an allowed CIDR, or names under an allowed domain suffix;
+  a suffix never reaches a loopback address (the CA's own host): only a listed CIDR does.
 """
 
 from __future__ import annotations
@@ -50,7 +51,10 @@ class TargetGuard:
     def check(self, address: IPAddress, port: int, name: str | None = None) -> None:
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
             address = address.ipv4_mapped
-        if address in METADATA or address.is_link_local:
+        # A 6to4 address (2002:a9fe:a9fe::) reaches the IPv4 address it embeds through a relay.
+        seen = [address, *([address.sixtofour] if isinstance(address, ipaddress.IPv6Address)
+                           and address.sixtofour else [])]
+        if any(a in METADATA or a.is_link_local for a in seen):
             raise TargetRefused(f"{address} is link-local or a metadata service: never contacted")
         if address.is_multicast or address.is_unspecified or address.is_reserved:
             raise TargetRefused(f"{address} is not a unicast host address")
@@ -60,5 +64,7 @@ class TargetGuard:
             return
         host = (name or "").lower().rstrip(".")
         if host and any(host == s or host.endswith("." + s) for s in self.suffixes):
+            if any(a.is_loopback for a in seen):
+                raise TargetRefused(f"{address} is a loopback address: reached only when a CIDR lists it")
             return
         raise TargetRefused(f"{address} is not in the validation allow-list")

@@ -24,16 +24,17 @@ from cryptography import x509
 from ..ca.authority import REVOCATION_REASONS, Authority
 from ..ca.config import AcmeConfig
 from ..errors import Conflict, NotFound, PolicyDenied, TrustyardError
+from ..store import refusals
 from ..store.acme_store import AccountRow, AcmeStore, AuthzRow, ChallengeRow, NewAuthz, OrderRow
 from ..x509.csr import CSRError, parse_csr
-from ..x509.names import Name, name_text, normalize_dns, parse_name
+from ..x509.names import Name, name_text, normalize_dns, parse_name, reads_as_ip
 from ..x509.summary import serial_hex
 from . import ari
 from .challenges import challenge_types, key_authorization
 from .jws import Jwk, Jws, b64d, jwk_of, parse_jwk, parse_jws, signature_verifies, verify_eab, verify_signature
 from .model import Urls, account_json, authz_json, authz_status, challenge_json, order_json, order_status
 from .problems import AcmeError, subproblem
-from .validation import Probe, ValidationAuthority
+from .validation import Probe, ValidationAuthority, ValidationLimited
 
 log = logging.getLogger("trustyard.acme")
 
@@ -76,6 +77,7 @@ class AcmeRequest:
     too_large: bool = False
     params: dict[str, str] = field(default_factory=dict)
     accept: str = ""
+    source: str = ""        # the client, as refusals and nonces are counted (store.refusals.source_key)
 
     @property
     def url(self) -> str:
@@ -138,10 +140,11 @@ class AcmeService:
                      "website": "https://github.com/trustyard"},
         })
 
-    def new_nonce(self, base_url: str, provisioner: str, method: str) -> AcmeResponse:
+    def new_nonce(self, base_url: str, provisioner: str, method: str, source: str = "") -> AcmeResponse:
         urls = self._urls(base_url, provisioner)
+        nonce = self.store.mint_nonce(retry=True, source=source, keep=self.config.nonces_per_client)
         return AcmeResponse(200 if method == "HEAD" else 204, None,
-                            headers={"Replay-Nonce": self.store.mint_nonce(retry=True), "Cache-Control": "no-store",
+                            headers={"Replay-Nonce": nonce, "Cache-Control": "no-store",
                                      "Link": f'<{urls.directory()}>;rel="index"'})
 
     def renewal_info(self, base_url: str, provisioner: str, cert_id_text: str) -> AcmeResponse:
@@ -180,6 +183,7 @@ class AcmeService:
 
     def _post(self, request: AcmeRequest, signed: _Signed | AcmeError) -> AcmeResponse:
         fresh: list[str] = []
+        caller = None
         try:
             if isinstance(signed, AcmeError):
                 raise signed
@@ -187,6 +191,8 @@ class AcmeService:
             response = getattr(self, "_" + request.resource.replace("-", "_"))(request, caller)
         except AcmeError as exc:
             response = _problem(exc)
+            if caller is None:  # never authenticated: counted, not audited one by one
+                self._refused(request, exc.kind)
         except TrustyardError as exc:  # from the authority: map to the closest ACME type
             response = _problem(_from_trustyard(exc))
         except Exception:
@@ -196,7 +202,7 @@ class AcmeService:
             nonce = fresh[0]
         else:
             try:
-                nonce = self.store.mint_nonce(retry=True)
+                nonce = self.store.mint_nonce(retry=True, source=request.source, keep=self.config.nonces_per_client)
             except Exception:  # the database is down: the problem document still goes out
                 log.exception("cannot mint a nonce")
                 return response
@@ -206,6 +212,12 @@ class AcmeService:
                                                 ';rel="index"')
         response.headers["Cache-Control"] = "no-store"
         return response
+
+    def _refused(self, request: AcmeRequest, kind: str) -> None:
+        try:
+            refusals.note(self.store.sql, request.source or "unknown", f"acme.{request.resource}:{kind}")
+        except Exception:  # the count is not worth failing the answer for
+            log.exception("cannot count a refusal")
 
     def _check(self, request: AcmeRequest) -> _Signed:
         """Everything about a POST that needs no database: content type, size, the JWS and its
@@ -266,7 +278,8 @@ class AcmeService:
             jwk = _stored_jwk(account.jwk)
             verify_signature(jws, jwk)
         assert jwk is not None  # a jwk request was verified by _check
-        ok, new = self.store.redeem_nonce(signed.nonce, self.config.nonce_reject_percent)
+        ok, new = self.store.redeem_nonce(signed.nonce, self.config.nonce_reject_percent, request.source,
+                                          self.config.nonces_per_client)
         fresh.append(new)
         if not ok:
             raise AcmeError("badNonce", "the nonce is unknown, expired or already used")
@@ -544,6 +557,8 @@ class AcmeService:
             if caller.payload():
                 raise AcmeError("malformed", "respond to a challenge with an empty object {}")
             if challenge.status == "pending":
+                if authz_status(authz, self.clock()) == "pending":
+                    self._admit(account, authz)  # over a limit: refused, and the challenge stays pending
                 started = self.store.start_challenge(challenge.id)
                 if started is None and authz_status(authz, self.clock()) != "pending":
                     raise AcmeError("malformed", f"the authorization is {authz_status(authz, self.clock())}",
@@ -561,6 +576,14 @@ class AcmeService:
         if challenge.status == "processing":
             headers["Retry-After"] = "1"
         return AcmeResponse(200, challenge_json(caller.urls, challenge), headers=headers)
+
+    def _admit(self, account: AccountRow, authz: AuthzRow) -> None:
+        try:
+            self.va.admit(account.id, authz.order_id)
+        except ValidationLimited as exc:
+            error = AcmeError("rateLimited", exc.detail)
+            error.headers["Retry-After"] = str(exc.retry_after)
+            raise error from None
 
     def record_validation(self, challenge_id: str, error: dict[str, Any] | None) -> None:
         self.store.finish_challenge(challenge_id, error)
@@ -632,7 +655,7 @@ def _stored_jwk(text: str) -> Jwk:
 
 def _probe(challenge: ChallengeRow, authz: AuthzRow, jwk: Jwk) -> Probe:
     return Probe(challenge.id, challenge.type, authz.type, authz.value,
-                 key_authorization(challenge.token, jwk.thumbprint), authz.id)
+                 key_authorization(challenge.token, jwk.thumbprint), authz.id, authz.account_id, authz.order_id)
 
 
 def _own(caller: _Caller) -> AccountRow:
@@ -648,9 +671,12 @@ def _identifier(ident: Any) -> tuple[str, str]:
         if ":" in value or "/" in value:
             raise AcmeError("rejectedIdentifier", f"{value[:100]!r} is not a DNS name")
         try:
-            return "dns", normalize_dns(value)
+            name = normalize_dns(value)
         except ValueError as exc:
             raise AcmeError("rejectedIdentifier", str(exc)[:200]) from None
+        if reads_as_ip(name):  # else proved by dns-01 and issued as an IP SAN
+            raise AcmeError("rejectedIdentifier", f"{value[:100]!r} is an IP address: order it as an ip identifier")
+        return "dns", name
     if kind == "ip":
         try:
             return "ip", str(ipaddress.ip_address(value))
@@ -679,7 +705,7 @@ def _from_trustyard(exc: TrustyardError) -> AcmeError:
     if isinstance(exc, AcmeError):
         return exc
     if isinstance(exc, PolicyDenied):
-        kind = "rejectedIdentifier" if exc.rule in ("names_allowed", "has_names") else "badCSR"
+        kind = "rejectedIdentifier" if exc.rule in ("names_allowed", "has_names", "dns_names_are_not_ips") else "badCSR"
         return AcmeError(kind, exc.detail)
     if isinstance(exc, NotFound):
         return AcmeError("malformed", exc.detail, status=404)

@@ -12,12 +12,14 @@ target sent back.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import contextvars
 import functools
 import ipaddress
 import logging
+import math
 import socket
 import ssl
 import threading
@@ -36,6 +38,7 @@ from .challenges import (ACME_IDENTIFIER_OID, ACME_TLS_ALPN, DNS_01, HTTP_01, TL
                          tls_alpn01_extension_value)
 from .guard import IPAddress, TargetGuard, TargetRefused
 from .problems import subproblem
+from .slots import AccountSlots, FairSlots
 
 log = logging.getLogger("trustyard.acme.va")
 
@@ -63,6 +66,8 @@ class Probe:
     value: str            # without "*." for wildcards
     key_authorization: str
     authz_id: str = ""    # the authorization it decides: a poll of it waits for the outcome
+    account_id: str = ""  # whose it is: limits and fair shares are per account and per order
+    order_id: str = ""
 
 
 class Resolver:
@@ -246,6 +251,8 @@ class Checker:
     # -- dns-01 ---------------------------------------------------------------------------------
 
     async def dns01(self, probe: Probe, deadline: float) -> None:
+        if probe.identifier_type != "dns":  # RFC 8738 section 7: whoever runs DNS does not hold the address
+            raise ValidationFailed("malformed", "dns-01 cannot prove an IP address")
         name = f"_acme-challenge.{probe.value}"
         expected = dns01_txt(probe.key_authorization)
         records = await self.resolver.txt(name, deadline)
@@ -412,33 +419,66 @@ def _problem(kind: str, detail: str, probe: Probe) -> dict[str, Any]:
     return doc
 
 
+class ValidationLimited(Exception):
+    """An account or order already has as many challenges in flight as it may."""
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.detail, self.retry_after = detail, retry_after
+
+
 class ValidationAuthority:
     """Runs probes as tasks on the submitting event loop, at most ``workers`` at a time on each
     loop, and records each result there (the database write joins the loop's other short
     transactions on its kept connection).
 
+    Fairness: one account runs at most ``account_slots`` probes at once (its others wait
+    behind them, which is its own business), and the loop's ``workers`` slots go to the
+    waiting accounts in turn. Only the wait for a loop slot counts against a probe's own
+    timeout, so another account's slow targets cannot hold it up beyond that. ``admit``
+    refuses a challenge when its account already has ``per_account`` challenges in flight
+    (waiting or running) or its order ``per_order`` (0: no limit); the counts are this
+    worker process's.
+
     Submitted from outside an event loop (a script, a test), a probe runs on the authority's
     own loop in a background thread instead, under the same bound."""
 
     def __init__(self, checker: Checker, record: Callable[[str, dict[str, Any] | None], None],
-                 workers: int = 8) -> None:
+                 workers: int = 8, account_slots: int = 0, per_account: int = 0, per_order: int = 0) -> None:
         self.checker = checker
         self.record = record
         self.workers = workers
+        self.account_slots = account_slots or max(1, workers // 2)
+        self.per_account, self.per_order = per_account, per_order
         self._lock = threading.Lock()
         self._queued = 0
-        self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = \
+        self._in_flight: collections.Counter[tuple[str, str]] = collections.Counter()  # ("account"|"order", id)
+        self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, FairSlots] = \
+            weakref.WeakKeyDictionary()
+        self._account_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, AccountSlots]] = \
             weakref.WeakKeyDictionary()
         self._tasks: set[asyncio.Task[None]] = set()  # held until done: the loop keeps only weak references
         self._deciding: dict[str, asyncio.Task[None]] = {}  # authorization id -> its probe's task
         self._own: tuple[asyncio.AbstractEventLoop, threading.Thread] | None = None
         self._pending: set[concurrent.futures.Future[None]] = set()  # probes on the own loop
 
+    def admit(self, account_id: str, order_id: str) -> None:
+        """Raise ValidationLimited when a challenge of this account and order may not start now."""
+        retry_after = max(1, math.ceil(self.checker.timeout))
+        with self._lock:
+            if self.per_account and self._in_flight["account", account_id] >= self.per_account:
+                raise ValidationLimited(f"the account already has {self.per_account} challenges being validated; "
+                                        "answer this one when they are done", retry_after)
+            if self.per_order and self._in_flight["order", order_id] >= self.per_order:
+                raise ValidationLimited(f"the order already has {self.per_order} challenges being validated; "
+                                        "answer this one when they are done", retry_after)
+
     def submit(self, probe: Probe) -> bool:
         with self._lock:
             if self._queued >= MAX_QUEUED:
                 return False
             self._queued += 1
+            self._count(probe, 1)
         # A fresh context: the probe must not inherit the submitter's (a request's open
         # database unit, its pending flushes), which ends long before the probe does.
         fresh = contextvars.Context()
@@ -448,12 +488,12 @@ class ValidationAuthority:
             future = fresh.run(asyncio.run_coroutine_threadsafe, self._run(probe), self._own_loop())
             self._pending.add(future)
             future.add_done_callback(self._pending.discard)
-            future.add_done_callback(self._dequeue)
+            future.add_done_callback(functools.partial(self._dequeue, probe))
             return True
         task = loop.create_task(self._run(probe), context=fresh)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        task.add_done_callback(self._dequeue)  # also when cancelled before it ever ran
+        task.add_done_callback(functools.partial(self._dequeue, probe))  # also when cancelled before it ran
         if probe.authz_id:
             self._deciding[probe.authz_id] = task
             task.add_done_callback(functools.partial(self._decided, probe.authz_id))
@@ -472,21 +512,56 @@ class ValidationAuthority:
         if task is not None and task.get_loop() is asyncio.get_running_loop():
             await asyncio.wait((task,), timeout=within)  # on timeout the probe runs on
 
-    def _dequeue(self, _done: Any) -> None:
+    def _dequeue(self, probe: Probe, _done: Any) -> None:
         with self._lock:
             self._queued -= 1
+            self._count(probe, -1)
+
+    def _count(self, probe: Probe, step: int) -> None:
+        for key in (("account", probe.account_id), ("order", probe.order_id)):
+            if key[1]:
+                self._in_flight[key] += step
+                if self._in_flight[key] <= 0:
+                    del self._in_flight[key]
 
     async def _run(self, probe: Probe) -> None:
         loop = asyncio.get_running_loop()
         slots = self._slots.get(loop)
         if slots is None:
-            slots = self._slots[loop] = asyncio.Semaphore(self.workers)
-        async with slots:
-            error = await self.checker.check(probe)
+            slots = self._slots[loop] = FairSlots(self.workers)
+        accounts = self._account_slots.setdefault(loop, {})
+        mine = accounts.get(probe.account_id)
+        if mine is None:
+            # A probe of no account (a script's) is bound by the loop's slots alone.
+            mine = accounts[probe.account_id] = AccountSlots(self.account_slots if probe.account_id else self.workers)
+        mine.users += 1
+        try:
+            async with mine.semaphore:  # behind the account's own probes: not counted against its timeout
+                deadline = time.monotonic() + self.checker.timeout
+                await slots.acquire(probe.account_id)
+                try:
+                    error = await self._check_by(probe, deadline)
+                finally:
+                    slots.release()
+        finally:
+            mine.users -= 1
+            if not mine.users:
+                del accounts[probe.account_id]  # the map holds only accounts with probes
         try:
             self.record(probe.challenge_id, error)
         except Exception:
             log.exception("recording the validation of challenge %s failed", probe.challenge_id)
+
+    async def _check_by(self, probe: Probe, deadline: float) -> dict[str, Any] | None:
+        """The probe's outcome, by its deadline: the time it waited for a slot is spent."""
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return _problem("connection", "validation timed out waiting for a free validation slot", probe)
+        try:
+            async with asyncio.timeout(left + TIMEOUT_GRACE):
+                return await self.checker.check(probe)
+        except TimeoutError:
+            return _problem("connection", "validation timed out", probe)
 
     def _own_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:

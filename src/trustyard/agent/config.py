@@ -30,7 +30,7 @@ import tomllib
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from ..errors import ConfigError
 from ..units import Threshold, parse_duration
@@ -38,6 +38,7 @@ from ..x509.keys import KeyType
 from .schedule import DEFAULT_ERROR_BEFORE, DEFAULT_JITTER, DEFAULT_RENEW_AT, Schedule
 
 DEFAULT_TOKEN_ENV = "TRUSTYARD_TOKEN"
+T = TypeVar("T")
 PID_MAX = 2**22  # Linux's largest pid_max
 
 
@@ -125,18 +126,18 @@ class AgentConfig:
 
 
 def parse_signal(text: str) -> signal.Signals:
-    name = text.strip().upper()
-    if name.isdigit():
-        return signal.Signals(int(name))
+    name = str(text).strip().upper()
     try:
+        if name.isdigit():
+            return signal.Signals(int(name))
         return signal.Signals[name if name.startswith("SIG") else "SIG" + name]
-    except KeyError:
+    except (KeyError, ValueError):
         raise ConfigError(f"unknown signal {text!r} (e.g. HUP, USR1, TERM)") from None
 
 
 def parse_host_port(text: str, what: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not host:
+    host, sep, port = str(text).rpartition(":")
+    if not sep or not (port.isascii() and port.isdigit()) or not host:
         raise ConfigError(f"{what} {text!r}: expected HOST:PORT")
     return host.strip("[]"), int(port)
 
@@ -149,11 +150,19 @@ def parse_fraction(text: str) -> float:
         raise ConfigError(f"invalid jitter {text!r}: write a percentage such as 10%") from None
 
 
+def _named(key: str, parse: Callable[[Any], T], value: Any) -> T:
+    """``parse(value)``, its ValueError prefixed with the setting's name."""
+    try:
+        return parse(value)
+    except ValueError as exc:
+        raise ValueError(f"{key}: {exc}") from None
+
+
 def make_schedule(renew_at: str | None, jitter: str | None, outage_budget: str | None) -> Schedule:
     try:
-        return Schedule(renew_at=Threshold.parse(renew_at) if renew_at else DEFAULT_RENEW_AT,
+        return Schedule(renew_at=_named("renew_at", Threshold.parse, renew_at) if renew_at else DEFAULT_RENEW_AT,
                         jitter=parse_fraction(jitter) if jitter else DEFAULT_JITTER,
-                        outage_budget=parse_duration(outage_budget) if outage_budget else None)
+                        outage_budget=_named("outage_budget", parse_duration, outage_budget) if outage_budget else None)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 
@@ -161,6 +170,7 @@ def make_schedule(renew_at: str | None, jitter: str | None, outage_budget: str |
 _CERT_KEYS = {"name", "sans", "token_file", "token_env", "out", "ttl", "key_type", "renew_at", "jitter",
               "outage_budget", "error_before", "reload_cmd", "reload_signal", "pid_file", "pid",
               "verify_endpoint", "verify_grace", "follow_symlinks"}
+_TEXT_KEYS = _CERT_KEYS - {"sans", "pid", "follow_symlinks"}  # TOML lets any key hold any type
 _TOP_KEYS = {"ca_url", "root", "metrics_listen", "roots_interval", "certificate"}
 
 
@@ -169,6 +179,15 @@ def cert_spec(values: dict[str, Any], base: Path | None = None) -> CertSpec:
     unknown = set(values) - _CERT_KEYS
     if unknown:
         raise ConfigError(f"unknown certificate setting(s): {', '.join(sorted(unknown))}")
+    for key, value in values.items():
+        if value is None or key not in _TEXT_KEYS | {"sans"}:  # pid and follow_symlinks are checked below
+            continue
+        if key == "sans":
+            ok, wanted = isinstance(value, (list, tuple)) and all(isinstance(s, str) for s in value), "a list of names"
+        else:
+            ok, wanted = isinstance(value, str), "a string"
+        if not ok:
+            raise ConfigError(f"certificate {values.get('name')!r}: {key} must be {wanted}, not {value!r:.60}")
 
     def path(value: Any) -> Path | None:
         if value in (None, ""):
@@ -186,9 +205,11 @@ def cert_spec(values: dict[str, Any], base: Path | None = None) -> CertSpec:
         key_type = KeyType.parse(values["key_type"]) if values.get("key_type") else KeyType.EC_P256
         ttl = values.get("ttl")
         if ttl:
-            parse_duration(ttl)
-        error_before = Threshold.parse(values["error_before"]) if values.get("error_before") else DEFAULT_ERROR_BEFORE
-        grace = parse_duration(values["verify_grace"]) if values.get("verify_grace") else timedelta(seconds=5)
+            _named("ttl", parse_duration, ttl)
+        error_before = (_named("error_before", Threshold.parse, values["error_before"]) if values.get("error_before")
+                        else DEFAULT_ERROR_BEFORE)
+        grace = (_named("verify_grace", parse_duration, values["verify_grace"]) if values.get("verify_grace")
+                 else timedelta(seconds=5))
     except ValueError as exc:
         raise ConfigError(f"certificate {name!r}: {exc}") from None
     follow = values.get("follow_symlinks", False)
@@ -237,9 +258,12 @@ def load_config_file(path: Path, overrides: dict[str, Any]) -> AgentConfig:
     unknown = set(data) - _TOP_KEYS
     if unknown:
         raise ConfigError(f"{path}: unknown setting(s): {', '.join(sorted(unknown))}")
+    for key in _TOP_KEYS - {"certificate"}:
+        if key in data and not isinstance(data[key], str):
+            raise ConfigError(f"{path}: {key} must be a string, not {data[key]!r:.60}")
     base = path.parent
     tables = data.get("certificate", [])
-    if not isinstance(tables, list) or not tables:
+    if not isinstance(tables, list) or not tables or not all(isinstance(t, dict) for t in tables):
         raise ConfigError(f"{path}: no [[certificate]] tables")
     specs = tuple(cert_spec(t, base) for t in tables)
     names = [s.out for s in specs]
@@ -259,7 +283,8 @@ def build(values: dict[str, Any], specs: tuple[CertSpec, ...], base: Path | None
         root = base / root
     listen = values.get("metrics_listen")
     try:
-        interval = parse_duration(values["roots_interval"]) if values.get("roots_interval") else timedelta(minutes=1)
+        interval = (_named("roots_interval", parse_duration, values["roots_interval"]) if values.get("roots_interval")
+                    else timedelta(minutes=1))
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     return AgentConfig(ca_url=str(values["ca_url"]), root=root, certificates=specs,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Callable, Iterable
 
 from cryptography import x509
@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from .. import errors
 from ..ca import proofs
 from ..client import CAUnavailable, IssuedFiles, make_csr, new_key_and_csr
-from ..units import humanize
+from ..units import format_time, humanize
 from ..x509.keys import KeyType, PrivateKey, generate_private_key, key_type_of
 from ..x509.names import name_text, sans_of
 from ..x509.summary import serial_hex
@@ -43,7 +43,7 @@ log = logging.getLogger("trustyard.agent")
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_REBOOTSTRAP = 0, 1, 2, 3
 PROBE_INTERVAL_SECONDS = 0.25
 # Problem codes after which only a new bootstrap token helps.
-_DEAD_CODES = {"expired", "revoked", "unknownCertificate"}
+_DEAD_CODES = {"expired", "revoked", "unknownCertificate", "superseded"}
 _TOKEN_CODES = {"tokenExpired", "tokenReused", "tokenUsed", "badToken", "replayed", "tokenReplayed",
                 "tokenNameMismatch"}
 # What to change when the CA refuses by policy, per rule (the problem's ``rule`` field).
@@ -53,10 +53,6 @@ _POLICY_HINTS = {
     "names_allowed": "request names the provisioner allows, or have the CA's operator add them to its allow list",
     "key_type_allowed": "choose an allowed --key-type",
 }
-
-
-def _utc(when: datetime) -> str:
-    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass
@@ -101,6 +97,8 @@ class ManagedCert:
         self._recovering = False   # the CA answers again; the renewal waits for next_at
         self._late_by = timedelta(0)  # how late the renewal in flight is, for the next plan
         self._recovery_at: datetime | None = None  # the renewal planned when the CA answered again
+        self._renewal: tuple[int, PrivateKey, bytes] | None = None  # (serial renewed, key, CSR) of the last attempt
+        self._unanswered = False  # the last renewal reached the CA but got no answer: it may have renewed
 
     # -- state -------------------------------------------------------------------------
 
@@ -127,7 +125,7 @@ class ManagedCert:
             low = self.not_after - now < self.spec.error_before.of(self.not_after - self.current.issued_at)
             return Status(Level.WARNING if low else Level.OK,
                           f"expires in {humanize(self.not_after - now)}; the CA answers again after an outage, "
-                          f"renewing at {self.next_at.isoformat(timespec='seconds')}")
+                          f"renewing at {format_time(self.next_at)}")
         if self.verify_ok is False and status.level is Level.OK:
             return Status(Level.WARNING, f"{status.message}; the endpoint does not serve the new certificate yet")
         return status
@@ -139,10 +137,10 @@ class ManagedCert:
         return {
             "name": self.spec.name, "out": self.output.describe(), "level": status.level.value,
             "status": status.message, "serial": serial_hex(self.serial) if self.serial is not None else None,
-            "not_after": na.isoformat() if na else None,
+            "not_after": format_time(na) if na else None,
             "seconds_left": int((na - now).total_seconds()) if na else None,
-            "next_renewal": self.renew_point.isoformat() if self.renew_point else None,
-            "last_success": self.last_success.isoformat() if self.last_success else None,
+            "next_renewal": format_time(self.renew_point) if self.renew_point else None,
+            "last_success": format_time(self.last_success) if self.last_success else None,
             "consecutive_failures": self.failures, "last_error": self.last_error,
             "needs_bootstrap": self.needs_bootstrap, "verify_ok": self.verify_ok,
         }
@@ -203,6 +201,8 @@ class ManagedCert:
         assert self.current is not None and self.not_after is not None
         self._recovering = True
         point = self.spec.schedule.recovery_point(now, self.current.issued_at, self.not_after, self.rng)
+        if self._unanswered:  # ask again now, within the CA's retry window, or the certificate is lost
+            point = now
         if self._recovery_at is not None:  # never later than a recovery already planned
             point = min(point, max(self._recovery_at, now))
         self.next_at = self._recovery_at = point
@@ -241,12 +241,24 @@ class ManagedCert:
     def _renew(self, now: datetime) -> None:
         assert self.current is not None
         self._late_by = now - self.renew_point if self.failures and self.renew_point else timedelta(0)
-        key = generate_private_key(key_type_of(self.current.key) or KeyType.EC_P256)
-        csr = make_csr(key, [])
+        serial = self.current.chain[0].serial_number
+        if self._renewal is not None and self._renewal[0] == serial:
+            # The last attempt may have succeeded with its answer lost: the same key makes this a
+            # retry, which the CA answers with that certificate (a certificate renews only once).
+            _, key, csr = self._renewal
+        else:
+            key = generate_private_key(key_type_of(self.current.key) or KeyType.EC_P256)
+            csr = make_csr(key, [])
+            self._renewal = (serial, key, csr)
         csr_der = x509.load_pem_x509_csr(csr).public_bytes(Encoding.DER)
         proof = proofs.make(self.current.key, self.current.chain, proofs.RENEW,
                             csr_sha256=proofs.csr_digest(csr_der))
-        issued = self.backend.renew(csr, proof)
+        self._unanswered = False
+        try:
+            issued = self.backend.renew(csr, proof)
+        except CAUnavailable as exc:
+            self._unanswered = exc.maybe_delivered
+            raise
         self.counters.renewals += 1
         self._install(now, issued, key, "renewed")
 
@@ -259,12 +271,12 @@ class ManagedCert:
         log.info("%s: %s certificate serial %s subject %s issuer %s SANs %s notAfter %s (in %s); wrote %s",
                  self.spec.name, verb, serial_hex(leaf.serial_number), leaf.subject.rfc4514_string() or "-",
                  leaf.issuer.rfc4514_string(), ",".join(name_text(n) for n in sans_of(leaf)),
-                 leaf.not_valid_after_utc.isoformat(), humanize(leaf.not_valid_after_utc - now),
+                 format_time(leaf.not_valid_after_utc), humanize(leaf.not_valid_after_utc - now),
                  self.output.describe(),
                  extra={"event": verb, "certificate": self.spec.name, "serial": serial_hex(leaf.serial_number),
                         "subject": leaf.subject.rfc4514_string(), "issuer": leaf.issuer.rfc4514_string(),
                         "sans": [name_text(n) for n in sans_of(leaf)],
-                        "not_after": leaf.not_valid_after_utc.isoformat()})
+                        "not_after": format_time(leaf.not_valid_after_utc)})
         self._activate(now, leaf.serial_number)
 
     def _activate(self, now: datetime, serial: int) -> None:
@@ -331,9 +343,9 @@ class ManagedCert:
             self._warned_budget = True
         self.renew_point = plan.pick(self.rng)
         self.next_at = max(self.renew_point, now)
-        log.info("%s: renewing at %s (in %s): %s", self.spec.name, _utc(self.renew_point),
+        log.info("%s: renewing at %s (in %s): %s", self.spec.name, format_time(self.renew_point),
                  humanize(self.renew_point - now), plan.explain(self.renew_point),
-                 extra={"event": "planned", "certificate": self.spec.name, "renew_at": _utc(self.renew_point)})
+                 extra={"event": "planned", "certificate": self.spec.name, "renew_at": format_time(self.renew_point)})
 
     def _failed(self, now: datetime, why: str, level: int = logging.WARNING) -> None:
         self._recovering = False
@@ -392,11 +404,11 @@ class ManagedCert:
         left = leaf.not_valid_after_utc - self.clock.now()
         state = f"expires in {humanize(left)}" if left > timedelta(0) else f"EXPIRED {humanize(-left)} ago"
         return (f"{self.spec.name}: serial {serial_hex(leaf.serial_number)} in place in {self.output.describe()}, "
-                f"notAfter {_utc(leaf.not_valid_after_utc)} ({state})")
+                f"notAfter {format_time(leaf.not_valid_after_utc)} ({state})")
 
     def _rebootstrap_text(self, now: datetime) -> str:
         na = self.not_after
-        when = f"expired at {na.isoformat()}" if na and na <= now else "can no longer be renewed"
+        when = f"expired at {format_time(na)}" if na and na <= now else "can no longer be renewed"
         return (f"the certificate in {self.output.describe()} {when}: the CA cannot renew it. Re-bootstrap: "
                 f"mint a new one-time token (trustyard token {self.spec.name}) and put it in "
                 f"{self._token_source()}")

@@ -32,13 +32,12 @@ after an outage ends comes before the certificate expires whenever that is possi
 
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
 
-from ..units import Threshold, format_duration, humanize
+from ..units import Threshold, format_duration, format_time, humanize
 
 DEFAULT_RENEW_AT = Threshold(fraction=0.66)
 DEFAULT_JITTER = 0.10
@@ -76,10 +75,10 @@ class Plan:
 
 
 def _span(lifetime: timedelta) -> str:
-    """A lifetime as issued (``24h``, ``60s``): counted from the certificate's arrival, it is
-    short of the lifetime asked for by the request's round trip, so it is rounded up."""
-    step = 60 if lifetime >= timedelta(minutes=10) else 1
-    return format_duration(timedelta(seconds=math.ceil(lifetime.total_seconds() / step) * step))
+    """A lifetime as issued (``24h``, ``60s``): counted from the request (and notAfter has whole
+    seconds) it is off by a second or so, hence rounded to 5 s, or to the minute from 10 min."""
+    step = 60 if lifetime >= timedelta(minutes=10) else 5
+    return format_duration(timedelta(seconds=max(round(lifetime.total_seconds() / step), 1) * step))
 
 
 @dataclass(frozen=True)
@@ -214,7 +213,7 @@ def assess(now: datetime, issued_at: datetime | None, not_after: datetime | None
     text = f"expires in {humanize(left)}"
     if failing_since is None:
         return Status(Level.OK, text)
-    text += f", renewal failing since {failing_since.isoformat(timespec='seconds')}"
+    text += f", renewal failing since {format_time(failing_since)}"
     if left < error_before.of(not_after - issued_at):
         return Status(Level.ERROR, text)
     return Status(Level.WARNING, text)

@@ -7,6 +7,7 @@ Mounted by ``create_app`` at ``/acme/{provisioner}/...`` for every provisioner o
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Callable
@@ -22,6 +23,7 @@ from ..acme.guard import TargetGuard
 from ..acme.validation import POLL_HOLD, Checker, Resolver, ValidationAuthority
 from ..ca.authority import Authority
 from ..ca.config import Config
+from ..store import refusals
 from ..store.acme_store import AcmeStore
 from .durability import durably
 
@@ -37,7 +39,8 @@ def build_service(authority: Authority, config: Config) -> AcmeService:
     store = AcmeStore(authority.store)
     holder: list[AcmeService] = []
     va = ValidationAuthority(checker, lambda cid, error: holder[0].record_validation(cid, error),
-                             workers=acme.validation_workers)
+                             workers=acme.validation_workers, account_slots=acme.validation_account_workers,
+                             per_account=acme.validations_per_account, per_order=acme.validations_per_order)
     names = {p.name for p in config.provisioners if p.type == "acme"}
     service = AcmeService(authority, store, acme, names, va, max_body_bytes=config.max_body_bytes)
     holder.append(service)
@@ -93,7 +96,8 @@ class AcmeRoutes:
 
     async def new_nonce(self, request: Request) -> Response:
         return self._safe(lambda: self.service.new_nonce(self._request_base(request),
-                                                         request.path_params["provisioner"], request.method))
+                                                         request.path_params["provisioner"], request.method,
+                                                         _source(request.scope)))
 
     async def renewal_info(self, request: Request) -> Response:
         return self._safe(lambda: self.service.renewal_info(self._request_base(request),
@@ -163,7 +167,7 @@ class AcmePost:
         acme_request = AcmeRequest(
             base_url=routes.base_url(scope, host), provisioner=path_params["provisioner"], resource=self.resource,
             path=scope["path"], content_type=(content_type or "").split(";")[0].strip().lower(),
-            body=b"".join(chunks), too_large=too_large, params=params, accept=accept or "")
+            body=b"".join(chunks), too_large=too_large, params=params, accept=accept or "", source=_source(scope))
         # On the event loop, like the REST issuance path: short database transactions and one
         # signature; only the WAL flush waits in a thread (api.durability).
         try:
@@ -173,6 +177,33 @@ class AcmePost:
             error = AcmeError.internal()
             answer = AcmeResponse(error.status, error.problem(), "application/problem+json")
         await _send(answer, send)
+
+
+def purge_now(store: AcmeStore) -> dict[str, int]:
+    """One purge: expired nonces, abandoned orders with their authorizations and challenges,
+    and refusal counts past their retention. The rows deleted, per table."""
+    deleted = store.purge()
+    deleted["refusals"] = refusals.purge(store.sql)
+    return deleted
+
+
+async def purge_periodically(store: AcmeStore, interval: float) -> None:
+    """``purge_now`` at start and then every ``interval`` seconds, in a thread (the database
+    work stays off the event loop), until cancelled. A failed purge is logged and retried."""
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            deleted = await loop.run_in_executor(None, purge_now, store)
+            if any(deleted.values()):
+                log.info("purged %s", ", ".join(f"{n} from {t}" for t, n in deleted.items() if n))
+        except Exception:
+            log.exception("the ACME purge failed; it runs again in %s s", interval)
+        await asyncio.sleep(interval)
+
+
+def _source(scope: Scope) -> str:
+    client = scope.get("client")
+    return refusals.source_key(client[0] if client else None)
 
 
 def acme_routes(authority: Authority, config: Config) -> list[Route]:

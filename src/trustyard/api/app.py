@@ -3,6 +3,8 @@ is the factory uvicorn workers call (``serve`` passes the home and password by e
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import hashlib
 import hmac
@@ -11,12 +13,12 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Route
 from starlette.types import Receive, Scope, Send
@@ -24,6 +26,7 @@ from starlette.types import Receive, Scope, Send
 from ..ca.authority import Authority, Issued
 from ..ca.config import Config
 from ..errors import BadRequest, Forbidden, TrustyardError, Unauthorized
+from ..units import format_time
 from . import metrics
 from .openapi import SPEC
 from .durability import durably
@@ -52,11 +55,15 @@ class Api:
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
             raise BadRequest(f"body larger than {self.max_body_bytes} bytes", code="bodyTooLarge")
         chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                raise BadRequest(f"body larger than {self.max_body_bytes} bytes", code="bodyTooLarge")
-            chunks.append(chunk)
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > self.max_body_bytes:
+                    raise BadRequest(f"body larger than {self.max_body_bytes} bytes", code="bodyTooLarge")
+                chunks.append(chunk)
+        except ClientDisconnect:  # gone, or cut at the body deadline (api.protocol): nobody to answer
+            raise BadRequest("the client closed the connection before its body arrived",
+                             code="incompleteBody") from None
         try:
             body = json.loads(b"".join(chunks))
         except (ValueError, RecursionError):
@@ -120,15 +127,23 @@ class Api:
         self.require_admin(request)
         try:
             limit = min(int(request.query_params.get("limit", "100")), 1000)
-            offset = max(int(request.query_params.get("offset", "0")), 0)
+            # the database takes 64-bit integers; past that there are no rows anyway
+            offset = min(max(int(request.query_params.get("offset", "0")), 0), 2**62)
         except ValueError:
             raise BadRequest("limit and offset must be integers", code="badQuery") from None
+        if limit < 1:  # SQL reads a negative LIMIT as "no limit"
+            raise BadRequest("limit must be 1 to 1000", code="badQuery")
         status = request.query_params.get("status")
         records = await run_in_threadpool(self.authority.store.list, status, limit, offset)
         return JSONResponse({"certificates": [r.to_json() for r in records]})
 
     async def get_certificate(self, request: Request) -> Response:
-        self.require_admin(request)
+        """The whole record for the administrator; without a token only its status (what OCSP
+        would tell anyone): whether it is revoked or superseded, so ``trustyard check --ca-url``
+        needs no credential. A wrong token is still refused."""
+        admin = bool(request.headers.get("authorization"))
+        if admin:
+            self.require_admin(request)
         serial = request.path_params["serial"]
         record = await run_in_threadpool(self.authority.get, serial)
         if record is None:
@@ -136,6 +151,8 @@ class Api:
 
             raise NotFound(f"no certificate with serial {serial}")
         doc = record.to_json()
+        if not admin:
+            return JSONResponse({k: doc[k] for k in PUBLIC_STATUS})
         if record.der:
             from cryptography import x509
 
@@ -167,6 +184,11 @@ class Api:
         return JSONResponse(SPEC)
 
 
+PUBLIC_STATUS = ("serial", "status", "not_after", "fingerprint_sha256", "revoked_at", "revocation_reason",
+                 "superseded_by")
+"""The fields of ``GET /v1/certificates/{serial}`` anyone may read (no names, no provisioner)."""
+
+
 def _pem(cert: Any) -> str:
     from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -181,8 +203,8 @@ def _actor(request: Request) -> str:
 def _issued_response(issued: Issued) -> JSONResponse:
     return JSONResponse({
         "serial": issued.record.serial,
-        "not_before": issued.record.not_before.isoformat(),
-        "not_after": issued.record.not_after.isoformat(),
+        "not_before": format_time(issued.record.not_before),
+        "not_after": format_time(issued.record.not_after),
         "certificate": issued.certificate_pem,
         "chain": issued.chain_pem,
         "roots": issued.roots_pem,
@@ -239,15 +261,29 @@ def create_app(authority: Authority, config: Config | None = None) -> Starlette:
         Route("/openapi.json", api.openapi, methods=["GET"]),
     ]
     direct: list[Route] = []
+    lifespan = None
     if config is not None:  # the ACME server (RFC 8555), one directory per provisioner of type "acme"
-        from .acme_routes import AcmePost, acme_routes
+        from ..store.acme_store import AcmeStore
+        from .acme_routes import AcmePost, acme_routes, purge_periodically
 
         acme = acme_routes(authority, config)
         routes += acme
         direct = [route for route in acme if isinstance(route.endpoint, AcmePost)]
+        store, interval = AcmeStore(authority.store), config.acme.purge_seconds
+
+        @contextlib.asynccontextmanager
+        async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+            purging = asyncio.get_running_loop().create_task(purge_periodically(store, interval))
+            try:
+                yield
+            finally:
+                purging.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await purging
+
     app = CAApp(routes=routes, exception_handlers={
         TrustyardError: trustyard_error, HTTPException: http_error, Exception: unexpected_error,
-    }, direct=direct)
+    }, direct=direct, lifespan=lifespan)
     app.state.api = api
     return app
 

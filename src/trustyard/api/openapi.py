@@ -34,8 +34,10 @@ SPEC: dict[str, Any] = {
         "/v1/sign": {"post": {"summary": "Sign a CSR with a one-time bootstrap token",
                               "requestBody": _json_body("SignRequest"), "responses": {**_ISSUED, **_errors(400, 401, 403)}}},
         "/v1/renew": {"post": {"summary": "Renew, authenticated by a proof signed with the current certificate's key",
+                               "description": "A certificate renews once (then 409 superseded); a retry with "
+                                              "the same CSR key within 5 minutes returns the same certificate.",
                                "requestBody": _json_body("RenewRequest"),
-                               "responses": {**_ISSUED, **_errors(400, 401, 403)}}},
+                               "responses": {**_ISSUED, **_errors(400, 401, 403, 409)}}},
         "/v1/revoke": {"post": {"summary": "Revoke (administrator bearer token, or proof by the key holder)",
                                 "requestBody": _json_body("RevokeRequest"),
                                 "responses": {"200": {"description": "revoked", "content": {"application/json": {
@@ -47,7 +49,9 @@ SPEC: dict[str, Any] = {
             {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
             {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}}],
             "responses": {"200": {"description": "certificates"}, **_errors(400, 401, 403)}}},
-        "/v1/certificates/{serial}": {"get": {"summary": "One certificate", "security": _ADMIN, "parameters": [
+        "/v1/certificates/{serial}": {"get": {
+            "summary": "One certificate; without a token only its status (revoked, superseded)",
+            "security": [*_ADMIN, {}], "parameters": [
             {"name": "serial", "in": "path", "required": True, "schema": {"type": "string"}}],
             "responses": {"200": {"description": "certificate"}, **_errors(401, 403, 404)}}},
         "/healthz": {"get": {"summary": "Health", "responses": {"200": {"description": "healthy"},

@@ -9,17 +9,17 @@ Every refusal is audited with the rule and value that caused it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Callable, Mapping
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ..errors import BadRequest, Forbidden, TrustyardError, Unauthorized
 from ..policy import IssuanceRequest, Policy
-from ..store import AuditEvent, CertRecord, Intent, SqlStore
-from ..store.sql import SerialCollision
-from ..units import parse_duration
+from ..store import AuditEvent, CertRecord, Intent, SqlStore, refusals
+from ..store.sql import SerialCollision, superseded
+from ..units import format_time, parse_duration
 from ..x509.csr import CSRError, CSRRequest, parse_csr
 from ..x509.keys import PrivateKey, PublicKey
 from ..x509.names import Name, name_text, parse_name
@@ -79,12 +79,9 @@ class Authority:
                 raise Forbidden(f"provisioner {provisioner!r} has no signing key here")
             names = _parse_names(sans or [subject])
             prov.policy.check_names(names)
-            try:
-                if cert_ttl:
-                    parse_duration(cert_ttl)
-                lifetime = parse_duration(ttl_text)
-            except ValueError as exc:
-                raise BadRequest(str(exc), code="badTTL") from None
+            if cert_ttl:
+                prov.policy.check_ttl(_duration("cert_ttl", cert_ttl))
+            lifetime = _duration("ttl", ttl_text)
             try:
                 token, claims = tokens.mint(prov.private_key, provisioner, subject, [name_text(n) for n in names],
                                             lifetime, cert_ttl=cert_ttl, now=self.clock())
@@ -92,7 +89,7 @@ class Authority:
                 raise BadRequest(str(exc), code="badTTL") from None
         self.store.audit(AuditEvent(actor=actor, action="token.mint", target=subject,
                                     detail={"provisioner": provisioner, "sans": list(claims.sans),
-                                            "jti": claims.jti, "expires_at": claims.expires_at.isoformat()}))
+                                            "jti": claims.jti, "expires_at": format_time(claims.expires_at)}))
         return token
 
     # -- sign -----------------------------------------------------------------------------
@@ -101,15 +98,17 @@ class Authority:
         with self._denials("certificate.issue", actor):
             claims = tokens.verify(token, self._token_keys, self.clock())
             prov = self._provisioner(claims.provisioner)
-            request = _parse_csr(csr_pem)
+            request = _parse_csr(csr_pem, prov.policy)
             granted = _parse_names(claims.sans)
             names = request.names or tuple(granted)
             foreign = [name_text(n) for n in names if n not in granted]
             if foreign:
                 raise Forbidden(f"the token does not cover {', '.join(foreign)} (it is bound to "
                                 f"{', '.join(claims.sans)})", code="tokenNameMismatch", value=foreign)
-            issued = self._issue(prov, request, names, ttl or claims.cert_ttl, claims.subject,
-                                 token_jti=claims.jti, token_expires_at=claims.expires_at)
+            cap = _duration("the token's ttl", claims.cert_ttl) if claims.cert_ttl else None
+            asked = _duration("ttl", ttl) if ttl else cap
+            issued = self._issue(prov, request, names, asked, claims.subject, token_jti=claims.jti,
+                                 token_expires_at=claims.expires_at, ttl_cap=cap, cap_source="the token")
         self._emit("issued", prov.name)
         return issued
 
@@ -125,7 +124,7 @@ class Authority:
         """
         with self._denials("certificate.issue", actor):
             prov = self._provisioner(provisioner)
-            request = _parse_csr(csr)
+            request = _parse_csr(csr, prov.policy)
             parsed = _parse_names(names)
             issued = self._issue(prov, request, parsed, None, name_text(parsed[0]) if parsed else "")
         self._emit("issued", prov.name)
@@ -134,24 +133,55 @@ class Authority:
     # -- renew ----------------------------------------------------------------------------
 
     def renew(self, csr_pem: str | bytes, proof_token: str, actor: str = "api") -> Issued:
-        """A new certificate for the same identity, authenticated by the current one."""
+        """A new certificate for the same identity, authenticated by the current one.
+
+        A certificate renews once: the renewal supersedes it, and a second renewal with it is
+        refused (``superseded``), unless it is a retry of the first: the same CSR key within
+        ``RENEWAL_RETRY_WINDOW``, with a fresh proof, gets the same new certificate back. The
+        new certificate lives at most as long as the renewed one was granted.
+        """
         with self._denials("certificate.renew", actor):
-            proof = proofs.verify(proof_token, proofs.RENEW)
-            current = self._honoured(proof.certificate)
-            request = _parse_csr(csr_pem)
+            # The ledger first, then the signatures: a proof for a certificate this CA did not
+            # issue, and a CSR key the provisioner never signs, cost no public-key operation.
+            claimed = proofs.certificate_of(proof_token)
+            current = self._honoured(claimed)
+            proof = proofs.verify(proof_token, proofs.RENEW, certificate=claimed)
+            prov = self._provisioner(current.provisioner)
+            request = _parse_csr(csr_pem, prov.policy)
             if proof.claims.get("csr_sha256") != proofs.csr_digest(request.der):
                 raise Unauthorized("the proof does not cover this CSR", code="badProof")
             self.store.use_token(proof.jti, "renew", proof.expires_at)
-            prov = self._provisioner(current.provisioner)
             names = _parse_names(current.sans)
             if request.names and set(request.names) != set(names):
                 raise Forbidden("a renewal keeps the identity: the CSR names differ from the certificate's",
                                 code="identityMismatch", value=[name_text(n) for n in request.names])
-            lifetime = current.not_after - current.not_before - prov.policy.backdate
-            ttl = f"{max(int(lifetime.total_seconds()), 1)}s"
-            issued = self._issue(prov, request, tuple(names), ttl, current.subject, renewed_from=current.serial)
+            if current.superseded_by is not None:
+                issued = self._renewal_retry(current, request)
+            else:
+                # What the renewed certificate was granted (not_after is now + ttl at issuance, the
+                # backdate aside): a lineage never grows longer than its first certificate.
+                lifetime = max(current.not_after - current.requested_at, timedelta(seconds=1))
+                issued = self._issue(prov, request, tuple(names), lifetime, current.subject,
+                                     renewed_from=current.serial, ttl_cap=lifetime,
+                                     cap_source="the renewed certificate")
         self._emit("renewed", prov.name)
         return issued
+
+    def _renewal_retry(self, current: CertRecord, request: CSRRequest) -> Issued:
+        """The renewal of ``current`` again, for a client that did not get the answer: only for
+        the same CSR key and within ``RENEWAL_RETRY_WINDOW`` of that renewal."""
+        assert current.superseded_by is not None
+        child = self.store.renewal_of(current.serial)
+        if (child is None or child.status != "issued" or child.der is None
+                or self.clock() - child.requested_at > RENEWAL_RETRY_WINDOW):
+            raise superseded(current.serial, current.superseded_by)
+        cert = x509.load_der_x509_certificate(child.der)
+        if _spki(cert.public_key()) != _spki(request.public_key):
+            raise superseded(current.serial, current.superseded_by)
+        self.store.audit(AuditEvent(actor=child.provisioner, action="certificate.renew.retry", target=child.serial,
+                                    detail={"renewed_from": current.serial}))
+        return Issued(record=child, certificate=cert, chain=self.chain, roots=self.roots, chain_pem=self.chain_pem,
+                      roots_pem=self.roots_pem)
 
     def _honoured(self, cert: x509.Certificate) -> CertRecord:
         """The ledger's record of this exact certificate, if it is issued and unexpired."""
@@ -164,7 +194,7 @@ class Authority:
         if record.status != "issued":
             raise Unauthorized(f"certificate {serial} is {record.status}", code="unknownCertificate")
         if record.not_after <= self.clock():
-            raise Forbidden(f"certificate {serial} expired at {record.not_after.isoformat()}: it cannot be "
+            raise Forbidden(f"certificate {serial} expired at {format_time(record.not_after)}: it cannot be "
                             "renewed; bootstrap again with a new token", code="expired")
         return record
 
@@ -178,36 +208,37 @@ class Authority:
                 if not proof_token:
                     raise Unauthorized("revocation needs the administrator token or a proof signed by the "
                                        "certificate's key", code="unauthorized")
-                proof = proofs.verify(proof_token, proofs.REVOKE)
-                if serial_hex(proof.certificate.serial_number) != serial or proof.claims.get("serial") != serial:
+                claimed = proofs.certificate_of(proof_token)  # the ledger before the signature, as in renew
+                if serial_hex(claimed.serial_number) != serial:
                     raise Forbidden("the proof is for another certificate", code="badProof")
                 record = self.store.get(serial)
-                if record is None or record.der != proof.certificate.public_bytes(Encoding.DER):
+                if record is None or record.der != claimed.public_bytes(Encoding.DER):
                     raise Unauthorized("the certificate was not issued by this CA", code="unknownCertificate")
+                proof = proofs.verify(proof_token, proofs.REVOKE, certificate=claimed)
+                if proof.claims.get("serial") != serial:
+                    raise Forbidden("the proof is for another certificate", code="badProof")
                 self.store.use_token(proof.jti, "revoke", proof.expires_at)
                 actor = f"holder:{serial}"
             if reason not in REVOCATION_REASONS:
                 raise BadRequest(f"unknown revocation reason {reason!r}; one of {', '.join(REVOCATION_REASONS)}",
                                  code="badRevocationReason")
+            # A compromised key may have renewed its certificate: everything renewed from it goes too.
             record = self.store.revoke(serial, reason, AuditEvent(actor=actor, action="certificate.revoke",
-                                                                  target=serial, detail={"reason": reason}))
+                                                                  target=serial, detail={"reason": reason}),
+                                       cascade=reason == "keyCompromise")
         self._emit("revoked", record.provisioner)
         return record
 
     # -- shared ---------------------------------------------------------------------------
 
-    def _issue(self, prov: Provisioner, request: CSRRequest, names: tuple[Name, ...], ttl: str | None,
+    def _issue(self, prov: Provisioner, request: CSRRequest, names: tuple[Name, ...], ttl: timedelta | None,
                subject: str, token_jti: str | None = None, token_expires_at: datetime | None = None,
-               renewed_from: str | None = None) -> Issued:
+               renewed_from: str | None = None, ttl_cap: timedelta | None = None, cap_source: str = "") -> Issued:
         now = self.clock()
-        try:
-            ttl_delta = parse_duration(ttl) if ttl else None
-        except ValueError as exc:
-            raise BadRequest(str(exc), code="badTTL") from None
         decision = prov.policy.decide(IssuanceRequest(
             names=names, key_type=request.key_type, key_description=request.key_description,
-            asks_for_ca=request.asks_for_ca, ttl=ttl_delta, now=now,
-            issuer_not_after=self.signer.certificate.not_valid_after_utc,
+            asks_for_ca=request.asks_for_ca, ttl=ttl, now=now,
+            issuer_not_after=self.signer.certificate.not_valid_after_utc, ttl_cap=ttl_cap, cap_source=cap_source,
         ))
         sans = tuple(name_text(n) for n in decision.names)
         for _attempt in range(3):
@@ -234,11 +265,14 @@ class Authority:
         action = "certificate.renew" if renewed_from else "certificate.issue"
         der = cert.public_bytes(Encoding.DER)
         fingerprint = fingerprint_sha256(cert)
-        self.store.record_issued(intent.serial, der, fingerprint,
-                                 AuditEvent(actor=prov.name, action=action, target=intent.serial,
-                                            detail={"subject": subject, "sans": list(sans),
-                                                    "not_after": decision.not_after.isoformat(),
-                                                    **({"renewed_from": renewed_from} if renewed_from else {})}))
+        stored = self.store.record_issued(intent.serial, der, fingerprint,
+                                          AuditEvent(actor=prov.name, action=action, target=intent.serial,
+                                                     detail={"subject": subject, "sans": list(sans),
+                                                             "not_after": format_time(decision.not_after),
+                                                             **({"renewed_from": renewed_from} if renewed_from else {})}))
+        if not stored:
+            raise Forbidden(f"certificate {renewed_from} was revoked (key compromise) while its renewal "
+                            f"{intent.serial} was being signed: the renewal is revoked too", code="revoked")
         record = CertRecord(serial=intent.serial, provisioner=prov.name, subject=subject, sans=sans, status="issued",
                             not_before=decision.not_before, not_after=decision.not_after, requested_at=now,
                             der=der, fingerprint_sha256=fingerprint, renewed_from=renewed_from, revoked_at=None, revocation_reason=None)
@@ -262,12 +296,16 @@ class Authority:
         return self.store.get(serial.lower().lstrip("0") or "0")
 
 
+RENEWAL_RETRY_WINDOW = timedelta(minutes=5)
+"""How long a renewal may be asked for again (same certificate, same CSR key) and get the same answer."""
+
 REVOCATION_REASONS = ("unspecified", "keyCompromise", "cACompromise", "affiliationChanged", "superseded",
                       "cessationOfOperation", "certificateHold", "privilegeWithdrawn", "aACompromise")
 
 
 class _DenialAudit:
-    """Audit every refusal (4xx) of an operation with its code, rule and value."""
+    """Audit every refusal (4xx) of an operation with its code, rule and value; a caller that
+    never authenticated (401) is counted in aggregate instead (``store.refusals``)."""
 
     def __init__(self, authority: Authority, action: str, actor: str) -> None:
         self.authority, self.action, self.actor = authority, action, actor
@@ -276,7 +314,12 @@ class _DenialAudit:
         return None
 
     def __exit__(self, exc_type: type | None, exc: BaseException | None, _tb: object) -> None:
-        if isinstance(exc, TrustyardError) and 400 <= exc.status < 500:
+        if isinstance(exc, Unauthorized) and exc.code != "tokenReplayed":
+            # Never authenticated: counted per source and reason, not audited one by one. (A
+            # replayed token or proof was genuine once: each replay stays an audit entry.)
+            refusals.note(self.authority.store, refusals.source_key(self.actor), f"{self.action}:{exc.code}")
+            self.authority._emit("denied", exc.code)
+        elif isinstance(exc, TrustyardError) and 400 <= exc.status < 500:
             detail = {"code": exc.code, "reason": exc.detail[:500]}
             detail.update({k: v for k, v in exc.fields.items() if k in ("rule", "value")})
             self.authority.store.audit(AuditEvent(actor=self.actor, action="request.deny", target=self.action,
@@ -284,13 +327,26 @@ class _DenialAudit:
             self.authority._emit("denied", exc.code)
 
 
-def _parse_csr(csr_pem: str | bytes | CSRRequest) -> CSRRequest:
+def _parse_csr(csr_pem: str | bytes | CSRRequest, policy: Policy | None = None) -> CSRRequest:
+    """Parse and check a CSR; the policy's key rule runs before its signature is verified."""
     if isinstance(csr_pem, CSRRequest):
         return csr_pem
     try:
-        return parse_csr(csr_pem)
+        return parse_csr(csr_pem, policy.check_key if policy is not None else None)
     except CSRError as exc:
         raise BadRequest(str(exc), code=exc.code) from None
+
+
+def _duration(field: str, text: str) -> timedelta:
+    """A duration from a request or a token, or a 400 naming the field."""
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise BadRequest(f"{field}: {exc}", code="badTTL", field=field) from None
+
+
+def _spki(key: PublicKey) -> bytes:
+    return key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
 
 
 def _parse_names(texts: tuple[str, ...] | list[str]) -> tuple[Name, ...]:

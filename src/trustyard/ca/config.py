@@ -1,13 +1,15 @@
 """``trustyard.toml``: read into small value objects; every path is relative to the home.
 
     [ca]            root_cert, intermediate_cert, intermediate_key, encrypted_keys, backdate
-    [server]        listen, url, tls_cert, tls_key, workers, max_body_bytes
+    [server]        listen, url, tls_cert, tls_key, workers, max_body_bytes,
+                    header_timeout, body_timeout, max_connections
     [database]      url  (sqlite:///trustyard.db relative to the home, or postgresql://...)
     [admin]         token_sha256
-    [[provisioners]] name, type, key, public_key, allow, default_ttl, min_ttl, max_ttl,
+    [[provisioners]] name, type, key, public_key, allow, wildcards, default_ttl, min_ttl, max_ttl,
                     key_types, eku
     [acme]          http_port, tls_port, resolver, allow_targets, validation_timeout,
-                    validation_workers, nonce_reject_percent
+                    validation_workers, validation_account_workers, validations_per_account,
+                    validations_per_order, nonces_per_client, purge_interval, nonce_reject_percent
     [acme.eab.NAME] KID = "base64url HMAC key"  (External Account Binding required for provisioner NAME)
 
 Environment overrides for ACME: TRUSTYARD_ACME_HTTP_PORT, TRUSTYARD_ACME_TLS_PORT,
@@ -19,7 +21,8 @@ from __future__ import annotations
 import ipaddress
 import os
 import tomllib
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -53,21 +56,37 @@ class ProvisionerConfig:
     max_ttl: str = "30d"
     key_types: tuple[str, ...] = tuple(k.value for k in KeyType)
     eku: tuple[str, ...] = ("serverAuth", "clientAuth")
+    wildcards: bool = False
 
     def policy(self, backdate: str) -> Policy:
+        where = f"[[provisioners]] {self.name!r}"
+        durations = {key: _duration(f"{where} {key}", getattr(self, key))
+                     for key in ("default_ttl", "min_ttl", "max_ttl")}
+        if not durations["min_ttl"] <= durations["default_ttl"] <= durations["max_ttl"]:
+            raise ConfigError(f"{where}: min_ttl <= default_ttl <= max_ttl does not hold "
+                              f"({self.min_ttl}, {self.default_ttl}, {self.max_ttl})")
+        if not isinstance(self.wildcards, bool):
+            raise ConfigError(f"{where}: wildcards must be true or false")
         try:
             return Policy(
                 provisioner=self.name,
                 allow=parse_patterns(self.allow),
-                default_ttl=parse_duration(self.default_ttl),
-                min_ttl=parse_duration(self.min_ttl),
-                max_ttl=parse_duration(self.max_ttl),
                 key_types=tuple(KeyType.parse(k) for k in self.key_types),
                 eku=tuple(self.eku),
-                backdate=parse_duration(backdate),
+                backdate=_duration("[ca] backdate", backdate, allow_zero=True),
+                **durations,
+                wildcards=self.wildcards,
             )
         except ValueError as exc:
             raise ConfigError(f"provisioner {self.name!r}: {exc}") from None
+
+
+def _duration(key: str, text: Any, allow_zero: bool = False) -> timedelta:
+    """A duration from trustyard.toml; a ConfigError naming the key when it is not one."""
+    try:
+        return parse_duration(text, allow_zero=allow_zero)
+    except ValueError as exc:
+        raise ConfigError(f"{CONFIG_NAME}: {key}: {exc}") from None
 
 
 DEFAULT_ACME_TARGETS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
@@ -84,6 +103,14 @@ class AcmeConfig:
     Pebble's PEBBLE_WFE_NONCEREJECT, so clients' retry paths get exercised (tests only): only
     nonces carried over from a successful response are refused, never one from newNonce or from
     a refusal, so a client that retries a badNonce once always gets through.
+
+    Fairness (per worker process): ``validation_workers`` probes run at once, at most
+    ``validation_account_workers`` of one account; a challenge answered while its account has
+    ``validations_per_account`` challenges in flight, or its order ``validations_per_order``, is
+    refused with ``rateLimited`` and Retry-After and stays pending. ``nonces_per_client``: unspent
+    nonces kept per client address (IPv6: per /64); minting one more drops that client's oldest.
+    ``purge_interval``: how often expired nonces and expired unfinished orders (with their
+    authorizations and challenges) are deleted.
     """
 
     http_port: int = 80
@@ -92,8 +119,24 @@ class AcmeConfig:
     allow_targets: tuple[str, ...] = DEFAULT_ACME_TARGETS
     validation_timeout: float = 10.0
     validation_workers: int = 8
+    validation_account_workers: int = 4
+    validations_per_account: int = 100
+    validations_per_order: int = 100  # an order has at most 100 identifiers: one is never refused whole
+    nonces_per_client: int = 32
+    purge_interval: str = "10m"
     nonce_reject_percent: float = 0.0
     eab: dict[str, dict[str, str]] = field(default_factory=dict)  # provisioner -> {kid: base64url key}
+
+    @property
+    def purge_seconds(self) -> float:
+        """``purge_interval`` in seconds (ValueError when it is not a duration from 1s to 1d)."""
+        try:
+            seconds = parse_duration(self.purge_interval).total_seconds() if isinstance(self.purge_interval, str) else 0
+        except OverflowError:
+            seconds = 0
+        if not 1 <= seconds <= 86400:
+            raise ValueError(f"a duration from 1s to 1d, like 10m, not {self.purge_interval!r}")
+        return seconds
 
     def to_toml(self) -> dict[str, Any]:
         doc = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(self).items() if k != "eab"}
@@ -132,6 +175,9 @@ class Config:
     tls_key: str = "server/tls.key"
     workers: int = 0
     max_body_bytes: int = 64 * 1024
+    header_timeout: str = "10s"  # a request's line and headers must arrive within this
+    body_timeout: str = "30s"  # and its body within this once the headers are in
+    max_connections: int = 1000  # open connections per worker; past it, 503 and close
     database_url: str = "sqlite:///trustyard.db"
     admin_token_sha256: str = ""
     provisioners: tuple[ProvisionerConfig, ...] = field(default_factory=tuple)
@@ -150,6 +196,23 @@ class Config:
             if rest and rest != ":memory:":
                 return prefix + str(self.path(rest))
         return self.database_url
+
+    def server_limits(self) -> tuple[float, float, int]:
+        """(header timeout s, body timeout s, max connections per worker), checked."""
+        seconds = []
+        for key in ("header_timeout", "body_timeout"):
+            text = getattr(self, key)
+            try:
+                value = parse_duration(text).total_seconds()
+            except (ValueError, OverflowError) as exc:
+                raise ConfigError(f"[server] {key}: {exc}") from None
+            if not 0 < value <= 3600:
+                raise ConfigError(f"[server] {key} = {text!r}: must be more than 0s and at most 1h")
+            seconds.append(value)
+        count = self.max_connections
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ConfigError(f"[server] max_connections = {count!r}: must be a whole number of at least 1")
+        return seconds[0], seconds[1], count
 
     @property
     def listen_host_port(self) -> tuple[str, int]:
@@ -172,7 +235,9 @@ class Config:
                    "intermediate_key": self.intermediate_key, "encrypted_keys": self.encrypted_keys,
                    "backdate": self.backdate},
             "server": {"listen": self.listen, "url": self.url, "tls_cert": self.tls_cert,
-                       "tls_key": self.tls_key, "workers": self.workers, "max_body_bytes": self.max_body_bytes},
+                       "tls_key": self.tls_key, "workers": self.workers, "max_body_bytes": self.max_body_bytes,
+                       "header_timeout": self.header_timeout, "body_timeout": self.body_timeout,
+                       "max_connections": self.max_connections},
             "database": {"url": self.database_url},
             "admin": {"token_sha256": self.admin_token_sha256},
             "provisioners": [
@@ -185,7 +250,8 @@ class Config:
 
 _SECTIONS = {
     "ca": {"root_cert", "root_key", "intermediate_cert", "intermediate_key", "encrypted_keys", "backdate"},
-    "server": {"listen", "url", "tls_cert", "tls_key", "workers", "max_body_bytes"},
+    "server": {"listen", "url", "tls_cert", "tls_key", "workers", "max_body_bytes", "header_timeout",
+               "body_timeout", "max_connections"},
     "database": {"url"},
     "admin": {"token_sha256"},
 }
@@ -204,21 +270,29 @@ def load_config(home: Path) -> Config:
     values: dict[str, Any] = {}
     for section, allowed in _SECTIONS.items():
         table = data.get(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: [{section}] must be a table")
         unknown = set(table) - allowed
         if unknown:
             raise ConfigError(f"{path}: unknown key(s) in [{section}]: {', '.join(sorted(unknown))}")
         for key, value in table.items():
-            values["database_url" if section == "database" else
-                   "admin_token_sha256" if section == "admin" else key] = value
+            field_name = "database_url" if section == "database" else "admin_token_sha256" if section == "admin" else key
+            _check_type(path, f"[{section}] {key}", value, _DEFAULTS[field_name])
+            values[field_name] = value
     unknown_sections = set(data) - set(_SECTIONS) - {"provisioners", "acme"}
     if unknown_sections:
         raise ConfigError(f"{path}: unknown section(s): {', '.join(sorted(unknown_sections))}")
     provisioners = []
-    for entry in data.get("provisioners", []):
+    entries = data.get("provisioners", [])
+    if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
+        raise ConfigError(f"{path}: provisioners must be [[provisioners]] tables")
+    for entry in entries:
         unknown = set(entry) - _PROVISIONER_KEYS
         if unknown or "name" not in entry:
             raise ConfigError(f"{path}: provisioner entry {entry.get('name', '?')!r}: "
                               f"unknown key(s) {sorted(unknown)} or missing name")
+        for key, value in entry.items():
+            _check_type(path, f"provisioner {entry['name']!r}: {key}", value, _PROVISIONER_DEFAULTS[key])
         provisioners.append(ProvisionerConfig(**{k: tuple(v) if isinstance(v, list) else v
                                                  for k, v in entry.items()}))
     if os.environ.get("TRUSTYARD_DATABASE_URL"):
@@ -230,12 +304,50 @@ def load_config(home: Path) -> Config:
         except ValueError as exc:
             raise ConfigError(f"{path}: [acme] resolver (or TRUSTYARD_ACME_RESOLVER): {exc}") from None
     config = Config(home=home, provisioners=tuple(provisioners), acme=acme, **values)
+    _duration("[ca] backdate", config.backdate, allow_zero=True)
     for p in config.provisioners:
         p.policy(config.backdate)  # fail at load time, not at the first request
+    config.server_limits()
     return config
 
 
 _ACME_KEYS = set(AcmeConfig.__dataclass_fields__)
+
+
+def _field_defaults(cls: Any) -> dict[str, Any]:
+    return {f.name: f.default_factory() if f.default_factory is not MISSING else f.default  # type: ignore[misc]
+            for f in fields(cls)}
+
+
+_DEFAULTS = _field_defaults(Config) | {"database_url": "", "admin_token_sha256": ""}
+_PROVISIONER_DEFAULTS = _field_defaults(ProvisionerConfig) | {"name": "", "key": "", "public_key": ""}
+_ACME_DEFAULTS = _field_defaults(AcmeConfig)
+
+
+def _check_type(path: Path, where: str, value: Any, default: Any) -> None:
+    """A value of the type the setting's default has: TOML lets any key hold any type."""
+    if isinstance(default, bool):
+        ok, wanted = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, wanted = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif isinstance(default, float):
+        ok, wanted = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+    elif isinstance(default, tuple):
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        wanted = "a list of strings"
+    elif isinstance(default, dict):
+        ok = isinstance(value, dict) and all(isinstance(keys, dict) and all(isinstance(k, str) for k in keys.values())
+                                             for keys in value.values())
+        wanted = "tables of strings"
+    else:
+        ok, wanted = isinstance(value, str), "a string"
+    if not ok:
+        raise ConfigError(f"{path}: {where} must be {wanted}, not {_short(value)}")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:60] + "..."
 
 
 def dns_server(text: str) -> str:
@@ -259,15 +371,33 @@ def dns_server(text: str) -> str:
     return f"[{address}]:{number}" if address.version == 6 else f"{address}:{number}"
 
 
-def _load_acme(path: Path, table: dict[str, Any]) -> AcmeConfig:
+def _load_acme(path: Path, table: Any) -> AcmeConfig:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [acme] must be a table")
     unknown = set(table) - _ACME_KEYS
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) in [acme]: {', '.join(sorted(unknown))}")
+    for key, value in table.items():
+        if key != "resolver":  # dns_server says what a resolver looks like
+            _check_type(path, f"[acme] {key}", value, _ACME_DEFAULTS[key])
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in table.items()}
     eab = values.get("eab", {})
     if not isinstance(eab, dict) or not all(isinstance(v, dict) for v in eab.values()):
         raise ConfigError(f"{path}: [acme.eab.PROVISIONER] tables map key ids to base64url HMAC keys")
     try:
-        return AcmeConfig(**values)
+        config = AcmeConfig(**values)
     except TypeError as exc:
         raise ConfigError(f"{path}: [acme]: {exc}") from None
+    for name in _ACME_COUNTS:
+        value = getattr(config, name)
+        if type(value) is not int or not 1 <= value <= 1_000_000:
+            raise ConfigError(f"{path}: [acme] {name} must be a whole number from 1 to 1000000, not {value!r}")
+    try:
+        _checked = config.purge_seconds
+    except ValueError as exc:
+        raise ConfigError(f"{path}: [acme] purge_interval: {exc}") from None
+    return config
+
+
+_ACME_COUNTS = ("validation_workers", "validation_account_workers", "validations_per_account",
+                "validations_per_order", "nonces_per_client")

@@ -89,11 +89,17 @@ def init_home(home: Path, password: bytes | None, options: InitOptions = InitOpt
     allow = tuple(options.allow) or DEFAULT_ALLOW
     try:
         patterns = parse_patterns(allow)
-        root_ttl = parse_duration(options.root_ttl)
-        intermediate_ttl = parse_duration(options.intermediate_ttl)
         server_names = parse_names(["localhost", "127.0.0.1", "::1", *options.dns])
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    try:
+        root_ttl = parse_duration(options.root_ttl)
+    except ValueError as exc:
+        raise ConfigError(f"root_ttl: {exc}") from None
+    try:
+        intermediate_ttl = parse_duration(options.intermediate_ttl)
+    except ValueError as exc:
+        raise ConfigError(f"intermediate_ttl: {exc}") from None
     home.mkdir(parents=True, exist_ok=True)
     os.chmod(home, 0o700)
     config = Config(home=home, encrypted_keys=password is not None, database_url=options.database_url,

@@ -20,7 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from ..errors import Unauthorized
-from ..x509.keys import PrivateKey, jws_algorithm
+from ..x509.keys import PrivateKey, describe_key, jws_algorithm, key_type_of
 
 RENEW = "trustyard:renew"
 REVOKE = "trustyard:revoke"
@@ -48,11 +48,11 @@ def make(key: PrivateKey, chain: list[x509.Certificate], audience: str, **claims
     return jwt.encode(body, key, algorithm=jws_algorithm(key), headers={"x5c": x5c})
 
 
-def verify(token: str, audience: str) -> Proof:
-    """Verify the signature with the key of the certificate in ``x5c``.
+def certificate_of(token: str) -> x509.Certificate:
+    """The certificate the proof claims to be signed for (``x5c[0]``), parsed, nothing verified.
 
-    The caller still decides whether that certificate is one the CA issued and still
-    honours (``Authority`` compares it byte for byte with its ledger).
+    Look it up in the ledger with this, before ``verify`` spends a signature check on it:
+    a proof for a certificate the CA never issued then costs the CA no public-key operation.
     """
     if not isinstance(token, str) or not token or len(token) > MAX_PROOF_BYTES:
         raise Unauthorized("missing or oversized proof", code="badProof")
@@ -61,8 +61,25 @@ def verify(token: str, audience: str) -> Proof:
         x5c = header.get("x5c")
         if not isinstance(x5c, list) or not x5c or not isinstance(x5c[0], str):
             raise Unauthorized("the proof carries no certificate (x5c header)", code="badProof")
-        cert = x509.load_der_x509_certificate(base64.b64decode(x5c[0], validate=True))
+        return x509.load_der_x509_certificate(base64.b64decode(x5c[0], validate=True))
+    except Unauthorized:
+        raise
+    except Exception as exc:
+        raise Unauthorized(f"malformed proof: {type(exc).__name__}", code="badProof") from None
+
+
+def verify(token: str, audience: str, certificate: x509.Certificate | None = None) -> Proof:
+    """Verify the signature with the key of ``certificate``: the one ``certificate_of`` read from
+    ``x5c`` and the caller found in its ledger (``Authority`` compares it byte for byte).
+    Without it, the ``x5c`` certificate is read here, unchecked. A key of a type trustyard does
+    not issue (RSA-8192, P-521, DSA) is refused before any signature is checked.
+    """
+    cert = certificate if certificate is not None else certificate_of(token)
+    try:
         key = cert.public_key()
+        if key_type_of(key) is None:  # type: ignore[arg-type]
+            raise Unauthorized(f"the proof's certificate has a {describe_key(key)} key, which this CA never "
+                               "issues for", code="badProof")
         claims = jwt.decode(token, key, algorithms=[jws_algorithm(key)], audience=audience,  # type: ignore[arg-type]
                             options={"require": ["exp", "iat", "jti", "aud"]}, leeway=timedelta(seconds=30))
     except Unauthorized:
@@ -73,6 +90,9 @@ def verify(token: str, audience: str) -> Proof:
         raise Unauthorized("the proof is not signed by the certificate's key", code="badProof") from None
     except Exception as exc:
         raise Unauthorized(f"malformed proof: {type(exc).__name__}", code="badProof") from None
+    if not all(isinstance(claims[c], (int, float)) and not isinstance(claims[c], bool) for c in ("exp", "iat")):
+        # PyJWT reads "123" as a date too; the lifetime arithmetic below needs numbers
+        raise Unauthorized("the proof's exp and iat must be numbers", code="badProof")
     if claims["exp"] - claims["iat"] > MAX_PROOF_LIFETIME.total_seconds():
         raise Unauthorized("the proof lives longer than 5 minutes: refused", code="badProof")
     return Proof(certificate=cert, claims=claims, jti=str(claims["jti"]),

@@ -75,12 +75,20 @@ def verify(token: str, keys: Mapping[str, PublicKey], now: datetime | None = Non
                            code="badToken") from None
     except Exception as exc:  # PyJWT and the JSON layer raise many types on garbage
         raise Unauthorized(f"malformed bootstrap token: {type(exc).__name__}", code="badToken") from None
+    if not all(_numeric_date(claims[c]) for c in ("exp", "iat", "nbf")):
+        # PyJWT reads "123" as a date too; the lifetime arithmetic below needs numbers
+        raise Unauthorized("the bootstrap token's exp, iat and nbf must be numbers", code="badToken")
     if claims["exp"] - claims["iat"] > MAX_TOKEN_LIFETIME.total_seconds():
         raise Unauthorized("the bootstrap token lives longer than 24h: refused", code="badToken")
     sans = claims.get("sans", [])
     if not isinstance(sans, list) or not all(isinstance(s, str) for s in sans) or not isinstance(claims["sub"], str):
         raise Unauthorized("the bootstrap token's names are malformed", code="badToken")
     return _claims(claims)
+
+
+def _numeric_date(value: Any) -> bool:
+    """RFC 7519 NumericDate: a JSON number (not a string, not a boolean)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _claims(claims: Mapping[str, Any]) -> TokenClaims:

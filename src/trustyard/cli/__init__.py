@@ -43,7 +43,9 @@ class LazyGroup(click.Group):
         entry = COMMANDS.get(cmd_name)
         if entry is None or not _available(entry[0]):
             return None
-        return getattr(importlib.import_module(entry[0]), entry[1])
+        from .output import with_duration_grammar
+
+        return with_duration_grammar(getattr(importlib.import_module(entry[0]), entry[1]))
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from ..x509.keys import KeyType
-from .output import emit, json_option
+from .output import DURATION, THRESHOLD, emit, json_option, utc_log_formatter
 
 
 class _JsonLines(logging.Formatter):
@@ -30,8 +30,8 @@ class _JsonLines(logging.Formatter):
 
 def _setup_logging(as_json: bool, level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_JsonLines() if as_json else logging.Formatter(
-        "%(asctime)s trustyard-agent %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S%z"))
+    handler.setFormatter(_JsonLines() if as_json else utc_log_formatter(
+        "%(asctime)s trustyard-agent %(levelname)s %(message)s"))
     root = logging.getLogger("trustyard")
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -53,26 +53,26 @@ def _setup_logging(as_json: bool, level: str) -> None:
 @click.option("--follow-symlinks", is_flag=True,
               help="Allow --out to be a symbolic link (refused by default: whoever can change the link "
                    "chooses where the private key goes).")
-@click.option("--ttl", default=None, help="Lifetime asked for at bootstrap, e.g. 1h [default: the CA's].")
+@click.option("--ttl", type=DURATION, default=None, help="Lifetime asked for at bootstrap, e.g. 1h [default: the CA's].")
 @click.option("--key-type", type=click.Choice([k.value for k in KeyType]), default=KeyType.EC_P256.value,
               show_default=True)
-@click.option("--renew-at", default=None,
+@click.option("--renew-at", type=THRESHOLD, default=None,
               help="When to renew: a share of the lifetime elapsed (66%) or the time left (8h) [default: 66%].")
 @click.option("--jitter", default=None, help="Random spread of the renewal point, +- share of the interval "
               "[default: 10%].")
-@click.option("--outage-budget", default=None,
+@click.option("--outage-budget", type=DURATION, default=None,
               help="Renew early enough that the certificate survives a CA outage this long, e.g. 4h.")
-@click.option("--error-before", default=None,
+@click.option("--error-before", type=THRESHOLD, default=None,
               help="While renewal fails: warning, then error once less than this is left [default: 10%].")
 @click.option("--reload-cmd", default=None, help="Shell command run after new files are written.")
 @click.option("--reload-signal", default=None, help="Signal (HUP, USR1, ...) sent after new files are written.")
 @click.option("--pid-file", type=click.Path(dir_okay=False), default=None, help="Who gets --reload-signal.")
 @click.option("--verify-endpoint", default=None, metavar="HOST:PORT",
               help="After reloading, confirm the service serves the new certificate.")
-@click.option("--verify-grace", default=None, help="How long the service may take to switch [default: 5s].")
+@click.option("--verify-grace", type=DURATION, default=None, help="How long the service may take to switch [default: 5s].")
 @click.option("--metrics-listen", default=None, metavar="HOST:PORT",
               help="Serve /healthz and /metrics here, e.g. 127.0.0.1:9465.")
-@click.option("--roots-interval", default=None, help="How often to ask whether the trust bundle changed "
+@click.option("--roots-interval", type=DURATION, default=None, help="How often to ask whether the trust bundle changed "
               "[default: 1m].")
 @click.option("--once", is_flag=True, help="Get or renew what is due, refresh ca.crt, then exit.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",

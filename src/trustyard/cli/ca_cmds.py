@@ -8,9 +8,10 @@ from pathlib import Path
 import click
 
 from ..ca.config import DEFAULT_ALLOW, load_config, resolve_home
+from ..units import format_time
 from ..x509.keys import KeyType
 from .connect import local_ca, password_for
-from .output import EXIT_FAILED, emit, home_option, json_option, password_file_option
+from .output import DURATION, EXIT_FAILED, emit, home_option, json_option, password_file_option
 
 
 @click.command()
@@ -26,8 +27,8 @@ from .output import EXIT_FAILED, emit, home_option, json_option, password_file_o
                    "Also becomes the intermediate's X.509 name constraints.")
 @click.option("--dns", "dns", multiple=True, metavar="NAME",
               help="Extra DNS name for the CA server's TLS certificate (it always covers localhost, 127.0.0.1, ::1).")
-@click.option("--root-ttl", default="3650d", show_default=True, help="Root lifetime.")
-@click.option("--intermediate-ttl", default="365d", show_default=True, help="Intermediate lifetime.")
+@click.option("--root-ttl", type=DURATION, default="3650d", show_default=True, help="Root lifetime.")
+@click.option("--intermediate-ttl", type=DURATION, default="365d", show_default=True, help="Intermediate lifetime.")
 @click.option("--name", default="trustyard", show_default=True, help="Organization/CN prefix of the CA certificates.")
 @click.option("--listen", default="127.0.0.1:8443", show_default=True, help="Address `serve` listens on.")
 @click.option("--database-url", default="sqlite:///trustyard.db", show_default=True,
@@ -81,18 +82,36 @@ def init(home: str | None, password_file: str | None, insecure_no_password: bool
 @click.option("--listen", default=None, help="HOST:PORT to listen on [default: from trustyard.toml, 127.0.0.1:8443].")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help="Worker processes [default: from trustyard.toml; 0 = one per core].")
+@click.option("--header-timeout", default=None, metavar="DURATION",
+              help="Close a connection whose request line and headers are not complete this long after it "
+                   "opened (or after a kept-alive request's first byte), answering 408 "
+                   "[default: [server] header_timeout, 10s].")
+@click.option("--body-timeout", default=None, metavar="DURATION",
+              help="Close a connection whose request body is not complete this long after its headers, "
+                   "answering 408 [default: [server] body_timeout, 30s].")
+@click.option("--max-connections", type=click.IntRange(min=1), default=None,
+              help="Open connections per worker; one more is answered 503 (Retry-After: 1) and closed "
+                   "[default: [server] max_connections, 1000].")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]),
               default="info", show_default=True)
 def serve(home: str | None, password_file: str | None, init_missing: bool, insecure_no_password: bool,
-          listen: str | None, workers: int | None, log_level: str) -> None:
+          listen: str | None, workers: int | None, header_timeout: str | None, body_timeout: str | None,
+          max_connections: int | None, log_level: str) -> None:
     """Run the CA's HTTPS API: REST (/v1/roots, /v1/sign, /v1/renew, /v1/revoke, /v1/certificates,
     /healthz, /metrics, /openapi.json) and ACME (RFC 8555) at /acme/PROVISIONER/directory for
-    certbot, lego, cert-manager and friends. Stops cleanly on SIGTERM/SIGINT."""
+    certbot, lego, cert-manager and friends. Stops cleanly on SIGTERM/SIGINT.
+
+    Slow and greedy clients: a request's headers must arrive within the header timeout and its
+    body within the body timeout (else 408 and the connection is closed), and each worker keeps
+    at most --max-connections open (one more gets 503 and is closed)."""
+    import functools
     import shutil
     import tempfile
+    from dataclasses import replace
 
     import uvicorn
 
+    from ..api.protocol import CoalescingHttpToolsProtocol, ServerLimits
     from ..ca.home import InitOptions, init_home, load_authority, read_password
 
     path = resolve_home(home)
@@ -102,12 +121,13 @@ def serve(home: str | None, password_file: str | None, init_missing: bool, insec
         click.echo(f"Created a CA in {path} (root SHA256 {result.root_fingerprint}; "
                    f"allowed names: {', '.join(result.allow)})", err=True)
     config = load_config(path)
+    overrides = {key: value for key, value in (("header_timeout", header_timeout), ("body_timeout", body_timeout),
+                                                ("max_connections", max_connections)) if value is not None}
+    limits = ServerLimits(*replace(config, **overrides).server_limits())
     password = password_for(config, password_file)
     authority = load_authority(path, password, config=config)  # fail fast, and migrate once, here
     authority.store.close()
     if listen:
-        from dataclasses import replace
-
         config = replace(config, listen=listen)
     host, port = config.listen_host_port
     count = workers if workers is not None else config.workers
@@ -135,7 +155,7 @@ def serve(home: str | None, password_file: str | None, init_missing: bool, insec
             ssl_certfile=str(config.path(config.tls_cert)), ssl_keyfile=str(config.path(config.tls_key)),
             ssl_keyfile_password=password.decode() if password else None, log_level=log_level,
             access_log=log_level == "debug", timeout_graceful_shutdown=10, server_header=False,
-            http="trustyard.api.protocol:CoalescingHttpToolsProtocol",
+            http=functools.partial(CoalescingHttpToolsProtocol, limits=limits),
             # uvicorn would believe X-Forwarded-* from loopback: any local process could then
             # choose the scheme of the ACME URLs and the address the audit log records.
             proxy_headers=False,
@@ -149,8 +169,11 @@ def serve(home: str | None, password_file: str | None, init_missing: bool, insec
 @click.argument("name")
 @click.option("--san", "sans", multiple=True, metavar="NAME",
               help="Subject alternative name the token allows (repeatable) [default: NAME].")
-@click.option("--ttl", default="5m", show_default=True, help="How long the token can be redeemed (at most 24h).")
-@click.option("--cert-ttl", default=None, help="Lifetime of the certificate it buys [default: the provisioner's].")
+@click.option("--ttl", type=DURATION, default="5m", show_default=True,
+              help="How long the token can be redeemed (at most 24h).")
+@click.option("--cert-ttl", type=DURATION, default=None,
+              help="Longest lifetime of the certificate it buys; a request for more is refused "
+                   "[default: the provisioner's default_ttl, up to its max_ttl].")
 @click.option("--provisioner", default="default", show_default=True)
 @home_option
 @password_file_option
@@ -183,19 +206,24 @@ def audit(ctx: click.Context, home: str | None, as_json: bool, limit: int | None
     if ctx.invoked_subcommand is not None:
         return
     from ..ca.home import open_home_store
+    from ..store import refusals
 
     store = open_home_store(load_config(resolve_home(home)))
     entries = [e.to_json() for e in store.audit_entries()]
+    counted = [{**r, "interval_start": format_time(r["interval_start"]), "last_at": format_time(r["last_at"])}
+               for r in refusals.rows(store)]  # unauthenticated refusals, in aggregate
     store.close()
     if limit:
         entries = entries[-limit:]
 
     def text() -> str:
-        rows = [f"{e['seq']:>6}  {e['at'][:19]}  {e['outcome']:<6}  {e['action']:<20} {e['target']:<42} "
+        rows = [f"{e['seq']:>6}  {format_time(e['at'])}  {e['outcome']:<6}  {e['action']:<20} {e['target']:<42} "
                 f"{e['actor']}" for e in entries]
+        rows += [f"        {format_time(r['interval_start'])}  refused {r['count']}x  {r['reason']:<40} {r['source']}"
+                 for r in counted]
         return "\n".join(rows) if rows else "(the audit log is empty)"
 
-    emit(as_json, {"entries": entries}, text)
+    emit(as_json, {"entries": entries, "refusals": counted}, text)
 
 
 @audit.command("verify")

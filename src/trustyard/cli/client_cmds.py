@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import fnmatch
 import ssl
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import click
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from ..client import IssuedFiles, load_cert_chain_file, load_key_file, make_csr, new_key_and_csr
-from ..errors import ConfigError, Forbidden
+from ..ca.authority import REVOCATION_REASONS
+from ..errors import ConfigError, Conflict, Forbidden
+from ..units import format_time, humanize
 from ..x509.keys import KeyType, generate_private_key, key_type_of
 from ..x509.summary import fingerprint_sha256, serial_hex
 from .connect import LocalCA, admin_token_from, connect
-from .output import emit, home_option, json_option, password_file_option
+from .output import DURATION, emit, home_option, json_option, password_file_option
 
 ca_url_option = click.option("--ca-url", envvar="TRUSTYARD_CA_URL", show_envvar=True, default=None,
                              help="URL of the CA, e.g. https://ca.internal:8443.")
@@ -25,13 +30,23 @@ admin_token_file_option = click.option(
     help="Administrator token file, for --ca-url [default: HOME/admin.token].")
 
 
+class _AnyCaseChoice(click.Choice):
+    """Accepts any case, answers in the canonical one; a bad value lists the choices as spelt."""
+
+    def __init__(self, choices: tuple[str, ...]) -> None:
+        super().__init__(choices, case_sensitive=False)
+
+    def get_invalid_choice_message(self, value: Any, ctx: click.Context | None) -> str:
+        return f"{value!r} is not one of {', '.join(map(str, self.choices))}."
+
+
 def _issued_doc(issued: IssuedFiles, paths: dict[str, str]) -> dict[str, object]:
     return {"serial": issued.serial, "not_before": issued.not_before, "not_after": issued.not_after,
             "files": paths}
 
 
 def _issued_text(issued: IssuedFiles, paths: dict[str, str]) -> str:
-    return (f"serial    {issued.serial}\nvalid     {issued.not_before} .. {issued.not_after}\n"
+    return (f"serial    {issued.serial}\nvalid     {format_time(issued.not_before)} .. {format_time(issued.not_after)}\n"
             f"wrote     {paths['certificate']} (leaf + intermediate), {paths['key']} (0600), {paths['ca']}")
 
 
@@ -74,7 +89,7 @@ def roots(ca_url: str | None, fingerprint: str, out: str | None, as_json: bool) 
 @click.command()
 @click.argument("name")
 @click.option("--san", "sans", multiple=True, metavar="NAME", help="Subject alternative names [default: NAME].")
-@click.option("--ttl", default=None, help="Certificate lifetime, e.g. 24h [default: the provisioner's].")
+@click.option("--ttl", type=DURATION, default=None, help="Certificate lifetime, e.g. 24h [default: the provisioner's].")
 @click.option("--token", envvar="TRUSTYARD_TOKEN", show_envvar=True, default=None, help="One-time bootstrap token.")
 @click.option("--token-file", type=click.Path(dir_okay=False), default=None, help="Read the token from a file.")
 @ca_url_option
@@ -148,30 +163,37 @@ def renew(cert_file: str, key_file: str, keep_key: bool, ca_url: str | None, roo
 
 
 @click.command()
-@click.option("--serial", default=None, help="Serial number (hex) of the certificate.")
+@click.argument("serial", required=False)
+@click.option("--serial", "serial_option", default=None, hidden=True)  # before SERIAL was positional
 @click.option("--cert", "cert_file", type=click.Path(dir_okay=False, exists=True), default=None,
               help="The certificate file (its serial is used).")
 @click.option("--key", "key_file", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Revoke as the key holder: the certificate's private key (with --cert).")
-@click.option("--reason", default="unspecified", show_default=True,
-              help="keyCompromise, superseded, cessationOfOperation, affiliationChanged, ...")
+@click.option("--reason", type=_AnyCaseChoice(REVOCATION_REASONS), default="unspecified", metavar="REASON",
+              show_default=True, help=f"Why (RFC 5280, any case): {', '.join(REVOCATION_REASONS)}. "
+                                      "keyCompromise also revokes every certificate renewed from it.")
 @admin_token_file_option
 @ca_url_option
 @root_option
 @home_option
 @password_file_option
 @json_option
-def revoke(serial: str | None, cert_file: str | None, key_file: str | None, reason: str,
+def revoke(serial: str | None, serial_option: str | None, cert_file: str | None, key_file: str | None, reason: str,
            admin_token_file: str | None, ca_url: str | None, root: str | None, home: str | None,
            password_file: str | None, as_json: bool) -> None:
-    """Revoke a certificate. It can never be renewed afterwards."""
+    """Revoke the certificate with serial number SERIAL (hex), or the one in --cert.
+
+    The CA refuses to renew it from then on. Revoking it again changes nothing and says when
+    it was revoked (except that keyCompromise still reaches the certificates renewed from it).
+    """
     from ..ca import proofs
 
+    serial = serial or serial_option
     chain = load_cert_chain_file(Path(cert_file)) if cert_file else []
     if chain:
         serial = serial_hex(chain[0].serial_number)
     if not serial:
-        raise click.UsageError("give --serial or --cert")
+        raise click.UsageError("give SERIAL or --cert")
     proof = admin_token = None
     if key_file:
         if not chain:
@@ -181,22 +203,50 @@ def revoke(serial: str | None, cert_file: str | None, key_file: str | None, reas
         admin_token = admin_token_from(home, admin_token_file)
     ca = connect(home, ca_url, root, password_file)
     try:
-        record = ca.revoke(serial, reason, proof=proof, admin_token=admin_token)
+        try:
+            record = ca.revoke(serial, reason, proof=proof, admin_token=admin_token)
+            already = False
+        except Conflict as exc:
+            if exc.code != "alreadyRevoked":
+                raise
+            record, already = ca.certificate_status(serial), True
     finally:
         ca.close()
-    emit(as_json, record, f"revoked {record['serial']} ({record.get('revocation_reason')})")
+    emit(as_json, {**record, "already_revoked": already}, lambda: _revoked_text(record, already))
+
+
+def _revoked_text(record: dict[str, Any], already: bool) -> str:
+    """What happened, who is told and who is not, and what to do next."""
+    serial, reason = record["serial"], record.get("revocation_reason") or "unspecified"
+    when = format_time(record["revoked_at"]) if record.get("revoked_at") else "an unknown time"
+    if already:
+        return f"{serial} was already revoked at {when} ({reason}); nothing changed"
+    not_after = datetime.fromisoformat(record["not_after"])
+    left = not_after - datetime.now(timezone.utc)
+    name = (record.get("sans") or [record.get("subject") or "NAME"])[0]
+    lines = [f"revoked   {serial} at {when} ({reason})"]
+    if reason == "keyCompromise":
+        lines.append("          and every certificate renewed from it")
+    lines += [
+        "told      the CA: it refuses to renew this certificate from now on",
+        f"not told  services that trust this CA: trustyard publishes no CRL or OCSP yet, so they accept it "
+        f"until it expires at {format_time(not_after)}" + (f" (in {humanize(left)})" if left.total_seconds() > 0 else ""),
+        f"next      replace it where it is used: trustyard token {name}, then trustyard issue {name} --token T",
+    ]
+    return "\n".join(lines)
 
 
 @click.command("list")
 @click.option("--status", type=click.Choice(["pending", "issued", "failed", "revoked"]), default=None)
+@click.option("--name", default=None, help="Only certificates with this name (a SAN or the subject; * globs).")
 @admin_token_file_option
 @ca_url_option
 @root_option
 @home_option
 @password_file_option
 @json_option
-def list_(status: str | None, admin_token_file: str | None, ca_url: str | None, root: str | None,
-          home: str | None, password_file: str | None, as_json: bool) -> None:
+def list_(status: str | None, name: str | None, admin_token_file: str | None, ca_url: str | None,
+          root: str | None, home: str | None, password_file: str | None, as_json: bool) -> None:
     """List certificates in the CA's ledger (administrator)."""
     token = admin_token_from(home, admin_token_file) if ca_url else ""
     ca = connect(home, ca_url, root, password_file)
@@ -204,13 +254,26 @@ def list_(status: str | None, admin_token_file: str | None, ca_url: str | None, 
         records = ca.list(token, status)
     finally:
         ca.close()
-
-    def text() -> str:
-        rows = [f"{'SERIAL':<40}  {'STATUS':<8} {'NOT AFTER':<20} SANS"]
-        rows += [f"{r['serial']:<40}  {r['status']:<8} {r['not_after'][:19]:<20} {', '.join(r['sans'])}"
-                 for r in records]
-        return "\n".join(rows)
-
-    emit(as_json, {"certificates": records}, text)
+    if name is not None:
+        records = [r for r in records if _has_name(r, name)]
+    emit(as_json, {"certificates": records}, lambda: _list_text(records))
 
 
+def _has_name(record: dict[str, Any], pattern: str) -> bool:
+    names = [*record.get("sans", []), record.get("subject") or ""]
+    return any(fnmatch.fnmatchcase(n.lower(), pattern.lower()) for n in names if n)
+
+
+def _list_text(records: list[dict[str, Any]], now: datetime | None = None) -> str:
+    """An aligned table, kubectl-style; a renewed certificate shows as superseded."""
+    if not records:
+        return "No certificates found."
+    now = now or datetime.now(timezone.utc)
+    rows = [("SERIAL", "STATUS", "EXPIRES IN", "NOT AFTER", "SANS")]
+    for r in records:
+        state = "superseded" if r["status"] == "issued" and r.get("superseded_by") else r["status"]
+        left = datetime.fromisoformat(r["not_after"]) - now
+        expires = humanize(left) if left.total_seconds() > 0 else f"expired {humanize(-left)} ago"
+        rows.append((r["serial"], state, expires, format_time(r["not_after"]), ", ".join(r["sans"])))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1] for row in rows)

@@ -12,7 +12,8 @@ import click
 from ..ca.authority import Authority, Issued
 from ..ca.config import Config, load_config, resolve_home
 from ..client import CAClient, IssuedFiles
-from ..errors import ConfigError
+from ..errors import ConfigError, NotFound
+from ..units import format_time
 
 
 class CA(Protocol):
@@ -21,6 +22,7 @@ class CA(Protocol):
     def revoke(self, serial: str, reason: str = "unspecified", proof: str | None = None,
                admin_token: str | None = None) -> dict[str, Any]: ...
     def list(self, admin_token: str, status: str | None = None, limit: int = 1000) -> list[dict[str, Any]]: ...
+    def certificate_status(self, serial: str) -> dict[str, Any]: ...
     def close(self) -> None: ...
 
 
@@ -47,14 +49,20 @@ class LocalCA:
     def list(self, admin_token: str, status: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
         return [r.to_json() for r in self.authority.store.list(status, limit)]
 
+    def certificate_status(self, serial: str) -> dict[str, Any]:
+        record = self.authority.get(serial)
+        if record is None:
+            raise NotFound(f"no certificate with serial {serial}")
+        return record.to_json()
+
     def close(self) -> None:
         self.authority.store.close()
 
 
 def issued_files(issued: Issued) -> IssuedFiles:
     """What the authority issued, in the shape the HTTPS client returns and writes to disk."""
-    return IssuedFiles(serial=issued.record.serial, not_before=issued.record.not_before.isoformat(),
-                       not_after=issued.record.not_after.isoformat(), certificate_pem=issued.certificate_pem,
+    return IssuedFiles(serial=issued.record.serial, not_before=format_time(issued.record.not_before),
+                       not_after=format_time(issued.record.not_after), certificate_pem=issued.certificate_pem,
                        chain_pem=issued.chain_pem, roots_pem=issued.roots_pem)
 
 

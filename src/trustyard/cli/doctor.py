@@ -9,7 +9,7 @@ import click
 from ..diagnose.doctor import diagnose, render_text
 from ..diagnose.explain import explain as explain_text
 from ..units import parse_duration
-from .output import EXIT_FAILED, EXIT_OK, emit, json_option
+from .output import DURATION, EXIT_FAILED, EXIT_OK, emit, json_option
 
 EXIT_UNKNOWN = 3
 
@@ -23,7 +23,7 @@ EXIT_UNKNOWN = 3
               help="Client certificate (PEM, leaf then intermediates) for mTLS.")
 @click.option("--key", "key_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Client private key (PEM) for --cert.")
-@click.option("--timeout", default="5s", show_default=True, help="Connect and handshake timeout.")
+@click.option("--timeout", type=DURATION, default="5s", show_default=True, help="Connect and handshake timeout.")
 @json_option
 def doctor(target: str, ca_files: tuple[str, ...], name: str | None, cert_file: str | None, key_file: str | None,
            timeout: str, as_json: bool) -> int:

@@ -50,7 +50,10 @@ def inspect(target: str, as_json: bool) -> None:
     order of TARGET: a certificate file (PEM bundle or DER) or a live HOST:PORT."""
     path = Path(target)
     certs = _load_file(path) if path.exists() else _fetch_chain(target)
-    summaries = [summarize(c) for c in certs]
+    try:
+        summaries = [summarize(c) for c in certs]
+    except Exception as exc:  # parsed, but e.g. a key on a curve cryptography does not support
+        raise BadRequest(f"{target}: cannot read a certificate: {type(exc).__name__}: {exc}") from None
     order = chain_order(certs)
     doc = {"target": target, "certificates": summaries, "chain_order": order}
 

@@ -4,11 +4,14 @@ errors as one line on stderr and an exit status the error class owns."""
 from __future__ import annotations
 
 import json
+import logging
+import time
 from typing import Any, Callable
 
 import click
 
 from ..errors import ConfigError, TrustyardError
+from ..units import DURATION_GRAMMAR, Threshold, parse_duration
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # the thing checked is not healthy / the request was refused
@@ -45,6 +48,50 @@ def emit(as_json: bool, document: Any, text: Callable[[], str] | str) -> None:
     else:
         click.echo(text() if callable(text) else text)
 
+
+def utc_log_formatter(fmt: str) -> logging.Formatter:
+    """A log formatter whose ``%(asctime)s`` is ``units.format_time``'s form (UTC, seconds, ``Z``),
+    whatever the machine's time zone."""
+    formatter = logging.Formatter(fmt, "%Y-%m-%dT%H:%M:%SZ")
+    formatter.converter = time.gmtime
+    return formatter
+
+
+class DurationText(click.ParamType):
+    """A duration option (``24h``; with ``threshold`` also ``33%``), checked by ``trustyard.units``
+    so a bad one is a usage error naming the option; the command gets the text unchanged."""
+
+    def __init__(self, threshold: bool = False) -> None:
+        self.threshold = threshold
+        self.name = "DURATION|PERCENT" if threshold else "DURATION"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            Threshold.parse(value) if self.threshold else parse_duration(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        return value
+
+
+DURATION = DurationText()
+THRESHOLD = DurationText(threshold=True)
+_GRAMMAR_MARK = "DURATION is written as"
+
+
+def _takes(command: click.Command, kind: str) -> bool:
+    return any(kind in (p.metavar or getattr(p.type, "name", "") or "").upper() for p in command.params)
+
+
+def with_duration_grammar(command: click.Command) -> click.Command:
+    """Append the duration grammar to the help of a command that takes a DURATION (once)."""
+    for sub in getattr(command, "commands", {}).values():
+        with_duration_grammar(sub)
+    if _takes(command, "DURATION") and _GRAMMAR_MARK not in (command.epilog or ""):
+        note = f"{_GRAMMAR_MARK} {DURATION_GRAMMAR}."
+        if _takes(command, "PERCENT"):
+            note += " PERCENT: a share of the certificate's lifetime, e.g. 33%."
+        command.epilog = f"{command.epilog}\n\n{note}" if command.epilog else note
+    return command
 
 home_option = click.option(
     "--home", type=click.Path(file_okay=False), default=None, envvar="TRUSTYARD_HOME", show_envvar=True,

@@ -6,18 +6,19 @@ import json
 import os
 import sys
 from datetime import datetime, timezone
+from typing import TextIO
 
 import click
 
 from ..errors import BadRequest
 from ..inventory.endpoints import DEFAULT_CONCURRENCY, Endpoint
 from ..inventory.findings import Rules
-from ..inventory.model import Severity
+from ..inventory.model import Inventory, Severity
 from ..inventory.report import to_csv, to_json, to_prometheus, to_table
 from ..inventory.scan import ScanOptions, count_files, run_scan, where
 from ..inventory.sources import DEFAULT_PASSWORDS
 from ..units import Threshold, parse_duration
-from .output import EXIT_FAILED, EXIT_OK
+from .output import DURATION, EXIT_FAILED, EXIT_OK
 
 
 def _env(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
@@ -26,6 +27,8 @@ def _env(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) ->
         name, sep, path = value.partition("=")
         if not sep or not name or not path:
             raise click.BadParameter(f"{value!r}: write NAME=PATH, e.g. prod=/srv/prod-config")
+        if not os.path.lexists(path):
+            raise click.BadParameter(f"{value!r}: {path} does not exist")
         out.append((name, path))
     return tuple(out)
 
@@ -37,7 +40,9 @@ def _endpoints(ctx: click.Context, param: click.Parameter, values: tuple[str, ..
         raise click.BadParameter(str(exc)) from None
 
 
-def _threshold(ctx: click.Context, param: click.Parameter, value: str) -> Threshold:
+def _threshold(ctx: click.Context, param: click.Parameter, value: str | None) -> Threshold | None:
+    if value is None:
+        return None
     try:
         return Threshold.parse(value)
     except ValueError as exc:
@@ -45,30 +50,31 @@ def _threshold(ctx: click.Context, param: click.Parameter, value: str) -> Thresh
 
 
 @click.command(context_settings={"max_content_width": 100})
-@click.argument("paths", nargs=-1, type=click.Path())
+@click.argument("paths", nargs=-1, type=click.Path(exists=True))
 @click.option("--endpoint", "endpoints", multiple=True, callback=_endpoints, metavar="HOST:PORT[/SNI]",
               help="A live TLS endpoint: record the chain it sends (repeatable).")
 @click.option("--env", "environments", multiple=True, callback=_env, metavar="NAME=PATH",
               help="Scan PATH as environment NAME, to find keys and certs copied across environments.")
 @click.option("--ca", "ca_bundles", multiple=True, type=click.Path(exists=True), metavar="BUNDLE",
               help="Trust bundle to check chains against (repeatable).")
-@click.option("--warn", default="30d", show_default=True, callback=_threshold,
-              help="Flag certificates expiring within this time, or this share of their lifetime (33%).")
-@click.option("--max-validity", default="398d", show_default=True, help="Longest acceptable leaf lifetime.")
+@click.option("--warn", default=None, callback=_threshold, metavar="DURATION|PERCENT",
+              help="Flag certificates expiring within this time (30d), or this share of their lifetime "
+                   "(33%).  [default: a third of the lifetime, at most 30d: a 24h certificate at 8h left]")
+@click.option("--max-validity", type=DURATION, default="398d", show_default=True, help="Longest acceptable leaf lifetime.")
 @click.option("--password", "passwords", multiple=True, metavar="TEXT",
               help="Password to try on PKCS#12, JKS and encrypted keys (repeatable; '' and changeit are tried).")
 @click.option("--where", "where_sha256", default=None, metavar="SHA256",
-              help="Blast radius: every location holding this certificate or SPKI fingerprint, and the "
-                   "trust stores that trust it.")
+              help="Blast radius: every location holding this certificate or SPKI fingerprint (or a prefix "
+                   "of it, such as the 16 digits the table prints), and the trust stores that trust it.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "prometheus"]), default="table",
               show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json: one JSON document.")
 @click.option("--fail-on", type=click.Choice(["info", "warning", "error", "critical"]), default="error",
               show_default=True, help="Exit 1 when a finding is at least this severe.")
-@click.option("--timeout", default="5s", show_default=True, help="Per-endpoint connect + handshake timeout.")
+@click.option("--timeout", type=DURATION, default="5s", show_default=True, help="Per-endpoint connect + handshake timeout.")
 @click.option("--concurrency", default=DEFAULT_CONCURRENCY, show_default=True, help="Endpoints probed at once.")
 def scan(paths: tuple[str, ...], endpoints: tuple[Endpoint, ...], environments: tuple[tuple[str, str], ...],
-         ca_bundles: tuple[str, ...], warn: Threshold, max_validity: str, passwords: tuple[str, ...],
+         ca_bundles: tuple[str, ...], warn: Threshold | None, max_validity: str, passwords: tuple[str, ...],
          where_sha256: str | None, fmt: str, as_json: bool, fail_on: str, timeout: str, concurrency: int) -> int:
     """Inventory certificates and private keys, and report what is wrong with them.
 
@@ -78,15 +84,23 @@ def scan(paths: tuple[str, ...], endpoints: tuple[Endpoint, ...], environments: 
     shared_key, cross_environment, shared_cert, weak_key, no_san, long_validity,
     leaf_in_trust_store, key_unprotected, key_mismatch, untrusted_chain, missing_intermediate.
 
+    The table has one row per distinct certificate (CERTIFICATE is the start of its SHA-256
+    fingerprint, which --where accepts) with its locations beneath, then the findings with a
+    fix: line each, then a summary. A self-signed certificate is a service certificate
+    unless it signed another certificate in the scan or sits in a trust store among other
+    roots, whatever its basicConstraints say. A progress bar is drawn on stderr when it is a
+    terminal (not with TRUSTYARD_NO_PROGRESS=1).
+
     \b
-    Exit status: 0 no finding at or above --fail-on, 1 otherwise, 2 usage error.
+    Exit status: 0 no finding at or above --fail-on, 1 otherwise, 2 usage error (including a
+    PATH that does not exist).
 
     \b
     Examples:
       trustyard scan /etc/ssl/private ./k8s --ca ca.crt
       trustyard scan --env prod=/srv/prod --env staging=/srv/staging --json
       trustyard scan . --endpoint api.internal:443/api.internal --format prometheus
-      trustyard scan . --where 3f2a...e1
+      trustyard scan . --where 3f2a9c1d0b7e4a55   (the CERTIFICATE column)
     """
     if not (paths or endpoints or environments):
         raise click.UsageError("give at least one PATH, --env NAME=PATH or --endpoint HOST:PORT")
@@ -100,18 +114,16 @@ def scan(paths: tuple[str, ...], endpoints: tuple[Endpoint, ...], environments: 
         passwords=tuple(p.encode() for p in passwords) + DEFAULT_PASSWORDS, rules=rules,
         timeout=timeout_s, concurrency=concurrency,
     )
-    if sys.stderr.isatty() and not os.environ.get("TRUSTYARD_NO_PROGRESS"):
-        total = count_files(list(paths) + [p for _, p in environments]) + len(endpoints)
-        with click.progressbar(length=total, label="scanning", file=sys.stderr) as bar:
-            inv = run_scan(options, progress=bar.update)
-    else:
-        inv = run_scan(options)
+    inv = scan_with_progress(options, sys.stderr)
     if where_sha256:
-        answer = where(inv, where_sha256)
+        try:
+            answer = where(inv, where_sha256)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--where'") from None
         if as_json or fmt == "json":
             click.echo(json.dumps(answer, indent=2))
         else:
-            click.echo(f"{where_sha256}: {len(answer['locations'])} locations")
+            click.echo(f"{answer['query']}: {len(answer['locations'])} locations")
             for loc in answer["locations"]:
                 click.echo(f"  holds: {loc}")
             for store in answer["trusted_by"]:
@@ -119,10 +131,23 @@ def scan(paths: tuple[str, ...], endpoints: tuple[Endpoint, ...], environments: 
         return EXIT_OK if answer["locations"] else EXIT_FAILED
     if as_json:
         fmt = "json"
-    render = {"table": to_table, "json": to_json, "csv": to_csv, "prometheus": to_prometheus}[fmt]
-    click.echo(render(inv), nl=fmt in ("table", "json"))
+    if fmt == "table":
+        click.echo(to_table(inv, now=rules.now))
+    else:
+        render = {"json": to_json, "csv": to_csv, "prometheus": to_prometheus}[fmt]
+        click.echo(render(inv), nl=fmt == "json")
     threshold = Severity.parse(fail_on)
     return EXIT_FAILED if any(f.severity >= threshold for f in inv.findings) else EXIT_OK
 
 
-__all__ = ["scan"]
+def scan_with_progress(options: ScanOptions, stream: TextIO) -> Inventory:
+    """Run the scan with a progress bar on ``stream`` when it is a terminal (and
+    $TRUSTYARD_NO_PROGRESS is unset); in a pipe or a log file, nothing is drawn."""
+    if not stream.isatty() or os.environ.get("TRUSTYARD_NO_PROGRESS"):
+        return run_scan(options)
+    total = count_files(list(options.paths) + [p for _, p in options.environments]) + len(options.endpoints)
+    with click.progressbar(length=total, label="scanning", file=stream) as bar:
+        return run_scan(options, progress=bar.update)
+
+
+__all__ = ["scan", "scan_with_progress"]

@@ -23,7 +23,9 @@ from cryptography import x509
 from cryptography.utils import CryptographyDeprecationWarning
 
 from ..errors import BadRequest
-from ..x509.chain import check_chain, check_hostname, check_validity
+from ..units import format_time
+from ..x509.chain import check_validity
+from ..x509.verify import Usage, verify
 from ..x509.summary import summarize
 from .explain import describe, explain
 from .probe import ProbeResult, is_ip, looks_like_tls, probe, sniff_plaintext
@@ -114,31 +116,62 @@ def diagnose(
     if not result.chain:
         return _verdict(target, "handshake_failure", "the server sent no certificate", chain, **ev)
 
+    offline = classify_chain(result.chain, anchors, name=expected, now=now, server_now=result.server_date,
+                             target=target, bundle=bundle, host=host, port=port)
+    if offline is not None:
+        return offline
     leaf = result.chain[0]
-    trust = check_chain(result.chain, anchors)
     ev.update(leaf_subject=leaf.subject.rfc4514_string(), leaf_issuer=leaf.issuer.rfc4514_string())
-    if not trust.trusted:
-        assert trust.code is not None
-        return _verdict(target, trust.code, trust.detail, chain, needed_issuer=trust.needed_issuer, **ev)
-    identity = check_hostname(leaf, expected)
-    if identity is not None:
-        return _verdict(target, identity.code, identity.detail, chain,
-                        sans=chain[0]["sans"], **ev)
-    path = list(trust.path) + ([trust.anchor] if trust.anchor is not None and trust.anchor not in trust.path else [])
-    window = check_validity(path, now)
-    if window is not None:
-        ev.update(certificate=window.cert.subject.rfc4514_string(), index=window.index,
-                  not_before=window.cert.not_valid_before_utc.isoformat(),
-                  not_after=window.cert.not_valid_after_utc.isoformat())
-        server_now = result.server_date
-        if server_now is not None and abs(server_now - now) > CLOCK_SKEW_TOLERANCE \
-                and check_validity(path, server_now) is None:
+    return _confirm(target, host, port, expected, bundle_paths, cert_file, key_file, timeout, chain, ev, result)
+
+
+def classify_chain(
+    served: Sequence[x509.Certificate], anchors: Sequence[x509.Certificate], *, name: str | None,
+    usage: Usage = "server", now: datetime | None = None, server_now: datetime | None = None,
+    max_depth: int | None = None, target: str = "(offline)", bundle: str = "(given)", host: str = "",
+    port: int = 0, crls: Sequence[x509.CertificateRevocationList] = (),
+) -> Verdict | None:
+    """Doctor's offline layers: the verdict on a served chain, or None when every layer passes.
+
+    The one verifier (``x509.verify``) judges; this names its layer (trust, identity,
+    validity) with the evidence, and tells a wrong local clock from an expired
+    certificate when the server's clock is known.
+    """
+    now = now or datetime.now(timezone.utc)
+    chain = [_evidence(c, now) for c in served]
+    ev: dict[str, Any] = {"bundle": bundle, "name": name, "host": host, "port": port}
+    if not served:
+        return _verdict(target, "handshake_failure", "no certificate to judge", chain, **ev)
+    leaf = served[0]
+    verdict = verify(leaf, served[1:], anchors, usage=usage, name=name, at=now, max_depth=max_depth, crls=crls)
+    if verdict.ok:
+        return None
+    problem = verdict.first
+    assert problem is not None
+    ev.update(leaf_subject=_text(leaf.subject), leaf_issuer=_text(leaf.issuer), method=verdict.method)
+    if problem.layer == "validity":
+        window = check_validity(verdict.path, now)
+        if window is not None:
+            ev.update(certificate=_text(window.cert.subject), index=window.index,
+                      not_before=format_time(window.cert.not_valid_before_utc),
+                      not_after=format_time(window.cert.not_valid_after_utc))
+        if server_now is not None and abs(server_now - now) > CLOCK_SKEW_TOLERANCE and verify(
+                leaf, served[1:], anchors, usage=usage, name=name, at=server_now, max_depth=max_depth,
+                crls=crls).ok:
             skew = now - server_now
             return _verdict(target, "clock_skew", f"the local clock is {_signed(skew)} off the server's "
-                            f"({server_now.isoformat()}); by the server's clock the chain is valid", chain,
-                            local_time=now.isoformat(), server_time=server_now.isoformat(), **ev)
-        return _verdict(target, window.code, window.detail, chain, **ev)
-    return _confirm(target, host, port, expected, bundle_paths, cert_file, key_file, timeout, chain, ev, result)
+                            f"({format_time(server_now)}); by the server's clock the chain is valid", chain,
+                            local_time=format_time(now), server_time=format_time(server_now), **ev)
+    if problem.layer == "identity":
+        ev["sans"] = chain[0]["sans"]
+    return _verdict(target, problem.code, problem.detail, chain, needed_issuer=verdict.needed_issuer, **ev)
+
+
+def _text(name: x509.Name) -> str:
+    try:
+        return name.rfc4514_string()
+    except Exception:  # noqa: BLE001 - evidence only; an odd attribute must not end the diagnosis
+        return "(unprintable name)"
 
 
 def _signed(delta: timedelta) -> str:
@@ -234,7 +267,14 @@ def _confirm(target: str, host: str, port: int, expected: str, bundle_paths: lis
 
 
 def _evidence(cert: x509.Certificate, now: datetime) -> dict[str, Any]:
-    s = summarize(cert, now)
+    try:
+        with warnings.catch_warnings():  # a zero or negative serial is evidence too
+            warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+            s = summarize(cert, now)
+    except Exception as exc:  # noqa: BLE001 - a malformed certificate is evidence, not a crash
+        return {"subject": "(unparsable)", "issuer": "", "sans": [], "not_before": "", "not_after": "",
+                "seconds_left": None, "self_signed": None, "is_ca": None, "fingerprint_sha256": "",
+                "error": f"{type(exc).__name__}: {exc}"}
     return {k: s[k] for k in ("subject", "issuer", "sans", "not_before", "not_after", "seconds_left",
                               "self_signed", "is_ca", "fingerprint_sha256")}
 

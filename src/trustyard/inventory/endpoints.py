@@ -33,10 +33,9 @@ class Endpoint:
             host, _, port_text = hostport.rpartition(":")
             if not host:
                 host, port_text = hostport, "443"
-        try:
-            port = int(port_text)
-        except ValueError:
-            raise ValueError(f"invalid endpoint {text!r}: write HOST:PORT[/SNI]") from None
+        if not (port_text.isascii() and port_text.isdigit()):  # int() would also take "١٢", " 1" or "4_43"
+            raise ValueError(f"invalid endpoint {text!r}: write HOST:PORT[/SNI]")
+        port = int(port_text)
         if not host or not 0 < port < 65536:
             raise ValueError(f"invalid endpoint {text!r}: write HOST:PORT[/SNI]")
         return cls(host, port, sni or None)

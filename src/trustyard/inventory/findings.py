@@ -3,18 +3,21 @@ interesting findings (shared keys, copies across environments) are about several
 
 from __future__ import annotations
 
-import os
-import re
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Callable, Iterator
 
 from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from ..units import Threshold, humanize
-from ..x509.chain import check_chain, weakness
+from ..units import Threshold, format_time, humanize
+from ..x509.chain import weakness
+from ..x509.verify import Usage, verify
+from .fixes import fix_for
 from .model import CertItem, Finding, Inventory, Severity
+from .roles import classify
+from .roles import unit as _unit
 
 SEVERITY: dict[str, Severity] = {
     "expired": Severity.ERROR,
@@ -38,77 +41,109 @@ SEVERITY: dict[str, Severity] = {
 @dataclass(frozen=True)
 class Rules:
     now: datetime
-    warn: Threshold = Threshold(absolute=timedelta(days=30))
+    warn: Threshold | None = None  # None: DEFAULT_WARN_SHARE of the lifetime, at most DEFAULT_WARN_MAX
     max_leaf_validity: timedelta = timedelta(days=398)
     anchors: tuple[x509.Certificate, ...] = ()  # from --ca; empty means: no chain findings
 
 
-def _finding(code: str, locations: list[str] | tuple[str, ...], detail: str, subject: str | None = None) -> Finding:
-    return Finding(code, SEVERITY[code], tuple(dict.fromkeys(locations)), detail, subject)
+DEFAULT_WARN_SHARE = 1 / 3
+DEFAULT_WARN_MAX = timedelta(days=30)
+
+
+def warn_before(rules: Rules, lifetime: timedelta) -> timedelta:
+    """How long before expiry a certificate is ``expiring``: the --warn threshold, else a third
+    of its lifetime and at most 30 days (a 24 h certificate warns at 8 h left, a 1-year one at 30 d)."""
+    if rules.warn is not None:
+        return rules.warn.of(lifetime)
+    return min(lifetime * DEFAULT_WARN_SHARE, DEFAULT_WARN_MAX)
+
+
+def _finding(code: str, locations: list[str] | tuple[str, ...], detail: str, subject: str | None = None,
+             fingerprint: str | None = None) -> Finding:
+    return Finding(code, SEVERITY[code], tuple(dict.fromkeys(locations)), detail, subject, fingerprint)
 
 
 def _leaves(inv: Inventory) -> Iterator[CertItem]:
-    return (c for c in inv.certificates if not c.is_ca)
+    return (c for c in inv.certificates if c.service)
 
 
-def _unit(location_group: str, served: bool = False) -> tuple[str, str]:
-    """Where an item lives as a unit: its container, or its directory plus name stem, so
-    ``tls.crt`` and ``tls.key`` side by side count as one place."""
-    if served or "#" in location_group:
-        return ("group", location_group)
-    return _stem(location_group)
+def _distinct(inv: Inventory) -> dict[str, list[CertItem]]:
+    """Certificates by fingerprint: a finding about a certificate is reported once, at every copy."""
+    by_fp: dict[str, list[CertItem]] = defaultdict(list)
+    for item in inv.certificates:
+        by_fp[item.fingerprint].append(item)
+    return by_fp
 
 
 def window(inv: Inventory, rules: Rules) -> Iterator[Finding]:
-    for item in inv.certificates:
+    for fp, items in _distinct(inv).items():
+        item, where = items[0], [i.location for i in items]
         c = item.cert
         start, end = c.not_valid_before_utc, c.not_valid_after_utc
         if rules.now > end:
-            yield _finding("expired", [item.location], f"{item.label} expired {humanize(rules.now - end)} ago "
-                           f"({end.isoformat()})", item.label)
+            yield _finding("expired", where, f"{item.label} expired {humanize(rules.now - end)} ago "
+                           f"({format_time(end)})", item.label, fp)
         elif rules.now < start:
-            yield _finding("not_yet_valid", [item.location], f"{item.label} is valid only from "
-                           f"{start.isoformat()}", item.label)
-        elif end - rules.now <= rules.warn.of(end - start):
-            yield _finding("expiring", [item.location], f"{item.label} expires in {humanize(end - rules.now)} "
-                           f"({end.isoformat()})", item.label)
+            yield _finding("not_yet_valid", where, f"{item.label} is valid only from "
+                           f"{format_time(start)}", item.label, fp)
+        elif end - rules.now <= warn_before(rules, end - start):
+            yield _finding("expiring", where, f"{item.label} expires in {humanize(end - rules.now)} "
+                           f"({format_time(end)})", item.label, fp)
 
 
 def shape(inv: Inventory, rules: Rules) -> Iterator[Finding]:
-    for item in inv.certificates:
+    for fp, items in _distinct(inv).items():
+        item, where = items[0], [i.location for i in items]
         c = item.cert
-        if item.leaf_self_signed or (item.served and item.position == 0 and item.self_signed):
-            yield _finding("self_signed_leaf", [item.location], f"{item.label} is self-signed: every client "
-                           "must be given this exact certificate, or turn verification off", item.label)
+        if item.leaf_self_signed or any(i.served and i.position == 0 and i.self_signed for i in items):
+            marked = " (it is marked CA:TRUE, as `openssl req -x509` makes it)" if item.is_ca else ""
+            yield _finding("self_signed_leaf", where, f"{item.label} is self-signed{marked}: every client "
+                           "must be given this exact certificate, or turn verification off", item.label, fp)
         reasons = weakness(c)
         if reasons:
-            yield _finding("weak_key", [item.location], f"{item.label}: {', '.join(reasons)}", item.label)
-        if item.is_ca:
+            yield _finding("weak_key", where, f"{item.label}: {', '.join(reasons)}", item.label, fp)
+        if not item.service:
             continue
         if not any(isinstance(n, (x509.DNSName, x509.IPAddress)) for n in item.sans):
-            yield _finding("no_san", [item.location], f"{item.label} has no DNS or IP subject alternative "
-                           "name; clients ignore the CN", item.label)
+            yield _finding("no_san", where, f"{item.label} has no DNS or IP subject alternative "
+                           "name; clients ignore the CN", item.label, fp)
         lifetime = c.not_valid_after_utc - c.not_valid_before_utc
         if lifetime > rules.max_leaf_validity:
-            yield _finding("long_validity", [item.location], f"{item.label} is valid for {lifetime.days} days "
-                           f"(more than {rules.max_leaf_validity.days})", item.label)
-        if item.trust_store:
-            yield _finding("leaf_in_trust_store", [item.location], f"the leaf {item.label} is used as a trust "
-                           "anchor: it pins one certificate and breaks at its renewal", item.label)
+            yield _finding("long_validity", where, f"{item.label} is valid for {lifetime.days} days "
+                           f"(more than {rules.max_leaf_validity.days})", item.label, fp)
+        stores = [i.location for i in items if i.trust_store]
+        if stores and not item.root:
+            yield _finding("leaf_in_trust_store", stores, f"the service certificate {item.label} is used as a "
+                           f"trust anchor in {len(stores)} trust store(s): it pins one certificate and breaks "
+                           "at its renewal", item.label, fp)
 
 
 def copies(inv: Inventory, rules: Rules) -> Iterator[Finding]:
     by_spki: dict[str, list[tuple[str, tuple[str, str], str | None]]] = defaultdict(list)
     for item in _leaves(inv):
         by_spki[item.spki].append((item.group, _unit(item.group, item.served), item.environment))
+    holders: dict[str, list[tuple[str, tuple[str, str]]]] = defaultdict(list)  # SPKI -> private key copies
     for key in inv.keys:
         if key.spki:
             by_spki[key.spki].append((key.location, _unit(key.group), key.environment))
+            holders[key.spki].append((key.location, _unit(key.group)))
+    certs_of: dict[str, dict[str, CertItem]] = defaultdict(dict)  # SPKI -> distinct service certificates
+    for item in _leaves(inv):
+        certs_of[item.spki].setdefault(item.fingerprint, item)
     for spki, places in by_spki.items():
-        units = {u for _, u, _ in places}
-        if len(units) > 1:
-            yield _finding("shared_key", [g for g, _, _ in places], f"one public key (SPKI sha256 "
-                           f"{spki[:16]}...) is held in {len(units)} places: replacing it means touching all")
+        key_units = {u for _, u in holders.get(spki, [])}
+        distinct = certs_of.get(spki, {})
+        if len(key_units) > 1 or len(distinct) > 1:
+            # The private key copied to several places, or one key pair under several certificates
+            # (the copies of one certificate are shared_cert's).
+            where = [loc for loc, _ in holders.get(spki, [])]
+            if len(distinct) > 1:
+                where += [g for g, _, _ in places]
+            held = (f"the private key is in {len(key_units)} places" if len(key_units) > 1 else
+                    f"it is the key of {len(distinct)} different certificates")
+            only = next(iter(distinct)) if len(distinct) == 1 else None
+            yield _finding("shared_key", where, f"one key pair (SPKI sha256 {spki[:16]}...) is shared: {held}; "
+                           "replacing it means touching all", fingerprint=only)
         envs = sorted({e for _, _, e in places if e})
         if len(envs) > 1:
             locations = [g for g, _, e in places if e]
@@ -122,7 +157,7 @@ def copies(inv: Inventory, rules: Rules) -> Iterator[Finding]:
         if len(groups) > 1:
             subject = items[0].label
             yield _finding("shared_cert", [i.location for i in items],
-                           f"{subject} (sha256 {fp[:16]}...) is copied to {len(groups)} places", subject)
+                           f"{subject} (sha256 {fp[:16]}...) is copied to {len(groups)} places", subject, fp)
 
 
 def keys(inv: Inventory, rules: Rules) -> Iterator[Finding]:
@@ -131,27 +166,13 @@ def keys(inv: Inventory, rules: Rules) -> Iterator[Finding]:
             yield _finding("key_unprotected", [key.location], f"unencrypted private key readable by "
                            f"{'others' if key.mode & 0o007 else 'the group'} (mode {oct(key.mode)[2:]})")
     for _, key_items, certs in _pairs(inv):
-        leaves = [c for c in certs if not c.is_ca] or certs[:1]
+        leaves = [c for c in certs if c.service] or certs[:1]
         spkis = {c.spki for c in leaves}
         for key in key_items:
             if key.spki and leaves and key.spki not in spkis:
                 yield _finding("key_mismatch", [key.location, *(c.location for c in leaves)],
                                f"the key {key.location} does not belong to the certificate "
                                f"{leaves[0].label} next to it")
-
-
-_STEM_NOISE = re.compile(r"([-_.]?(key|cert|crt|fullchain|privkey|chain|pub))+$", re.I)
-
-
-def _stem(location: str) -> tuple[str, str]:
-    # os.path, not PurePath: this runs twice per certificate and key, and PurePath is slow
-    parent, name = os.path.split(location)
-    parent = parent.rstrip("/") or ("/" if parent else ".")
-    for suffix in (".pem", ".crt", ".cer", ".der", ".key"):
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    return parent, _STEM_NOISE.sub("", name)
 
 
 def _pairs(inv: Inventory) -> Iterator[tuple[list[str], list, list[CertItem]]]:  # type: ignore[type-arg]
@@ -179,21 +200,43 @@ def chains(inv: Inventory, rules: Rules) -> Iterator[Finding]:
     for items in by_group.values():
         items.sort(key=lambda i: i.position)
         for idx, item in enumerate(items):
-            if item.is_ca or item.trust_store:
+            if not item.service or item.trust_store:
                 continue
             served = [item.cert] + [i.cert for i in items[idx + 1:]]
-            result = check_chain(served, rules.anchors, known)
+            # The one verifier, with the rules of the usage the leaf is for; dates and the
+            # leaf's shape have findings of their own (window, shape).
+            result = verify(served[0], served[1:], rules.anchors, usage=_usage(item.cert), at=rules.now,
+                            known=known, check_dates=False, check_leaf=False)
             if result.code == "missing_intermediate":
                 yield _finding("missing_intermediate", [item.location], f"{item.label}: {result.detail}",
-                               item.label)
+                               item.label, item.fingerprint)
             elif result.code is not None:
                 yield _finding("untrusted_chain", [item.location],
-                               f"{item.label}: {result.code}: {result.detail}", item.label)
+                               f"{item.label}: {result.code}: {result.detail}", item.label, item.fingerprint)
+
+
+def _usage(cert: x509.Certificate) -> Usage:
+    """A certificate whose EKU allows clientAuth but not serverAuth is judged as a client's."""
+    try:
+        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except (x509.ExtensionNotFound, ValueError):
+        return "server"
+    if ExtendedKeyUsageOID.CLIENT_AUTH in eku and ExtendedKeyUsageOID.SERVER_AUTH not in eku:
+        return "client"
+    return "server"
 
 
 RULES: tuple[Callable[[Inventory, Rules], Iterator[Finding]], ...] = (window, shape, copies, keys, chains)
 
 
 def evaluate(inv: Inventory, rules: Rules) -> list[Finding]:
-    found = [f for rule in RULES for f in rule(inv, rules)]
+    classify(inv)
+    merged: dict[object, Finding] = {}
+    for n, f in enumerate(f for rule in RULES for f in rule(inv, rules)):
+        # the same finding about one certificate at several copies is one finding, at all of them
+        key = (f.code, f.fingerprint, f.detail) if f.fingerprint else n
+        old = merged.get(key)
+        merged[key] = f if old is None else replace(old, locations=tuple(dict.fromkeys(old.locations + f.locations)))
+    by_fp = {c.fingerprint: c for c in inv.certificates}
+    found = [replace(f, fix=fix_for(f, by_fp.get(f.fingerprint or ""))) for f in merged.values()]
     return sorted(found, key=lambda f: (-f.severity, f.code, f.locations))

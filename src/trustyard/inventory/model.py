@@ -9,6 +9,7 @@ from typing import Any
 
 from cryptography import x509
 
+from ..units import format_time
 from ..x509.chain import label
 from ..x509.summary import fingerprint_sha256, is_ca, is_self_signed, serial_hex, spki_sha256
 from ..x509.names import name_text, sans_of
@@ -50,6 +51,15 @@ class CertItem:
         self.spki = spki_sha256(c)
         self.is_ca = is_ca(c)
         self.self_signed = is_self_signed(c)
+        # What the certificate is used as; ``roles.classify`` refines these from the whole scan.
+        self.service = not self.is_ca
+        self.root = self.is_ca and self.self_signed
+
+    @property
+    def roles(self) -> list[str]:
+        """``service``, ``root``, both, or ``intermediate`` (a CA that is not self-signed)."""
+        out = (["service"] if self.service else []) + (["root"] if self.root else [])
+        return out or ["intermediate"]
 
     # Text forms are made when a report or a finding needs them, once: rendering a
     # name costs more than parsing the certificate, and most certificates need neither.
@@ -72,8 +82,8 @@ class CertItem:
 
     @property
     def leaf_self_signed(self) -> bool:
-        """``x509.chain.is_leaf_self_signed`` from the values computed once above."""
-        return self.self_signed and (not self.is_ca or bool(self.sans))
+        """Self-signed and used as a service certificate (see ``roles.classify``)."""
+        return self.self_signed and self.service
 
     def to_json(self) -> dict[str, Any]:
         c = self.cert
@@ -82,14 +92,15 @@ class CertItem:
             "subject": self.subject_text,
             "issuer": self.issuer_text,
             "sans": [name_text(n) for n in self.sans],
-            "not_before": c.not_valid_before_utc.isoformat(),
-            "not_after": c.not_valid_after_utc.isoformat(),
+            "not_before": format_time(c.not_valid_before_utc),
+            "not_after": format_time(c.not_valid_after_utc),
             "serial": serial_hex(c.serial_number),
             "fingerprint_sha256": self.fingerprint,
             "spki_sha256": self.spki,
             "self_signed": self.self_signed,
             "is_ca": self.is_ca,
             "environment": self.environment,
+            "roles": self.roles,
         }
 
 
@@ -117,10 +128,12 @@ class Finding:
     locations: tuple[str, ...]
     detail: str
     subject: str | None = None
+    fingerprint: str | None = None  # the certificate it is about (SHA-256), when it is about one
+    fix: str = ""  # the trustyard commands that replace what is wrong
 
     def to_json(self) -> dict[str, Any]:
         return {"code": self.code, "severity": str(self.severity), "locations": list(self.locations),
-                "detail": self.detail}
+                "detail": self.detail, "fingerprint_sha256": self.fingerprint, "fix": self.fix}
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Renderings of an Inventory: a table for people (most severe first), JSON, CSV, and the
+"""Renderings of an Inventory: a table for people (one row per distinct certificate, then
+the findings, most severe first, each with its fix), JSON, CSV, and the
 Prometheus text format for node_exporter's textfile collector."""
 
 from __future__ import annotations
@@ -7,9 +8,11 @@ import csv
 import io
 import json
 from collections import Counter
+from datetime import datetime, timezone
 
+from ..units import humanize
 from .findings import SEVERITY
-from .model import Inventory, Severity
+from .model import CertItem, Inventory, Severity
 
 
 def to_json(inv: Inventory) -> str:
@@ -24,27 +27,93 @@ def to_json(inv: Inventory) -> str:
     return "{\n" + ",\n".join(parts) + "\n}"
 
 
-def to_table(inv: Inventory) -> str:
-    lines = []
-    if inv.findings:
-        width = max(len(f.code) for f in inv.findings)
-        lines.append(f"{'SEVERITY':9} {'CODE':{width}} DETAIL / LOCATIONS")
-        for f in inv.findings:
-            lines.append(f"{str(f.severity):9} {f.code:{width}} {f.detail}")
-            for loc in f.locations:
-                lines.append(f"{'':9} {'':{width}}   {loc}")
+def summary(inv: Inventory) -> str:
+    """``1 distinct certificate in 7 locations, 1 private key in 3 locations, 5 findings, 0 unreadable``."""
+    distinct = len({c.fingerprint for c in inv.certificates})
+    keys = len({k.spki or f"?{k.location}" for k in inv.keys})
+    parts = [_count(distinct, "distinct certificate") + _where(len(inv.certificates)),
+             _count(keys, "private key") + _where(len(inv.keys))]
+    by_severity = Counter(str(f.severity) for f in inv.findings)
+    found = _count(len(inv.findings), "finding")
+    if by_severity:
+        found += " (" + ", ".join(f"{by_severity[str(s)]} {s}" for s in reversed(Severity) if by_severity[str(s)]) + ")"
+    return ", ".join(parts + [found, f"{len(inv.errors)} unreadable"])
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _where(locations: int) -> str:
+    return f" in {locations} locations" if locations > 1 else ""
+
+
+SHORT = 16  # hex digits of the fingerprint the table prints; --where accepts them
+
+
+def to_table(inv: Inventory, now: datetime | None = None) -> str:
+    """One row per distinct certificate with its locations beneath, then the findings, most
+    severe first, each with the ``fix:`` commands, then the summary line."""
+    now = now or datetime.now(timezone.utc)
+    lines: list[str] = []
+    by_fp: dict[str, list[CertItem]] = {}
+    for c in inv.certificates:
+        by_fp.setdefault(c.fingerprint, []).append(c)
+    keys_by_spki: dict[str, list[str]] = {}
+    for k in inv.keys:
+        if k.spki:
+            keys_by_spki.setdefault(k.spki, []).append(k.location)
+    worst_of: dict[str, int] = {}
+    for f in inv.findings:
+        if f.fingerprint:
+            worst_of[f.fingerprint] = max(worst_of.get(f.fingerprint, -1), f.severity)
+    if by_fp:
+        rows = []
+        for fp, items in sorted(by_fp.items(), key=lambda kv: (-worst_of.get(kv[0], -1), kv[1][0].label)):
+            first = items[0]
+            end = first.cert.not_valid_after_utc
+            left = humanize(end - now) if end > now else "expired"
+            rows.append((fp, [fp[:SHORT], first.label, ",".join(first.roles), left, str(len(items))]))
+        header = ["CERTIFICATE", "SUBJECT", "ROLE", "EXPIRES IN", "LOCATIONS"]
+        widths = [max(len(r[i]) for r in [header] + [cols for _, cols in rows]) for i in range(len(header))]
+        lines.append(_row(header, widths))
+        for fp, cols in rows:
+            lines.append(_row(cols, widths))
+            for item in by_fp[fp]:
+                tags = [t for t, on in (("trust store", item.trust_store), ("served", item.served)) if on]
+                lines.append(f"    {item.location}" + (f"  ({', '.join(tags)})" if tags else ""))
+            for key in keys_by_spki.get(by_fp[fp][0].spki, []):
+                lines.append(f"    {key}  (private key)")
     else:
-        lines.append("no findings")
+        lines.append("No certificates found.")
     lines.append("")
-    lines.append(f"{len(inv.certificates)} certificates, {len(inv.keys)} private keys, "
-                 f"{len(inv.findings)} findings, {len(inv.errors)} unreadable")
+    if inv.findings:
+        code_w = max(len("CODE"), *(len(f.code) for f in inv.findings))
+        lines.append(f"{'SEVERITY':9} {'CODE':{code_w}}  {'CERTIFICATE':{SHORT}}  DETAIL")
+        for f in inv.findings:
+            short = f.fingerprint[:SHORT] if f.fingerprint else "-"
+            lines.append(f"{str(f.severity):9} {f.code:{code_w}}  {short:{SHORT}}  {f.detail}")
+            everywhere = f.fingerprint and set(f.locations) == {i.location for i in by_fp.get(f.fingerprint, [])}
+            if not everywhere:
+                for loc in f.locations:
+                    lines.append(f"{'':9} at: {loc}")
+            if f.fix:
+                lines.append(f"{'':9} fix: {f.fix}")
+    else:
+        lines.append("No findings.")
+    lines.append("")
+    lines.append(summary(inv))
     for err in inv.errors:
         lines.append(f"  unreadable: {err.location}: {err.detail}")
     return "\n".join(lines)
 
 
+def _row(cols: list[str], widths: list[int]) -> str:
+    return "  ".join(c.ljust(w) for c, w in zip(cols, widths)).rstrip()
+
+
 CSV_FIELDS = ["location", "subject", "issuer", "sans", "not_before", "not_after", "serial",
-              "fingerprint_sha256", "spki_sha256", "self_signed", "is_ca", "environment", "findings"]
+              "fingerprint_sha256", "spki_sha256", "self_signed", "is_ca", "environment", "roles", "findings"]
 
 
 def to_csv(inv: Inventory) -> str:
@@ -58,7 +127,8 @@ def to_csv(inv: Inventory) -> str:
     for c in inv.certificates:
         row = c.to_json()
         row["sans"] = " ".join(row["sans"])
-        row["findings"] = " ".join(codes.get(c.location, []) + codes.get(c.group, []))
+        row["roles"] = " ".join(row["roles"])
+        row["findings"] = " ".join(dict.fromkeys(codes.get(c.location, []) + codes.get(c.group, [])))
         writer.writerow(row)
     return out.getvalue()
 

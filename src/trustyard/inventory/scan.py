@@ -68,7 +68,7 @@ def run_scan(options: ScanOptions, progress: Progress | None = None) -> Inventor
 def where(inv: Inventory, sha256: str) -> dict[str, Any]:
     """Blast radius: every place holding the certificate or key with this certificate or SPKI
     fingerprint, and every trust store whose anchors would accept that certificate."""
-    wanted = sha256.lower().replace(":", "")
+    wanted = resolve(inv, sha256)
     certs = [c for c in inv.certificates if wanted in (c.fingerprint, c.spki)]
     keys = [k for k in inv.keys if k.spki == wanted or (certs and k.spki in {c.spki for c in certs})]
     trusted_by: list[str] = []
@@ -91,8 +91,32 @@ def where(inv: Inventory, sha256: str) -> dict[str, Any]:
     }
 
 
+MIN_PREFIX = 6
+
+
+def resolve(inv: Inventory, text: str) -> str:
+    """A full certificate or SPKI fingerprint from a prefix of it (colons and case ignored),
+    such as the 16 hex digits the table prints; ``ValueError`` when it is too short or names
+    several. A full fingerprint is returned as given, found or not."""
+    wanted = text.strip().lower().replace(":", "")
+    if wanted.startswith("sha256"):
+        wanted = wanted[6:].lstrip("=")
+    if not wanted or any(ch not in "0123456789abcdef" for ch in wanted):
+        raise ValueError(f"{text!r} is not a SHA-256 fingerprint: give hex digits, e.g. the CERTIFICATE column")
+    if len(wanted) == 64:
+        return wanted
+    if len(wanted) < MIN_PREFIX:
+        raise ValueError(f"{text!r} is too short: give at least {MIN_PREFIX} hex digits of the fingerprint")
+    matches = sorted({fp for c in inv.certificates for fp in (c.fingerprint, c.spki) if fp.startswith(wanted)}
+                     | {k.spki for k in inv.keys if k.spki and k.spki.startswith(wanted)})
+    if len(matches) > 1:
+        raise ValueError(f"{text!r} matches {len(matches)} fingerprints ({', '.join(m[:16] for m in matches[:5])}"
+                         f"{', ...' if len(matches) > 5 else ''}): give more digits")
+    return matches[0] if matches else wanted
+
+
 def count_files(paths: list[str]) -> int:
     return sum(1 for _ in iter_files(paths, lambda *_: None)) if paths else 0
 
 
-__all__ = ["ScanOptions", "count_files", "run_scan", "where"]
+__all__ = ["ScanOptions", "count_files", "resolve", "run_scan", "where"]

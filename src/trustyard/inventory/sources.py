@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
 from cryptography.utils import CryptographyDeprecationWarning
 
 from ..x509.keys import spki_der
+from ..x509.summary import spki_sha256
 from .model import CertItem, Inventory, KeyItem, ReadError
 
 MAX_FILE_BYTES = 8 * 1024 * 1024
@@ -144,8 +145,13 @@ def _add_certs(certs: list[x509.Certificate], location: str, group: str, options
                trust: bool) -> None:
     for i, cert in enumerate(certs):
         where = location if len(certs) == 1 else f"{location}#{i}"
-        inv.certificates.append(CertItem(cert, where, group, environment=options.environment,
-                                         trust_store=trust or options.trust_store, position=i))
+        try:
+            item = CertItem(cert, where, group, environment=options.environment,
+                            trust_store=trust or options.trust_store, position=i)
+        except Exception as exc:  # e.g. a key on an unsupported curve: report it, keep the file's others
+            inv.errors.append(ReadError(where, f"unreadable certificate: {type(exc).__name__}: {exc}"))
+            continue
+        inv.certificates.append(item)
 
 
 def _read_pem(data: bytes, location: str, group: str, options: ReadOptions, inv: Inventory, *,
@@ -270,7 +276,10 @@ def _read_jks(data: bytes, location: str, options: ReadOptions, inv: Inventory) 
         certs = [x509.load_der_x509_certificate(der) for _, der in entry.cert_chain]
         if entry.is_decrypted():
             key = serialization.load_der_private_key(entry.pkey_pkcs8, password=None)
-            inv.keys.append(KeyItem(group, group, spki_of_key(key), encrypted=True, environment=options.environment))
+            spki: str | None = spki_of_key(key)
+        else:  # a key password we do not know: the entry still holds the key of its certificate
+            spki = spki_sha256(certs[0]) if certs else None
+        inv.keys.append(KeyItem(group, group, spki, encrypted=True, environment=options.environment))
         for i, cert in enumerate(certs):
             where = group if len(certs) == 1 else f"{group}#{i}"
             inv.certificates.append(CertItem(cert, where, group, environment=options.environment, position=i,
@@ -289,11 +298,11 @@ def _read_manifest(data: bytes, location: str, options: ReadOptions, inv: Invent
             kind = obj.get("kind")
             if kind not in ("Secret", "ConfigMap"):
                 continue
-            meta = obj.get("metadata") or {}
+            meta = _mapping(obj, "metadata")
             name = f"{meta.get('namespace', 'default')}/{meta.get('name', f'doc{n}')}"
             group = f"{location}#{kind}/{name}"
             values: dict[str, bytes] = {}
-            for key, value in (obj.get("data") or {}).items():
+            for key, value in _mapping(obj, "data").items():
                 if not isinstance(value, str):
                     continue
                 if kind == "Secret":
@@ -303,15 +312,25 @@ def _read_manifest(data: bytes, location: str, options: ReadOptions, inv: Invent
                         inv.errors.append(ReadError(f"{group}/{key}", "data is not base64"))
                 else:
                     values[key] = value.encode()
-            for key, value in (obj.get("stringData") or {}).items():
+            for key, value in _mapping(obj, "stringData").items():
                 if isinstance(value, str):
                     values[key] = value.encode()
-            for key, value in (obj.get("binaryData") or {}).items():
+            for key, value in _mapping(obj, "binaryData").items():
                 if isinstance(value, str):
-                    values[key] = base64.b64decode(value)
+                    try:
+                        values[key] = base64.b64decode(value)
+                    except (binascii.Error, ValueError):
+                        inv.errors.append(ReadError(f"{group}/{key}", "binaryData is not base64"))
             for key, blob in values.items():
-                trust = kind == "ConfigMap" or bool(_TRUST_NAMES.search(key))
+                trust = kind == "ConfigMap" or bool(_TRUST_NAMES.search(str(key)))  # YAML keys may be numbers
                 parse_blob(blob, f"{group}/{key}", group, options, inv, trust=trust)
+
+
+def _mapping(obj: dict[str, Any], key: str) -> dict[Any, Any]:
+    """A manifest member that should be a mapping; anything else (a hostile or broken
+    manifest) counts as empty."""
+    value = obj.get(key)
+    return value if isinstance(value, dict) else {}
 
 
 def _k8s_objects(doc: Any) -> Iterator[dict[str, Any]]:

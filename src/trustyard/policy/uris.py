@@ -115,6 +115,12 @@ def parse_uri_pattern(text: str) -> str:
     Raises ValueError naming the problem: the fixed part must itself be in normal form."""
     if "*" in text[:-1]:
         raise ValueError(f"invalid URI pattern {text!r}: '*' may only end the pattern")
+    authority = text.partition("://")[2]
+    if text.endswith("*") and "/" not in authority and authority != "*":
+        # spiffe://prod.internal* would match spiffe://prod.internal.evil/...: a prefix ends
+        # in the path, or is the whole authority (spiffe://*, any ID of that scheme).
+        raise ValueError(f"invalid URI pattern {text!r}: '*' inside the authority; write "
+                         f"{text[:-1]}/* for IDs below it")
     # A prefix is checked as the shortest URI it can match: the prefix plus one character.
     problem = uri_problem(text[:-1] + "x" if text.endswith("*") else text)
     if problem:

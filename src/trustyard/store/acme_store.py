@@ -106,14 +106,32 @@ class AcmeStore:
 
     # -- nonces -------------------------------------------------------------------------------
 
-    def mint_nonce(self, retry: bool = True) -> str:
-        """A nonce; ``retry`` ones (from newNonce or with a problem) are exempt from the test knob."""
+    def mint_nonce(self, retry: bool = True, source: str = "", keep: int = 0) -> str:
+        """A nonce; ``retry`` ones (from newNonce or with a problem) are exempt from the test knob.
+
+        ``source`` is the client it is for; with ``keep``, that client's unspent nonces beyond
+        the ``keep`` newest are dropped in the same transaction, so no client can grow the
+        table by asking for nonces it never spends."""
         nonce = secrets.token_urlsafe(16)
-        with self.sql._tx(durable=False, one_statement=True) as conn:
-            self.sql.run(conn, _INSERT_NONCE, {"nonce": nonce, "expires_at": _now() + NONCE_LIFETIME, "retry": int(retry)})
+        with self.sql._tx(durable=False, one_statement=not keep) as conn:
+            self.sql.run(conn, _INSERT_NONCE, {"nonce": nonce, "expires_at": _now() + NONCE_LIFETIME,
+                                               "retry": int(retry), "source": source})
+            if keep:
+                self._trim_nonces(conn, source, keep)
         return nonce
 
-    def redeem_nonce(self, nonce: str, reject_percent: float = 0.0) -> tuple[bool, str]:
+    def _trim_nonces(self, conn: Any, source: str, keep: int) -> None:
+        """Drop ``source``'s unspent nonces beyond the ``keep`` newest of those handed out without
+        authentication (``retry``: from newNonce or a refusal). A nonce that succeeded a spent
+        one answers an authenticated request and takes that one's row: those never add up."""
+        mine = (acme_nonces.c.source == source, acme_nonces.c.retry == 1)
+        newest = select(acme_nonces.c.nonce).where(*mine).order_by(acme_nonces.c.expires_at.desc()).limit(keep)
+        if not self.sql.is_sqlite:  # PostgreSQL takes no LIMIT inside IN: a derived table does
+            newest = select(newest.subquery().c.nonce)
+        conn.execute(delete(acme_nonces).where(*mine, acme_nonces.c.nonce.not_in(newest)))
+
+    def redeem_nonce(self, nonce: str, reject_percent: float = 0.0, source: str = "",
+                     keep: int = 0) -> tuple[bool, str]:
         """Redeem ``nonce`` and mint the response's one in a single transaction: (accepted, fresh).
 
         ``reject_percent`` (a test knob) refuses that share of the valid nonces that a successful
@@ -130,7 +148,10 @@ class AcmeStore:
                 return False, fresh
             ok = self.sql.run(conn, _REDEEM_NONCE, values).rowcount == 1
             if not ok:
-                self.sql.run(conn, _INSERT_NONCE, {"nonce": fresh, "expires_at": values["b_expires"], "retry": 1})
+                self.sql.run(conn, _INSERT_NONCE, {"nonce": fresh, "expires_at": values["b_expires"], "retry": 1,
+                                                   "source": source})
+                if keep:
+                    self._trim_nonces(conn, source, keep)
             if random.random() < 0.01:  # amortized clean-up of nonces nobody came back with
                 conn.execute(delete(acme_nonces).where(acme_nonces.c.expires_at < values["b_now"]))
         return ok, fresh
@@ -331,6 +352,28 @@ class AcmeStore:
                 acme_challenges.c.id == challenge_id, acme_challenges.c.status == "processing",
                 acme_challenges.c.started_at < started_before).values(started_at=_now()))
             return result.rowcount == 1
+
+
+    # -- housekeeping -------------------------------------------------------------------------
+
+    def purge(self, now: datetime | None = None) -> dict[str, int]:
+        """Delete what no client can use any more: expired nonces, and orders past their expiry
+        that never became valid (abandoned, invalid or stuck), with their authorizations and
+        challenges. Valid orders stay: they name the certificate they produced. The number
+        of rows deleted, per table."""
+        now = now or _now()
+        dead_orders = select(acme_orders.c.id).where(acme_orders.c.status != "valid", acme_orders.c.expires_at < now)
+        dead_authzs = select(acme_authzs.c.id).where(acme_authzs.c.order_id.in_(dead_orders))
+        with self.sql._tx(durable=False) as conn:
+            return {
+                "acme_challenges": conn.execute(delete(acme_challenges).where(
+                    acme_challenges.c.authz_id.in_(dead_authzs))).rowcount,
+                "acme_authzs": conn.execute(delete(acme_authzs).where(
+                    acme_authzs.c.order_id.in_(dead_orders))).rowcount,
+                "acme_orders": conn.execute(delete(acme_orders).where(
+                    acme_orders.c.status != "valid", acme_orders.c.expires_at < now)).rowcount,
+                "acme_nonces": conn.execute(delete(acme_nonces).where(acme_nonces.c.expires_at < now)).rowcount,
+            }
 
 
 def _successor(nonce: str) -> tuple[str, dict[str, Any]]:

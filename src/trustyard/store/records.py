@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from ..units import format_time
+
 
 @dataclass(frozen=True)
 class Intent:
@@ -38,6 +40,7 @@ class CertRecord:
     renewed_from: str | None
     revoked_at: datetime | None
     revocation_reason: str | None
+    superseded_by: str | None = None  # the certificate that renewed this one (it renews only once)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -46,13 +49,14 @@ class CertRecord:
             "subject": self.subject,
             "sans": list(self.sans),
             "status": self.status,
-            "not_before": self.not_before.isoformat(),
-            "not_after": self.not_after.isoformat(),
-            "requested_at": self.requested_at.isoformat(),
+            "not_before": format_time(self.not_before),
+            "not_after": format_time(self.not_after),
+            "requested_at": format_time(self.requested_at),
             "fingerprint_sha256": self.fingerprint_sha256,
             "renewed_from": self.renewed_from,
-            "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
+            "revoked_at": format_time(self.revoked_at) if self.revoked_at else None,
             "revocation_reason": self.revocation_reason,
+            "superseded_by": self.superseded_by,
         }
 
 
@@ -61,7 +65,7 @@ class AuditEvent:
     """Who did what to what, with which outcome and why."""
 
     actor: str
-    action: str  # token.mint | certificate.issue | certificate.renew | certificate.revoke | request.deny
+    action: str  # token.mint | certificate.issue | certificate.renew[.retry] | certificate.revoke | request.deny
     target: str
     outcome: str = "ok"  # ok | denied
     detail: dict[str, Any] = field(default_factory=dict)
@@ -81,7 +85,7 @@ class AuditEntry:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "seq": self.seq, "at": self.at.isoformat(), "actor": self.actor, "action": self.action,
+            "seq": self.seq, "at": format_time(self.at), "actor": self.actor, "action": self.action,
             "target": self.target, "outcome": self.outcome, "detail": self.detail,
             "prev_hash": self.prev_hash, "hash": self.hash,
         }

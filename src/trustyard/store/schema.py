@@ -24,7 +24,9 @@ certificates = Table(
     Column("token_jti", String(128), nullable=True),
     Column("revoked_at", DateTime(timezone=True), nullable=True),
     Column("revocation_reason", String(64), nullable=True),
+    Column("superseded_by", String(40), nullable=True),  # migration 0004: the renewal of this one
     Index("ix_certificates_status_not_after", "status", "not_after"),
+    Index("ix_certificates_renewed_from", "renewed_from"),
 )
 
 used_tokens = Table(
@@ -62,6 +64,9 @@ acme_nonces = Table(
     Column("nonce", String(32), primary_key=True),  # deleting the row redeems it: single use everywhere
     Column("expires_at", DateTime(timezone=True), nullable=False),
     Column("retry", Integer, nullable=False),  # from newNonce or a refusal: exempt from the rejection test knob
+    # Migration 0003: the client address (IPv6: its /64) it was minted for; each keeps a few.
+    Column("source", String(64), nullable=False, server_default=""),
+    Index("ix_acme_nonces_source", "source", "expires_at"),
 )
 
 acme_accounts = Table(
@@ -118,4 +123,18 @@ acme_challenges = Table(
     Column("started_at", DateTime(timezone=True), nullable=True),
     Column("error", Text, nullable=True),  # JSON problem
     Index("ix_acme_challenges_authz", "authz_id"),
+)
+
+
+# -- refusals in aggregate: migration 0003 --------------------------------------------------------
+
+refusals = Table(
+    "refusals", metadata,
+    # Unauthenticated refusals, one row per interval, source address and reason, with a count:
+    # a flood of junk requests moves a counter instead of adding audit entries.
+    Column("interval_start", DateTime(timezone=True), primary_key=True),
+    Column("source", String(64), primary_key=True),
+    Column("reason", String(96), primary_key=True),
+    Column("count", BigInteger, nullable=False),
+    Column("last_at", DateTime(timezone=True), nullable=False),
 )

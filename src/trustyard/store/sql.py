@@ -19,6 +19,7 @@ import os
 import threading
 from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -28,7 +29,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import StaticPool
 
-from ..errors import Conflict, NotFound, Unauthorized
+from ..errors import Conflict, Forbidden, NotFound, Unauthorized
 from . import audit as chain
 from .prepared import Plan, PlanResult
 from .records import AuditEntry, AuditEvent, CertRecord, Intent
@@ -78,6 +79,13 @@ def deferred_flush() -> Iterator[list[Callable[[], None]]]:
         yield pending
     finally:
         _DEFERRED.reset(token)
+
+
+def superseded(serial: str, by: str) -> Conflict:
+    """The refusal of a second renewal of ``serial``, which ``by`` already renewed."""
+    return Conflict(f"certificate {serial} was already renewed (by {by}): a certificate renews once; renew "
+                    "the newer certificate, or bootstrap again with a new token", code="superseded",
+                    superseded_by=by)
 
 
 class SerialCollision(Exception):
@@ -367,8 +375,10 @@ class SqlStore:
     # -- issuance ---------------------------------------------------------------------------
 
     def record_intent(self, intent: Intent) -> None:
-        """Reserve the serial and redeem the token (if any) in one transaction."""
-        with self._tx(durable=False, one_statement=intent.token_jti is None) as conn:
+        """Reserve the serial, redeem the token (if any) and claim the renewed certificate (if
+        any) in one transaction: of two renewals of one certificate, only one gets this far."""
+        alone = intent.token_jti is None and intent.renewed_from is None
+        with self._tx(durable=False, one_statement=alone) as conn:
             if intent.token_jti is not None:
                 try:
                     self._redeem(conn, intent.token_jti, "bootstrap", intent.token_expires_at or intent.not_after)
@@ -384,6 +394,28 @@ class SqlStore:
                 ))
             except IntegrityError:
                 raise SerialCollision(intent.serial) from None
+            if intent.renewed_from is not None:
+                self._claim_renewal(conn, intent.renewed_from, intent.serial)
+
+    def _claim_renewal(self, conn: Connection, parent: str, child: str) -> None:
+        """Mark ``parent`` superseded by ``child``; refused unless it is issued and not yet renewed."""
+        if self.run(conn, _CLAIM, {"serial_": parent, "b_child": child}).rowcount == 1:
+            return
+        row = self.run(conn, _GET, {"serial_": parent}).first()
+        if row is None:
+            raise NotFound(f"no certificate with serial {parent}")
+        if row.status == "revoked":
+            raise Forbidden(f"certificate {parent} is revoked and can never be renewed", code="revoked")
+        if row.superseded_by is not None:
+            raise superseded(parent, row.superseded_by)
+        raise Conflict(f"certificate {parent} is {row.status}, not issued", code="conflict")
+
+    def renewal_of(self, serial: str) -> CertRecord | None:
+        """The certificate that renewed ``serial`` (its ``superseded_by``), if any."""
+        with self._tx(write=False) as conn:
+            row = self.run(conn, _GET, {"serial_": serial}).first()
+            child = self.run(conn, _GET, {"serial_": row.superseded_by}).first() if row and row.superseded_by else None
+        return _record(child) if child else None
 
     def use_token(self, jti: str, kind: str, expires_at: datetime) -> None:
         """Redeem a one-time credential (a renewal or revocation proof) on its own."""
@@ -396,32 +428,74 @@ class SqlStore:
     def _redeem(self, conn: Connection, jti: str, kind: str, expires_at: datetime) -> None:
         self.run(conn, _INSERT_TOKEN, {"jti": jti, "kind": kind, "used_at": _now(), "expires_at": expires_at})
 
-    def record_issued(self, serial: str, der: bytes, fingerprint: str, event_: AuditEvent) -> None:
-        """Store the signed certificate (before anyone receives it) and audit it, atomically."""
+    def record_issued(self, serial: str, der: bytes, fingerprint: str, event_: AuditEvent) -> bool:
+        """Store the signed certificate (before anyone receives it) and audit it, atomically.
+
+        False when it was revoked while being signed (a key-compromise revocation of the
+        certificate it renews): it is stored, stays revoked, and must not be handed out."""
+        params = {"serial_": serial, "b_der": der, "b_fingerprint": fingerprint}
         with self._tx() as conn:
-            self.run(conn, _MARK_ISSUED, {"serial_": serial, "b_der": der, "b_fingerprint": fingerprint})
+            issued = self.run(conn, _MARK_ISSUED, params).rowcount == 1
+            if not issued:
+                self.run(conn, _STORE_DER, params)
+                event_ = replace(event_, outcome="denied", detail={**event_.detail, "revoked_while_signing": True})
             self._append(conn, event_)
+        return issued
 
     def record_failed(self, serial: str) -> None:
+        """The signing failed: the serial is spent, and the certificate it renews may renew again."""
         with self._tx() as conn:
             conn.execute(update(certificates).where(certificates.c.serial == serial).values(status="failed"))
+            conn.execute(update(certificates).where(certificates.c.superseded_by == serial).values(superseded_by=None))
 
-    def revoke(self, serial: str, reason: str, event_: AuditEvent) -> CertRecord:
+    def revoke(self, serial: str, reason: str, event_: AuditEvent, cascade: bool = False) -> CertRecord:
+        """Revoke ``serial``; with ``cascade`` also every certificate renewed from it, transitively,
+        in the same transaction and under the same audit entry (its ``descendants`` list).
+
+        A certificate already revoked for another reason may be revoked again with ``cascade``
+        (RFC 5280 lets a reason become keyCompromise): otherwise whoever revoked it first, the
+        key holder included, would keep its renewals out of reach."""
+        now = _now()
         with self._tx() as conn:
             result = conn.execute(
                 update(certificates)
                 .where(certificates.c.serial == serial, certificates.c.status == "issued")
-                .values(status="revoked", revoked_at=_now(), revocation_reason=reason)
+                .values(status="revoked", revoked_at=now, revocation_reason=reason)
             )
             if result.rowcount != 1:
                 row = conn.execute(select(certificates).where(certificates.c.serial == serial)).first()
                 if row is None:
                     raise NotFound(f"no certificate with serial {serial}")
-                raise Conflict(f"certificate {serial} is {row.status}, not issued", code="alreadyRevoked"
-                               if row.status == "revoked" else "conflict")
+                if not (cascade and row.status == "revoked" and row.revocation_reason != reason):
+                    raise Conflict(f"certificate {serial} is {row.status}, not issued", code="alreadyRevoked"
+                                   if row.status == "revoked" else "conflict")
+                conn.execute(update(certificates).where(certificates.c.serial == serial)
+                             .values(revocation_reason=reason))
+            if cascade:
+                descendants = self._revoke_descendants(conn, serial, reason, now)
+                event_ = replace(event_, detail={**event_.detail, "descendants": descendants})
             self._append(conn, event_)
             row = conn.execute(select(certificates).where(certificates.c.serial == serial)).one()
         return _record(row)
+
+    def _revoke_descendants(self, conn: Connection, serial: str, reason: str, now: datetime) -> list[str]:
+        """Revoke every issued or still-signing certificate renewed from ``serial``, at any depth;
+        the serials revoked, generation by generation."""
+        revoked: list[str] = []
+        seen, frontier = {serial}, [serial]
+        while frontier:
+            rows = conn.execute(select(certificates.c.serial, certificates.c.status)
+                                .where(certificates.c.renewed_from.in_(frontier))
+                                .order_by(certificates.c.requested_at, certificates.c.serial)).fetchall()
+            frontier = [r.serial for r in rows if r.serial not in seen]
+            seen.update(frontier)
+            live = [r.serial for r in rows if r.status in ("issued", "pending") and r.serial in frontier]
+            if live:
+                conn.execute(update(certificates)
+                             .where(certificates.c.serial.in_(live), certificates.c.status.in_(("issued", "pending")))
+                             .values(status="revoked", revoked_at=now, revocation_reason=reason))
+                revoked += live
+        return revoked
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -506,8 +580,15 @@ _INSERT_INTENT = insert(certificates)
 _INSERT_TOKEN = insert(used_tokens)
 _INSERT_AUDIT = insert(audit_log)
 _GET = select(certificates).where(certificates.c.serial == bindparam("serial_"))
-_MARK_ISSUED = (update(certificates).where(certificates.c.serial == bindparam("serial_"))
+_MARK_ISSUED = (update(certificates)
+                .where(certificates.c.serial == bindparam("serial_"), certificates.c.status == "pending")
                 .values(status="issued", der=bindparam("b_der"), fingerprint_sha256=bindparam("b_fingerprint")))
+_STORE_DER = (update(certificates).where(certificates.c.serial == bindparam("serial_"))
+              .values(der=bindparam("b_der"), fingerprint_sha256=bindparam("b_fingerprint")))
+_CLAIM = (update(certificates)
+          .where(certificates.c.serial == bindparam("serial_"), certificates.c.status == "issued",
+                 certificates.c.superseded_by.is_(None))
+          .values(superseded_by=bindparam("b_child")))
 _HEAD = select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)
 _HEAD_FOR_UPDATE = _HEAD.with_for_update()
 _MOVE_HEAD = update(audit_head).where(audit_head.c.id == 1).values(seq=bindparam("b_seq"), hash=bindparam("b_hash"))
@@ -525,6 +606,7 @@ def _record(row: Any) -> CertRecord:
         status=row.status, not_before=_utc(row.not_before), not_after=_utc(row.not_after),  # type: ignore[arg-type]
         requested_at=_utc(row.requested_at), der=row.der, fingerprint_sha256=row.fingerprint_sha256,  # type: ignore[arg-type]
         renewed_from=row.renewed_from, revoked_at=_utc(row.revoked_at), revocation_reason=row.revocation_reason,
+        superseded_by=row.superseded_by,
     )
 
 

@@ -41,11 +41,19 @@ SCOPE_KEY = "trustyard.peer_identity"
 
 
 def client_certificate(scope: Scope) -> x509.Certificate | None:
-    """The client's certificate from the ASGI TLS extension, or None."""
+    """The client's certificate from the ASGI TLS extension, or None; ``Unauthorized``
+    when what the server put there is not a readable certificate."""
     tls = (scope.get("extensions") or {}).get("tls") or {}
     chain = tls.get("client_cert_chain") or ()
+    if not isinstance(chain, (list, tuple)):
+        raise Unauthorized("the client certificate chain is unreadable")
     for pem in chain:
-        return x509.load_pem_x509_certificate(pem.encode("ascii") if isinstance(pem, str) else pem)
+        try:
+            cert = x509.load_pem_x509_certificate(pem.encode("ascii") if isinstance(pem, str) else pem)
+            cert.extensions  # noqa: B018 - parsed now, so identity_of meets no malformed extension
+        except Exception:  # cryptography raises several types on a malformed certificate
+            raise Unauthorized("the client certificate cannot be parsed") from None
+        return cert
     return None
 
 

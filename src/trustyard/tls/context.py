@@ -41,6 +41,7 @@ from typing import Any, Literal
 from cryptography import x509
 
 from ..errors import ConfigError
+from ..units import format_time
 
 log = logging.getLogger("trustyard.tls")
 
@@ -214,7 +215,7 @@ def _build_inner(files: TLSFiles, server: bool, front: ssl.SSLContext,
         # "KEY_VALUES_MISMATCH" for a half-rotated pair: that is what keeps it out.
         ctx.load_cert_chain(files.cert, files.key)
         leaf = _first_certificate(files.cert)
-        serial, not_after = leaf.serial_number, leaf.not_valid_after_utc.isoformat()
+        serial, not_after = leaf.serial_number, format_time(leaf.not_valid_after_utc)
     if files.ca is not None:
         ctx.load_verify_locations(cadata=files.ca.read_text("ascii"))
     # The connection keeps the front's verify mode; the inner one only lends keys and trust.

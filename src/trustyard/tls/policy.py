@@ -105,8 +105,11 @@ class IdentityPolicy:
         unknown = set(data) - {"allow"}
         if unknown:
             raise ConfigError(f"{source}: unknown key(s) {', '.join(sorted(unknown))}; expected [[allow]] tables")
+        entries = data.get("allow", [])
+        if not isinstance(entries, list):
+            raise ConfigError(f"{source}: allow must be [[allow]] tables")
         rules = []
-        for i, entry in enumerate(data.get("allow", [])):
+        for i, entry in enumerate(entries):
             where = f"{source}: allow[{i}]"
             if not isinstance(entry, dict):
                 raise ConfigError(f"{where}: must be a table")

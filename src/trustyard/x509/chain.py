@@ -11,11 +11,12 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
 
+from ..units import format_time
 from .names import common_names, sans_of
 from .summary import fingerprint_sha256, is_ca, is_self_signed
 
@@ -55,6 +56,75 @@ def find_issuer(cert: x509.Certificate, pool: Iterable[x509.Certificate]) -> x50
         if candidate is not cert and issued(candidate, cert):
             return candidate
     return None
+
+
+# Signature checks one path search may spend: a pathological bundle (100 intermediates with one
+# subject and one key) must end in a refusal, not in an exponential walk.
+SEARCH_BUDGET = 2000
+
+
+def candidate_paths(
+    leaf: x509.Certificate,
+    intermediates: Sequence[x509.Certificate],
+    anchors: Sequence[x509.Certificate],
+    max_depth: int = MAX_DEPTH,
+    budget: int = SEARCH_BUDGET,
+) -> Iterator[list[x509.Certificate]]:
+    """Every path ``leaf -> intermediates... -> anchor`` linked by names, key ids and signatures.
+
+    Depth first and backtracking: when several certificates could have issued the current
+    one (a cross-signed intermediate, a renewed CA with the same subject), each is tried in
+    turn, so a dead end on the first does not hide a good path through the second. A
+    certificate appears at most once per path; at most ``max_depth`` intermediates.
+    """
+    anchor_fps = {fingerprint_sha256(a) for a in anchors}
+    pool: list[x509.Certificate] = []
+    seen: set[str] = set(anchor_fps)
+    for cert in intermediates:
+        fp = fingerprint_sha256(cert)
+        if fp not in seen:
+            seen.add(fp)
+            pool.append(cert)
+    memo: dict[tuple[str, str], bool] = {}
+    spent = steps = 0
+
+    def signed(parent: x509.Certificate, child: x509.Certificate) -> bool:
+        nonlocal spent, steps
+        steps += 1
+        if steps > budget * 20:  # cached answers are cheap, but the walk over them is not
+            raise _Exhausted
+        if child.issuer != parent.subject:
+            return False
+        key = (fingerprint_sha256(parent), fingerprint_sha256(child))
+        if key not in memo:
+            spent += 1
+            if spent > budget:
+                raise _Exhausted
+            memo[key] = issued(parent, child)
+        return memo[key]
+
+    def walk(path: list[x509.Certificate], used: set[str]) -> Iterator[list[x509.Certificate]]:
+        current = path[-1]
+        for anchor in anchors:
+            if signed(anchor, current):
+                yield [*path, anchor]
+        if len(path) > max_depth:
+            return
+        for cert in pool:
+            fp = fingerprint_sha256(cert)
+            if fp not in used and signed(cert, current):
+                yield from walk([*path, cert], used | {fp})
+
+    if fingerprint_sha256(leaf) in anchor_fps:
+        yield [leaf]
+    try:
+        yield from walk([leaf], {fingerprint_sha256(leaf)})
+    except _Exhausted:
+        return
+
+
+class _Exhausted(Exception):
+    pass
 
 
 def is_leaf_self_signed(cert: x509.Certificate) -> bool:
@@ -98,9 +168,19 @@ def check_chain(
     if not served:
         raise ValueError("empty chain")
     leaf = served[0]
+    found = next(candidate_paths(leaf, served[1:], anchors), None)
+    if found is not None:
+        return ChainCheck(path=found[:-1] or found, anchor=found[-1])
+    sent = {fingerprint_sha256(c) for c in served}
+    found = next(candidate_paths(leaf, [*served[1:], *known], anchors), None) if known else None
+    if found is not None:
+        borrowed = [c for c in found[1:-1] if fingerprint_sha256(c) not in sent]
+        needed = borrowed[0].subject.rfc4514_string()
+        return ChainCheck(
+            path=found[:-1], code="missing_intermediate", needed_issuer=needed, anchor=found[-1],
+            borrowed=borrowed, detail=f"the server does not send the intermediate {needed}",
+        )
     anchor_fps = {fingerprint_sha256(a) for a in anchors}
-    if fingerprint_sha256(leaf) in anchor_fps:
-        return ChainCheck(path=[leaf], anchor=leaf)
     path = [leaf]
     borrowed: list[x509.Certificate] = []
     rest = list(served[1:])
@@ -159,17 +239,21 @@ class WindowProblem:
 
 
 def check_validity(path: Sequence[x509.Certificate], now: datetime) -> WindowProblem | None:
-    """The first certificate of the path outside its validity window at ``now``."""
+    """The first certificate of the path outside its validity window at ``now``.
+
+    Certificates carry whole seconds, so ``now`` is compared at that granularity.
+    """
+    now = now.replace(microsecond=0)
     for i, cert in enumerate(path):
         who = "leaf" if i == 0 else f"chain[{i}]"
         if now > cert.not_valid_after_utc:
             return WindowProblem("expired", i, cert,
                                  f"{who} {label(cert)} expired at "
-                                 f"{cert.not_valid_after_utc.isoformat()}")
+                                 f"{format_time(cert.not_valid_after_utc)}")
         if now < cert.not_valid_before_utc:
             return WindowProblem("not_yet_valid", i, cert,
                                  f"{who} {label(cert)} is valid only from "
-                                 f"{cert.not_valid_before_utc.isoformat()}")
+                                 f"{format_time(cert.not_valid_before_utc)}")
     return None
 
 

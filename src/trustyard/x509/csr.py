@@ -8,6 +8,7 @@ taken from it; no extension is ever copied into a certificate.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -49,12 +50,31 @@ def load_csr(data: bytes | str) -> x509.CertificateSigningRequest:
         raise CSRError(f"cannot parse CSR: {_short(exc)}") from None
 
 
-def check_csr(csr: x509.CertificateSigningRequest) -> CSRRequest:
-    """Verify the self-signature and extract what the requester asks for."""
+KeyCheck = Callable[[KeyType | None, str], None]
+"""Called with a CSR's key type and description before its signature is verified; raises to refuse."""
+
+
+def check_csr(csr: x509.CertificateSigningRequest, accept_key: KeyCheck | None = None) -> CSRRequest:
+    """Check the requester's key, then verify the self-signature and extract what it asks for.
+
+    The key comes first: ``accept_key`` (the provisioner's key-type rule) may refuse it, and a
+    key of a type trustyard never issues for (RSA-8192 or 16384, P-521, DSA) is refused with
+    ``unsupportedKey``, both before any signature is checked.
+    """
+    try:
+        public_key = csr.public_key()
+    except Exception as exc:
+        raise CSRError(f"malformed CSR public key: {_short(exc)}") from None
+    key_type = key_type_of(public_key)  # type: ignore[arg-type]
+    description = describe_key(public_key)
+    if accept_key is not None:
+        accept_key(key_type, description)
+    if key_type is None:
+        supported = ", ".join(k.value for k in KeyType)
+        raise CSRError(f"the CSR's key is {description}: trustyard issues only for {supported}", "unsupportedKey")
     try:
         if not csr.is_signature_valid:
             raise CSRError("CSR signature does not verify: the requester does not hold the key", "badSignature")
-        public_key = csr.public_key()
         extensions = csr.extensions
     except CSRError:
         raise
@@ -82,16 +102,16 @@ def check_csr(csr: x509.CertificateSigningRequest) -> CSRRequest:
         raise CSRError(f"malformed CSR extension: {_short(exc)}") from None
     return CSRRequest(
         public_key=public_key,  # type: ignore[arg-type]
-        key_type=key_type_of(public_key),  # type: ignore[arg-type]
-        key_description=describe_key(public_key),
+        key_type=key_type,
+        key_description=description,
         names=tuple(dict.fromkeys(names)),
         asks_for_ca=asks_for_ca,
         der=csr.public_bytes(Encoding.DER),
     )
 
 
-def parse_csr(data: bytes | str) -> CSRRequest:
-    return check_csr(load_csr(data))
+def parse_csr(data: bytes | str, accept_key: KeyCheck | None = None) -> CSRRequest:
+    return check_csr(load_csr(data), accept_key)
 
 
 def _name_from_csr(general: x509.GeneralName) -> Name:

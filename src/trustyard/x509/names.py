@@ -28,6 +28,17 @@ def normalize_dns(text: str) -> str:
     return name
 
 
+_NUMBER = re.compile(r"^(?:[0-9]+|0x[0-9a-f]*)$")
+
+
+def reads_as_ip(name: str) -> bool:
+    """Whether a DNS-looking name is an IPv4 address to URL parsers and ``inet_aton``: its last
+    label is a number (decimal, or hex with ``0x``), as in ``10.0.0.1``, ``0x7f.1`` or
+    ``2130706433`` (the WHATWG URL standard's "ends in a number"). No top-level domain is one."""
+    labels = name.lower().rstrip(".").split(".")
+    return bool(_NUMBER.match(labels[-1]))
+
+
 def parse_name(text: str) -> Name:
     """A SAN from what a person types. Raises ValueError with the reason."""
     raw = str(text).strip()

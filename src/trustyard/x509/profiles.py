@@ -65,29 +65,45 @@ def root_builder(
     )
 
 
+# RFC 6761 reserves the "invalid" TLD: no real name is under it. A permitted subtree there shuts
+# a name type (DNS, URI host, email host) in OpenSSL (and DNS and email in cryptography's
+# verifier), where an excluded empty name is ignored by OpenSSL (URI, email) or refused as
+# malformed by cryptography (DNS). Not the bare TLD: pkilint wants a host name with a dot.
+NOWHERE = "nowhere.invalid"
+
+
 @dataclass(frozen=True)
 class NameLimits:
-    """Subtrees an intermediate may issue for, derived from the provisioners' policies."""
+    """Subtrees an intermediate may issue for, derived from the provisioners' policies.
+
+    Every name type is constrained: to the subtrees listed, else shut (DNS, URI and email to
+    ``nowhere.invalid``, IP addresses by excluding 0.0.0.0/0 and ::/0). Email is always shut:
+    no policy issues it. ``any_dns`` / ``any_uri`` leave that one type open (a ``*`` pattern,
+    a URI pattern whose host has no fixed suffix); ``unrestricted`` drops the extension."""
 
     dns: tuple[str, ...] = ()
     ips: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     uri_hosts: tuple[str, ...] = ()
+    any_dns: bool = False
+    any_uri: bool = False
     unrestricted: bool = False
 
     def extension(self) -> x509.NameConstraints | None:
         if self.unrestricted:
             return None
-        permitted: list[x509.GeneralName] = [x509.DNSName(d) for d in self.dns]
+        permitted: list[x509.GeneralName] = []
+        if not self.any_dns:
+            permitted += [x509.DNSName(d) for d in self.dns or (NOWHERE,)]
         permitted += [x509.IPAddress(n) for n in self.ips]
-        permitted += [x509.UniformResourceIdentifier(h) for h in self.uri_hosts]
+        if not self.any_uri:
+            permitted += [x509.UniformResourceIdentifier(h) for h in self.uri_hosts or (NOWHERE,)]
+        permitted.append(x509.RFC822Name(NOWHERE))
         excluded: list[x509.GeneralName] = []
         if not self.ips:
             # No IP SAN is allowed: say so, or an unconstrained IP type would be implied.
             excluded = [x509.IPAddress(ipaddress.ip_network("0.0.0.0/0")),
                         x509.IPAddress(ipaddress.ip_network("::/0"))]
-        if not permitted and not excluded:
-            return None
-        return x509.NameConstraints(permitted_subtrees=permitted or None, excluded_subtrees=excluded or None)
+        return x509.NameConstraints(permitted_subtrees=permitted, excluded_subtrees=excluded or None)
 
 
 def intermediate_builder(

@@ -10,6 +10,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from ..units import format_time
 from .keys import describe_key, spki_der
 from .names import name_text, sans_of
 
@@ -51,8 +52,8 @@ def summarize(cert: x509.Certificate, now: datetime | None = None) -> dict[str, 
         "issuer": cert.issuer.rfc4514_string(),
         "sans": [name_text(n) for n in sans_of(cert)],
         "serial": serial_hex(cert.serial_number),
-        "not_before": cert.not_valid_before_utc.isoformat(),
-        "not_after": not_after.isoformat(),
+        "not_before": format_time(cert.not_valid_before_utc),
+        "not_after": format_time(not_after),
         "seconds_left": int((not_after - now).total_seconds()),
         "key_type": describe_key(cert.public_key()),
         "is_ca": is_ca(cert),

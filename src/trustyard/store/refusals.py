@@ -1,0 +1,69 @@
+"""Unauthenticated refusals, audited in aggregate (table ``refusals``, migration 0003).
+
+A request that never authenticated (a bad token, proof or JWS, an unknown account, a spent
+nonce) is not worth an audit entry each: anyone can send millions. Each is counted instead,
+in one row per interval, source and reason; a flood moves counters. Sources are client
+addresses, IPv6 ones by /64 (one host holds a whole /64), so rotating addresses within one's
+own prefix adds no rows either.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from .schema import refusals
+from .sql import SqlStore, _utc
+
+INTERVAL = timedelta(hours=1)
+RETENTION = timedelta(days=90)
+
+
+def source_key(host: str | None) -> str:
+    """A client address as refusals and nonces are counted: IPv4 as is, IPv6 by its /64."""
+    if not host:
+        return "unknown"
+    try:
+        address = ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        return host[:64]
+    if address.version == 6 and address.ipv4_mapped is None:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address.ipv4_mapped or address) if address.version == 6 else str(address)
+
+
+def note(sql: SqlStore, source: str, reason: str, now: datetime | None = None) -> None:
+    """Count one refusal of ``source`` for ``reason`` in the current interval's row."""
+    now = now or datetime.now(timezone.utc)
+    step = int(INTERVAL.total_seconds())
+    start = datetime.fromtimestamp(int(now.timestamp()) // step * step, timezone.utc)
+    values = {"interval_start": start, "source": source[:64], "reason": reason[:96], "count": 1, "last_at": now}
+    dialect = sqlite if sql.is_sqlite else postgresql
+    statement = dialect.insert(refusals).values(values)
+    statement = statement.on_conflict_do_update(
+        index_elements=["interval_start", "source", "reason"],
+        set_={"count": refusals.c["count"] + 1, "last_at": statement.excluded.last_at})
+    with sql._tx(durable=False, one_statement=True) as conn:
+        conn.execute(statement)
+
+
+def rows(sql: SqlStore, since: datetime | None = None) -> list[dict[str, Any]]:
+    """The counted refusals, oldest interval first."""
+    query = select(refusals).order_by(refusals.c.interval_start, refusals.c.source, refusals.c.reason)
+    if since is not None:
+        query = query.where(refusals.c.interval_start >= since)
+    with sql._tx(write=False) as conn:
+        found = conn.execute(query).fetchall()
+    return [{"interval_start": _utc(r.interval_start), "source": r.source, "reason": r.reason, "count": r.count,
+             "last_at": _utc(r.last_at)} for r in found]
+
+
+def purge(sql: SqlStore, now: datetime | None = None) -> int:
+    """Drop the counts of intervals older than ``RETENTION``; the number of rows deleted."""
+    cutoff = (now or datetime.now(timezone.utc)) - RETENTION
+    with sql._tx(durable=False) as conn:
+        return conn.execute(delete(refusals).where(refusals.c.interval_start < cutoff)).rowcount

@@ -1,0 +1,163 @@
+"""Issue 14 item 9: ``revoke`` and ``list`` behave like their neighbours, against a real
+``trustyard serve`` (and the local ``--home`` path)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from trustyard.ca.authority import REVOCATION_REASONS
+from trustyard.ca.home import InitOptions, init_home
+from trustyard.cli import cli
+
+from .support import PASSWORD, Server, start_server
+
+ENV = {"TRUSTYARD_PASSWORD": PASSWORD.decode()}
+WHEN = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    home = tmp_path_factory.mktemp("revoke-ca") / "ca"
+    init_home(home, PASSWORD, InitOptions(allow=("*.internal",)))
+    s = start_server(home, workers=1)
+    yield s
+    s.stop()
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, list(args), env=ENV)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def remote(server: Server) -> list[str]:
+    """--ca-url with the admin token of the home (``--home`` names where admin.token is)."""
+    return ["--ca-url", server.url, "--root", str(server.root), "--home", str(server.home)]
+
+
+def issue(server: Server, out: Path, name: str = "orders.internal") -> str:
+    code, stdout, err = run("issue", name, "--home", str(server.home), "--out", str(out), "--json")
+    assert code == 0, err
+    return json.loads(stdout)["serial"]
+
+
+def status_of(server: Server, serial: str) -> dict[str, str]:
+    code, stdout, err = run("list", *remote(server), "--json")
+    assert code == 0, err
+    return next(c for c in json.loads(stdout)["certificates"] if c["serial"] == serial)
+
+
+def test_revoke_takes_the_serial_as_argument_and_says_who_is_told(server: Server, tmp_path: Path) -> None:
+    serial = issue(server, tmp_path / "orders")
+    code, out, err = run("revoke", serial, *remote(server))
+    assert code == 0, err
+    lines = out.splitlines()
+    assert re.fullmatch(rf"revoked   {serial} at {WHEN} \(unspecified\)", lines[0])
+    assert "told      the CA: it refuses to renew this certificate from now on" in lines
+    (not_told,) = [line for line in lines if line.startswith("not told")]
+    assert "trustyard publishes no CRL or OCSP yet" in not_told and "until it expires at" in not_told
+    assert "trustyard token orders.internal, then trustyard issue orders.internal" in out
+    assert status_of(server, serial)["status"] == "revoked"
+
+
+def test_the_old_serial_option_still_works_but_is_hidden(server: Server, tmp_path: Path) -> None:
+    serial = issue(server, tmp_path / "orders")
+    code, out, err = run("revoke", "--serial", serial, *remote(server))
+    assert code == 0 and out.startswith(f"revoked   {serial}"), err
+    code, help_text, _ = run("revoke", "--help")
+    assert "[SERIAL]" in help_text and "--serial" not in help_text
+
+
+def test_reason_is_a_case_insensitive_choice(server: Server, tmp_path: Path) -> None:
+    serial = issue(server, tmp_path / "orders")
+    code, out, err = run("revoke", serial, "--reason", "CESSATIONOFOPERATION", *remote(server))
+    assert code == 0, err
+    assert out.splitlines()[0].endswith("(cessationOfOperation)")
+    assert status_of(server, serial)["revocation_reason"] == "cessationOfOperation"
+
+
+def test_a_bad_reason_is_a_usage_error_listing_the_reasons(server: Server, tmp_path: Path) -> None:
+    serial = issue(server, tmp_path / "orders")
+    code, out, err = run("revoke", serial, "--reason", "stolen", *remote(server))
+    assert code == 2 and out == ""
+    assert "Invalid value for '--reason': 'stolen' is not one of " + ", ".join(REVOCATION_REASONS) in err
+    assert status_of(server, serial)["status"] == "issued"  # nothing changed
+
+
+@pytest.mark.parametrize("how", ["admin", "holder", "local"])
+def test_revoking_again_succeeds_and_says_when(server: Server, tmp_path: Path, how: str) -> None:
+    out_dir = tmp_path / "orders"
+    serial = issue(server, out_dir)
+    args = {"admin": [serial, *remote(server)],
+            "holder": ["--cert", str(out_dir / "tls.crt"), "--key", str(out_dir / "tls.key"), "--ca-url",
+                       server.url, "--root", str(server.root)],
+            "local": [serial, "--home", str(server.home)]}[how]
+    code, first, err = run("revoke", *args, "--reason", "superseded")
+    assert code == 0, err
+    when = re.search(WHEN, first.splitlines()[0])
+    assert when is not None
+    code, again, err = run("revoke", *args, "--reason", "superseded")
+    assert code == 0, err
+    assert again.strip() == f"{serial} was already revoked at {when.group(0)} (superseded); nothing changed"
+    code, doc, _ = run("revoke", *args, "--json")
+    assert code == 0 and json.loads(doc)["already_revoked"] is True
+
+
+def test_key_compromise_still_reaches_the_renewals_of_a_revoked_certificate(server: Server, tmp_path: Path) -> None:
+    out_dir = tmp_path / "orders"
+    first = issue(server, out_dir)
+    shutil.copytree(out_dir, tmp_path / "first")
+    code, _, err = run("renew", "--cert", str(out_dir / "tls.crt"), "--key", str(out_dir / "tls.key"),
+                       "--home", str(server.home))
+    assert code == 0, err
+    child = status_of(server, first)["superseded_by"]
+    assert child and status_of(server, child)["status"] == "issued"
+    assert run("revoke", first, *remote(server))[0] == 0  # unspecified: the renewal lives on
+    assert status_of(server, child)["status"] == "issued"
+    code, out, err = run("revoke", first, "--reason", "keycompromise", *remote(server))
+    assert code == 0, err
+    assert "(keyCompromise)" in out.splitlines()[0] and "and every certificate renewed from it" in out
+    assert status_of(server, child)["status"] == "revoked"
+    code, out, _ = run("revoke", first, "--reason", "keyCompromise", *remote(server))
+    assert code == 0 and "was already revoked at" in out and "(keyCompromise)" in out
+
+
+def test_list_says_no_certificates_found_on_an_empty_ledger(tmp_path: Path) -> None:
+    home = tmp_path / "ca"
+    init_home(home, PASSWORD, InitOptions(allow=("*.internal",)))
+    code, out, err = run("list", "--home", str(home))
+    assert code == 0, err
+    assert out == "No certificates found.\n"
+    code, out, _ = run("list", "--home", str(home), "--json")
+    assert json.loads(out) == {"certificates": []}
+
+
+def test_list_shows_expires_in_superseded_and_filters_by_name(server: Server, tmp_path: Path) -> None:
+    out_dir = tmp_path / "reports"
+    first = issue(server, out_dir, "reports.internal")
+    code, _, err = run("renew", "--cert", str(out_dir / "tls.crt"), "--key", str(out_dir / "tls.key"),
+                       "--home", str(server.home))
+    assert code == 0, err
+    issue(server, tmp_path / "other", "billing.internal")
+    code, out, err = run("list", *remote(server), "--name", "REPORTS.internal")
+    assert code == 0, err
+    header, *rows = out.splitlines()
+    assert header.split() == ["SERIAL", "STATUS", "EXPIRES", "IN", "NOT", "AFTER", "SANS"]
+    assert len(rows) == 2 and all(row.endswith("reports.internal") for row in rows)
+    assert "billing.internal" not in out
+    statuses = {row.split()[0]: row.split()[1] for row in rows}
+    assert statuses[first] == "superseded" and "issued" in statuses.values()
+    for row in rows:  # the columns line up under their headers
+        assert row.index(" ", header.index("EXPIRES IN")) > header.index("EXPIRES IN")
+        assert re.match(r"2[0-3]h \d+m", row[header.index("EXPIRES IN"):])
+        assert re.match(WHEN, row[header.index("NOT AFTER"):])
+    code, out, _ = run("list", *remote(server), "--name", "*.internal")
+    assert code == 0 and "billing.internal" in out and "reports.internal" in out
+    code, out, _ = run("list", *remote(server), "--name", "nothing.internal")
+    assert code == 0 and out == "No certificates found.\n"
