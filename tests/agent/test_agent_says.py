@@ -10,6 +10,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 import tomli_w
 
 from trustyard.x509.summary import serial_hex
@@ -24,6 +25,7 @@ def _lines(text: str, needle: str) -> list[str]:
     return [ln for ln in text.splitlines() if needle in ln]
 
 
+@pytest.mark.slow  # waits for a 20 s certificate's renewal
 def test_plan_after_each_issue_and_renewal_reload_output_and_what_stays_in_place(tmp_path: Path, ca: Server) -> None:
     token = tmp_path / "token"
     token.write_text(mint(ca.home, "plan.internal"))
