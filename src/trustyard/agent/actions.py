@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import pwd
+import signal
 import socket
 import ssl
 import stat
@@ -20,6 +21,9 @@ RELOAD_TIMEOUT_SECONDS = 60
 # What the reload command inherits from the agent: the basics a shell needs, nothing else (no
 # bootstrap token, no CA password, no password file path, no other secret the agent runs with).
 RELOAD_ENV_KEPT = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ")
+# How much of the reload command's output (stdout and stderr, interleaved) the log shows.
+OUTPUT_TAIL_LINES = 5
+OUTPUT_LINE_CHARS = 200
 
 
 class ReloadFailed(Exception):
@@ -31,14 +35,15 @@ def run_reload(action: ReloadAction, out_dir: Path) -> str:
     if action.command:
         env = reload_env(out_dir)
         try:
-            done = subprocess.run(action.command, shell=True, env=env, capture_output=True,  # noqa: S602 - operator's command
-                                  timeout=RELOAD_TIMEOUT_SECONDS, stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired:
-            raise ReloadFailed(f"reload command timed out after {RELOAD_TIMEOUT_SECONDS}s: {action.command}") from None
+            done = subprocess.run(action.command, shell=True, env=env, stdout=subprocess.PIPE,  # noqa: S602 - operator's command
+                                  stderr=subprocess.STDOUT, timeout=RELOAD_TIMEOUT_SECONDS, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired as exc:
+            raise ReloadFailed(f"reload command {action.command!r} timed out after {RELOAD_TIMEOUT_SECONDS}s"
+                               f"{output_tail(exc.stdout)}") from None
+        ran = f"command {action.command!r} exited {_exit_text(done.returncode)}{output_tail(done.stdout)}"
         if done.returncode != 0:
-            tail = (done.stderr or done.stdout).decode(errors="replace").strip()[-300:]
-            raise ReloadFailed(f"reload command exited {done.returncode}: {action.command}: {tail}")
-        return f"ran {action.command!r}"
+            raise ReloadFailed(f"reload {ran}")
+        return ran
     if action.signal:
         pid = read_pid_file(action.pid_file) if action.pid_file is not None else action.pid
         assert pid is not None
@@ -48,6 +53,24 @@ def run_reload(action: ReloadAction, out_dir: Path) -> str:
             raise ReloadFailed(f"cannot send {action.signal.name} to pid {pid}: {exc.strerror}") from None
         return f"sent {action.signal.name} to pid {pid}"
     return "no reload action"
+
+
+def _exit_text(code: int) -> str:
+    if code < 0:
+        try:
+            return f"on signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"on signal {-code}"
+    return str(code)
+
+
+def output_tail(data: bytes | None) -> str:
+    """``; output (last 2 lines): a | b`` or ``; no output``: what the command printed, for the log."""
+    lines = [ln.strip() for ln in (data or b"").decode(errors="replace").splitlines() if ln.strip()]
+    if not lines:
+        return "; no output"
+    tail = [ln if len(ln) <= OUTPUT_LINE_CHARS else ln[:OUTPUT_LINE_CHARS] + "..." for ln in lines[-OUTPUT_TAIL_LINES:]]
+    return f"; output (last {len(tail)} of {len(lines)} lines): " + " | ".join(tail)
 
 
 def reload_env(out_dir: Path, environ: dict[str, str] | None = None) -> dict[str, str]:

@@ -9,7 +9,9 @@ when it wants the next step. In each step it does exactly one of:
   action, then with a verify endpoint confirm the new serial is served, reloading once
   more after the grace period before calling it a failure.
 
-Every failure keeps the current files, counts, and schedules a retry with backoff.
+Every failure keeps the current files, counts, and schedules a retry with backoff, except
+what retrying cannot fix: a policy refusal or a bad request (400/403 problems) sets
+``refusal``, and the Agent stops with exit status 2 and the CA's message.
 """
 
 from __future__ import annotations
@@ -38,11 +40,19 @@ from .seams import CABackend, Clock, Current, Output
 log = logging.getLogger("trustyard.agent")
 
 # Exit statuses of --once (also documented in the CLI help).
-EXIT_OK, EXIT_FAILED, EXIT_REBOOTSTRAP = 0, 1, 3
+EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_REBOOTSTRAP = 0, 1, 2, 3
 PROBE_INTERVAL_SECONDS = 0.25
 # Problem codes after which only a new bootstrap token helps.
 _DEAD_CODES = {"expired", "revoked", "unknownCertificate", "superseded"}
-_TOKEN_CODES = {"tokenExpired", "tokenReused", "tokenUsed", "badToken", "replayed"}
+_TOKEN_CODES = {"tokenExpired", "tokenReused", "tokenUsed", "badToken", "replayed", "tokenReplayed",
+                "tokenNameMismatch"}
+# What to change when the CA refuses by policy, per rule (the problem's ``rule`` field).
+_POLICY_HINTS = {
+    "ttl_bounds": "give a --ttl (ttl in the config file) within those bounds, or have the CA's operator change "
+                  "the provisioner's min_ttl/max_ttl",
+    "names_allowed": "request names the provisioner allows, or have the CA's operator add them to its allow list",
+    "key_type_allowed": "choose an allowed --key-type",
+}
 
 
 @dataclass
@@ -80,6 +90,8 @@ class ManagedCert:
         self.pending_serial: int | None = None  # written, not yet proven active
         self.verify_ok: bool | None = None
         self.used_token: str | None = None
+        self.token_refused: str | None = None  # why the CA refused used_token
+        self.refusal: str | None = None       # a refusal retrying cannot fix: the agent stops
         self.counters = Counters()
         self._warned_budget = False
         self._recovering = False   # the CA answers again; the renewal waits for next_at
@@ -100,6 +112,8 @@ class ManagedCert:
 
     def status(self, now: datetime | None = None) -> Status:
         now = now or self.clock.now()
+        if self.refusal:
+            return Status(Level.ERROR, self.refusal)
         if self.needs_bootstrap:
             return Status(Level.ERROR, self.last_error or "needs a new bootstrap token")
         status = assess(now, self.current.issued_at if self.current else None, self.not_after,
@@ -168,6 +182,8 @@ class ManagedCert:
         except errors.TrustyardError as exc:
             if exc.code in _DEAD_CODES:
                 self._dead(now, exc)
+            elif exc.status in (400, 403):
+                self._refused(now, exc)
             else:
                 self._failed(now, f"[{exc.code}] {exc.detail}", level=logging.ERROR)
         except actions.ReloadFailed as exc:
@@ -197,12 +213,15 @@ class ManagedCert:
     def _bootstrap(self, now: datetime) -> None:
         self._late_by = timedelta(0)  # a new certificate starts a new rhythm
         token = self._token()
+        if token is not None and token == self.used_token and self.token_refused:
+            self._needs_token(now, self._token_refused_text(self.token_refused, now))
+            return
         if token is None or token == self.used_token:
             why = self._rebootstrap_text(now) if self.current else (
                 f"no bootstrap token: put a one-time token in {self._token_source()}")
             self._needs_token(now, why)
             return
-        self.used_token = token
+        self.used_token, self.token_refused = token, None
         key, csr = new_key_and_csr(self.spec.key_type, self.spec.names)
         try:
             issued = self.backend.sign(csr, token, self.spec.ttl)
@@ -211,9 +230,8 @@ class ManagedCert:
             raise
         except errors.TrustyardError as exc:
             if exc.code in _TOKEN_CODES or exc.status == 401:
-                refused = f"the CA refused the bootstrap token in {self._token_source()} ({exc.detail})"
-                self._needs_token(now, f"{refused}; {self._rebootstrap_text(now)}" if self.current else
-                                  f"{refused}: put a new one-time token there")
+                self.token_refused = f"{exc.detail} [{exc.code}]"
+                self._needs_token(now, self._token_refused_text(self.token_refused, now))
                 return
             raise
         self.needs_bootstrap = False
@@ -325,9 +343,9 @@ class ManagedCert:
             self._warned_budget = True
         self.renew_point = plan.pick(self.rng)
         self.next_at = max(self.renew_point, now)
-        if late_by > timedelta(0):
-            log.info("%s: the renewal came %s late; the next one moves that much earlier (to %s) to return "
-                     "to its rhythm", self.spec.name, humanize(late_by), format_time(self.renew_point))
+        log.info("%s: renewing at %s (in %s): %s", self.spec.name, format_time(self.renew_point),
+                 humanize(self.renew_point - now), plan.explain(self.renew_point),
+                 extra={"event": "planned", "certificate": self.spec.name, "renew_at": format_time(self.renew_point)})
 
     def _failed(self, now: datetime, why: str, level: int = logging.WARNING) -> None:
         self._recovering = False
@@ -357,6 +375,36 @@ class ManagedCert:
         # Look for a new token now and then; the operator may drop one into the file.
         self.next_at = now + self.backoff.delay(self.failures, self.rng)
         log.error("%s: %s", self.spec.name, why, extra={"event": "needs_bootstrap", "certificate": self.spec.name})
+
+    def _token_refused_text(self, reason: str, now: datetime) -> str:
+        refused = f"the CA refused the bootstrap token in {self._token_source()}: {reason}"
+        return f"{refused}; {self._rebootstrap_text(now)}" if self.current else \
+            f"{refused}; put a new one-time token there (trustyard token {self.spec.name})"
+
+    def _refused(self, now: datetime, exc: errors.TrustyardError) -> None:
+        """A refusal the same request would meet again: record it; the Agent stops."""
+        rule = exc.fields.get("rule")
+        what = f"the CA refused by policy (rule {rule}" + (f", value {exc.fields['value']}" if "value" in exc.fields
+                                                            else "") + ")" if rule else \
+            f"the CA refused the request ({exc.status} {exc.code})"
+        hint = _POLICY_HINTS.get(str(rule), "fix the agent's settings or the CA's policy")
+        self.refusal = f"{what}: {exc.detail}. Retrying cannot fix this: {hint}, then start the agent again"
+        self.failures += 1
+        self.counters.failures += 1
+        self.last_error = self.refusal
+        log.error("%s: %s", self.spec.name, self.refusal,
+                  extra={"event": "refused", "certificate": self.spec.name})
+
+    def in_place(self) -> str:
+        """What is really on disk now: the certificate's serial and notAfter, or nothing."""
+        current = self.output.load()
+        if current is None:
+            return f"{self.spec.name}: no certificate in place in {self.output.describe()}"
+        leaf = current.chain[0]
+        left = leaf.not_valid_after_utc - self.clock.now()
+        state = f"expires in {humanize(left)}" if left > timedelta(0) else f"EXPIRED {humanize(-left)} ago"
+        return (f"{self.spec.name}: serial {serial_hex(leaf.serial_number)} in place in {self.output.describe()}, "
+                f"notAfter {format_time(leaf.not_valid_after_utc)} ({state})")
 
     def _rebootstrap_text(self, now: datetime) -> str:
         na = self.not_after
@@ -441,6 +489,8 @@ class Agent:
         for m in self.managed:
             if m.current is None or m.due(now) or m.pending_serial is not None:
                 m.step(now)
+        if self._refused():
+            return EXIT_REFUSED
         self.refresh_roots(self.clock.now())
         if any(m.needs_bootstrap for m in self.managed):
             return EXIT_REBOOTSTRAP
@@ -456,10 +506,21 @@ class Agent:
             for m in self.managed:
                 if m.due(now):
                     m.step(now)
+            if self._refused():
+                self._stopping("the CA refused what retrying cannot fix")
+                return EXIT_REFUSED
             now = self.clock.now()
             if now >= self.roots_next:
                 self.refresh_roots(now)
             wake = min([m.next_at for m in self.managed] + [self.roots_next, now + self.MAX_NAP])
             if not self.clock.sleep((wake - self.clock.now()).total_seconds()):
-                log.info("stopping: %d certificate(s) left in place", len(self.managed))
+                self._stopping("asked to stop")
                 return EXIT_OK
+
+    def _refused(self) -> bool:
+        return any(m.refusal for m in self.managed)
+
+    def _stopping(self, why: str) -> None:
+        """Say what really is in place on disk, certificate by certificate."""
+        for m in self.managed:
+            log.info("stopping (%s): %s", why, m.in_place())

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
 
-from ..units import Threshold, format_time, humanize
+from ..units import Threshold, format_duration, format_time, humanize
 
 DEFAULT_RENEW_AT = Threshold(fraction=0.66)
 DEFAULT_JITTER = 0.10
@@ -61,10 +61,24 @@ class Plan:
     earliest: datetime         # jitter range
     latest: datetime
     warning: str | None = None  # the outage budget cannot be met
+    reason: str = ""            # why the nominal point is where it is, for the log
+
+    def explain(self, point: datetime) -> str:
+        """``66% of the 1d 0h lifetime, jitter -3m 10s``: the reason for ``point`` (a pick)."""
+        jitter = humanize(point - self.nominal)
+        jitter = jitter if jitter.startswith("-") else f"+{jitter}"
+        return f"{self.reason}, jitter {jitter}" if self.reason else f"jitter {jitter}"
 
     def pick(self, rng: random.Random) -> datetime:
         span = (self.latest - self.earliest).total_seconds()
         return self.earliest + timedelta(seconds=rng.uniform(0, span)) if span > 0 else self.nominal
+
+
+def _span(lifetime: timedelta) -> str:
+    """A lifetime as issued (``24h``, ``60s``): counted from the request (and notAfter has whole
+    seconds) it is off by a second or so, hence rounded to 5 s, or to the minute from 10 min."""
+    step = 60 if lifetime >= timedelta(minutes=10) else 5
+    return format_duration(timedelta(seconds=max(round(lifetime.total_seconds() / step), 1) * step))
 
 
 @dataclass(frozen=True)
@@ -88,9 +102,13 @@ class Schedule:
             return Plan(issued_at, not_after, issued_at, issued_at, issued_at)
         if self.renew_at.fraction is not None:
             offset = lifetime * self.renew_at.fraction
+            reason = f"{self.renew_at.fraction * 100:g}% of the {_span(lifetime)} lifetime"
         else:
             offset = lifetime - self.renew_at.of(lifetime)
-        offset = max(offset, lifetime * EARLIEST_FRACTION)
+            reason = f"{format_duration(self.renew_at.of(lifetime))} before the end of the {_span(lifetime)} lifetime"
+        if offset < lifetime * EARLIEST_FRACTION:
+            offset = lifetime * EARLIEST_FRACTION
+            reason = f"{EARLIEST_FRACTION * 100:g}% of the {_span(lifetime)} lifetime (the earliest renewal point)"
         warning = None
         if self.outage_budget:
             needed = self.outage_budget * (1 + OUTAGE_MARGIN)
@@ -100,8 +118,12 @@ class Schedule:
                            f"CA outage: renewing at {int(EARLIEST_FRACTION * 100)}% of its lifetime; raise the TTL "
                            "or lower --outage-budget")
                 offset = lifetime * EARLIEST_FRACTION
+                reason = (f"{EARLIEST_FRACTION * 100:g}% of the {_span(lifetime)} lifetime, as early as allowed: "
+                          f"too short for the {humanize(self.outage_budget)} outage budget")
             elif deadline < offset:
                 offset = deadline
+                reason = (f"{humanize(needed)} before the end of the {_span(lifetime)} lifetime, to survive a "
+                          f"{humanize(self.outage_budget)} CA outage")
         spread = offset * self.jitter
         nominal = issued_at + offset
         latest = nominal + spread
@@ -115,7 +137,8 @@ class Schedule:
         if late_by > timedelta(0):
             floor = issued_at + lifetime * EARLIEST_FRACTION
             nominal, earliest, latest = (max(t - late_by, floor) for t in (nominal, earliest, latest))
-        return Plan(issued_at, not_after, nominal, earliest, latest, warning)
+            reason += f", moved {humanize(late_by)} earlier because the last renewal came that late"
+        return Plan(issued_at, not_after, nominal, earliest, latest, warning, reason)
 
     def recovery_point(self, now: datetime, issued_at: datetime, not_after: datetime,
                        rng: random.Random) -> datetime:

@@ -19,7 +19,7 @@ from .output import DURATION, THRESHOLD, emit, json_option, utc_log_formatter
 
 class _JsonLines(logging.Formatter):
     _FIELDS = ("event", "certificate", "serial", "subject", "issuer", "sans", "not_after", "level_name",
-               "consecutive_failures")
+               "consecutive_failures", "renew_at", "exit_status")
 
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, Any] = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created)),
@@ -119,9 +119,16 @@ def agent(config_file: str | None, name: str | None, sans: tuple[str, ...], toke
     --follow-symlinks.
 
     \b
+    After every issue or renewal the log says when the next renewal is and why; the reload
+    command's exit status and last output lines are logged; on stopping, the log says which
+    certificate (serial, notAfter) is in place on disk, or that none is.
+
+    \b
     Exit status (--once): 0 every certificate valid and nothing failing; 1 an attempt
     failed (retry later); 3 a new bootstrap token is needed. Long-running: 0 after
-    SIGTERM/SIGINT, 2 for bad flags or configuration.
+    SIGTERM/SIGINT. Both: 2 for bad flags or configuration, and when the CA refuses what
+    retrying cannot fix (a policy refusal such as a lifetime outside the provisioner's
+    bounds or a name it does not allow, or another 400/403 problem), with the CA's message.
     """
     from ..agent import config as cfg
     from ..agent.metrics import MetricsServer

@@ -67,6 +67,11 @@ def explain(text: str, as_json: bool) -> int:
     `trustyard doctor`.
 
     \b
+    Names, addresses and bundles the message mentions are filled into the answer, which
+    ends with the `trustyard doctor HOST:PORT` command that confirms it against the
+    endpoint (<host>, <port> where the message does not say).
+
+    \b
     Exit status: 0 explained, 3 unknown text (layer "unknown").
     """
     if text == "-":
@@ -75,7 +80,7 @@ def explain(text: str, as_json: bool) -> int:
 
     def render() -> str:
         if result.code is None:
-            return f"unknown: {result.explanation}"
+            return f"unknown: {result.explanation}\n  probe: {result.confirm}"
         lines = [f"layer: {result.layer}   code: {result.code}   client: {result.client or 'unknown'}",
                  f"  matched: {result.matched}", f"  {result.explanation}"]
         if result.also:
@@ -83,6 +88,7 @@ def explain(text: str, as_json: bool) -> int:
         lines += [f"  inspect: {i}" for i in result.inspect]
         if result.fix:
             lines.append(f"  fix: {result.fix}")
+        lines.append(f"  confirm: {result.confirm}")
         return "\n".join(lines)
 
     emit(as_json, result.to_json(), render)

@@ -4,6 +4,10 @@ The file holds three tables: ``codes`` (what each code means, what to inspect, t
 ``clients`` (how to recognise who wrote a message) and ``rules`` (ordered regular
 expressions, first match wins: specific before generic). Its ``messages`` are real
 error messages with the client and version they came from; tests classify every one.
+
+Sentences may name ``{bundle}``, ``{name}``, ``{host}`` or ``{port}``, always inside a
+parenthetical: :func:`fill` puts in what the message said and drops the parenthetical
+when it said nothing, so no answer ever shows an unfilled placeholder.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from typing import Any
+
+from .mentions import Mentioned, address, mentioned
 
 LAYERS = ("network", "protocol", "client_auth", "trust", "identity", "validity")
 
@@ -42,6 +48,20 @@ class Corpus:
     messages: tuple[dict[str, Any], ...]
 
 
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+_PARENTHETICAL = re.compile(r" ?\(([^()]*\{\w+\}[^()]*)\)")
+
+
+def fill(sentence: str, values: dict[str, str]) -> str:
+    """Fill ``{key}`` placeholders; a parenthetical naming anything not in ``values`` goes."""
+    def paren(m: re.Match[str]) -> str:
+        keys = _PLACEHOLDER.findall(m.group(1))
+        if all(k in values for k in keys):
+            return m.group(0)
+        return ""
+    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], _PARENTHETICAL.sub(paren, sentence))
+
+
 @lru_cache(maxsize=1)
 def corpus() -> Corpus:
     raw = tomllib.loads(resources.files("trustyard.diagnose").joinpath("corpus.toml").read_text("utf-8"))
@@ -53,6 +73,10 @@ def corpus() -> Corpus:
     for rule in rules:
         if rule.code not in codes or any(a not in codes for a in rule.also):
             raise ValueError(f"corpus.toml: rule for unknown code {rule.code!r}")
+    for code in codes.values():
+        for sentence in (code.explanation, code.fix, *code.inspect):
+            if _PLACEHOLDER.search(_PARENTHETICAL.sub("", sentence)):
+                raise ValueError(f"corpus.toml: {code.code}: a placeholder outside parentheses in {sentence!r}")
     return Corpus(codes, clients, rules, tuple(raw.get("messages", ())))
 
 
@@ -66,11 +90,15 @@ class Explanation:
     fix: str = ""
     also: tuple[str, ...] = ()
     matched: str | None = None
+    confirm: str = "trustyard doctor <host>:<port>"  # the command that confirms the answer
+    mentioned: Mentioned = Mentioned()
 
     def to_json(self) -> dict[str, Any]:
+        m = self.mentioned
         return {"client": self.client, "layer": self.layer, "code": self.code, "explanation": self.explanation,
                 "inspect": list(self.inspect), "fix": self.fix, "also_possible": list(self.also),
-                "matched": self.matched}
+                "matched": self.matched, "confirm": self.confirm,
+                "mentioned": {"name": m.name, "host": m.host, "port": m.port, "bundle": m.bundle}}
 
 
 def detect_client(text: str) -> str | None:
@@ -89,20 +117,46 @@ def classify(text: str) -> tuple[Rule, re.Match[str]] | None:
     return None
 
 
+# A name mismatch for a client that connected to an IP address is an IP SAN problem:
+# DNS SANs and the CN never match an address, whatever the client's wording.
+_NAME_CODES = ("hostname_mismatch", "wildcard_mismatch")
+
+
+def confirm_command(m: Mentioned, layer: str | None, code: str | None) -> str:
+    """The ``trustyard doctor`` command that checks the answer against the endpoint."""
+    words = ["trustyard", "doctor", address(m.host, m.port)]
+    if m.name and m.host and m.name != m.host:
+        words += ["--name", m.name]
+    if m.bundle:
+        words += ["--ca", m.bundle]
+    if code == "client_cert_rejected":
+        words += ["--cert", "<client.crt>", "--key", "<client.key>"]
+    return " ".join(words)
+
+
 def explain(text: str) -> Explanation:
     found = classify(text)
     client = detect_client(text)
+    where = mentioned(text)
     if found is None:
-        return Explanation(client, "unknown", None, "No known TLS error in this text. Run `trustyard doctor "
-                           "HOST:PORT` against the endpoint to probe it directly.")
+        return Explanation(client, "unknown", None, "No known TLS error in this text; probe the endpoint "
+                           "directly.", confirm=confirm_command(where, None, None), mentioned=where)
     rule, match = found
-    code = corpus().codes[rule.code]
-    return Explanation(client, code.layer, code.code, code.explanation, code.inspect, code.fix, rule.also,
-                       match.group(0))
+    code, also = corpus().codes[rule.code], rule.also
+    if code.code in _NAME_CODES and where.name_is_ip:
+        code, also = corpus().codes["ip_not_in_san"], ()
+    elif where.name and not where.name_is_ip:
+        also = tuple(a for a in also if a != "ip_not_in_san")
+    values = where.values()
+    return Explanation(client, code.layer, code.code, fill(code.explanation, values),
+                       tuple(fill(i, values) for i in code.inspect), fill(code.fix, values),
+                       tuple(a for a in also if a != code.code), match.group(0),
+                       confirm_command(where, code.layer, code.code), where)
 
 
 def describe(code: str) -> Code:
     return corpus().codes[code]
 
 
-__all__ = ["LAYERS", "Explanation", "explain", "classify", "describe", "detect_client", "corpus"]
+__all__ = ["LAYERS", "Explanation", "explain", "classify", "describe", "detect_client", "corpus", "fill",
+           "confirm_command"]
