@@ -146,11 +146,6 @@ class TestCA:
         self.key, self.cert = key, cert
 
     @property
-    def int_key(self) -> keys.PrivateKey:
-        """The key of the issuing intermediate (the root key when there is none)."""
-        return self.key
-
-    @property
     def chain(self) -> list[x509.Certificate]:
         """The intermediates a leaf of this CA is sent with, nearest first."""
         return self.intermediates[::-1]
