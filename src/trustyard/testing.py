@@ -135,13 +135,15 @@ class TestCA:
         self.key, self.cert = self.root_key, self.root  # the issuing CA
         for i in range(intermediates):
             self._add_intermediate(f"{name} Intermediate" + (f" {i + 1}" if i else ""), self._start,
-                                   intermediate_lifetime or lifetime, limits if i == 0 else None)
+                                   intermediate_lifetime or lifetime, limits if i == 0 else None,
+                                   path_length=intermediates - 1 - i)
 
     def _add_intermediate(self, common_name: str, not_before: dt.datetime, lifetime: dt.timedelta,
-                          limits: profiles.NameLimits | None = None) -> None:
+                          limits: profiles.NameLimits | None = None, path_length: int = 0) -> None:
         key = keys.generate_private_key(self.key_type)
         cert = profiles.sign(profiles.intermediate_builder(
-            key.public_key(), self.cert, common_name, not_before, lifetime, limits=limits), self.key)
+            key.public_key(), self.cert, common_name, not_before, lifetime, limits=limits,
+            path_length=path_length), self.key)
         self.intermediates.append(cert)
         self.key, self.cert = key, cert
 
@@ -152,7 +154,8 @@ class TestCA:
 
     def child(self, name: str, *, not_before: dt.datetime | None = None,
               lifetime: dt.timedelta | None = None) -> TestCA:
-        """A new CA one level below this one's issuer, with the same root (e.g. an expired intermediate)."""
+        """A new intermediate signed by this CA's issuing certificate, with the same root (e.g. an expired
+        intermediate). Below an intermediate (path length 0) it makes a chain verifiers must refuse."""
         sub = object.__new__(TestCA)
         sub.key_type, sub._start = self.key_type, self._start
         sub.root_key, sub.root = self.root_key, self.root
