@@ -21,6 +21,7 @@ import shutil
 import socket
 import sys
 from collections.abc import Iterable
+from typing import Any, cast
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from cryptography.x509.oid import NameOID
 
 from trustyard.files import write_atomic, write_private
 from trustyard.x509 import keys, profiles
+from trustyard.x509.names import Name as SanName
 from trustyard.x509.names import parse_name
 
 __all__ = ["Leaf", "TestCA", "free_port", "need", "pem", "self_signed"]
@@ -189,7 +191,9 @@ class TestCA:
         start = not_before or _now() - BACKDATE
         end = not_after or (not_before or _now()) + ttl
         if names:
-            spec = profiles.LeafSpec(public_key=private.public_key(), names=_names(names), not_before=start,
+            # Any GeneralName goes in (a test may want a SAN type trustyard never issues).
+            sans = cast(tuple[SanName, ...], _names(names))
+            spec = profiles.LeafSpec(public_key=private.public_key(), names=sans, not_before=start,
                                      not_after=end, serial=profiles.new_serial(), eku=eku, common_name=cn)
             builder = profiles.leaf_builder(spec, self.cert)
         elif cn:
@@ -202,15 +206,15 @@ class TestCA:
             raise ValueError("issue() needs at least one name (or cn= for a CN-only certificate)")
         return Leaf(profiles.sign(builder, self.key), private, self.chain, self.root)
 
-    def expired(self, *names: Name, ago: dt.timedelta = dt.timedelta(days=1), **kw: object) -> Leaf:
+    def expired(self, *names: Name, ago: dt.timedelta = dt.timedelta(days=1), **kw: Any) -> Leaf:
         """A leaf that ended ``ago`` and lived 30 days before that."""
         end = _now() - ago
-        return self.issue(*names, not_before=end - dt.timedelta(days=30), not_after=end, **kw)  # type: ignore[arg-type]
+        return self.issue(*names, not_before=end - dt.timedelta(days=30), not_after=end, **kw)
 
-    def not_yet_valid(self, *names: Name, starts_in: dt.timedelta = dt.timedelta(days=2), **kw: object) -> Leaf:
+    def not_yet_valid(self, *names: Name, starts_in: dt.timedelta = dt.timedelta(days=2), **kw: Any) -> Leaf:
         """A leaf whose validity starts ``starts_in`` from now and lasts 30 days."""
         start = _now() + starts_in
-        return self.issue(*names, not_before=start, not_after=start + dt.timedelta(days=30), **kw)  # type: ignore[arg-type]
+        return self.issue(*names, not_before=start, not_after=start + dt.timedelta(days=30), **kw)
 
 
 def self_signed(*names: str, cn: str | None = None, ttl: dt.timedelta = dt.timedelta(days=365),
