@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,16 +16,11 @@ import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from trustyard.testing import free_port
 from trustyard.x509.keys import KeyType, PrivateKey, generate_private_key, signature_hash
 from trustyard.x509.names import parse_name
 
 PASSWORD = b"fixture-password-not-a-secret"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def csr_pem(key: PrivateKey, names: list[x509.GeneralName] | None = None, *, ca: bool = False,

@@ -22,8 +22,9 @@ import pytest
 
 from trustyard.ca.oplog import OperationsLog, logfmt
 from trustyard.store import AuditEvent
+from trustyard.testing import free_port
 
-from .support import free_port, new_csr, str_ctx
+from .support import new_csr, str_ctx
 
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ INFO trustyard\.ca\[\d+\]: (.*)$")
 

@@ -14,8 +14,9 @@ from click.testing import CliRunner
 from trustyard import check as checklib
 from trustyard.ca.home import InitOptions, init_home
 from trustyard.cli import cli
+from trustyard.testing import free_port
 
-from ..support import PASSWORD, Server, free_port, start_server
+from ..support import PASSWORD, Server, start_server
 
 ENV = {"TRUSTYARD_PASSWORD": PASSWORD.decode()}
 
