@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+
 import os
 import shutil
 import subprocess
@@ -137,3 +138,26 @@ def create_database(base_url: str, name: str) -> str:
     with psycopg.connect(base_url + "/postgres", autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     return f"{base_url}/{name}"
+
+
+@contextmanager
+def internal_ca_server(base: Path) -> Iterator[Server]:
+    """A CA for ``*.internal`` made in ``base/ca`` and served on loopback by one worker."""
+    from trustyard.ca.home import InitOptions, init_home
+
+    init_home(base / "ca", PASSWORD, InitOptions(allow=("*.internal",)))
+    served = start_server(base / "ca", workers=1)
+    try:
+        yield served
+    finally:
+        served.stop()
+
+
+def run_cli(*args: str) -> tuple[int, str, str]:
+    """The CLI in-process with the fixture password: (exit code, stdout, stderr)."""
+    from click.testing import CliRunner
+
+    from trustyard.cli import cli
+
+    result = CliRunner().invoke(cli, list(args), env={"TRUSTYARD_PASSWORD": PASSWORD.decode()})
+    return result.exit_code, result.stdout, result.stderr
