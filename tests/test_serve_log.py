@@ -251,7 +251,7 @@ def test_the_log_hears_of_an_event_once_it_is_committed(tmp_path: Path) -> None:
             raise RuntimeError
     with store.unit():
         with pytest.raises(RuntimeError):
-            with store._tx() as conn:  # one step of the unit, undone by its SAVEPOINT
+            with store.transaction() as conn:  # one step of the unit, undone by its SAVEPOINT
                 store._append(conn, AuditEvent(actor="a", action="step-undone", target="t"))
                 raise RuntimeError
         store.audit(AuditEvent(actor="a", action="in-unit", target="t"))

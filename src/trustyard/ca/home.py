@@ -193,7 +193,7 @@ def load_certs(config: Config, relative: str) -> list[x509.Certificate]:
 
 
 def load_authority(home: Path, password: bytes | None, *, minting: bool = False,
-                   config: Config | None = None) -> Authority:
+                   config: Config | None = None) -> Authority[SqlStore]:
     """Everything the authority needs: the intermediate's key, never the root's."""
     config = config or load_config(home)
     if config.encrypted_keys and password is None:
