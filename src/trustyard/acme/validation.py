@@ -37,14 +37,13 @@ from .cares import DnsError, Lookups
 from .challenges import (ACME_IDENTIFIER_OID, ACME_TLS_ALPN, DNS_01, HTTP_01, TLS_ALPN_01, dns01_txt,
                          tls_alpn01_extension_value)
 from .guard import IPAddress, TargetGuard, TargetRefused
+from .http01 import ResponseCutShort, ResponseTooLarge, http_get, unverified_context
 from .problems import subproblem
 from .slots import AccountSlots, FairSlots
 
 log = logging.getLogger("trustyard.acme.va")
 
 MAX_REDIRECTS = 10
-MAX_BODY_BYTES = 8 * 1024
-MAX_HEADER_BYTES = 16 * 1024  # of a response's head: beyond it, a target is refused, not read on
 MAX_QUEUED = 10_000
 POLL_HOLD = 1.0  # seconds a poll of an authorization may wait for its probe's outcome
 TIMEOUT_GRACE = 0.5  # seconds past a probe's deadline before it is cut off whatever it is doing
@@ -241,9 +240,9 @@ class Checker:
             async for address in targets:
                 try:
                     async with asyncio.timeout(_left(deadline)):
-                        return await _http_get(str(address), port, host, path or "/", tls=scheme == "https")
-                except ValidationFailed:
-                    raise
+                        return await http_get(str(address), port, host, path or "/", tls=scheme == "https")
+                except ResponseTooLarge as exc:
+                    raise ValidationFailed("incorrectResponse", exc.detail) from None
                 except (OSError, ssl.SSLError, httptools.HttpParserError) as exc:
                     failures.append(f"{address}: {_net_error(exc)}")
         raise ValidationFailed("connection", f"{cannot} ({'; '.join(failures[:3])})")
@@ -270,7 +269,7 @@ class Checker:
                                     f"cannot connect to {probe.value}:{self.tls_port}")
         async with contextlib.aclosing(targets):  # type: ignore[type-var]
             async for address in targets:
-                context = _unverified_context()  # the self-signed challenge certificate is the point
+                context = unverified_context()  # the self-signed challenge certificate is the point
                 context.set_alpn_protocols([ACME_TLS_ALPN])
                 try:
                     async with asyncio.timeout(_left(deadline)):
@@ -295,87 +294,6 @@ class Checker:
 
 async def _one(address: IPAddress) -> AsyncIterator[IPAddress]:
     yield address
-
-
-def _unverified_context() -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
-
-
-class _Response:
-    """httptools callbacks: the status, the first Location, the body (capped), and what it
-    takes to tell a complete response from one cut short."""
-
-    def __init__(self) -> None:
-        self.location = ""
-        self.body = bytearray()
-        self.framed = False  # Content-Length or chunked: the body has an end before EOF
-        self.head_done = False
-        self.complete = False
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        name = name.lower()
-        if not self.location and name == b"location":
-            self.location = value.decode("latin-1")
-        elif name in (b"content-length", b"transfer-encoding"):
-            self.framed = True
-
-    def on_headers_complete(self) -> None:
-        self.head_done = True
-
-    def on_body(self, chunk: bytes) -> None:
-        self.body += chunk
-        if len(self.body) > MAX_BODY_BYTES:
-            raise ValidationFailed("incorrectResponse", f"response body larger than {MAX_BODY_BYTES} bytes")
-
-    def on_message_complete(self) -> None:
-        self.complete = True
-
-
-class ResponseCutShort(OSError):
-    """The connection ended before the response did (a failure to reach the target)."""
-
-
-async def _http_get(address: str, port: int, host: str, path: str, tls: bool) -> tuple[int, str, bytes]:
-    """GET ``path`` from ``address`` (the address the guard checked, never a new lookup), with
-    ``host`` as the Host header and, over TLS, as the SNI (the certificate is not checked,
-    as in http-01)."""
-    reader, writer = await asyncio.open_connection(address, port, ssl=_unverified_context() if tls else None,
-                                                   server_hostname=host if tls else None)
-    try:
-        host_header = f"[{host}]" if ":" in host else host
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: trustyard-acme-va\r\n"
-                     f"Accept: */*\r\nConnection: close\r\n\r\n".encode("latin-1"))
-        response = _Response()
-        parser = httptools.HttpResponseParser(response)
-        head = 0
-        while not response.complete:
-            data = await reader.read(65536)
-            if not data:  # the server closed: only a body without a length may end here
-                if not response.head_done or response.framed:
-                    raise ResponseCutShort("the response ended early")
-                break
-            if not response.head_done:
-                head += len(data)  # httptools only reports a header once it has ended: count here
-                if head > MAX_HEADER_BYTES + MAX_BODY_BYTES:
-                    raise ValidationFailed("incorrectResponse", f"response headers larger than {MAX_HEADER_BYTES} "
-                                                                "bytes")
-            try:
-                parser.feed_data(data)
-            except httptools.HttpParserUpgrade:  # 101 and the like: its status says no
-                break
-            except httptools.HttpParserCallbackError as exc:  # raised in a callback: the body cap
-                if isinstance(exc.__context__, ValidationFailed):
-                    raise exc.__context__ from None
-                raise
-        status = parser.get_status_code()
-        if not status:
-            raise ResponseCutShort("no status line")
-        return status, response.location, bytes(response.body)
-    finally:
-        writer.transport.abort()  # no TLS close_notify exchange: nothing more is wanted from this target
 
 
 def _check_alpn_certificate(der: bytes | None, probe: Probe, ip_identifier: bool) -> None:
