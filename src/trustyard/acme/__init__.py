@@ -9,6 +9,7 @@
     challenges   key authorizations and what http-01 / dns-01 / tls-alpn-01 expect
     guard        which validation targets may be contacted (SSRF guard)
     validation   the validation authority: probes run as bounded tasks on the event loop, outside the request
+    probes       what http-01, dns-01 and tls-alpn-01 check (``Checker``), and the DNS they ask
     http01       the small HTTP/1.1 client http-01 validation fetches with
     slots        fair shares of the validation slots between accounts
     ari          ACME Renewal Information (RFC 9773): certificate ids and suggested windows

@@ -1,4 +1,4 @@
-"""What the fields of a client's payload may hold: identifiers, contacts, revocation reasons.
+"""What the fields of a client's payload may hold: identifiers, contacts, a CSR, revocation reasons.
 
 Each check returns the value in its canonical form or raises the ``AcmeError`` the RFC names
 for it (rejectedIdentifier, unsupportedIdentifier, invalidContact, ...).
@@ -7,10 +7,15 @@ for it (rejectedIdentifier, unsupportedIdentifier, invalidContact, ...).
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 from typing import Any
 
+from cryptography import x509
+
 from ..ca.authority import REVOCATION_REASONS
-from ..x509.names import normalize_dns, reads_as_ip
+from ..x509.csr import CSRError, CSRRequest, parse_csr
+from ..x509.names import Name, name_text, normalize_dns, parse_name, reads_as_ip
+from .jws import b64d
 from .problems import AcmeError
 
 # RFC 5280 CRLReason codes ACME clients send, to the authority's names (8, removeFromCRL, is not a reason).
@@ -54,3 +59,27 @@ def contacts(value: Any) -> list[str]:
         if "@" not in address or "," in address or "?" in address or len(contact) > 255 or not contact.isascii():
             raise AcmeError("invalidContact", "a contact is mailto:one-address@domain")
     return value
+
+
+def csr_for_order(value: Any, identifiers: Iterable[tuple[str, str]]) -> tuple[CSRRequest, list[str]]:
+    """A finalize request's CSR (base64url DER), which must name exactly the order's
+    identifiers and ask for no CA certificate; and those names in issuance order (DNS first)."""
+    try:
+        csr = parse_csr(b64d(value, "csr"))
+    except CSRError as exc:
+        raise AcmeError("badCSR", str(exc)) from None
+    if csr.asks_for_ca:
+        raise AcmeError("badCSR", "the CSR asks for a CA certificate (basicConstraints CA:TRUE)")
+    wanted = {parse_name(v) for _t, v in identifiers}
+    asked = set(csr.names)
+    if asked != wanted:
+        missing = sorted(name_text(n) for n in wanted - asked)
+        extra = sorted(name_text(n) for n in asked - wanted)
+        raise AcmeError("badCSR", "the CSR must name exactly the order's identifiers"
+                        + (f"; missing: {', '.join(missing)}" if missing else "")
+                        + (f"; not in the order: {', '.join(extra)[:300]}" if extra else ""))
+    return csr, [name_text(n) for n in _sorted_names(wanted)]
+
+
+def _sorted_names(names: set[Name]) -> list[Name]:
+    return sorted(names, key=lambda n: (not isinstance(n, x509.DNSName), name_text(n)))

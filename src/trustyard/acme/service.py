@@ -24,17 +24,17 @@ from ..ca.config import AcmeConfig
 from ..errors import Conflict, NotFound, PolicyDenied, TrustyardError
 from ..store import AuditEvent, refusals
 from ..store.acme_store import AccountRow, AcmeStore, AuthzRow, ChallengeRow, NewAuthz, OrderRow
-from ..x509.csr import CSRError, parse_csr
-from ..x509.names import Name, name_text, parse_name
+from ..x509.names import parse_name
 from ..x509.summary import serial_hex
 from . import ari
 from .challenges import challenge_types, key_authorization
 from .envelope import REPLAY_NONCE, RESOURCES, AcmeRequest, AcmeResponse, Caller, Envelope, Signed
-from .payloads import REASON_CODES, contacts, identifier
+from .payloads import REASON_CODES, contacts, csr_for_order, identifier
 from .jws import Jwk, b64d, jwk_of, parse_jwk, parse_jws, verify_eab, verify_signature
 from .model import Urls, account_json, rfc3339, authz_json, authz_status, challenge_json, order_json, order_status
 from .problems import AcmeError, subproblem
-from .validation import Probe, ValidationAuthority, ValidationLimited
+from .probes import Probe
+from .validation import ValidationAuthority, ValidationLimited
 
 log = logging.getLogger("trustyard.acme")
 
@@ -312,24 +312,9 @@ class AcmeService:
         status = order_status(order, self.clock())
         if status != "ready":
             raise AcmeError("orderNotReady", f"the order is {status}, not ready")
-        csr_b64 = caller.payload().get("csr")
-        try:
-            csr = parse_csr(b64d(csr_b64, "csr"))
-        except CSRError as exc:
-            raise AcmeError("badCSR", str(exc)) from None
-        if csr.asks_for_ca:
-            raise AcmeError("badCSR", "the CSR asks for a CA certificate (basicConstraints CA:TRUE)")
-        wanted = {parse_name(v) for _t, v in order.identifiers}
-        asked = set(csr.names)
-        if asked != wanted:
-            missing = sorted(name_text(n) for n in wanted - asked)
-            extra = sorted(name_text(n) for n in asked - wanted)
-            raise AcmeError("badCSR", "the CSR must name exactly the order's identifiers"
-                            + (f"; missing: {', '.join(missing)}" if missing else "")
-                            + (f"; not in the order: {', '.join(extra)[:300]}" if extra else ""))
+        csr, names = csr_for_order(caller.payload().get("csr"), order.identifiers)
         if not self.store.begin_finalize(order.id):
             raise AcmeError("orderNotReady", "the order is already being finalized")
-        names = [name_text(n) for n in _sorted_names(wanted)]
         try:
             issued = self.authority.issue_for_order(order.provisioner, csr, names,
                                                     actor=f"acme:{order.account_id}")
@@ -482,10 +467,6 @@ def _probe(challenge: ChallengeRow, authz: AuthzRow, jwk: Jwk) -> Probe:
 def _own(caller: Caller) -> AccountRow:
     assert caller.account is not None  # KID_ONLY resources always have one
     return caller.account
-
-
-def _sorted_names(names: set[Name]) -> list[Name]:
-    return sorted(names, key=lambda n: (not isinstance(n, x509.DNSName), name_text(n)))
 
 
 def _from_authority(exc: AcmeError) -> bool:

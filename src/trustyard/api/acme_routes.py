@@ -20,7 +20,8 @@ from starlette.types import Receive, Scope, Send
 
 from ..acme import AcmeError, AcmeRequest, AcmeResponse, AcmeService
 from ..acme.guard import TargetGuard
-from ..acme.validation import POLL_HOLD, Checker, Resolver, ValidationAuthority
+from ..acme.probes import Checker, Resolver
+from ..acme.validation import POLL_HOLD, ValidationAuthority
 from ..ca.authority import Authority
 from ..ca.config import Config
 from ..store import refusals
