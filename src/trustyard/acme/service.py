@@ -29,11 +29,11 @@ from ..x509.summary import serial_hex
 from . import ari
 from .challenges import challenge_types, key_authorization
 from .envelope import REPLAY_NONCE, RESOURCES, AcmeRequest, AcmeResponse, Caller, Envelope, Signed
-from .payloads import REASON_CODES, contacts, csr_for_order, identifier
 from .jws import Jwk, b64d, jwk_of, parse_jwk, parse_jws, verify_eab, verify_signature
-from .model import Urls, account_json, rfc3339, authz_json, authz_status, challenge_json, order_json, order_status
-from .problems import AcmeError, subproblem
+from .model import Urls, account_json, authz_json, authz_status, challenge_json, order_json, order_status, rfc3339
+from .payloads import REASON_CODES, contacts, csr_for_order, identifier
 from .probes import Probe
+from .problems import AcmeError, subproblem
 from .validation import ValidationAuthority, ValidationLimited
 
 log = logging.getLogger("trustyard.acme")
@@ -41,6 +41,8 @@ log = logging.getLogger("trustyard.acme")
 PEM_CHAIN = "application/pem-certificate-chain"
 ORDER_LIFETIME = timedelta(hours=1)
 MAX_IDENTIFIERS = 100
+
+
 class AcmeService:
     """The protocol steps: the unauthenticated resources, and ``post`` for every POST, which
     opens the envelope (:mod:`.envelope`) and hands the caller to the resource's handler."""
