@@ -16,6 +16,7 @@ from trustyard.ca.config import load_config
 from trustyard.ca.home import load_authority
 
 from ..support import PASSWORD
+from .conftest import Env
 
 MAX_LINES = 500
 ACME = Path(trustyard.acme.__file__).parent
@@ -66,6 +67,27 @@ def test_the_envelope_returns_the_caller_and_the_fresh_nonce() -> None:
     """No out-parameter: ``open`` takes the request and what ``check`` found, and returns both."""
     assert list(inspect.signature(Envelope.open).parameters) == ["self", "request", "signed"]
     assert inspect.signature(Envelope.open).return_annotation == "tuple[Caller, str]"
+
+
+def test_a_refusal_after_the_nonce_is_spent_carries_a_fresh_one(env: Env) -> None:
+    """What ``Envelope.open`` returns reaches the client: a refusal that came after the sent
+    nonce was spent (a bad payload, a reused nonce) carries one fresh nonce, which works."""
+    acme = env.account()
+    order_url = acme.new_order("a.internal").headers["Location"]
+    sent = acme.nonce()
+    acme.saved_nonce = sent
+    refused = acme.post(order_url, {}, retries=1)  # order takes POST-as-GET: an empty payload
+    assert refused.status_code == 400 and "POST-as-GET" in refused.json()["detail"]
+    fresh = refused.headers.get_list("Replay-Nonce")
+    assert len(fresh) == 1 and fresh[0] != sent
+    acme.saved_nonce = sent  # spent by the refusal
+    reused = acme.post(order_url, retries=1)
+    assert reused.status_code == 400 and reused.json()["type"].endswith(":badNonce")
+    after_bad = reused.headers.get_list("Replay-Nonce")
+    assert len(after_bad) == 1 and after_bad[0] not in (sent, fresh[0])
+    for nonce in (fresh[0], after_bad[0]):
+        acme.saved_nonce = nonce
+        assert acme.post(order_url, retries=1).status_code == 200
 
 
 def test_the_http01_client_lives_in_its_own_module() -> None:
