@@ -19,7 +19,7 @@ from ..units import format_time, humanize
 from ..x509.keys import KeyType, generate_private_key, key_type_of
 from ..x509.summary import fingerprint_sha256, serial_hex
 from .connect import LocalCA, admin_token_from, client_defaults, connect
-from .output import DURATION, emit, home_option, json_option, password_file_option
+from .output import DURATION, emit, home_option, json_option, password_file_option, table
 
 ca_url_option = click.option("--ca-url", envvar="TRUSTYARD_CA_URL", show_envvar=True, default=None,
                              help="URL of the CA, e.g. https://ca.internal:8443 [default: from `roots --save`].")
@@ -306,5 +306,4 @@ def _list_text(records: list[dict[str, Any]], now: datetime | None = None) -> st
         left = datetime.fromisoformat(r["not_after"]) - now
         expires = humanize(left) if left.total_seconds() > 0 else f"expired {humanize(-left)} ago"
         rows.append((r["serial"], state, expires, format_time(r["not_after"]), ", ".join(r["sans"])))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1] for row in rows)
+    return table(rows)
