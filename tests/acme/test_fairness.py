@@ -137,7 +137,8 @@ def test_loop_slots_go_to_waiting_accounts_in_turn() -> None:
     import asyncio
 
     from trustyard.acme.guard import TargetGuard
-    from trustyard.acme.validation import Checker, Probe, Resolver, ValidationAuthority
+    from trustyard.acme.probes import Checker, Probe, Resolver
+    from trustyard.acme.validation import ValidationAuthority
 
     started: list[str] = []
 

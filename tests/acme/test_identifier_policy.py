@@ -13,7 +13,7 @@ import pytest
 
 from trustyard.acme.challenges import dns01_txt
 from trustyard.acme.guard import TargetGuard, TargetRefused
-from trustyard.acme.validation import Checker, Probe, Resolver
+from trustyard.acme.probes import Checker, Probe, Resolver
 
 from .conftest import Env
 from .test_protocol import problem

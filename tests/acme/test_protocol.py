@@ -285,7 +285,7 @@ def test_a_validation_lost_with_its_worker_resumes_when_polled(env: Env) -> None
 def _slow_probes(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
     import asyncio
 
-    from trustyard.acme.validation import Checker
+    from trustyard.acme.probes import Checker
 
     check = Checker.check
 

@@ -14,7 +14,8 @@ from typing import Any, AsyncIterator, Iterator
 import pytest
 
 from trustyard.acme.guard import TargetGuard, TargetRefused
-from trustyard.acme.validation import Checker, Probe, Resolver, ValidationAuthority
+from trustyard.acme.probes import Checker, Probe, Resolver
+from trustyard.acme.validation import ValidationAuthority
 from trustyard.testing import free_port
 
 KEY_AUTH = "tok.thumb"
@@ -521,7 +522,7 @@ def test_a_configured_server_answers_addresses_and_txt(zone: Zone) -> None:
 
 
 def test_nxdomain_and_servfail_are_named(zone: Zone) -> None:
-    from trustyard.acme.validation import ValidationFailed
+    from trustyard.acme.probes import ValidationFailed
 
     zone.servfail.add("broken.internal")
     resolver = Resolver(zone.resolver)
@@ -550,7 +551,7 @@ def test_a_lost_udp_query_is_sent_again_and_a_truncated_answer_comes_over_tcp(
 
 
 def test_a_server_that_never_answers_fails_the_lookup_at_the_deadline(zone: Zone) -> None:
-    from trustyard.acme.validation import ValidationFailed
+    from trustyard.acme.probes import ValidationFailed
 
     zone.drop = 1000
     started = time.monotonic()
@@ -563,7 +564,7 @@ def test_a_server_that_never_answers_fails_the_lookup_at_the_deadline(zone: Zone
 def test_each_lookup_asks_the_server_again(zone: Zone) -> None:
     """No answer is remembered: a TXT record changed for the next dns-01 validation, or a name
     published after a failed attempt, is seen by the very next lookup on the same loop."""
-    from trustyard.acme.validation import ValidationFailed
+    from trustyard.acme.probes import ValidationFailed
 
     resolver = Resolver(zone.resolver)
 
@@ -598,7 +599,7 @@ def test_only_records_at_the_name_or_its_cname_chain_count(zone: Zone) -> None:
 def test_a_name_dns_cannot_carry_fails_as_a_lookup(zone: Zone, web: tuple[int, type[Handler]], name: str) -> None:
     """Redirect targets come from the target: a name c-ares refuses is a DNS failure, not a
     server error."""
-    from trustyard.acme.validation import ValidationFailed
+    from trustyard.acme.probes import ValidationFailed
 
     with pytest.raises(ValidationFailed) as caught:
         lookup(Resolver(zone.resolver), name)
@@ -616,7 +617,7 @@ def test_lookups_leave_no_sockets_behind(zone: Zone) -> None:
     """A lookup cut short by its deadline closes its channel and socket, whatever loop ran it."""
     import os
 
-    from trustyard.acme.validation import ValidationFailed
+    from trustyard.acme.probes import ValidationFailed
 
     zone.records[("web.internal", "A")] = ["127.0.0.7"]
     lookup(Resolver(zone.resolver), "web.internal")  # pycares's clean-up thread, and earlier tests' channels
@@ -675,7 +676,7 @@ def test_a_cname_chain_counts_in_whatever_order_the_answer_lists_it() -> None:
 
 
 def test_without_a_server_a_name_dns_cannot_carry_is_a_dns_failure() -> None:
-    from trustyard.acme.validation import ValidationFailed
+    from trustyard.acme.probes import ValidationFailed
 
     with pytest.raises(ValidationFailed) as caught:
         lookup(Resolver(), "a..b.internal")

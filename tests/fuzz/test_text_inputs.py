@@ -12,7 +12,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from trustyard.acme.challenges import ACME_IDENTIFIER_OID, tls_alpn01_extension_value
-from trustyard.acme.validation import Probe, ValidationFailed, _check_alpn_certificate
+from trustyard.acme.probes import Probe, ValidationFailed, _check_alpn_certificate
 from trustyard.diagnose.explain import LAYERS, explain
 from trustyard.inventory.endpoints import Endpoint
 from trustyard.x509.keys import KeyType, generate_private_key, signature_hash

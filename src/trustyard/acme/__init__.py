@@ -4,10 +4,14 @@
     nonces       single-use anti-replay nonces kept in the database (valid across workers and replicas)
     problems     ``AcmeError``: urn:ietf:params:acme:error:* problems that are also exceptions
     model        accounts, orders, authorizations, challenges as data, and their JSON
-    service      the protocol steps (``AcmeService``): one method per resource
+    envelope     ``AcmeRequest``/``AcmeResponse``; a POST's JWS, key, account and nonce -> the caller
+    service      the protocol steps (``AcmeService``): one handler per resource, in a table
     challenges   key authorizations and what http-01 / dns-01 / tls-alpn-01 expect
     guard        which validation targets may be contacted (SSRF guard)
     validation   the validation authority: probes run as bounded tasks on the event loop, outside the request
+    probes       what http-01, dns-01 and tls-alpn-01 check (``Checker``), and the DNS they ask
+    http01       the small HTTP/1.1 client http-01 validation fetches with
+    slots        fair shares of the validation slots between accounts
     ari          ACME Renewal Information (RFC 9773): certificate ids and suggested windows
 
 The web layer (``trustyard.api.acme_routes``) turns HTTP into ``AcmeRequest`` values and
@@ -15,6 +19,7 @@ The web layer (``trustyard.api.acme_routes``) turns HTTP into ``AcmeRequest`` va
 """
 
 from .problems import AcmeError
-from .service import AcmeRequest, AcmeResponse, AcmeService
+from .envelope import AcmeRequest, AcmeResponse
+from .service import AcmeService
 
 __all__ = ["AcmeError", "AcmeRequest", "AcmeResponse", "AcmeService"]

@@ -20,7 +20,8 @@ from starlette.types import Receive, Scope, Send
 
 from ..acme import AcmeError, AcmeRequest, AcmeResponse, AcmeService
 from ..acme.guard import TargetGuard
-from ..acme.validation import POLL_HOLD, Checker, Resolver, ValidationAuthority
+from ..acme.probes import Checker, Resolver
+from ..acme.validation import POLL_HOLD, ValidationAuthority
 from ..ca.authority import Authority
 from ..ca.config import Config
 from ..store import refusals
@@ -37,14 +38,11 @@ def build_service(authority: Authority, config: Config) -> AcmeService:
     checker = Checker(guard, Resolver(acme.resolver), acme.http_port,
                       acme.tls_port, acme.validation_timeout)
     store = AcmeStore(authority.store)
-    holder: list[AcmeService] = []
-    va = ValidationAuthority(checker, lambda cid, error: holder[0].record_validation(cid, error),
+    va = ValidationAuthority(checker, store.finish_challenge,  # a probe's outcome goes straight to the store
                              workers=acme.validation_workers, account_slots=acme.validation_account_workers,
                              per_account=acme.validations_per_account, per_order=acme.validations_per_order)
     names = {p.name for p in config.provisioners if p.type == "acme"}
-    service = AcmeService(authority, store, acme, names, va, max_body_bytes=config.max_body_bytes)
-    holder.append(service)
-    return service
+    return AcmeService(authority, store, acme, names, va, max_body_bytes=config.max_body_bytes)
 
 
 def _content(response: AcmeResponse) -> tuple[bytes, str | None]:
