@@ -37,7 +37,7 @@ from .cares import DnsError, Lookups
 from .challenges import (ACME_IDENTIFIER_OID, ACME_TLS_ALPN, DNS_01, HTTP_01, TLS_ALPN_01, dns01_txt,
                          tls_alpn01_extension_value)
 from .guard import IPAddress, TargetGuard, TargetRefused
-from .problems import subproblem
+from .problems import AcmeCode, subproblem
 from .slots import AccountSlots, FairSlots
 
 log = logging.getLogger("trustyard.acme.va")
@@ -53,9 +53,11 @@ _system_lookups = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_na
 
 
 class ValidationFailed(Exception):
+    """A challenge not met; ``kind`` is an ACME error type (``AcmeCode``: any other is a ``ValueError``)."""
+
     def __init__(self, kind: str, detail: str) -> None:
         super().__init__(detail)
-        self.kind, self.detail = kind, detail
+        self.kind, self.detail = AcmeCode(kind), detail
 
 
 @dataclass(frozen=True)
@@ -415,7 +417,7 @@ def _net_error(exc: BaseException) -> str:
 
 def _problem(kind: str, detail: str, probe: Probe) -> dict[str, Any]:
     doc = subproblem(kind, detail, {"type": probe.identifier_type, "value": probe.value})
-    doc["status"] = 400 if kind != "serverInternal" else 500
+    doc["status"] = 400 if kind != AcmeCode.SERVER_INTERNAL else 500
     return doc
 
 
