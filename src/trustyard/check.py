@@ -5,7 +5,7 @@ raises the first failure in this order, each a :class:`CheckFailed` subclass wit
 own exit status (``trustyard check`` uses them)::
 
     CheckFailed (TrustyardError)      exit   what
-    +-- CheckInputError                 3    a file is missing or not a certificate/key/bundle
+    +-- CheckInputError                 9    a file is missing or not a certificate/key/bundle
     +-- Revoked                        17    the CA's ledger says the certificate is revoked
     +-- KeyMismatch                    10    the key does not belong to the certificate
     +-- ChainInvalid                   11    no valid path from the certificate to the bundle
@@ -41,7 +41,7 @@ from typing import Any, Literal
 
 from cryptography import x509
 
-from .errors import TrustyardError
+from .errors import Code, ExitCode, TrustyardError
 from .units import Threshold, format_time, humanize
 from .x509 import chain as chainlib
 from .x509.keys import PrivateKey, load_private_key_pem, same_public_key
@@ -57,50 +57,50 @@ KeySource = str | os.PathLike[str] | bytes | PrivateKey
 
 class CheckFailed(TrustyardError):
     status = 422
-    code = "checkFailed"
+    code = Code.CHECK_FAILED
     title = "Certificate check failed"
-    exit_code = 1
+    exit_code = ExitCode.FAILED
     report: CheckReport | None = None
 
 
 class CheckInputError(CheckFailed):
-    code, title, exit_code = "checkInput", "Unreadable input", 3
+    code, title, exit_code = Code.CHECK_INPUT, "Unreadable input", ExitCode.CHECK_INPUT
 
 
 class KeyMismatch(CheckFailed):
-    code, title, exit_code = "keyMismatch", "Key does not match certificate", 10
+    code, title, exit_code = Code.KEY_MISMATCH, "Key does not match certificate", ExitCode.KEY_MISMATCH
 
 
 class ChainInvalid(CheckFailed):
-    code, title, exit_code = "chain", "Certificate does not chain to the trust bundle", 11
+    code, title, exit_code = Code.CHAIN, "Certificate does not chain to the trust bundle", ExitCode.CHAIN
 
 
 class OutsideValidity(CheckFailed):
-    code, title, exit_code = "validity", "Outside the validity window", 12
+    code, title, exit_code = Code.VALIDITY, "Outside the validity window", ExitCode.VALIDITY
 
 
 class NotEnoughTimeLeft(OutsideValidity):
-    code, title, exit_code = "timeLeft", "Not enough time left", 13
+    code, title, exit_code = Code.TIME_LEFT, "Not enough time left", ExitCode.TIME_LEFT
 
 
 class IsCA(CheckFailed):
-    code, title, exit_code = "isCA", "Certificate is a CA", 14
+    code, title, exit_code = Code.IS_CA, "Certificate is a CA", ExitCode.IS_CA
 
 
 class WrongUsage(CheckFailed):
-    code, title, exit_code = "usage", "Key usage does not fit", 15
+    code, title, exit_code = Code.USAGE, "Key usage does not fit", ExitCode.WRONG_USAGE
 
 
 class NameMismatch(CheckFailed):
-    code, title, exit_code = "name", "Name not in certificate", 16
+    code, title, exit_code = Code.NAME, "Name not in certificate", ExitCode.NAME_MISMATCH
 
 
 class Revoked(CheckFailed):
-    code, title, exit_code = "revoked", "Revoked by the CA", 17
+    code, title, exit_code = Code.REVOKED, "Revoked by the CA", ExitCode.REVOKED
 
 
 class StatusUnknown(CheckFailed):
-    code, title, exit_code = "statusUnknown", "The CA could not give the status", 18
+    code, title, exit_code = Code.STATUS_UNKNOWN, "The CA could not give the status", ExitCode.STATUS_UNKNOWN
 
 
 Ledger = Callable[[str], Mapping[str, Any]]

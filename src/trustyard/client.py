@@ -225,7 +225,7 @@ def _problem_error(response: httpx.Response) -> errors.TrustyardError:
         if not isinstance(doc, dict):
             raise ValueError("not a problem document")
         detail = str(doc.get("detail") or doc.get("title") or response.reason_phrase)
-        code = str(doc.get("type", "")).rsplit(":", 1)[-1] or None
+        code = _known_code(str(doc.get("type", "")))
     except ValueError:
         detail, code, doc = response.text[:200] or response.reason_phrase, None, {}
     if response.status_code >= 500:
@@ -234,6 +234,18 @@ def _problem_error(response: httpx.Response) -> errors.TrustyardError:
     extra = {k: doc[k] for k in ("rule", "value") if isinstance(doc, dict) and k in doc}
     error = cls(detail, code=code, **extra)
     return error
+
+
+def _known_code(problem_type: str) -> errors.Code | None:
+    """The code of a ``urn:trustyard:error:<code>`` type; None (the class's own code) for a code
+    this version does not know (a newer CA) or another kind of type."""
+    prefix, _, code = problem_type.rpartition(":")
+    if prefix != "urn:trustyard:error":
+        return None
+    try:
+        return errors.Code(code)
+    except ValueError:
+        return None
 
 
 def served_certificate(url: str, timeout: float = 5.0) -> x509.Certificate | None:

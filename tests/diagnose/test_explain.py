@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from trustyard.cli import cli
 from trustyard.diagnose.explain import LAYERS, corpus, explain
+from trustyard.errors import ExitCode
 
 MESSAGES = corpus().messages
 FAMILIES = {"curl": "curl", "openssl": "openssl", "python": "python", "requests": "python", "urllib3": "python",
@@ -43,11 +44,11 @@ def test_every_corpus_message_is_classified(message: dict) -> None:  # type: ign
     assert found.client in (family, None), (found.client, message)
 
 
-def test_unknown_text_exits_3_with_layer_unknown() -> None:
+def test_unknown_text_exits_unknown_with_layer_unknown() -> None:
     result = CliRunner().invoke(cli, ["explain", "--json", "the coffee machine is out of beans"])
     assert result.exit_code == 0  # click returns the value; main() maps it
     from trustyard.cli import main
-    assert main(["explain", "the coffee machine is out of beans"]) == 3
+    assert main(["explain", "the coffee machine is out of beans"]) == ExitCode.UNKNOWN == 4
     found = explain("the coffee machine is out of beans")
     assert found.layer == "unknown" and found.code is None
 

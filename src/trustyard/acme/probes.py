@@ -31,7 +31,7 @@ from .challenges import (ACME_IDENTIFIER_OID, ACME_TLS_ALPN, DNS_01, HTTP_01, TL
                          tls_alpn01_extension_value)
 from .guard import IPAddress, TargetGuard, TargetRefused
 from .http01 import ResponseCutShort, ResponseTooLarge, http_get, unverified_context
-from .problems import subproblem
+from .problems import AcmeCode, subproblem
 
 log = logging.getLogger("trustyard.acme.va")
 
@@ -42,11 +42,12 @@ _system_lookups = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_na
 
 
 class ValidationFailed(Exception):
-    """A probe found the challenge unmet: ``kind`` is the ACME problem type."""
+    """A probe found the challenge unmet: ``kind`` is the ACME problem type (``AcmeCode``: any
+    other is a ``ValueError``)."""
 
     def __init__(self, kind: str, detail: str) -> None:
         super().__init__(detail)
-        self.kind, self.detail = kind, detail
+        self.kind, self.detail = AcmeCode(kind), detail
 
 
 @dataclass(frozen=True)
@@ -326,5 +327,5 @@ def _net_error(exc: BaseException) -> str:
 def problem(kind: str, detail: str, probe: Probe) -> dict[str, Any]:
     """The problem document of a probe that failed, naming its identifier."""
     doc = subproblem(kind, detail, {"type": probe.identifier_type, "value": probe.value})
-    doc["status"] = 400 if kind != "serverInternal" else 500
+    doc["status"] = 400 if kind != AcmeCode.SERVER_INTERNAL else 500
     return doc

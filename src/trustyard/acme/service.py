@@ -21,7 +21,7 @@ from cryptography import x509
 
 from ..ca.authority import Authority
 from ..ca.config import AcmeConfig
-from ..errors import Conflict, NotFound, PolicyDenied, TrustyardError
+from ..errors import Code, Conflict, NotFound, PolicyDenied, TrustyardError
 from ..store import AuditEvent, refusals
 from ..x509.names import parse_name
 from ..x509.summary import serial_hex
@@ -456,7 +456,7 @@ class AcmeService:
         try:
             self.authority.revoke(serial, REASON_CODES[reason_code], admin=True, actor=actor)
         except Conflict as exc:
-            if exc.code == "alreadyRevoked":
+            if exc.code == Code.ALREADY_REVOKED:
                 raise AcmeError("alreadyRevoked", f"certificate {serial} is already revoked") from None
             raise
         return AcmeResponse(200, None)
@@ -489,7 +489,7 @@ def _from_trustyard(exc: TrustyardError) -> AcmeError:
         return AcmeError("malformed", exc.detail, status=404)
     if exc.status >= 500:
         return AcmeError.internal()
-    return AcmeError("badCSR" if exc.code in ("badCSR", "badSignature", "badName") else "malformed", exc.detail)
+    return AcmeError("badCSR" if exc.code in (Code.BAD_CSR, Code.BAD_SIGNATURE, Code.BAD_NAME) else "malformed", exc.detail)
 
 
 def _problem(exc: AcmeError) -> AcmeResponse:

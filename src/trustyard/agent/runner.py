@@ -26,6 +26,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from .. import errors
+from ..errors import Code, ExitCode
 from ..ca import proofs
 from ..client import CAUnavailable, IssuedFiles, make_csr, new_key_and_csr
 from ..units import format_time, humanize
@@ -39,13 +40,16 @@ from .seams import CABackend, Clock, Current, Output
 
 log = logging.getLogger("trustyard.agent")
 
-# Exit statuses of --once (also documented in the CLI help).
-EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_REBOOTSTRAP = 0, 1, 2, 3
+# Exit statuses of --once and of a run that stops: names of the CLI's one table (errors.ExitCode).
+EXIT_OK, EXIT_FAILED = ExitCode.OK, ExitCode.FAILED
+EXIT_REFUSED = ExitCode.USAGE  # the CA refused the agent's settings: retrying cannot fix them
+EXIT_REBOOTSTRAP = ExitCode.NEEDS_TOKEN
 PROBE_INTERVAL_SECONDS = 0.25
-# Problem codes after which only a new bootstrap token helps.
-_DEAD_CODES = {"expired", "revoked", "unknownCertificate", "superseded"}
-_TOKEN_CODES = {"tokenExpired", "tokenReused", "tokenUsed", "badToken", "replayed", "tokenReplayed",
-                "tokenNameMismatch"}
+# Problem codes after which only a new bootstrap token helps (every one is raised by the CA:
+# tests/test_error_vocabulary.py checks).
+_DEAD_CODES = {Code.EXPIRED, Code.REVOKED, Code.UNKNOWN_CERTIFICATE, Code.SUPERSEDED}
+# Problem codes that refuse the bootstrap token itself.
+_TOKEN_CODES = {Code.TOKEN_EXPIRED, Code.BAD_TOKEN, Code.TOKEN_REPLAYED, Code.TOKEN_NAME_MISMATCH}
 # What to change when the CA refuses by policy, per rule (the problem's ``rule`` field).
 _POLICY_HINTS = {
     "ttl_bounds": "give a --ttl (ttl in the config file) within those bounds, or have the CA's operator change "

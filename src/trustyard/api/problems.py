@@ -7,7 +7,7 @@ import logging
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from ..errors import TrustyardError
+from ..errors import Code, TrustyardError
 
 log = logging.getLogger("trustyard.api")
 
@@ -33,8 +33,8 @@ async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def http_error(request: Request, exc: Exception) -> JSONResponse:
     status = getattr(exc, "status_code", 500)
-    error = TrustyardError(str(getattr(exc, "detail", "")) or "error", code={404: "notFound", 405: "methodNotAllowed"}
-                           .get(status, "httpError"))
+    error = TrustyardError(str(getattr(exc, "detail", "")) or "error", code={404: Code.NOT_FOUND, 405: Code.METHOD_NOT_ALLOWED}
+                           .get(status, Code.HTTP_ERROR))
     error.status = status
     error.title = {404: "Not found", 405: "Method not allowed"}.get(status, "HTTP error")
     return problem_response(error)

@@ -38,6 +38,8 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from ..errors import Code
+
 log = logging.getLogger("trustyard.api")
 
 CLOSE_GRACE = 1.0
@@ -51,9 +53,9 @@ class ServerLimits:
     max_connections: int = 1000
 
 
-def _problem_response(status: int, reason: bytes, detail: str, code: str, extra: bytes = b"") -> bytes:
+def _problem_response(status: int, reason: bytes, detail: str, code: Code, extra: bytes = b"") -> bytes:
     title = {408: "Request timeout", 503: "Service unavailable"}[status]
-    body = json.dumps({"type": f"urn:trustyard:error:{code}", "title": title, "status": status,
+    body = json.dumps({"type": f"urn:trustyard:error:{Code(code)}", "title": title, "status": status,
                        "detail": detail}).encode()
     return (b"HTTP/1.1 %d %s\r\ncontent-type: application/problem+json\r\ncontent-length: %d\r\n"
             b"connection: close\r\n%s\r\n" % (status, reason, len(body), extra)) + body
@@ -135,7 +137,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
                         len(self.connections), self.limits.max_connections)
         transport.write(_problem_response(
             503, b"Service Unavailable", f"the server holds its limit of {self.limits.max_connections} open "
-            "connections; retry shortly", "tooManyConnections", b"retry-after: 1\r\n"))
+            "connections; retry shortly", Code.TOO_MANY_CONNECTIONS, b"retry-after: 1\r\n"))
         self._close()
 
     def data_received(self, data: bytes) -> None:
@@ -193,7 +195,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         if answer:
             self.transport.write(_problem_response(
                 408, b"Request Timeout", f"the request's {'line and headers' if phase == 'header' else 'body'} "
-                f"did not arrive within {seconds:g} s", "requestTimeout"))
+                f"did not arrive within {seconds:g} s", Code.REQUEST_TIMEOUT))
         if pending:
             cycle.disconnected = True  # the application's receive() answers http.disconnect, its send() nothing
             cycle.message_event.set()

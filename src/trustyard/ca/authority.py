@@ -15,7 +15,7 @@ from typing import Callable, Generic, Mapping, TypeVar
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from ..errors import BadRequest, Forbidden, TrustyardError, Unauthorized
+from ..errors import BadRequest, Code, Forbidden, TrustyardError, Unauthorized
 from ..policy import IssuanceRequest, Policy
 from ..store import refusals
 from ..store.records import AuditEvent, CertRecord, Intent, SerialCollision, superseded
@@ -322,7 +322,7 @@ class _DenialAudit:
         return None
 
     def __exit__(self, exc_type: type | None, exc: BaseException | None, _tb: object) -> None:
-        if isinstance(exc, Unauthorized) and exc.code != "tokenReplayed":
+        if isinstance(exc, Unauthorized) and exc.code != Code.TOKEN_REPLAYED:
             # Never authenticated: counted per source and reason, not audited one by one. (A
             # replayed token or proof was genuine once: each replay stays an audit entry.)
             self.authority.store.note_refusal(refusals.source_key(self.actor), f"{self.action}:{exc.code}",

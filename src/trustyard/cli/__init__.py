@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from .. import __version__
+from ..errors import exit_table
 
 # name -> (module, attribute, one-line help). The help is here so --help imports nothing.
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -57,7 +58,8 @@ def _available(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+             epilog=f"\b\nExit statuses (each command's help says which it uses):\n{exit_table()}")
 @click.version_option(__version__, prog_name="trustyard")
 def cli() -> None:
     """trustyard: an internal PKI for microservices.

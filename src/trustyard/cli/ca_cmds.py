@@ -12,10 +12,11 @@ import click
 
 from ..ca import oplog
 from ..ca.config import DEFAULT_ALLOW, load_config, resolve_home
+from ..errors import ExitCode
 from ..units import format_time, humanize
 from ..x509.keys import KeyType
 from .connect import local_ca, password_for
-from .output import DURATION, EXIT_FAILED, emit, home_option, json_option, password_file_option, table
+from .output import DURATION, emit, home_option, json_option, password_file_option, table
 
 
 @click.command()
@@ -331,6 +332,6 @@ def audit_verify(ctx: click.Context, home: str | None, as_json: bool) -> int:
         return "\n".join([head, *(f"  note: {n}" for n in report.notes)])
 
     emit(as_json, report.to_json(), text)
-    return 0 if report.ok else EXIT_FAILED
+    return ExitCode.OK if report.ok else ExitCode.FAILED
 
 

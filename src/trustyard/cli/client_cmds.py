@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from ..client import IssuedFiles, load_cert_chain_file, load_key_file, make_csr, new_key_and_csr
 from ..ca.authority import REVOCATION_REASONS
-from ..errors import ConfigError, Conflict, Forbidden
+from ..errors import Code, ConfigError, Conflict, Forbidden
 from ..units import format_time, humanize
 from ..x509.keys import KeyType, generate_private_key, key_type_of
 from ..x509.summary import fingerprint_sha256, serial_hex
@@ -237,7 +237,7 @@ def revoke(serial: str | None, serial_option: str | None, cert_file: str | None,
             record = ca.revoke(serial, reason, proof=proof, admin_token=admin_token)
             already = False
         except Conflict as exc:
-            if exc.code != "alreadyRevoked":
+            if exc.code != Code.ALREADY_REVOKED:
                 raise
             record, already = ca.certificate_status(serial), True
     finally:

@@ -8,10 +8,9 @@ import click
 
 from ..diagnose.doctor import diagnose, render_text
 from ..diagnose.explain import explain as explain_text
+from ..errors import ExitCode
 from ..units import parse_duration
-from .output import DURATION, EXIT_FAILED, EXIT_OK, emit, json_option
-
-EXIT_UNKNOWN = 3
+from .output import DURATION, emit, json_option
 
 
 @click.command(context_settings={"max_content_width": 100})
@@ -53,7 +52,7 @@ def doctor(target: str, ca_files: tuple[str, ...], name: str | None, cert_file: 
     verdict = diagnose(target, ca_files=ca_files, name=name, cert_file=cert_file, key_file=key_file,
                        timeout=seconds)
     emit(as_json, verdict.to_json(), lambda: render_text(verdict))
-    return EXIT_OK if verdict.ok else EXIT_FAILED
+    return ExitCode.OK if verdict.ok else ExitCode.FAILED
 
 
 @click.command(context_settings={"max_content_width": 100})
@@ -72,7 +71,7 @@ def explain(text: str, as_json: bool) -> int:
     endpoint (<host>, <port> where the message does not say).
 
     \b
-    Exit status: 0 explained, 3 unknown text (layer "unknown").
+    Exit status: 0 explained, 4 unknown text (layer "unknown").
     """
     if text == "-":
         text = sys.stdin.read()
@@ -92,4 +91,4 @@ def explain(text: str, as_json: bool) -> int:
         return "\n".join(lines)
 
     emit(as_json, result.to_json(), render)
-    return EXIT_OK if result.code is not None else EXIT_UNKNOWN
+    return ExitCode.OK if result.code is not None else ExitCode.UNKNOWN

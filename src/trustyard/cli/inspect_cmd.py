@@ -13,7 +13,7 @@ from typing import Any
 import click
 from cryptography import x509
 
-from ..errors import BadRequest
+from ..errors import BadRequest, Code
 from ..inventory.model import CertItem, Inventory
 from ..units import humanize
 from ..x509.extensions import extension_lines, extension_summary
@@ -21,9 +21,15 @@ from ..x509.summary import chain_order, pem_bundle, summarize
 from .output import emit, json_option
 
 
-def _local(detail: str) -> BadRequest:
+class LocalFileProblem(BadRequest):
     """A problem with a local file: exit 1, and no HTTP-style code in the line a person reads."""
-    return BadRequest(detail, code="")
+
+    code = Code.LOCAL_FILE
+    code_shown = False
+
+
+def _local(detail: str) -> BadRequest:
+    return LocalFileProblem(detail)
 
 
 def _read_target(target: str, password: str | None) -> Inventory | None:

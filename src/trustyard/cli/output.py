@@ -10,12 +10,8 @@ from typing import Any, Callable
 
 import click
 
-from ..errors import ConfigError, TrustyardError
+from ..errors import ConfigError, ExitCode, TrustyardError
 from ..units import DURATION_GRAMMAR, Threshold, parse_duration
-
-EXIT_OK = 0
-EXIT_FAILED = 1  # the thing checked is not healthy / the request was refused
-EXIT_USAGE = 2   # bad flags or configuration
 
 
 def run(cli: click.Group, argv: list[str]) -> int:
@@ -25,24 +21,24 @@ def run(cli: click.Group, argv: list[str]) -> int:
         return exc.exit_code
     except click.Abort:
         click.echo("aborted", err=True)
-        return 130
+        return ExitCode.ABORTED
     except click.ClickException as exc:
         exc.show()
-        return EXIT_USAGE
+        return ExitCode.USAGE
     except ConfigError as exc:  # local: flags, files, configuration; no HTTP-style code
         click.echo(f"trustyard: error: {scrub(exc.detail)}", err=True)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     except TrustyardError as exc:
-        code = f" [{exc.code}]" if exc.code else ""
+        code = f" [{exc.code}]" if exc.code_shown else ""
         click.echo(f"trustyard: error{code}: {scrub(exc.detail)}", err=True)
-        return EXIT_FAILED
+        return ExitCode.FAILED
     except OSError as exc:  # a local file that cannot be read or written
         where = f"{exc.filename}: " if exc.filename else ""
         click.echo(f"trustyard: error: {where}{exc.strerror or scrub(str(exc))}", err=True)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     except KeyboardInterrupt:
-        return 130
-    return rv if isinstance(rv, int) else EXIT_OK
+        return ExitCode.ABORTED
+    return rv if isinstance(rv, int) else ExitCode.OK
 
 
 def scrub(text: str) -> str:

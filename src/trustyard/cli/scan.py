@@ -10,7 +10,7 @@ from typing import TextIO
 
 import click
 
-from ..errors import BadRequest
+from ..errors import BadRequest, ExitCode
 from ..inventory.endpoints import DEFAULT_CONCURRENCY, Endpoint
 from ..inventory.findings import Rules
 from ..inventory.model import Inventory, Severity
@@ -18,7 +18,7 @@ from ..inventory.report import to_csv, to_json, to_prometheus, to_table
 from ..inventory.scan import ScanOptions, count_files, run_scan, where
 from ..inventory.sources import DEFAULT_PASSWORDS
 from ..units import Threshold, parse_duration
-from .output import DURATION, EXIT_FAILED, EXIT_OK
+from .output import DURATION
 
 
 def _env(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
@@ -128,7 +128,7 @@ def scan(paths: tuple[str, ...], endpoints: tuple[Endpoint, ...], environments: 
                 click.echo(f"  holds: {loc}")
             for store in answer["trusted_by"]:
                 click.echo(f"  trusted by: {store}")
-        return EXIT_OK if answer["locations"] else EXIT_FAILED
+        return ExitCode.OK if answer["locations"] else ExitCode.FAILED
     if as_json:
         fmt = "json"
     if fmt == "table":
@@ -137,7 +137,7 @@ def scan(paths: tuple[str, ...], endpoints: tuple[Endpoint, ...], environments: 
         render = {"json": to_json, "csv": to_csv, "prometheus": to_prometheus}[fmt]
         click.echo(render(inv), nl=fmt == "json")
     threshold = Severity.parse(fail_on)
-    return EXIT_FAILED if any(f.severity >= threshold for f in inv.findings) else EXIT_OK
+    return ExitCode.FAILED if any(f.severity >= threshold for f in inv.findings) else ExitCode.OK
 
 
 def scan_with_progress(options: ScanOptions, stream: TextIO) -> Inventory:
