@@ -1,0 +1,89 @@
+"""bench/cli: start-up time of local commands, with `trustyard --help` as the baseline.
+
+    python3 bench/cli/run.py [--runs 21] [--ref DIR]
+
+Creates a throwaway CA home (unencrypted keys, in $TMPDIR) and times each command as a
+subprocess, ``--runs`` times, interleaved (one run of each command per round, so a change
+in the machine's load hits every command alike), reporting the median wall time and its
+ratio to ``--help``. ``--ref DIR`` also times the same commands with another checkout's
+``src`` first on PYTHONPATH (e.g. ``--ref /path/to/main``), for a before/after table.
+
+Writes bench/out/cli.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+TRUSTYARD = [sys.executable, "-m", "trustyard"]
+
+
+def commands(home: Path) -> dict[str, list[str]]:
+    return {
+        "--help": ["--help"],
+        "token NAME --home H": ["token", "bench.internal", "--home", str(home)],
+        "list --home H": ["list", "--home", str(home)],
+        "audit --home H --limit 1": ["audit", "--home", str(home), "--limit", "1"],
+    }
+
+
+def time_all(src: Path, cmds: dict[str, list[str]], runs: int) -> dict[str, list[float]]:
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    times: dict[str, list[float]] = {name: [] for name in cmds}
+    for args in cmds.values():  # warm the page cache and the .pyc files; check they work
+        subprocess.run(TRUSTYARD + args, env=env, check=True, stdout=subprocess.DEVNULL)
+    for _ in range(runs):
+        for name, args in cmds.items():
+            start = time.perf_counter()
+            subprocess.run(TRUSTYARD + args, env=env, check=True, stdout=subprocess.DEVNULL)
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def table(label: str, times: dict[str, list[float]]) -> list[dict[str, object]]:
+    base = statistics.median(times["--help"])
+    rows = [{"command": name, "median_ms": round(statistics.median(t) * 1000, 1),
+             "min_ms": round(min(t) * 1000, 1), "ratio_to_help": round(statistics.median(t) / base, 2)}
+            for name, t in times.items()]
+    print(f"\n{label}")
+    print(f"{'command':<28} {'median ms':>10} {'min ms':>8} {'x --help':>9}")
+    for r in rows:
+        print(f"{r['command']:<28} {r['median_ms']:>10} {r['min_ms']:>8} {r['ratio_to_help']:>9}")
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=21)
+    parser.add_argument("--ref", type=Path, default=None, help="another checkout to compare with (its src/)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="trustyard-bench-cli-") as tmp:
+        home = Path(tmp) / "home"
+        subprocess.run(TRUSTYARD + ["init", "--home", str(home), "--insecure-no-password"],
+                       env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, check=True, stdout=subprocess.DEVNULL)
+        cmds = commands(home)
+        result: dict[str, object] = {"runs": args.runs, "python": platform.python_version(),
+                                     "machine": platform.machine(), "cpus": os.cpu_count(),
+                                     "load_before": os.getloadavg()[0]}
+        result["this"] = table(f"this checkout ({ROOT})", time_all(ROOT / "src", cmds, args.runs))
+        if args.ref:
+            result["ref"] = table(f"reference ({args.ref})", time_all(args.ref.resolve() / "src", cmds, args.runs))
+        result["load_after"] = os.getloadavg()[0]
+    print(f"\nload average (1 min): {result['load_before']:.2f} before, {result['load_after']:.2f} after")
+    out = ROOT / "bench" / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "cli.json").write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
