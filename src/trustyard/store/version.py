@@ -47,7 +47,7 @@ def current(url: str) -> str | None:
         path = Path(url[len("sqlite:///"):])
         if not path.exists():
             return None
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
         try:
             row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
         except sqlite3.OperationalError as exc:
