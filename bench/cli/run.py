@@ -5,7 +5,8 @@
 Creates a throwaway CA home (unencrypted keys, in $TMPDIR) and times each command as a
 subprocess, ``--runs`` times, interleaved (one run of each command per round, so a change
 in the machine's load hits every command alike), reporting the median wall time and its
-ratio to ``--help``. ``--ref DIR`` also times the same commands with another checkout's
+ratio to ``--help``, and the median CPU time (user + system, from ``wait4``) of the child:
+on a shared, loaded machine wall times swing with the load while CPU time mostly does not. ``--ref DIR`` also times the same commands with another checkout's
 ``src`` first on PYTHONPATH (e.g. ``--ref /path/to/main``), for a before/after table.
 
 Writes bench/out/cli.json.
@@ -37,28 +38,43 @@ def commands(home: Path) -> dict[str, list[str]]:
     }
 
 
-def time_all(src: Path, cmds: dict[str, list[str]], runs: int) -> dict[str, list[float]]:
+def once(args: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall and CPU (user + system) seconds of one run."""
+    start = time.perf_counter()
+    child = subprocess.Popen(TRUSTYARD + args, env=env, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - start
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} exited {child.returncode}")
+    return wall, usage.ru_utime + usage.ru_stime
+
+
+def time_all(src: Path, cmds: dict[str, list[str]], runs: int) -> dict[str, list[tuple[float, float]]]:
     env = {**os.environ, "PYTHONPATH": str(src)}
-    times: dict[str, list[float]] = {name: [] for name in cmds}
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in cmds}
     for args in cmds.values():  # warm the page cache and the .pyc files; check they work
-        subprocess.run(TRUSTYARD + args, env=env, check=True, stdout=subprocess.DEVNULL)
+        once(args, env)
     for _ in range(runs):
         for name, args in cmds.items():
-            start = time.perf_counter()
-            subprocess.run(TRUSTYARD + args, env=env, check=True, stdout=subprocess.DEVNULL)
-            times[name].append(time.perf_counter() - start)
+            times[name].append(once(args, env))
     return times
 
 
-def table(label: str, times: dict[str, list[float]]) -> list[dict[str, object]]:
-    base = statistics.median(times["--help"])
-    rows = [{"command": name, "median_ms": round(statistics.median(t) * 1000, 1),
-             "min_ms": round(min(t) * 1000, 1), "ratio_to_help": round(statistics.median(t) / base, 2)}
-            for name, t in times.items()]
+def table(label: str, times: dict[str, list[tuple[float, float]]]) -> list[dict[str, object]]:
+    def median(name: str, which: int) -> float:
+        return statistics.median(t[which] for t in times[name])
+
+    rows = [{"command": name, "median_ms": round(median(name, 0) * 1000, 1),
+             "min_ms": round(min(t[0] for t in times[name]) * 1000, 1),
+             "ratio_to_help": round(median(name, 0) / median("--help", 0), 2),
+             "cpu_median_ms": round(median(name, 1) * 1000, 1),
+             "cpu_ratio_to_help": round(median(name, 1) / median("--help", 1), 2)} for name in times]
     print(f"\n{label}")
-    print(f"{'command':<28} {'median ms':>10} {'min ms':>8} {'x --help':>9}")
+    print(f"{'command':<28} {'median ms':>10} {'min ms':>8} {'x --help':>9} {'cpu ms':>8} {'x --help':>9}")
     for r in rows:
-        print(f"{r['command']:<28} {r['median_ms']:>10} {r['min_ms']:>8} {r['ratio_to_help']:>9}")
+        print(f"{r['command']:<28} {r['median_ms']:>10} {r['min_ms']:>8} {r['ratio_to_help']:>9} "
+              f"{r['cpu_median_ms']:>8} {r['cpu_ratio_to_help']:>9}")
     return rows
 
 
