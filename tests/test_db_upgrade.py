@@ -108,3 +108,17 @@ def test_token_does_not_import_alembic(sqlite_home: Path) -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"  # neither the migration tool nor the HTTP client
+
+
+def test_a_remote_client_command_loads_no_store(tmp_path: Path) -> None:
+    code = ("import contextlib, io, sys\n"
+            "from trustyard.cli import main\n"
+            "with contextlib.redirect_stderr(io.StringIO()) as err:\n"
+            f"    rc = main(['issue', 'a.internal', '--token', 't', '--ca-url', 'https://127.0.0.1:1', "
+            f"'--root', {str(tmp_path / 'missing.crt')!r}, '--out', {str(tmp_path)!r}])\n"
+            "assert rc == 2 and 'no such file' in err.getvalue(), (rc, err.getvalue())\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('alembic', 'sqlalchemy')))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "HOME": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
