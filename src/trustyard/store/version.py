@@ -47,16 +47,16 @@ def current(url: str) -> str | None:
         path = Path(url[len("sqlite:///"):])
         if not path.exists():
             return None
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
         try:
-            row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+            row = db.execute("SELECT version_num FROM alembic_version").fetchone()
         except sqlite3.OperationalError as exc:
             if "no such table" in str(exc):
                 return None
             raise
         finally:
-            conn.close()
-        return row[0] if row else None
+            db.close()
+        return str(row[0]) if row else None
     from sqlalchemy import create_engine, text
     from sqlalchemy.exc import OperationalError, ProgrammingError
 
@@ -65,7 +65,8 @@ def current(url: str) -> str | None:
     engine = create_engine(normalize_url(url))
     try:
         with engine.connect() as conn:
-            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+            at = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+            return None if at is None else str(at)
     except (ProgrammingError, OperationalError):
         return None  # no such table: never migrated
     finally:
