@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,16 +17,11 @@ import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from trustyard.testing import free_port
 from trustyard.x509.keys import KeyType, PrivateKey, generate_private_key, signature_hash
 from trustyard.x509.names import parse_name
 
 PASSWORD = b"fixture-password-not-a-secret"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def csr_pem(key: PrivateKey, names: list[x509.GeneralName] | None = None, *, ca: bool = False,
@@ -143,3 +138,26 @@ def create_database(base_url: str, name: str) -> str:
     with psycopg.connect(base_url + "/postgres", autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     return f"{base_url}/{name}"
+
+
+@contextmanager
+def internal_ca_server(base: Path) -> Iterator[Server]:
+    """A CA for ``*.internal`` made in ``base/ca`` and served on loopback by one worker."""
+    from trustyard.ca.home import InitOptions, init_home
+
+    init_home(base / "ca", PASSWORD, InitOptions(allow=("*.internal",)))
+    served = start_server(base / "ca", workers=1)
+    try:
+        yield served
+    finally:
+        served.stop()
+
+
+def run_cli(*args: str) -> tuple[int, str, str]:
+    """The CLI in-process with the fixture password: (exit code, stdout, stderr)."""
+    from click.testing import CliRunner
+
+    from trustyard.cli import cli
+
+    result = CliRunner().invoke(cli, list(args), env={"TRUSTYARD_PASSWORD": PASSWORD.decode()})
+    return result.exit_code, result.stdout, result.stderr

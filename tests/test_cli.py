@@ -137,7 +137,8 @@ def test_serve_defaults_to_one_worker_per_core(tmp_path: Path) -> None:
     assert run("init", "--home", str(home)).returncode == 0
     import httpx
 
-    from .support import free_port, str_ctx
+    from trustyard.testing import free_port
+    from .support import str_ctx
 
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "trustyard", "serve", "--home", str(home), "--listen",

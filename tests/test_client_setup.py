@@ -14,7 +14,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from .support import PASSWORD, free_port, start_server
+from trustyard.testing import free_port
+from .support import PASSWORD, start_server
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

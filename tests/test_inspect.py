@@ -5,25 +5,17 @@ from __future__ import annotations
 
 import base64
 import os
-import shutil
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
+from trustyard.testing import free_port, need
 from trustyard.x509.summary import spki_sha256
-
-from .support import free_port
-
-
-def need(tool: str) -> None:
-    if shutil.which(tool) is None:
-        pytest.skip(f"{tool} not installed")
 
 
 def openssl(*args: str, cwd: Path) -> None:

@@ -42,7 +42,7 @@ def _order(store: SqlStore) -> tuple[str, str, str]:
 ])
 def test_rows_equal_sqlalchemys_own(sqlite_store: SqlStore, statement: object, key: int, has_times: bool) -> None:
     ids = _order(sqlite_store)
-    with sqlite_store._tx(write=False) as conn:
+    with sqlite_store.transaction(write=False) as conn:
         expected = conn.execute(statement, {"b_id": ids[key]}).fetchall()  # type: ignore[call-overload]
         planned = sqlite_store.run(conn, statement, {"b_id": ids[key]}).fetchall()
     assert expected and [tuple(r) for r in planned] == [tuple(r) for r in expected]
@@ -54,7 +54,7 @@ def test_rows_equal_sqlalchemys_own(sqlite_store: SqlStore, statement: object, k
 
 def test_writes_store_the_same_text_as_sqlalchemy(sqlite_store: SqlStore, tmp_path: Path) -> None:
     at = datetime(2026, 11, 27, 4, 5, 6, 789, tzinfo=timezone.utc)
-    with sqlite_store._tx() as conn:
+    with sqlite_store.transaction() as conn:
         conn.execute(insert(acme_nonces), {"nonce": "by-sqlalchemy", "expires_at": at, "retry": 1})
         sqlite_store.run(conn, q._INSERT_NONCE, {"nonce": "by-plan", "expires_at": at, "retry": 1})
     raw = sqlite3.connect(tmp_path / "ca.db")
@@ -65,7 +65,7 @@ def test_writes_store_the_same_text_as_sqlalchemy(sqlite_store: SqlStore, tmp_pa
 
 def test_literal_values_and_executemany(sqlite_store: SqlStore) -> None:
     order_id, authz_id, _ = _order(sqlite_store)
-    with sqlite_store._tx() as conn:
+    with sqlite_store.transaction() as conn:
         # _FINISH_AUTHZ carries the literal 'pending' in its WHERE clause: a valid authz is left alone
         assert sqlite_store.run(conn, q._FINISH_AUTHZ, {"b_id": authz_id, "b_status": "valid"}).rowcount == 1
         assert sqlite_store.run(conn, q._FINISH_AUTHZ, {"b_id": authz_id, "b_status": "invalid"}).rowcount == 0
@@ -81,7 +81,7 @@ def test_literal_values_and_executemany(sqlite_store: SqlStore) -> None:
 
 def test_driver_errors_come_out_as_sqlalchemy_exceptions(sqlite_store: SqlStore) -> None:
     row = {"nonce": "twice", "expires_at": datetime.now(timezone.utc), "retry": 0}
-    with sqlite_store._tx() as conn:
+    with sqlite_store.transaction() as conn:
         sqlite_store.run(conn, q._INSERT_NONCE, row)
         with pytest.raises(exc.IntegrityError):
             sqlite_store.run(conn, q._INSERT_NONCE, row)
@@ -95,7 +95,7 @@ def test_a_plan_never_runs_outside_a_transaction(sqlite_store: SqlStore) -> None
             sqlite_store.run(conn, q._INSERT_NONCE, {"nonce": "n", "expires_at": datetime.now(timezone.utc),
                                                      "retry": 0})
         conn.rollback()
-    with sqlite_store._tx(write=False) as conn:
+    with sqlite_store.transaction(write=False) as conn:
         assert conn.execute(select(acme_nonces).where(acme_nonces.c.nonce == "n")).first() is None
 
 
@@ -107,14 +107,14 @@ def test_statements_expanded_at_execution_are_not_planned(sqlite_store: SqlStore
 
 def test_a_missing_value_is_an_error_not_a_null(sqlite_store: SqlStore) -> None:
     _, _, challenge_id = _order(sqlite_store)
-    with sqlite_store._tx() as conn:
+    with sqlite_store.transaction() as conn:
         with pytest.raises(exc.InvalidRequestError, match="b_error"):  # as conn.execute says it
             sqlite_store.run(conn, q._FINISH_CHALLENGE, {"b_id": challenge_id, "b_status": "valid",
                                                          "b_validated_at": None})
         rows = [{"nonce": "a", "expires_at": datetime.now(timezone.utc), "retry": 0}, {"nonce": "b", "retry": 0}]
         with pytest.raises(exc.InvalidRequestError, match="expires_at"):
             sqlite_store.run(conn, q._INSERT_NONCE, rows)
-    with sqlite_store._tx(write=False) as conn:
+    with sqlite_store.transaction(write=False) as conn:
         status = conn.execute(select(q.acme_challenges.c.status)
                               .where(q.acme_challenges.c.id == challenge_id)).scalar_one()
     assert status == "processing"

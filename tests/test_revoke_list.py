@@ -10,13 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from trustyard.ca.authority import REVOCATION_REASONS
 from trustyard.ca.home import InitOptions, init_home
-from trustyard.cli import cli
 
-from .support import PASSWORD, Server, start_server
+from .support import PASSWORD, Server, internal_ca_server, run_cli
 
 ENV = {"TRUSTYARD_PASSWORD": PASSWORD.decode()}
 WHEN = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
@@ -24,16 +22,11 @@ WHEN = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    home = tmp_path_factory.mktemp("revoke-ca") / "ca"
-    init_home(home, PASSWORD, InitOptions(allow=("*.internal",)))
-    s = start_server(home, workers=1)
-    yield s
-    s.stop()
+    with internal_ca_server(tmp_path_factory.mktemp("revoke-ca")) as served:
+        yield served
 
 
-def run(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(cli, list(args), env=ENV)
-    return result.exit_code, result.stdout, result.stderr
+run = run_cli
 
 
 def remote(server: Server) -> list[str]:

@@ -22,8 +22,9 @@ import pytest
 
 from trustyard.ca.oplog import OperationsLog, logfmt
 from trustyard.store import AuditEvent
+from trustyard.testing import free_port
 
-from .support import free_port, new_csr, str_ctx
+from .support import new_csr, str_ctx
 
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ INFO trustyard\.ca\[\d+\]: (.*)$")
 
@@ -182,13 +183,13 @@ def test_audit_is_a_table_that_says_why_a_request_was_refused(served: Serve, tmp
     assert result.returncode == 0, result.stderr
     entries, counted = result.stdout.rstrip("\n").split("\n\n")
     header, *rows = entries.splitlines()
-    assert header.split() == ["SEQ", "TIME", "OUTCOME", "ACTION", "TARGET", "ACTOR", "DETAIL"]
-    columns = [header.index(name) for name in ("TIME", "OUTCOME", "ACTION", "TARGET", "ACTOR", "DETAIL")]
+    assert header.split() == ["SEQ", "TIME", "AGE", "OUTCOME", "ACTION", "TARGET", "ACTOR", "DETAIL"]
+    columns = [header.index(name) for name in ("TIME", "AGE", "OUTCOME", "ACTION", "TARGET", "ACTOR", "DETAIL")]
     for row in rows:  # aligned: every cell starts under its header
         assert all(row[c - 2:c] == "  " and row[c] != " " for c in columns), row
     denied = [r for r in rows if "request.deny" in r]
     assert denied and "tokenNameMismatch: the token does not cover b.internal (it is bound to a.internal)" in denied[-1]
-    assert re.search(r"  \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ  denied ", denied[-1])
+    assert re.search(r"  \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ  \d+s +denied ", denied[-1])  # TIME, then AGE in seconds
     title, head, *aggregated = counted.splitlines()
     assert title == "Refused before authenticating (counted per hour, source and reason):"
     assert head.split() == ["INTERVAL", "SOURCE", "COUNT", "ACTION", "REASON", "LAST"]
@@ -250,7 +251,7 @@ def test_the_log_hears_of_an_event_once_it_is_committed(tmp_path: Path) -> None:
             raise RuntimeError
     with store.unit():
         with pytest.raises(RuntimeError):
-            with store._tx() as conn:  # one step of the unit, undone by its SAVEPOINT
+            with store.transaction() as conn:  # one step of the unit, undone by its SAVEPOINT
                 store._append(conn, AuditEvent(actor="a", action="step-undone", target="t"))
                 raise RuntimeError
         store.audit(AuditEvent(actor="a", action="in-unit", target="t"))

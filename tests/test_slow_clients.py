@@ -27,8 +27,9 @@ import tomli_w
 
 from trustyard.ca.config import load_config
 from trustyard.errors import ConfigError
+from trustyard.testing import free_port
 
-from .support import PASSWORD, Server, free_port, start_server, str_ctx
+from .support import PASSWORD, Server, start_server, str_ctx
 
 HEADER_DEADLINE = 2.0
 SLACK = 2.0  # scheduling on a shared two-core machine

@@ -185,16 +185,16 @@ def test_a_failed_commit_does_not_leave_the_connection_in_a_transaction(tmp_path
     url = f"sqlite:///{tmp_path / 'fk.db'}"
     store, other = open_store(url), open_store(url)
     try:
-        with store._tx() as conn:
+        with store.transaction() as conn:
             conn.exec_driver_sql("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
             conn.exec_driver_sql("CREATE TABLE child (id INTEGER PRIMARY KEY, p INTEGER "
                                  "REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED)")
         store._kept_connection().connection.dbapi_connection.execute("PRAGMA foreign_keys=ON")  # type: ignore[union-attr]
         with pytest.raises(Exception, match="FOREIGN KEY"):  # fails at COMMIT
-            with store._tx() as conn:
+            with store.transaction() as conn:
                 conn.exec_driver_sql("INSERT INTO child VALUES (1, 99)")
         store.record_intent(intent("after"))  # this thread's next transaction
-        with other._tx() as conn:  # and another writer
+        with other.transaction() as conn:  # and another writer
             conn.exec_driver_sql("INSERT INTO parent VALUES (1)")
         assert other.get("after") is not None
     finally:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from ..support import free_port
+from trustyard.testing import free_port
 
 
 @dataclass

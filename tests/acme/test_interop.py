@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -30,19 +29,13 @@ from cryptography import x509
 from trustyard.ca.home import InitOptions, init_home
 from trustyard.store import open_store
 from trustyard.ca.config import load_config
+from trustyard.testing import free_port, need
 
-from ..support import PASSWORD, Server, free_port, start_server
+from ..support import PASSWORD, Server, start_server
 from .challtestsrv import ChallTestSrv, start_challtestsrv
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("acme-interop")]
 NONCE_REJECT = [pytest.param("0", id="nonces-ok"), pytest.param("10", id="nonce-reject-10pct")]
-
-
-def need(binary: str) -> str:
-    path = shutil.which(binary)
-    if path is None:
-        pytest.fail(f"{binary} missing: scripts/test-all installs it (scripts/apt-packages.txt)")
-    return path
 
 
 @pytest.fixture

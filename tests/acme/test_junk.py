@@ -142,13 +142,13 @@ def test_purge_keeps_what_is_live_and_valid(acme_home: Path) -> None:
         expired, _ = store.create_order(account.id, "acme", [("dns", "a.internal")], authz, timedelta(seconds=-1), None)
         live, _ = store.create_order(account.id, "acme", [("dns", "a.internal")], authz, timedelta(hours=1), None)
         done, _ = store.create_order(account.id, "acme", [("dns", "a.internal")], authz, timedelta(seconds=-1), None)
-        with store.sql._tx() as conn:  # a finished order: it names its certificate, so it stays
+        with store.sql.transaction() as conn:  # a finished order: it names its certificate, so it stays
             conn.execute(acme_orders.update().where(acme_orders.c.id == done.id).values(status="valid"))
         deleted = store.purge()
         assert deleted["acme_orders"] == 1 and deleted["acme_authzs"] == 1 and deleted["acme_challenges"] == 1
         assert store.get_order_with_authzs(expired.id) is None
         assert store.get_order_with_authzs(live.id) is not None and store.get_order_with_authzs(done.id) is not None
-        with store.sql._tx(write=False) as conn:
+        with store.sql.transaction(write=False) as conn:
             assert conn.execute(acme_authzs.select()).fetchall().__len__() == 2
             assert conn.execute(acme_challenges.select()).fetchall().__len__() == 2
     finally:

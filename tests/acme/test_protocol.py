@@ -276,7 +276,7 @@ def test_a_validation_lost_with_its_worker_resumes_when_polled(env: Env) -> None
     challenge = next(c for c in acme.post(authz_url).json()["challenges"] if c["type"] == "http-01")
     env.srv.add_http01(challenge["token"], acme.key_authorization(challenge["token"]))
     # as if a worker had marked it processing and died before validating
-    with env.authority.store._tx() as conn:
+    with env.authority.store.transaction() as conn:
         conn.execute(update(acme_challenges).where(acme_challenges.c.token == challenge["token"])
                      .values(status="processing", started_at=datetime.now(timezone.utc) - timedelta(minutes=5)))
     assert poll(acme, authz_url)["status"] == "valid"

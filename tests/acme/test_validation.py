@@ -15,6 +15,7 @@ import pytest
 
 from trustyard.acme.guard import TargetGuard, TargetRefused
 from trustyard.acme.validation import Checker, Probe, Resolver, ValidationAuthority
+from trustyard.testing import free_port
 
 KEY_AUTH = "tok.thumb"
 
@@ -229,15 +230,9 @@ def test_a_failed_aaaa_lookup_after_failed_a_addresses_still_names_them(challtes
 
     challtestsrv.add_a("half.internal", "127.0.0.3")  # nothing listens there
     resolver = BrokenAAAA(challtestsrv.resolver)
-    error = validate(checker(free_port_number(), resolver), probe("half.internal"))
+    error = validate(checker(free_port("127.0.0.2"), resolver), probe("half.internal"))
     assert error and error["type"].endswith(":connection"), error
     assert "127.0.0.3" in error["detail"] and "AAAA" in error["detail"] and resolver.asked == ["A", "AAAA"]
-
-
-def free_port_number() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.2", 0))
-        return s.getsockname()[1]
 
 
 class Instant(Checker):

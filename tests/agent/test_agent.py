@@ -14,10 +14,11 @@ import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from trustyard.testing import free_port
 from trustyard.x509.keys import KeyType, generate_private_key
 from trustyard.x509.profiles import root_builder, sign
 
-from ..support import Server, free_port
+from ..support import Server
 from .helpers import AgentProcess, agent_args, mint, serial_of, serve, wait_for
 
 HERE = Path(__file__).parent

@@ -17,11 +17,12 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from trustyard.testing import free_port
 from trustyard.tls import client_context
 from trustyard.x509.keys import KeyType, generate_private_key, private_key_pem
 from trustyard.x509.profiles import root_builder, sign
 
-from ..support import Server, free_port
+from ..support import Server
 from .helpers import AgentProcess, agent_args, mint, serial_of, wait_for
 
 HERE = Path(__file__).parent

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,8 +10,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from trustyard.testing import TestCA
 from trustyard.x509 import keys, profiles
-from trustyard.x509.names import parse_names
 
 NOW = dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.UTC)  # for validate(now=NOW)
 CA_START = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)  # the CA spans NOW and the real clock
@@ -31,34 +32,22 @@ class Files:
         return ["--cert", str(self.cert), "--key", str(self.key), "--ca", str(self.ca)]
 
 
-class MiniCA:
+def check_ca(key_type: keys.KeyType = keys.KeyType.EC_P256, limits: profiles.NameLimits | None = None) -> TestCA:
     """Root -> intermediate, any key type, optional name constraints on the intermediate."""
+    return TestCA("Check", key_type=key_type, not_before=CA_START, lifetime=dt.timedelta(days=7300),
+                  intermediate_lifetime=dt.timedelta(days=7000), limits=limits)
 
-    def __init__(self, key_type: keys.KeyType = keys.KeyType.EC_P256,
-                 limits: profiles.NameLimits | None = None) -> None:
-        self.key_type = key_type
-        self.root_key = keys.generate_private_key(key_type)
-        self.root = profiles.sign(profiles.root_builder(
-            self.root_key.public_key(), "Check Root", CA_START, dt.timedelta(days=7300)),
-            self.root_key)
-        self.int_key = keys.generate_private_key(key_type)
-        self.intermediate = profiles.sign(profiles.intermediate_builder(
-            self.int_key.public_key(), self.root, "Check Intermediate", CA_START,
-            dt.timedelta(days=7000), limits=limits), self.root_key)
 
-    def leaf(self, *names: str, eku: tuple[str, ...] = ("serverAuth", "clientAuth"),
-             not_before: dt.datetime = NOW - dt.timedelta(hours=1),
-             lifetime: dt.timedelta = dt.timedelta(hours=24),
-             key: keys.PrivateKey | None = None) -> tuple[x509.Certificate, keys.PrivateKey]:
-        key = key or keys.generate_private_key(self.key_type)
-        spec = profiles.LeafSpec(key.public_key(), tuple(parse_names(names or ("orders.internal",))),
-                                 not_before, not_before + lifetime, profiles.new_serial(), eku=eku)
-        return profiles.sign(profiles.leaf_builder(spec, self.intermediate), self.int_key), key
+def leaf_of(ca: TestCA, *names: str, not_before: dt.datetime = NOW - dt.timedelta(hours=1),
+            ttl: dt.timedelta = dt.timedelta(hours=24), **kw: Any) -> tuple[x509.Certificate, keys.PrivateKey]:
+    """A leaf valid around NOW (24 h from an hour before it): the certificate and its key."""
+    issued = ca.issue(*names, not_before=not_before, ttl=ttl, **kw)
+    return issued.cert, issued.key
 
 
 @pytest.fixture(scope="session")
-def mini_ca() -> MiniCA:
-    return MiniCA()
+def mini_ca() -> TestCA:
+    return check_ca()
 
 
 @pytest.fixture
@@ -79,6 +68,6 @@ def write(tmp_path: Path) -> Callable[..., Files]:
 
 
 @pytest.fixture
-def healthy(mini_ca: MiniCA, write: Callable[..., Files]) -> Files:
-    leaf, key = mini_ca.leaf("orders.internal", "10.0.0.7", "spiffe://prod.internal/orders")
-    return write(leaf, key, [mini_ca.intermediate], [mini_ca.root])
+def healthy(mini_ca: TestCA, write: Callable[..., Files]) -> Files:
+    leaf, key = leaf_of(mini_ca, "orders.internal", "10.0.0.7", "spiffe://prod.internal/orders")
+    return write(leaf, key, [mini_ca.cert], [mini_ca.root])

@@ -9,29 +9,22 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from trustyard import check as checklib
-from trustyard.ca.home import InitOptions, init_home
-from trustyard.cli import cli
+from trustyard.testing import free_port
 
-from ..support import PASSWORD, Server, free_port, start_server
+from ..support import PASSWORD, Server, internal_ca_server, run_cli
 
 ENV = {"TRUSTYARD_PASSWORD": PASSWORD.decode()}
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    home = tmp_path_factory.mktemp("check-ca") / "ca"
-    init_home(home, PASSWORD, InitOptions(allow=("*.internal",)))
-    s = start_server(home, workers=1)
-    yield s
-    s.stop()
+    with internal_ca_server(tmp_path_factory.mktemp("check-ca")) as served:
+        yield served
 
 
-def run(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(cli, list(args), env=ENV)
-    return result.exit_code, result.stdout, result.stderr
+run = run_cli
 
 
 def issue(server: Server, out: Path, name: str = "orders.internal") -> Path:

@@ -13,18 +13,19 @@ from click.testing import CliRunner
 
 from trustyard import check as checklib
 from trustyard.cli import cli
+from trustyard.testing import TestCA
 from trustyard.x509 import keys
 
-from .conftest import Files, MiniCA
+from .conftest import Files, check_ca, leaf_of
 
 NOW = dt.datetime.now(dt.UTC)
 
 
 @pytest.fixture
-def live(mini_ca: MiniCA, write: Callable[..., Files]) -> Files:
+def live(mini_ca: TestCA, write: Callable[..., Files]) -> Files:
     """Valid by the real clock: 1 h old, 23 h left."""
-    leaf, key = mini_ca.leaf("orders.internal", "spiffe://prod.internal/orders", not_before=NOW - dt.timedelta(hours=1))
-    return write(leaf, key, [mini_ca.intermediate], [mini_ca.root])
+    leaf, key = leaf_of(mini_ca, "orders.internal", "spiffe://prod.internal/orders", not_before=NOW - dt.timedelta(hours=1))
+    return write(leaf, key, [mini_ca.cert], [mini_ca.root])
 
 
 def invoke(*args: str) -> tuple[int, str, str]:
@@ -59,24 +60,24 @@ def test_json(live: Files) -> None:
     ("name", checklib.NameMismatch), ("input", checklib.CheckInputError),
 ])
 def test_each_failure_class_has_its_exit_status(case: str, expected: type[checklib.CheckFailed], live: Files,
-                                                mini_ca: MiniCA, write: Callable[..., Files]) -> None:
+                                                mini_ca: TestCA, write: Callable[..., Files]) -> None:
     args = live.args()
     if case == "key":
-        args = write(live.leaf, keys.generate_private_key(keys.KeyType.EC_P256), [mini_ca.intermediate],
+        args = write(live.leaf, keys.generate_private_key(keys.KeyType.EC_P256), [mini_ca.cert],
                      [mini_ca.root]).args()
     elif case == "chain":
-        args = write(live.leaf, keys.load_private_key_pem(live.key.read_bytes()), [mini_ca.intermediate],
-                     [MiniCA().root]).args()
+        args = write(live.leaf, keys.load_private_key_pem(live.key.read_bytes()), [mini_ca.cert],
+                     [check_ca().root]).args()
     elif case == "expired":
-        leaf, key = mini_ca.leaf("orders.internal", not_before=NOW - dt.timedelta(days=3))
-        args = write(leaf, key, [mini_ca.intermediate], [mini_ca.root]).args()
+        leaf, key = leaf_of(mini_ca, "orders.internal", not_before=NOW - dt.timedelta(days=3))
+        args = write(leaf, key, [mini_ca.cert], [mini_ca.root]).args()
     elif case == "time":
         args += ["--min-remaining", "2d"]
     elif case == "ca":
-        args = write(mini_ca.intermediate, mini_ca.int_key, [], [mini_ca.root]).args()
+        args = write(mini_ca.cert, mini_ca.key, [], [mini_ca.root]).args()
     elif case == "usage":
-        leaf, key = mini_ca.leaf("orders.internal", eku=("clientAuth",), not_before=NOW - dt.timedelta(hours=1))
-        args = write(leaf, key, [mini_ca.intermediate], [mini_ca.root]).args()
+        leaf, key = leaf_of(mini_ca, "orders.internal", eku=("clientAuth",), not_before=NOW - dt.timedelta(hours=1))
+        args = write(leaf, key, [mini_ca.cert], [mini_ca.root]).args()
     elif case == "name":
         args += ["--name", "billing.internal"]
     elif case == "input":

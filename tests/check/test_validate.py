@@ -11,10 +11,11 @@ from cryptography import x509
 
 from trustyard import check
 from trustyard.errors import TrustyardError
+from trustyard.testing import TestCA
 from trustyard.x509 import keys, profiles
 from trustyard.x509.names import parse_names
 
-from .conftest import NOW, Files, MiniCA
+from .conftest import NOW, Files, check_ca, leaf_of
 
 H = dt.timedelta(hours=1)
 
@@ -38,16 +39,16 @@ class TestHealthy:
         assert report.to_dict()["time_left"] == "23h 0m"
         assert set(report.checks) == set(check.CHECKS)
 
-    def test_accepts_bytes_and_objects(self, healthy: Files, mini_ca: MiniCA) -> None:
+    def test_accepts_bytes_and_objects(self, healthy: Files, mini_ca: TestCA) -> None:
         key = keys.load_private_key_pem(healthy.key.read_bytes())
         report = check.validate(healthy.cert.read_bytes(), key, [mini_ca.root], now=NOW)
         assert report.ok
 
     @pytest.mark.parametrize("key_type", [keys.KeyType.ED25519, keys.KeyType.RSA_2048, keys.KeyType.EC_P384])
     def test_other_key_types(self, key_type: keys.KeyType, write: Callable[..., Files]) -> None:
-        ca = MiniCA(key_type)
-        leaf, key = ca.leaf("orders.internal")
-        report = run(write(leaf, key, [ca.intermediate], [ca.root]), name="orders.internal")
+        ca = check_ca(key_type)
+        leaf, key = leaf_of(ca, "orders.internal")
+        report = run(write(leaf, key, [ca.cert], [ca.root]), name="orders.internal")
         assert report.ok
         expected = "trustyard fallback (Ed25519)" if key_type is keys.KeyType.ED25519 else "cryptography"
         assert report.chain_method == expected
@@ -55,13 +56,13 @@ class TestHealthy:
 
 class TestChain:
     def test_unknown_ca(self, healthy: Files, write: Callable[..., Files]) -> None:
-        other = MiniCA()
-        leaf, key = MiniCA().leaf("orders.internal")
+        other = check_ca()
+        leaf, key = leaf_of(check_ca(), "orders.internal")
         with pytest.raises(check.ChainInvalid, match="unknown_issuer|missing_intermediate"):
             run(write(leaf, key, [], [other.root]))
 
-    def test_missing_intermediate(self, mini_ca: MiniCA, write: Callable[..., Files]) -> None:
-        leaf, key = mini_ca.leaf("orders.internal")
+    def test_missing_intermediate(self, mini_ca: TestCA, write: Callable[..., Files]) -> None:
+        leaf, key = leaf_of(mini_ca, "orders.internal")
         with pytest.raises(check.ChainInvalid, match="missing_intermediate"):
             run(write(leaf, key, [], [mini_ca.root]))
 
@@ -76,37 +77,37 @@ class TestChain:
             run(write(cert, key, [], [cert]))
 
     def test_ed25519_chain_from_another_ca_fails_in_the_fallback(self, write: Callable[..., Files]) -> None:
-        ours, theirs = MiniCA(keys.KeyType.ED25519), MiniCA(keys.KeyType.ED25519)
-        leaf, key = theirs.leaf("orders.internal")
+        ours, theirs = check_ca(keys.KeyType.ED25519), check_ca(keys.KeyType.ED25519)
+        leaf, key = leaf_of(theirs, "orders.internal")
         with pytest.raises(check.ChainInvalid):
-            run(write(leaf, key, [theirs.intermediate], [ours.root]))
+            run(write(leaf, key, [theirs.cert], [ours.root]))
 
     @pytest.mark.parametrize("key_type", [keys.KeyType.EC_P256, keys.KeyType.ED25519])
     def test_name_constraints_are_enforced(self, key_type: keys.KeyType, write: Callable[..., Files]) -> None:
-        ca = MiniCA(key_type, limits=profiles.NameLimits(dns=("prod.internal",)))
-        ok_leaf, ok_key = ca.leaf("orders.prod.internal")
-        assert run(write(ok_leaf, ok_key, [ca.intermediate], [ca.root])).ok
-        leaf, key = ca.leaf("orders.staging.internal")
+        ca = check_ca(key_type, limits=profiles.NameLimits(dns=("prod.internal",)))
+        ok_leaf, ok_key = leaf_of(ca, "orders.prod.internal")
+        assert run(write(ok_leaf, ok_key, [ca.cert], [ca.root])).ok
+        leaf, key = leaf_of(ca, "orders.staging.internal")
         with pytest.raises(check.ChainInvalid):
-            run(write(leaf, key, [ca.intermediate], [ca.root]))
+            run(write(leaf, key, [ca.cert], [ca.root]))
 
-    def test_fallback_refuses_a_non_ca_issuer(self, mini_ca: MiniCA, write: Callable[..., Files]) -> None:
+    def test_fallback_refuses_a_non_ca_issuer(self, mini_ca: TestCA, write: Callable[..., Files]) -> None:
         # An Ed25519 "intermediate" that is really a leaf signs another leaf.
-        ca = MiniCA(keys.KeyType.ED25519)
-        middle, middle_key = ca.leaf("middle.internal")
+        ca = check_ca(keys.KeyType.ED25519)
+        middle, middle_key = leaf_of(ca, "middle.internal")
         key = keys.generate_private_key(keys.KeyType.ED25519)
         spec = profiles.LeafSpec(key.public_key(), tuple(parse_names(["orders.internal"])), NOW - H, NOW + H,
                                  profiles.new_serial())
         leaf = profiles.sign(profiles.leaf_builder(spec, middle), middle_key)
         with pytest.raises(check.ChainInvalid, match="not a CA"):
-            run(write(leaf, key, [middle, ca.intermediate], [ca.root]))
+            run(write(leaf, key, [middle, ca.cert], [ca.root]))
 
 
 class TestOtherClasses:
-    def test_key_mismatch(self, mini_ca: MiniCA, write: Callable[..., Files]) -> None:
-        leaf, _ = mini_ca.leaf("orders.internal")
+    def test_key_mismatch(self, mini_ca: TestCA, write: Callable[..., Files]) -> None:
+        leaf, _ = leaf_of(mini_ca, "orders.internal")
         with pytest.raises(check.KeyMismatch):
-            run(write(leaf, keys.generate_private_key(keys.KeyType.EC_P256), [mini_ca.intermediate],
+            run(write(leaf, keys.generate_private_key(keys.KeyType.EC_P256), [mini_ca.cert],
                       [mini_ca.root]))
 
     def test_expired(self, healthy: Files) -> None:
@@ -129,14 +130,14 @@ class TestOtherClasses:
             with pytest.raises(check.NotEnoughTimeLeft, match="left, at least"):
                 run(healthy, min_remaining=threshold)
 
-    def test_ca_certificate(self, mini_ca: MiniCA, write: Callable[..., Files]) -> None:
-        files = write(mini_ca.intermediate, mini_ca.int_key, [], [mini_ca.root])
+    def test_ca_certificate(self, mini_ca: TestCA, write: Callable[..., Files]) -> None:
+        files = write(mini_ca.cert, mini_ca.key, [], [mini_ca.root])
         with pytest.raises(check.IsCA):
             run(files)
 
-    def test_eku_must_fit_the_usage(self, mini_ca: MiniCA, write: Callable[..., Files]) -> None:
-        leaf, key = mini_ca.leaf("orders.internal", eku=("clientAuth",))
-        files = write(leaf, key, [mini_ca.intermediate], [mini_ca.root])
+    def test_eku_must_fit_the_usage(self, mini_ca: TestCA, write: Callable[..., Files]) -> None:
+        leaf, key = leaf_of(mini_ca, "orders.internal", eku=("clientAuth",))
+        files = write(leaf, key, [mini_ca.cert], [mini_ca.root])
         assert run(files, usage="client").ok
         with pytest.raises(check.WrongUsage, match="does not allow serverAuth"):
             run(files, usage="server")
@@ -153,10 +154,10 @@ class TestOtherClasses:
             with pytest.raises(check.NameMismatch):
                 run(healthy, name=name)
 
-    def test_all_failures_are_reported_and_the_first_is_raised(self, mini_ca: MiniCA,
+    def test_all_failures_are_reported_and_the_first_is_raised(self, mini_ca: TestCA,
                                                                write: Callable[..., Files]) -> None:
-        leaf, _ = mini_ca.leaf("orders.internal", eku=("clientAuth",))
-        files = write(leaf, keys.generate_private_key(keys.KeyType.EC_P256), [mini_ca.intermediate],
+        leaf, _ = leaf_of(mini_ca, "orders.internal", eku=("clientAuth",))
+        files = write(leaf, keys.generate_private_key(keys.KeyType.EC_P256), [mini_ca.cert],
                       [mini_ca.root])
         with pytest.raises(check.KeyMismatch) as info:
             run(files, name="billing.internal", now=NOW + 48 * H)

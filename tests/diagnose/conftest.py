@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import shutil
-
 from typing import Iterator
 
 import pytest
@@ -19,10 +17,3 @@ def live_servers(pki: PKI) -> Iterator[dict[str, Live]]:
     yield servers
     for live in servers.values():
         live.server.close()
-
-def need(tool: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        pytest.skip(f"{tool} is not installed (see scripts/apt-packages.txt)")
-    return path
-

@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .pki import DAY, NOW, Leaf, Server, TestCA, pem, self_signed
+from trustyard.testing import Leaf, TestCA, pem, self_signed
+
+from .servers import DAY, NOW, Server
 
 
 @dataclass
@@ -50,9 +52,9 @@ class PKI:
 
 
 def make_pki(base: Path) -> PKI:
-    root = TestCA("Scenario Root")
-    inter = root.intermediate("Scenario Intermediate")
-    other = TestCA("Stranger Root")
+    root = TestCA("Scenario", intermediates=0)
+    inter = root.child("Scenario Intermediate")
+    other = TestCA("Stranger", intermediates=0)
     ca_file = base / "ca.crt"
     ca_file.write_bytes(root.pem())
     return PKI(root, inter, other, ca_file, base)
@@ -61,7 +63,7 @@ def make_pki(base: Path) -> PKI:
 def _serve(pki: PKI, name: str, leaf: Leaf, extra: list | None = None, chain: bool = True,  # type: ignore[type-arg]
            **server_kw: object) -> Server:
     d = pki.base / name
-    crt, key = leaf.write(d, chain=chain)
+    crt, key = leaf.write_pair(d, chain=chain)
     if extra:
         crt.write_bytes(crt.read_bytes() + b"".join(pem(c) for c in extra))
     return Server(cert=crt, key=key, **server_kw)  # type: ignore[arg-type]
@@ -82,68 +84,68 @@ def self_signed_leaf(pki: PKI) -> Live:
 
 
 def unknown_ca(pki: PKI) -> Live:
-    stranger = pki.other.intermediate("Stranger Intermediate")
-    return Live("unknown_ca", _serve(pki, "unk", stranger.leaf("localhost")), pki.ca_file, "localhost",
+    stranger = pki.other.child("Stranger Intermediate")
+    return Live("unknown_ca", _serve(pki, "unk", stranger.issue("localhost")), pki.ca_file, "localhost",
                 "trust", "unknown_issuer")
 
 
 def missing_intermediate(pki: PKI) -> Live:
-    return Live("missing_intermediate", _serve(pki, "mi", pki.inter.leaf("localhost"), chain=False), pki.ca_file,
+    return Live("missing_intermediate", _serve(pki, "mi", pki.inter.issue("localhost"), chain=False), pki.ca_file,
                 "localhost", "trust", "missing_intermediate")
 
 
 def root_in_chain(pki: PKI) -> Live:
-    stranger = pki.other.intermediate("Stranger Intermediate")
-    return Live("root_in_chain", _serve(pki, "ric", stranger.leaf("localhost"), extra=[pki.other.cert]),
+    stranger = pki.other.child("Stranger Intermediate")
+    return Live("root_in_chain", _serve(pki, "ric", stranger.issue("localhost"), extra=[pki.other.cert]),
                 pki.ca_file, "localhost", "trust", "root_in_chain_untrusted")
 
 
 def san_mismatch(pki: PKI) -> Live:
-    return Live("san_mismatch", _serve(pki, "san", pki.inter.leaf("other.internal")), pki.ca_file, "localhost",
+    return Live("san_mismatch", _serve(pki, "san", pki.inter.issue("other.internal")), pki.ca_file, "localhost",
                 "identity", "hostname_mismatch")
 
 
 def ip_without_ip_san(pki: PKI) -> Live:
-    return Live("ip_without_ip_san", _serve(pki, "ip", pki.inter.leaf("localhost")), pki.ca_file, "127.0.0.1",
+    return Live("ip_without_ip_san", _serve(pki, "ip", pki.inter.issue("localhost")), pki.ca_file, "127.0.0.1",
                 "identity", "ip_not_in_san")
 
 
 def cn_only(pki: PKI) -> Live:
-    return Live("cn_only", _serve(pki, "cn", pki.inter.leaf(cn="localhost")), pki.ca_file, "localhost",
+    return Live("cn_only", _serve(pki, "cn", pki.inter.issue(cn="localhost")), pki.ca_file, "localhost",
                 "identity", "cn_only")
 
 
 def wildcard_too_deep(pki: PKI) -> Live:
-    return Live("wildcard_too_deep", _serve(pki, "wc", pki.inter.leaf("*.localhost")), pki.ca_file,
+    return Live("wildcard_too_deep", _serve(pki, "wc", pki.inter.issue("*.localhost")), pki.ca_file,
                 "a.b.localhost", "identity", "wildcard_mismatch")
 
 
 def expired_leaf(pki: PKI) -> Live:
-    leaf = pki.inter.leaf("localhost", not_before=NOW - 30 * DAY, not_after=NOW - DAY)
+    leaf = pki.inter.issue("localhost", not_before=NOW - 30 * DAY, not_after=NOW - DAY)
     return Live("expired_leaf", _serve(pki, "exp", leaf), pki.ca_file, "localhost", "validity", "expired")
 
 
 def expired_intermediate(pki: PKI) -> Live:
-    old = pki.root.intermediate("Old Intermediate", not_before=NOW - 400 * DAY, lifetime=365 * DAY)
-    leaf = old.leaf("localhost")
+    old = pki.root.child("Old Intermediate", not_before=NOW - 400 * DAY, lifetime=365 * DAY)
+    leaf = old.issue("localhost")
     return Live("expired_intermediate", _serve(pki, "expi", leaf), pki.ca_file, "localhost", "validity", "expired")
 
 
 def not_yet_valid(pki: PKI) -> Live:
-    leaf = pki.inter.leaf("localhost", not_before=NOW + 2 * DAY, not_after=NOW + 30 * DAY)
+    leaf = pki.inter.issue("localhost", not_before=NOW + 2 * DAY, not_after=NOW + 30 * DAY)
     return Live("not_yet_valid", _serve(pki, "nyv", leaf), pki.ca_file, "localhost", "validity", "not_yet_valid")
 
 
 def client_cert_required(pki: PKI) -> Live:
-    server = _serve(pki, "ccr", pki.inter.leaf("localhost"), client_ca=_client_ca(pki, "ccr"))
+    server = _serve(pki, "ccr", pki.inter.issue("localhost"), client_ca=_client_ca(pki, "ccr"))
     return Live("client_cert_required", server, pki.ca_file, "localhost", "client_auth", "client_cert_required")
 
 
 def client_cert_wrong_ca(pki: PKI) -> Live:
-    server = _serve(pki, "ccw", pki.inter.leaf("localhost"), client_ca=_client_ca(pki, "ccw"))
-    stranger = pki.other.leaf("client.internal")
+    server = _serve(pki, "ccw", pki.inter.issue("localhost"), client_ca=_client_ca(pki, "ccw"))
+    stranger = pki.other.issue("client.internal")
     d = pki.base / "ccw-client"
-    crt, key = stranger.write(d, "client")
+    crt, key = stranger.write_pair(d, "client")
     return Live("client_cert_wrong_ca", server, pki.ca_file, "localhost", "client_auth", "client_cert_rejected",
                 client_cert=(crt, key))
 
@@ -153,7 +155,7 @@ def plain_http(pki: PKI) -> Live:
 
 
 def healthy(pki: PKI) -> Live:
-    return Live("healthy", _serve(pki, "ok", pki.inter.leaf("localhost", "127.0.0.1")), pki.ca_file, "localhost",
+    return Live("healthy", _serve(pki, "ok", pki.inter.issue("localhost", "127.0.0.1")), pki.ca_file, "localhost",
                 None, None)
 
 

@@ -12,7 +12,7 @@ import pytest
 from trustyard.diagnose.doctor import diagnose
 from trustyard.diagnose.explain import explain
 
-from .pki import DAY, NOW, Server
+from .servers import DAY, NOW, Server
 from .scenarios import PKI, _serve
 
 
@@ -30,7 +30,7 @@ def test_refused_dns_and_timeout() -> None:
 
 
 def test_clock_skew_when_the_server_clock_says_the_chain_is_valid(pki: PKI) -> None:
-    server: Server = _serve(pki, "skew", pki.inter.leaf("localhost", not_before=NOW - DAY, not_after=NOW + 5 * DAY))
+    server: Server = _serve(pki, "skew", pki.inter.issue("localhost", not_before=NOW - DAY, not_after=NOW + 5 * DAY))
     try:
         # the local clock runs 10 days fast; the server's Date header tells the real time
         verdict = diagnose(f"localhost:{server.port}", ca_files=[str(pki.ca_file)], now=NOW + 10 * DAY)
@@ -57,7 +57,7 @@ NO_SHARED = {
 
 @pytest.mark.parametrize("case", sorted(NO_SHARED))
 def test_no_shared_protocol(pki: PKI, case: str) -> None:
-    server = _serve(pki, f"nsp-{case}", pki.inter.leaf("localhost"), **NO_SHARED[case])
+    server = _serve(pki, f"nsp-{case}", pki.inter.issue("localhost"), **NO_SHARED[case])
     try:
         verdict = diagnose(f"localhost:{server.port}", ca_files=[str(pki.ca_file)], timeout=5)
         # a Python client configured like doctor's really fails against it

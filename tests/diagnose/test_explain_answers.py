@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from . import clients
-from .conftest import need
+from trustyard.testing import need
 from .scenarios import Live
 from trustyard.cli import cli
 from trustyard.diagnose.explain import corpus, explain

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from . import clients
-from .conftest import need
+from trustyard.testing import need
 from .scenarios import MATRIX, Live
 from trustyard.cli import main
 from trustyard.diagnose.doctor import diagnose

@@ -15,8 +15,8 @@ import yaml
 
 from trustyard.cli import main
 
-from ..diagnose.pki import Server
-from .conftest import need
+from ..diagnose.servers import Server
+from trustyard.testing import need
 
 SUBJ = "/CN=service-a.internal"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ..diagnose.pki import TestCA, pem
+from trustyard.testing import TestCA, pem
 
 SCAN = [sys.executable, "-c", "import sys; from trustyard.cli import main; sys.exit(main())", "scan"]
 
@@ -21,11 +21,11 @@ SCAN = [sys.executable, "-c", "import sys; from trustyard.cli import main; sys.e
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("progress")
-    ca = TestCA("Progress Root")
+    ca = TestCA("Progress", intermediates=0)
     for i in range(40):
         d = root / f"svc{i % 4}"
         d.mkdir(exist_ok=True)
-        (d / f"svc{i}.crt").write_bytes(pem(ca.leaf(f"svc{i}.internal").cert))
+        (d / f"svc{i}.crt").write_bytes(pem(ca.issue(f"svc{i}.internal").cert))
     return root
 
 

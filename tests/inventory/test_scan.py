@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
 
 from trustyard.cli import main
@@ -25,8 +26,10 @@ from trustyard.inventory.findings import Rules
 from trustyard.units import Threshold
 from trustyard.x509.keys import private_key_pem
 
-from ..diagnose.pki import DAY, NOW, Server, TestCA, pem, self_signed, weak_rsa_key
-from .conftest import need
+from trustyard.testing import TestCA, pem, self_signed
+
+from ..diagnose.servers import DAY, NOW, Server
+from trustyard.testing import need
 
 
 def scan(*paths: Path, **kw) -> object:  # type: ignore[no-untyped-def]
@@ -42,20 +45,20 @@ def codes(inv) -> dict[str, list[tuple[str, ...]]]:  # type: ignore[no-untyped-d
 
 @pytest.fixture(scope="module")
 def ca() -> TestCA:
-    return TestCA("Inventory Root")
+    return TestCA("Inventory", intermediates=0)
 
 
 # ------------------------------------------------------------------ formats
 
 def test_reads_every_format(tmp_path: Path, ca: TestCA) -> None:
-    inter = ca.intermediate()
-    leaf = inter.leaf("svc.internal")
-    der_leaf = inter.leaf("der.internal")
+    inter = ca.child("Test Intermediate")
+    leaf = inter.issue("svc.internal")
+    der_leaf = inter.issue("der.internal")
     (tmp_path / "bundle.pem").write_bytes(pem(leaf.cert) + pem(inter.cert) + pem(ca.cert))
     (tmp_path / "one.der").write_bytes(der_leaf.cert.public_bytes(serialization.Encoding.DER))
     (tmp_path / "chain.p7b").write_bytes(pkcs7.serialize_certificates([leaf.cert, inter.cert], serialization.Encoding.PEM))
     (tmp_path / "chain.p7c").write_bytes(pkcs7.serialize_certificates([inter.cert], serialization.Encoding.DER))
-    p12_leaf = inter.leaf("p12.internal")
+    p12_leaf = inter.issue("p12.internal")
     (tmp_path / "id.p12").write_bytes(pkcs12.serialize_key_and_certificates(
         b"svc", p12_leaf.key, p12_leaf.cert, [inter.cert],  # type: ignore[arg-type]
         serialization.BestAvailableEncryption(b"s3cret")))
@@ -73,7 +76,7 @@ def test_reads_every_format(tmp_path: Path, ca: TestCA) -> None:
 
 
 def test_pkcs12_wrong_password_is_reported_not_fatal(tmp_path: Path, ca: TestCA) -> None:
-    leaf = ca.leaf("x.internal")
+    leaf = ca.issue("x.internal")
     (tmp_path / "locked.p12").write_bytes(pkcs12.serialize_key_and_certificates(
         b"x", leaf.key, leaf.cert, None, serialization.BestAvailableEncryption(b"right")))  # type: ignore[arg-type]
     (tmp_path / "ok.crt").write_bytes(pem(leaf.cert))
@@ -86,7 +89,7 @@ def test_pkcs12_wrong_password_is_reported_not_fatal(tmp_path: Path, ca: TestCA)
 @pytest.mark.slow
 def test_java_keystores_made_by_keytool(tmp_path: Path, ca: TestCA) -> None:
     need("keytool")
-    leaf = ca.intermediate().leaf("java.internal")
+    leaf = ca.child("Test Intermediate").issue("java.internal")
     p12 = tmp_path / "src.p12"
     p12.write_bytes(pkcs12.serialize_key_and_certificates(
         b"app", leaf.key, leaf.cert, leaf.chain, serialization.BestAvailableEncryption(b"changeit")))  # type: ignore[arg-type]
@@ -113,7 +116,7 @@ def test_java_keystores_made_by_keytool(tmp_path: Path, ca: TestCA) -> None:
 
 
 def test_kubernetes_manifests_yaml_and_json(tmp_path: Path, ca: TestCA) -> None:
-    leaf = ca.leaf("web.prod.internal")
+    leaf = ca.issue("web.prod.internal")
     b64 = lambda data: base64.b64encode(data).decode()  # noqa: E731
     docs = [
         {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
@@ -141,7 +144,7 @@ def test_kubernetes_manifests_yaml_and_json(tmp_path: Path, ca: TestCA) -> None:
 def test_walk_survives_symlink_loops_and_bad_files(tmp_path: Path, ca: TestCA) -> None:
     tree = tmp_path / "tree"
     (tree / "a" / "b").mkdir(parents=True)
-    (tree / "a" / "b" / "svc.crt").write_bytes(ca.leaf("svc.internal").cert.public_bytes(serialization.Encoding.PEM))
+    (tree / "a" / "b" / "svc.crt").write_bytes(ca.issue("svc.internal").cert.public_bytes(serialization.Encoding.PEM))
     (tree / "a" / "b" / "loop").symlink_to(tree)
     (tree / "a" / "alias.crt").symlink_to(tree / "a" / "b" / "svc.crt")
     (tree / "dangling.pem").symlink_to(tree / "nowhere.pem")
@@ -160,45 +163,44 @@ def test_walk_survives_symlink_loops_and_bad_files(tmp_path: Path, ca: TestCA) -
 def estate(tmp_path_factory: pytest.TempPathFactory, ca: TestCA) -> dict[str, Path]:
     """A directory tree with one instance of every finding."""
     base = tmp_path_factory.mktemp("estate")
-    inter = ca.intermediate("Estate Intermediate")
+    inter = ca.child("Estate Intermediate")
     p = {"base": base}
     p["ca"] = base / "ca-bundle.pem"
     p["ca"].write_bytes(ca.pem())
     # self-signed leaf, with an unprotected key
     ss = self_signed("legacy.internal", cn="legacy")
-    crt, key = ss.write(base / "legacy", "server")
+    crt, key = ss.write_pair(base / "legacy", "server")
     key.chmod(0o644)
     p["self_signed"], p["unprotected"] = crt, key
     # expired / not yet valid / expiring (by percentage)
-    ca.leaf("old.internal", not_before=NOW - 60 * DAY, not_after=NOW - DAY).write(base / "old")
-    ca.leaf("future.internal", not_before=NOW + DAY, not_after=NOW + 40 * DAY).write(base / "future")
-    ca.leaf("soon.internal", not_before=NOW - 20 * DAY, not_after=NOW + 5 * DAY).write(base / "soon")
+    ca.issue("old.internal", not_before=NOW - 60 * DAY, not_after=NOW - DAY).write_pair(base / "old")
+    ca.issue("future.internal", not_before=NOW + DAY, not_after=NOW + 40 * DAY).write_pair(base / "future")
+    ca.issue("soon.internal", not_before=NOW - 20 * DAY, not_after=NOW + 5 * DAY).write_pair(base / "soon")
     # weak key, SHA-1 signature, CN-only, long validity
-    ca.leaf("weak.internal", key=weak_rsa_key()).write(base / "weak")
+    ca.issue("weak.internal", key=rsa.generate_private_key(public_exponent=65537, key_size=1024)).write_pair(base / "weak")
     # cryptography refuses to sign with SHA-1; openssl still does
     (base / "sha1").mkdir()
     subprocess.run(["openssl", "req", "-x509", "-sha1", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=sha1", "-addext", "basicConstraints=critical,CA:FALSE",
                     "-keyout", str(base / "sha1" / "tls.key"), "-out", str(base / "sha1" / "tls.crt"), "-days", "30"],
                    check=True, capture_output=True)
-    ca.leaf(cn="cn-only.internal").write(base / "cnonly")
-    ca.leaf("forever.internal", not_after=NOW + 825 * DAY).write(base / "forever")
+    ca.issue(cn="cn-only.internal").write_pair(base / "cnonly")
+    ca.issue("forever.internal", not_after=NOW + 825 * DAY).write_pair(base / "forever")
     # leaf copied into a trust store
-    trust = inter.leaf("pinned.internal")
+    trust = inter.issue("pinned.internal")
     (base / "clients").mkdir()
     (base / "clients" / "truststore.pem").write_bytes(ca.pem() + pem(trust.cert))
     # key mismatch: tls.crt and tls.key side by side that do not belong together
-    a, b = inter.leaf("a.internal"), inter.leaf("b.internal")
-    a.write(base / "mismatch")
+    a, b = inter.issue("a.internal"), inter.issue("b.internal")
+    a.write_pair(base / "mismatch")
     (base / "mismatch" / "tls.key").write_bytes(private_key_pem(b.key))  # type: ignore[arg-type]
     # missing intermediate (leaf alone) and untrusted chain (foreign CA)
-    inter.leaf("nochain.internal").write(base / "nochain", chain=False)
-    foreign = TestCA("Foreign Root")
-    foreign.leaf("foreign.internal").write(base / "foreign")
-    foreign.write_bundle(base / "foreign" / "ca.crt")
+    inter.issue("nochain.internal").write_pair(base / "nochain", chain=False)
+    foreign = TestCA("Foreign", intermediates=0)
+    foreign.issue("foreign.internal").write_agent_dir(base / "foreign")
     # one key copied to prod and staging, and into a second service
-    shared = inter.leaf("orders.internal")
+    shared = inter.issue("orders.internal")
     for env in ("prod", "staging"):
-        shared.write(base / "envs" / env / "orders")
+        shared.write_pair(base / "envs" / env / "orders")
     p["shared_cert"] = base / "envs" / "prod" / "orders" / "tls.crt"
     return p
 
@@ -235,7 +237,7 @@ def test_every_finding_code(estate: dict[str, Path]) -> None:
 
 
 def test_expiring_as_percentage_of_lifetime(tmp_path: Path, ca: TestCA) -> None:
-    ca.leaf("p.internal", not_before=NOW - 20 * DAY, not_after=NOW + 10 * DAY).write(tmp_path)
+    ca.issue("p.internal", not_before=NOW - 20 * DAY, not_after=NOW + 10 * DAY).write_pair(tmp_path)
     absolute = scan(tmp_path, rules=Rules(now=NOW, warn=Threshold(absolute=timedelta(days=5))))
     percent = scan(tmp_path, rules=Rules(now=NOW, warn=Threshold.parse("40%")))
     assert "expiring" not in codes(absolute) and "expiring" in codes(percent)
@@ -294,8 +296,8 @@ def test_cli_where(estate: dict[str, Path], capsys: pytest.CaptureFixture[str]) 
 # ------------------------------------------------------------------ endpoints
 
 def test_endpoints_record_served_chain_with_sni_and_time_out(tmp_path: Path, ca: TestCA) -> None:
-    inter = ca.intermediate()
-    crt, key = inter.leaf("ep.internal").write(tmp_path / "ep")
+    inter = ca.child("Test Intermediate")
+    crt, key = inter.issue("ep.internal").write_pair(tmp_path / "ep")
     servers = [Server(cert=crt, key=key) for _ in range(3)]
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))

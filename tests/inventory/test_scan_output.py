@@ -16,7 +16,9 @@ import pytest
 
 from trustyard.cli import main
 
-from ..diagnose.pki import NOW, TestCA, pem, self_signed
+from trustyard.testing import TestCA, pem, self_signed
+
+from ..diagnose.servers import NOW
 
 SCAN = [sys.executable, "-c", "import sys; from trustyard.cli import main; sys.exit(main())", "scan"]
 HOUR = timedelta(hours=1)
@@ -25,20 +27,20 @@ ROW = re.compile(r"^([0-9a-f]{16})  ", re.M)
 
 @pytest.fixture(scope="module")
 def ca() -> TestCA:
-    return TestCA("Output Root")
+    return TestCA("Output", intermediates=0)
 
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory: pytest.TempPathFactory, ca: TestCA) -> Path:
     """orders.internal in three places (one with its key), billing.internal once."""
     base = tmp_path_factory.mktemp("output")
-    orders = ca.leaf("orders.internal")
-    orders.write(base / "orders", chain=False)  # tls.crt + tls.key
+    orders = ca.issue("orders.internal")
+    orders.write_pair(base / "orders", chain=False)  # tls.crt + tls.key
     for copy in ("gateway/orders.crt", "backup/orders.pem"):
         (base / copy).parent.mkdir(parents=True, exist_ok=True)
         (base / copy).write_bytes(pem(orders.cert))
     (base / "billing").mkdir()
-    (base / "billing" / "billing.crt").write_bytes(pem(ca.leaf("billing.internal").cert))
+    (base / "billing" / "billing.crt").write_bytes(pem(ca.issue("billing.internal").cert))
     return base
 
 
@@ -85,8 +87,8 @@ def test_where_takes_the_prefix_the_table_prints(tree: Path, capsys: pytest.Capt
 
 
 def test_csv_lists_each_code_once_per_row(tmp_path: Path, ca: TestCA, capsys: pytest.CaptureFixture[str]) -> None:
-    ca.leaf("soon.internal", not_before=NOW - 20 * 24 * HOUR, not_after=NOW + 2 * HOUR).write(tmp_path / "soon", chain=False)
-    self_signed(cn="legacy.internal").write(tmp_path / "legacy")
+    ca.issue("soon.internal", not_before=NOW - 20 * 24 * HOUR, not_after=NOW + 2 * HOUR).write_pair(tmp_path / "soon", chain=False)
+    self_signed(cn="legacy.internal").write_pair(tmp_path / "legacy")
     main(["scan", str(tmp_path), "--format", "csv"])
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     codes = {r["sans"] or r["subject"]: r["findings"].split() for r in rows}
@@ -115,7 +117,7 @@ def test_default_expiry_warning_is_relative_to_lifetime(tmp_path: Path, ca: Test
         "year-20d.internal": (NOW - 345 * 24 * HOUR, NOW + 20 * 24 * HOUR, True),  # long-lived: 30 d ahead
     }
     for name, (start, end, _) in cases.items():
-        ca.leaf(name, not_before=start, not_after=end).write(tmp_path / name, chain=False)
+        ca.issue(name, not_before=start, not_after=end).write_pair(tmp_path / name, chain=False)
     main(["scan", str(tmp_path)])
     out = capsys.readouterr().out
     expiring = "\n".join(line for line in out.splitlines() if re.match(r"warning +expiring ", line))

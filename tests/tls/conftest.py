@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from .pki import TestCA
+from trustyard.testing import TestCA
 
 
 @pytest.fixture(scope="session")
@@ -19,9 +19,9 @@ def other_ca() -> TestCA:
 
 @pytest.fixture
 def server_dir(tmp_path: Path, ca: TestCA) -> Path:
-    return ca.write(tmp_path / "server", ca.issue("localhost", "127.0.0.1", "spiffe://prod.internal/api"))
+    return ca.issue("localhost", "127.0.0.1", "spiffe://prod.internal/api").write_agent_dir(tmp_path / "server")
 
 
 @pytest.fixture
 def client_dir(tmp_path: Path, ca: TestCA) -> Path:
-    return ca.write(tmp_path / "client", ca.issue("spiffe://prod.internal/orders", "orders.prod.internal"))
+    return ca.issue("spiffe://prod.internal/orders", "orders.prod.internal").write_agent_dir(tmp_path / "client")

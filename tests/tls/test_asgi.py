@@ -23,7 +23,7 @@ from trustyard.tls.asgi import SCOPE_KEY
 from trustyard.tls.requests import ContextAdapter
 
 from .net import uvicorn_server
-from .pki import TestCA, self_signed
+from trustyard.testing import TestCA, self_signed
 
 POLICY = """
 [[allow]]
@@ -63,7 +63,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> tuple[TestCA, Path]:
 @pytest.fixture(scope="module")
 def url(pki: tuple[TestCA, Path]) -> Iterator[str]:
     ca, base = pki
-    server_dir = ca.write(base / "server", ca.issue("localhost", "spiffe://prod.internal/api"))
+    server_dir = ca.issue("localhost", "spiffe://prod.internal/api").write_agent_dir(base / "server")
     app = IdentityMiddleware(echo_app, IdentityPolicy.from_toml(POLICY))
     with uvicorn_server(app, server_context(server_dir, client_auth="optional")) as base_url:
         yield base_url
@@ -71,7 +71,7 @@ def url(pki: tuple[TestCA, Path]) -> Iterator[str]:
 
 def client_dir(pki: tuple[TestCA, Path], *names: str) -> Path:
     ca, base = pki
-    return ca.write(base / "clients" / names[0].replace("/", "_").replace(":", ""), ca.issue(*names))
+    return ca.issue(*names).write_agent_dir(base / "clients" / names[0].replace("/", "_").replace(":", ""))
 
 
 def get(pki: tuple[TestCA, Path], url: str, *names: str, method: str = "GET", path: str = "/") -> httpx.Response:
@@ -119,14 +119,14 @@ class TestHttpx:
         ca, _ = pki
         name = "spiffe://prod.internal/orders"
         leaf = self_signed(name) if kind == "self-signed" else TestCA("Rogue").issue(name)
-        ctx = client_context(ca.write(tmp_path / "bad", leaf))
+        ctx = client_context(leaf.write_agent_dir(tmp_path / "bad", bundle=ca.bundle()))
         with httpx.Client(verify=ctx, timeout=20) as client:
             with pytest.raises(httpx.TransportError):
                 client.get(url + "/orders")
 
     def test_server_from_another_ca_fails_the_handshake(self, url: str, tmp_path: Path) -> None:
         other = TestCA("Other")
-        ctx = client_context(other.write(tmp_path / "c", other.issue("spiffe://prod.internal/orders")))
+        ctx = client_context(other.issue("spiffe://prod.internal/orders").write_agent_dir(tmp_path / "c"))
         with httpx.Client(verify=ctx, timeout=20) as client:
             with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
                 client.get(url + "/")
@@ -153,7 +153,7 @@ class TestRequests:
     def test_context_adapter_rejects_a_server_it_does_not_trust(self, url: str, tmp_path: Path) -> None:
         other = TestCA("Other")
         with requests.Session() as session:
-            session.mount("https://", ContextAdapter(client_context(ca=other.write(tmp_path, other.issue("x")) / "ca.crt")))
+            session.mount("https://", ContextAdapter(client_context(ca=other.issue("x").write_agent_dir(tmp_path) / "ca.crt")))
             with pytest.raises(requests.exceptions.SSLError):
                 session.get(url + "/", timeout=20)
 
@@ -166,8 +166,8 @@ def served_serial(response: httpx.Response) -> int:
 
 def test_uvicorn_rotation_keeps_open_connections_and_serves_new_files(tmp_path: Path) -> None:
     ca = TestCA("Rotate")
-    server_dir = ca.write(tmp_path / "server", ca.issue("localhost"))
-    cdir = ca.write(tmp_path / "client", ca.issue("spiffe://prod.internal/orders"))
+    server_dir = ca.issue("localhost").write_agent_dir(tmp_path / "server")
+    cdir = ca.issue("spiffe://prod.internal/orders").write_agent_dir(tmp_path / "client")
     app = IdentityMiddleware(echo_app, IdentityPolicy.from_toml(POLICY))
     sctx = server_context(server_dir, client_auth="optional")
     first = sctx.serial
@@ -177,8 +177,8 @@ def test_uvicorn_rotation_keeps_open_connections_and_serves_new_files(tmp_path: 
         r = old.get(url + "/a")
         assert r.status_code == 200 and served_serial(r) == first
         new_leaf = ca.issue("localhost")
-        ca.write(server_dir, new_leaf)
-        ca.write(cdir, ca.issue("spiffe://prod.internal/orders", "v2.orders.internal"))
+        new_leaf.write_agent_dir(server_dir)
+        ca.issue("spiffe://prod.internal/orders", "v2.orders.internal").write_agent_dir(cdir)
         r = fresh.get(url + "/b")
         assert r.status_code == 200 and served_serial(r) == new_leaf.serial
         # The keep-alive connection opened before the rotation still answers, on its old certificate.
@@ -233,8 +233,8 @@ def test_uvicorn_command_line_with_the_tls_protocol(tmp_path: Path) -> None:
     import time
 
     ca = TestCA("Cli")
-    sdir = ca.write(tmp_path / "server", ca.issue("localhost"))
-    cdir = ca.write(tmp_path / "client", ca.issue("spiffe://prod.internal/orders"))
+    sdir = ca.issue("localhost").write_agent_dir(tmp_path / "server")
+    cdir = ca.issue("spiffe://prod.internal/orders").write_agent_dir(tmp_path / "client")
     sock = socket.create_server(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     proc = subprocess.Popen(

@@ -14,7 +14,7 @@ from trustyard.tls import client_context, server_context
 from trustyard.tls import context as context_mod
 
 from .net import Conn, EchoServer
-from .pki import TestCA, self_signed
+from trustyard.testing import TestCA, self_signed
 
 CLIENT_ID = "spiffe://prod.internal/orders"
 
@@ -46,7 +46,7 @@ class TestHandshake:
 
     def test_client_rejects_a_server_from_another_ca(self, server_dir: Path, client_dir: Path,
                                                      other_ca: TestCA, tmp_path: Path) -> None:
-        foreign = other_ca.write(tmp_path / "foreign", other_ca.issue("localhost"))
+        foreign = other_ca.issue("localhost").write_agent_dir(tmp_path / "foreign")
         with EchoServer(server_context(foreign, client_auth="none")) as server:
             with pytest.raises(ssl.SSLCertVerificationError):
                 Conn(client_context(client_dir), server.port)
@@ -61,7 +61,7 @@ class TestHandshake:
         self, kind: str, server_dir: Path, ca: TestCA, other_ca: TestCA, tmp_path: Path,
     ) -> None:
         leaf = self_signed(CLIENT_ID) if kind == "self-signed" else other_ca.issue(CLIENT_ID)
-        bad = ca.write(tmp_path / "bad", leaf)  # trusts our CA, presents the untrusted certificate
+        bad = leaf.write_agent_dir(tmp_path / "bad", bundle=ca.bundle())  # trusts our CA, presents the untrusted certificate
         with EchoServer(server_context(server_dir)) as server:
             with pytest.raises((ssl.SSLError, OSError)):
                 with Conn(client_context(bad), server.port) as conn:
@@ -78,7 +78,7 @@ class TestRotation:
             first = old.server_serial
             assert old.echo("before") == f"{CLIENT_ID} before"
             new_leaf = ca.issue("localhost")
-            ca.write(server_dir, new_leaf)  # atomic renames, as the agent does
+            new_leaf.write_agent_dir(server_dir)  # atomic renames, as the agent does
             with Conn(cctx, server.port) as fresh:
                 assert fresh.server_serial == new_leaf.serial != first
                 assert sctx.serial == new_leaf.serial
@@ -91,7 +91,7 @@ class TestRotation:
         with EchoServer(server_context(server_dir)) as server:
             with Conn(cctx, server.port) as old:
                 assert old.echo("a").startswith(CLIENT_ID)
-                ca.write(client_dir, ca.issue("spiffe://prod.internal/orders-v2"))
+                ca.issue("spiffe://prod.internal/orders-v2").write_agent_dir(client_dir)
                 with Conn(cctx, server.port) as fresh:
                     assert fresh.echo("b") == "spiffe://prod.internal/orders-v2 b"
                 assert old.echo("c") == f"{CLIENT_ID} c"
@@ -117,13 +117,13 @@ class TestRotation:
         sctx = server_context(server_dir)
         first = sctx.serial
         racing, final = ca.issue("localhost"), ca.issue("localhost")
-        ca.write(server_dir, racing)
+        racing.write_agent_dir(server_dir)
         real_build = context_mod._build_inner
 
         def build_then_rotate(*args: object) -> object:
             loaded = real_build(*args)  # type: ignore[arg-type]
             monkeypatch.setattr(context_mod, "_build_inner", real_build)
-            ca.write(server_dir, final)  # the agent renames again while we were reading
+            final.write_agent_dir(server_dir)  # the agent renames again while we were reading
             return loaded
 
         monkeypatch.setattr(context_mod, "_build_inner", build_then_rotate)
@@ -135,19 +135,19 @@ class TestRotation:
         self, server_dir: Path, client_dir: Path, ca: TestCA, other_ca: TestCA,
     ) -> None:
         sctx, cctx = server_context(server_dir), client_context(client_dir)
-        both = ca.bundle_pem() + other_ca.bundle_pem()
+        both = ca.bundle() + other_ca.bundle()
         with EchoServer(sctx) as server:
             # Overlap: both sides trust both roots, then the server moves to the new CA.
             write_atomic(client_dir / "ca.crt", both)
-            other_ca.write(server_dir, other_ca.issue("localhost"), bundle=both)
+            other_ca.issue("localhost").write_agent_dir(server_dir, bundle=both)
             with Conn(cctx, server.port) as conn:
                 assert conn.echo("x") == f"{CLIENT_ID} x"
             # The client drops the old root: the server's old-CA chain would now fail,
             # and the new one still works.
-            write_atomic(client_dir / "ca.crt", other_ca.bundle_pem())
+            write_atomic(client_dir / "ca.crt", other_ca.bundle())
             with Conn(cctx, server.port) as conn:
                 assert conn.echo("y") == f"{CLIENT_ID} y"
-            ca.write(server_dir, ca.issue("localhost"), bundle=both)
+            ca.issue("localhost").write_agent_dir(server_dir, bundle=both)
             with pytest.raises(ssl.SSLCertVerificationError):
                 Conn(cctx, server.port)
 
@@ -171,7 +171,7 @@ class TestRotation:
             for _ in range(8):
                 leaf = ca.issue("localhost")
                 served.add(leaf.serial)
-                ca.write(server_dir, leaf)
+                leaf.write_agent_dir(server_dir)
             for t in threads:
                 t.join()
         assert failures == []

@@ -12,7 +12,7 @@ from trustyard.errors import ConfigError
 from trustyard.tls import IdentityPattern, IdentityPolicy, peer_identity
 from trustyard.tls.paths import path_problem
 
-from .pki import TestCA, self_signed
+from trustyard.testing import TestCA, self_signed
 
 
 class TestPeerIdentity:

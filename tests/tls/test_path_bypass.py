@@ -32,7 +32,7 @@ from trustyard.tls import IdentityMiddleware, IdentityPolicy, client_context, se
 from trustyard.tls.uvicorn import H11TLSProtocol, TLSProtocol
 
 from .net import uvicorn_server
-from .pki import TestCA
+from trustyard.testing import TestCA
 
 READER = "spiffe://prod.internal/reader"
 
@@ -116,7 +116,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> tuple[TestCA, Path]:
 @pytest.fixture(scope="module", params=[TLSProtocol, H11TLSProtocol], ids=lambda c: c.__name__)
 def port(request: pytest.FixtureRequest, pki: tuple[TestCA, Path]) -> Iterator[int]:
     ca, base = pki
-    server_dir = ca.write(base / f"server-{request.param.__name__}", ca.issue("localhost"))
+    server_dir = ca.issue("localhost").write_agent_dir(base / f"server-{request.param.__name__}")
     ctx = server_context(server_dir, client_auth="optional")
     with uvicorn_server(make_app(), ctx, http=request.param) as url:
         yield int(url.rsplit(":", 1)[1])
@@ -125,7 +125,7 @@ def port(request: pytest.FixtureRequest, pki: tuple[TestCA, Path]) -> Iterator[i
 def client(pki: tuple[TestCA, Path], *names: str | x509.GeneralName) -> ssl.SSLContext:
     ca, base = pki
     directory = base / "clients" / str(abs(hash(tuple(str(n) for n in names))))
-    return client_context(ca.write(directory, ca.issue(*names)))
+    return client_context(ca.issue(*names).write_agent_dir(directory))
 
 
 @pytest.fixture(scope="module")
@@ -195,7 +195,7 @@ def test_raw_backslash_and_nul_never_reach_a_handler(reader: ssl.SSLContext, por
 def test_ambiguous_paths_are_refused_before_authentication(pki: tuple[TestCA, Path], port: int) -> None:
     ca, base = pki
     bundle = base / "anonymous-ca.crt"  # the port fixture may not have written the other parser's files yet
-    bundle.write_bytes(ca.bundle_pem())
+    bundle.write_bytes(ca.bundle())
     anonymous = client_context(ca=bundle)
     assert raw_request(anonymous, port, b"/admin/%2e%2e/public")[0] == 400
     assert raw_request(anonymous, port, b"/public")[0] == 401

@@ -1,4 +1,6 @@
-"""ACME resources as JSON (RFC 8555 section 7.1), rendered from the stored rows.
+"""ACME resources as data (the rows the store keeps) and as JSON (RFC 8555 section 7.1).
+
+The protocol owns its data: ``store.acme_store`` stores these rows, nothing here imports the store.
 
 Statuses that depend on the clock (an expired pending authorization, an expired order) are
 computed here when read, so no background job has to sweep them.
@@ -10,7 +12,65 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from ..store.acme_store import AccountRow, AuthzRow, ChallengeRow, OrderRow
+
+@dataclass(frozen=True)
+class AccountRow:
+    id: str
+    provisioner: str
+    thumbprint: str
+    jwk: str
+    status: str
+    contact: tuple[str, ...]
+    eab_kid: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class OrderRow:
+    id: str
+    account_id: str
+    provisioner: str
+    status: str
+    identifiers: tuple[tuple[str, str], ...]  # (type, value) as the client asked, wildcards included
+    expires_at: datetime
+    created_at: datetime
+    error: dict[str, Any] | None
+    cert_serial: str | None
+    replaces: str | None
+
+
+@dataclass(frozen=True)
+class AuthzRow:
+    id: str
+    order_id: str
+    account_id: str
+    type: str
+    value: str
+    wildcard: bool
+    status: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class ChallengeRow:
+    id: str
+    authz_id: str
+    type: str
+    token: str
+    status: str
+    validated_at: datetime | None
+    started_at: datetime | None
+    error: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class NewAuthz:
+    """An authorization to create with a new order, and the challenge types it offers."""
+
+    type: str
+    value: str
+    wildcard: bool
+    challenge_types: tuple[str, ...]
 
 
 def rfc3339(value: datetime) -> str:

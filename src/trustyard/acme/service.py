@@ -17,7 +17,7 @@ import logging
 import ssl
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from cryptography import x509
 
@@ -25,16 +25,19 @@ from ..ca.authority import REVOCATION_REASONS, Authority
 from ..ca.config import AcmeConfig
 from ..errors import Conflict, NotFound, PolicyDenied, TrustyardError
 from ..store import AuditEvent, refusals
-from ..store.acme_store import AccountRow, AcmeStore, AuthzRow, ChallengeRow, NewAuthz, OrderRow
 from ..x509.csr import CSRError, parse_csr
 from ..x509.names import Name, name_text, normalize_dns, parse_name, reads_as_ip
 from ..x509.summary import serial_hex
 from . import ari
 from .challenges import challenge_types, key_authorization
 from .jws import Jwk, Jws, b64d, jwk_of, parse_jwk, parse_jws, signature_verifies, verify_eab, verify_signature
-from .model import Urls, account_json, authz_json, authz_status, challenge_json, order_json, order_status
+from .model import (AccountRow, AuthzRow, ChallengeRow, NewAuthz, OrderRow, Urls, account_json, authz_json, authz_status,
+                    challenge_json, order_json, order_status)
 from .problems import AcmeError, subproblem
 from .validation import Probe, ValidationAuthority, ValidationLimited
+
+if TYPE_CHECKING:  # the store imports this package's rows: only its type is needed here
+    from ..store.acme_store import AcmeStore
 
 log = logging.getLogger("trustyard.acme")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Callable, TypeVar
 
-from ..store.sql import deferred_flush
+from ..store.engine import deferred_flush
 
 T = TypeVar("T")
 

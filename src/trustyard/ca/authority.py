@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Callable, Mapping
+from typing import Callable, Generic, Mapping, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ..errors import BadRequest, Forbidden, TrustyardError, Unauthorized
 from ..policy import IssuanceRequest, Policy
-from ..store import AuditEvent, CertRecord, Intent, SqlStore, refusals
-from ..store.sql import SerialCollision, superseded
+from ..store import refusals
+from ..store.records import AuditEvent, CertRecord, Intent, SerialCollision, superseded
 from ..units import format_duration, format_time, parse_duration
 from ..x509.csr import CSRError, CSRRequest, parse_csr
 from ..x509.keys import PrivateKey, PublicKey
@@ -27,6 +27,7 @@ from ..x509.profiles import LeafSpec, leaf_builder, new_serial
 from ..x509.revocation import REVOCATION_REASONS
 from ..x509.summary import fingerprint_sha256, pem_bundle, serial_hex
 from . import proofs, tokens
+from .ledger import Ledger
 from .signer import Signer
 
 
@@ -54,10 +55,16 @@ class Issued:
 
 Listener = Callable[[str, str], None]  # (event, provisioner) for metrics
 
+L = TypeVar("L", bound=Ledger)
 
-class Authority:
+
+class Authority(Generic[L]):
+    """Signs, renews and revokes on a ``Ledger`` (``ca.ledger``): the store is used only through
+    that protocol. The type parameter keeps the concrete store's type for the composition roots
+    that built it (``Authority[SqlStore]``), which also reach its other parts (observers, close)."""
+
     def __init__(self, signer: Signer, chain: list[x509.Certificate], roots: list[x509.Certificate],
-                 store: SqlStore, provisioners: Mapping[str, Provisioner],
+                 store: L, provisioners: Mapping[str, Provisioner],
                  clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
         self.signer = signer
         self.chain = tuple(chain)
@@ -317,8 +324,8 @@ class _DenialAudit:
         if isinstance(exc, Unauthorized) and exc.code != "tokenReplayed":
             # Never authenticated: counted per source and reason, not audited one by one. (A
             # replayed token or proof was genuine once: each replay stays an audit entry.)
-            refusals.note(self.authority.store, refusals.source_key(self.actor), f"{self.action}:{exc.code}",
-                          message=exc.detail[:500])
+            self.authority.store.note_refusal(refusals.source_key(self.actor), f"{self.action}:{exc.code}",
+                                              message=exc.detail[:500])
             self.authority._emit("denied", exc.code)
         elif isinstance(exc, TrustyardError) and 400 <= exc.status < 500:
             detail = {"code": exc.code, "reason": exc.detail[:500]}

@@ -197,7 +197,7 @@ def load_certs(config: Config, relative: str) -> list[x509.Certificate]:
 
 
 def load_authority(home: Path, password: bytes | None, *, minting: bool = False,
-                   config: Config | None = None, migrate: bool = True) -> Authority:
+                   config: Config | None = None, migrate: bool = True) -> Authority[SqlStore]:
     """Everything the authority needs: the intermediate's key, never the root's. ``migrate``:
     as in ``open_home_store``."""
     config = config or load_config(home)

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import copy
 import os
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import click
 
 from ..ca.config import DEFAULT_ALLOW, load_config, resolve_home
-from ..units import format_time
+from ..units import format_time, humanize
 from ..x509.keys import KeyType
 from .connect import local_ca, password_for
-from .output import DURATION, EXIT_FAILED, emit, home_option, json_option, password_file_option
+from .output import DURATION, EXIT_FAILED, emit, home_option, json_option, password_file_option, table
 
 
 @click.command()
@@ -260,9 +261,10 @@ def audit_text(entries: list[dict[str, Any]], counted: list[dict[str, Any]]) -> 
         return "No audit entries found."
     parts = []
     if entries:
-        parts.append(table([("SEQ", "TIME", "OUTCOME", "ACTION", "TARGET", "ACTOR", "DETAIL")] + [
-            (str(e["seq"]), format_time(e["at"]), e["outcome"], e["action"], e["target"], e["actor"], _detail(e))
-            for e in entries]))
+        now = datetime.now(timezone.utc)
+        parts.append(table([("SEQ", "TIME", "AGE", "OUTCOME", "ACTION", "TARGET", "ACTOR", "DETAIL")] + [
+            (str(e["seq"]), format_time(e["at"]), _age(now, e["at"]), e["outcome"], e["action"], e["target"],
+             e["actor"], _detail(e)) for e in entries]))
     if counted:
         parts.append("Refused before authenticating (counted per hour, source and reason):\n" + table(
             [("INTERVAL", "SOURCE", "COUNT", "ACTION", "REASON", "LAST")] + [
@@ -271,10 +273,9 @@ def audit_text(entries: list[dict[str, Any]], counted: list[dict[str, Any]]) -> 
     return "\n\n".join(parts)
 
 
-def table(rows: list[tuple[str, ...]]) -> str:
-    """Columns aligned on the widest cell, two spaces apart; the last one not padded."""
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1] for row in rows)
+def _age(now: datetime, at: str) -> str:
+    """How long ago, for the AGE column: ``3d 4h``, ``5m 2s``."""
+    return humanize(now - datetime.fromisoformat(at))
 
 
 def _split_reason(reason: str) -> tuple[str, str]:

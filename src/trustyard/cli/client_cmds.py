@@ -18,7 +18,7 @@ from ..x509.keys import KeyType, generate_private_key, key_type_of
 from ..x509.revocation import REVOCATION_REASONS
 from ..x509.summary import fingerprint_sha256, serial_hex
 from .connect import LocalCA, admin_token_from, client_defaults, connect
-from .output import DURATION, emit, home_option, json_option, password_file_option
+from .output import DURATION, emit, home_option, json_option, password_file_option, table
 
 if TYPE_CHECKING:  # the HTTP client is imported by the commands that use it, not by `list --home`
     from ..client import IssuedFiles
@@ -312,5 +312,4 @@ def _list_text(records: list[dict[str, Any]], now: datetime | None = None) -> st
         left = datetime.fromisoformat(r["not_after"]) - now
         expires = humanize(left) if left.total_seconds() > 0 else f"expired {humanize(-left)} ago"
         rows.append((r["serial"], state, expires, format_time(r["not_after"]), ", ".join(r["sans"])))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1] for row in rows)
+    return table(rows)

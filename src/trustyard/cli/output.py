@@ -60,6 +60,12 @@ def emit(as_json: bool, document: Any, text: Callable[[], str] | str) -> None:
         click.echo(text() if callable(text) else text)
 
 
+def table(rows: list[tuple[str, ...]]) -> str:
+    """Columns aligned on the widest cell, two spaces apart (kubectl-style); the last one not padded."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1] for row in rows)
+
+
 def utc_log_formatter(fmt: str) -> logging.Formatter:
     """A log formatter whose ``%(asctime)s`` is ``units.format_time``'s form (UTC, seconds, ``Z``),
     whatever the machine's time zone."""

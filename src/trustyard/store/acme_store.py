@@ -1,7 +1,9 @@
 """ACME server state in the CA's database (tables from migration 0002).
 
-Everything here runs on ``SqlStore._tx`` so SQLite writers stay serialized across worker
-processes and PostgreSQL replicas see one truth. ACME objects are written with
+The rows are the ACME protocol's own data (``acme.model``); this module only stores them.
+Everything here runs on the public API of the engine (``engine.Database.transaction``, ``run``,
+``unit``) so SQLite writers stay serialized across worker processes and PostgreSQL replicas
+see one truth. ACME objects are written with
 ``durable=False`` (no fsync of their own): they are client-recreatable protocol state, while
 what must survive a power cut (the certificate, its audit entry) is committed durably by the
 authority before any client sees it. Accounts are durable: a client is told its account URL once.
@@ -16,7 +18,6 @@ import json
 import random
 import secrets
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from operator import attrgetter
 from typing import Any, Iterable
@@ -24,8 +25,11 @@ from typing import Any, Iterable
 from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from ..acme.model import AccountRow, AuthzRow, ChallengeRow, NewAuthz, OrderRow
+from .engine import Database, utc
 from .schema import acme_accounts, acme_authzs, acme_challenges, acme_nonces, acme_orders
-from .sql import SqlStore, _utc
+
+__all__ = ["AccountRow", "AcmeStore", "AuthzRow", "ChallengeRow", "NewAuthz", "OrderRow", "new_id"]
 
 NONCE_LIFETIME = timedelta(hours=1)
 
@@ -38,70 +42,12 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-@dataclass(frozen=True)
-class AccountRow:
-    id: str
-    provisioner: str
-    thumbprint: str
-    jwk: str
-    status: str
-    contact: tuple[str, ...]
-    eab_kid: str | None
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class OrderRow:
-    id: str
-    account_id: str
-    provisioner: str
-    status: str
-    identifiers: tuple[tuple[str, str], ...]  # (type, value) as the client asked, wildcards included
-    expires_at: datetime
-    created_at: datetime
-    error: dict[str, Any] | None
-    cert_serial: str | None
-    replaces: str | None
-
-
-@dataclass(frozen=True)
-class AuthzRow:
-    id: str
-    order_id: str
-    account_id: str
-    type: str
-    value: str
-    wildcard: bool
-    status: str
-    expires_at: datetime
-
-
-@dataclass(frozen=True)
-class ChallengeRow:
-    id: str
-    authz_id: str
-    type: str
-    token: str
-    status: str
-    validated_at: datetime | None
-    started_at: datetime | None
-    error: dict[str, Any] | None
-
-
-@dataclass(frozen=True)
-class NewAuthz:
-    type: str
-    value: str
-    wildcard: bool
-    challenge_types: tuple[str, ...]
-
-
 class AcmeStore:
-    def __init__(self, sql: SqlStore) -> None:
+    def __init__(self, sql: Database) -> None:
         self.sql = sql
 
     def unit(self) -> AbstractContextManager[None]:
-        """One transaction for everything inside (see ``SqlStore.unit``)."""
+        """One transaction for everything inside (see ``Database.unit``)."""
         return self.sql.unit()
 
     # -- nonces -------------------------------------------------------------------------------
@@ -113,7 +59,7 @@ class AcmeStore:
         the ``keep`` newest are dropped in the same transaction, so no client can grow the
         table by asking for nonces it never spends."""
         nonce = secrets.token_urlsafe(16)
-        with self.sql._tx(durable=False, one_statement=not keep) as conn:
+        with self.sql.transaction(durable=False, one_statement=not keep) as conn:
             self.sql.run(conn, _INSERT_NONCE, {"nonce": nonce, "expires_at": _now() + NONCE_LIFETIME,
                                                "retry": int(retry), "source": source})
             if keep:
@@ -142,7 +88,7 @@ class AcmeStore:
         # spent nonce matches no row). Under the test knob, a drawn nonce from a successful
         # response is spent the same way but refused, and its successor is a retry nonce.
         fresh, values = _successor(nonce)
-        with self.sql._tx(durable=False) as conn:
+        with self.sql.transaction(durable=False) as conn:
             if reject_percent > 0 and random.random() * 100 < reject_percent \
                     and self.sql.run(conn, _REJECT_NONCE, values).rowcount == 1:
                 return False, fresh
@@ -162,7 +108,7 @@ class AcmeStore:
         fresh nonce, or None (nothing changed) when the nonce or the account does not hold up.
         This lets the caller authenticate from an account it read earlier."""
         fresh, values = _successor(nonce)
-        with self.sql._tx(durable=False, one_statement=True) as conn:
+        with self.sql.transaction(durable=False, one_statement=True) as conn:
             done = self.sql.run(conn, _REDEEM_NONCE_AS, {**values, "b_account": account_id,
                                                          "b_thumbprint": thumbprint})
         return fresh if done.rowcount == 1 else None
@@ -175,7 +121,7 @@ class AcmeStore:
         row = AccountRow(id=new_id(), provisioner=provisioner, thumbprint=thumbprint, jwk=jwk_json, status="valid",
                          contact=tuple(contact), eab_kid=eab_kid, created_at=_now())
         try:
-            with self.sql._tx() as conn:
+            with self.sql.transaction() as conn:
                 conn.execute(insert(acme_accounts), {**vars(row), "contact": json.dumps(list(row.contact))})
         except IntegrityError:
             existing = self.find_account(provisioner, thumbprint)
@@ -184,13 +130,13 @@ class AcmeStore:
         return row, True
 
     def find_account(self, provisioner: str, thumbprint: str) -> AccountRow | None:
-        with self.sql._tx(write=False) as conn:
+        with self.sql.transaction(write=False) as conn:
             row = conn.execute(select(acme_accounts).where(acme_accounts.c.provisioner == provisioner,
                                                            acme_accounts.c.thumbprint == thumbprint)).first()
         return _account(row) if row else None
 
     def get_account(self, account_id: str) -> AccountRow | None:
-        with self.sql._tx(write=False) as conn:
+        with self.sql.transaction(write=False) as conn:
             row = self.sql.run(conn, _GET_ACCOUNT, {"b_id": account_id}).first()
         return _account(row) if row else None
 
@@ -202,7 +148,7 @@ class AcmeStore:
         if status is not None:
             values["status"] = status
         if values:
-            with self.sql._tx() as conn:
+            with self.sql.transaction() as conn:
                 conn.execute(update(acme_accounts).where(acme_accounts.c.id == account_id,
                                                          acme_accounts.c.status == "valid").values(**values))
         row = self.get_account(account_id)
@@ -212,7 +158,7 @@ class AcmeStore:
     def change_key(self, account_id: str, old_thumbprint: str, thumbprint: str, jwk_json: str) -> bool:
         """Swap the account key if it is still ``old_thumbprint``; False when the new key is taken."""
         try:
-            with self.sql._tx() as conn:
+            with self.sql.transaction() as conn:
                 result = conn.execute(update(acme_accounts).where(
                     acme_accounts.c.id == account_id, acme_accounts.c.thumbprint == old_thumbprint,
                     acme_accounts.c.status == "valid").values(thumbprint=thumbprint, jwk=jwk_json))
@@ -239,7 +185,7 @@ class AcmeStore:
                 challenge_rows.append({"id": new_id(), "authz_id": authz_id, "type": kind,
                                        "token": secrets.token_urlsafe(32), "status": "pending",
                                        "validated_at": None, "started_at": None, "error": None})
-        with self.sql._tx(durable=False) as conn:
+        with self.sql.transaction(durable=False) as conn:
             run = self.sql.run
             run(conn, _INSERT_ORDER, {**vars(order), "identifiers": json.dumps(identifiers), "error": None})
             run(conn, _INSERT_AUTHZ, authz_rows)
@@ -251,26 +197,26 @@ class AcmeStore:
 
     def get_order_with_authzs(self, order_id: str) -> tuple[OrderRow, list[AuthzRow]] | None:
         """An order and its authorizations in one statement (the hot polling path)."""
-        with self.sql._tx(write=False) as conn:
+        with self.sql.transaction(write=False) as conn:
             rows = self.sql.run(conn, _GET_ORDER_WITH_AUTHZS, {"b_id": order_id}).fetchall()
         if not rows:
             return None
         return _order(rows[0]), [_authz(r, "a_") for r in rows if r.a_id is not None]
 
     def order_for_certificate(self, serial: str) -> OrderRow | None:
-        with self.sql._tx(write=False) as conn:
+        with self.sql.transaction(write=False) as conn:
             row = self.sql.run(conn, _ORDER_FOR_CERT, {"b_serial": serial}).first()
         return _order(row) if row else None
 
     def list_orders(self, account_id: str, limit: int = 1000) -> list[OrderRow]:
-        with self.sql._tx(write=False) as conn:
+        with self.sql.transaction(write=False) as conn:
             rows = conn.execute(select(acme_orders).where(acme_orders.c.account_id == account_id)
                                 .order_by(acme_orders.c.created_at).limit(limit)).fetchall()
         return [_order(r) for r in rows]
 
     def get_authz(self, authz_id: str) -> tuple[AuthzRow, list[ChallengeRow]] | None:
         """An authorization and its challenges in one statement."""
-        with self.sql._tx(write=False) as conn:
+        with self.sql.transaction(write=False) as conn:
             rows = self.sql.run(conn, _GET_AUTHZ, {"b_id": authz_id}).fetchall()
         if not rows:
             return None
@@ -278,14 +224,14 @@ class AcmeStore:
 
     def get_challenge(self, challenge_id: str) -> tuple[ChallengeRow, AuthzRow] | None:
         """A challenge and its authorization in one statement."""
-        with self.sql._tx(write=False) as conn:
+        with self.sql.transaction(write=False) as conn:
             row = self.sql.run(conn, _GET_CHALLENGE, {"b_id": challenge_id}).first()
         return (_challenge(row), _authz(row, "a_")) if row else None
 
     def valid_identifiers(self, account_id: str, values: Iterable[str]) -> set[str]:
         """Which of ``values`` this account holds an unexpired valid authorization for."""
         wanted = list(dict.fromkeys(values))
-        with self.sql._tx(write=False) as conn:
+        with self.sql.transaction(write=False) as conn:
             rows = conn.execute(select(acme_authzs.c.value).where(
                 acme_authzs.c.account_id == account_id, acme_authzs.c.value.in_(wanted),
                 acme_authzs.c.status == "valid", acme_authzs.c.expires_at > _now())).fetchall()
@@ -297,7 +243,7 @@ class AcmeStore:
         """pending -> processing, only while its authorization is pending and unexpired, in one
         conditional UPDATE: the start time for the one caller that won, else None."""
         now = _now()
-        with self.sql._tx(durable=False, one_statement=True) as conn:
+        with self.sql.transaction(durable=False, one_statement=True) as conn:
             result = self.sql.run(conn, _START_CHALLENGE, {"b_id": challenge_id, "b_now": now})
             return now if result.rowcount == 1 else None
 
@@ -305,7 +251,7 @@ class AcmeStore:
         """Record a validation result and carry it up: authorization, then order (ready or invalid)."""
         now = _now()
         ok = error is None
-        with self.sql._tx(durable=False) as conn:
+        with self.sql.transaction(durable=False) as conn:
             ids = self.sql.run(conn, _CHALLENGE_PARENTS, {"b_id": challenge_id}).one()
             if not self.sql.is_sqlite:  # SQLite writers are serialized already
                 # Lock the order first (PostgreSQL): two authorizations finishing together must
@@ -324,7 +270,7 @@ class AcmeStore:
             self.sql.run(conn, _ORDER_READY, {"b_id": ids.order_id})
 
     def deactivate_authz(self, authz_id: str) -> bool:
-        with self.sql._tx(durable=False) as conn:
+        with self.sql.transaction(durable=False) as conn:
             row = conn.execute(select(acme_authzs.c.order_id).where(acme_authzs.c.id == authz_id)).one()
             result = conn.execute(update(acme_authzs).where(acme_authzs.c.id == authz_id,
                                                             acme_authzs.c.status.in_(("pending", "valid")))
@@ -337,17 +283,17 @@ class AcmeStore:
 
     def begin_finalize(self, order_id: str) -> bool:
         """ready -> processing: True for exactly one caller, however many finalize at once."""
-        with self.sql._tx(durable=False, one_statement=True) as conn:
+        with self.sql.transaction(durable=False, one_statement=True) as conn:
             return self.sql.run(conn, _BEGIN_FINALIZE, {"b_id": order_id, "b_now": _now()}).rowcount == 1
 
     def end_finalize(self, order_id: str, serial: str | None, error: dict[str, Any] | None) -> None:
-        with self.sql._tx(durable=False, one_statement=True) as conn:
+        with self.sql.transaction(durable=False, one_statement=True) as conn:
             self.sql.run(conn, _END_FINALIZE, {"b_id": order_id, "b_status": "valid" if serial else "invalid",
                                          "b_serial": serial, "b_error": json.dumps(error) if error else None})
 
     def restart_challenge(self, challenge_id: str, started_before: datetime) -> bool:
         """Claim a challenge stuck in ``processing`` since before ``started_before`` (one caller wins)."""
-        with self.sql._tx(durable=False) as conn:
+        with self.sql.transaction(durable=False) as conn:
             result = conn.execute(update(acme_challenges).where(
                 acme_challenges.c.id == challenge_id, acme_challenges.c.status == "processing",
                 acme_challenges.c.started_at < started_before).values(started_at=_now()))
@@ -364,7 +310,7 @@ class AcmeStore:
         now = now or _now()
         dead_orders = select(acme_orders.c.id).where(acme_orders.c.status != "valid", acme_orders.c.expires_at < now)
         dead_authzs = select(acme_authzs.c.id).where(acme_authzs.c.order_id.in_(dead_orders))
-        with self.sql._tx(durable=False) as conn:
+        with self.sql.transaction(durable=False) as conn:
             return {
                 "acme_challenges": conn.execute(delete(acme_challenges).where(
                     acme_challenges.c.authz_id.in_(dead_authzs))).rowcount,
@@ -447,13 +393,13 @@ _START_CHALLENGE = (
 def _account(row: Any) -> AccountRow:
     return AccountRow(id=row.id, provisioner=row.provisioner, thumbprint=row.thumbprint, jwk=row.jwk,
                       status=row.status, contact=tuple(json.loads(row.contact)), eab_kid=row.eab_kid,
-                      created_at=_utc(row.created_at))  # type: ignore[arg-type]
+                      created_at=utc(row.created_at))  # type: ignore[arg-type]
 
 
 def _order(row: Any) -> OrderRow:
     return OrderRow(id=row.id, account_id=row.account_id, provisioner=row.provisioner, status=row.status,
                     identifiers=tuple((i[0], i[1]) for i in json.loads(row.identifiers)),
-                    expires_at=_utc(row.expires_at), created_at=_utc(row.created_at),  # type: ignore[arg-type]
+                    expires_at=utc(row.expires_at), created_at=utc(row.created_at),  # type: ignore[arg-type]
                     error=json.loads(row.error) if row.error else None, cert_serial=row.cert_serial,
                     replaces=row.replaces)
 
@@ -469,11 +415,11 @@ def _authz(row: Any, prefix: str = "") -> AuthzRow:
     """An AuthzRow from a row; ``prefix``: the labels of a joined statement (``a_id``...)."""
     id_, order_id, account_id, type_, value, wildcard, status, expires_at = _AUTHZ_COLUMNS[prefix](row)
     return AuthzRow(id=id_, order_id=order_id, account_id=account_id, type=type_, value=value,
-                    wildcard=bool(wildcard), status=status, expires_at=_utc(expires_at))  # type: ignore[arg-type]
+                    wildcard=bool(wildcard), status=status, expires_at=utc(expires_at))  # type: ignore[arg-type]
 
 
 def _challenge(row: Any, prefix: str = "") -> ChallengeRow:
     id_, authz_id, type_, token, status, validated_at, started_at, error = _CHALLENGE_COLUMNS[prefix](row)
     return ChallengeRow(id=id_, authz_id=authz_id, type=type_, token=token, status=status,
-                        validated_at=_utc(validated_at), started_at=_utc(started_at),
+                        validated_at=utc(validated_at), started_at=utc(started_at),
                         error=json.loads(error) if error else None)

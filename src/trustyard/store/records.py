@@ -1,4 +1,4 @@
-"""Plain records the store reads and writes."""
+"""Plain records the store reads and writes, and the ledger's refusals that callers handle."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from ..errors import Conflict
 from ..units import format_time
 
 
@@ -89,3 +90,14 @@ class AuditEntry:
             "target": self.target, "outcome": self.outcome, "detail": self.detail,
             "prev_hash": self.prev_hash, "hash": self.hash,
         }
+
+
+class SerialCollision(Exception):
+    """The random serial is already reserved (astronomically rare): draw another."""
+
+
+def superseded(serial: str, by: str) -> Conflict:
+    """The refusal of a second renewal of ``serial``, which ``by`` already renewed."""
+    return Conflict(f"certificate {serial} was already renewed (by {by}): a certificate renews once; renew "
+                    "the newer certificate, or bootstrap again with a new token", code="superseded",
+                    superseded_by=by)

@@ -17,7 +17,7 @@ from sqlalchemy import delete, select
 
 from .records import AuditEvent
 from .schema import refusals
-from .sql import SqlStore, _utc
+from .engine import Database, utc
 
 INTERVAL = timedelta(hours=1)
 RETENTION = timedelta(days=90)
@@ -36,7 +36,7 @@ def source_key(host: str | None) -> str:
     return str(address.ipv4_mapped or address) if address.version == 6 else str(address)
 
 
-def note(sql: SqlStore, source: str, reason: str, now: datetime | None = None, message: str = "") -> None:
+def note(sql: Database, source: str, reason: str, now: datetime | None = None, message: str = "") -> None:
     """Count one refusal of ``source`` for ``reason`` (``ACTION:CODE``) in the current interval's
     row. The store's observers hear of it as a ``request.deny`` event with outcome ``counted``
     (``message``, what the caller was told, goes only to them: it is not stored)."""
@@ -51,7 +51,7 @@ def note(sql: SqlStore, source: str, reason: str, now: datetime | None = None, m
     statement = statement.on_conflict_do_update(
         index_elements=["interval_start", "source", "reason"],
         set_={"count": refusals.c["count"] + 1, "last_at": statement.excluded.last_at})
-    with sql._tx(durable=False, one_statement=True) as conn:
+    with sql.transaction(durable=False, one_statement=True) as conn:
         conn.execute(statement)
         if sql.observers:
             action, _, code = reason.rpartition(":")
@@ -59,19 +59,19 @@ def note(sql: SqlStore, source: str, reason: str, now: datetime | None = None, m
                                           outcome="counted", detail={"code": code, "reason": message}))
 
 
-def rows(sql: SqlStore, since: datetime | None = None) -> list[dict[str, Any]]:
+def rows(sql: Database, since: datetime | None = None) -> list[dict[str, Any]]:
     """The counted refusals, oldest interval first."""
     query = select(refusals).order_by(refusals.c.interval_start, refusals.c.source, refusals.c.reason)
     if since is not None:
         query = query.where(refusals.c.interval_start >= since)
-    with sql._tx(write=False) as conn:
+    with sql.transaction(write=False) as conn:
         found = conn.execute(query).fetchall()
-    return [{"interval_start": _utc(r.interval_start), "source": r.source, "reason": r.reason, "count": r.count,
-             "last_at": _utc(r.last_at)} for r in found]
+    return [{"interval_start": utc(r.interval_start), "source": r.source, "reason": r.reason, "count": r.count,
+             "last_at": utc(r.last_at)} for r in found]
 
 
-def purge(sql: SqlStore, now: datetime | None = None) -> int:
+def purge(sql: Database, now: datetime | None = None) -> int:
     """Drop the counts of intervals older than ``RETENTION``; the number of rows deleted."""
     cutoff = (now or datetime.now(timezone.utc)) - RETENTION
-    with sql._tx(durable=False) as conn:
+    with sql.transaction(durable=False) as conn:
         return conn.execute(delete(refusals).where(refusals.c.interval_start < cutoff)).rowcount

@@ -1,395 +1,34 @@
-"""SqlStore: SQLite (WAL) by default, PostgreSQL (psycopg 3) by URL, through SQLAlchemy Core.
+"""SqlStore: the certificate ledger, one-time token redemptions and the hash-chained audit log,
+on the database engine (``engine.Database``: transactions, units, the durable flush, the
+write lock, compiled plans). Only the engine's public API is used here.
 
-Write transactions are serialized where they must be. On SQLite there is one writer at
-a time across all worker processes: a write takes a thread lock and an ``flock`` on
-``<db>.lock`` (so waiters queue and wake at once instead of SQLite's sleep-and-retry
-busy handler) and then ``BEGIN IMMEDIATE``; reads use plain ``BEGIN`` and never block
-on writers (WAL). On PostgreSQL the audit head row is locked ``FOR UPDATE`` so the
-hash chain stays linear while other writes run concurrently.
-
-With an ``AuditSeal`` (the home's audit key) entries are keyed, and each commit that
-appended one updates the signed checkpoint afterwards (after the WAL flush on SQLite).
-
-``observers`` are told of every audit entry, and of every refusal counted in aggregate
-(``refusals.note``), once its transaction has committed, exactly once, in commit order; what a
-rolled-back transaction or SAVEPOINT recorded is never told. The CA's operations log
-(``ca.oplog``) is one.
+The authority sees this class through ``ca.ledger.Ledger``, a protocol of what it needs.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
-import logging
-import os
-import threading
-from contextlib import contextmanager, nullcontext
-from contextvars import ContextVar
 from dataclasses import replace
-from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any, Callable, Iterator
+from datetime import datetime
+from typing import Any, Iterator
 
-from sqlalchemy import Engine, bindparam, create_engine, event, func, insert, select, text, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.pool import StaticPool
 
 from ..errors import Conflict, Forbidden, NotFound, Unauthorized
 from . import audit as chain
-from .prepared import Plan, PlanResult
-from .records import AuditEntry, AuditEvent, CertRecord, Intent
+from . import refusals
+from .engine import Database, utc, utc_now
+from .records import AuditEntry, AuditEvent, CertRecord, Intent, SerialCollision, superseded
 from .schema import audit_head, audit_log, certificates, used_tokens
 from .seal import AuditSeal
 
-
-_DEFERRED: ContextVar[list[Callable[[], None]] | None] = ContextVar("trustyard_deferred_flush", default=None)
-
-
-class _Unit:
-    """The open transaction of ``SqlStore.unit``, which the store's nested ``_tx`` calls join."""
-
-    def __init__(self, store: SqlStore, conn: Connection) -> None:
-        self.store, self.conn, self.durable = store, conn, False
-        self.thread = threading.get_ident()  # only this thread joins (a copied context does not)
-        self.open = True  # a task that copied the context outlives the unit: it must not join
+__all__ = ["SerialCollision", "SqlStore", "open_store", "superseded"]
 
 
-_UNIT: ContextVar[_Unit | None] = ContextVar("trustyard_unit", default=None)
-
-# conn.info key: the (seq, hash) this transaction appended last, for the checkpoint after COMMIT
-_TIP = "trustyard_audit_tip"
-# conn.info key: the events this transaction recorded, for the observers after COMMIT
-_EVENTS = "trustyard_recorded_events"
-
-Observer = Callable[[AuditEvent], None]
-
-# This process's id, kept current across fork: connections and lock files are per process,
-# and asking the kernel on every transaction costs more than the check is worth.
-_pid = os.getpid()
-
-
-def _after_fork() -> None:
-    global _pid
-    _pid = os.getpid()
-
-
-os.register_at_fork(after_in_child=_after_fork)
-
-
-@contextmanager
-def deferred_flush() -> Iterator[list[Callable[[], None]]]:
-    """Within this block, a durable SQLite write leaves its WAL flush to the caller: it appends
-    the flush to the yielded list, and the caller must run every one of them before it tells
-    anyone about the write. The API uses this to wait for the disk off the event loop, so a
-    worker serves the next request meanwhile."""
-    pending: list[Callable[[], None]] = []
-    token = _DEFERRED.set(pending)
-    try:
-        yield pending
-    finally:
-        _DEFERRED.reset(token)
-
-
-def superseded(serial: str, by: str) -> Conflict:
-    """The refusal of a second renewal of ``serial``, which ``by`` already renewed."""
-    return Conflict(f"certificate {serial} was already renewed (by {by}): a certificate renews once; renew "
-                    "the newer certificate, or bootstrap again with a new token", code="superseded",
-                    superseded_by=by)
-
-
-class SerialCollision(Exception):
-    """The random serial is already reserved (astronomically rare): draw another."""
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def normalize_url(url: str) -> str:
-    """``postgresql://`` means psycopg 3 here; everything else is passed to SQLAlchemy."""
-    if url.startswith("postgresql://") or url.startswith("postgres://"):
-        return "postgresql+psycopg://" + url.split("://", 1)[1]
-    return url
-
-
-class SqlStore:
-    def __init__(self, url: str, seal: AuditSeal | None = None) -> None:
-        self.url = normalize_url(url)
-        self.seal = seal  # the audit key and checkpoint; without it entries are plain hashes
-        self.is_sqlite = self.url.startswith("sqlite")
-        self.engine = self._make_engine()
-        self._thread_lock = threading.Lock()
-        self._lock_path = self._sqlite_lock_path()
-        self._lock_fd: int | None = None
-        self._lock_pid = 0
-        self._kept: tuple[int, Connection] | None = None  # (pid, the main thread's SQLite connection)
-        self._plans: dict[tuple[int, tuple[str, ...]], tuple[Any, Plan]] = {}
-        self.observers: list[Observer] = []  # told of each recorded event after its COMMIT
-
-    def run(self, conn: Connection, statement: Any, params: dict[str, Any] | list[dict[str, Any]] | None = None,
-            ) -> PlanResult | Any:
-        """Execute one of the store's prebuilt statements in ``conn``'s transaction: on SQLite
-        through a ``Plan`` (compiled once per set of parameter names, run on the driver), on
-        PostgreSQL by ``Connection.execute``. Either result has ``rowcount``, ``first()``,
-        ``one()`` and ``fetchall()``, and rows whose columns are attributes."""
-        if not self.is_sqlite:
-            return conn.execute(statement, params)
-        keys = tuple(params[0] if isinstance(params, list) else params or ())
-        entry = self._plans.get((id(statement), keys))
-        if entry is None:  # the statement is kept in the entry, so its id stays its own
-            entry = self._plans[(id(statement), keys)] = (statement, Plan(statement, self.engine.dialect, keys))
-        return entry[1].run(conn, params)
-
-    def _sqlite_lock_path(self) -> str | None:
-        database = self.engine.url.database
-        if not self.is_sqlite or not database or database == ":memory:":
-            return None
-        return f"{database}.lock"
-
-    @contextmanager
-    def _tx(self, write: bool = True, durable: bool = True, one_statement: bool = False) -> Iterator[Connection]:
-        """A transaction; ``write`` ones are serialized across threads and processes on SQLite.
-
-        Durability on SQLite is a group commit: transactions commit with
-        ``synchronous=NORMAL`` (WAL frames written, not yet flushed) under the write lock,
-        and a ``durable`` one then fsyncs the WAL file *after* releasing the lock, before the
-        caller goes on. Writers no longer wait for each other's disk flushes, and concurrent
-        flushes of one file are merged by the kernel. Frames reach the WAL in commit order,
-        so one fsync makes every earlier commit durable too; frames already checkpointed
-        are in the database file, which SQLite syncs at checkpoint. ``durable=False`` is for
-        steps that a durable commit always follows before anything leaves the CA (the
-        issuance intent, a proof's redemption).
-
-        Inside ``unit()`` a write joins the unit under a SAVEPOINT, so that a failure rolls
-        back exactly its own statements, as its own transaction would; ``one_statement``
-        writes skip the SAVEPOINT, since SQLite undoes a failed statement by itself.
-        """
-        unit = _UNIT.get()
-        if unit is not None and unit.open and unit.store is self and unit.thread == threading.get_ident():
-            unit.durable = unit.durable or (write and durable)
-            if not write or one_statement:
-                yield unit.conn
-                return
-            # SQLite SAVEPOINTs nest by name, so one name serves every level; straight to the
-            # driver, like the unit's BEGIN (SQLAlchemy's begin_nested costs ten times more).
-            raw = unit.conn.connection.dbapi_connection
-            assert raw is not None
-            raw.execute("SAVEPOINT trustyard_step")
-            tip = unit.conn.info.get(_TIP)
-            told = len(unit.conn.info.get(_EVENTS, ()))
-            try:
-                yield unit.conn
-            except BaseException:
-                raw.execute("ROLLBACK TO trustyard_step")
-                raw.execute("RELEASE trustyard_step")
-                unit.conn.info[_TIP] = tip  # the rolled-back step's entry is gone
-                del unit.conn.info.get(_EVENTS, [])[told:]  # and its events with it
-                raise
-            raw.execute("RELEASE trustyard_step")
-            return
-        with self._transaction(write) as conn:
-            try:
-                yield conn
-            finally:
-                tip = conn.info.pop(_TIP, None)
-                events = conn.info.pop(_EVENTS, None)
-        if write and (durable or tip) and self._lock_path is not None:
-            self._flush_or_defer()
-        if tip:
-            self._checkpoint_or_defer(tip)
-        if events:
-            self._tell(events)
-
-    @contextmanager
-    def _transaction(self, write: bool) -> Iterator[Connection]:
-        """BEGIN (IMMEDIATE for a write) on a connection; a SQLite write holds the write lock
-        (this process's thread lock, then the ``flock`` shared with other processes) until
-        its COMMIT."""
-        with self._write_lock() if write and self._lock_path is not None else nullcontext():
-            with self._connection() as conn:
-                conn.info["immediate"] = write
-                with conn.begin():
-                    yield conn
-
-    @contextmanager
-    def _write_lock(self) -> Iterator[None]:
-        with self._thread_lock:
-            fd = self._lock_file()
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-
-    def _flush_or_defer(self) -> None:
-        deferred = _DEFERRED.get()
-        if deferred is None:
-            self._flush_wal()
-        elif self._flush_wal not in deferred:
-            deferred.append(self._flush_wal)
-
-    def _checkpoint_or_defer(self, tip: tuple[int, str]) -> None:
-        """After the commit (and the flush before it in the deferred list): the signed checkpoint."""
-        if self.seal is None:
-            return
-        self.seal.note(*tip)
-        deferred = _DEFERRED.get()
-        if deferred is None:
-            self.seal.publish()
-        elif self.seal.publish not in deferred:
-            deferred.append(self.seal.publish)
-
-    @contextmanager
-    def unit(self) -> Iterator[None]:
-        """One SQLite write transaction for a whole request: every ``_tx`` of this store inside
-        the block (in this thread or task) joins it instead of starting its own, and it commits
-        once at the end (rolled back if the block raises). A durable write inside makes the
-        commit durable (flushed, or deferred under ``deferred_flush``).
-
-        The ACME server wraps each POST in one: authentication, nonce redemption, the
-        resource and the fresh nonce cost one BEGIN IMMEDIATE and one COMMIT, not four. Other
-        writers (another worker process, a CLI command) queue on the write lock meanwhile,
-        so keep the block short and free of network I/O. On PostgreSQL it changes nothing:
-        every ``_tx`` stays its own transaction.
-        """
-        if self._lock_path is None or _UNIT.get() is not None:
-            yield
-            return
-        with self._transaction(write=True) as conn:
-            unit = _Unit(self, conn)
-            token = _UNIT.set(unit)
-            try:
-                yield
-            finally:
-                unit.open = False
-                _UNIT.reset(token)
-                tip = conn.info.pop(_TIP, None)
-                events = conn.info.pop(_EVENTS, None)
-        if unit.durable or tip:
-            self._flush_or_defer()
-        if tip:
-            self._checkpoint_or_defer(tip)
-        if events:
-            self._tell(events)
-
-    def _kept_connection(self) -> Connection:
-        """The main thread's SQLite connection, checked out once and kept: the event loop runs
-        there, its transactions are short and frequent, and the pool's checkout and return
-        cost as much as a BEGIN. Other threads come and go (thread pools), so they use the
-        pool and give their connection back."""
-        if self._kept is None or self._kept[0] != _pid or self._kept[1].closed:
-            self._kept = (_pid, self.engine.connect())
-        return self._kept[1]
-
-    def _drop_kept(self) -> None:
-        if self._kept is not None and self._kept[0] == _pid:
-            self._kept[1].close()  # back to the pool, whose reset rolls back whatever is open
-        self._kept = None
-
-    @contextmanager
-    def _connection(self) -> Iterator[Connection]:
-        """A connection for one transaction: on a SQLite file, in the main thread, the kept one
-        (unless a transaction of this thread already uses it); else one from the pool."""
-        if self._lock_path is not None and threading.current_thread() is threading.main_thread():
-            conn = self._kept_connection()
-            if not conn.in_transaction():
-                try:
-                    yield conn
-                except BaseException:
-                    # A failed statement or COMMIT may leave SQLite's transaction (and its lock)
-                    # open under a connection SQLAlchemy considers done: never reuse it.
-                    self._drop_kept()
-                    raise
-                return
-        with self.engine.connect() as conn:
-            yield conn
-
-    def _flush_wal(self) -> None:
-        assert self._lock_path is not None
-        try:
-            fd = os.open(self._lock_path[: -len(".lock")] + "-wal", os.O_RDONLY)
-        except FileNotFoundError:
-            return  # checkpointed and removed: the frames are in the synced database file
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    def _lock_file(self) -> int:
-        if self._lock_fd is None or self._lock_pid != _pid:  # a forked child needs its own
-            assert self._lock_path is not None
-            self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-            self._lock_pid = _pid
-        return self._lock_fd
-
-    def _make_engine(self) -> Engine:
-        if not self.is_sqlite:
-            return create_engine(self.url, pool_size=8, max_overflow=16, pool_pre_ping=True)
-        memory = self.url in ("sqlite://", "sqlite:///:memory:")
-        engine = create_engine(
-            self.url,
-            connect_args={"timeout": 30, "check_same_thread": False},
-            **({"poolclass": StaticPool} if memory else {}),
-        )
-
-        @event.listens_for(engine, "connect")
-        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
-            cur = dbapi_conn.cursor()
-            if not memory:
-                cur.execute("PRAGMA journal_mode=WAL")
-            # NORMAL: no flush inside the commit; SqlStore._tx flushes the WAL after the
-            # write lock is released (group commit), before a durable write returns.
-            cur.execute("PRAGMA synchronous=NORMAL" if not memory else "PRAGMA synchronous=FULL")
-            cur.execute("PRAGMA busy_timeout=30000")
-            cur.close()
-
-        @event.listens_for(engine, "begin")
-        def _on_begin(conn: Connection) -> None:
-            # Straight to the driver: a BEGIN needs none of SQLAlchemy's statement machinery.
-            conn.connection.dbapi_connection.execute(  # type: ignore[union-attr]
-                "BEGIN IMMEDIATE" if conn.info.get("immediate", True) else "BEGIN")
-
-        return engine
-
-    # -- schema -----------------------------------------------------------------------------
-
-    def migrate(self) -> None:
-        """Bring the schema to the newest revision (idempotent; safe with several replicas)."""
-        from alembic import command
-        from alembic.config import Config
-
-        cfg = Config()
-        cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
-        with self._tx() as conn:
-            if not self.is_sqlite:
-                conn.execute(text("SELECT pg_advisory_xact_lock(7340032)"))
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
-
-    def integrity_check(self) -> list[str]:
-        """Problems the database itself reports (SQLite ``PRAGMA integrity_check``)."""
-        if not self.is_sqlite:
-            with self.engine.connect() as conn:
-                conn.execute(select(func.count()).select_from(certificates))
-            return []
-        with self.engine.connect() as conn:
-            rows = [r[0] for r in conn.exec_driver_sql("PRAGMA integrity_check").fetchall()]
-        return [] if rows == ["ok"] else rows
-
-    def close(self) -> None:
-        self._drop_kept()
-        self.engine.dispose()
-        if self._lock_fd is not None and self._lock_pid == _pid:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+class SqlStore(Database):
+    """The certificate ledger and the audit log (SQLite by default, PostgreSQL by URL)."""
 
     # -- issuance ---------------------------------------------------------------------------
 
@@ -397,7 +36,7 @@ class SqlStore:
         """Reserve the serial, redeem the token (if any) and claim the renewed certificate (if
         any) in one transaction: of two renewals of one certificate, only one gets this far."""
         alone = intent.token_jti is None and intent.renewed_from is None
-        with self._tx(durable=False, one_statement=alone) as conn:
+        with self.transaction(durable=False, one_statement=alone) as conn:
             if intent.token_jti is not None:
                 try:
                     self._redeem(conn, intent.token_jti, "bootstrap", intent.token_expires_at or intent.not_after)
@@ -431,7 +70,7 @@ class SqlStore:
 
     def renewal_of(self, serial: str) -> CertRecord | None:
         """The certificate that renewed ``serial`` (its ``superseded_by``), if any."""
-        with self._tx(write=False) as conn:
+        with self.transaction(write=False) as conn:
             row = self.run(conn, _GET, {"serial_": serial}).first()
             child = self.run(conn, _GET, {"serial_": row.superseded_by}).first() if row and row.superseded_by else None
         return _record(child) if child else None
@@ -439,13 +78,13 @@ class SqlStore:
     def use_token(self, jti: str, kind: str, expires_at: datetime) -> None:
         """Redeem a one-time credential (a renewal or revocation proof) on its own."""
         try:
-            with self._tx(durable=False) as conn:
+            with self.transaction(durable=False) as conn:
                 self._redeem(conn, jti, kind, expires_at)
         except IntegrityError:
             raise Unauthorized(f"this {kind} proof was already used", code="tokenReplayed") from None
 
     def _redeem(self, conn: Connection, jti: str, kind: str, expires_at: datetime) -> None:
-        self.run(conn, _INSERT_TOKEN, {"jti": jti, "kind": kind, "used_at": _now(), "expires_at": expires_at})
+        self.run(conn, _INSERT_TOKEN, {"jti": jti, "kind": kind, "used_at": utc_now(), "expires_at": expires_at})
 
     def record_issued(self, serial: str, der: bytes, fingerprint: str, event_: AuditEvent) -> bool:
         """Store the signed certificate (before anyone receives it) and audit it, atomically.
@@ -453,7 +92,7 @@ class SqlStore:
         False when it was revoked while being signed (a key-compromise revocation of the
         certificate it renews): it is stored, stays revoked, and must not be handed out."""
         params = {"serial_": serial, "b_der": der, "b_fingerprint": fingerprint}
-        with self._tx() as conn:
+        with self.transaction() as conn:
             issued = self.run(conn, _MARK_ISSUED, params).rowcount == 1
             if not issued:
                 self.run(conn, _STORE_DER, params)
@@ -463,7 +102,7 @@ class SqlStore:
 
     def record_failed(self, serial: str) -> None:
         """The signing failed: the serial is spent, and the certificate it renews may renew again."""
-        with self._tx() as conn:
+        with self.transaction() as conn:
             conn.execute(update(certificates).where(certificates.c.serial == serial).values(status="failed"))
             conn.execute(update(certificates).where(certificates.c.superseded_by == serial).values(superseded_by=None))
 
@@ -474,8 +113,8 @@ class SqlStore:
         A certificate already revoked for another reason may be revoked again with ``cascade``
         (RFC 5280 lets a reason become keyCompromise): otherwise whoever revoked it first, the
         key holder included, would keep its renewals out of reach."""
-        now = _now()
-        with self._tx() as conn:
+        now = utc_now()
+        with self.transaction() as conn:
             result = conn.execute(
                 update(certificates)
                 .where(certificates.c.serial == serial, certificates.c.status == "issued")
@@ -519,7 +158,7 @@ class SqlStore:
     # -- reads ------------------------------------------------------------------------------
 
     def get(self, serial: str) -> CertRecord | None:
-        with self._tx(write=False) as conn:
+        with self.transaction(write=False) as conn:
             row = self.run(conn, _GET, {"serial_": serial}).first()
         return _record(row) if row else None
 
@@ -527,19 +166,19 @@ class SqlStore:
         query = select(certificates).order_by(certificates.c.requested_at, certificates.c.serial)
         if status:
             query = query.where(certificates.c.status == status)
-        with self._tx(write=False) as conn:
+        with self.transaction(write=False) as conn:
             rows = conn.execute(query.limit(limit).offset(offset)).fetchall()
         return [_record(r) for r in rows]
 
     def counts(self) -> dict[str, int]:
-        with self._tx(write=False) as conn:
+        with self.transaction(write=False) as conn:
             rows = conn.execute(select(certificates.c.status, func.count()).group_by(certificates.c.status))
             return {status: n for status, n in rows}
 
     # -- audit ------------------------------------------------------------------------------
 
     def audit(self, event_: AuditEvent) -> None:
-        with self._tx() as conn:
+        with self.transaction() as conn:
             self._append(conn, event_)
 
     def _append(self, conn: Connection, event_: AuditEvent) -> None:
@@ -553,7 +192,7 @@ class SqlStore:
                 pass  # another replica created it first
             head = self.run(conn, query).one()
         key = self.seal.ensure(head.seq, head.hash)[0] if self.seal is not None else None
-        seq, at = head.seq + 1, _now()
+        seq, at = head.seq + 1, utc_now()
         row = chain.stored(event_.actor, event_.action, event_.target, event_.outcome, event_.detail)
         digest = chain.entry_hash(head.hash, seq, at, row.actor, row.action, row.target, row.outcome, row.detail, key)
         self.run(conn, _INSERT_AUDIT, dict(
@@ -561,31 +200,14 @@ class SqlStore:
             detail=row.detail_text, prev_hash=head.hash, hash=digest,
         ))
         self.run(conn, _MOVE_HEAD, {"b_seq": seq, "b_hash": digest})
-        conn.info[_TIP] = (seq, digest)
+        self.appended(conn, seq, digest)
         self.recorded(conn, event_)
-
-    def recorded(self, conn: Connection, event_: AuditEvent) -> None:
-        """Tell the observers of ``event_`` once ``conn``'s transaction commits (not if it rolls back)."""
-        if self.observers:
-            conn.info.setdefault(_EVENTS, []).append(event_)
-
-    def tell(self, event_: AuditEvent) -> None:
-        """Tell the observers of an event that is not recorded (an ACME account's refused request)."""
-        self._tell([event_])
-
-    def _tell(self, events: list[AuditEvent]) -> None:
-        for event_ in events:
-            for observer in self.observers:
-                try:
-                    observer(event_)
-                except Exception:  # an observer's failure is not the transaction's
-                    logging.getLogger("trustyard.store").exception("an audit observer failed")
 
     def audit_entries(self, since: int = 0, limit: int | None = None) -> Iterator[AuditEntry]:
         query = select(audit_log).where(audit_log.c.seq > since).order_by(audit_log.c.seq)
         if limit:
             query = query.limit(limit)
-        with self._tx(write=False) as conn:
+        with self.transaction(write=False) as conn:
             rows = conn.execute(query).fetchall()
         return map(_entry, rows)
 
@@ -595,21 +217,18 @@ class SqlStore:
         so appends running meanwhile raise no false alarm."""
         loaded = self.seal.load() if self.seal is not None else None
         checkpoint, why = self.seal.read_checkpoint() if self.seal is not None else (None, None)
-        with self._snapshot() as conn:
+        with self.snapshot() as conn:
             head = conn.execute(_HEAD).first()
             rows = conn.execute(select(audit_log).order_by(audit_log.c.seq)).fetchall()
         key, keyed_from = loaded if loaded is not None else (None, 1)
         return chain.verify_chain(map(_entry, rows), (head.seq, head.hash) if head else None, key, keyed_from,
                                   checkpoint, why)
 
-    @contextmanager
-    def _snapshot(self) -> Iterator[Connection]:
-        if self.is_sqlite:  # a WAL read transaction is a snapshot
-            with self._tx(write=False) as conn:
-                yield conn
-            return
-        with self.engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn, conn.begin():
-            yield conn
+    # -- refusals ---------------------------------------------------------------------------
+
+    def note_refusal(self, source: str, reason: str, message: str = "") -> None:
+        """Count one refusal of ``source`` for ``reason`` in aggregate (see ``refusals.note``)."""
+        refusals.note(self, source, reason, message=message)
 
 
 # Statements built once: SQLAlchemy then only binds parameters on the hot path.
@@ -632,7 +251,7 @@ _MOVE_HEAD = update(audit_head).where(audit_head.c.id == 1).values(seq=bindparam
 
 
 def _entry(row: Any) -> AuditEntry:
-    return AuditEntry(seq=row.seq, at=_utc(row.at), actor=row.actor, action=row.action,  # type: ignore[arg-type]
+    return AuditEntry(seq=row.seq, at=utc(row.at), actor=row.actor, action=row.action,  # type: ignore[arg-type]
                       target=row.target, outcome=row.outcome, detail=json.loads(row.detail),
                       prev_hash=row.prev_hash, hash=row.hash)
 
@@ -640,9 +259,9 @@ def _entry(row: Any) -> AuditEntry:
 def _record(row: Any) -> CertRecord:
     return CertRecord(
         serial=row.serial, provisioner=row.provisioner, subject=row.subject, sans=tuple(json.loads(row.sans)),
-        status=row.status, not_before=_utc(row.not_before), not_after=_utc(row.not_after),  # type: ignore[arg-type]
-        requested_at=_utc(row.requested_at), der=row.der, fingerprint_sha256=row.fingerprint_sha256,  # type: ignore[arg-type]
-        renewed_from=row.renewed_from, revoked_at=_utc(row.revoked_at), revocation_reason=row.revocation_reason,
+        status=row.status, not_before=utc(row.not_before), not_after=utc(row.not_after),  # type: ignore[arg-type]
+        requested_at=utc(row.requested_at), der=row.der, fingerprint_sha256=row.fingerprint_sha256,  # type: ignore[arg-type]
+        renewed_from=row.renewed_from, revoked_at=utc(row.revoked_at), revocation_reason=row.revocation_reason,
         superseded_by=row.superseded_by,
     )
 

@@ -60,7 +60,7 @@ def current(url: str) -> str | None:
     from sqlalchemy import create_engine, text
     from sqlalchemy.exc import OperationalError, ProgrammingError
 
-    from .sql import normalize_url
+    from .engine import normalize_url
 
     engine = create_engine(normalize_url(url))
     try:

@@ -109,7 +109,9 @@ class NameLimits:
 def intermediate_builder(
     public_key: PublicKey, issuer: x509.Certificate, common_name: str, not_before: datetime,
     lifetime: timedelta, limits: NameLimits | None = None, organization: str | None = None,
+    path_length: int = 0,
 ) -> x509.CertificateBuilder:
+    """``path_length``: how many intermediates may follow this one (0: it signs leaves only)."""
     not_after = min(not_before + lifetime, issuer.not_valid_after_utc)
     builder = (
         x509.CertificateBuilder()
@@ -119,7 +121,7 @@ def intermediate_builder(
         .serial_number(new_serial())
         .not_valid_before(not_before)
         .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
         .add_extension(_ca_key_usage(), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .add_extension(_aki(issuer), critical=False)

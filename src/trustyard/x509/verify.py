@@ -26,12 +26,14 @@ intermediate is reported as ``expired``, not as an opaque path failure.
 from __future__ import annotations
 
 import ipaddress
+import warnings
 from dataclasses import dataclass, field
 from itertools import islice
 from datetime import UTC, datetime
 from typing import Literal, Sequence
 
 from cryptography import x509
+from cryptography.utils import CryptographyDeprecationWarning
 
 from . import chain as chainlib
 from .leaf import Problem, leaf_problems
@@ -166,11 +168,13 @@ def _verify(peer: x509.Certificate, intermediates: list[x509.Certificate], ancho
 def unparsable(cert: x509.Certificate) -> str | None:
     """Why the parts of ``cert`` a verifier reads do not parse, or None."""
     try:
-        cert.extensions  # noqa: B018 - parsing is the check
-        cert.public_key()
-        cert.subject.rfc4514_string()
-        cert.issuer.rfc4514_string()
-        cert.not_valid_after_utc  # noqa: B018
+        with warnings.catch_warnings():  # legacy roots in system bundles have negative serials: not our output
+            warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+            cert.extensions  # noqa: B018 - parsing is the check
+            cert.public_key()
+            cert.subject.rfc4514_string()
+            cert.issuer.rfc4514_string()
+            cert.not_valid_after_utc  # noqa: B018
     except Exception as exc:  # noqa: BLE001
         return f"{type(exc).__name__}: {exc}"
     return None

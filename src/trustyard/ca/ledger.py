@@ -1,0 +1,55 @@
+"""What the authority needs of its storage: the certificate ledger and the audit log.
+
+``Authority`` is written against this protocol, not against a storage class; ``store.SqlStore``
+is the implementation the composition roots (CLI, app factory) hand it. A ledger keeps the
+records of ``trustyard.store.records`` and raises its refusals (``SerialCollision``,
+``superseded``, ``Conflict``...) as documented on each method.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Protocol
+
+from ..store.records import AuditEvent, CertRecord, Intent
+
+
+class Ledger(Protocol):
+    def record_intent(self, intent: Intent) -> None:
+        """Reserve ``intent.serial``, redeem its token and claim the certificate it renews, in one
+        transaction. Raises ``SerialCollision`` (draw another serial), ``Unauthorized``
+        (``tokenReplayed``), ``NotFound``, ``Forbidden`` (``revoked``) or ``Conflict``
+        (``superseded``: renewed already)."""
+        ...
+
+    def record_issued(self, serial: str, der: bytes, fingerprint: str, event_: AuditEvent) -> bool:
+        """Store the signed certificate and audit it, durably, before anyone receives it; False
+        when it was revoked while being signed (it must not be handed out)."""
+        ...
+
+    def record_failed(self, serial: str) -> None:
+        """The signing failed: the serial is spent, the certificate it renews may renew again."""
+        ...
+
+    def revoke(self, serial: str, reason: str, event_: AuditEvent, cascade: bool = False) -> CertRecord:
+        """Revoke ``serial`` (and with ``cascade`` its renewals) under one audit entry."""
+        ...
+
+    def use_token(self, jti: str, kind: str, expires_at: datetime) -> None:
+        """Redeem a one-time proof; ``Unauthorized`` (``tokenReplayed``) when it was used."""
+        ...
+
+    def renewal_of(self, serial: str) -> CertRecord | None:
+        """The certificate that renewed ``serial``, if any."""
+        ...
+
+    def get(self, serial: str) -> CertRecord | None:
+        ...
+
+    def audit(self, event_: AuditEvent) -> None:
+        """Append one entry to the audit log, durably."""
+        ...
+
+    def note_refusal(self, source: str, reason: str, message: str = "") -> None:
+        """Count one refusal of a caller that never authenticated, in aggregate (not audited)."""
+        ...
