@@ -312,7 +312,7 @@ def app_from_env() -> Starlette:
     password = None
     if config.encrypted_keys:
         password = read_password(os.environ.get(PASSWORD_FILE_ENV), insecure_no_password=False)
-    authority = load_authority(Path(home), password, config=config)
+    authority = load_authority(Path(home), password, config=config, migrate=False)  # `serve` migrated
     app = create_app(authority, config)
     # Everything loaded so far lives as long as the worker: keep it out of the cyclic GC's
     # scans, and collect less often (requests free their objects by reference counting);

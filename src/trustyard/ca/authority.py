@@ -24,6 +24,7 @@ from ..x509.csr import CSRError, CSRRequest, parse_csr
 from ..x509.keys import PrivateKey, PublicKey
 from ..x509.names import Name, name_text, parse_name
 from ..x509.profiles import LeafSpec, leaf_builder, new_serial
+from ..x509.revocation import REVOCATION_REASONS
 from ..x509.summary import fingerprint_sha256, pem_bundle, serial_hex
 from . import proofs, tokens
 from .ledger import Ledger
@@ -307,8 +308,6 @@ class Authority(Generic[L]):
 RENEWAL_RETRY_WINDOW = timedelta(minutes=5)
 """How long a renewal may be asked for again (same certificate, same CSR key) and get the same answer."""
 
-REVOCATION_REASONS = ("unspecified", "keyCompromise", "cACompromise", "affiliationChanged", "superseded",
-                      "cessationOfOperation", "certificateHold", "privilegeWithdrawn", "aACompromise")
 
 
 class _DenialAudit:

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from ..errors import ConfigError, Conflict
 from ..files import write_atomic, write_exclusive, write_private
 from ..policy.patterns import name_limits, parse_patterns
-from ..store import SqlStore, open_store
+from ..store import SqlStore, open_store, version
 from ..store.seal import AuditSeal, create_key
 from ..units import parse_duration
 from ..x509.keys import KeyType, PrivateKey, generate_private_key, load_private_key_pem, private_key_pem, public_key_pem
@@ -168,7 +168,11 @@ def _url_host(listen: str) -> str:
 
 
 def open_home_store(config: Config, migrate: bool = True) -> SqlStore:
-    """The home's database, its audit log keyed with the home's ``ca/audit.key``."""
+    """The home's database, its audit log keyed with the home's ``ca/audit.key``. ``migrate``
+    brings its schema to the newest revision (``init``, ``serve``, ``db upgrade``); without it
+    an old schema is refused with the command to run (``store.version.check``)."""
+    if not migrate:
+        version.check(config.db_url, config.home)
     return open_store(config.db_url, migrate=migrate, seal=AuditSeal(config.path("ca")))
 
 
@@ -193,8 +197,9 @@ def load_certs(config: Config, relative: str) -> list[x509.Certificate]:
 
 
 def load_authority(home: Path, password: bytes | None, *, minting: bool = False,
-                   config: Config | None = None) -> Authority[SqlStore]:
-    """Everything the authority needs: the intermediate's key, never the root's."""
+                   config: Config | None = None, migrate: bool = True) -> Authority[SqlStore]:
+    """Everything the authority needs: the intermediate's key, never the root's. ``migrate``:
+    as in ``open_home_store``."""
     config = config or load_config(home)
     if config.encrypted_keys and password is None:
         raise ConfigError("the CA keys are encrypted: give --password-file or TRUSTYARD_PASSWORD",
@@ -215,5 +220,5 @@ def load_authority(home: Path, password: bytes | None, *, minting: bool = False,
             private_key = load_key(config, pc.key, password)
         provisioners[pc.name] = Provisioner(name=pc.name, policy=pc.policy(config.backdate),
                                             public_key=public_key, private_key=private_key)  # type: ignore[arg-type]
-    store = open_home_store(config)
+    store = open_home_store(config, migrate=migrate)
     return Authority(signer, [inter], roots, store, provisioners)

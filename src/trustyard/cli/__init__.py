@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "serve": ("trustyard.cli.ca_cmds", "serve", "Run the CA's HTTPS API."),
     "token": ("trustyard.cli.ca_cmds", "token", "Mint a one-time bootstrap token bound to names."),
     "audit": ("trustyard.cli.ca_cmds", "audit", "List the audit log, or verify its hash chain."),
+    "db": ("trustyard.cli.db", "db", "Database schema: `db upgrade` migrates it to this version's."),
     "roots": ("trustyard.cli.client_cmds", "roots", "Fetch the trust bundle pinned by fingerprint; --save sets the client up."),
     "issue": ("trustyard.cli.client_cmds", "issue", "Get a certificate: key made locally, CSR signed by the CA."),
     "renew": ("trustyard.cli.client_cmds", "renew", "Renew a certificate, authenticated by itself."),

@@ -10,7 +10,6 @@ from typing import Any
 
 import click
 
-from ..ca import oplog
 from ..ca.config import DEFAULT_ALLOW, load_config, resolve_home
 from ..errors import ExitCode
 from ..units import format_time, humanize
@@ -192,6 +191,8 @@ def serve_log_config(level: str) -> dict[str, Any]:
     worker, on stderr, at ``level``."""
     from uvicorn.config import LOGGING_CONFIG
 
+    from ..ca import oplog
+
     config = copy.deepcopy(LOGGING_CONFIG)
     config["formatters"]["default"] = {"()": "trustyard.cli.output.utc_log_formatter", "fmt": oplog.LINE_FORMAT}
     config["handlers"]["trustyard"] = {"formatter": "default", "class": "logging.StreamHandler",
@@ -243,7 +244,7 @@ def audit(ctx: click.Context, home: str | None, as_json: bool, limit: int | None
     from ..ca.home import open_home_store
     from ..store import refusals
 
-    store = open_home_store(load_config(resolve_home(home)))
+    store = open_home_store(load_config(resolve_home(home)), migrate=False)
     entries = [e.to_json() for e in store.audit_entries()]
     counted = [{**r, "interval_start": format_time(r["interval_start"]), "last_at": format_time(r["last_at"])}
                for r in refusals.rows(store)]  # unauthenticated refusals, in aggregate
@@ -322,7 +323,7 @@ def audit_verify(ctx: click.Context, home: str | None, as_json: bool) -> int:
 
     home = home or ctx.obj.get("home")
     as_json = as_json or ctx.obj.get("as_json")
-    store = open_home_store(load_config(resolve_home(home)))
+    store = open_home_store(load_config(resolve_home(home)), migrate=False)
     report = store.verify_audit()
     store.close()
 

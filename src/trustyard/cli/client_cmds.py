@@ -6,20 +6,22 @@ import fnmatch
 import ssl
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from ..client import IssuedFiles, load_cert_chain_file, load_key_file, make_csr, new_key_and_csr
-from ..ca.authority import REVOCATION_REASONS
 from ..errors import Code, ConfigError, Conflict, Forbidden
 from ..units import format_time, humanize
 from ..x509.keys import KeyType, generate_private_key, key_type_of
+from ..x509.revocation import REVOCATION_REASONS
 from ..x509.summary import fingerprint_sha256, serial_hex
 from .connect import LocalCA, admin_token_from, client_defaults, connect
 from .output import DURATION, emit, home_option, json_option, password_file_option, table
+
+if TYPE_CHECKING:  # the HTTP client is imported by the commands that use it, not by `list --home`
+    from ..client import IssuedFiles
 
 ca_url_option = click.option("--ca-url", envvar="TRUSTYARD_CA_URL", show_envvar=True, default=None,
                              help="URL of the CA, e.g. https://ca.internal:8443 [default: from `roots --save`].")
@@ -138,6 +140,8 @@ def issue(name: str, sans: tuple[str, ...], ttl: str | None, token: str | None, 
     Remote: --token T --ca-url URL --root FILE. Local (on the CA host): --home H, which mints and
     redeems a token through the same authority, policy and audit log.
     """
+    from ..client import new_key_and_csr
+
     ca_url, root = client_defaults(home, ca_url, root)
     if token_file:
         token = Path(token_file).read_text().strip()
@@ -174,6 +178,7 @@ def renew(cert_file: str, key_file: str, keep_key: bool, ca_url: str | None, roo
     """Renew a certificate, authenticated by itself (a proof signed with its key). Same identity,
     same lifetime; a new key unless --keep-key. A revoked or expired certificate cannot be renewed."""
     from ..ca import proofs
+    from ..client import load_cert_chain_file, load_key_file, make_csr
 
     ca_url, root = client_defaults(home, ca_url, root)
     chain = load_cert_chain_file(Path(cert_file))
@@ -216,6 +221,7 @@ def revoke(serial: str | None, serial_option: str | None, cert_file: str | None,
     it was revoked (except that keyCompromise still reaches the certificates renewed from it).
     """
     from ..ca import proofs
+    from ..client import load_cert_chain_file, load_key_file
 
     serial = serial or serial_option
     ca_url, root = client_defaults(home, ca_url, root)

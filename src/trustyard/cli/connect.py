@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import click
 
-from ..ca.authority import Authority, Issued
 from ..ca.config import Config, load_config, resolve_home
-from ..client import CAClient, IssuedFiles
 from ..errors import ConfigError, NotFound
 from ..units import format_time
+
+if TYPE_CHECKING:  # imported where used: a local command needs no HTTP client, a remote one no store
+    from ..ca.authority import Authority, Issued
+    from ..client import CAClient, IssuedFiles
 
 
 class CA(Protocol):
@@ -61,6 +63,8 @@ class LocalCA:
 
 def issued_files(issued: Issued) -> IssuedFiles:
     """What the authority issued, in the shape the HTTPS client returns and writes to disk."""
+    from ..client import IssuedFiles
+
     return IssuedFiles(serial=issued.record.serial, not_before=format_time(issued.record.not_before),
                        not_after=format_time(issued.record.not_after), certificate_pem=issued.certificate_pem,
                        chain_pem=issued.chain_pem, roots_pem=issued.roots_pem)
@@ -88,7 +92,8 @@ def local_ca(home: str | None, password_file: str | None, minting: bool = False)
 
     path = resolve_home(home)
     config = load_config(path)
-    authority = load_authority(path, password_for(config, password_file), minting=minting, config=config)
+    authority = load_authority(path, password_for(config, password_file), minting=minting, config=config,
+                               migrate=False)
     return LocalCA(authority, actor=f"cli:{cli_user()}")
 
 
@@ -113,6 +118,8 @@ def remote_ca(ca_url: str | None, root: str | None) -> CAClient:
     if not Path(root).is_file():
         raise ConfigError(f"root {root}: no such file (fetch it with `trustyard roots --ca-url {ca_url} "
                           "--fingerprint SHA256 --save`)")
+    from ..client import CAClient
+
     return CAClient(ca_url, verify=root)
 
 

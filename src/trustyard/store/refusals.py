@@ -14,7 +14,6 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import delete, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from .records import AuditEvent
 from .schema import refusals
@@ -45,6 +44,8 @@ def note(sql: Database, source: str, reason: str, now: datetime | None = None, m
     step = int(INTERVAL.total_seconds())
     start = datetime.fromtimestamp(int(now.timestamp()) // step * step, timezone.utc)
     values = {"interval_start": start, "source": source[:64], "reason": reason[:96], "count": 1, "last_at": now}
+    from sqlalchemy.dialects import postgresql, sqlite  # here: importing both costs every command ~30 ms
+
     dialect = sqlite if sql.is_sqlite else postgresql
     statement = dialect.insert(refusals).values(values)
     statement = statement.on_conflict_do_update(

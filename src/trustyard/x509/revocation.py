@@ -16,6 +16,10 @@ from cryptography import x509
 from .chain import label
 from .leaf import Problem
 
+# RFC 5280 CRLReason names, as the API, the CLI and the ledger spell them.
+REVOCATION_REASONS = ("unspecified", "keyCompromise", "cACompromise", "affiliationChanged", "superseded",
+                      "cessationOfOperation", "certificateHold", "privilegeWithdrawn", "aACompromise")
+
 
 def revocation_problem(path: Sequence[x509.Certificate],
                        crls: Sequence[x509.CertificateRevocationList]) -> Problem | None:
