@@ -29,7 +29,7 @@ from trustyard.tls import IdentityPattern, IdentityPolicy, peer_identity
 from trustyard.x509.keys import KeyType, generate_private_key
 
 from .support import csr_pem
-from .tls.pki import TestCA
+from trustyard.testing import TestCA
 
 BILLING = "spiffe://prod.internal/billing/*"
 
