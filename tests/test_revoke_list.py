@@ -1,4 +1,4 @@
-"""Issue 14 item 9: ``revoke`` and ``list`` behave like their neighbours, against a real
+"""``revoke`` and ``list`` behave like their neighbours, against a real
 ``trustyard serve`` (and the local ``--home`` path)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 14 item 6: the agent says its plan and stops on what retrying cannot fix. A real
+"""The agent says its plan and stops on what retrying cannot fix. A real
 ``trustyard serve`` on loopback and the real agent process; the assertions read the log lines
 a person reads."""
 
