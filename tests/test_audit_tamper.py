@@ -1,4 +1,4 @@
-"""Issue 13 item 7: the audit log against someone who can write the database (a real SQLite
+"""The audit log against someone who can write the database (a real SQLite
 file, edited with sqlite3 directly) but cannot read the home's ca/audit.key."""
 
 from __future__ import annotations

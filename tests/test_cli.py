@@ -41,7 +41,7 @@ def live(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-d
     server.stop()
 
 
-# -- item 2: init ---------------------------------------------------------------------------------
+# -- init -----------------------------------------------------------------------------------------
 
 def test_init_creates_everything_encrypted_and_private(tmp_path: Path) -> None:
     home = tmp_path / "ca"
@@ -173,7 +173,7 @@ def test_serve_with_wrong_password_says_so(tmp_path: Path) -> None:
     assert result.returncode == 2 and "cannot load key" in result.stderr
 
 
-# -- item 9: client commands against a real server --------------------------------------------
+# -- client commands against a real server ----------------------------------------------------
 
 def test_roots_pinned_by_fingerprint(live, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     server, init_doc = live

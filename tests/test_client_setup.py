@@ -1,4 +1,4 @@
-"""Issue 14 item 4: a client is set up once (`roots --save`), and a wrong root, a missing
+"""A client is set up once (`roots --save`), and a wrong root, a missing
 file or a dead CA each get an error a person can act on, through the real CLI and a real
 `trustyard serve` on loopback."""
 

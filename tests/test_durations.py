@@ -1,4 +1,4 @@
-"""Issue 13 item 4: every duration, wherever it is parsed (the units parser, CLI options,
+"""Every duration, wherever it is parsed (the units parser, CLI options,
 trustyard.toml, the agent's config), is either a sane timedelta or a clear refusal that names
 the field; never an OverflowError, never a 500. The API side is in test_api.py."""
 

@@ -1,4 +1,4 @@
-"""Issue 14 item 5: inspect reads what scan reads. Inputs are made with the real openssl CLI
+"""``inspect`` reads what ``scan`` reads. Inputs are made with the real openssl CLI
 and keytool, and the assertions are on the text a person reads."""
 
 from __future__ import annotations

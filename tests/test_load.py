@@ -1,4 +1,4 @@
-"""Item 11: concurrency and crashes against a real multi-worker server."""
+"""Concurrency and crashes against a real multi-worker server."""
 
 from __future__ import annotations
 

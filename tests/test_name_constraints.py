@@ -1,4 +1,4 @@
-"""Issue 13 item 9: the intermediate's name constraints cover every name type the policy
+"""The intermediate's name constraints cover every name type the policy
 allows and shut every type it does not (DNS, IP, URI, email), judged by the real
 ``openssl verify`` on leaves the intermediate signs outside the policy (as a compromised
 or buggy issuer would)."""

@@ -1,4 +1,4 @@
-"""Item 5: policy rules, pure and exhaustive; and CSR parsing that never trusts its input."""
+"""Policy rules, pure and exhaustive; and CSR parsing that never trusts its input."""
 
 from __future__ import annotations
 
@@ -160,7 +160,7 @@ def test_unsupported_name_types_are_refused() -> None:
     assert info.value.code == "badName"
 
 
-# -- issue 13 item 9: no gaps ----------------------------------------------------------------------
+# -- no gaps ---------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", ["10.0.0.1", "127.0.0.1", "0x7f.1", "2130706433", "a.b.0x0a"])
 def test_a_dns_name_that_reads_as_an_ip_is_refused(name: str) -> None:

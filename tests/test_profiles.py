@@ -1,4 +1,4 @@
-"""Item 6: the certificate profile, linted with pkilint and verified by openssl."""
+"""The certificate profile, linted with pkilint and verified by openssl."""
 
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ def test_every_profile_lints_clean_and_openssl_verifies(ca, leaf_type: str, tmp_
     # pkilint checks URI syntax with `validators.url`, which knows only web schemes and so rejects
     # every spiffe:// URI (valid RFC 3986). That one finding is expected on the SPIFFE leaf.
     assert [f for f in lint_pkix(leaf) if "spiffe://" not in f] == []
-    # The CA server's own certificate must cover "localhost" (issue 2). pkilint checks dNSName with
+    # The CA server's own certificate must cover "localhost". pkilint checks dNSName with
     # the `validators.domain` package, which demands a TLD; RFC 1034 preferred syntax (what RFC 5280
     # asks for) allows a single label. That one finding is expected; nothing else may appear.
     assert [f for f in lint_pkix(server) if '"localhost"' not in f] == []

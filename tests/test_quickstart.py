@@ -1,4 +1,4 @@
-"""Item 1: the README's Quickstart commands are the ones that work, and CI runs the test one."""
+"""The README's Quickstart commands are the ones that work, and CI runs the test one."""
 
 from __future__ import annotations
 

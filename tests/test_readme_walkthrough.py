@@ -1,4 +1,4 @@
-"""Issue 14 item 11: the README's five-minute walk-through runs as written and says what it shows.
+"""The README's five-minute walk-through runs as written and says what it shows.
 
 The ```sh blocks of the section are run in order, unchanged, by one bash in an empty
 directory (HOME there too), with only the two ports the README reads from the environment

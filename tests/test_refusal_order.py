@@ -1,4 +1,4 @@
-"""Issue 13 item 6, bullet 4: cheap refusals come before expensive operations.
+"""Cheap refusals come before expensive operations.
 
 A renewal (or revocation) proof's certificate is looked up in the ledger before any signature
 is verified, and a key outside the allowed types and sizes (RSA-8192/16384, P-521) is refused

@@ -1,4 +1,4 @@
-"""Issue 14 item 10: the CA tells its operator what happens.
+"""The CA tells its operator what happens.
 
 A real ``trustyard serve --init`` on loopback: one log line per issuance, renewal, revocation and
 refusal on its stderr (never a token or a key), refusals rate-limited; the first steps printed

@@ -1,4 +1,4 @@
-"""Issue 13 item 6, bullet 1: slow and greedy clients against a real ``trustyard serve``.
+"""Slow and greedy clients against a real ``trustyard serve``.
 
 A request whose line and headers do not arrive within ``[server] header_timeout``, or whose
 body does not arrive within ``body_timeout``, is answered 408 and its connection closed; a

@@ -303,7 +303,7 @@ def test_issued_certificate_stored_before_return(authority: Authority) -> None:
     assert der == issued.certificate.public_bytes(Encoding.DER)
 
 
-# -- issue 13 item 3: renewal lineage in the ledger -----------------------------------------------
+# -- renewal lineage in the ledger ----------------------------------------------------------------
 
 def _issued(store: SqlStore, serial: str, renewed_from: str | None = None) -> None:
     from dataclasses import replace

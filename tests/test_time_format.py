@@ -1,4 +1,4 @@
-"""Issue 14 item 7: one time format, one duration grammar.
+"""One time format, one duration grammar.
 
 Every timestamp a person reads (text and JSON, whatever the machine's time zone) is RFC 3339
 UTC with seconds and ``Z``; durations take compound forms (``4m55s``, ``1h30m``, ``2160h``)

@@ -1,4 +1,4 @@
-"""Issue 13 item 2: SPIFFE IDs and URI patterns are exact.
+"""SPIFFE IDs and URI patterns are exact.
 
 One function (``trustyard.policy.uris.uri_matches``) decides whether a URI matches a
 pattern, for issuance (``policy.rules``, used by the CA for REST and ACME) and for the mTLS

@@ -1,4 +1,4 @@
-"""Issue 13 item 9: wildcard certificates only where a provisioner allows them, never for a
+"""Wildcard certificates only where a provisioner allows them, never for a
 whole allowed zone, over the REST API (the ACME side is in tests/acme/test_identifier_policy.py)."""
 
 from __future__ import annotations

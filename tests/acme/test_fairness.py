@@ -1,4 +1,4 @@
-"""Issue 13 item 6: ACME validation is fair. One account's slow targets (a tarpit that accepts
+"""ACME validation is fair. One account's slow targets (a tarpit that accepts
 connections and never answers) cannot hold up another account's validation, and challenges in
 flight are limited per account and per order (``rateLimited`` with Retry-After beyond)."""
 

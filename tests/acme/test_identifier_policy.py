@@ -1,4 +1,4 @@
-"""Issue 13 item 9: an IP address is never a DNS identifier nor proved by DNS, a wildcard is
+"""An IP address is never a DNS identifier nor proved by DNS, a wildcard is
 ordered only where the provisioner allows it, and an allow-listed domain suffix never reaches
 loopback, link-local or metadata addresses."""
 

@@ -1,4 +1,4 @@
-"""Item 5: real ACME clients, unchanged, against a real ``trustyard serve`` (2 workers) on loopback.
+"""Real ACME clients, unchanged, against a real ``trustyard serve`` (2 workers) on loopback.
 
 certbot (PyPI) and lego (Debian): register, issue with http-01, renew, revoke, and a second
 revoke that fails with alreadyRevoked; lego also dns-01 and tls-alpn-01; acmetool (Debian)

@@ -1,4 +1,4 @@
-"""Issue 13 item 6: unauthenticated traffic cannot grow the database without bound. Refusals
+"""Unauthenticated traffic cannot grow the database without bound. Refusals
 are counted per source and reason per interval, nonces are capped per client, and expired
 or abandoned ACME objects are purged on a schedule inside ``serve``."""
 

@@ -1,5 +1,5 @@
-"""Item 6 (and item 2's header rules): every JWS / nonce / content-type / url / payload violation
-against every POST endpoint returns its RFC 8555 error (with a fresh Replay-Nonce), never a 500;
+"""Every JWS / nonce / content-type / url / payload violation
+(and every breach of the header rules) against every POST endpoint returns its RFC 8555 error (with a fresh Replay-Nonce), never a 500;
 fuzzed JWS, JWK and CSR inputs raise nothing but ``AcmeError``."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Item 2 (nonces valid across workers and replicas, the rejection knob), item 1 (External
-Account Binding) and item 3 (ports and resolver from trustyard.toml and the environment)."""
+"""Nonces valid across workers and replicas (and the rejection knob), External Account Binding,
+and the validation ports and resolver taken from trustyard.toml and the environment."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 14 item 10 for ACME: the CA's log has a line for what an ACME client got and was refused,
+"""For ACME too, the CA's log has a line for what an ACME client got and was refused,
 as for REST (the app in-process; tests/test_serve_log.py runs the real server)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Item 3: the validation authority's SSRF guard, redirects, body cap, no echo, dialing the
+"""The validation authority's SSRF guard, redirects, body cap, no echo, dialing the
 checked address, timeouts and bounded concurrency (probes against local servers)."""
 
 from __future__ import annotations

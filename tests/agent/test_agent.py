@@ -15,11 +15,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from trustyard.testing import free_port
+from trustyard.units import format_time
 from trustyard.x509.keys import KeyType, generate_private_key
 from trustyard.x509.profiles import root_builder, sign
+from trustyard.x509.summary import serial_hex
 
 from ..support import Server
-from .helpers import AgentProcess, agent_args, mint, serial_of, serve, wait_for
+from .helpers import AgentProcess, agent_args, leaf, mint, serial_of, serve, wait_for
 
 HERE = Path(__file__).parent
 
@@ -48,6 +50,7 @@ def test_bootstrap_renew_reload_command_metrics_and_sigterm(tmp_path: Path, ca: 
     token.write_text(mint(ca.home, "api.internal", "api.internal", "127.0.0.1"))
     out, seen = tmp_path / "certs", tmp_path / "reloads.txt"
     port = free_port()
+    started = time.time()
     # The reload command records the serial on disk when it runs: it must already be the new one.
     reload_cmd = f'openssl x509 -in "$TRUSTYARD_CERT_DIR/tls.crt" -noout -serial >> {seen}'
     agent = AgentProcess(agent_args(ca, out, "api.internal", token, "--san", "api.internal", "--san", "127.0.0.1",
@@ -63,11 +66,16 @@ def test_bootstrap_renew_reload_command_metrics_and_sigterm(tmp_path: Path, ca: 
         assert len(set(recorded)) == len(recorded)  # one reload per new certificate, each after its write
         log = agent.text()
         assert "issued certificate serial" in log and "renewed certificate serial" in log
-        assert "subject CN=api.internal issuer CN=trustyard Intermediate CA" in log
-        assert "SANs api.internal,127.0.0.1 notAfter 20" in log
+        # the line for the certificate on disk names its serial and its exact notAfter
+        on_disk = leaf(out)
+        assert on_disk is not None
+        wait_for(lambda: f"certificate serial {serial_hex(on_disk.serial_number)} subject CN=api.internal issuer "
+                 f"CN=trustyard Intermediate CA,O=trustyard SANs api.internal,127.0.0.1 "
+                 f"notAfter {format_time(on_disk.not_valid_after_utc)} (in " in agent.text(),
+                 timeout=10, what="the log line of the certificate on disk")
         m = metrics(port)
         assert 0 < m['trustyard_agent_certificate_seconds_left{name="api.internal"}'] <= 20
-        assert m['trustyard_agent_last_success_timestamp_seconds{name="api.internal"}'] > time.time() - 30
+        assert started <= m['trustyard_agent_last_success_timestamp_seconds{name="api.internal"}'] <= time.time()
         assert m['trustyard_agent_consecutive_failures{name="api.internal"}'] == 0
         assert m['trustyard_agent_renewals_total{name="api.internal"}'] >= 2
         assert m['trustyard_agent_status{name="api.internal",level="ok"}'] == 1

@@ -1,4 +1,4 @@
-"""Issue 14 item 6: the agent says its plan and stops on what retrying cannot fix. A real
+"""The agent says its plan and stops on what retrying cannot fix. A real
 ``trustyard serve`` on loopback and the real agent process; the assertions read the log lines
 a person reads."""
 
@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import tomli_w
 
+from trustyard.units import format_time
 from trustyard.x509.summary import serial_hex
 
 from ..support import Server
@@ -60,7 +61,8 @@ def test_plan_after_each_issue_and_renewal_reload_output_and_what_stays_in_place
     stop = _lines(log, "stopping")
     assert len(stop) == 1, log
     assert re.search(rf"stopping \(asked to stop\): plan\.internal: serial {serial_hex(on_disk.serial_number)} "
-                     rf"in place in {re.escape(str(out))}, notAfter {TIME} \((expires in|EXPIRED)", stop[0]), stop[0]
+                     rf"in place in {re.escape(str(out))}, notAfter {format_time(on_disk.not_valid_after_utc)} "
+                     r"\((expires in|EXPIRED)", stop[0]), stop[0]
 
 
 def test_failing_reload_logs_exit_status_and_last_lines(tmp_path: Path, ca: Server) -> None:

@@ -1,4 +1,4 @@
-"""Issue 5 item 6, real processes end to end: a CA, a uvicorn service and an httpx client, each
+"""Real processes end to end: a CA, a uvicorn service and an httpx client, each
 side's certificates kept by its own agent; nginx reloaded by an agent, checked with curl."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 13 item 8: the agent cannot be turned against its host: no signal to pid 0, 1, -1 or
+"""The agent cannot be turned against its host: no signal to pid 0, 1, -1 or
 a process group, no pid file someone else controls, no secrets in the reload command's
 environment, no private key written through a symbolic link."""
 

@@ -164,7 +164,7 @@ def test_recovery_is_never_put_off_again_and_warns_close_to_expiry(tmp_path: Pat
 
 
 def test_a_renewal_whose_answer_was_lost_is_retried_with_the_same_key(tmp_path: Path) -> None:
-    """Issue 13 item 3: a certificate renews once, so the agent retries a renewal whose answer it
+    """A certificate renews once, so the agent retries a renewal whose answer it
     lost with the same key and CSR; the CA answers with the certificate it already issued."""
     with one_agent(tmp_path, "lost.internal", seed=1) as (m, ca, out, clock):
         m.start()

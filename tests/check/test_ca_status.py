@@ -1,4 +1,4 @@
-"""Issue 14 item 8: ``trustyard check DIR`` reads an output directory, says FAIL on failing
+"""``trustyard check DIR`` reads an output directory, says FAIL on failing
 lines, and with ``--ca-url`` asks a real ``trustyard serve`` whether the certificate is revoked
 or superseded."""
 

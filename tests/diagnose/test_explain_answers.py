@@ -1,4 +1,4 @@
-"""explain finishes its sentences (issue 14 item 3): no unfilled placeholder in any answer,
+"""explain finishes its sentences: no unfilled placeholder in any answer,
 curl's wording without its prefix, IP targets as ip_not_in_san, and every answer ending
 with the `trustyard doctor HOST:PORT` command that confirms it."""
 

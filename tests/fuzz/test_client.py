@@ -1,4 +1,4 @@
-"""Item 10: what the CLI and the renewal agent read back from the CA (``trustyard.client``).
+"""What the CLI and the renewal agent read back from the CA (``trustyard.client``).
 
 Between them and the CA there may be a load balancer or a proxy answering with its own pages,
 or a CA of another version. Every answer is a result or a ``TrustyardError`` (``CAUnavailable``

@@ -1,4 +1,4 @@
-"""Item 10: TOML configuration, the CA's ``trustyard.toml`` and the agent's config file.
+"""TOML configuration, the CA's ``trustyard.toml`` and the agent's config file.
 
 An operator's typo (or a hostile edit) must end in ``ConfigError`` naming the file and key
 (the CLI shows one line, exit 2), never a traceback. Inputs: a full valid file with values

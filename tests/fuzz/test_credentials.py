@@ -1,4 +1,4 @@
-"""Item 10: bootstrap tokens (``ca.tokens``) and renewal/revocation proofs (``ca.proofs``).
+"""Bootstrap tokens (``ca.tokens``) and renewal/revocation proofs (``ca.proofs``).
 
 Both are JWTs; every refusal is ``Unauthorized`` (401). Random text only reaches the JWT
 splitter, so the strategies here also sign hostile headers and claims with real keys: the
@@ -160,7 +160,7 @@ def test_minting_a_token_for_any_names_is_a_token_or_a_4xx(minting: Authority, s
 @example("9999999999999d", None)
 @example("5m", "9999999999999d")
 def test_minting_with_hostile_durations_is_a_4xx(minting: Authority, ttl: str, cert_ttl: str | None) -> None:
-    """Item 4's durations at minting."""
+    """Any token or certificate lifetime text at minting mints a token or raises a 4xx error, nothing else."""
     try:
         minting.mint_token("default", "a.internal", [], ttl_text=ttl, cert_ttl=cert_ttl)
     except TrustyardError as exc:

@@ -1,4 +1,4 @@
-"""Item 10: certificate signing requests (``x509.csr``).
+"""Certificate signing requests (``x509.csr``).
 
 A CSR is attacker-controlled: ``parse_csr`` returns a ``CSRRequest`` or raises ``CSRError``
 (a 400), whatever the bytes. Two kinds of input: real CSRs of every key type with bytes

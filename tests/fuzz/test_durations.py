@@ -1,8 +1,8 @@
-"""Item 10: durations as people (and attackers) write them.
+"""Durations as people (and attackers) write them.
 
 ``units.parse_duration`` and ``units.Threshold.parse`` return a value or raise ``ValueError``
 naming the text; every caller turns that ``ValueError`` into its designed error (a 400 on the
-API, ``ConfigError`` in a config file). The absurd values of item 4 (``9999999999999d``,
+API, ``ConfigError`` in a config file). Absurd values (``9999999999999d``,
 ``-5m``, ``1e9h``) are among the explicit examples (``9999999999999d`` once raised
 ``OverflowError``).
 """

@@ -1,4 +1,4 @@
-"""Item 10: the service-to-service side (``tls.policy``, ``tls.asgi``, ``tls.identity``).
+"""The service-to-service side (``tls.policy``, ``tls.asgi``, ``tls.identity``).
 
 The identity policy file is TOML an operator writes: it loads or raises ``ConfigError``. The
 client certificate chain in the ASGI scope comes from the peer: the middleware decides with

@@ -1,4 +1,4 @@
-"""Item 10: JWS and JWK as ACME clients send them (``acme.jws``).
+"""JWS and JWK as ACME clients send them (``acme.jws``).
 
 Every malformed input is an ``AcmeError`` with a 4xx status: ``parse_jwk`` over JWK objects
 with members replaced or mutated, ``parse_jws`` over real flattened JWS bodies with bytes

@@ -1,4 +1,4 @@
-"""Item 10: names and name patterns (``x509.names``, ``policy.patterns``).
+"""Names and name patterns (``x509.names``, ``policy.patterns``).
 
 ``parse_name``, ``normalize_dns`` and ``NamePattern.parse`` take what people type into
 ``--allow``, ``trustyard token`` and the config: they return a typed value or raise
@@ -6,8 +6,8 @@
 matching never raises, and the name constraints derived from accepted patterns can be put
 into a real intermediate certificate.
 
-``test_uri_pattern_matches_only_normalized_spiffe_ids`` states item 2 (SPIFFE IDs are exact)
-as a property.
+``test_uri_pattern_matches_only_normalized_spiffe_ids`` states that SPIFFE IDs are matched
+exactly, as a property.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def test_parse_name_returns_a_name_or_raises_value_error(text: str) -> None:
         return
     assert isinstance(name, (x509.DNSName, x509.IPAddress, x509.UniformResourceIdentifier))
     if isinstance(name, x509.DNSName) and reads_as_ip(name.value):  # "10.0.0.1." or "0x7f.1"
-        with pytest.raises(PolicyDenied):  # a DNS name that reads as an address is never issued (item 9)
+        with pytest.raises(PolicyDenied):  # a DNS name that reads as an address is never issued
             Policy(provisioner="any", allow=parse_patterns(["*"])).check_names([name])
         return
     assert parse_name(name_text(name)) == name  # the string form reads back as the same name
@@ -141,7 +141,7 @@ def test_uri_patterns_parse_match_and_constrain(texts: list[str], candidates: li
     check_patterns(texts, candidates)
 
 
-# -- item 2: SPIFFE IDs are exact ---------------------------------------------------
+# -- SPIFFE IDs are exact -----------------------------------------------------------
 
 _SPIFFE_SEGMENT = re.compile(r"^[A-Za-z0-9._-]+$")
 
@@ -168,7 +168,7 @@ def is_normalized_spiffe_id(uri: str) -> bool:
 @example("spiffe://prod.internal/billing/x?y=1")
 @example("spiffe://prod.internal/billing/x#frag")
 def test_uri_pattern_matches_only_normalized_spiffe_ids(uri: str) -> None:
-    """Item 2: ``spiffe://prod.internal/billing/*`` matches only normalized IDs below billing."""
+    """``spiffe://prod.internal/billing/*`` matches only normalized IDs below billing."""
     pattern = NamePattern.parse("spiffe://prod.internal/billing/*")
     # unvalidated, as a CSR or a peer certificate can carry it
     if pattern.matches(x509.UniformResourceIdentifier._init_without_validation(uri)):

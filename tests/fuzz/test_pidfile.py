@@ -1,4 +1,4 @@
-"""Item 10 (and item 8): the agent's pid-file reader.
+"""The agent's pid-file reader.
 
 The reader the agent signals through, ``trustyard.agent.actions.read_pid_file(path) -> int``,
 returns a pid greater than 1 or raises ``ReloadFailed`` (the agent's designed error for a

@@ -1,4 +1,4 @@
-"""Item 10: what ``trustyard scan`` reads (PEM, DER, PKCS#7, PKCS#12, JKS, Kubernetes manifests).
+"""What ``trustyard scan`` reads (PEM, DER, PKCS#7, PKCS#12, JKS, Kubernetes manifests).
 
 A scan walks thousands of files nobody vetted: one hostile file becomes a ``ReadError`` in the
 report, never an exception. The property covers the whole path of a file: ``read_file``, the

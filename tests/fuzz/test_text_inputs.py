@@ -1,4 +1,4 @@
-"""Item 10: small parsers of text and bytes from outside: ``trustyard explain`` (pasted error
+"""Small parsers of text and bytes from outside: ``trustyard explain`` (pasted error
 messages), endpoint targets of ``scan``/``doctor``/``inspect`` (``HOST:PORT[/SNI]``), and the
 certificate a validation target answers an ACME tls-alpn-01 challenge with."""
 

@@ -1,4 +1,4 @@
-"""scan on what people actually have (issue 14 item 1): the self-signed certificate that
+"""scan on what people actually have: the self-signed certificate that
 ``openssl req -x509 -newkey rsa:2048 -nodes -days 1 ... -subj "/CN=service-a.internal"`` makes
 (OpenSSL 3 marks it CA:TRUE, no SAN), copied around as PEM, PKCS#12, a JKS truststore and a
 Kubernetes Secret. Every assertion is on the text a person reads."""

@@ -1,4 +1,4 @@
-"""scan output a person can read (issue 14 item 2): one row per distinct certificate with its
+"""scan output a person can read: one row per distinct certificate with its
 locations beneath, a summary line, a fix: line per finding, --where by the printed prefix,
 CSV without repeated codes, a missing path as a usage error, expiry relative to lifetime."""
 

@@ -1,4 +1,4 @@
-"""Issue 13 item 1: the identity middleware decides on the path the application routes.
+"""The identity middleware decides on the path the application routes.
 
 A real Starlette application (a mounted sub-app and a ``{path:path}`` route) behind
 :class:`IdentityMiddleware`, served by uvicorn with ``trustyard.tls.uvicorn`` over mutual
@@ -229,6 +229,6 @@ class TestSanTypes:
 
     def test_a_spiffe_id_with_dot_segments_does_not_match_a_prefix_rule(self, pki: tuple[TestCA, Path],
                                                                         port: int) -> None:
-        # spiffe://prod.internal/billing/* must not admit .../billing/../admin (item 2, in the middleware).
+        # spiffe://prod.internal/billing/* must not admit .../billing/../admin (in the middleware too).
         ctx = client(pki, x509.UniformResourceIdentifier("spiffe://prod.internal/billing/../admin"))
         assert raw_request(ctx, port, b"/billing/x")[0] == 403
