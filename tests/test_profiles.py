@@ -45,7 +45,7 @@ def issue(authority: Authority, names: list[x509.GeneralName], key_type: KeyType
     key = generate_private_key(key_type)
     texts = [str(n.value) for n in names]
     token = authority.mint_token("default", texts[0], texts)
-    return authority.sign(csr_pem(key, names), token, ttl).certificate
+    return authority.issue_for_token(csr_pem(key, names), token, ttl).certificate
 
 
 NAMES = [x509.DNSName("orders.prod.internal"), x509.IPAddress(ipaddress.ip_address("10.1.2.3")),

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import tomli_w
 
-from trustyard.x509.summary import serial_hex
+from trustyard.x509.summary import serial_text
 
 from ..support import Server
 from .helpers import AgentProcess, agent_args, leaf, mint, serial_of, serve, wait_for
@@ -59,7 +59,7 @@ def test_plan_after_each_issue_and_renewal_reload_output_and_what_stays_in_place
     assert on_disk is not None
     stop = _lines(log, "stopping")
     assert len(stop) == 1, log
-    assert re.search(rf"stopping \(asked to stop\): plan\.internal: serial {serial_hex(on_disk.serial_number)} "
+    assert re.search(rf"stopping \(asked to stop\): plan\.internal: serial {serial_text(on_disk.serial_number)} "
                      rf"in place in {re.escape(str(out))}, notAfter {TIME} \((expires in|EXPIRED)", stop[0]), stop[0]
 
 

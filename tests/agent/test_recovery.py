@@ -34,7 +34,7 @@ class SwitchableCA:
 
     def sign(self, csr_pem: bytes, token: str, ttl: str | None) -> IssuedFiles:
         self._check()
-        return issued_files(self.authority.sign(csr_pem, token, ttl))
+        return issued_files(self.authority.issue_for_token(csr_pem, token, ttl))
 
     def renew(self, csr_pem: bytes, proof: str) -> IssuedFiles:
         self._check()

@@ -105,7 +105,7 @@ class Api:
 
     async def sign(self, request: Request) -> Response:
         body = await self.json_body(request, {"csr", "token"}, {"ttl"})
-        issued = await durably(self.authority.sign, body["csr"], body["token"], body.get("ttl"), _actor(request))
+        issued = await durably(self.authority.issue_for_token, body["csr"], body["token"], body.get("ttl"), _actor(request))
         return _issued_response(issued)
 
     async def renew(self, request: Request) -> Response:

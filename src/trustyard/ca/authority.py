@@ -20,12 +20,12 @@ from ..policy import IssuanceRequest, Policy
 from ..store import refusals
 from ..store.records import AuditEvent, CertRecord, Intent, SerialCollision, superseded
 from ..units import format_duration, format_time, parse_duration
-from ..x509.csr import CSRError, CSRRequest, parse_csr
+from ..x509.csr import CSRError, ParsedCSR, parse_csr
 from ..x509.keys import PrivateKey, PublicKey
 from ..x509.names import Name, name_text, parse_name
 from ..x509.profiles import LeafSpec, leaf_builder, new_serial
 from ..x509.revocation import REVOCATION_REASONS
-from ..x509.summary import fingerprint_sha256, pem_bundle, serial_hex
+from ..x509.summary import fingerprint_sha256, pem_bundle, serial_text
 from . import proofs, tokens
 from .ledger import Ledger
 from .signer import Signer
@@ -100,9 +100,9 @@ class Authority(Generic[L]):
                                             "jti": claims.jti, "expires_at": format_time(claims.expires_at)}))
         return token
 
-    # -- sign -----------------------------------------------------------------------------
+    # -- issue for a CSR and a bootstrap token ------------------------------------------
 
-    def sign(self, csr_pem: str | bytes, token: str, ttl: str | None = None, actor: str = "api") -> Issued:
+    def issue_for_token(self, csr_pem: str | bytes, token: str, ttl: str | None = None, actor: str = "api") -> Issued:
         with self._denials("certificate.issue", actor):
             claims = tokens.verify(token, self._token_keys, self.clock())
             prov = self._provisioner(claims.provisioner)
@@ -122,7 +122,7 @@ class Authority(Generic[L]):
 
     # -- ACME finalize --------------------------------------------------------------------
 
-    def issue_for_order(self, provisioner: str, csr: str | bytes | CSRRequest, names: list[str],
+    def issue_for_order(self, provisioner: str, csr: str | bytes | ParsedCSR, names: list[str],
                         actor: str = "acme") -> Issued:
         """Issue for an ACME order whose identifiers the caller has validated and matched to the CSR.
 
@@ -175,7 +175,7 @@ class Authority(Generic[L]):
         self._emit("renewed", prov.name)
         return issued
 
-    def _renewal_retry(self, current: CertRecord, request: CSRRequest) -> Issued:
+    def _renewal_retry(self, current: CertRecord, request: ParsedCSR) -> Issued:
         """The renewal of ``current`` again, for a client that did not get the answer: only for
         the same CSR key and within ``RENEWAL_RETRY_WINDOW`` of that renewal."""
         assert current.superseded_by is not None
@@ -193,7 +193,7 @@ class Authority(Generic[L]):
 
     def _honoured(self, cert: x509.Certificate) -> CertRecord:
         """The ledger's record of this exact certificate, if it is issued and unexpired."""
-        serial = serial_hex(cert.serial_number)
+        serial = serial_text(cert.serial_number)
         record = self.store.get(serial)
         if record is None or record.der != cert.public_bytes(Encoding.DER):
             raise Unauthorized("the certificate was not issued by this CA", code="unknownCertificate")
@@ -210,14 +210,14 @@ class Authority(Generic[L]):
 
     def revoke(self, serial: str, reason: str = "unspecified", *, admin: bool = False,
                proof_token: str | None = None, actor: str = "api") -> CertRecord:
-        serial = serial.lower().lstrip("0") or "0"
         with self._denials("certificate.revoke", actor):
+            serial = _serial(serial)
             if not admin:
                 if not proof_token:
                     raise Unauthorized("revocation needs the administrator token or a proof signed by the "
                                        "certificate's key", code="unauthorized")
                 claimed = proofs.certificate_of(proof_token)  # the ledger before the signature, as in renew
-                if serial_hex(claimed.serial_number) != serial:
+                if serial_text(claimed.serial_number) != serial:
                     raise Forbidden("the proof is for another certificate", code="badProof")
                 record = self.store.get(serial)
                 if record is None or record.der != claimed.public_bytes(Encoding.DER):
@@ -239,7 +239,7 @@ class Authority(Generic[L]):
 
     # -- shared ---------------------------------------------------------------------------
 
-    def _issue(self, prov: Provisioner, request: CSRRequest, names: tuple[Name, ...], ttl: timedelta | None,
+    def _issue(self, prov: Provisioner, request: ParsedCSR, names: tuple[Name, ...], ttl: timedelta | None,
                subject: str, token_jti: str | None = None, token_expires_at: datetime | None = None,
                renewed_from: str | None = None, ttl_cap: timedelta | None = None, cap_source: str = "") -> Issued:
         now = self.clock()
@@ -251,7 +251,7 @@ class Authority(Generic[L]):
         sans = tuple(name_text(n) for n in decision.names)
         for _attempt in range(3):
             serial = new_serial()
-            intent = Intent(serial=serial_hex(serial), provisioner=prov.name, subject=subject, sans=sans,
+            intent = Intent(serial=serial_text(serial), provisioner=prov.name, subject=subject, sans=sans,
                             not_before=decision.not_before, not_after=decision.not_after, requested_at=now,
                             renewed_from=renewed_from, token_jti=token_jti, token_expires_at=token_expires_at)
             try:
@@ -302,7 +302,8 @@ class Authority(Generic[L]):
         return _DenialAudit(self, action, actor)
 
     def get(self, serial: str) -> CertRecord | None:
-        return self.store.get(serial.lower().lstrip("0") or "0")
+        """The ledger's record of ``serial`` (hex text, any case, leading zeros allowed)."""
+        return self.store.get(_serial(serial))
 
 
 RENEWAL_RETRY_WINDOW = timedelta(minutes=5)
@@ -335,14 +336,24 @@ class _DenialAudit:
             self.authority._emit("denied", exc.code)
 
 
-def _parse_csr(csr_pem: str | bytes | CSRRequest, policy: Policy | None = None) -> CSRRequest:
+def _parse_csr(csr_pem: str | bytes | ParsedCSR, policy: Policy | None = None) -> ParsedCSR:
     """Parse and check a CSR; the policy's key rule runs before its signature is verified."""
-    if isinstance(csr_pem, CSRRequest):
+    if isinstance(csr_pem, ParsedCSR):
         return csr_pem
     try:
         return parse_csr(csr_pem, policy.check_key if policy is not None else None)
     except CSRError as exc:
         raise BadRequest(str(exc), code=exc.code) from None
+
+
+def _serial(text: str) -> str:
+    """A serial number from a request in the one form the ledger keys on, or a 400 naming the field."""
+    if not isinstance(text, str):
+        raise BadRequest("serial: a serial number is hex text", code=Code.BAD_FIELD, field="serial")
+    try:
+        return serial_text(text)
+    except ValueError as exc:
+        raise BadRequest(f"serial: {exc}", code=Code.BAD_FIELD, field="serial") from None
 
 
 def _duration(field: str, text: str) -> timedelta:
