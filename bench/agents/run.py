@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from trustyard.agent.config import cert_spec  # noqa: E402
 from trustyard.agent.runner import ManagedCert  # noqa: E402
 from trustyard.agent.seams import Current, FakeClock  # noqa: E402
+from trustyard.ca.authority import duration_field  # noqa: E402
 from trustyard.ca.home import InitOptions, init_home, load_authority  # noqa: E402
 from trustyard.cli.connect import issued_files  # noqa: E402
 from trustyard.client import CAUnavailable, IssuedFiles  # noqa: E402
@@ -67,7 +68,7 @@ class InProcessCA:
 
     def sign(self, csr_pem: bytes, token: str, ttl: str | None) -> IssuedFiles:
         self._up()
-        return issued_files(self.authority.issue_for_token(csr_pem, token, ttl))
+        return issued_files(self.authority.issue_for_token(csr_pem, token, duration_field("ttl", ttl) if ttl else None))
 
     def renew(self, csr_pem: bytes, proof: str) -> IssuedFiles:
         self._up()

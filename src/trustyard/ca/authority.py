@@ -88,8 +88,8 @@ class Authority(Generic[L]):
             names = _parse_names(sans or [subject])
             prov.policy.check_names(names)
             if cert_ttl:
-                prov.policy.check_ttl(_duration("cert_ttl", cert_ttl))
-            lifetime = _duration("ttl", ttl_text)
+                prov.policy.check_ttl(duration_field("cert_ttl", cert_ttl))
+            lifetime = duration_field("ttl", ttl_text)
             try:
                 token, claims = tokens.mint(prov.private_key, provisioner, subject, [name_text(n) for n in names],
                                             lifetime, cert_ttl=cert_ttl, now=self.clock())
@@ -102,7 +102,12 @@ class Authority(Generic[L]):
 
     # -- issue for a CSR and a bootstrap token ------------------------------------------
 
-    def issue_for_token(self, csr_pem: str | bytes, token: str, ttl: str | None = None, actor: str = "api") -> Issued:
+    def issue_for_token(self, csr_pem: str | bytes, token: str, ttl: timedelta | None = None,
+                        actor: str = "api") -> Issued:
+        """Issue for ``csr_pem`` on the strength of a bootstrap ``token``; ``ttl`` was parsed at the
+        edge (``duration_field``), ``None`` for the token's cap or the provisioner's default."""
+        if ttl is not None and not isinstance(ttl, timedelta):
+            raise TypeError(f"ttl is a timedelta (parse text at the edge with duration_field), not {type(ttl).__name__}")
         with self._denials("certificate.issue", actor):
             claims = tokens.verify(token, self._token_keys, self.clock())
             prov = self._provisioner(claims.provisioner)
@@ -113,8 +118,8 @@ class Authority(Generic[L]):
             if foreign:
                 raise Forbidden(f"the token does not cover {', '.join(foreign)} (it is bound to "
                                 f"{', '.join(claims.sans)})", code="tokenNameMismatch", value=foreign)
-            cap = _duration("the token's ttl", claims.cert_ttl) if claims.cert_ttl else None
-            asked = _duration("ttl", ttl) if ttl else cap
+            cap = duration_field("the token's ttl", claims.cert_ttl) if claims.cert_ttl else None
+            asked = ttl if ttl is not None else cap
             issued = self._issue(prov, request, names, asked, claims.subject, token_jti=claims.jti,
                                  token_expires_at=claims.expires_at, ttl_cap=cap, cap_source="the token")
         self._emit("issued", prov.name)
@@ -356,8 +361,9 @@ def _serial(text: str) -> str:
         raise BadRequest(f"serial: {exc}", code=Code.BAD_FIELD, field="serial") from None
 
 
-def _duration(field: str, text: str) -> timedelta:
-    """A duration from a request or a token, or a 400 naming the field."""
+def duration_field(field: str, text: str) -> timedelta:
+    """A duration from a request, a command line or a token, or a 400 naming the field: the one
+    place text becomes a ``timedelta`` on its way to the authority."""
     try:
         return parse_duration(text)
     except ValueError as exc:
