@@ -154,3 +154,16 @@ def test_text_becomes_a_duration_in_one_place() -> None:
     with pytest.raises(BadRequest) as info:
         authority_module.duration_field("ttl", "5 minutes")
     assert info.value.fields["field"] == "ttl" and info.value.code == "badTTL"
+
+
+def test_mint_token_takes_timedelta_lifetimes(authority: Authority) -> None:
+    hints = typing.get_type_hints(Authority.mint_token)
+    assert hints["ttl"] is timedelta and hints["cert_ttl"] == timedelta | None
+    with pytest.raises(TypeError, match="timedelta"):
+        authority.mint_token("default", "orders.internal", [], "5m")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="timedelta"):
+        authority.mint_token("default", "orders.internal", [], cert_ttl="1h")  # type: ignore[arg-type]
+    token = authority.mint_token("default", "orders.internal", [], timedelta(minutes=5), timedelta(minutes=90))
+    _, csr = new_csr("orders.internal")
+    with pytest.raises(Exception, match="1h30m"):  # the cap travels in the token and comes back the same
+        authority.issue_for_token(csr, token, timedelta(hours=2))

@@ -114,7 +114,7 @@ def simulate(n: int, hours: float, outage_at: timedelta, outage_len: timedelta, 
     start = datetime.now(timezone.utc).replace(microsecond=0)
     clock = FakeClock(start)
     # Bootstrap tokens are checked against the wall clock by PyJWT: mint them on it.
-    tokens = [authority.mint_token("default", f"svc{i}.internal", [f"svc{i}.internal"], ttl_text="2h")
+    tokens = [authority.mint_token("default", f"svc{i}.internal", [f"svc{i}.internal"], ttl=timedelta(hours=2))
               for i in range(n)]
     authority.clock = clock.now
     outage = (start + outage_at, start + outage_at + outage_len)

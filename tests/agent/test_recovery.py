@@ -73,7 +73,7 @@ def one_agent(tmp_path: Path, name: str, seed: int) -> Iterator[tuple[ManagedCer
     home = tmp_path / "ca"
     init_home(home, None, InitOptions(allow=("*.internal",)))
     authority = load_authority(home, None, minting=True)
-    token = authority.mint_token("default", name, [name], ttl_text="2h")
+    token = authority.mint_token("default", name, [name], ttl=timedelta(hours=2))
     clock = FakeClock(datetime.now(timezone.utc).replace(microsecond=0))
     authority.clock = clock.now
     ca, out = SwitchableCA(authority), Memory()

@@ -79,20 +79,25 @@ class Authority(Generic[L]):
 
     # -- tokens ---------------------------------------------------------------------------
 
-    def mint_token(self, provisioner: str, subject: str, sans: list[str], ttl_text: str = "5m",
-                   cert_ttl: str | None = None, actor: str = "cli") -> str:
+    def mint_token(self, provisioner: str, subject: str, sans: list[str], ttl: timedelta = timedelta(minutes=5),
+                   cert_ttl: timedelta | None = None, actor: str = "cli") -> str:
+        """A bootstrap token redeemable for ``ttl``, buying a certificate of at most ``cert_ttl``;
+        both are ``timedelta``, parsed at the edge (``duration_field``)."""
+        for field, value in (("ttl", ttl), ("cert_ttl", cert_ttl)):
+            if value is not None and not isinstance(value, timedelta):
+                raise TypeError(f"{field} is a timedelta (parse text at the edge with duration_field), "
+                                f"not {type(value).__name__}")
         with self._denials("token.mint", actor):
             prov = self._provisioner(provisioner)
             if prov.private_key is None:
                 raise Forbidden(f"provisioner {provisioner!r} has no signing key here")
             names = _parse_names(sans or [subject])
             prov.policy.check_names(names)
-            if cert_ttl:
-                prov.policy.check_ttl(duration_field("cert_ttl", cert_ttl))
-            lifetime = duration_field("ttl", ttl_text)
+            if cert_ttl is not None:
+                prov.policy.check_ttl(cert_ttl)
             try:
                 token, claims = tokens.mint(prov.private_key, provisioner, subject, [name_text(n) for n in names],
-                                            lifetime, cert_ttl=cert_ttl, now=self.clock())
+                                            ttl, cert_ttl=cert_ttl, now=self.clock())
             except ValueError as exc:
                 raise BadRequest(str(exc), code="badTTL") from None
         self.store.audit(AuditEvent(actor=actor, action="token.mint", target=subject,
