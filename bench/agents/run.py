@@ -45,7 +45,6 @@ sys.path.insert(0, str(ROOT / "src"))
 from trustyard.agent.config import cert_spec  # noqa: E402
 from trustyard.agent.runner import ManagedCert  # noqa: E402
 from trustyard.agent.seams import Current, FakeClock  # noqa: E402
-from trustyard.ca.authority import duration_field  # noqa: E402
 from trustyard.ca.home import InitOptions, init_home, load_authority  # noqa: E402
 from trustyard.cli.connect import issued_files  # noqa: E402
 from trustyard.client import CAUnavailable, IssuedFiles  # noqa: E402
@@ -66,9 +65,9 @@ class InProcessCA:
             self.refused_during_outage += 1
             raise CAUnavailable("simulated outage")
 
-    def sign(self, csr_pem: bytes, token: str, ttl: str | None) -> IssuedFiles:
+    def sign(self, csr_pem: bytes, token: str, ttl: timedelta | None) -> IssuedFiles:
         self._up()
-        return issued_files(self.authority.issue_for_token(csr_pem, token, duration_field("ttl", ttl) if ttl else None))
+        return issued_files(self.authority.issue_for_token(csr_pem, token, ttl))
 
     def renew(self, csr_pem: bytes, proof: str) -> IssuedFiles:
         self._up()

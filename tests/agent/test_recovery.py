@@ -15,7 +15,6 @@ from trustyard.agent.config import cert_spec
 from trustyard.agent.runner import ManagedCert
 from trustyard.agent.schedule import RECOVERY_MARGIN, Level, Schedule
 from trustyard.agent.seams import Current, FakeClock
-from trustyard.ca.authority import duration_field
 from trustyard.ca.home import InitOptions, init_home, load_authority
 from trustyard.cli.connect import issued_files
 from trustyard.client import CAUnavailable, IssuedFiles
@@ -33,9 +32,9 @@ class SwitchableCA:
         if not self.up:
             raise CAUnavailable("cannot reach the CA (test outage)")
 
-    def sign(self, csr_pem: bytes, token: str, ttl: str | None) -> IssuedFiles:
+    def sign(self, csr_pem: bytes, token: str, ttl: timedelta | None) -> IssuedFiles:
         self._check()
-        return issued_files(self.authority.issue_for_token(csr_pem, token, duration_field("ttl", ttl) if ttl else None))
+        return issued_files(self.authority.issue_for_token(csr_pem, token, ttl))
 
     def renew(self, csr_pem: bytes, proof: str) -> IssuedFiles:
         self._check()
