@@ -456,9 +456,9 @@ def test_a_tokens_cert_ttl_caps_the_certificate(client: TestClient, authority: A
     from trustyard.errors import PolicyDenied
 
     with pytest.raises(PolicyDenied) as info:  # a cap the provisioner would never grant: refused at once
-        authority.mint_token("default", "orders.internal", [], cert_ttl="90d")
+        authority.mint_token("default", "orders.internal", [], cert_ttl=timedelta(days=90))
     assert info.value.rule == "ttl_bounds"
-    token = authority.mint_token("default", "orders.internal", [], cert_ttl="1h")
+    token = authority.mint_token("default", "orders.internal", [], cert_ttl=timedelta(hours=1))
     _, csr = new_csr("orders.internal")
     doc = assert_problem(client.post("/v1/sign", json={"csr": csr.decode(), "token": token, "ttl": "30d"}), 403,
                          "policyDenied")
@@ -472,7 +472,7 @@ def test_a_tokens_cert_ttl_caps_the_certificate(client: TestClient, authority: A
 def test_a_renewal_keeps_at_most_the_original_lifetime(client: TestClient, authority: Authority) -> None:
     from dataclasses import replace
 
-    token = authority.mint_token("default", "orders.internal", [], cert_ttl="1h")
+    token = authority.mint_token("default", "orders.internal", [], cert_ttl=timedelta(hours=1))
     key, csr = new_csr("orders.internal")
     first = client.post("/v1/sign", json={"csr": csr.decode(), "token": token})
     assert first.status_code == 201 and timedelta(minutes=59) < _lifetime(first) <= timedelta(hours=1)
@@ -504,14 +504,18 @@ def test_bad_ttl_is_a_400_naming_the_field(client: TestClient, authority: Author
 
 @pytest.mark.parametrize("ttl", BAD_DURATIONS[:8])
 def test_bad_durations_refused_when_a_token_is_minted(authority: Authority, ttl: str) -> None:
+    """Text becomes a lifetime at the edge (``duration_field``); the authority takes only timedelta."""
+    from trustyard.ca.authority import duration_field
     from trustyard.errors import BadRequest
 
     with pytest.raises(BadRequest) as info:
-        authority.mint_token("default", "orders.internal", [], cert_ttl=ttl)
+        duration_field("cert_ttl", ttl)
     assert info.value.fields["field"] == "cert_ttl"
     with pytest.raises(BadRequest) as info:
-        authority.mint_token("default", "orders.internal", [], ttl_text=ttl)
+        duration_field("ttl", ttl)
     assert info.value.fields["field"] == "ttl"
+    with pytest.raises(TypeError):
+        authority.mint_token("default", "orders.internal", [], cert_ttl=ttl)  # type: ignore[arg-type]
 
 
 def test_anyone_may_read_a_certificates_status_but_not_its_record(client: TestClient, authority: Authority) -> None:

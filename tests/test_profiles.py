@@ -14,6 +14,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from trustyard.ca.authority import Authority
 from trustyard.ca.home import InitOptions, init_home, load_authority
+from trustyard.units import parse_duration
 from trustyard.x509.keys import KeyType, generate_private_key
 
 from .support import PASSWORD, csr_pem
@@ -45,7 +46,7 @@ def issue(authority: Authority, names: list[x509.GeneralName], key_type: KeyType
     key = generate_private_key(key_type)
     texts = [str(n.value) for n in names]
     token = authority.mint_token("default", texts[0], texts)
-    return authority.sign(csr_pem(key, names), token, ttl).certificate
+    return authority.issue_for_token(csr_pem(key, names), token, parse_duration(ttl) if ttl else None).certificate
 
 
 NAMES = [x509.DNSName("orders.prod.internal"), x509.IPAddress(ipaddress.ip_address("10.1.2.3")),

@@ -238,9 +238,9 @@ def test_work_that_outlives_a_unit_gets_its_own_transaction(tmp_path: Path) -> N
 def _fill(authority: Authority) -> str:
     token = authority.mint_token("default", "a.internal", [])
     _, csr = new_csr("a.internal")
-    issued = authority.sign(csr, token)
+    issued = authority.issue_for_token(csr, token)
     with pytest.raises(Unauthorized):
-        authority.sign(csr, token)  # replay: a denial entry
+        authority.issue_for_token(csr, token)  # replay: a denial entry
     authority.revoke(issued.record.serial, "superseded", admin=True, actor="admin")
     return issued.record.serial
 
@@ -295,7 +295,7 @@ def test_audit_cli_lists_and_verifies(authority: Authority, ca_home: Path, capsy
 def test_issued_certificate_stored_before_return(authority: Authority) -> None:
     token = authority.mint_token("default", "a.internal", [])
     _, csr = new_csr("a.internal")
-    issued = authority.sign(csr, token)
+    issued = authority.issue_for_token(csr, token)
     with authority.store.engine.connect() as conn:
         der = conn.execute(select(certificates.c.der).where(certificates.c.serial == issued.record.serial)).scalar()
     from cryptography.hazmat.primitives.serialization import Encoding

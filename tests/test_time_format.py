@@ -294,7 +294,7 @@ def test_compound_durations_in_config_files(sqlite_home: Path, tmp_path: Path) -
 
     spec = cert_spec({"name": "a.internal", "out": str(tmp_path / "a"), "ttl": "1h30m", "renew_at": "4m55s",
                       "outage_budget": "1h15m", "error_before": "2m30s", "verify_grace": "1m5s"})
-    assert spec.ttl == "1h30m" and spec.verify_grace == timedelta(seconds=65)
+    assert spec.ttl == timedelta(minutes=90) and spec.verify_grace == timedelta(seconds=65)
     assert spec.schedule.renew_at.absolute == timedelta(seconds=295)
     assert spec.schedule.outage_budget == timedelta(minutes=75)
     assert spec.error_before.absolute == timedelta(seconds=150)

@@ -65,9 +65,9 @@ class InProcessCA:
             self.refused_during_outage += 1
             raise CAUnavailable("simulated outage")
 
-    def sign(self, csr_pem: bytes, token: str, ttl: str | None) -> IssuedFiles:
+    def sign(self, csr_pem: bytes, token: str, ttl: timedelta | None) -> IssuedFiles:
         self._up()
-        return issued_files(self.authority.sign(csr_pem, token, ttl))
+        return issued_files(self.authority.issue_for_token(csr_pem, token, ttl))
 
     def renew(self, csr_pem: bytes, proof: str) -> IssuedFiles:
         self._up()
@@ -113,7 +113,7 @@ def simulate(n: int, hours: float, outage_at: timedelta, outage_len: timedelta, 
     start = datetime.now(timezone.utc).replace(microsecond=0)
     clock = FakeClock(start)
     # Bootstrap tokens are checked against the wall clock by PyJWT: mint them on it.
-    tokens = [authority.mint_token("default", f"svc{i}.internal", [f"svc{i}.internal"], ttl_text="2h")
+    tokens = [authority.mint_token("default", f"svc{i}.internal", [f"svc{i}.internal"], ttl=timedelta(hours=2))
               for i in range(n)]
     authority.clock = clock.now
     outage = (start + outage_at, start + outage_at + outage_len)

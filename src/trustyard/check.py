@@ -47,7 +47,7 @@ from .x509 import chain as chainlib
 from .x509.keys import PrivateKey, load_private_key_pem, same_public_key
 from .x509.names import name_text, parse_name, sans_of
 from .x509.leaf import leaf_problems
-from .x509.summary import fingerprint_sha256, load_pem_bundle, summarize
+from .x509.summary import fingerprint_sha256, load_pem_bundle, serial_text, summarize
 from .x509.verify import unparsable, verify
 
 Usage = Literal["server", "client"]
@@ -244,7 +244,7 @@ def validate(
 
 def _ledger_status(leaf: x509.Certificate, ledger: Ledger, now: datetime) -> tuple[CheckFailed | None, str | None]:
     """What the CA says of ``leaf``: a failure (revoked, or no answer), or a warning (superseded)."""
-    serial = format(leaf.serial_number, "x")
+    serial = serial_text(leaf.serial_number)
     try:
         doc = ledger(serial)
     except TrustyardError as exc:

@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from trustyard.ca.home import InitOptions, init_home
-from trustyard.x509.summary import serial_hex
+from trustyard.x509.summary import serial_text
 
 from ..support import PASSWORD
 from .challtestsrv import ChallTestSrv
@@ -31,7 +31,7 @@ def test_acme_issuance_revocation_and_refusals_are_logged(sqlite_env: Env, caplo
     acme = sqlite_env.account()
     account = f"acme:{acme.kid.rsplit('/', 1)[1]}"  # type: ignore[union-attr]
     _order, pem, _key = issue(acme, sqlite_env.srv, "web.internal")
-    serial = serial_hex(leaf(pem).serial_number)
+    serial = serial_text(leaf(pem).serial_number)
     assert acme.new_order("web.example.com").status_code == 400
     der = leaf(pem).public_bytes(Encoding.DER)
     assert acme.post(acme.directory["revokeCert"], {"certificate": b64(der), "reason": 1}).status_code == 200

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import tomllib
+from datetime import timedelta
 from pathlib import Path
 from typing import Callable, TypeVar
 
@@ -15,6 +16,7 @@ import tomli_w
 from cryptography import x509
 
 from trustyard.ca.home import InitOptions, init_home, load_authority
+from trustyard.units import parse_duration
 
 from ..support import PASSWORD, Server, start_server
 
@@ -41,7 +43,8 @@ def serve(home: Path, port: int | None = None) -> Server:
 def mint(home: Path, name: str, *sans: str, cert_ttl: str | None = None) -> str:
     authority = load_authority(home, PASSWORD, minting=True)
     try:
-        return authority.mint_token("default", name, list(sans) or [name], ttl_text="10m", cert_ttl=cert_ttl)
+        return authority.mint_token("default", name, list(sans) or [name], ttl=timedelta(minutes=10),
+                                    cert_ttl=parse_duration(cert_ttl) if cert_ttl else None)
     finally:
         authority.store.close()
 

@@ -14,7 +14,7 @@ import pytest
 import tomli_w
 
 from trustyard.units import format_time
-from trustyard.x509.summary import serial_hex
+from trustyard.x509.summary import serial_text
 
 from ..support import Server
 from .helpers import AgentProcess, agent_args, leaf, mint, serial_of, serve, wait_for
@@ -60,7 +60,7 @@ def test_plan_after_each_issue_and_renewal_reload_output_and_what_stays_in_place
     assert on_disk is not None
     stop = _lines(log, "stopping")
     assert len(stop) == 1, log
-    assert re.search(rf"stopping \(asked to stop\): plan\.internal: serial {serial_hex(on_disk.serial_number)} "
+    assert re.search(rf"stopping \(asked to stop\): plan\.internal: serial {serial_text(on_disk.serial_number)} "
                      rf"in place in {re.escape(str(out))}, notAfter {format_time(on_disk.not_valid_after_utc)} "
                      r"\((expires in|EXPIRED)", stop[0]), stop[0]
 

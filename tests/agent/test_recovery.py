@@ -32,9 +32,9 @@ class SwitchableCA:
         if not self.up:
             raise CAUnavailable("cannot reach the CA (test outage)")
 
-    def sign(self, csr_pem: bytes, token: str, ttl: str | None) -> IssuedFiles:
+    def sign(self, csr_pem: bytes, token: str, ttl: timedelta | None) -> IssuedFiles:
         self._check()
-        return issued_files(self.authority.sign(csr_pem, token, ttl))
+        return issued_files(self.authority.issue_for_token(csr_pem, token, ttl))
 
     def renew(self, csr_pem: bytes, proof: str) -> IssuedFiles:
         self._check()
@@ -72,7 +72,7 @@ def one_agent(tmp_path: Path, name: str, seed: int) -> Iterator[tuple[ManagedCer
     home = tmp_path / "ca"
     init_home(home, None, InitOptions(allow=("*.internal",)))
     authority = load_authority(home, None, minting=True)
-    token = authority.mint_token("default", name, [name], ttl_text="2h")
+    token = authority.mint_token("default", name, [name], ttl=timedelta(hours=2))
     clock = FakeClock(datetime.now(timezone.utc).replace(microsecond=0))
     authority.clock = clock.now
     ca, out = SwitchableCA(authority), Memory()

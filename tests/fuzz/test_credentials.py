@@ -22,7 +22,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from trustyard.ca import proofs, tokens
-from trustyard.ca.authority import Authority
+from trustyard.ca.authority import Authority, duration_field
 from trustyard.ca.home import InitOptions, init_home, load_authority
 from trustyard.errors import TrustyardError, Unauthorized
 from trustyard.x509.keys import KeyType, generate_private_key, jws_algorithm, signature_hash
@@ -162,6 +162,7 @@ def test_minting_a_token_for_any_names_is_a_token_or_a_4xx(minting: Authority, s
 def test_minting_with_hostile_durations_is_a_4xx(minting: Authority, ttl: str, cert_ttl: str | None) -> None:
     """Any token or certificate lifetime text at minting mints a token or raises a 4xx error, nothing else."""
     try:
-        minting.mint_token("default", "a.internal", [], ttl_text=ttl, cert_ttl=cert_ttl)
+        minting.mint_token("default", "a.internal", [], ttl=duration_field("ttl", ttl),
+                           cert_ttl=duration_field("cert_ttl", cert_ttl) if cert_ttl else None)
     except TrustyardError as exc:
         assert 400 <= exc.status < 500, exc

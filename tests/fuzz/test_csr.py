@@ -1,6 +1,6 @@
 """Certificate signing requests (``x509.csr``).
 
-A CSR is attacker-controlled: ``parse_csr`` returns a ``CSRRequest`` or raises ``CSRError``
+A CSR is attacker-controlled: ``parse_csr`` returns a ``ParsedCSR`` or raises ``CSRError``
 (a 400), whatever the bytes. Two kinds of input: real CSRs of every key type with bytes
 flipped, cut and inserted (most fail the DER or the signature), and well-signed CSRs that
 ask for strange things (names cryptography would refuse to build, odd subjects, CA:TRUE,
@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trustyard.x509.csr import CSRError, CSRRequest, parse_csr
+from trustyard.x509.csr import CSRError, ParsedCSR, parse_csr
 from trustyard.x509.keys import KeyType, generate_private_key, signature_hash
 from trustyard.x509.names import normalize_dns
 
@@ -41,7 +41,7 @@ SEEDS = [_csr(k, [x509.DNSName("a.internal"), x509.IPAddress(ipaddress.ip_addres
          for k in KEYS.values()]
 
 
-def _only_csr_error(data: bytes | str) -> CSRRequest | None:
+def _only_csr_error(data: bytes | str) -> ParsedCSR | None:
     try:
         return parse_csr(data)
     except CSRError as exc:
@@ -49,7 +49,7 @@ def _only_csr_error(data: bytes | str) -> CSRRequest | None:
         return None
 
 
-def _check_request(request: CSRRequest | None) -> None:
+def _check_request(request: ParsedCSR | None) -> None:
     if request is None:
         return
     for name in request.names:

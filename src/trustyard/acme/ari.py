@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 
 from cryptography import x509
 
+from ..x509.summary import serial_text
 from .jws import b64d, b64e
 from .problems import AcmeError
 
@@ -35,15 +36,15 @@ class CertId:
     serial: int
 
     @property
-    def serial_hex(self) -> str:
-        return format(self.serial, "x")
+    def serial_text(self) -> str:
+        return serial_text(self.serial)
 
 
 def parse_cert_id(text: str) -> CertId:
-    aki_text, sep, serial_text = text.partition(".")
-    if not sep or not aki_text or not serial_text:
+    aki_text, sep, serial_part = text.partition(".")
+    if not sep or not aki_text or not serial_part:
         raise AcmeError("malformed", "a renewalInfo id is base64url(AKI).base64url(serial)")
-    aki, serial = b64d(aki_text, "the AKI part"), b64d(serial_text, "the serial part")
+    aki, serial = b64d(aki_text, "the AKI part"), b64d(serial_part, "the serial part")
     if not serial or serial[0] & 0x80 or len(serial) > 21:
         raise AcmeError("malformed", "the serial part is not a positive certificate serial")
     return CertId(aki, int.from_bytes(serial, "big"))

@@ -13,7 +13,7 @@ from typing import Any
 from cryptography import x509
 
 from ..ca.authority import REVOCATION_REASONS
-from ..x509.csr import CSRError, CSRRequest, parse_csr
+from ..x509.csr import CSRError, ParsedCSR, parse_csr
 from ..x509.names import Name, name_text, normalize_dns, parse_name, reads_as_ip
 from .jws import b64d
 from .problems import AcmeError
@@ -61,7 +61,7 @@ def contacts(value: Any) -> list[str]:
     return value
 
 
-def csr_for_order(value: Any, identifiers: Iterable[tuple[str, str]]) -> tuple[CSRRequest, list[str]]:
+def csr_for_order(value: Any, identifiers: Iterable[tuple[str, str]]) -> tuple[ParsedCSR, list[str]]:
     """A finalize request's CSR (base64url DER), which must name exactly the order's
     identifiers and ask for no CA certificate; and those names in issuance order (DNS first)."""
     try:

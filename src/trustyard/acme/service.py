@@ -24,7 +24,7 @@ from ..ca.config import AcmeConfig
 from ..errors import Code, Conflict, NotFound, PolicyDenied, TrustyardError
 from ..store import AuditEvent, refusals
 from ..x509.names import parse_name
-from ..x509.summary import serial_hex
+from ..x509.summary import serial_text
 from . import ari
 from .challenges import challenge_types, key_authorization
 from .envelope import REPLAY_NONCE, RESOURCES, AcmeRequest, AcmeResponse, Caller, Envelope, Signed
@@ -92,7 +92,7 @@ class AcmeService:
         self.envelope.urls(base_url, provisioner)
         cid = ari.parse_cert_id(cert_id_text)
         ski = self.authority.signer.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
-        record = self.authority.get(cid.serial_hex)
+        record = self.authority.get(cid.serial_text)
         if cid.key_identifier != ski.value.key_identifier or record is None or record.status == "pending":
             raise AcmeError.not_found("certificate")
         window = ari.suggested_window(record.not_before, record.not_after, record.status == "revoked", self.clock())
@@ -288,7 +288,7 @@ class AcmeService:
         if not isinstance(replaces, str):
             raise AcmeError("malformed", "replaces must be an ARI certificate id")
         cid = ari.parse_cert_id(replaces)
-        order = self.store.order_for_certificate(cid.serial_hex)
+        order = self.store.order_for_certificate(cid.serial_text)
         if order is None or order.account_id != account.id:
             raise AcmeError("malformed", "replaces names no certificate of this account")
 
@@ -409,7 +409,10 @@ class AcmeService:
 
     def cert(self, request: AcmeRequest, caller: Caller) -> AcmeResponse:
         account = _own(caller)
-        serial = request.params["serial"].lower()
+        try:
+            serial = serial_text(request.params["serial"])
+        except ValueError:
+            raise AcmeError.not_found("certificate") from None
         order = self.store.order_for_certificate(serial)
         if order is None or order.provisioner != caller.urls.provisioner:
             raise AcmeError.not_found("certificate")
@@ -430,7 +433,7 @@ class AcmeService:
         der = b64d(payload.get("certificate"), "certificate")
         try:
             cert = x509.load_der_x509_certificate(der)
-            serial = serial_hex(cert.serial_number)
+            serial = serial_text(cert.serial_number)
             cert_jwk = jwk_of(cert.public_key())  # type: ignore[arg-type]
         except Exception:
             raise AcmeError("malformed", "certificate is not a DER X.509 certificate") from None

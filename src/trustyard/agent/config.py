@@ -102,7 +102,7 @@ class CertSpec:
     sans: tuple[str, ...] = ()
     token_file: Path | None = None
     token_env: str = DEFAULT_TOKEN_ENV
-    ttl: str | None = None
+    ttl: timedelta | None = None  # parsed here, once; sent to the CA as format_duration text
     key_type: KeyType = KeyType.EC_P256
     schedule: Schedule = Schedule()
     error_before: Threshold = DEFAULT_ERROR_BEFORE
@@ -203,9 +203,7 @@ def cert_spec(values: dict[str, Any], base: Path | None = None) -> CertSpec:
         raise ConfigError(f"certificate {name!r}: give out (the directory for tls.crt, tls.key, ca.crt)")
     try:
         key_type = KeyType.parse(values["key_type"]) if values.get("key_type") else KeyType.EC_P256
-        ttl = values.get("ttl")
-        if ttl:
-            _named("ttl", parse_duration, ttl)
+        ttl = _named("ttl", parse_duration, values["ttl"]) if values.get("ttl") else None
         error_before = (_named("error_before", Threshold.parse, values["error_before"]) if values.get("error_before")
                         else DEFAULT_ERROR_BEFORE)
         grace = (_named("verify_grace", parse_duration, values["verify_grace"]) if values.get("verify_grace")
@@ -228,7 +226,7 @@ def cert_spec(values: dict[str, Any], base: Path | None = None) -> CertSpec:
     endpoint = values.get("verify_endpoint")
     return CertSpec(
         name=str(name), out=out, sans=tuple(values.get("sans") or ()), token_file=path(values.get("token_file")),
-        token_env=values.get("token_env") or DEFAULT_TOKEN_ENV, ttl=ttl or None, key_type=key_type,
+        token_env=values.get("token_env") or DEFAULT_TOKEN_ENV, ttl=ttl, key_type=key_type,
         schedule=make_schedule(values.get("renew_at"), values.get("jitter"), values.get("outage_budget")),
         error_before=error_before, reload=reload,
         verify_endpoint=parse_host_port(endpoint, "verify_endpoint") if endpoint else None, verify_grace=grace,

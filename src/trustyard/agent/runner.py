@@ -32,7 +32,7 @@ from ..client import CAUnavailable, IssuedFiles, make_csr, new_key_and_csr
 from ..units import format_time, humanize
 from ..x509.keys import KeyType, PrivateKey, generate_private_key, key_type_of
 from ..x509.names import name_text, sans_of
-from ..x509.summary import serial_hex
+from ..x509.summary import serial_text
 from . import actions
 from .config import AgentConfig, CertSpec
 from .schedule import Backoff, Level, Status, assess
@@ -140,7 +140,7 @@ class ManagedCert:
         na = self.not_after
         return {
             "name": self.spec.name, "out": self.output.describe(), "level": status.level.value,
-            "status": status.message, "serial": serial_hex(self.serial) if self.serial is not None else None,
+            "status": status.message, "serial": serial_text(self.serial) if self.serial is not None else None,
             "not_after": format_time(na) if na else None,
             "seconds_left": int((na - now).total_seconds()) if na else None,
             "next_renewal": format_time(self.renew_point) if self.renew_point else None,
@@ -159,7 +159,7 @@ class ManagedCert:
             self.current = current
             self._schedule_renewal(now)
             log.info("%s: using the existing certificate in %s (serial %s, %s)", self.spec.name,
-                     self.output.describe(), serial_hex(current.chain[0].serial_number),
+                     self.output.describe(), serial_text(current.chain[0].serial_number),
                      assess(now, current.issued_at, self.not_after, None).message)
         else:
             if current is not None:
@@ -273,11 +273,11 @@ class ManagedCert:
         self.current = Current(chain, key, max(now, chain[0].not_valid_before_utc))
         leaf = chain[0]
         log.info("%s: %s certificate serial %s subject %s issuer %s SANs %s notAfter %s (in %s); wrote %s",
-                 self.spec.name, verb, serial_hex(leaf.serial_number), leaf.subject.rfc4514_string() or "-",
+                 self.spec.name, verb, serial_text(leaf.serial_number), leaf.subject.rfc4514_string() or "-",
                  leaf.issuer.rfc4514_string(), ",".join(name_text(n) for n in sans_of(leaf)),
                  format_time(leaf.not_valid_after_utc), humanize(leaf.not_valid_after_utc - now),
                  self.output.describe(),
-                 extra={"event": verb, "certificate": self.spec.name, "serial": serial_hex(leaf.serial_number),
+                 extra={"event": verb, "certificate": self.spec.name, "serial": serial_text(leaf.serial_number),
                         "subject": leaf.subject.rfc4514_string(), "issuer": leaf.issuer.rfc4514_string(),
                         "sans": [name_text(n) for n in sans_of(leaf)],
                         "not_after": format_time(leaf.not_valid_after_utc)})
@@ -301,12 +301,12 @@ class ManagedCert:
                     self.verify_ok = False
                     self.counters.verify_failures += 1
                     host, port = self.spec.verify_endpoint
-                    self._failed(self.clock.now(), f"{host}:{port} still does not serve serial {serial_hex(serial)} "
+                    self._failed(self.clock.now(), f"{host}:{port} still does not serve serial {serial_text(serial)} "
                                  f"after two reloads: the service is not using the renewed certificate",
                                  level=logging.ERROR)
                     return
             self.verify_ok = True
-            log.info("%s: %s:%d serves serial %s", self.spec.name, *self.spec.verify_endpoint, serial_hex(serial))
+            log.info("%s: %s:%d serves serial %s", self.spec.name, *self.spec.verify_endpoint, serial_text(serial))
         self.pending_serial = None
         self._succeeded(self.clock.now())
 
@@ -407,7 +407,7 @@ class ManagedCert:
         leaf = current.chain[0]
         left = leaf.not_valid_after_utc - self.clock.now()
         state = f"expires in {humanize(left)}" if left > timedelta(0) else f"EXPIRED {humanize(-left)} ago"
-        return (f"{self.spec.name}: serial {serial_hex(leaf.serial_number)} in place in {self.output.describe()}, "
+        return (f"{self.spec.name}: serial {serial_text(leaf.serial_number)} in place in {self.output.describe()}, "
                 f"notAfter {format_time(leaf.not_valid_after_utc)} ({state})")
 
     def _rebootstrap_text(self, now: datetime) -> str:

@@ -15,6 +15,7 @@ from cryptography import x509
 
 from ..client import CAClient, IssuedFiles
 from ..files import swap_generation, write_atomic
+from ..units import format_duration
 from ..x509.keys import PrivateKey, load_private_key_pem, private_key_pem, same_public_key
 from .config import check_out_dir
 
@@ -22,7 +23,7 @@ from .config import check_out_dir
 
 
 class CABackend(Protocol):
-    def sign(self, csr_pem: bytes, token: str, ttl: str | None) -> IssuedFiles: ...
+    def sign(self, csr_pem: bytes, token: str, ttl: timedelta | None) -> IssuedFiles: ...
 
     def renew(self, csr_pem: bytes, proof: str) -> IssuedFiles: ...
 
@@ -37,8 +38,8 @@ class HTTPBackend:
     def __init__(self, url: str, root: Path, timeout: float = 10.0) -> None:
         self.client = CAClient(url, verify=str(root), timeout=timeout)
 
-    def sign(self, csr_pem: bytes, token: str, ttl: str | None) -> IssuedFiles:
-        return self.client.sign(csr_pem, token, ttl)
+    def sign(self, csr_pem: bytes, token: str, ttl: timedelta | None) -> IssuedFiles:
+        return self.client.sign(csr_pem, token, format_duration(ttl) if ttl is not None else None)
 
     def renew(self, csr_pem: bytes, proof: str) -> IssuedFiles:
         return self.client.renew(csr_pem, proof)

@@ -24,7 +24,7 @@ from starlette.routing import Match, Route
 from starlette.types import Receive, Scope, Send
 
 from ..ca import oplog
-from ..ca.authority import Authority, Issued
+from ..ca.authority import Authority, Issued, duration_field
 from ..ca.config import Config
 from ..errors import BadRequest, Forbidden, TrustyardError, Unauthorized
 from ..units import format_time
@@ -105,7 +105,8 @@ class Api:
 
     async def sign(self, request: Request) -> Response:
         body = await self.json_body(request, {"csr", "token"}, {"ttl"})
-        issued = await durably(self.authority.sign, body["csr"], body["token"], body.get("ttl"), _actor(request))
+        ttl = duration_field("ttl", body["ttl"]) if body.get("ttl") else None  # "" means the default
+        issued = await durably(self.authority.issue_for_token, body["csr"], body["token"], ttl, _actor(request))
         return _issued_response(issued)
 
     async def renew(self, request: Request) -> Response:

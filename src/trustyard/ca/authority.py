@@ -20,12 +20,12 @@ from ..policy import IssuanceRequest, Policy
 from ..store import refusals
 from ..store.records import AuditEvent, CertRecord, Intent, SerialCollision, superseded
 from ..units import format_duration, format_time, parse_duration
-from ..x509.csr import CSRError, CSRRequest, parse_csr
+from ..x509.csr import CSRError, ParsedCSR, parse_csr
 from ..x509.keys import PrivateKey, PublicKey
 from ..x509.names import Name, name_text, parse_name
 from ..x509.profiles import LeafSpec, leaf_builder, new_serial
 from ..x509.revocation import REVOCATION_REASONS
-from ..x509.summary import fingerprint_sha256, pem_bundle, serial_hex
+from ..x509.summary import fingerprint_sha256, pem_bundle, serial_text
 from . import proofs, tokens
 from .ledger import Ledger
 from .signer import Signer
@@ -79,20 +79,25 @@ class Authority(Generic[L]):
 
     # -- tokens ---------------------------------------------------------------------------
 
-    def mint_token(self, provisioner: str, subject: str, sans: list[str], ttl_text: str = "5m",
-                   cert_ttl: str | None = None, actor: str = "cli") -> str:
+    def mint_token(self, provisioner: str, subject: str, sans: list[str], ttl: timedelta = timedelta(minutes=5),
+                   cert_ttl: timedelta | None = None, actor: str = "cli") -> str:
+        """A bootstrap token redeemable for ``ttl``, buying a certificate of at most ``cert_ttl``;
+        both are ``timedelta``, parsed at the edge (``duration_field``)."""
+        for field, value in (("ttl", ttl), ("cert_ttl", cert_ttl)):
+            if value is not None and not isinstance(value, timedelta):
+                raise TypeError(f"{field} is a timedelta (parse text at the edge with duration_field), "
+                                f"not {type(value).__name__}")
         with self._denials("token.mint", actor):
             prov = self._provisioner(provisioner)
             if prov.private_key is None:
                 raise Forbidden(f"provisioner {provisioner!r} has no signing key here")
             names = _parse_names(sans or [subject])
             prov.policy.check_names(names)
-            if cert_ttl:
-                prov.policy.check_ttl(_duration("cert_ttl", cert_ttl))
-            lifetime = _duration("ttl", ttl_text)
+            if cert_ttl is not None:
+                prov.policy.check_ttl(cert_ttl)
             try:
                 token, claims = tokens.mint(prov.private_key, provisioner, subject, [name_text(n) for n in names],
-                                            lifetime, cert_ttl=cert_ttl, now=self.clock())
+                                            ttl, cert_ttl=cert_ttl, now=self.clock())
             except ValueError as exc:
                 raise BadRequest(str(exc), code="badTTL") from None
         self.store.audit(AuditEvent(actor=actor, action="token.mint", target=subject,
@@ -100,9 +105,14 @@ class Authority(Generic[L]):
                                             "jti": claims.jti, "expires_at": format_time(claims.expires_at)}))
         return token
 
-    # -- sign -----------------------------------------------------------------------------
+    # -- issue for a CSR and a bootstrap token ------------------------------------------
 
-    def sign(self, csr_pem: str | bytes, token: str, ttl: str | None = None, actor: str = "api") -> Issued:
+    def issue_for_token(self, csr_pem: str | bytes, token: str, ttl: timedelta | None = None,
+                        actor: str = "api") -> Issued:
+        """Issue for ``csr_pem`` on the strength of a bootstrap ``token``; ``ttl`` was parsed at the
+        edge (``duration_field``), ``None`` for the token's cap or the provisioner's default."""
+        if ttl is not None and not isinstance(ttl, timedelta):
+            raise TypeError(f"ttl is a timedelta (parse text at the edge with duration_field), not {type(ttl).__name__}")
         with self._denials("certificate.issue", actor):
             claims = tokens.verify(token, self._token_keys, self.clock())
             prov = self._provisioner(claims.provisioner)
@@ -113,8 +123,8 @@ class Authority(Generic[L]):
             if foreign:
                 raise Forbidden(f"the token does not cover {', '.join(foreign)} (it is bound to "
                                 f"{', '.join(claims.sans)})", code="tokenNameMismatch", value=foreign)
-            cap = _duration("the token's ttl", claims.cert_ttl) if claims.cert_ttl else None
-            asked = _duration("ttl", ttl) if ttl else cap
+            cap = duration_field("the token's ttl", claims.cert_ttl) if claims.cert_ttl else None
+            asked = ttl if ttl is not None else cap
             issued = self._issue(prov, request, names, asked, claims.subject, token_jti=claims.jti,
                                  token_expires_at=claims.expires_at, ttl_cap=cap, cap_source="the token")
         self._emit("issued", prov.name)
@@ -122,7 +132,7 @@ class Authority(Generic[L]):
 
     # -- ACME finalize --------------------------------------------------------------------
 
-    def issue_for_order(self, provisioner: str, csr: str | bytes | CSRRequest, names: list[str],
+    def issue_for_order(self, provisioner: str, csr: str | bytes | ParsedCSR, names: list[str],
                         actor: str = "acme") -> Issued:
         """Issue for an ACME order whose identifiers the caller has validated and matched to the CSR.
 
@@ -175,7 +185,7 @@ class Authority(Generic[L]):
         self._emit("renewed", prov.name)
         return issued
 
-    def _renewal_retry(self, current: CertRecord, request: CSRRequest) -> Issued:
+    def _renewal_retry(self, current: CertRecord, request: ParsedCSR) -> Issued:
         """The renewal of ``current`` again, for a client that did not get the answer: only for
         the same CSR key and within ``RENEWAL_RETRY_WINDOW`` of that renewal."""
         assert current.superseded_by is not None
@@ -193,7 +203,7 @@ class Authority(Generic[L]):
 
     def _honoured(self, cert: x509.Certificate) -> CertRecord:
         """The ledger's record of this exact certificate, if it is issued and unexpired."""
-        serial = serial_hex(cert.serial_number)
+        serial = serial_text(cert.serial_number)
         record = self.store.get(serial)
         if record is None or record.der != cert.public_bytes(Encoding.DER):
             raise Unauthorized("the certificate was not issued by this CA", code="unknownCertificate")
@@ -210,14 +220,14 @@ class Authority(Generic[L]):
 
     def revoke(self, serial: str, reason: str = "unspecified", *, admin: bool = False,
                proof_token: str | None = None, actor: str = "api") -> CertRecord:
-        serial = serial.lower().lstrip("0") or "0"
         with self._denials("certificate.revoke", actor):
+            serial = _serial(serial)
             if not admin:
                 if not proof_token:
                     raise Unauthorized("revocation needs the administrator token or a proof signed by the "
                                        "certificate's key", code="unauthorized")
                 claimed = proofs.certificate_of(proof_token)  # the ledger before the signature, as in renew
-                if serial_hex(claimed.serial_number) != serial:
+                if serial_text(claimed.serial_number) != serial:
                     raise Forbidden("the proof is for another certificate", code="badProof")
                 record = self.store.get(serial)
                 if record is None or record.der != claimed.public_bytes(Encoding.DER):
@@ -239,7 +249,7 @@ class Authority(Generic[L]):
 
     # -- shared ---------------------------------------------------------------------------
 
-    def _issue(self, prov: Provisioner, request: CSRRequest, names: tuple[Name, ...], ttl: timedelta | None,
+    def _issue(self, prov: Provisioner, request: ParsedCSR, names: tuple[Name, ...], ttl: timedelta | None,
                subject: str, token_jti: str | None = None, token_expires_at: datetime | None = None,
                renewed_from: str | None = None, ttl_cap: timedelta | None = None, cap_source: str = "") -> Issued:
         now = self.clock()
@@ -251,7 +261,7 @@ class Authority(Generic[L]):
         sans = tuple(name_text(n) for n in decision.names)
         for _attempt in range(3):
             serial = new_serial()
-            intent = Intent(serial=serial_hex(serial), provisioner=prov.name, subject=subject, sans=sans,
+            intent = Intent(serial=serial_text(serial), provisioner=prov.name, subject=subject, sans=sans,
                             not_before=decision.not_before, not_after=decision.not_after, requested_at=now,
                             renewed_from=renewed_from, token_jti=token_jti, token_expires_at=token_expires_at)
             try:
@@ -302,7 +312,8 @@ class Authority(Generic[L]):
         return _DenialAudit(self, action, actor)
 
     def get(self, serial: str) -> CertRecord | None:
-        return self.store.get(serial.lower().lstrip("0") or "0")
+        """The ledger's record of ``serial`` (hex text, any case, leading zeros allowed)."""
+        return self.store.get(_serial(serial))
 
 
 RENEWAL_RETRY_WINDOW = timedelta(minutes=5)
@@ -335,9 +346,9 @@ class _DenialAudit:
             self.authority._emit("denied", exc.code)
 
 
-def _parse_csr(csr_pem: str | bytes | CSRRequest, policy: Policy | None = None) -> CSRRequest:
+def _parse_csr(csr_pem: str | bytes | ParsedCSR, policy: Policy | None = None) -> ParsedCSR:
     """Parse and check a CSR; the policy's key rule runs before its signature is verified."""
-    if isinstance(csr_pem, CSRRequest):
+    if isinstance(csr_pem, ParsedCSR):
         return csr_pem
     try:
         return parse_csr(csr_pem, policy.check_key if policy is not None else None)
@@ -345,8 +356,19 @@ def _parse_csr(csr_pem: str | bytes | CSRRequest, policy: Policy | None = None) 
         raise BadRequest(str(exc), code=exc.code) from None
 
 
-def _duration(field: str, text: str) -> timedelta:
-    """A duration from a request or a token, or a 400 naming the field."""
+def _serial(text: str) -> str:
+    """A serial number from a request in the one form the ledger keys on, or a 400 naming the field."""
+    if not isinstance(text, str):
+        raise BadRequest("serial: a serial number is hex text", code=Code.BAD_FIELD, field="serial")
+    try:
+        return serial_text(text)
+    except ValueError as exc:
+        raise BadRequest(f"serial: {exc}", code=Code.BAD_FIELD, field="serial") from None
+
+
+def duration_field(field: str, text: str) -> timedelta:
+    """A duration from a request, a command line or a token, or a 400 naming the field: the one
+    place text becomes a ``timedelta`` on its way to the authority."""
     try:
         return parse_duration(text)
     except ValueError as exc:

@@ -35,7 +35,7 @@ class TokenClaims:
 
 
 def mint(key: PrivateKey, provisioner: str, subject: str, sans: list[str], ttl: timedelta,
-         cert_ttl: str | None = None, now: datetime | None = None) -> tuple[str, TokenClaims]:
+         cert_ttl: timedelta | None = None, now: datetime | None = None) -> tuple[str, TokenClaims]:
     if ttl <= timedelta(0) or ttl > MAX_TOKEN_LIFETIME:
         raise ValueError(f"a token may live at most {format_duration(MAX_TOKEN_LIFETIME)}, not {format_duration(ttl)}")
     now = now or datetime.now(timezone.utc)
@@ -44,8 +44,8 @@ def mint(key: PrivateKey, provisioner: str, subject: str, sans: list[str], ttl: 
         "iat": int(now.timestamp()), "nbf": int(now.timestamp()), "exp": int((now + ttl).timestamp()),
         "jti": secrets.token_urlsafe(24),
     }
-    if cert_ttl:
-        claims["ttl"] = cert_ttl
+    if cert_ttl is not None:
+        claims["ttl"] = format_duration(cert_ttl)  # text in the token, read back by ``parse_duration``
     token = jwt.encode(claims, key, algorithm=jws_algorithm(key), headers={"kid": provisioner})
     return token, _claims(claims)
 

@@ -12,7 +12,7 @@ import click
 
 from ..ca.config import DEFAULT_ALLOW, load_config, resolve_home
 from ..errors import ExitCode
-from ..units import format_time, humanize
+from ..units import format_time, humanize, parse_duration
 from ..x509.keys import KeyType
 from .connect import local_ca, password_for
 from .output import DURATION, emit, home_option, json_option, password_file_option, table
@@ -222,7 +222,9 @@ def token(name: str, sans: tuple[str, ...], ttl: str, cert_ttl: str | None, prov
     """
     ca = local_ca(home, password_file, minting=True)
     try:
-        value = ca.authority.mint_token(provisioner, name, list(sans), ttl, cert_ttl, actor=ca.actor)
+        # DURATION checked the text; it becomes a timedelta here, at the edge, once
+        value = ca.authority.mint_token(provisioner, name, list(sans), parse_duration(ttl),
+                                        parse_duration(cert_ttl) if cert_ttl else None, actor=ca.actor)
     finally:
         ca.close()
     emit(as_json, {"token": value, "name": name, "sans": list(sans) or [name], "ttl": ttl}, value)

@@ -16,7 +16,7 @@ from ..errors import Code, ConfigError, Conflict, Forbidden
 from ..units import format_time, humanize
 from ..x509.keys import KeyType, generate_private_key, key_type_of
 from ..x509.revocation import REVOCATION_REASONS
-from ..x509.summary import fingerprint_sha256, serial_hex
+from ..x509.summary import fingerprint_sha256, serial_text
 from .connect import LocalCA, admin_token_from, client_defaults, connect
 from .output import DURATION, emit, home_option, json_option, password_file_option, table
 
@@ -227,7 +227,7 @@ def revoke(serial: str | None, serial_option: str | None, cert_file: str | None,
     ca_url, root = client_defaults(home, ca_url, root)
     chain = load_cert_chain_file(Path(cert_file)) if cert_file else []
     if chain:
-        serial = serial_hex(chain[0].serial_number)
+        serial = serial_text(chain[0].serial_number)
     if not serial:
         raise click.UsageError("give SERIAL or --cert")
     proof = admin_token = None

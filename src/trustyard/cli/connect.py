@@ -36,10 +36,16 @@ class LocalCA:
         self.actor = actor
 
     def mint(self, name: str, sans: list[str], cert_ttl: str | None, provisioner: str = "default") -> str:
-        return self.authority.mint_token(provisioner, name, sans, "5m", cert_ttl, actor=self.actor)
+        from ..ca.authority import duration_field
+
+        lifetime = duration_field("cert_ttl", cert_ttl) if cert_ttl else None
+        return self.authority.mint_token(provisioner, name, sans, cert_ttl=lifetime, actor=self.actor)
 
     def sign(self, csr_pem: bytes | str, token: str, ttl: str | None = None) -> IssuedFiles:
-        return issued_files(self.authority.sign(csr_pem, token, ttl, actor=self.actor))
+        from ..ca.authority import duration_field
+
+        lifetime = duration_field("ttl", ttl) if ttl else None
+        return issued_files(self.authority.issue_for_token(csr_pem, token, lifetime, actor=self.actor))
 
     def renew(self, csr_pem: bytes | str, proof: str) -> IssuedFiles:
         return issued_files(self.authority.renew(csr_pem, proof, actor=self.actor))

@@ -11,7 +11,7 @@ from cryptography import x509
 
 from ..units import format_time
 from ..x509.chain import label
-from ..x509.summary import fingerprint_sha256, is_ca, is_self_signed, serial_hex, spki_sha256
+from ..x509.summary import fingerprint_sha256, is_ca, is_self_signed, serial_text, spki_sha256
 from ..x509.names import name_text, sans_of
 
 
@@ -94,7 +94,7 @@ class CertItem:
             "sans": [name_text(n) for n in self.sans],
             "not_before": format_time(c.not_valid_before_utc),
             "not_after": format_time(c.not_valid_after_utc),
-            "serial": serial_hex(c.serial_number),
+            "serial": serial_text(c.serial_number),
             "fingerprint_sha256": self.fingerprint,
             "spki_sha256": self.spki,
             "self_signed": self.self_signed,

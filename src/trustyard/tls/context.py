@@ -42,6 +42,7 @@ from cryptography import x509
 
 from ..errors import ConfigError
 from ..units import format_time
+from ..x509.summary import serial_text
 
 log = logging.getLogger("trustyard.tls")
 
@@ -174,7 +175,7 @@ class ReloadingContext(ssl.SSLContext):
         self._attempted = before
         self.last_error = None
         log.info("trustyard.tls: loaded certificate serial %s (not after %s)",
-                 format(loaded.serial, "x") if loaded.serial is not None else "-", loaded.not_after)
+                 serial_text(loaded.serial) if loaded.serial is not None else "-", loaded.not_after)
         return True
 
     # Every connection is created from the front, then moved onto the newest inner context.

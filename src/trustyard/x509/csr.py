@@ -28,7 +28,7 @@ class CSRError(ValueError):
 
 
 @dataclass(frozen=True)
-class CSRRequest:
+class ParsedCSR:
     public_key: PublicKey
     key_type: KeyType | None
     key_description: str
@@ -54,7 +54,7 @@ KeyCheck = Callable[[KeyType | None, str], None]
 """Called with a CSR's key type and description before its signature is verified; raises to refuse."""
 
 
-def check_csr(csr: x509.CertificateSigningRequest, accept_key: KeyCheck | None = None) -> CSRRequest:
+def check_csr(csr: x509.CertificateSigningRequest, accept_key: KeyCheck | None = None) -> ParsedCSR:
     """Check the requester's key, then verify the self-signature and extract what it asks for.
 
     The key comes first: ``accept_key`` (the provisioner's key-type rule) may refuse it, and a
@@ -100,7 +100,7 @@ def check_csr(csr: x509.CertificateSigningRequest, accept_key: KeyCheck | None =
         raise
     except Exception as exc:
         raise CSRError(f"malformed CSR extension: {_short(exc)}") from None
-    return CSRRequest(
+    return ParsedCSR(
         public_key=public_key,  # type: ignore[arg-type]
         key_type=key_type,
         key_description=description,
@@ -110,7 +110,7 @@ def check_csr(csr: x509.CertificateSigningRequest, accept_key: KeyCheck | None =
     )
 
 
-def parse_csr(data: bytes | str, accept_key: KeyCheck | None = None) -> CSRRequest:
+def parse_csr(data: bytes | str, accept_key: KeyCheck | None = None) -> ParsedCSR:
     return check_csr(load_csr(data), accept_key)
 
 

@@ -23,8 +23,30 @@ def spki_sha256(cert: x509.Certificate) -> str:
     return hashlib.sha256(spki_der(cert.public_key())).hexdigest()  # type: ignore[arg-type]
 
 
-def serial_hex(serial: int) -> str:
-    return format(serial, "x")
+_HEX_DIGITS = frozenset("0123456789abcdef")
+
+
+def serial_text(value: int | str) -> str:
+    """The one spelling of a serial number: lower-case hex, no leading zeros, no prefix.
+
+    An ``int`` (as ``cryptography`` gives it) or hex text (as a person or a client sends it, in any
+    case, with leading zeros) both come out the same; anything else is a ``ValueError``.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError(f"a serial number is an int or hex text, not {type(value).__name__}")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"a serial number is not negative: {value}")
+        return format(value, "x")
+    text = value.strip().lower()
+    if not text or not _HEX_DIGITS.issuperset(text):
+        raise ValueError(f"a serial number is hex digits, not {value[:64]!r}")
+    return text.lstrip("0") or "0"
+
+
+def serial_int(value: str | int) -> int:
+    """The integer a serial number's hex text (or int) stands for; ``ValueError`` on anything else."""
+    return int(serial_text(value), 16)
 
 
 def is_ca(cert: x509.Certificate) -> bool:
@@ -51,7 +73,7 @@ def summarize(cert: x509.Certificate, now: datetime | None = None) -> dict[str, 
         "subject": cert.subject.rfc4514_string(),
         "issuer": cert.issuer.rfc4514_string(),
         "sans": [name_text(n) for n in sans_of(cert)],
-        "serial": serial_hex(cert.serial_number),
+        "serial": serial_text(cert.serial_number),
         "not_before": format_time(cert.not_valid_before_utc),
         "not_after": format_time(not_after),
         "seconds_left": int((not_after - now).total_seconds()),
