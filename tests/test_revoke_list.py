@@ -15,7 +15,7 @@ from cryptography import x509
 from trustyard.ca.authority import REVOCATION_REASONS
 from trustyard.ca.home import InitOptions, init_home
 from trustyard.units import format_time
-from trustyard.x509.summary import serial_hex
+from trustyard.x509.summary import serial_text
 
 from .support import PASSWORD, Server, internal_ca_server, run_cli
 
@@ -147,7 +147,7 @@ def test_list_shows_expires_in_superseded_and_filters_by_name(server: Server, tm
                        "--home", str(server.home))
     assert code == 0, err
     renewed = x509.load_pem_x509_certificate((out_dir / "tls.crt").read_bytes())
-    not_after[serial_hex(renewed.serial_number)] = _not_after(out_dir / "tls.crt")
+    not_after[serial_text(renewed.serial_number)] = _not_after(out_dir / "tls.crt")
     issue(server, tmp_path / "other", "billing.internal")
     code, out, err = run("list", *remote(server), "--name", "REPORTS.internal")
     assert code == 0, err

@@ -18,7 +18,7 @@ from trustyard.testing import free_port
 from trustyard.units import format_time
 from trustyard.x509.keys import KeyType, generate_private_key
 from trustyard.x509.profiles import root_builder, sign
-from trustyard.x509.summary import serial_hex
+from trustyard.x509.summary import serial_text
 
 from ..support import Server
 from .helpers import AgentProcess, agent_args, leaf, mint, serial_of, serve, wait_for
@@ -69,7 +69,7 @@ def test_bootstrap_renew_reload_command_metrics_and_sigterm(tmp_path: Path, ca: 
         # the line for the certificate on disk names its serial and its exact notAfter
         on_disk = leaf(out)
         assert on_disk is not None
-        wait_for(lambda: f"certificate serial {serial_hex(on_disk.serial_number)} subject CN=api.internal issuer "
+        wait_for(lambda: f"certificate serial {serial_text(on_disk.serial_number)} subject CN=api.internal issuer "
                  f"CN=trustyard Intermediate CA,O=trustyard SANs api.internal,127.0.0.1 "
                  f"notAfter {format_time(on_disk.not_valid_after_utc)} (in " in agent.text(),
                  timeout=10, what="the log line of the certificate on disk")

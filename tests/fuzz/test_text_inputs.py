@@ -40,6 +40,9 @@ def test_explain_always_answers_with_a_layer(text: str) -> None:
     st.sampled_from(["", "/", "/web.internal", "/a/b", "/\x00", "/é"]))))
 @example("web.internal:١٢")
 @example("web.internal:4_43")
+@example(":]")
+@example("[::1]x:443")
+@example("::1")
 def test_endpoint_parse_returns_an_endpoint_or_raises_value_error(text: str) -> None:
     try:
         endpoint = Endpoint.parse(text)

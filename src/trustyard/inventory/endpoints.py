@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterable
@@ -26,13 +28,22 @@ class Endpoint:
             if raw.startswith(prefix):
                 raw = raw[len(prefix):]
         hostport, _, sni = raw.partition("/")
+        bad = ValueError(f"invalid endpoint {text!r}: write HOST:PORT[/SNI], an IPv6 address in brackets")
         if hostport.startswith("["):
-            host, _, rest = hostport[1:].partition("]")
-            port_text = rest.lstrip(":") or "443"
+            host, closed, rest = hostport[1:].partition("]")
+            if not closed or (rest and not rest.startswith(":")):
+                raise bad
+            try:
+                ipaddress.IPv6Address(host)
+            except ValueError:
+                raise bad from None
+            port_text = rest[1:] if rest else "443"
         else:
             host, _, port_text = hostport.rpartition(":")
             if not host:
                 host, port_text = hostport, "443"
+            if any(c in host for c in ":[]") or not host.isprintable() or any(c.isspace() for c in host):
+                raise bad  # "::1:443" is ambiguous: only "[::1]:443" says where the port starts
         if not (port_text.isascii() and port_text.isdigit()):  # int() would also take "١٢", " 1" or "4_43"
             raise ValueError(f"invalid endpoint {text!r}: write HOST:PORT[/SNI]")
         port = int(port_text)
