@@ -193,9 +193,9 @@ def main() -> int:
                                    args.connections, args.threads)
         os.killpg(ty.pid, signal.SIGTERM)
         ty.wait(30)
-        from trustyard.store import open_store
+        from trustyard.ca.home import open_home_store
 
-        store = open_store(config.db_url)
+        store = open_home_store(config)  # keyed with the home's ca/audit.key, as `trustyard audit verify` does
         stored = store.counts().get("issued", 0)
         audit_ok = store.verify_audit().ok
         store.close()
