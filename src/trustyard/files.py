@@ -10,8 +10,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 
-def write_atomic(path: str | os.PathLike[str], data: bytes | str, mode: int = 0o644) -> None:
-    """Write to a temp file in the same directory, fsync, chmod, rename, fsync the directory."""
+def write_atomic(path: str | os.PathLike[str], data: bytes | str, mode: int = 0o644, durable: bool = True) -> None:
+    """Write to a temp file in the same directory, fsync, chmod, rename, fsync the directory.
+
+    ``durable=False`` leaves out both fsyncs: readers still see the old file or the new one,
+    but after a power cut the old one may be back (for files that may lag, never lead)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     payload = data.encode() if isinstance(data, str) else data
@@ -21,7 +24,8 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | str, mode: int = 0o
         with os.fdopen(fd, "wb") as fh:
             fh.write(payload)
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
         os.replace(tmp, target)
     except BaseException:
         try:
@@ -29,7 +33,8 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | str, mode: int = 0o
         except FileNotFoundError:
             pass
         raise
-    _fsync_dir(target.parent)
+    if durable:
+        _fsync_dir(target.parent)
 
 
 def write_private(path: str | os.PathLike[str], data: bytes | str) -> None:
