@@ -32,7 +32,7 @@ from .support import PASSWORD, new_csr
 # -- one serial normalizer ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("value", [0, 1, 0xABCDEF, x509.random_serial_number(), 2**159 - 1])
+@pytest.mark.parametrize("value", [0, 1, 0xABCDEF, 0x5F1C2E9A7B3D4C6E8F0A1B2C3D4E5F6071829304, 2**159 - 1])
 def test_serial_text_and_serial_int_round_trip(value: int) -> None:
     text = serial_text(value)
     assert text == format(value, "x")
