@@ -15,7 +15,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from cryptography import x509
 from starlette.testclient import TestClient
 
 from trustyard.api.app import create_app
