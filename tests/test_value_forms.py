@@ -1,4 +1,4 @@
-"""Issue 15 item 4: values keep one form through the pipeline.
+"""Values keep one form through the pipeline.
 
 Serial numbers have one normalizer (``serial_text`` / ``serial_int``) and junk is refused at the
 edge with a 400 naming the field; lifetimes reach the authority as ``timedelta`` (text is parsed
