@@ -5,8 +5,11 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from starlette.testclient import TestClient
 
+from trustyard.api.app import create_app
 from trustyard.ca.authority import Authority
+from trustyard.ca.config import load_config
 from trustyard.ca.home import InitOptions, init_home, load_authority
 
 from .support import PASSWORD, Server, create_database, postgres_bindir, postgres_cluster, start_server
@@ -51,6 +54,18 @@ def authority(ca_home: Path) -> Iterator[Authority]:
     a = load_authority(ca_home, PASSWORD, minting=True)
     yield a
     a.store.close()
+
+
+@pytest.fixture
+def client(authority: Authority, ca_home: Path) -> Iterator[TestClient]:
+    """The app in-process on ``authority``; server errors come back as 500s, not exceptions."""
+    with TestClient(create_app(authority, load_config(ca_home)), raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.fixture
+def admin(ca_home: Path) -> dict[str, str]:
+    return {"Authorization": "Bearer " + (ca_home / "admin.token").read_text().strip()}
 
 
 @pytest.fixture

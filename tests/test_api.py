@@ -6,7 +6,6 @@ import hashlib
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Iterator
 
 import jwt
 import pytest
@@ -14,24 +13,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from starlette.testclient import TestClient
 
-from trustyard.api.app import create_app
 from trustyard.ca import proofs
 from trustyard.ca.authority import Authority
-from trustyard.ca.config import load_config
 from trustyard.x509.keys import KeyType, generate_private_key
 
 from .support import csr_pem, new_csr
-
-
-@pytest.fixture
-def client(authority: Authority, ca_home: Path) -> Iterator[TestClient]:
-    with TestClient(create_app(authority, load_config(ca_home)), raise_server_exceptions=False) as c:
-        yield c
-
-
-@pytest.fixture
-def admin(ca_home: Path) -> dict[str, str]:
-    return {"Authorization": "Bearer " + (ca_home / "admin.token").read_text().strip()}
 
 
 def ledger(authority: Authority) -> list[tuple[str, str]]:

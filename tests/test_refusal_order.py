@@ -14,7 +14,7 @@ import json
 import secrets
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import jwt
 import jwt.algorithms
@@ -24,29 +24,19 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from starlette.testclient import TestClient
 
-from trustyard.api.app import create_app
 from trustyard.ca import proofs
 from trustyard.ca.authority import Authority
-from trustyard.ca.config import load_config
-from trustyard.ca.home import load_authority
 from trustyard.x509.csr import CSRError, parse_csr
 from trustyard.x509.keys import KeyType, generate_private_key
 from trustyard.x509.profiles import LeafSpec, leaf_builder, new_serial, root_builder, sign as sign_cert
 
-from .support import PASSWORD, csr_pem
+from .support import csr_pem
 
 
 @pytest.fixture
-def authority(sqlite_home: Path) -> Iterator[Authority]:
-    a = load_authority(sqlite_home, PASSWORD, minting=True)
-    yield a
-    a.store.close()
-
-
-@pytest.fixture
-def client(authority: Authority, sqlite_home: Path) -> Iterator[TestClient]:
-    with TestClient(create_app(authority, load_config(sqlite_home)), raise_server_exceptions=False) as c:
-        yield c
+def ca_home(sqlite_home: Path) -> Path:
+    """These tests run on SQLite only: conftest's authority, client and admin use this home."""
+    return sqlite_home
 
 
 @pytest.fixture

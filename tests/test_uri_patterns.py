@@ -9,8 +9,6 @@ a URI SAN that is not in normal form, naming the rule and the value.
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
-from typing import Iterator
 
 import pytest
 from cryptography import x509
@@ -18,10 +16,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from trustyard.api.app import create_app
 from trustyard.ca import tokens
 from trustyard.ca.authority import Authority
-from trustyard.ca.config import load_config
 from trustyard.errors import PolicyDenied
 from trustyard.policy import IssuanceRequest, NamePattern, Policy, parse_patterns, uris
 from trustyard.policy.uris import uri_matches, uri_problem
@@ -201,12 +197,6 @@ def test_policy_refuses_a_uri_san_out_of_normal_form_naming_rule_and_value(value
             decide()
         assert info.value.rule == "uri_names_exact" and info.value.value == value
         assert info.value.status == 403
-
-
-@pytest.fixture
-def client(authority: Authority, ca_home: Path) -> Iterator[TestClient]:
-    with TestClient(create_app(authority, load_config(ca_home)), raise_server_exceptions=False) as c:
-        yield c
 
 
 BAD_SPIFFE = "spiffe://prod.internal/billing/../admin"

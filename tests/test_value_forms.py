@@ -10,23 +10,19 @@ from __future__ import annotations
 
 import inspect
 import typing
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
 
-from trustyard.api.app import create_app
 from trustyard.ca import authority as authority_module
 from trustyard.ca.authority import Authority
-from trustyard.ca.config import load_config
-from trustyard.ca.home import load_authority
 from trustyard.errors import BadRequest
 from trustyard.x509 import csr as csr_module
 from trustyard.x509.summary import serial_int, serial_text
 
-from .support import PASSWORD, new_csr
+from .support import new_csr
 
 # -- one serial normalizer ---------------------------------------------------------------------
 
@@ -59,21 +55,9 @@ def test_serial_normalizer_refuses_other_types(junk: object) -> None:
 
 
 @pytest.fixture
-def authority(sqlite_home: Path) -> Iterator[Authority]:
-    a = load_authority(sqlite_home, PASSWORD, minting=True)
-    yield a
-    a.store.close()
-
-
-@pytest.fixture
-def client(authority: Authority, sqlite_home: Path) -> Iterator[TestClient]:
-    with TestClient(create_app(authority, load_config(sqlite_home)), raise_server_exceptions=False) as c:
-        yield c
-
-
-@pytest.fixture
-def admin(sqlite_home: Path) -> dict[str, str]:
-    return {"Authorization": "Bearer " + (sqlite_home / "admin.token").read_text().strip()}
+def ca_home(sqlite_home: Path) -> Path:
+    """These tests run on SQLite only: conftest's authority, client and admin use this home."""
+    return sqlite_home
 
 
 def _problem(response, status: int) -> dict:  # type: ignore[no-untyped-def]
