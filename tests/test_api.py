@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import jwt
@@ -80,7 +80,7 @@ def test_expired_token_is_refused(client: TestClient, authority: Authority) -> N
 
     prov = authority.provisioners["default"]
     token, _ = tokens.mint(prov.private_key, "default", "a.internal", ["a.internal"], timedelta(minutes=5),  # type: ignore[arg-type]
-                           now=datetime.now(timezone.utc) - timedelta(hours=1))
+                           now=datetime.now(UTC) - timedelta(hours=1))
     _, csr = new_csr("a.internal")
     assert_problem(client.post("/v1/sign", json={"csr": csr.decode(), "token": token}), 401, "tokenExpired")
     assert ledger(authority) == []
@@ -174,7 +174,7 @@ def test_renew_gives_same_identity_new_serial(client: TestClient, authority: Aut
     old = x509.load_pem_x509_certificate(first.json()["certificate"].encode())
     new = x509.load_pem_x509_certificate(response.json()["certificate"].encode())
     assert new.serial_number != old.serial_number
-    san = lambda c: c.extensions.get_extension_for_class(x509.SubjectAlternativeName).value  # noqa: E731
+    san = lambda c: c.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert san(new) == san(old)
     assert authority.store.get(response.json()["serial"]).renewed_from == first.json()["serial"]  # type: ignore[union-attr]
     assert 'trustyard_certificates_renewed_total{provisioner="default"}' in client.get("/metrics").text
@@ -189,10 +189,11 @@ def test_renew_with_wrong_key_is_refused(client: TestClient, authority: Authorit
 
 
 def test_renew_of_foreign_certificate_is_refused(client: TestClient, authority: Authority, tmp_path: Path) -> None:
-    from trustyard.x509.profiles import LeafSpec, leaf_builder, new_serial, root_builder, sign as sign_cert
+    from trustyard.x509.profiles import LeafSpec, leaf_builder, new_serial, root_builder
+    from trustyard.x509.profiles import sign as sign_cert
 
     key = generate_private_key(KeyType.EC_P256)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     other_root = sign_cert(root_builder(key.public_key(), "other", now, timedelta(days=1)), key)
     leaf = sign_cert(leaf_builder(LeafSpec(key.public_key(), (x509.DNSName("orders.internal"),), now,
                                            now + timedelta(hours=1), new_serial()), other_root), key)
@@ -216,7 +217,7 @@ def test_renew_proof_cannot_be_replayed_or_moved_to_another_csr(client: TestClie
 
 def test_expired_certificate_cannot_be_renewed(client: TestClient, authority: Authority) -> None:
     key, first = sign(client, authority, "orders.internal", ttl="5m")
-    authority.clock = lambda: datetime.now(timezone.utc) + timedelta(minutes=10)
+    authority.clock = lambda: datetime.now(UTC) + timedelta(minutes=10)
     doc = assert_problem(_renew(client, key, first.json()), 403, "expired")
     assert "new token" in doc["detail"]
 
@@ -397,7 +398,7 @@ def test_a_renewal_retried_with_the_same_key_gets_the_same_certificate(client: T
         == [renewed.json()["serial"]]
 
     assert_problem(_renew(client, key, first.json()), 409, "superseded")  # another key is no retry
-    later = datetime.now(timezone.utc) + timedelta(minutes=6)
+    later = datetime.now(UTC) + timedelta(minutes=6)
     authority.clock = lambda: later
     assert_problem(_renew(client, key, first.json(), new_key), 409, "superseded")  # past the window
     assert ledger(authority) == before
@@ -435,7 +436,7 @@ def test_revoking_for_another_reason_leaves_renewals_alone(client: TestClient, a
 
 def _lifetime(response) -> timedelta:  # type: ignore[no-untyped-def]
     cert = x509.load_pem_x509_certificate(response.json()["certificate"].encode())
-    return cert.not_valid_after_utc - datetime.now(timezone.utc)
+    return cert.not_valid_after_utc - datetime.now(UTC)
 
 
 def test_a_tokens_cert_ttl_caps_the_certificate(client: TestClient, authority: Authority) -> None:

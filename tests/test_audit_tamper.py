@@ -9,7 +9,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -53,7 +53,7 @@ def _rehash_plain(home: Path) -> None:
     rows = conn.execute("SELECT seq, at, actor, action, target, outcome, detail FROM audit_log ORDER BY seq").fetchall()
     prev = "0" * 64
     for new_seq, (seq, at, actor, action, target, outcome, detail) in enumerate(rows, start=1):
-        when = datetime.fromisoformat(at).replace(tzinfo=timezone.utc)
+        when = datetime.fromisoformat(at).replace(tzinfo=UTC)
         digest = entry_hash(prev, new_seq, when, actor, action, target, outcome, json.loads(detail))
         conn.execute("UPDATE audit_log SET seq=?, prev_hash=?, hash=? WHERE seq=?", (new_seq, prev, digest, seq))
         prev = digest
@@ -144,7 +144,7 @@ def test_home_older_than_the_key_is_keyed_from_its_next_entry(sqlite_home: Path)
                         "WHERE seq <= 3 ORDER BY seq").fetchall()
     prev = "0" * 64
     for seq, at, actor, action, target, outcome, detail in rows:
-        digest = entry_hash(prev, seq, datetime.fromisoformat(at).replace(tzinfo=timezone.utc), actor, action,
+        digest = entry_hash(prev, seq, datetime.fromisoformat(at).replace(tzinfo=UTC), actor, action,
                             target, outcome, json.loads(detail))
         conn.execute("UPDATE audit_log SET prev_hash=?, hash=? WHERE seq=?", (prev, digest, seq))
         prev = digest

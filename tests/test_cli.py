@@ -138,6 +138,7 @@ def test_serve_defaults_to_one_worker_per_core(tmp_path: Path) -> None:
     import httpx
 
     from trustyard.testing import free_port
+
     from .support import str_ctx
 
     port = free_port()

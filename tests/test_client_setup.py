@@ -15,6 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from trustyard.testing import free_port
+
 from .support import PASSWORD, start_server
 
 

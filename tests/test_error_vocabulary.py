@@ -22,8 +22,8 @@ from click.testing import CliRunner
 import trustyard
 from trustyard import check as checklib
 from trustyard import errors
-from trustyard.acme.problems import ACME_URN, STATUS, AcmeCode, AcmeError, subproblem
 from trustyard.acme.probes import ValidationFailed
+from trustyard.acme.problems import ACME_URN, STATUS, AcmeCode, AcmeError, subproblem
 from trustyard.agent import runner
 from trustyard.client import CAUnavailable, UntrustedServer, _problem_error
 from trustyard.errors import EXIT_MEANINGS, Code, ExitCode, TrustyardError
@@ -303,8 +303,8 @@ def test_every_exit_status_in_the_cli_is_from_the_table() -> None:
         for func in ast.walk(tree):
             if not isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 continue
-            returns_int = isinstance(func.returns, ast.Name) and func.returns.id == "int" or \
-                isinstance(func.returns, ast.Constant) and func.returns.value == "int"
+            returns_int = (isinstance(func.returns, ast.Name) and func.returns.id == "int") or \
+                (isinstance(func.returns, ast.Constant) and func.returns.value == "int")
             for node in ast.walk(func):
                 value = None
                 if isinstance(node, ast.Return) and returns_int:
@@ -315,9 +315,9 @@ def test_every_exit_status_in_the_cli_is_from_the_table() -> None:
                     bare.append(f"{path.relative_to(SRC)}:{node.lineno}: {value}")
         for cls in (n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)):
             for stmt in cls.body:
-                if isinstance(stmt, ast.Assign) and any(isinstance(t, ast.Tuple) and any(
-                        isinstance(e, ast.Name) and e.id == "exit_code" for e in t.elts) or
-                        isinstance(t, ast.Name) and t.id == "exit_code" for t in stmt.targets):
+                if isinstance(stmt, ast.Assign) and any((isinstance(t, ast.Tuple) and any(
+                        isinstance(e, ast.Name) and e.id == "exit_code" for e in t.elts)) or
+                        (isinstance(t, ast.Name) and t.id == "exit_code") for t in stmt.targets):
                     if any(_int_literal(v) is not None for v in ast.walk(stmt.value)):
                         bare.append(f"{path.relative_to(SRC)}:{stmt.lineno}: exit_code")
     assert not bare, f"exit statuses not from errors.ExitCode: {bare}"

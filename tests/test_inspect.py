@@ -92,7 +92,7 @@ def test_one_secret_of_a_manifest(tmp_path: Path) -> None:
             "-addext", "subjectAltName=DNS:orders.internal", cwd=tmp_path)
 
     def secret(ns: str, name: str, crt: str, key: str) -> str:
-        b64 = lambda f: base64.b64encode((tmp_path / f).read_bytes()).decode()  # noqa: E731
+        b64 = lambda f: base64.b64encode((tmp_path / f).read_bytes()).decode()
         return (f"apiVersion: v1\nkind: Secret\ntype: kubernetes.io/tls\nmetadata:\n  name: {name}\n"
                 f"  namespace: {ns}\ndata:\n  tls.crt: {b64(crt)}\n  tls.key: {b64(key)}\n")
 

@@ -12,8 +12,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from trustyard.ca.home import load_authority, open_home_store
 from trustyard.ca.config import load_config
+from trustyard.ca.home import load_authority, open_home_store
 
 from .support import PASSWORD, Server, new_csr, start_server, str_ctx
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import subprocess
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -18,8 +18,8 @@ from trustyard.ca.home import InitOptions, init_home
 from trustyard.policy import NamePattern, parse_patterns
 from trustyard.policy.patterns import name_limits
 from trustyard.x509.keys import KeyType, generate_private_key, load_private_key_pem
-from trustyard.x509.verify import verify
 from trustyard.x509.profiles import LeafSpec, intermediate_builder, leaf_builder, new_serial, root_builder, sign
+from trustyard.x509.verify import verify
 
 
 def _name(text: str) -> x509.GeneralName:
@@ -34,7 +34,7 @@ def _name(text: str) -> x509.GeneralName:
 
 
 def make_leaf(inter: x509.Certificate, inter_key: object, names: list[str]) -> x509.Certificate:
-    now = datetime.now(timezone.utc) - timedelta(minutes=1)
+    now = datetime.now(UTC) - timedelta(minutes=1)
     key = generate_private_key(KeyType.EC_P256)
     spec = LeafSpec(public_key=key.public_key(), names=tuple(_name(n) for n in names),  # type: ignore[arg-type]
                     not_before=now, not_after=now + timedelta(hours=1), serial=new_serial())
@@ -117,7 +117,7 @@ def test_a_uri_pattern_with_a_wildcard_host_is_constrained_by_its_fixed_suffix(t
     limits = name_limits(patterns)
     ext = limits.extension()
     assert ext is not None and x509.UniformResourceIdentifier(".internal") in ext.permitted_subtrees
-    now = datetime.now(timezone.utc) - timedelta(minutes=1)
+    now = datetime.now(UTC) - timedelta(minutes=1)
     root_key, inter_key = generate_private_key(KeyType.EC_P256), generate_private_key(KeyType.EC_P256)
     root = sign(root_builder(root_key.public_key(), "t Root", now, timedelta(days=2)), root_key)  # type: ignore[arg-type]
     inter = sign(intermediate_builder(inter_key.public_key(), root, "t Inter", now, timedelta(days=1),  # type: ignore[arg-type]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import datetime, timedelta, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from sqlalchemy import exc, insert, select
@@ -53,7 +53,7 @@ def test_rows_equal_sqlalchemys_own(sqlite_store: SqlStore, statement: object, k
 
 
 def test_writes_store_the_same_text_as_sqlalchemy(sqlite_store: SqlStore, tmp_path: Path) -> None:
-    at = datetime(2026, 11, 27, 4, 5, 6, 789, tzinfo=timezone.utc)
+    at = datetime(2026, 11, 27, 4, 5, 6, 789, tzinfo=UTC)
     with sqlite_store.transaction() as conn:
         conn.execute(insert(acme_nonces), {"nonce": "by-sqlalchemy", "expires_at": at, "retry": 1})
         sqlite_store.run(conn, q._INSERT_NONCE, {"nonce": "by-plan", "expires_at": at, "retry": 1})
@@ -70,7 +70,7 @@ def test_literal_values_and_executemany(sqlite_store: SqlStore) -> None:
         assert sqlite_store.run(conn, q._FINISH_AUTHZ, {"b_id": authz_id, "b_status": "valid"}).rowcount == 1
         assert sqlite_store.run(conn, q._FINISH_AUTHZ, {"b_id": authz_id, "b_status": "invalid"}).rowcount == 0
         rows = [{"id": f"x{i}", "order_id": order_id, "account_id": "a", "type": "dns", "value": f"{i}.internal",
-                 "wildcard": 0, "status": "pending", "expires_at": datetime.now(timezone.utc)} for i in range(3)]
+                 "wildcard": 0, "status": "pending", "expires_at": datetime.now(UTC)} for i in range(3)]
         sqlite_store.run(conn, q._INSERT_AUTHZ, rows)
         values = {r.value for r in conn.execute(select(acme_authzs.c.value)
                                                 .where(acme_authzs.c.order_id == order_id))}
@@ -80,7 +80,7 @@ def test_literal_values_and_executemany(sqlite_store: SqlStore) -> None:
 
 
 def test_driver_errors_come_out_as_sqlalchemy_exceptions(sqlite_store: SqlStore) -> None:
-    row = {"nonce": "twice", "expires_at": datetime.now(timezone.utc), "retry": 0}
+    row = {"nonce": "twice", "expires_at": datetime.now(UTC), "retry": 0}
     with sqlite_store.transaction() as conn:
         sqlite_store.run(conn, q._INSERT_NONCE, row)
         with pytest.raises(exc.IntegrityError):
@@ -92,7 +92,7 @@ def test_driver_errors_come_out_as_sqlalchemy_exceptions(sqlite_store: SqlStore)
 def test_a_plan_never_runs_outside_a_transaction(sqlite_store: SqlStore) -> None:
     with sqlite_store.engine.connect() as conn:
         with pytest.raises(RuntimeError, match="inside a transaction"):
-            sqlite_store.run(conn, q._INSERT_NONCE, {"nonce": "n", "expires_at": datetime.now(timezone.utc),
+            sqlite_store.run(conn, q._INSERT_NONCE, {"nonce": "n", "expires_at": datetime.now(UTC),
                                                      "retry": 0})
         conn.rollback()
     with sqlite_store.transaction(write=False) as conn:
@@ -111,7 +111,7 @@ def test_a_missing_value_is_an_error_not_a_null(sqlite_store: SqlStore) -> None:
         with pytest.raises(exc.InvalidRequestError, match="b_error"):  # as conn.execute says it
             sqlite_store.run(conn, q._FINISH_CHALLENGE, {"b_id": challenge_id, "b_status": "valid",
                                                          "b_validated_at": None})
-        rows = [{"nonce": "a", "expires_at": datetime.now(timezone.utc), "retry": 0}, {"nonce": "b", "retry": 0}]
+        rows = [{"nonce": "a", "expires_at": datetime.now(UTC), "retry": 0}, {"nonce": "b", "retry": 0}]
         with pytest.raises(exc.InvalidRequestError, match="expires_at"):
             sqlite_store.run(conn, q._INSERT_NONCE, rows)
     with sqlite_store.transaction(write=False) as conn:

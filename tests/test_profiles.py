@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import subprocess
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -94,7 +94,7 @@ def test_every_profile_lints_clean_and_openssl_verifies(ca, leaf_type: str, tmp_
 def test_leaf_profile_fields(sqlite_home: Path) -> None:
     authority = load_authority(sqlite_home, PASSWORD, minting=True)
     for key_type in (KeyType.EC_P256, KeyType.RSA_2048):
-        before = datetime.now(timezone.utc)
+        before = datetime.now(UTC)
         leaf = issue(authority, [x509.DNSName("a.internal"),
                                  x509.UniformResourceIdentifier("spiffe://prod.internal/a")], key_type, "1h")
         # serial: positive, >= 64 bits of entropy, <= 20 octets
@@ -141,7 +141,7 @@ def test_backdate_is_configurable(tmp_path: Path) -> None:
     config["ca"]["backdate"] = "10m"
     (home / "trustyard.toml").write_text(tomli_w.dumps(config))
     authority = load_authority(home, PASSWORD, minting=True)
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     leaf = issue(authority, [x509.DNSName("a.internal")], KeyType.EC_P256)
     assert before - timedelta(minutes=10, seconds=5) <= leaf.not_valid_before_utc <= before - timedelta(minutes=9)
     authority.store.close()

@@ -12,9 +12,10 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jwt
 import jwt.algorithms
@@ -28,7 +29,8 @@ from trustyard.ca import proofs
 from trustyard.ca.authority import Authority
 from trustyard.x509.csr import CSRError, parse_csr
 from trustyard.x509.keys import KeyType, generate_private_key
-from trustyard.x509.profiles import LeafSpec, leaf_builder, new_serial, root_builder, sign as sign_cert
+from trustyard.x509.profiles import LeafSpec, leaf_builder, new_serial, root_builder
+from trustyard.x509.profiles import sign as sign_cert
 
 from .support import csr_pem
 
@@ -66,7 +68,7 @@ def fake_rsa_key(bits: int) -> rsa.RSAPublicKey:
 def foreign_certificate(public_key: Any) -> x509.Certificate:
     """A leaf for orders.internal from a CA this trustyard never heard of."""
     key = generate_private_key(KeyType.EC_P256)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     root = sign_cert(root_builder(key.public_key(), "other", now, timedelta(days=1)), key)
     return sign_cert(leaf_builder(LeafSpec(public_key, (x509.DNSName("orders.internal"),), now,
                                            now + timedelta(hours=1), new_serial()), root), key)
@@ -74,8 +76,8 @@ def foreign_certificate(public_key: Any) -> x509.Certificate:
 
 def unsigned_proof(cert: x509.Certificate, audience: str, alg: str, **claims: Any) -> str:
     """A proof-shaped JWT for ``cert`` whose signature is random bytes."""
-    b64 = lambda data: base64.urlsafe_b64encode(data).rstrip(b"=").decode()  # noqa: E731
-    now = int(datetime.now(timezone.utc).timestamp())
+    b64 = lambda data: base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+    now = int(datetime.now(UTC).timestamp())
     header = {"alg": alg, "typ": "JWT", "x5c": [base64.b64encode(cert.public_bytes(Encoding.DER)).decode()]}
     body = {"aud": audience, "iat": now, "exp": now + 60, "jti": secrets.token_urlsafe(16), **claims}
     signature = secrets.token_bytes(cert.public_key().key_size // 8)  # type: ignore[union-attr]

@@ -14,8 +14,8 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
@@ -245,10 +245,9 @@ def test_the_log_hears_of_an_event_once_it_is_committed(tmp_path: Path) -> None:
     heard: list[str] = []
     store.observers.append(lambda event: heard.append(event.action))
     store.audit(AuditEvent(actor="a", action="kept", target="t"))
-    with pytest.raises(RuntimeError):
-        with store.unit():
-            store.audit(AuditEvent(actor="a", action="rolled-back", target="t"))
-            raise RuntimeError
+    with pytest.raises(RuntimeError), store.unit():
+        store.audit(AuditEvent(actor="a", action="rolled-back", target="t"))
+        raise RuntimeError
     with store.unit():
         with pytest.raises(RuntimeError):
             with store.transaction() as conn:  # one step of the unit, undone by its SAVEPOINT

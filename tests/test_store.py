@@ -5,9 +5,9 @@ from __future__ import annotations
 import contextvars
 import json
 import threading
-from datetime import datetime, timedelta, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from sqlalchemy import delete, inspect, select, text, update
@@ -16,13 +16,13 @@ from trustyard.ca.authority import Authority
 from trustyard.cli import main
 from trustyard.errors import Unauthorized
 from trustyard.store import Intent, open_store
-from trustyard.store.schema import audit_log, certificates
 from trustyard.store import sql as sql_module
+from trustyard.store.schema import audit_log, certificates
 from trustyard.store.sql import SerialCollision, SqlStore
 
 from .support import new_csr
 
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 
 
 def intent(serial: str, jti: str | None = None) -> Intent:
@@ -93,10 +93,9 @@ def test_a_unit_is_one_transaction_that_nested_writes_join(tmp_path: Path, monke
         assert other.get("u1") is not None and other.get("u1").status == "failed"  # type: ignore[union-attr]
         assert flushes == [1]
 
-        with pytest.raises(RuntimeError):
-            with store.unit():
-                store.record_intent(intent("u2"))
-                raise RuntimeError("the request failed")
+        with pytest.raises(RuntimeError), store.unit():
+            store.record_intent(intent("u2"))
+            raise RuntimeError("the request failed")
         assert other.get("u2") is None
         assert flushes == [1]
 
@@ -136,7 +135,7 @@ def test_threads_do_not_hold_on_to_pool_connections(tmp_path: Path) -> None:
         try:
             store.record_intent(intent(f"t{n}"))
             assert store.get(f"t{n}") is not None
-        except Exception as exc:  # noqa: BLE001 - reported below
+        except Exception as exc:
             errors.append(repr(exc))
 
     try:

@@ -18,10 +18,8 @@ def _docs_and_comments(path: Path) -> list[tuple[int, str]]:
     found: list[tuple[int, str]] = []
     previous = tokenize.NEWLINE
     for token in tokenize.generate_tokens(io.StringIO(path.read_text()).readline):
-        if token.type == tokenize.COMMENT:
-            found.append((token.start[0], token.string))
-        elif token.type == tokenize.STRING and previous in (tokenize.NEWLINE, tokenize.NL, tokenize.INDENT,
-                                                            tokenize.DEDENT):
+        if token.type == tokenize.COMMENT or (token.type == tokenize.STRING and previous in (tokenize.NEWLINE, tokenize.NL, tokenize.INDENT,
+                                                            tokenize.DEDENT)):
             found.append((token.start[0], token.string))
         if token.type not in (tokenize.COMMENT, tokenize.NL):
             previous = token.type

@@ -14,10 +14,11 @@ import ssl
 import threading
 import time
 import tomllib
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import tomli_w
@@ -29,10 +30,10 @@ from cryptography.x509.oid import NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from trustyard import units
 from trustyard.agent.config import build, cert_spec
 from trustyard.ca.config import load_config
 from trustyard.cli import COMMANDS, cli, main
-from trustyard import units
 from trustyard.units import MAX_DURATION, format_duration, parse_duration
 
 from .support import PASSWORD
@@ -68,7 +69,7 @@ def _expired_cert(directory: Path) -> Path:
     """A self-signed service certificate that expired ten days ago (a certificate found lying around)."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "old.internal")])
-    now = datetime.now(timezone.utc).replace(microsecond=0)
+    now = datetime.now(UTC).replace(microsecond=0)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - timedelta(days=400)).not_valid_after(now - timedelta(days=10))
@@ -172,14 +173,14 @@ def test_the_agent_log_stamps_utc_whatever_the_zone(elsewhere: None, capsys: pyt
     saved = logger.handlers[:], logger.level, logger.propagate
     try:
         _setup_logging(False, "info")
-        before = datetime.now(timezone.utc).replace(microsecond=0)
+        before = datetime.now(UTC).replace(microsecond=0)
         logging.getLogger("trustyard.agent").info("orders.internal: renewed")
     finally:
         logger.handlers[:], logger.level, logger.propagate = saved
     line = capsys.readouterr().err.strip()
     stamp = line.split(" ", 1)[0]
     assert STRICT.fullmatch(stamp), line
-    logged = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    logged = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     assert timedelta(0) <= logged - before <= timedelta(seconds=5), line  # UTC, not Kolkata's wall clock
 
 
@@ -187,7 +188,7 @@ def test_the_agent_log_stamps_utc_whatever_the_zone(elsewhere: None, capsys: pyt
 
 def test_format_time() -> None:
     kolkata = timezone(timedelta(hours=5, minutes=30))
-    assert units.format_time(datetime(2026, 12, 7, 16, 35, 28, 404155, tzinfo=timezone.utc)) == "2026-12-07T16:35:28Z"
+    assert units.format_time(datetime(2026, 12, 7, 16, 35, 28, 404155, tzinfo=UTC)) == "2026-12-07T16:35:28Z"
     assert units.format_time(datetime(2026, 12, 7, 22, 5, 28, tzinfo=kolkata)) == "2026-12-07T16:35:28Z"
     assert units.format_time(datetime(2026, 12, 7, 16, 35, 28)) == "2026-12-07T16:35:28Z"  # naive: UTC
     assert units.format_time("2026-12-07T16:35:28.404155+00:00") == "2026-12-07T16:35:28Z"
@@ -265,7 +266,7 @@ def test_compound_durations_on_the_command_line(tmp_path: Path, monkeypatch: pyt
 def test_compound_durations_in_scan(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "long.internal")])
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now).not_valid_after(now + timedelta(days=95))
             .add_extension(x509.SubjectAlternativeName([x509.DNSName("long.internal")]), critical=False)
@@ -304,7 +305,7 @@ def test_compound_durations_in_config_files(sqlite_home: Path, tmp_path: Path) -
 
 def _utc(text: str) -> datetime:
     assert STRICT.fullmatch(text), text
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
 
 
 # -- the help shows the grammar ---------------------------------------------------------------------------------

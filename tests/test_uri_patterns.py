@@ -8,7 +8,7 @@ a URI SAN that is not in normal form, naming the rule and the value.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography import x509
@@ -21,11 +21,11 @@ from trustyard.ca.authority import Authority
 from trustyard.errors import PolicyDenied
 from trustyard.policy import IssuanceRequest, NamePattern, Policy, parse_patterns, uris
 from trustyard.policy.uris import uri_matches, uri_problem
+from trustyard.testing import TestCA
 from trustyard.tls import IdentityPattern, IdentityPolicy, peer_identity
 from trustyard.x509.keys import KeyType, generate_private_key
 
 from .support import csr_pem
-from trustyard.testing import TestCA
 
 BILLING = "spiffe://prod.internal/billing/*"
 
@@ -183,7 +183,7 @@ def ca() -> TestCA:
 
 # -- issuance -------------------------------------------------------------------------------------
 
-NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 @pytest.mark.parametrize("value", NOT_NORMAL_SANS)
@@ -217,7 +217,7 @@ def test_sign_refuses_a_csr_with_a_bad_spiffe_id(client: TestClient, authority: 
     cannot get it into a certificate: the CA's policy refuses it, 403 naming the rule and value."""
     prov = authority.provisioners["default"]
     token, _ = tokens.mint(prov.private_key, "default", value, [value], timedelta(minutes=5),  # type: ignore[arg-type]
-                           now=datetime.now(timezone.utc))
+                           now=datetime.now(UTC))
     csr = csr_pem(generate_private_key(KeyType.EC_P256), [x509.UniformResourceIdentifier(value)])
     response = client.post("/v1/sign", json={"csr": csr.decode(), "token": token})
     assert response.status_code == 403, response.text

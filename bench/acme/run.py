@@ -42,19 +42,18 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import uvloop
+from connection import Connection, Response
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
-
-from connection import Connection, Response
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "bench-password-not-a-secret"
@@ -296,7 +295,7 @@ def start_trustyard(tmp: Path, ports: dict[str, int], workers: int) -> tuple[sub
 def start_pebble(tmp: Path, ports: dict[str, int]) -> tuple[subprocess.Popen[bytes], str, str]:
     # Pebble's HTTPS listener needs a certificate: a throwaway one, made here, never stored.
     key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "pebble bench")])
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=1))
@@ -450,7 +449,7 @@ def main() -> int:
         "pebble_storage": "in memory", "challenge_responder": "pebble-challtestsrv (same for both)",
         "servers": results, "ratio_to_pebble": ratios,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     out = ROOT / "bench/out/acme.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -36,7 +36,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -110,7 +110,7 @@ def simulate(n: int, hours: float, outage_at: timedelta, outage_len: timedelta, 
     home = Path(tempfile.mkdtemp(prefix="bench-agents-", dir=base))
     init_home(home, None, InitOptions(allow=("*.internal",)))
     authority = load_authority(home, None, minting=True)
-    start = datetime.now(timezone.utc).replace(microsecond=0)
+    start = datetime.now(UTC).replace(microsecond=0)
     clock = FakeClock(start)
     # Bootstrap tokens are checked against the wall clock by PyJWT: mint them on it.
     tokens = [authority.mint_token("default", f"svc{i}.internal", [f"svc{i}.internal"], ttl=timedelta(hours=2))

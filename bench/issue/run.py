@@ -115,8 +115,8 @@ def main() -> int:
     ensure_tools()
     sys.path.insert(0, str(ROOT / "src"))
     from trustyard.ca import tokens as token_lib
-    from trustyard.ca.home import load_key
     from trustyard.ca.config import load_config
+    from trustyard.ca.home import load_key
     from trustyard.units import parse_duration
     from trustyard.x509.keys import load_private_key_pem
 

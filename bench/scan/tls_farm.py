@@ -15,7 +15,7 @@ import ipaddress
 import json
 import ssl
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
@@ -30,7 +30,7 @@ def _name(cn: str) -> x509.Name:
 
 
 def make_certs(base: Path, count: int) -> tuple[Path, list[tuple[Path, Path]]]:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     start, end = now - timedelta(days=1), now + timedelta(days=90)
 
     def cert(subject: str, issuer: str, key: ec.EllipticCurvePrivateKey, signer: ec.EllipticCurvePrivateKey,
@@ -66,7 +66,7 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
         await asyncio.wait_for(reader.readline(), timeout=2)
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n")
         await writer.drain()
-    except (OSError, asyncio.TimeoutError, ssl.SSLError):
+    except (TimeoutError, OSError, ssl.SSLError):
         pass
     finally:
         writer.close()

@@ -13,14 +13,19 @@ import os
 import random
 import shutil
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import (
-    BestAvailableEncryption, Encoding, NoEncryption, PrivateFormat, pkcs7, pkcs12,
+    BestAvailableEncryption,
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    pkcs7,
+    pkcs12,
 )
 from cryptography.x509.oid import NameOID
 
@@ -49,7 +54,7 @@ def _name(cn: str) -> x509.Name:
 class Factory:
     def __init__(self, seed: int = 7) -> None:
         self.rng = random.Random(seed)
-        self.now = datetime.now(timezone.utc).replace(microsecond=0)
+        self.now = datetime.now(UTC).replace(microsecond=0)
         self.root_key = ec.generate_private_key(ec.SECP256R1())
         self.root = self._ca(_name("Bench Root"), self.root_key, self.root_key, _name("Bench Root"))
         self.inter_key = ec.generate_private_key(ec.SECP256R1())

@@ -45,8 +45,8 @@ from .errors import Code, ExitCode, TrustyardError
 from .units import Threshold, format_time, humanize
 from .x509 import chain as chainlib
 from .x509.keys import PrivateKey, load_private_key_pem, same_public_key
-from .x509.names import name_text, parse_name, sans_of
 from .x509.leaf import leaf_problems
+from .x509.names import name_text, parse_name, sans_of
 from .x509.summary import fingerprint_sha256, load_pem_bundle, serial_text, summarize
 from .x509.verify import unparsable, verify
 

@@ -110,7 +110,7 @@ class IssuedFiles:
     roots_pem: str
 
     @classmethod
-    def from_response(cls, doc: Any) -> "IssuedFiles":
+    def from_response(cls, doc: Any) -> IssuedFiles:
         fields = ("serial", "not_before", "not_after", "certificate", "chain", "roots")
         if not isinstance(doc, dict) or not all(isinstance(doc.get(f), str) for f in fields):
             raise CAUnavailable("the CA's answer is not an issued certificate (a proxy in between?)")
@@ -143,7 +143,7 @@ class CAClient:
     def close(self) -> None:
         self.http.close()
 
-    def __enter__(self) -> "CAClient":
+    def __enter__(self) -> CAClient:
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -320,4 +320,4 @@ def load_cert_chain_file(path: Path) -> list[x509.Certificate]:
         raise errors.ConfigError(f"cannot load the certificate {path}: no PEM certificate in it") from None
 
 
-__all__ = ["CAClient", "CAUnavailable", "UntrustedServer", "IssuedFiles", "make_csr", "new_key_and_csr"]
+__all__ = ["CAClient", "CAUnavailable", "IssuedFiles", "UntrustedServer", "make_csr", "new_key_and_csr"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 
@@ -84,7 +84,7 @@ def swap_generation(directory: str | os.PathLike[str], contents: dict[str, bytes
     """
     target = Path(directory)
     target.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H-%M-%S")
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H-%M-%S")
     generation = Path(tempfile.mkdtemp(prefix=f"..{stamp}.", dir=target))
     os.chmod(generation, 0o755)
     for name, data in contents.items():

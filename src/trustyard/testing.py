@@ -21,9 +21,9 @@ import shutil
 import socket
 import sys
 from collections.abc import Iterable
-from typing import Any, cast
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes

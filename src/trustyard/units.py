@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 _UNITS = {"y": 365 * 86400, "w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1}  # largest first
 _ORDER = list(_UNITS)
@@ -89,8 +89,8 @@ def format_time(when: datetime | str) -> str:
         except ValueError:
             return when
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    w = when.astimezone(timezone.utc)
+        when = when.replace(tzinfo=UTC)
+    w = when.astimezone(UTC)
     return f"{w.year:04d}-{w.month:02d}-{w.day:02d}T{w.hour:02d}:{w.minute:02d}:{w.second:02d}Z"
 
 
@@ -119,7 +119,7 @@ class Threshold:
     fraction: float | None = None
 
     @classmethod
-    def parse(cls, text: str) -> "Threshold":
+    def parse(cls, text: str) -> Threshold:
         match = _PERCENT.fullmatch(text) if isinstance(text, str) else None
         if match:
             value = float(match.group(1))

@@ -8,9 +8,10 @@ import http.server
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
@@ -49,7 +50,7 @@ def tarpit_and_responder() -> Iterator[tuple[int, dict[str, bytes], list[socket.
     routes: dict[str, bytes] = {}
 
     class Responder(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             body = routes.get(self.path)
             self.send_response(200 if body else 404)
             self.send_header("Content-Length", str(len(body or b"")))

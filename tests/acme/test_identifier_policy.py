@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import time
-from typing import Any, AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
@@ -104,7 +105,7 @@ def test_http01_through_a_suffix_to_loopback_is_refused_unless_listed(zone: Zone
     class Answer(http.server.BaseHTTPRequestHandler):
         hits: list[str] = []
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             self.hits.append(self.path)
             body = KEY_AUTH.encode()
             self.send_response(200)

@@ -18,17 +18,17 @@ import socket
 import subprocess
 import sys
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import tomli_w
 import yaml
 from cryptography import x509
 
+from trustyard.ca.config import load_config
 from trustyard.ca.home import InitOptions, init_home
 from trustyard.store import open_store
-from trustyard.ca.config import load_config
 from trustyard.testing import free_port, need
 
 from ..support import PASSWORD, Server, start_server

@@ -8,9 +8,10 @@ import json
 import sqlite3
 import time
 import tomllib
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest

@@ -5,7 +5,8 @@ fuzzed JWS, JWK and CSR inputs raise nothing but ``AcmeError``."""
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa

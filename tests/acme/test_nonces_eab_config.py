@@ -7,8 +7,8 @@ import hashlib
 import hmac
 import json
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest

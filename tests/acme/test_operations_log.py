@@ -4,8 +4,8 @@ as for REST (the app in-process; tests/test_serve_log.py runs the real server)."
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from datetime import timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -264,7 +264,7 @@ def test_renewal_info_window_is_two_thirds_of_lifetime(env: Env) -> None:
 
 
 def test_a_validation_lost_with_its_worker_resumes_when_polled(env: Env) -> None:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from sqlalchemy import update
 
@@ -278,7 +278,7 @@ def test_a_validation_lost_with_its_worker_resumes_when_polled(env: Env) -> None
     # as if a worker had marked it processing and died before validating
     with env.authority.store.transaction() as conn:
         conn.execute(update(acme_challenges).where(acme_challenges.c.token == challenge["token"])
-                     .values(status="processing", started_at=datetime.now(timezone.utc) - timedelta(minutes=5)))
+                     .values(status="processing", started_at=datetime.now(UTC) - timedelta(minutes=5)))
     assert poll(acme, authz_url)["status"] == "valid"
 
 

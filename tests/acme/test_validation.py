@@ -9,7 +9,8 @@ import ipaddress
 import socket
 import threading
 import time
-from typing import Any, AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
@@ -39,7 +40,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     routes: dict[str, tuple[int, dict[str, str], bytes]] = {}
     seen: list[tuple[str, str]] = []
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self.seen.append((self.headers.get("Host", ""), self.connection.getsockname()[0]))
         if self.path.startswith("/hang"):
             time.sleep(3)

@@ -8,9 +8,10 @@ import subprocess
 import sys
 import time
 import tomllib
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 import tomli_w
 from cryptography import x509

@@ -8,6 +8,7 @@ import stat
 import subprocess
 import sys
 import time
+from datetime import UTC
 from pathlib import Path
 
 import httpx
@@ -241,8 +242,8 @@ def test_trust_bundle_change_rewrites_ca_crt_without_renewal(tmp_path: Path, ca:
         serial = wait_for(lambda: serial_of(out), what="the bootstrap")
         assert len(x509.load_pem_x509_certificates((out / "ca.crt").read_bytes())) == 1
         key = generate_private_key(KeyType.EC_P256)
-        from datetime import datetime, timedelta, timezone
-        new_root = sign(root_builder(key.public_key(), "Next Root CA", datetime.now(timezone.utc),  # type: ignore[arg-type]
+        from datetime import datetime, timedelta
+        new_root = sign(root_builder(key.public_key(), "Next Root CA", datetime.now(UTC),  # type: ignore[arg-type]
                                      timedelta(days=30)), key)
         server.stop()
         with (ca.home / "ca" / "roots.pem").open("a") as fh:

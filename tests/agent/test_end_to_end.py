@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -104,7 +104,7 @@ def test_service_and_client_rotate_twice_under_load_with_zero_failures(tmp_path:
         for t in threads:
             t.start()
         try:
-            wait_for(lambda: len(server_serials) >= 3 and len(client_serials) >= 3 or bool(failures),
+            wait_for(lambda: (len(server_serials) >= 3 and len(client_serials) >= 3) or bool(failures),
                      timeout=150, interval=0.5, what="two rotations of both sides")
         finally:
             stop.set()
@@ -128,7 +128,7 @@ def test_service_and_client_rotate_twice_under_load_with_zero_failures(tmp_path:
         rogue = tmp_path / "rogue"
         rogue.mkdir()
         key = generate_private_key(KeyType.EC_P256)
-        cert = sign(root_builder(key.public_key(), "web.internal", datetime.now(timezone.utc) - timedelta(minutes=1),  # type: ignore[arg-type]
+        cert = sign(root_builder(key.public_key(), "web.internal", datetime.now(UTC) - timedelta(minutes=1),  # type: ignore[arg-type]
                                  timedelta(days=1)), key)
         (rogue / "tls.crt").write_bytes(cert.public_bytes(Encoding.PEM))
         (rogue / "tls.key").write_bytes(private_key_pem(key))

@@ -6,10 +6,10 @@ as much as it was late."""
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Iterator
 
 from trustyard.agent.config import cert_spec
 from trustyard.agent.runner import ManagedCert
@@ -18,8 +18,8 @@ from trustyard.agent.seams import Current, FakeClock
 from trustyard.ca.home import InitOptions, init_home, load_authority
 from trustyard.cli.connect import issued_files
 from trustyard.client import CAUnavailable, IssuedFiles
-from trustyard.x509.keys import PrivateKey
 from trustyard.units import format_time
+from trustyard.x509.keys import PrivateKey
 
 
 class SwitchableCA:
@@ -73,7 +73,7 @@ def one_agent(tmp_path: Path, name: str, seed: int) -> Iterator[tuple[ManagedCer
     init_home(home, None, InitOptions(allow=("*.internal",)))
     authority = load_authority(home, None, minting=True)
     token = authority.mint_token("default", name, [name], ttl=timedelta(hours=2))
-    clock = FakeClock(datetime.now(timezone.utc).replace(microsecond=0))
+    clock = FakeClock(datetime.now(UTC).replace(microsecond=0))
     authority.clock = clock.now
     ca, out = SwitchableCA(authority), Memory()
     try:

@@ -7,9 +7,9 @@ Java can be pointed at the same server and their error text fed to explain.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from trustyard.testing import Leaf, TestCA, pem, self_signed
 

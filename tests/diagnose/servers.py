@@ -9,11 +9,11 @@ import socket
 import ssl
 import threading
 import warnings
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import formatdate
 from pathlib import Path
 
-NOW = datetime.now(timezone.utc).replace(microsecond=0)
+NOW = datetime.now(UTC).replace(microsecond=0)
 DAY = timedelta(days=1)
 
 
@@ -83,7 +83,7 @@ class Server:
                     break
                 data += chunk
             ok = self.ctx is not None or data.startswith((b"GET ", b"HEAD "))
-            date = formatdate((self.date or datetime.now(timezone.utc)).timestamp(), usegmt=True)
+            date = formatdate((self.date or datetime.now(UTC)).timestamp(), usegmt=True)
             conn.sendall(f"HTTP/1.1 {'200 OK' if ok else '400 Bad Request'}\r\nDate: {date}\r\n"
                          "Content-Length: 3\r\nConnection: close\r\n\r\nok\n".encode())
         except (OSError, ssl.SSLError):

@@ -12,8 +12,8 @@ import pytest
 from trustyard.diagnose.doctor import diagnose
 from trustyard.diagnose.explain import explain
 
-from .servers import DAY, NOW, Server
 from .scenarios import PKI, _serve
+from .servers import DAY, NOW, Server
 
 
 def test_refused_dns_and_timeout() -> None:

@@ -9,11 +9,12 @@ import re
 import pytest
 from click.testing import CliRunner
 
-from . import clients
-from trustyard.testing import need
-from .scenarios import Live
 from trustyard.cli import cli
 from trustyard.diagnose.explain import corpus, explain
+from trustyard.testing import need
+
+from . import clients
+from .scenarios import Live
 
 MESSAGES = corpus().messages
 

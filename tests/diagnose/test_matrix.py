@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from . import clients
-from trustyard.testing import need
-from .scenarios import MATRIX, Live
 from trustyard.cli import main
 from trustyard.diagnose.doctor import diagnose
 from trustyard.diagnose.explain import explain
+from trustyard.testing import need
+
+from . import clients
+from .scenarios import MATRIX, Live
 
 # OpenSSL's X509_check_host falls back to the CN when a certificate has no SAN, so curl,
 # Node, Java and OpenSSL-based clients accept a CN-only certificate; Go, rustls and

@@ -11,11 +11,11 @@ from __future__ import annotations
 import base64
 import json
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-
 
 SCALE = max(1, int(os.environ.get("TRUSTYARD_FUZZ_SCALE", "1") or 1))
 

@@ -18,7 +18,8 @@ from __future__ import annotations
 import base64
 import json
 import re
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -36,10 +37,11 @@ from trustyard.ca.config import load_config
 from trustyard.ca.home import InitOptions, init_home, load_authority
 from trustyard.x509.keys import KeyType, generate_private_key
 
-from ..acme.client import Acme, AccountKey
+from ..acme.client import AccountKey, Acme
 from ..support import PASSWORD, csr_pem, new_csr
 from .strategies import b64url, budget, json_values, mutated, pem_of, replaced_values
-from .test_credentials import CERT, KEY as SELF_KEY, T, _proof_claims, _sign
+from .test_credentials import CERT, T, _proof_claims, _sign
+from .test_credentials import KEY as SELF_KEY
 from .test_csr import SEEDS as CSR_SEEDS
 
 DIRECTORY = "http://testserver/acme/acme/directory"

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime, timedelta, timezone
-from typing import Any, Iterator
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import jwt
 import pytest
@@ -32,7 +33,7 @@ from .strategies import b64url, budget, json_values, mutated, replaced_values
 
 KEY = generate_private_key(KeyType.EC_P256)
 OTHER_KEY = generate_private_key(KeyType.ED25519)
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 T = int(NOW.timestamp())
 
 
@@ -126,7 +127,7 @@ def test_signed_proofs_with_hostile_claims_verify_or_raise_401(claims: dict[str,
     result = _only_401(lambda: proofs.verify(token, proofs.RENEW))
     if result is not None:
         assert isinstance(result, proofs.Proof) and isinstance(result.jti, str)
-        assert result.expires_at - datetime.now(timezone.utc) <= proofs.MAX_PROOF_LIFETIME + timedelta(minutes=1)
+        assert result.expires_at - datetime.now(UTC) <= proofs.MAX_PROOF_LIFETIME + timedelta(minutes=1)
 
 
 # -- minting: `trustyard token NAME --san ... --ttl ... --cert-ttl ...` -------------------------

@@ -7,7 +7,7 @@ a ``PeerIdentity`` or refuses with a 401/403 problem, never an exception that be
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography import x509
@@ -44,7 +44,7 @@ def test_identity_policy_loads_or_raises_config_error(text: str) -> None:
 
 
 KEY = generate_private_key(KeyType.EC_P256)
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 _name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "orders")])
 CLIENT = (x509.CertificateBuilder().subject_name(_name).issuer_name(_name).public_key(KEY.public_key())
           .serial_number(9).not_valid_before(NOW - timedelta(days=1)).not_valid_after(NOW + timedelta(days=1))

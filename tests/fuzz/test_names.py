@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 import pytest
@@ -32,7 +32,7 @@ from trustyard.x509.profiles import intermediate_builder
 from .strategies import budget
 
 ISSUER_KEY = generate_private_key(KeyType.EC_P256)
-NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
 ISSUER = (x509.CertificateBuilder()
           .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "fuzz root")]))
           .issuer_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "fuzz root")]))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import jks
@@ -28,7 +28,7 @@ from trustyard.x509.keys import KeyType, generate_private_key, signature_hash
 
 from .strategies import budget, json_values, mutated, pem_of
 
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 ROOT_KEY = generate_private_key(KeyType.EC_P256)
 LEAF_KEY = generate_private_key(KeyType.EC_P256)
 RSA_KEY = generate_private_key(KeyType.RSA_2048)
@@ -70,7 +70,7 @@ def _jks() -> bytes:
 
 
 def _manifest() -> bytes:
-    b64 = lambda data: base64.b64encode(data).decode()  # noqa: E731
+    b64 = lambda data: base64.b64encode(data).decode()
     docs = [{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "web", "namespace": "prod"},
              "data": {"tls.crt": b64(LEAF.public_bytes(PEM)), "tls.key": b64(_key_pem(LEAF_KEY)),
                       "ca.crt": b64(ROOT.public_bytes(PEM))}},

@@ -4,7 +4,7 @@ certificate a validation target answers an ACME tls-alpn-01 challenge with."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -56,7 +56,7 @@ def test_endpoint_parse_returns_an_endpoint_or_raises_value_error(text: str) -> 
 
 KEY = generate_private_key(KeyType.EC_P256)
 PROBE = Probe("c1", "tls-alpn-01", "dns", "web.internal", "token.thumb", "a1")
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 _name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "web.internal")])
 ALPN_CERT = (x509.CertificateBuilder().subject_name(_name).issuer_name(_name).public_key(KEY.public_key())
              .serial_number(3).not_valid_before(NOW - timedelta(hours=1)).not_valid_after(NOW + timedelta(hours=1))

@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from trustyard.cli import main
+from trustyard.testing import need
 
 from ..diagnose.servers import Server
-from trustyard.testing import need
 
 SUBJ = "/CN=service-a.internal"
 
@@ -35,7 +35,7 @@ def make_selfsigned(directory: Path, subj: str = SUBJ, *extra: str) -> tuple[Pat
 
 
 def secret_yaml(name: str, cert: Path, key: Path) -> str:
-    b64 = lambda p: base64.b64encode(p.read_bytes()).decode()  # noqa: E731
+    b64 = lambda p: base64.b64encode(p.read_bytes()).decode()
     return yaml.safe_dump({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
                            "metadata": {"name": name, "namespace": "prod"},
                            "data": {"tls.crt": b64(cert), "tls.key": b64(key)}})

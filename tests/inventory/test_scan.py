@@ -23,13 +23,11 @@ from trustyard.cli import main
 from trustyard.inventory import ScanOptions, run_scan, where
 from trustyard.inventory.endpoints import Endpoint
 from trustyard.inventory.findings import Rules
+from trustyard.testing import TestCA, need, pem, self_signed
 from trustyard.units import Threshold
 from trustyard.x509.keys import private_key_pem
 
-from trustyard.testing import TestCA, pem, self_signed
-
 from ..diagnose.servers import DAY, NOW, Server
-from trustyard.testing import need
 
 
 def scan(*paths: Path, **kw) -> object:  # type: ignore[no-untyped-def]
@@ -117,7 +115,7 @@ def test_java_keystores_made_by_keytool(tmp_path: Path, ca: TestCA) -> None:
 
 def test_kubernetes_manifests_yaml_and_json(tmp_path: Path, ca: TestCA) -> None:
     leaf = ca.issue("web.prod.internal")
-    b64 = lambda data: base64.b64encode(data).decode()  # noqa: E731
+    b64 = lambda data: base64.b64encode(data).decode()
     docs = [
         {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
          "metadata": {"name": "web-tls", "namespace": "prod"},

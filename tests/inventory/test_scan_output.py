@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from trustyard.cli import main
-
 from trustyard.testing import TestCA, pem, self_signed
 
 from ..diagnose.servers import NOW

@@ -12,6 +12,7 @@ import httpx
 import pytest
 import requests
 
+from trustyard.testing import TestCA, self_signed
 from trustyard.tls import (
     IdentityMiddleware,
     IdentityPolicy,
@@ -23,7 +24,6 @@ from trustyard.tls.asgi import SCOPE_KEY
 from trustyard.tls.requests import ContextAdapter
 
 from .net import uvicorn_server
-from trustyard.testing import TestCA, self_signed
 
 POLICY = """
 [[allow]]
@@ -99,7 +99,7 @@ class TestHttpx:
         assert r.headers["content-type"] == "application/problem+json"
         problem = r.json()
         assert problem["identity"] == "spiffe://prod.internal/stranger"
-        assert "spiffe://prod.internal/stranger may not GET /orders" == problem["detail"]
+        assert problem["detail"] == "spiffe://prod.internal/stranger may not GET /orders"
 
     def test_rules_per_path_prefix_and_method(self, pki: Any, url: str) -> None:
         billing = ("spiffe://prod.internal/billing/eu",)
@@ -120,9 +120,8 @@ class TestHttpx:
         name = "spiffe://prod.internal/orders"
         leaf = self_signed(name) if kind == "self-signed" else TestCA("Rogue").issue(name)
         ctx = client_context(leaf.write_agent_dir(tmp_path / "bad", bundle=ca.bundle()))
-        with httpx.Client(verify=ctx, timeout=20) as client:
-            with pytest.raises(httpx.TransportError):
-                client.get(url + "/orders")
+        with httpx.Client(verify=ctx, timeout=20) as client, pytest.raises(httpx.TransportError):
+            client.get(url + "/orders")
 
     def test_server_from_another_ca_fails_the_handshake(self, url: str, tmp_path: Path) -> None:
         other = TestCA("Other")

@@ -10,11 +10,11 @@ import pytest
 
 from trustyard.errors import ConfigError
 from trustyard.files import write_atomic, write_private
+from trustyard.testing import TestCA, self_signed
 from trustyard.tls import client_context, server_context
 from trustyard.tls import context as context_mod
 
 from .net import Conn, EchoServer
-from trustyard.testing import TestCA, self_signed
 
 CLIENT_ID = "spiffe://prod.internal/orders"
 
@@ -52,9 +52,8 @@ class TestHandshake:
                 Conn(client_context(client_dir), server.port)
 
     def test_client_rejects_a_wrong_hostname(self, server_dir: Path, client_dir: Path) -> None:
-        with EchoServer(server_context(server_dir)) as server:
-            with pytest.raises(ssl.SSLCertVerificationError):
-                Conn(client_context(client_dir), server.port, hostname="billing.internal")
+        with EchoServer(server_context(server_dir)) as server, pytest.raises(ssl.SSLCertVerificationError):
+            Conn(client_context(client_dir), server.port, hostname="billing.internal")
 
     @pytest.mark.parametrize("kind", ["self-signed", "other CA"])
     def test_server_rejects_a_client_certificate_it_does_not_trust(
@@ -63,9 +62,8 @@ class TestHandshake:
         leaf = self_signed(CLIENT_ID) if kind == "self-signed" else other_ca.issue(CLIENT_ID)
         bad = leaf.write_agent_dir(tmp_path / "bad", bundle=ca.bundle())  # trusts our CA, presents the untrusted certificate
         with EchoServer(server_context(server_dir)) as server:
-            with pytest.raises((ssl.SSLError, OSError)):
-                with Conn(client_context(bad), server.port) as conn:
-                    conn.echo("x")
+            with pytest.raises((ssl.SSLError, OSError)), Conn(client_context(bad), server.port) as conn:
+                conn.echo("x")
             assert "certificate verify failed" in str(server.errors.get(timeout=20))
 
 
@@ -88,13 +86,12 @@ class TestRotation:
 
     def test_client_certificate_rotation(self, server_dir: Path, client_dir: Path, ca: TestCA) -> None:
         cctx = client_context(client_dir)
-        with EchoServer(server_context(server_dir)) as server:
-            with Conn(cctx, server.port) as old:
-                assert old.echo("a").startswith(CLIENT_ID)
-                ca.issue("spiffe://prod.internal/orders-v2").write_agent_dir(client_dir)
-                with Conn(cctx, server.port) as fresh:
-                    assert fresh.echo("b") == "spiffe://prod.internal/orders-v2 b"
-                assert old.echo("c") == f"{CLIENT_ID} c"
+        with EchoServer(server_context(server_dir)) as server, Conn(cctx, server.port) as old:
+            assert old.echo("a").startswith(CLIENT_ID)
+            ca.issue("spiffe://prod.internal/orders-v2").write_agent_dir(client_dir)
+            with Conn(cctx, server.port) as fresh:
+                assert fresh.echo("b") == "spiffe://prod.internal/orders-v2 b"
+            assert old.echo("c") == f"{CLIENT_ID} c"
 
     def test_half_rotated_pair_is_never_loaded(self, server_dir: Path, client_dir: Path, ca: TestCA) -> None:
         sctx, cctx = server_context(server_dir), client_context(client_dir)
@@ -163,7 +160,7 @@ class TestRotation:
                         with Conn(cctx, server.port) as conn:
                             seen.append(conn.server_serial)
                             assert conn.echo("ping").endswith("ping")
-                    except BaseException as exc:  # noqa: BLE001 - reported below
+                    except BaseException as exc:
                         failures.append(exc)
             threads = [threading.Thread(target=hammer) for _ in range(6)]
             for t in threads:

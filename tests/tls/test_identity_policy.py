@@ -9,10 +9,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from trustyard.errors import ConfigError
+from trustyard.testing import TestCA, self_signed
 from trustyard.tls import IdentityPattern, IdentityPolicy, peer_identity
 from trustyard.tls.paths import path_problem
-
-from trustyard.testing import TestCA, self_signed
 
 
 class TestPeerIdentity:

@@ -28,11 +28,11 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
 
+from trustyard.testing import TestCA
 from trustyard.tls import IdentityMiddleware, IdentityPolicy, client_context, server_context
 from trustyard.tls.uvicorn import H11TLSProtocol, TLSProtocol
 
 from .net import uvicorn_server
-from trustyard.testing import TestCA
 
 READER = "spiffe://prod.internal/reader"
 

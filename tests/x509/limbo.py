@@ -7,11 +7,12 @@ from __future__ import annotations
 import ipaddress
 import json
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from cryptography import x509
 from cryptography.utils import CryptographyDeprecationWarning
@@ -103,7 +104,7 @@ def judge(case: dict[str, Any], run: Callable[[dict[str, Any]], Outcome]) -> tup
     """agree | false_accept | false_reject | crash."""
     try:
         out = run(case)
-    except Exception as exc:  # noqa: BLE001 - a crash is what is being counted
+    except Exception as exc:
         return "crash", Outcome(None, detail=f"{type(exc).__name__}: {exc}")
     expected = case["expected_result"] == "SUCCESS"
     if out.accepted == expected:

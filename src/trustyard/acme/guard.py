@@ -14,8 +14,8 @@ resolution an attacker's DNS could answer differently):
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -35,7 +35,7 @@ class TargetGuard:
     own_ports: set[int] = field(default_factory=set)
 
     @classmethod
-    def from_allow_list(cls, entries: Iterable[str], own_ports: Iterable[int] = ()) -> "TargetGuard":
+    def from_allow_list(cls, entries: Iterable[str], own_ports: Iterable[int] = ()) -> TargetGuard:
         networks, suffixes = [], []
         for entry in entries:
             text = str(entry).strip()

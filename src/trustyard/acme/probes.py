@@ -18,8 +18,9 @@ import logging
 import socket
 import ssl
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import httptools
@@ -27,8 +28,15 @@ from cryptography import x509
 
 from ..ca.config import dns_server
 from .cares import DnsError, Lookups
-from .challenges import (ACME_IDENTIFIER_OID, ACME_TLS_ALPN, DNS_01, HTTP_01, TLS_ALPN_01, dns01_txt,
-                         tls_alpn01_extension_value)
+from .challenges import (
+    ACME_IDENTIFIER_OID,
+    ACME_TLS_ALPN,
+    DNS_01,
+    HTTP_01,
+    TLS_ALPN_01,
+    dns01_txt,
+    tls_alpn01_extension_value,
+)
 from .guard import IPAddress, TargetGuard, TargetRefused
 from .http01 import ResponseCutShort, ResponseTooLarge, http_get, unverified_context
 from .problems import AcmeCode, subproblem

@@ -9,7 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, ClassVar
 
-from ..errors import TrustyardError
+from ..errors import Code, NotFound, PolicyDenied, TrustyardError
 
 ACME_URN = "urn:ietf:params:acme:error:"
 
@@ -95,11 +95,11 @@ class AcmeError(TrustyardError):
         return body
 
     @classmethod
-    def not_found(cls, what: str) -> "AcmeError":
+    def not_found(cls, what: str) -> AcmeError:
         return cls(AcmeCode.MALFORMED, f"no such {what}", status=404)
 
     @classmethod
-    def internal(cls) -> "AcmeError":
+    def internal(cls) -> AcmeError:
         """A failure of ours: the client learns only that; the details go to the log."""
         return cls(AcmeCode.SERVER_INTERNAL, "internal error; the server log has the details")
 
@@ -109,3 +109,22 @@ def subproblem(kind: str, detail: str, identifier: dict[str, str] | None = None)
     if identifier:
         doc["identifier"] = identifier
     return doc
+
+
+def from_authority(exc: AcmeError) -> bool:
+    """The ACME form of the authority's refusal (finalize, revoke), which the authority audited."""
+    return isinstance(exc.__context__, TrustyardError) and not isinstance(exc.__context__, AcmeError)
+
+
+def from_trustyard(exc: TrustyardError) -> AcmeError:
+    """The ACME problem for a refusal raised below the protocol (authority, policy, store)."""
+    if isinstance(exc, AcmeError):
+        return exc
+    if isinstance(exc, PolicyDenied):
+        kind = "rejectedIdentifier" if exc.rule in ("names_allowed", "has_names", "dns_names_are_not_ips") else "badCSR"
+        return AcmeError(kind, exc.detail)
+    if isinstance(exc, NotFound):
+        return AcmeError("malformed", exc.detail, status=404)
+    if exc.status >= 500:
+        return AcmeError.internal()
+    return AcmeError("badCSR" if exc.code in (Code.BAD_CSR, Code.BAD_SIGNATURE, Code.BAD_NAME) else "malformed", exc.detail)

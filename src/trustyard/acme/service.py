@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import logging
 import ssl
+from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Callable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 
 from ..ca.authority import Authority
 from ..ca.config import AcmeConfig
-from ..errors import Code, Conflict, NotFound, PolicyDenied, TrustyardError
+from ..errors import Code, Conflict, PolicyDenied, TrustyardError
 from ..store import AuditEvent, refusals
 from ..x509.names import parse_name
 from ..x509.summary import serial_text
@@ -29,11 +30,24 @@ from . import ari
 from .challenges import challenge_types, key_authorization
 from .envelope import REPLAY_NONCE, RESOURCES, AcmeRequest, AcmeResponse, Caller, Envelope, Signed
 from .jws import Jwk, b64d, jwk_of, parse_jwk, parse_jws, verify_eab, verify_signature
-from .model import (AccountRow, AuthzRow, ChallengeRow, NewAuthz, OrderRow, Urls, account_json, authz_json,
-                    authz_status, challenge_json, order_json, order_status, rfc3339)
+from .model import (
+    AccountRow,
+    AuthzRow,
+    ChallengeRow,
+    NewAuthz,
+    OrderRow,
+    Urls,
+    account_json,
+    authz_json,
+    authz_status,
+    challenge_json,
+    order_json,
+    order_status,
+    rfc3339,
+)
 from .payloads import REASON_CODES, contacts, csr_for_order, identifier
 from .probes import Probe
-from .problems import AcmeError, subproblem
+from .problems import AcmeError, from_authority, from_trustyard, subproblem
 from .validation import ValidationAuthority, ValidationLimited
 
 if TYPE_CHECKING:  # the store imports this package's rows: only its type is needed here
@@ -52,7 +66,7 @@ class AcmeService:
 
     def __init__(self, authority: Authority, store: AcmeStore, config: AcmeConfig, provisioners: set[str],
                  validation: ValidationAuthority, max_body_bytes: int = 64 * 1024,
-                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.authority = authority
         self.store = store
         self.config = config
@@ -134,14 +148,14 @@ class AcmeService:
             response = _problem(exc)  # a refusal from Envelope.open names its fresh nonce already
             if caller is None:  # never authenticated: counted, not audited one by one
                 self._refused(request, exc.kind, exc.detail)
-            elif not _from_authority(exc):  # an account's request the protocol refuses: logged, not audited
+            elif not from_authority(exc):  # an account's request the protocol refuses: logged, not audited
                 self.store.sql.tell(AuditEvent(
                     actor=f"acme:{caller.account.id}" if caller.account else f"acme:jwk:{caller.jwk.thumbprint[:16]}",
                     action="request.deny",
                     target=f"acme.{request.resource}", outcome="refused",
                     detail={"code": exc.kind, "reason": exc.detail[:500]}))
         except TrustyardError as exc:  # from the authority: map to the closest ACME type
-            response = _problem(_from_trustyard(exc))
+            response = _problem(from_trustyard(exc))
         except Exception:
             log.exception("ACME %s failed", request.resource)
             response = _problem(AcmeError.internal())
@@ -324,7 +338,7 @@ class AcmeService:
             issued = self.authority.issue_for_order(order.provisioner, csr, names,
                                                     actor=f"acme:{order.account_id}")
         except TrustyardError as exc:
-            error = _from_trustyard(exc)
+            error = from_trustyard(exc)
             self.store.end_finalize(order.id, None, error.problem())
             raise error from None
         except Exception:
@@ -475,24 +489,6 @@ def _probe(challenge: ChallengeRow, authz: AuthzRow, jwk: Jwk) -> Probe:
 def _own(caller: Caller) -> AccountRow:
     assert caller.account is not None  # KID_ONLY resources always have one
     return caller.account
-
-
-def _from_authority(exc: AcmeError) -> bool:
-    """The ACME form of the authority's refusal (finalize, revoke), which the authority audited."""
-    return isinstance(exc.__context__, TrustyardError) and not isinstance(exc.__context__, AcmeError)
-
-
-def _from_trustyard(exc: TrustyardError) -> AcmeError:
-    if isinstance(exc, AcmeError):
-        return exc
-    if isinstance(exc, PolicyDenied):
-        kind = "rejectedIdentifier" if exc.rule in ("names_allowed", "has_names", "dns_names_are_not_ips") else "badCSR"
-        return AcmeError(kind, exc.detail)
-    if isinstance(exc, NotFound):
-        return AcmeError("malformed", exc.detail, status=404)
-    if exc.status >= 500:
-        return AcmeError.internal()
-    return AcmeError("badCSR" if exc.code in (Code.BAD_CSR, Code.BAD_SIGNATURE, Code.BAD_NAME) else "malformed", exc.detail)
 
 
 def _problem(exc: AcmeError) -> AcmeResponse:

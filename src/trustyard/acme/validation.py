@@ -19,7 +19,8 @@ import math
 import threading
 import time
 import weakref
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .probes import TIMEOUT_GRACE, Checker, Probe, problem
 from .slots import AccountSlots, FairSlots

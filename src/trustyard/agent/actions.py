@@ -35,7 +35,7 @@ def run_reload(action: ReloadAction, out_dir: Path) -> str:
     if action.command:
         env = reload_env(out_dir)
         try:
-            done = subprocess.run(action.command, shell=True, env=env, stdout=subprocess.PIPE,  # noqa: S602 - operator's command
+            done = subprocess.run(action.command, shell=True, env=env, stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, timeout=RELOAD_TIMEOUT_SECONDS, stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired as exc:
             raise ReloadFailed(f"reload command {action.command!r} timed out after {RELOAD_TIMEOUT_SECONDS}s"

@@ -27,10 +27,11 @@ from __future__ import annotations
 import re
 import signal
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from ..errors import ConfigError
 from ..units import Threshold, parse_duration

@@ -37,7 +37,7 @@ def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def render(agent: "Agent") -> str:
+def render(agent: Agent) -> str:
     now = agent.clock.now()
     samples: dict[str, list[str]] = {name: [] for name, _, _ in _GAUGES}
     for m in agent.managed:
@@ -72,7 +72,7 @@ def render(agent: "Agent") -> str:
     return "\n".join(lines) + "\n"
 
 
-def health(agent: "Agent") -> tuple[int, dict[str, Any]]:
+def health(agent: Agent) -> tuple[int, dict[str, Any]]:
     now = agent.clock.now()
     reports = [m.report(now) for m in agent.managed]
     healthy = all(r["level"] != Level.ERROR.value for r in reports)
@@ -80,9 +80,9 @@ def health(agent: "Agent") -> tuple[int, dict[str, Any]]:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    agent: "Agent"
+    agent: Agent
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         if path == "/metrics":
             status, body, ctype = 200, render(self.agent).encode(), "text/plain; version=0.0.4; charset=utf-8"
@@ -97,12 +97,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet access log
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
 class MetricsServer:
-    def __init__(self, agent: "Agent", host: str, port: int) -> None:
+    def __init__(self, agent: Agent, host: str, port: int) -> None:
         handler = type("Handler", (_Handler,), {"agent": agent})
         self.httpd = ThreadingHTTPServer((host, port), handler)
         self.httpd.daemon_threads = True
@@ -113,7 +113,7 @@ class MetricsServer:
         host, port = self.httpd.server_address[:2]
         return str(host), int(port)
 
-    def start(self) -> "MetricsServer":
+    def start(self) -> MetricsServer:
         self.thread.start()
         return self
 

@@ -18,17 +18,17 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Callable, Iterable
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from .. import errors
-from ..errors import Code, ExitCode
 from ..ca import proofs
 from ..client import CAUnavailable, IssuedFiles, make_csr, new_key_and_csr
+from ..errors import Code, ExitCode
 from ..units import format_time, humanize
 from ..x509.keys import KeyType, PrivateKey, generate_private_key, key_type_of
 from ..x509.names import name_text, sans_of

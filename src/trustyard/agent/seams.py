@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
@@ -106,7 +106,7 @@ class FileOutput:
         try:
             chain = x509.load_pem_x509_certificates(self.cert.read_bytes())
             key = load_private_key_pem(self.key.read_bytes())
-            mtime = datetime.fromtimestamp(os.stat(self.cert).st_mtime, timezone.utc)
+            mtime = datetime.fromtimestamp(os.stat(self.cert).st_mtime, UTC)
         except (OSError, ValueError):
             return None
         if not chain or not same_public_key(chain[0].public_key(), key.public_key()):  # type: ignore[arg-type]
@@ -156,7 +156,7 @@ class SystemClock:
         self._stopping = threading.Event()
 
     def now(self) -> datetime:
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
 
     def sleep(self, seconds: float) -> bool:
         return not self._stopping.wait(max(seconds, 0.0))
@@ -173,7 +173,7 @@ class FakeClock:
     """Time moves only when someone sleeps."""
 
     def __init__(self, start: datetime | None = None) -> None:
-        self.current = start or datetime(2030, 1, 1, tzinfo=timezone.utc)
+        self.current = start or datetime(2030, 1, 1, tzinfo=UTC)
         self.stopped = False
 
     def now(self) -> datetime:

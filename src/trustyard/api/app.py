@@ -12,8 +12,9 @@ import json
 import logging
 import os
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -29,8 +30,8 @@ from ..ca.config import Config
 from ..errors import BadRequest, Forbidden, TrustyardError, Unauthorized
 from ..units import format_time
 from . import metrics
-from .openapi import SPEC
 from .durability import durably
+from .openapi import SPEC
 from .problems import http_error, trustyard_error, unexpected_error
 
 log = logging.getLogger("trustyard.api")

@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
-from typing import Sequence
+from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from cryptography import x509
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -46,7 +46,7 @@ def render(ca_certs: Sequence[tuple[str, x509.Certificate]]) -> bytes:
     else:
         registry = REGISTRY
     body = generate_latest(registry)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     lines = ["# HELP trustyard_ca_certificate_seconds_left Seconds until a CA certificate expires",
              "# TYPE trustyard_ca_certificate_seconds_left gauge"]
     for role, cert in ca_certs:

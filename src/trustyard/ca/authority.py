@@ -8,9 +8,10 @@ Every refusal is audited with the rule and value that caused it.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Callable, Generic, Mapping, TypeVar
+from datetime import UTC, datetime, timedelta
+from typing import Generic, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -65,7 +66,7 @@ class Authority(Generic[L]):
 
     def __init__(self, signer: Signer, chain: list[x509.Certificate], roots: list[x509.Certificate],
                  store: L, provisioners: Mapping[str, Provisioner],
-                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.signer = signer
         self.chain = tuple(chain)
         self.roots = tuple(roots)
@@ -308,7 +309,7 @@ class Authority(Generic[L]):
         for listener in self.listeners:
             listener(event, provisioner)
 
-    def _denials(self, action: str, actor: str) -> "_DenialAudit":
+    def _denials(self, action: str, actor: str) -> _DenialAudit:
         return _DenialAudit(self, action, actor)
 
     def get(self, serial: str) -> CertRecord | None:

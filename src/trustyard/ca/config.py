@@ -21,10 +21,11 @@ from __future__ import annotations
 import ipaddress
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..errors import ConfigError
 from ..policy import Policy, parse_patterns
@@ -144,7 +145,7 @@ class AcmeConfig:
             doc["eab"] = {p: dict(keys) for p, keys in self.eab.items()}
         return doc
 
-    def with_env(self, environ: Mapping[str, str]) -> "AcmeConfig":
+    def with_env(self, environ: Mapping[str, str]) -> AcmeConfig:
         changes: dict[str, Any] = {}
         try:
             if environ.get("TRUSTYARD_ACME_HTTP_PORT"):

@@ -18,7 +18,7 @@ import ipaddress
 import os
 import secrets
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import tomli_w
@@ -104,7 +104,7 @@ def init_home(home: Path, password: bytes | None, options: InitOptions = InitOpt
     os.chmod(home, 0o700)
     config = Config(home=home, encrypted_keys=password is not None, database_url=options.database_url,
                     listen=options.listen, url=f"https://{_url_host(options.listen)}")
-    now = datetime.now(timezone.utc) - timedelta(minutes=1)
+    now = datetime.now(UTC) - timedelta(minutes=1)
 
     root_key = generate_private_key(options.key_type)
     root = sign(root_builder(root_key.public_key(), f"{options.name} Root CA", now, root_ttl,  # type: ignore[arg-type]

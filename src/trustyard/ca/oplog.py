@@ -28,8 +28,9 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Callable
 from contextvars import ContextVar
-from typing import Any, Callable
+from typing import Any
 
 from ..store import AuditEvent, refusals
 

@@ -12,7 +12,7 @@ import base64
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
@@ -41,7 +41,7 @@ def csr_digest(csr_der: bytes) -> str:
 
 
 def make(key: PrivateKey, chain: list[x509.Certificate], audience: str, **claims: Any) -> str:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     body = {"aud": audience, "iat": int(now.timestamp()), "exp": int((now + timedelta(minutes=2)).timestamp()),
             "jti": secrets.token_urlsafe(24), **claims}
     x5c = [base64.b64encode(c.public_bytes(Encoding.DER)).decode() for c in chain]
@@ -96,4 +96,4 @@ def verify(token: str, audience: str, certificate: x509.Certificate | None = Non
     if claims["exp"] - claims["iat"] > MAX_PROOF_LIFETIME.total_seconds():
         raise Unauthorized("the proof lives longer than 5 minutes: refused", code="badProof")
     return Proof(certificate=cert, claims=claims, jti=str(claims["jti"]),
-                 expires_at=datetime.fromtimestamp(int(claims["exp"]), timezone.utc))
+                 expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC))

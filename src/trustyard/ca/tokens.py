@@ -8,9 +8,10 @@ Claims: ``iss`` (provisioner), ``aud`` = ``trustyard:sign``, ``sub`` (the NAME),
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Any, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import jwt
 
@@ -38,7 +39,7 @@ def mint(key: PrivateKey, provisioner: str, subject: str, sans: list[str], ttl: 
          cert_ttl: timedelta | None = None, now: datetime | None = None) -> tuple[str, TokenClaims]:
     if ttl <= timedelta(0) or ttl > MAX_TOKEN_LIFETIME:
         raise ValueError(f"a token may live at most {format_duration(MAX_TOKEN_LIFETIME)}, not {format_duration(ttl)}")
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     claims: dict[str, Any] = {
         "iss": provisioner, "aud": AUDIENCE, "sub": subject, "sans": list(sans),
         "iat": int(now.timestamp()), "nbf": int(now.timestamp()), "exp": int((now + ttl).timestamp()),
@@ -96,6 +97,6 @@ def _claims(claims: Mapping[str, Any]) -> TokenClaims:
     return TokenClaims(
         provisioner=str(claims["iss"]), subject=str(claims["sub"]),
         sans=tuple(claims.get("sans") or [claims["sub"]]), jti=str(claims["jti"]),
-        expires_at=datetime.fromtimestamp(int(claims["exp"]), timezone.utc),
+        expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
         cert_ttl=ttl if isinstance(ttl, str) else None,
     )

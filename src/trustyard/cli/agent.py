@@ -130,12 +130,11 @@ def agent(config_file: str | None, name: str | None, sans: tuple[str, ...], toke
     retrying cannot fix (a policy refusal such as a lifetime outside the provisioner's
     bounds or a name it does not allow, or another 400/403 problem), with the CA's message.
     """
+    from .. import clientconfig
     from ..agent import config as cfg
     from ..agent.metrics import MetricsServer
     from ..agent.runner import Agent, ManagedCert
     from ..agent.seams import FileOutput, HTTPBackend, SystemClock
-
-    from .. import clientconfig
 
     _setup_logging(as_json, log_level)
     top = {"ca_url": ca_url, "root": root, "metrics_listen": metrics_listen, "roots_interval": roots_interval}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -264,7 +264,7 @@ def audit_text(entries: list[dict[str, Any]], counted: list[dict[str, Any]]) -> 
         return "No audit entries found."
     parts = []
     if entries:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         parts.append(table([("SEQ", "TIME", "AGE", "OUTCOME", "ACTION", "TARGET", "ACTOR", "DETAIL")] + [
             (str(e["seq"]), format_time(e["at"]), _age(now, e["at"]), e["outcome"], e["action"], e["target"],
              e["actor"], _detail(e)) for e in entries]))

@@ -6,7 +6,7 @@ Files are read by the scanner's readers (``inventory.sources``) and judged by it
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +133,7 @@ def inspect(targets: tuple[str, ...], password: str | None, fmt: str, as_json: b
             raise _local("no certificate to write")
         click.echo(pem_bundle(c.cert for c in inv.certificates), nl=False)
         return
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     try:
         summaries = [{"location": c.location, **summarize(c.cert, now), **extension_summary(c.cert)}
                      for c in inv.certificates]

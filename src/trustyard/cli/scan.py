@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TextIO
 
 import click
@@ -105,7 +105,7 @@ def scan(paths: tuple[str, ...], endpoints: tuple[Endpoint, ...], environments: 
     if not (paths or endpoints or environments):
         raise click.UsageError("give at least one PATH, --env NAME=PATH or --endpoint HOST:PORT")
     try:
-        rules = Rules(now=datetime.now(timezone.utc), warn=warn, max_leaf_validity=parse_duration(max_validity))
+        rules = Rules(now=datetime.now(UTC), warn=warn, max_leaf_validity=parse_duration(max_validity))
         timeout_s = parse_duration(timeout).total_seconds()
     except ValueError as exc:
         raise BadRequest(str(exc)) from None

@@ -13,10 +13,11 @@ from __future__ import annotations
 import socket
 import ssl
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 from cryptography import x509
@@ -25,8 +26,8 @@ from cryptography.utils import CryptographyDeprecationWarning
 from ..errors import BadRequest
 from ..units import format_time
 from ..x509.chain import check_validity
-from ..x509.verify import Usage, verify
 from ..x509.summary import summarize
+from ..x509.verify import Usage, verify
 from .explain import describe, explain
 from .probe import ProbeResult, is_ip, looks_like_tls, probe, sniff_plaintext
 
@@ -98,7 +99,7 @@ def diagnose(
     bundle = ", ".join(bundle_paths) or "(none)"
     result = probe(host, port, sni=None if is_ip(expected) else expected, timeout=timeout, cert_file=cert_file,
                    key_file=key_file, http_request=True)
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     chain = [_evidence(c, now) for c in result.chain]
     ev = {"bundle": bundle, "name": expected, "host": host, "port": port}
 
@@ -137,7 +138,7 @@ def classify_chain(
     validity) with the evidence, and tells a wrong local clock from an expired
     certificate when the server's clock is known.
     """
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     chain = [_evidence(c, now) for c in served]
     ev: dict[str, Any] = {"bundle": bundle, "name": name, "host": host, "port": port}
     if not served:
@@ -170,7 +171,7 @@ def classify_chain(
 def _text(name: x509.Name) -> str:
     try:
         return name.rfc4514_string()
-    except Exception:  # noqa: BLE001 - evidence only; an odd attribute must not end the diagnosis
+    except Exception:
         return "(unprintable name)"
 
 
@@ -202,7 +203,7 @@ def _tls_failure(target: str, result: ProbeResult, chain: list[dict[str, Any]], 
             extra = {"server_protocol": wide.protocol, "server_cipher": wide.cipher, **_client_offer()}
             summary = (f"no TLS version or cipher suite in common: the server agrees only to {wide.protocol} "
                        f"with {wide.cipher}; {summary}")
-            chain = chain or [_evidence(c, datetime.now(timezone.utc)) for c in wide.chain]
+            chain = chain or [_evidence(c, datetime.now(UTC)) for c in wide.chain]
     return _verdict(target, code, summary, chain, tls_error=text, cert_requested=result.cert_requested,
                     client_cert_sent=result.client_cert_sent, **extra, **ev)
 
@@ -250,7 +251,7 @@ def _confirm(target: str, host: str, port: int, expected: str, bundle_paths: lis
                 tls.settimeout(min(timeout, 1.0))
                 try:
                     tls.recv(1024)
-                except (TimeoutError, socket.timeout):
+                except TimeoutError:
                     pass
     except (ssl.SSLError, ssl.CertificateError, OSError) as exc:
         found = explain(str(exc))
@@ -271,7 +272,7 @@ def _evidence(cert: x509.Certificate, now: datetime) -> dict[str, Any]:
         with warnings.catch_warnings():  # a zero or negative serial is evidence too
             warnings.simplefilter("ignore", CryptographyDeprecationWarning)
             s = summarize(cert, now)
-    except Exception as exc:  # noqa: BLE001 - a malformed certificate is evidence, not a crash
+    except Exception as exc:
         return {"subject": "(unparsable)", "issuer": "", "sans": [], "not_before": "", "not_after": "",
                 "seconds_left": None, "self_signed": None, "is_ca": None, "fingerprint_sha256": "",
                 "error": f"{type(exc).__name__}: {exc}"}

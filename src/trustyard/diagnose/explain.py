@@ -158,5 +158,14 @@ def describe(code: str) -> Code:
     return corpus().codes[code]
 
 
-__all__ = ["LAYERS", "Explanation", "explain", "classify", "describe", "detect_client", "corpus", "fill",
-           "confirm_command"]
+__all__ = [
+    "LAYERS",
+    "Explanation",
+    "classify",
+    "confirm_command",
+    "corpus",
+    "describe",
+    "detect_client",
+    "explain",
+    "fill",
+]

@@ -114,4 +114,4 @@ def address(host: str | None, port: int | None) -> str:
     return f"{shown}:{port or '<port>'}"
 
 
-__all__ = ["Mentioned", "mentioned", "address", "is_ip"]
+__all__ = ["Mentioned", "address", "is_ip", "mentioned"]

@@ -94,7 +94,7 @@ def probe(
     except ConnectionRefusedError as exc:
         result.network_error, result.network_detail = "refused", str(exc)
         return result
-    except (TimeoutError, socket.timeout) as exc:
+    except TimeoutError as exc:
         result.network_error, result.network_detail = "timeout", str(exc) or "connect timed out"
         return result
     except OSError as exc:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
-
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 from ..diagnose.probe import probe
 from .model import CertItem, Inventory, ReadError
@@ -21,7 +20,7 @@ class Endpoint:
     sni: str | None = None
 
     @classmethod
-    def parse(cls, text: str) -> "Endpoint":
+    def parse(cls, text: str) -> Endpoint:
         """``host:port``, ``[::1]:443`` or ``host:port/sni``."""
         raw = text.strip()
         for prefix in ("https://", "tls://"):

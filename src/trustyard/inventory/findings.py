@@ -4,9 +4,9 @@ interesting findings (shared keys, copies across environments) are about several
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Callable, Iterator
 
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID

@@ -11,8 +11,8 @@ from cryptography import x509
 
 from ..units import format_time
 from ..x509.chain import label
-from ..x509.summary import fingerprint_sha256, is_ca, is_self_signed, serial_text, spki_sha256
 from ..x509.names import name_text, sans_of
+from ..x509.summary import fingerprint_sha256, is_ca, is_self_signed, serial_text, spki_sha256
 
 
 class Severity(enum.IntEnum):
@@ -22,7 +22,7 @@ class Severity(enum.IntEnum):
     CRITICAL = 3
 
     @classmethod
-    def parse(cls, text: str) -> "Severity":
+    def parse(cls, text: str) -> Severity:
         try:
             return cls[text.upper()]
         except KeyError:
@@ -152,7 +152,7 @@ class Inventory:
     errors: list[ReadError] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
 
-    def extend(self, other: "Inventory") -> None:
+    def extend(self, other: Inventory) -> None:
         self.certificates += other.certificates
         self.keys += other.keys
         self.errors += other.errors

@@ -8,7 +8,7 @@ import csv
 import io
 import json
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from ..units import humanize
 from .findings import SEVERITY
@@ -54,7 +54,7 @@ SHORT = 16  # hex digits of the fingerprint the table prints; --where accepts th
 def to_table(inv: Inventory, now: datetime | None = None) -> str:
     """One row per distinct certificate with its locations beneath, then the findings, most
     severe first, each with the ``fix:`` commands, then the summary line."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     lines: list[str] = []
     by_fp: dict[str, list[CertItem]] = {}
     for c in inv.certificates:
@@ -92,7 +92,7 @@ def to_table(inv: Inventory, now: datetime | None = None) -> str:
         lines.append(f"{'SEVERITY':9} {'CODE':{code_w}}  {'CERTIFICATE':{SHORT}}  DETAIL")
         for f in inv.findings:
             short = f.fingerprint[:SHORT] if f.fingerprint else "-"
-            lines.append(f"{str(f.severity):9} {f.code:{code_w}}  {short:{SHORT}}  {f.detail}")
+            lines.append(f"{f.severity!s:9} {f.code:{code_w}}  {short:{SHORT}}  {f.detail}")
             everywhere = f.fingerprint and set(f.locations) == {i.location for i in by_fp.get(f.fingerprint, [])}
             if not everywhere:
                 for loc in f.locations:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from cryptography import x509
 
@@ -22,7 +23,7 @@ class ScanOptions:
     endpoints: tuple[Endpoint, ...] = ()
     ca_bundles: tuple[str, ...] = ()
     passwords: tuple[bytes, ...] = DEFAULT_PASSWORDS
-    rules: Rules = field(default_factory=lambda: Rules(now=datetime.now(timezone.utc)))
+    rules: Rules = field(default_factory=lambda: Rules(now=datetime.now(UTC)))
     timeout: float = 5.0
     concurrency: int = DEFAULT_CONCURRENCY
 

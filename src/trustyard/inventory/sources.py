@@ -16,9 +16,10 @@ import os
 import re
 import stat
 import warnings
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -132,7 +133,7 @@ def parse_blob(
     head = data[:64].lstrip()
     if data[:4] in _JKS_MAGIC:
         _read_jks(data, location, options, inv)
-    elif manifest or head.startswith((b"apiVersion", b"kind", b"---", b"{")) and b"kind" in data[:4096]:
+    elif manifest or (head.startswith((b"apiVersion", b"kind", b"---", b"{")) and b"kind" in data[:4096]):
         if b"-----BEGIN" in data or b"LS0tLS1CRUdJT" in data:  # PEM, plain or base64
             _read_manifest(data, location, options, inv)
     elif b"-----BEGIN" in data:

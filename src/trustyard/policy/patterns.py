@@ -21,8 +21,8 @@ itself, the wildcard of a whole allowed zone, is never implied.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from cryptography import x509
 
@@ -37,7 +37,7 @@ class NamePattern:
     text: str
 
     @classmethod
-    def parse(cls, text: str) -> "NamePattern":
+    def parse(cls, text: str) -> NamePattern:
         raw = str(text).strip()
         if "://" in raw:
             return cls("uri", uris.parse_uri_pattern(raw))

@@ -7,9 +7,9 @@ the ``Decision``: the exact names and lifetime the certificate will get.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Callable, Sequence
 
 from cryptography import x509
 
@@ -45,18 +45,18 @@ class Decision:
 Rule = Callable[["Policy", IssuanceRequest], None]
 
 
-def no_ca(policy: "Policy", req: IssuanceRequest) -> None:
+def no_ca(policy: Policy, req: IssuanceRequest) -> None:
     if req.asks_for_ca:
         raise PolicyDenied("no_ca", "CA:TRUE", "the CSR asks for a CA certificate (basicConstraints CA:TRUE); "
                            "trustyard issues only leaf certificates")
 
 
-def has_names(policy: "Policy", req: IssuanceRequest) -> None:
+def has_names(policy: Policy, req: IssuanceRequest) -> None:
     if not req.names:
         raise PolicyDenied("has_names", None, "the request names no DNS name, IP address or URI")
 
 
-def uri_names_exact(policy: "Policy", req: IssuanceRequest) -> None:
+def uri_names_exact(policy: Policy, req: IssuanceRequest) -> None:
     """A URI SAN (a SPIFFE ID above all) must be in normal form: no ``..``, ``%``, empty
     segment, query, fragment, port or userinfo; one identity has one spelling."""
     for name in req.names:
@@ -67,7 +67,7 @@ def uri_names_exact(policy: "Policy", req: IssuanceRequest) -> None:
                                    f"URI {name.value!r} is not in normal form: {problem}")
 
 
-def dns_names_are_not_ips(policy: "Policy", req: IssuanceRequest) -> None:
+def dns_names_are_not_ips(policy: Policy, req: IssuanceRequest) -> None:
     """A DNS SAN that reads as an IP address (``10.0.0.1``, ``0x7f.1``) would let a DNS pattern
     such as ``*`` grant an address: IPs are IP SANs, allowed only by a CIDR."""
     for name in req.names:
@@ -76,7 +76,7 @@ def dns_names_are_not_ips(policy: "Policy", req: IssuanceRequest) -> None:
                                f"{name.value!r} reads as an IP address, not a DNS name: ask for it as an IP SAN")
 
 
-def names_allowed(policy: "Policy", req: IssuanceRequest) -> None:
+def names_allowed(policy: Policy, req: IssuanceRequest) -> None:
     for name in req.names:
         if not any(p.matches(name, policy.wildcards) for p in policy.allow):
             allowed = ", ".join(str(p) for p in policy.allow) or "(nothing)"
@@ -87,14 +87,14 @@ def names_allowed(policy: "Policy", req: IssuanceRequest) -> None:
                                f"(allowed: {allowed})")
 
 
-def key_type_allowed(policy: "Policy", req: IssuanceRequest) -> None:
+def key_type_allowed(policy: Policy, req: IssuanceRequest) -> None:
     if req.key_type is None or req.key_type not in policy.key_types:
         allowed = ", ".join(k.value for k in policy.key_types)
         raise PolicyDenied("key_type_allowed", req.key_description,
                            f"key type {req.key_description} is not allowed (allowed: {allowed})")
 
 
-def ttl_bounds(policy: "Policy", req: IssuanceRequest) -> None:
+def ttl_bounds(policy: Policy, req: IssuanceRequest) -> None:
     ttl = req.ttl if req.ttl is not None else policy.default_ttl
     if ttl < policy.min_ttl or ttl > policy.max_ttl:
         raise PolicyDenied("ttl_bounds", format_duration(ttl),
@@ -102,7 +102,7 @@ def ttl_bounds(policy: "Policy", req: IssuanceRequest) -> None:
                            f"{format_duration(policy.max_ttl)}]")
 
 
-def within_cap(policy: "Policy", req: IssuanceRequest) -> None:
+def within_cap(policy: Policy, req: IssuanceRequest) -> None:
     """A token minted with a certificate lifetime, and a renewal, never buy a longer one."""
     ttl = req.ttl if req.ttl is not None else policy.default_ttl
     if req.ttl_cap is not None and ttl > req.ttl_cap:
@@ -111,7 +111,7 @@ def within_cap(policy: "Policy", req: IssuanceRequest) -> None:
                            f"{req.cap_source or 'the request'} allows: ask for at most that")
 
 
-def within_issuer(policy: "Policy", req: IssuanceRequest) -> None:
+def within_issuer(policy: Policy, req: IssuanceRequest) -> None:
     left = req.issuer_not_after - req.now
     if left < policy.min_ttl:
         raise PolicyDenied("within_issuer", format_time(req.issuer_not_after),

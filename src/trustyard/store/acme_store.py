@@ -17,10 +17,11 @@ from __future__ import annotations
 import json
 import random
 import secrets
+from collections.abc import Iterable
 from contextlib import AbstractContextManager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from operator import attrgetter
-from typing import Any, Iterable
+from typing import Any
 
 from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -39,7 +40,7 @@ def new_id() -> str:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class AcmeStore:

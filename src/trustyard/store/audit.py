@@ -23,9 +23,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Iterable
+from datetime import UTC, datetime
+from typing import Any
 
 from .records import AuditEntry
 
@@ -57,7 +58,7 @@ def entry_hash(prev_hash: str, seq: int, at: datetime, actor: str, action: str, 
     """SHA-256 over the previous hash and the entry (``key=None``: entries from before the
     audit key), or HMAC-SHA256 under ``key``."""
     canonical = json.dumps(
-        [seq, at.astimezone(timezone.utc).isoformat(), actor, action, target, outcome, detail],
+        [seq, at.astimezone(UTC).isoformat(), actor, action, target, outcome, detail],
         sort_keys=True, separators=(",", ":"), ensure_ascii=True,
     )
     message = (prev_hash + canonical).encode()

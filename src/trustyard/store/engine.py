@@ -34,14 +34,15 @@ import fcntl
 import logging
 import os
 import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
-from sqlalchemy import create_engine, event, func, select, text
 from sqlalchemy import Engine as SaEngine
+from sqlalchemy import create_engine, event, func, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import StaticPool
 
@@ -49,7 +50,6 @@ from .prepared import Plan, PlanResult
 from .records import AuditEvent
 from .schema import certificates
 from .seal import AuditSeal
-
 
 _DEFERRED: ContextVar[list[Callable[[], None]] | None] = ContextVar("trustyard_deferred_flush", default=None)
 
@@ -102,11 +102,11 @@ def deferred_flush() -> Iterator[list[Callable[[], None]]]:
 def utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def normalize_url(url: str) -> str:

@@ -18,7 +18,8 @@ silently autocommit).
 from __future__ import annotations
 
 from collections import namedtuple
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from sqlalchemy import exc
 from sqlalchemy.engine import Connection, Dialect
@@ -29,7 +30,7 @@ from sqlalchemy.sql.selectable import Select
 class PlanResult:
     """The subset of SQLAlchemy's ``CursorResult`` the store uses."""
 
-    __slots__ = ("rowcount", "_rows")
+    __slots__ = ("_rows", "rowcount")
 
     def __init__(self, rowcount: int, rows: list[Any]) -> None:
         self.rowcount, self._rows = rowcount, rows

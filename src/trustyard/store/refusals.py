@@ -10,14 +10,14 @@ own prefix adds no rows either.
 from __future__ import annotations
 
 import ipaddress
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, select
 
+from .engine import Database, utc
 from .records import AuditEvent
 from .schema import refusals
-from .engine import Database, utc
 
 INTERVAL = timedelta(hours=1)
 RETENTION = timedelta(days=90)
@@ -40,9 +40,9 @@ def note(sql: Database, source: str, reason: str, now: datetime | None = None, m
     """Count one refusal of ``source`` for ``reason`` (``ACTION:CODE``) in the current interval's
     row. The store's observers hear of it as a ``request.deny`` event with outcome ``counted``
     (``message``, what the caller was told, goes only to them: it is not stored)."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     step = int(INTERVAL.total_seconds())
-    start = datetime.fromtimestamp(int(now.timestamp()) // step * step, timezone.utc)
+    start = datetime.fromtimestamp(int(now.timestamp()) // step * step, UTC)
     values = {"interval_start": start, "source": source[:64], "reason": reason[:96], "count": 1, "last_at": now}
     from sqlalchemy.dialects import postgresql, sqlite  # here: importing both costs every command ~30 ms
 
@@ -72,6 +72,6 @@ def rows(sql: Database, since: datetime | None = None) -> list[dict[str, Any]]:
 
 def purge(sql: Database, now: datetime | None = None) -> int:
     """Drop the counts of intervals older than ``RETENTION``; the number of rows deleted."""
-    cutoff = (now or datetime.now(timezone.utc)) - RETENTION
+    cutoff = (now or datetime.now(UTC)) - RETENTION
     with sql.transaction(durable=False) as conn:
         return conn.execute(delete(refusals).where(refusals.c.interval_start < cutoff)).rowcount

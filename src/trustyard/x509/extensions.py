@@ -75,7 +75,7 @@ def extension_summary(cert: x509.Certificate) -> dict[str, Any]:
 
 def extension_lines(doc: dict[str, Any]) -> list[tuple[str, str]]:
     """(openssl's name, value) rows for :func:`extension_summary`; absent extensions say so."""
-    critical = lambda d: ", critical" if d["critical"] else ""  # noqa: E731
+    critical = lambda d: ", critical" if d["critical"] else ""
     bc = doc["basic_constraints"]
     if bc is None:
         basic = "(absent)"

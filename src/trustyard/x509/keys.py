@@ -20,7 +20,7 @@ class KeyType(str, enum.Enum):
     RSA_4096 = "rsa-4096"
 
     @classmethod
-    def parse(cls, text: str) -> "KeyType":
+    def parse(cls, text: str) -> KeyType:
         try:
             return cls(text.lower())
         except ValueError:

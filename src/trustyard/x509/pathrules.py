@@ -12,8 +12,9 @@ URIs, so every SPIFFE leaf it issues is such a chain).
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Sequence
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ed448, ed25519, rsa

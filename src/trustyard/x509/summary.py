@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timezone
-from typing import Any, Iterable
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -67,7 +68,7 @@ def is_self_signed(cert: x509.Certificate) -> bool:
 
 
 def summarize(cert: x509.Certificate, now: datetime | None = None) -> dict[str, Any]:
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     not_after = cert.not_valid_after_utc
     return {
         "subject": cert.subject.rfc4514_string(),

@@ -27,18 +27,19 @@ from __future__ import annotations
 
 import ipaddress
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import islice
 from datetime import UTC, datetime
-from typing import Literal, Sequence
+from itertools import islice
+from typing import Literal
 
 from cryptography import x509
 from cryptography.utils import CryptographyDeprecationWarning
 
 from . import chain as chainlib
 from .leaf import Problem, leaf_problems
-from .revocation import revocation_problem
 from .pathrules import fallback_problem, path_problem, pyca_problem, pyca_usable
+from .revocation import revocation_problem
 from .summary import fingerprint_sha256
 
 Usage = Literal["server", "client"]
@@ -130,7 +131,7 @@ def verify(
     try:
         return _verify(peer, list(intermediates), list(anchors), usage, name, at, max_depth, list(known),
                        check_dates, check_leaf, list(crls))
-    except Exception as exc:  # noqa: BLE001 - hostile input must end in a designed answer
+    except Exception as exc:
         return Verification([peer], [Problem("trust", "malformed_certificate",
                                              f"a certificate cannot be processed: {type(exc).__name__}: {exc}")],
                             method="trustyard")
@@ -175,7 +176,7 @@ def unparsable(cert: x509.Certificate) -> str | None:
             cert.subject.rfc4514_string()
             cert.issuer.rfc4514_string()
             cert.not_valid_after_utc  # noqa: B018
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
     return None
 
