@@ -106,7 +106,8 @@ def roots(ca_url: str | None, fingerprint: str, out: str | None, save: bool, as_
         if saved_to is None:
             return f"wrote {len(certs)} root(s) to {out}" if out else bundle.rstrip()
         lines = [f"wrote {len(certs)} root(s) to {out}"] if out else []
-        return "\n".join(lines + [
+        return "\n".join([
+            *lines,
             f"The root certificate has been saved in {saved_to.root} "
             f"({pinned[0].subject.rfc4514_string()}, sha256 {wanted}).",
             f"The client configuration has been saved in {saved_to.path} (ca_url {ca_url}).",

@@ -51,7 +51,7 @@ def is_ip(host: str) -> bool:
 
 def _ssl_error_text(exc: Exception) -> str:
     if isinstance(exc, SSL.SysCallError):
-        code, text = (exc.args + (None, None))[:2]
+        code, text = (*exc.args, None, None)[:2]
         return f"syscall error: {text or code}"
     if isinstance(exc, SSL.ZeroReturnError):
         return "connection closed by peer"
