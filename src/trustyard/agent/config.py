@@ -33,7 +33,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..errors import ConfigError
+from ..errors import Code, ConfigError
 from ..units import Threshold, parse_duration
 from ..x509.keys import KeyType
 from .schedule import DEFAULT_ERROR_BEFORE, DEFAULT_JITTER, DEFAULT_RENEW_AT, Schedule
@@ -245,7 +245,7 @@ def check_out_dir(out: Path, follow_symlinks: bool, what: str = "the output dire
             target = ""
         raise ConfigError(f"{what}: the output directory {out} is a symbolic link{target}: refused. "
                           "Give the real directory, or --follow-symlinks (follow_symlinks = true) "
-                          "if the link and where it points are yours", code="symlinkRefused")
+                          "if the link and where it points are yours", code=Code.SYMLINK_REFUSED)
 
 
 def load_config_file(path: Path, overrides: dict[str, Any], defaults: dict[str, Any] | None = None) -> AgentConfig:

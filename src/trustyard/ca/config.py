@@ -27,7 +27,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import Code, ConfigError
 from ..policy import Policy, parse_patterns
 from ..units import parse_duration
 from ..x509.keys import KeyType
@@ -263,7 +263,7 @@ def load_config(home: Path) -> Config:
     path = home / CONFIG_NAME
     if not path.exists():
         raise ConfigError(f"no CA in {home}: {path} does not exist (run `trustyard init --home {home}`)",
-                          code="noCA")
+                          code=Code.NO_CA)
     try:
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:

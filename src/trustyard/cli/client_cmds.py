@@ -88,7 +88,7 @@ def roots(ca_url: str | None, fingerprint: str, out: str | None, save: bool, as_
     except ValueError:
         raise ConfigError(f"cannot fetch the trust bundle from {ca_url}: no PEM certificate in its answer") from None
     if not pinned:
-        raise Forbidden(f"no root with fingerprint {wanted} at {ca_url}: refusing the bundle", code="fingerprintMismatch")
+        raise Forbidden(f"no root with fingerprint {wanted} at {ca_url}: refusing the bundle", code=Code.FINGERPRINT_MISMATCH)
     context = ssl.create_default_context(cadata=pinned[0].public_bytes(Encoding.PEM).decode())
     try:
         bundle = httpx.get(ca_url.rstrip("/") + "/v1/roots", verify=context, timeout=10).text
