@@ -85,10 +85,11 @@ def format_time(when: datetime | str) -> str:
     timestamp a person reads. A naive datetime is taken as UTC; a string is parsed as ISO 8601
     first (and returned unchanged when it is not one)."""
     if isinstance(when, str):
+        text = when
         try:
-            when = datetime.fromisoformat(when)
+            when = datetime.fromisoformat(text)
         except ValueError:
-            return when
+            return text
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     w = when.astimezone(UTC)

@@ -127,8 +127,8 @@ def jwk_of(key: JwsKey) -> Jwk:
         return Jwk(key, {"kty": "EC", "crv": crv, "x": b64e(numbers.x.to_bytes(size, "big")),
                          "y": b64e(numbers.y.to_bytes(size, "big"))})
     if isinstance(key, rsa.RSAPublicKey):
-        numbers = key.public_numbers()
-        return Jwk(key, {"kty": "RSA", "n": b64e(_unsigned(numbers.n)), "e": b64e(_unsigned(numbers.e))})
+        rsa_numbers = key.public_numbers()
+        return Jwk(key, {"kty": "RSA", "n": b64e(_unsigned(rsa_numbers.n)), "e": b64e(_unsigned(rsa_numbers.e))})
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
     return Jwk(key, {"kty": "OKP", "crv": "Ed25519", "x": b64e(key.public_bytes(Encoding.Raw, PublicFormat.Raw))})

@@ -114,7 +114,7 @@ class Resolver:
                         _system_lookups, functools.partial(socket.getaddrinfo, name, None, type=socket.SOCK_STREAM))
             except (OSError, TimeoutError, UnicodeError, ValueError):  # UnicodeError: "a..b" and the like
                 raise ValidationFailed(AcmeCode.DNS, f"no address found for {name}") from None
-            for address in dict.fromkeys(ipaddress.ip_address(i[4][0].split("%")[0]) for i in infos):
+            for address in dict.fromkeys(ipaddress.ip_address(str(i[4][0]).split("%")[0]) for i in infos):
                 yield address
             return
         found = False

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Generic, TypeVar
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ..errors import BadRequest, Code, Forbidden, TrustyardError, Unauthorized
@@ -376,7 +377,7 @@ def duration_field(field: str, text: str) -> timedelta:
         raise BadRequest(f"{field}: {exc}", code=Code.BAD_TTL, field=field) from None
 
 
-def _spki(key: PublicKey) -> bytes:
+def _spki(key: CertificatePublicKeyTypes) -> bytes:
     return key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
 
 

@@ -107,16 +107,16 @@ def init_home(home: Path, password: bytes | None, options: InitOptions = InitOpt
     now = datetime.now(UTC) - timedelta(minutes=1)
 
     root_key = generate_private_key(options.key_type)
-    root = sign(root_builder(root_key.public_key(), f"{options.name} Root CA", now, root_ttl,  # type: ignore[arg-type]
+    root = sign(root_builder(root_key.public_key(), f"{options.name} Root CA", now, root_ttl,
                              organization=options.name), root_key)
     inter_key = generate_private_key(options.key_type)
-    inter = sign(intermediate_builder(inter_key.public_key(), root, f"{options.name} Intermediate CA", now,  # type: ignore[arg-type]
+    inter = sign(intermediate_builder(inter_key.public_key(), root, f"{options.name} Intermediate CA", now,
                                       intermediate_ttl, limits=name_limits(patterns), organization=options.name),
                  root_key)
     # The CA server's certificate comes from the root: the intermediate may be name-constrained
     # away from localhost, and the server must stay reachable through an intermediate rotation.
     tls_key = generate_private_key(KeyType.EC_P256)
-    tls = sign(leaf_builder(LeafSpec(public_key=tls_key.public_key(), names=tuple(server_names),  # type: ignore[arg-type]
+    tls = sign(leaf_builder(LeafSpec(public_key=tls_key.public_key(), names=tuple(server_names),
                                      not_before=now, not_after=inter.not_valid_after_utc, serial=new_serial(),
                                      eku=("serverAuth",), common_name="localhost"), root), root_key)
     prov_key = generate_private_key(KeyType.EC_P256)
@@ -127,7 +127,7 @@ def init_home(home: Path, password: bytes | None, options: InitOptions = InitOpt
     write_exclusive(config.path(config.intermediate_key), private_key_pem(inter_key, password))
     write_exclusive(config.path(config.tls_key), private_key_pem(tls_key, password))
     write_exclusive(config.path("provisioners/default.key"), private_key_pem(prov_key, password))
-    write_atomic(config.path("provisioners/default.pub"), public_key_pem(prov_key.public_key()))  # type: ignore[arg-type]
+    write_atomic(config.path("provisioners/default.pub"), public_key_pem(prov_key.public_key()))
     write_atomic(config.path(config.root_cert), root.public_bytes(pem))
     write_atomic(config.path("ca/roots.pem"), root.public_bytes(pem))
     write_atomic(config.path(config.intermediate_cert), inter.public_bytes(pem))

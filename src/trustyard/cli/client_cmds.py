@@ -307,7 +307,7 @@ def _list_text(records: list[dict[str, Any]], now: datetime | None = None) -> st
     if not records:
         return "No certificates found."
     now = now or datetime.now(UTC)
-    rows = [("SERIAL", "STATUS", "EXPIRES IN", "NOT AFTER", "SANS")]
+    rows: list[tuple[str, ...]] = [("SERIAL", "STATUS", "EXPIRES IN", "NOT AFTER", "SANS")]
     for r in records:
         state = "superseded" if r["status"] == "issued" and r.get("superseded_by") else r["status"]
         left = datetime.fromisoformat(r["not_after"]) - now
