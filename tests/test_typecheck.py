@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_mypy(cache: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    # a fresh cache per run: cold, mypy takes about 15 s here; a cache shared between runs
+    # a fresh cache per run: cold, mypy takes about 15 s on an idle machine (about 70 s beside the
+    # rest of the suite on two cores); a cache shared between runs
     # (or with the developer's .mypy_cache) could hide an error behind a stale entry
     return subprocess.run([sys.executable, "-m", "mypy", "--cache-dir", str(cache), "--no-error-summary", *extra],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
