@@ -41,7 +41,7 @@ def assert_problem(response, status: int, code: str) -> dict:  # type: ignore[no
 
 
 def test_sign_returns_leaf_chain_and_bundle(client: TestClient, authority: Authority) -> None:
-    key, response = sign(client, authority, "orders.internal")
+    _key, response = sign(client, authority, "orders.internal")
     assert response.status_code == 201, response.text
     doc = response.json()
     leaf = x509.load_pem_x509_certificate(doc["certificate"].encode())
@@ -67,7 +67,7 @@ def test_roots_with_etag(client: TestClient, ca_home: Path) -> None:
 # -- bootstrap tokens ----------------------------------------------------------------------------
 
 def test_replayed_token_is_refused_and_nothing_issued(client: TestClient, authority: Authority) -> None:
-    key, csr = new_csr("orders.internal")
+    _key, csr = new_csr("orders.internal")
     token = authority.mint_token("default", "orders.internal", [])
     assert client.post("/v1/sign", json={"csr": csr.decode(), "token": token}).status_code == 201
     before = ledger(authority)
@@ -119,7 +119,7 @@ def test_token_for_disallowed_name_cannot_be_minted(authority: Authority) -> Non
 # -- policy through the API -----------------------------------------------------------------------
 
 def test_policy_refusal_names_rule_and_value(client: TestClient, authority: Authority) -> None:
-    key, response = sign(client, authority, "orders.internal", ttl="90d")
+    _key, response = sign(client, authority, "orders.internal", ttl="90d")
     doc = assert_problem(response, 403, "policyDenied")
     assert doc["rule"] == "ttl_bounds" and doc["value"] == "90d"
 
@@ -181,7 +181,7 @@ def test_renew_gives_same_identity_new_serial(client: TestClient, authority: Aut
 
 
 def test_renew_with_wrong_key_is_refused(client: TestClient, authority: Authority) -> None:
-    key, first = sign(client, authority, "orders.internal")
+    _key, first = sign(client, authority, "orders.internal")
     before = ledger(authority)
     other = generate_private_key(KeyType.EC_P256)
     assert_problem(_renew(client, other, first.json()), 401, "badProof")

@@ -230,7 +230,7 @@ def test_issue_renew_revoke_list_inspect(live, tmp_path: Path) -> None:  # type:
 
 
 def test_inspect_live_endpoint_shows_served_chain(live) -> None:  # type: ignore[no-untyped-def]
-    server, init_doc = live
+    server, _init_doc = live
     doc = jrun("inspect", f"127.0.0.1:{server.port}")
     leaf = doc["certificates"][0]
     assert "localhost" in leaf["sans"] and "ca.internal" in leaf["sans"]

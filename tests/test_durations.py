@@ -77,7 +77,7 @@ CLI_CASES = [
 ]
 
 
-@pytest.mark.parametrize("args,option", CLI_CASES, ids=[" ".join(a[:1] + [o]) for a, o in CLI_CASES])
+@pytest.mark.parametrize("args,option", CLI_CASES, ids=[" ".join([*a[:1], o]) for a, o in CLI_CASES])
 @pytest.mark.parametrize("value", ["9999999999999d", "-5m", "1e9h", "0s", "\u0661\u0662h",
                                    "99999999999999999999999999999s"])
 def test_cli_duration_options_are_usage_errors(tmp_path: Path, args: list[str], option: str, value: str) -> None:

@@ -315,9 +315,9 @@ def test_every_exit_status_in_the_cli_is_from_the_table() -> None:
                     bare.append(f"{path.relative_to(SRC)}:{node.lineno}: {value}")
         for cls in (n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)):
             for stmt in cls.body:
-                if isinstance(stmt, ast.Assign) and any((isinstance(t, ast.Tuple) and any(
-                        isinstance(e, ast.Name) and e.id == "exit_code" for e in t.elts)) or
-                        (isinstance(t, ast.Name) and t.id == "exit_code") for t in stmt.targets):
-                    if any(_int_literal(v) is not None for v in ast.walk(stmt.value)):
-                        bare.append(f"{path.relative_to(SRC)}:{stmt.lineno}: exit_code")
+                sets_exit_code = isinstance(stmt, ast.Assign) and any((isinstance(t, ast.Tuple) and any(
+                    isinstance(e, ast.Name) and e.id == "exit_code" for e in t.elts)) or
+                    (isinstance(t, ast.Name) and t.id == "exit_code") for t in stmt.targets)
+                if sets_exit_code and any(_int_literal(v) is not None for v in ast.walk(stmt.value)):
+                    bare.append(f"{path.relative_to(SRC)}:{stmt.lineno}: exit_code")
     assert not bare, f"exit statuses not from errors.ExitCode: {bare}"

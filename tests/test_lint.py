@@ -1,4 +1,4 @@
-"""The code base stays clean under ruff's pyflakes, pycodestyle and bugbear rules (pyproject)."""
+"""The code base stays clean under ruff's pyflakes, pycodestyle, bugbear, isort, pyupgrade, simplify and ruff-specific rules (pyproject)."""
 
 from __future__ import annotations
 

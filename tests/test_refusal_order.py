@@ -97,7 +97,7 @@ def _children(data: bytes) -> list[bytes]:
     _tag, at, end = _tlv(data, 0)
     out = []
     while at < end:
-        _t, start, stop = _tlv(data, at)
+        _t, _start, stop = _tlv(data, at)
         out.append(data[at:stop])
         at = stop
     return out

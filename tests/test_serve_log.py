@@ -249,10 +249,10 @@ def test_the_log_hears_of_an_event_once_it_is_committed(tmp_path: Path) -> None:
         store.audit(AuditEvent(actor="a", action="rolled-back", target="t"))
         raise RuntimeError
     with store.unit():
-        with pytest.raises(RuntimeError):
-            with store.transaction() as conn:  # one step of the unit, undone by its SAVEPOINT
-                store._append(conn, AuditEvent(actor="a", action="step-undone", target="t"))
-                raise RuntimeError
+        # one step of the unit, undone by its SAVEPOINT
+        with pytest.raises(RuntimeError), store.transaction() as conn:
+            store._append(conn, AuditEvent(actor="a", action="step-undone", target="t"))
+            raise RuntimeError
         store.audit(AuditEvent(actor="a", action="in-unit", target="t"))
         assert heard == ["kept"]  # not before the unit commits
     assert heard == ["kept", "in-unit"]

@@ -189,9 +189,8 @@ def test_a_failed_commit_does_not_leave_the_connection_in_a_transaction(tmp_path
             conn.exec_driver_sql("CREATE TABLE child (id INTEGER PRIMARY KEY, p INTEGER "
                                  "REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED)")
         store._kept_connection().connection.dbapi_connection.execute("PRAGMA foreign_keys=ON")  # type: ignore[union-attr]
-        with pytest.raises(Exception, match="FOREIGN KEY"):  # fails at COMMIT
-            with store.transaction() as conn:
-                conn.exec_driver_sql("INSERT INTO child VALUES (1, 99)")
+        with pytest.raises(Exception, match="FOREIGN KEY"), store.transaction() as conn:  # fails at COMMIT
+            conn.exec_driver_sql("INSERT INTO child VALUES (1, 99)")
         store.record_intent(intent("after"))  # this thread's next transaction
         with other.transaction() as conn:  # and another writer
             conn.exec_driver_sql("INSERT INTO parent VALUES (1)")

@@ -31,9 +31,9 @@ def _private_uses(tree: ast.Module) -> list[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
             found += [f"{node.lineno}: import {a.name}" for a in node.names if a.name.startswith("_")]
-        elif isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
-            if not (isinstance(node.value, ast.Name) and node.value.id == "self"):
-                found.append(f"{node.lineno}: {ast.unparse(node)}")
+        elif (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+              and not (isinstance(node.value, ast.Name) and node.value.id == "self")):
+            found.append(f"{node.lineno}: {ast.unparse(node)}")
     return found
 
 

@@ -8,6 +8,7 @@ a URI SAN that is not in normal form, naming the rule and the value.
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -244,7 +245,5 @@ def test_the_matcher_answers_every_string(value: str) -> None:
     assert problem is None or isinstance(problem, str)
     assert uri_matches(BILLING, value) is (problem is None and value.startswith(BILLING[:-1])
                                            and len(value) > len(BILLING) - 1)
-    try:
+    with contextlib.suppress(ValueError):
         NamePattern.parse(value)
-    except ValueError:
-        pass

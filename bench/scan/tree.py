@@ -99,7 +99,6 @@ def build(root: Path) -> dict[str, object]:
     if tree.exists():
         shutil.rmtree(tree)
     files: list[tuple[str, str, int]] = []  # (relative path, kind, certificates)
-    n = 0
 
     def path_for(stem: str, suffix: str) -> Path:
         d = tree / f"d{len(files) // FILES_PER_DIR:03d}"
@@ -116,7 +115,7 @@ def build(root: Path) -> dict[str, object]:
     random.Random(1).shuffle(plan)
     per_file = {kind: per for kind, _, per in MIX}
     keys_left = KEYS
-    for kind in plan:
+    for n, kind in enumerate(plan):
         cert, key = f.leaf(n)
         stem = f"svc{n}"
         p = path_for(stem, suffix[kind])
@@ -139,7 +138,6 @@ def build(root: Path) -> dict[str, object]:
             emit(kp, key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()), "key", 0)  # type: ignore[attr-defined]
             os.chmod(kp, 0o600)
             keys_left -= 1
-        n += 1
     for i in range(keys_left):
         key = f.leaf_keys[i % len(f.leaf_keys)]
         emit(path_for(f"orphan{i}", ".key"),

@@ -255,9 +255,9 @@ def served_certificate(url: str, timeout: float = 5.0) -> x509.Certificate | Non
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     try:
-        with socket.create_connection((parsed.host, parsed.port or 443), timeout=timeout) as sock:
-            with context.wrap_socket(sock, server_hostname=parsed.host) as tls:
-                der = tls.getpeercert(binary_form=True)
+        with (socket.create_connection((parsed.host, parsed.port or 443), timeout=timeout) as sock,
+              context.wrap_socket(sock, server_hostname=parsed.host) as tls):
+            der = tls.getpeercert(binary_form=True)
     except (OSError, ValueError):
         return None
     return x509.load_der_x509_certificate(der) if der else None

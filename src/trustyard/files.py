@@ -3,6 +3,7 @@ and, for files that belong together (a certificate and its key), the old set or 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -28,10 +29,8 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | str, mode: int = 0o
                 os.fsync(fh.fileno())
         os.replace(tmp, target)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
     if durable:
         _fsync_dir(target.parent)
@@ -105,9 +104,7 @@ def swap_generation(directory: str | os.PathLike[str], contents: dict[str, bytes
 
 def _replace_symlink(link: Path, target: str) -> None:
     tmp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(tmp)
-    except FileNotFoundError:
-        pass
     os.symlink(target, tmp)
     os.replace(tmp, link)

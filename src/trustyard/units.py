@@ -15,6 +15,7 @@ with seconds and ``Z``, e.g. ``2026-12-07T16:35:28Z``; relative columns use ``hu
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -53,7 +54,7 @@ def parse_duration(text: str, *, allow_zero: bool = False) -> timedelta:
         raise ValueError(f"invalid duration {_shown(text)}: {hint}")
     groups = _GROUP.findall(match.group("one") or match.group("many"))
     ranks = [_ORDER.index(unit) for _, unit in groups]
-    if any(a >= b for a, b in zip(ranks, ranks[1:])):
+    if any(a >= b for a, b in itertools.pairwise(ranks)):
         raise ValueError(f"invalid duration {_shown(text)}: write the units from the largest to the smallest, "
                          "each once (y w d h m s), e.g. 1h30m")
     if any(len(digits.lstrip("0")) > _MAX_DIGITS for digits, _ in groups):
@@ -84,10 +85,11 @@ def format_time(when: datetime | str) -> str:
     timestamp a person reads. A naive datetime is taken as UTC; a string is parsed as ISO 8601
     first (and returned unchanged when it is not one)."""
     if isinstance(when, str):
+        text = when
         try:
-            when = datetime.fromisoformat(when)
+            when = datetime.fromisoformat(text)
         except ValueError:
-            return when
+            return text
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     w = when.astimezone(UTC)

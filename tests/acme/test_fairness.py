@@ -81,7 +81,7 @@ def test_a_tarpit_account_cannot_delay_another_accounts_validation(
                                           allow_targets=("127.0.0.0/8",), validation_timeout=5.0,
                                           validations_per_account=20, validations_per_order=8))
     names = [[f"t{o}-{i}.internal" for i in range(10)] for o in range(4)]
-    for name in sum(names, []):
+    for name in [n for group in names for n in group]:
         challtestsrv.add_a(name, TARPIT)
     challtestsrv.add_a("ready.internal", READY)
     authority = load_authority(acme_home, PASSWORD, config=config)

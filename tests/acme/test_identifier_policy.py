@@ -8,7 +8,7 @@ import asyncio
 import ipaddress
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -103,7 +103,7 @@ def test_http01_through_a_suffix_to_loopback_is_refused_unless_listed(zone: Zone
     import threading
 
     class Answer(http.server.BaseHTTPRequestHandler):
-        hits: list[str] = []
+        hits: ClassVar[list[str]] = []
 
         def do_GET(self) -> None:
             self.hits.append(self.path)

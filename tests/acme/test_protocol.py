@@ -46,7 +46,7 @@ def test_directory_and_nonces(env: Env) -> None:
 @pytest.mark.parametrize("alg", ["ES256", "ES384", "RS256", "EdDSA"])
 def test_issue_with_every_account_key_type(env: Env, alg: str) -> None:
     acme = env.account(key=AccountKey(alg))
-    order, pem, key = issue(acme, env.srv, "web.internal")
+    _order, pem, key = issue(acme, env.srv, "web.internal")
     cert = leaf(pem)
     assert cert.public_key().public_numbers() == key.public_key().public_numbers()
     assert [n.value for n in cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value] == \
@@ -192,7 +192,7 @@ def test_revoke_by_account_and_by_certificate_key(env: Env) -> None:
     from cryptography.hazmat.primitives.serialization import Encoding
 
     acme = env.account()
-    _order, pem, key = issue(acme, env.srv, "rev.internal")
+    _order, pem, _key = issue(acme, env.srv, "rev.internal")
     der = leaf(pem).public_bytes(Encoding.DER)
     problem(acme.post(acme.directory["revokeCert"], {"certificate": b64(der), "reason": 7}), 400,
             "badRevocationReason")

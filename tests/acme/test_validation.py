@@ -10,7 +10,7 @@ import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -37,8 +37,8 @@ class FixedResolver(Resolver):
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
-    routes: dict[str, tuple[int, dict[str, str], bytes]] = {}
-    seen: list[tuple[str, str]] = []
+    routes: ClassVar[dict[str, tuple[int, dict[str, str], bytes]]] = {}
+    seen: ClassVar[list[tuple[str, str]]] = []
 
     def do_GET(self) -> None:
         self.seen.append((self.headers.get("Host", ""), self.connection.getsockname()[0]))
@@ -59,8 +59,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def web() -> Iterator[tuple[int, type[Handler]]]:
     class H(Handler):
-        routes: dict[str, tuple[int, dict[str, str], bytes]] = {}
-        seen: list[tuple[str, str]] = []
+        routes: ClassVar[dict[str, tuple[int, dict[str, str], bytes]]] = {}
+        seen: ClassVar[list[tuple[str, str]]] = []
 
     server = http.server.ThreadingHTTPServer(("127.0.0.2", 0), H)
     server.daemon_threads = True

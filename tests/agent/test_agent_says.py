@@ -171,7 +171,7 @@ def test_a_bad_request_stops_the_run_loop_after_one_attempt(tmp_path: Path, capl
 
     from .test_recovery import one_agent
 
-    with one_agent(tmp_path, "bad.internal", seed=1) as (m, ca, out, clock):
+    with one_agent(tmp_path, "bad.internal", seed=1) as (m, ca, _out, clock):
         m.start()
         m.step()
         assert m.current is not None and m.renew_point is not None

@@ -133,9 +133,9 @@ def test_service_and_client_rotate_twice_under_load_with_zero_failures(tmp_path:
         (rogue / "tls.crt").write_bytes(cert.public_bytes(Encoding.PEM))
         (rogue / "tls.key").write_bytes(private_key_pem(key))
         shutil.copy(server_dir / "ca.crt", rogue / "ca.crt")
-        with pytest.raises((httpx.TransportError, ssl.SSLError)):
-            with httpx.Client(verify=client_context(rogue), timeout=10) as client:
-                client.get(url)
+        with (pytest.raises((httpx.TransportError, ssl.SSLError)),
+              httpx.Client(verify=client_context(rogue), timeout=10) as client):
+            client.get(url)
     finally:
         for agent in agents:
             agent.stop()

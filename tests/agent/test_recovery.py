@@ -134,7 +134,7 @@ def test_recovery_is_never_put_off_again_and_warns_close_to_expiry(tmp_path: Pat
     renewal is planned within the time left short of the margin, and the status is a warning
     that says when. The CA fails again at that moment: once it answers, the agent renews at
     once instead of planning another wait."""
-    with one_agent(tmp_path, "flaky.internal", seed=9) as (m, ca, out, clock):
+    with one_agent(tmp_path, "flaky.internal", seed=9) as (m, ca, _out, clock):
         m.start()
         m.step()
         assert m.not_after is not None and m.current is not None
@@ -166,7 +166,7 @@ def test_recovery_is_never_put_off_again_and_warns_close_to_expiry(tmp_path: Pat
 def test_a_renewal_whose_answer_was_lost_is_retried_with_the_same_key(tmp_path: Path) -> None:
     """A certificate renews once, so the agent retries a renewal whose answer it
     lost with the same key and CSR; the CA answers with the certificate it already issued."""
-    with one_agent(tmp_path, "lost.internal", seed=1) as (m, ca, out, clock):
+    with one_agent(tmp_path, "lost.internal", seed=1) as (m, ca, _out, clock):
         m.start()
         m.step()
         first_serial = m.serial

@@ -63,7 +63,7 @@ def test_without_dir_or_files_is_a_usage_error() -> None:
 
 
 def test_a_missing_file_in_dir_fails_naming_it(tmp_path: Path) -> None:
-    code, stdout, err = run("check", str(tmp_path))
+    code, stdout, _err = run("check", str(tmp_path))
     assert code == checklib.CheckInputError.exit_code
     assert stdout.startswith("FAIL input:") and str(tmp_path / "tls.crt") in stdout
 

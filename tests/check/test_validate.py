@@ -58,7 +58,7 @@ class TestChain:
     def test_unknown_ca(self, healthy: Files, write: Callable[..., Files]) -> None:
         other = check_ca()
         leaf, key = leaf_of(check_ca(), "orders.internal")
-        with pytest.raises(check.ChainInvalid, match="unknown_issuer|missing_intermediate"):
+        with pytest.raises(check.ChainInvalid, match=r"unknown_issuer|missing_intermediate"):
             run(write(leaf, key, [], [other.root]))
 
     def test_missing_intermediate(self, mini_ca: TestCA, write: Callable[..., Files]) -> None:

@@ -61,10 +61,10 @@ def python(live: Live, *, strict_cn: bool = True) -> str:
     if live.client_cert:
         ctx.load_cert_chain(str(live.client_cert[0]), str(live.client_cert[1]))
     try:
-        with socket.create_connection(("127.0.0.1", live.port), timeout=5) as raw:
-            with ctx.wrap_socket(raw, server_hostname=live.host_name) as tls:
-                tls.sendall(b"HEAD / HTTP/1.0\r\n\r\n")
-                tls.recv(64)
+        with (socket.create_connection(("127.0.0.1", live.port), timeout=5) as raw,
+              ctx.wrap_socket(raw, server_hostname=live.host_name) as tls):
+            tls.sendall(b"HEAD / HTTP/1.0\r\n\r\n")
+            tls.recv(64)
     except (ssl.SSLError, OSError) as exc:
         return f"{type(exc).__module__}.{type(exc).__name__}: {exc}"
     return ""

@@ -5,6 +5,7 @@ Both test directories use it (tests/inventory imports it by path), so it lives i
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import threading
@@ -89,10 +90,8 @@ class Server:
         except (OSError, ssl.SSLError):
             pass
         finally:
-            try:
+            with contextlib.suppress(OSError):
                 conn.close()
-            except OSError:
-                pass
 
     @staticmethod
     def _linger(tls: ssl.SSLSocket) -> None:

@@ -62,9 +62,9 @@ def test_no_shared_protocol(pki: PKI, case: str) -> None:
         verdict = diagnose(f"localhost:{server.port}", ca_files=[str(pki.ca_file)], timeout=5)
         # a Python client configured like doctor's really fails against it
         ctx = ssl.create_default_context(cafile=str(pki.ca_file))
-        with pytest.raises(ssl.SSLError) as python_error:
-            with socket.create_connection(("localhost", server.port), timeout=5) as raw:
-                ctx.wrap_socket(raw, server_hostname="localhost").close()
+        with (pytest.raises(ssl.SSLError) as python_error,
+              socket.create_connection(("localhost", server.port), timeout=5) as raw):
+            ctx.wrap_socket(raw, server_hostname="localhost").close()
     finally:
         server.close()
     assert (verdict.layer, verdict.code) == ("protocol", "no_shared_protocol"), verdict.summary

@@ -7,6 +7,7 @@ replaced by other TOML values of every type, and the file's text with bytes muta
 
 from __future__ import annotations
 
+import contextlib
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -52,10 +53,10 @@ def _paths(doc: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     out = [prefix] if prefix else []
     if isinstance(doc, dict):
         for key, value in doc.items():
-            out += _paths(value, prefix + (key,))
+            out += _paths(value, (*prefix, key))
     elif isinstance(doc, list):
         for i, value in enumerate(doc):
-            out += _paths(value, prefix + (i,))
+            out += _paths(value, (*prefix, i))
     return out
 
 
@@ -98,10 +99,8 @@ def _load_ca(home: Path, text: str) -> Config | None:
     # what `serve` derives from it before the first request
     for call in (lambda: config.listen_host_port, lambda: config.db_url,
                  lambda: [p.policy(config.backdate) for p in config.provisioners]):
-        try:
+        with contextlib.suppress(ConfigError):
             call()
-        except ConfigError:
-            pass
     return config
 
 

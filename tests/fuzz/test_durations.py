@@ -18,7 +18,7 @@ from trustyard.units import MAX_DURATION, Threshold, format_duration, parse_dura
 
 from .strategies import budget
 
-ABSURD = ("9999999999999d", "-5m", "1e9h", "99999999999999999999999y", "1.5h", "0x10m", "١٢h", "５m",
+ABSURD = ("9999999999999d", "-5m", "1e9h", "99999999999999999999999y", "1.5h", "0x10m", "\u0661\u0662h", "\uff15m",
           "+5m", "5", "h", "", " ", "5mm", "NaNh", "infd", "5m\n5m", "99999999999w")
 
 duration_texts = st.one_of(

@@ -12,6 +12,7 @@ exactly, as a property.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import re
 from datetime import UTC, datetime, timedelta
@@ -106,10 +107,8 @@ def check_patterns(texts: list[str], candidates: list[str]) -> None:
             assert str(exc)
     names = []
     for text in candidates:
-        try:
+        with contextlib.suppress(ValueError):
             names.append(parse_name(text))
-        except ValueError:
-            pass
     names += [x509.RFC822Name("a@b.internal"), x509.IPAddress(ipaddress.ip_network("10.0.0.0/8"))]
     for pattern in patterns:
         for name in names:

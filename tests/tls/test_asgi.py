@@ -126,9 +126,9 @@ class TestHttpx:
     def test_server_from_another_ca_fails_the_handshake(self, url: str, tmp_path: Path) -> None:
         other = TestCA("Other")
         ctx = client_context(other.issue("spiffe://prod.internal/orders").write_agent_dir(tmp_path / "c"))
-        with httpx.Client(verify=ctx, timeout=20) as client:
-            with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
-                client.get(url + "/")
+        with (httpx.Client(verify=ctx, timeout=20) as client,
+              pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED")):
+            client.get(url + "/")
 
 
 class TestRequests:

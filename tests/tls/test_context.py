@@ -39,17 +39,17 @@ class TestHandshake:
 
     def test_server_requires_a_client_certificate(self, server_dir: Path) -> None:
         with EchoServer(server_context(server_dir, client_auth="required")) as server:
-            with pytest.raises((ssl.SSLError, OSError)):
-                with Conn(client_context(ca=server_dir / "ca.crt"), server.port) as conn:
-                    conn.echo("x")  # TLS 1.3: the server's refusal arrives with the first read
+            with (pytest.raises((ssl.SSLError, OSError)),
+                  Conn(client_context(ca=server_dir / "ca.crt"), server.port) as conn):
+                conn.echo("x")  # TLS 1.3: the server's refusal arrives with the first read
             assert "certificate" in str(server.errors.get(timeout=20)).lower()
 
     def test_client_rejects_a_server_from_another_ca(self, server_dir: Path, client_dir: Path,
                                                      other_ca: TestCA, tmp_path: Path) -> None:
         foreign = other_ca.issue("localhost").write_agent_dir(tmp_path / "foreign")
-        with EchoServer(server_context(foreign, client_auth="none")) as server:
-            with pytest.raises(ssl.SSLCertVerificationError):
-                Conn(client_context(client_dir), server.port)
+        with (EchoServer(server_context(foreign, client_auth="none")) as server,
+              pytest.raises(ssl.SSLCertVerificationError)):
+            Conn(client_context(client_dir), server.port)
 
     def test_client_rejects_a_wrong_hostname(self, server_dir: Path, client_dir: Path) -> None:
         with EchoServer(server_context(server_dir)) as server, pytest.raises(ssl.SSLCertVerificationError):

@@ -15,7 +15,7 @@ from cryptography import x509
 
 from ..x509.summary import serial_text
 from .jws import b64d, b64e
-from .problems import AcmeError
+from .problems import AcmeCode, AcmeError
 
 WINDOW_START, WINDOW_END = 2 / 3, 3 / 4
 
@@ -43,10 +43,10 @@ class CertId:
 def parse_cert_id(text: str) -> CertId:
     aki_text, sep, serial_part = text.partition(".")
     if not sep or not aki_text or not serial_part:
-        raise AcmeError("malformed", "a renewalInfo id is base64url(AKI).base64url(serial)")
+        raise AcmeError(AcmeCode.MALFORMED, "a renewalInfo id is base64url(AKI).base64url(serial)")
     aki, serial = b64d(aki_text, "the AKI part"), b64d(serial_part, "the serial part")
     if not serial or serial[0] & 0x80 or len(serial) > 21:
-        raise AcmeError("malformed", "the serial part is not a positive certificate serial")
+        raise AcmeError(AcmeCode.MALFORMED, "the serial part is not a positive certificate serial")
     return CertId(aki, int.from_bytes(serial, "big"))
 
 

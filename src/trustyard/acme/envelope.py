@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ..ca.config import AcmeConfig
 from .jws import Jwk, Jws, parse_jwk, parse_jws, signature_verifies, verify_signature
 from .model import AccountRow, Urls
-from .problems import AcmeError
+from .problems import AcmeCode, AcmeError
 
 if TYPE_CHECKING:  # the store imports this package's rows: only its type is needed here
     from ..store.acme_store import AcmeStore
@@ -121,26 +121,26 @@ class Envelope:
             raise AcmeError.not_found("resource")
         key_mode, as_get = RESOURCES[request.resource]
         if request.content_type != JOSE:
-            raise AcmeError("malformed", f"Content-Type must be {JOSE}", status=415)
+            raise AcmeError(AcmeCode.MALFORMED, f"Content-Type must be {JOSE}", status=415)
         if request.too_large or len(request.body) > self.max_body_bytes:
-            raise AcmeError("malformed", f"the body is larger than {self.max_body_bytes} bytes", status=413)
+            raise AcmeError(AcmeCode.MALFORMED, f"the body is larger than {self.max_body_bytes} bytes", status=413)
         jws = parse_jws(request.body)
         header = jws.header
         has_jwk, has_kid = "jwk" in header, "kid" in header
         if has_jwk == has_kid:
-            raise AcmeError("malformed", "the protected header must have exactly one of jwk and kid")
+            raise AcmeError(AcmeCode.MALFORMED, "the protected header must have exactly one of jwk and kid")
         if key_mode == JWK_ONLY and not has_jwk:
-            raise AcmeError("malformed", f"{request.resource} must be signed with a jwk, not a kid")
+            raise AcmeError(AcmeCode.MALFORMED, f"{request.resource} must be signed with a jwk, not a kid")
         if key_mode == KID_ONLY and not has_kid:
-            raise AcmeError("malformed", f"{request.resource} must be signed with the account's kid")
+            raise AcmeError(AcmeCode.MALFORMED, f"{request.resource} must be signed with the account's kid")
         url = header.get("url")
         if not isinstance(url, str):
-            raise AcmeError("malformed", "the protected header has no url")
+            raise AcmeError(AcmeCode.MALFORMED, "the protected header has no url")
         if url != request.url:
-            raise AcmeError("unauthorized", "the url header does not match the request URL")
+            raise AcmeError(AcmeCode.UNAUTHORIZED, "the url header does not match the request URL")
         nonce = header.get("nonce")
         if not isinstance(nonce, str) or not nonce:
-            raise AcmeError("badNonce", "the protected header has no nonce")
+            raise AcmeError(AcmeCode.BAD_NONCE, "the protected header has no nonce")
         signed = Signed(jws, urls, as_get, nonce[:64])
         if has_jwk:
             signed.jwk = parse_jwk(header["jwk"])
@@ -175,7 +175,7 @@ class Envelope:
         ok, fresh = self.store.redeem_nonce(signed.nonce, self.config.nonce_reject_percent, request.source,
                                             self.config.nonces_per_client)
         if not ok:
-            raise _with_nonce(AcmeError("badNonce", "the nonce is unknown, expired or already used"), fresh)
+            raise _with_nonce(AcmeError(AcmeCode.BAD_NONCE, "the nonce is unknown, expired or already used"), fresh)
         if account is not None:
             self._remember(account)
         return _caller(jws, jwk, account, urls, signed.as_get, fresh), fresh
@@ -201,12 +201,12 @@ class Envelope:
     def _account_for_kid(self, urls: Urls, kid: Any) -> AccountRow:
         prefix = urls.root + "/account/"
         if not isinstance(kid, str) or not kid.startswith(prefix) or "/" in kid[len(prefix):]:
-            raise AcmeError("accountDoesNotExist", "the kid is not an account URL of this directory")
+            raise AcmeError(AcmeCode.ACCOUNT_DOES_NOT_EXIST, "the kid is not an account URL of this directory")
         account = self.store.get_account(kid[len(prefix):])
         if account is None or account.provisioner != urls.provisioner:
-            raise AcmeError("accountDoesNotExist", "no account with this kid")
+            raise AcmeError(AcmeCode.ACCOUNT_DOES_NOT_EXIST, "no account with this kid")
         if account.status != "valid":
-            raise AcmeError("unauthorized", f"the account is {account.status}")
+            raise AcmeError(AcmeCode.UNAUTHORIZED, f"the account is {account.status}")
         return account
 
 
@@ -215,9 +215,9 @@ def _caller(jws: Jws, jwk: Jwk, account: AccountRow | None, urls: Urls, as_get: 
     carries the ``fresh`` nonce: the one sent is spent)."""
     try:
         if as_get is True and jws.payload != b"":
-            raise AcmeError("malformed", "this resource takes POST-as-GET (an empty payload)")
+            raise AcmeError(AcmeCode.MALFORMED, "this resource takes POST-as-GET (an empty payload)")
         if as_get is False and jws.payload == b"":
-            raise AcmeError("malformed", "this resource needs a JSON payload")
+            raise AcmeError(AcmeCode.MALFORMED, "this resource needs a JSON payload")
         if jws.payload:
             jws.payload_json()  # fail early on a payload that is not an object
     except AcmeError as exc:

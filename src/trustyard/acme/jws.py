@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from .problems import AcmeError
+from .problems import AcmeCode, AcmeError
 
 JwsKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
 
@@ -37,11 +37,11 @@ MIN_RSA_BITS, MAX_RSA_BITS = 2048, 8192
 def b64d(text: Any, what: str) -> bytes:
     """Strict unpadded base64url (RFC 7515 section 2)."""
     if not isinstance(text, str) or not _B64URL.match(text) or len(text) % 4 == 1:
-        raise AcmeError("malformed", f"{what} is not unpadded base64url")
+        raise AcmeError(AcmeCode.MALFORMED, f"{what} is not unpadded base64url")
     try:
         return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError):
-        raise AcmeError("malformed", f"{what} is not unpadded base64url") from None
+        raise AcmeError(AcmeCode.MALFORMED, f"{what} is not unpadded base64url") from None
 
 
 def b64e(data: bytes) -> str:
@@ -52,9 +52,9 @@ def _json_object(data: bytes, what: str) -> dict[str, Any]:
     try:
         value = json.loads(data)
     except (ValueError, RecursionError):
-        raise AcmeError("malformed", f"{what} is not valid JSON") from None
+        raise AcmeError(AcmeCode.MALFORMED, f"{what} is not valid JSON") from None
     if not isinstance(value, dict):
-        raise AcmeError("malformed", f"{what} must be a JSON object")
+        raise AcmeError(AcmeCode.MALFORMED, f"{what} must be a JSON object")
     return value
 
 
@@ -78,19 +78,19 @@ class Jwk:
 
 def parse_jwk(value: Any) -> Jwk:
     if not isinstance(value, dict):
-        raise AcmeError("malformed", "jwk must be a JSON object")
+        raise AcmeError(AcmeCode.MALFORMED, "jwk must be a JSON object")
     if "d" in value or "p" in value or "k" in value:
-        raise AcmeError("badPublicKey", "jwk must be a public key (it has private or symmetric members)")
+        raise AcmeError(AcmeCode.BAD_PUBLIC_KEY, "jwk must be a public key (it has private or symmetric members)")
     kty = value.get("kty")
     try:
         if kty == "EC":
             crv = value.get("crv")
             if crv not in _CURVES:
-                raise AcmeError("badPublicKey", f"unsupported EC curve {str(crv)[:20]!r} (P-256, P-384, P-521)")
+                raise AcmeError(AcmeCode.BAD_PUBLIC_KEY, f"unsupported EC curve {str(crv)[:20]!r} (P-256, P-384, P-521)")
             curve, size = _CURVES[crv]
             x, y = b64d(value.get("x"), "jwk.x"), b64d(value.get("y"), "jwk.y")
             if len(x) != size or len(y) != size:
-                raise AcmeError("badPublicKey", f"jwk coordinates must be {size} bytes for {crv}")
+                raise AcmeError(AcmeCode.BAD_PUBLIC_KEY, f"jwk coordinates must be {size} bytes for {crv}")
             key: JwsKey = ec.EllipticCurvePublicNumbers(int.from_bytes(x, "big"), int.from_bytes(y, "big"),
                                                         curve()).public_key()
             return Jwk(key, {"kty": "EC", "crv": crv, "x": b64e(x), "y": b64e(y)})
@@ -98,24 +98,24 @@ def parse_jwk(value: Any) -> Jwk:
             n_raw, e_raw = b64d(value.get("n"), "jwk.n"), b64d(value.get("e"), "jwk.e")
             n, e = int.from_bytes(n_raw, "big"), int.from_bytes(e_raw, "big")
             if not MIN_RSA_BITS <= n.bit_length() <= MAX_RSA_BITS:
-                raise AcmeError("badPublicKey", f"RSA keys must have {MIN_RSA_BITS} to {MAX_RSA_BITS} bits")
+                raise AcmeError(AcmeCode.BAD_PUBLIC_KEY, f"RSA keys must have {MIN_RSA_BITS} to {MAX_RSA_BITS} bits")
             if e < 3 or e % 2 == 0 or e.bit_length() > 64:
-                raise AcmeError("badPublicKey", "RSA public exponent is not acceptable")
+                raise AcmeError(AcmeCode.BAD_PUBLIC_KEY, "RSA public exponent is not acceptable")
             key = rsa.RSAPublicNumbers(e, n).public_key()
             return Jwk(key, {"kty": "RSA", "n": b64e(_unsigned(n)), "e": b64e(_unsigned(e))})
         if kty == "OKP":
             if value.get("crv") != "Ed25519":
-                raise AcmeError("badPublicKey", "unsupported OKP curve (Ed25519 only)")
+                raise AcmeError(AcmeCode.BAD_PUBLIC_KEY, "unsupported OKP curve (Ed25519 only)")
             x = b64d(value.get("x"), "jwk.x")
             if len(x) != 32:
-                raise AcmeError("badPublicKey", "Ed25519 keys are 32 bytes")
+                raise AcmeError(AcmeCode.BAD_PUBLIC_KEY, "Ed25519 keys are 32 bytes")
             key = ed25519.Ed25519PublicKey.from_public_bytes(x)
             return Jwk(key, {"kty": "OKP", "crv": "Ed25519", "x": b64e(x)})
     except AcmeError:
         raise
     except Exception:  # cryptography rejects points off the curve etc. with several types
-        raise AcmeError("badPublicKey", "the jwk is not a valid public key") from None
-    raise AcmeError("badPublicKey", f"unsupported key type {str(kty)[:20]!r} (EC, RSA, OKP)")
+        raise AcmeError(AcmeCode.BAD_PUBLIC_KEY, "the jwk is not a valid public key") from None
+    raise AcmeError(AcmeCode.BAD_PUBLIC_KEY, f"unsupported key type {str(kty)[:20]!r} (EC, RSA, OKP)")
 
 
 def jwk_of(key: JwsKey) -> Jwk:
@@ -127,8 +127,8 @@ def jwk_of(key: JwsKey) -> Jwk:
         return Jwk(key, {"kty": "EC", "crv": crv, "x": b64e(numbers.x.to_bytes(size, "big")),
                          "y": b64e(numbers.y.to_bytes(size, "big"))})
     if isinstance(key, rsa.RSAPublicKey):
-        numbers = key.public_numbers()
-        return Jwk(key, {"kty": "RSA", "n": b64e(_unsigned(numbers.n)), "e": b64e(_unsigned(numbers.e))})
+        rsa_numbers = key.public_numbers()
+        return Jwk(key, {"kty": "RSA", "n": b64e(_unsigned(rsa_numbers.n)), "e": b64e(_unsigned(rsa_numbers.e))})
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
     return Jwk(key, {"kty": "OKP", "crv": "Ed25519", "x": b64e(key.public_bytes(Encoding.Raw, PublicFormat.Raw))})
@@ -165,17 +165,17 @@ def parse_jws(body: bytes | Mapping[str, Any], algorithms: tuple[str, ...] = ALG
     doc = _json_object(body, "the request body") if isinstance(body, bytes) else dict(body)
     if set(doc) != {"protected", "payload", "signature"}:
         extra = sorted(set(doc) - {"protected", "payload", "signature"})
-        raise AcmeError("malformed", "a JWS must be flattened JSON with exactly protected, payload and signature"
+        raise AcmeError(AcmeCode.MALFORMED, "a JWS must be flattened JSON with exactly protected, payload and signature"
                         + (f" (unexpected: {', '.join(extra)[:100]})" if extra else ""))
     protected_b64, payload_b64 = doc["protected"], doc["payload"]
     header = _json_object(b64d(protected_b64, "protected"), "the protected header")
     payload = b64d(payload_b64, "payload")
     signature = b64d(doc["signature"], "signature")
     if "crit" in header or header.get("b64") is False:
-        raise AcmeError("malformed", "the crit and b64 header parameters are not supported")
+        raise AcmeError(AcmeCode.MALFORMED, "the crit and b64 header parameters are not supported")
     alg = header.get("alg")
     if not isinstance(alg, str) or alg not in algorithms:
-        raise AcmeError("badSignatureAlgorithm", f"alg {str(alg)[:20]!r} is not accepted",
+        raise AcmeError(AcmeCode.BAD_SIGNATURE_ALGORITHM, f"alg {str(alg)[:20]!r} is not accepted",
                         algorithms=list(algorithms))
     return Jws(protected_b64, payload_b64, signature, header, payload)
 
@@ -186,7 +186,7 @@ def verify_signature(jws: Jws, jwk: Jwk) -> None:
         if alg in _EC_ALG:
             crv, hash_cls = _EC_ALG[alg]
             if not isinstance(key, ec.EllipticCurvePublicKey) or jwk.members.get("crv") != crv:
-                raise AcmeError("badSignatureAlgorithm", f"{alg} needs an EC {crv} key",
+                raise AcmeError(AcmeCode.BAD_SIGNATURE_ALGORITHM, f"{alg} needs an EC {crv} key",
                                 algorithms=list(ALGORITHMS))
             size = _CURVES[crv][1]
             if len(sig) != 2 * size:
@@ -195,16 +195,16 @@ def verify_signature(jws: Jws, jwk: Jwk) -> None:
             key.verify(der, data, ec.ECDSA(hash_cls()))
         elif alg == "RS256":
             if not isinstance(key, rsa.RSAPublicKey):
-                raise AcmeError("badSignatureAlgorithm", "RS256 needs an RSA key", algorithms=list(ALGORITHMS))
+                raise AcmeError(AcmeCode.BAD_SIGNATURE_ALGORITHM, "RS256 needs an RSA key", algorithms=list(ALGORITHMS))
             key.verify(sig, data, padding.PKCS1v15(), hashes.SHA256())
         elif alg == "EdDSA":
             if not isinstance(key, ed25519.Ed25519PublicKey):
-                raise AcmeError("badSignatureAlgorithm", "EdDSA needs an Ed25519 key", algorithms=list(ALGORITHMS))
+                raise AcmeError(AcmeCode.BAD_SIGNATURE_ALGORITHM, "EdDSA needs an Ed25519 key", algorithms=list(ALGORITHMS))
             key.verify(sig, data)
         else:  # parse_jws lets no other alg through
-            raise AcmeError("badSignatureAlgorithm", f"alg {alg!r} is not accepted", algorithms=list(ALGORITHMS))
+            raise AcmeError(AcmeCode.BAD_SIGNATURE_ALGORITHM, f"alg {alg!r} is not accepted", algorithms=list(ALGORITHMS))
     except InvalidSignature:
-        raise AcmeError("malformed", "JWS signature verification failed") from None
+        raise AcmeError(AcmeCode.MALFORMED, "JWS signature verification failed") from None
 
 
 def signature_verifies(jws: Jws, jwk: Jwk) -> bool:
@@ -219,22 +219,22 @@ def signature_verifies(jws: Jws, jwk: Jwk) -> bool:
 def verify_eab(binding: Any, account_jwk: Jwk, url: str, keys: Mapping[str, str]) -> str:
     """Check an externalAccountBinding (RFC 8555 section 7.3.4); returns its key id."""
     if not isinstance(binding, dict):
-        raise AcmeError("malformed", "externalAccountBinding must be a JWS object")
+        raise AcmeError(AcmeCode.MALFORMED, "externalAccountBinding must be a JWS object")
     jws = parse_jws(binding, tuple(EAB_ALGORITHMS))
     kid = jws.header.get("kid")
     if "nonce" in jws.header or "jwk" in jws.header:
-        raise AcmeError("malformed", "the externalAccountBinding JWS must not carry nonce or jwk")
+        raise AcmeError(AcmeCode.MALFORMED, "the externalAccountBinding JWS must not carry nonce or jwk")
     if jws.header.get("url") != url:
-        raise AcmeError("malformed", "the externalAccountBinding url must be the newAccount URL")
+        raise AcmeError(AcmeCode.MALFORMED, "the externalAccountBinding url must be the newAccount URL")
     if not isinstance(kid, str) or kid not in keys:
-        raise AcmeError("unauthorized", "unknown external account key id")
+        raise AcmeError(AcmeCode.UNAUTHORIZED, "unknown external account key id")
     try:
         secret = b64d(keys[kid], "EAB key")
     except AcmeError:
-        raise AcmeError("serverInternal", "the configured EAB key is not base64url") from None
+        raise AcmeError(AcmeCode.SERVER_INTERNAL, "the configured EAB key is not base64url") from None
     expected = hmac.new(secret, jws.signing_input, EAB_ALGORITHMS[jws.alg]).digest()
     if not hmac.compare_digest(expected, jws.signature):
-        raise AcmeError("unauthorized", "the externalAccountBinding signature does not verify")
+        raise AcmeError(AcmeCode.UNAUTHORIZED, "the externalAccountBinding signature does not verify")
     if parse_jwk(jws.payload_json()).thumbprint != account_jwk.thumbprint:
-        raise AcmeError("unauthorized", "the externalAccountBinding binds another key")
+        raise AcmeError(AcmeCode.UNAUTHORIZED, "the externalAccountBinding binds another key")
     return kid

@@ -97,10 +97,10 @@ class Resolver:
             return await self._query(name, rdtype, deadline)
         except DnsError as exc:
             if exc.nxdomain:
-                raise ValidationFailed("dns", nxdomain) from None
-            raise ValidationFailed("dns", f"DNS lookup of {rdtype} {name} failed") from None
+                raise ValidationFailed(AcmeCode.DNS, nxdomain) from None
+            raise ValidationFailed(AcmeCode.DNS, f"DNS lookup of {rdtype} {name} failed") from None
         except TimeoutError:
-            raise ValidationFailed("dns", f"DNS lookup of {rdtype} {name} failed") from None
+            raise ValidationFailed(AcmeCode.DNS, f"DNS lookup of {rdtype} {name} failed") from None
 
     async def addresses(self, name: str, deadline: float) -> AsyncIterator[IPAddress]:
         """The A addresses, then the AAAA ones; the AAAA lookup happens only if the caller
@@ -113,8 +113,8 @@ class Resolver:
                     infos = await asyncio.get_running_loop().run_in_executor(
                         _system_lookups, functools.partial(socket.getaddrinfo, name, None, type=socket.SOCK_STREAM))
             except (OSError, TimeoutError, UnicodeError, ValueError):  # UnicodeError: "a..b" and the like
-                raise ValidationFailed("dns", f"no address found for {name}") from None
-            for address in dict.fromkeys(ipaddress.ip_address(i[4][0].split("%")[0]) for i in infos):
+                raise ValidationFailed(AcmeCode.DNS, f"no address found for {name}") from None
+            for address in dict.fromkeys(ipaddress.ip_address(str(i[4][0]).split("%")[0]) for i in infos):
                 yield address
             return
         found = False
@@ -123,7 +123,7 @@ class Resolver:
                 found = True
                 yield ipaddress.ip_address(record.addr)
         if not found:
-            raise ValidationFailed("dns", f"no A or AAAA record for {name}")
+            raise ValidationFailed(AcmeCode.DNS, f"no A or AAAA record for {name}")
 
     async def txt(self, name: str, deadline: float) -> list[str]:
         records = await self._records(name, "TXT", deadline, f"no TXT record at {name} (NXDOMAIN)")
@@ -141,13 +141,13 @@ async def _keeping_failures(targets: AsyncIterator[IPAddress], failures: list[st
     except ValidationFailed as exc:
         if not failures:
             raise
-        raise ValidationFailed("connection", f"{cannot} ({'; '.join(failures[:3])}; then {exc.detail})") from None
+        raise ValidationFailed(AcmeCode.CONNECTION, f"{cannot} ({'; '.join(failures[:3])}; then {exc.detail})") from None
 
 
 def _left(deadline: float) -> float:
     left = deadline - time.monotonic()
     if left <= 0:
-        raise ValidationFailed("connection", "validation timed out")
+        raise ValidationFailed(AcmeCode.CONNECTION, "validation timed out")
     return left
 
 
@@ -173,14 +173,14 @@ class Checker:
                 elif probe.type == TLS_ALPN_01:
                     await self.tls_alpn01(probe, deadline)
                 else:
-                    raise ValidationFailed("malformed", f"unknown challenge type {probe.type}")
+                    raise ValidationFailed(AcmeCode.MALFORMED, f"unknown challenge type {probe.type}")
         except ValidationFailed as exc:
             return problem(exc.kind, exc.detail, probe)
         except TimeoutError:
-            return problem("connection", "validation timed out", probe)
+            return problem(AcmeCode.CONNECTION, "validation timed out", probe)
         except Exception:  # a probe must never take its worker down; say little, log the rest
             log.exception("validation of %s for %s failed unexpectedly", probe.type, probe.value)
-            return problem("serverInternal", "validation failed unexpectedly", probe)
+            return problem(AcmeCode.SERVER_INTERNAL, "validation failed unexpectedly", probe)
         return None
 
     # -- targets --------------------------------------------------------------------------------
@@ -203,7 +203,7 @@ class Checker:
                 allowed = True
                 yield address
         if not allowed:
-            raise ValidationFailed("connection", f"{host}: " + "; ".join(refusals[:3]))
+            raise ValidationFailed(AcmeCode.CONNECTION, f"{host}: " + "; ".join(refusals[:3]))
 
     # -- http-01 --------------------------------------------------------------------------------
 
@@ -213,25 +213,25 @@ class Checker:
         for _hop in range(MAX_REDIRECTS + 1):
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ValidationFailed("connection", "redirect to an unsupported URL scheme")
+                raise ValidationFailed(AcmeCode.CONNECTION, "redirect to an unsupported URL scheme")
             port = parts.port or (self.http_port if parts.scheme == "http" else self.tls_port)
             if port not in (self.http_port, self.tls_port):
-                raise ValidationFailed("connection", f"redirect to port {port}: only {self.http_port} and "
+                raise ValidationFailed(AcmeCode.CONNECTION, f"redirect to port {port}: only {self.http_port} and "
                                                      f"{self.tls_port} are validation ports")
             status, location, body = await self._fetch(parts.scheme, parts.hostname, port,
                                                        parts.path + (f"?{parts.query}" if parts.query else ""),
                                                        deadline)
             if status in (301, 302, 303, 307, 308):
                 if not location:
-                    raise ValidationFailed("connection", f"HTTP {status} without a Location")
+                    raise ValidationFailed(AcmeCode.CONNECTION, f"HTTP {status} without a Location")
                 url = urljoin(url, location)
                 continue
             if status != 200:
-                raise ValidationFailed("incorrectResponse", f"HTTP status {status} from {parts.hostname}")
+                raise ValidationFailed(AcmeCode.INCORRECT_RESPONSE, f"HTTP status {status} from {parts.hostname}")
             if body.strip() != probe.key_authorization.encode():
-                raise ValidationFailed("incorrectResponse", "the response body is not the key authorization")
+                raise ValidationFailed(AcmeCode.INCORRECT_RESPONSE, "the response body is not the key authorization")
             return
-        raise ValidationFailed("connection", f"more than {MAX_REDIRECTS} redirects")
+        raise ValidationFailed(AcmeCode.CONNECTION, f"more than {MAX_REDIRECTS} redirects")
 
     async def _fetch(self, scheme: str, host: str, port: int, path: str, deadline: float) -> tuple[int, str, bytes]:
         failures: list[str] = []
@@ -243,21 +243,21 @@ class Checker:
                     async with asyncio.timeout(_left(deadline)):
                         return await http_get(str(address), port, host, path or "/", tls=scheme == "https")
                 except ResponseTooLarge as exc:
-                    raise ValidationFailed("incorrectResponse", exc.detail) from None
+                    raise ValidationFailed(AcmeCode.INCORRECT_RESPONSE, exc.detail) from None
                 except (OSError, ssl.SSLError, httptools.HttpParserError) as exc:
                     failures.append(f"{address}: {_net_error(exc)}")
-        raise ValidationFailed("connection", f"{cannot} ({'; '.join(failures[:3])})")
+        raise ValidationFailed(AcmeCode.CONNECTION, f"{cannot} ({'; '.join(failures[:3])})")
 
     # -- dns-01 ---------------------------------------------------------------------------------
 
     async def dns01(self, probe: Probe, deadline: float) -> None:
         if probe.identifier_type != "dns":  # RFC 8738 section 7: whoever runs DNS does not hold the address
-            raise ValidationFailed("malformed", "dns-01 cannot prove an IP address")
+            raise ValidationFailed(AcmeCode.MALFORMED, "dns-01 cannot prove an IP address")
         name = f"_acme-challenge.{probe.value}"
         expected = dns01_txt(probe.key_authorization)
         records = await self.resolver.txt(name, deadline)
         if expected not in records:
-            raise ValidationFailed("incorrectResponse", f"none of the {len(records)} TXT record(s) at {name} "
+            raise ValidationFailed(AcmeCode.INCORRECT_RESPONSE, f"none of the {len(records)} TXT record(s) at {name} "
                                                         "is the expected digest")
 
     # -- tls-alpn-01 ----------------------------------------------------------------------------
@@ -286,10 +286,10 @@ class Checker:
                 finally:
                     writer.transport.abort()  # no close_notify exchange with a target that may not answer
                 if alpn != ACME_TLS_ALPN:
-                    raise ValidationFailed("tls", f"the server did not negotiate ALPN {ACME_TLS_ALPN}")
+                    raise ValidationFailed(AcmeCode.TLS, f"the server did not negotiate ALPN {ACME_TLS_ALPN}")
                 _check_alpn_certificate(der, probe, ip_identifier)
                 return
-        raise ValidationFailed("connection" if not failures or "TLS" not in failures[0] else "tls",
+        raise ValidationFailed(AcmeCode.CONNECTION if not failures or "TLS" not in failures[0] else AcmeCode.TLS,
                                f"cannot connect to {probe.value}:{self.tls_port} ({'; '.join(failures[:3])})")
 
 
@@ -303,18 +303,18 @@ def _check_alpn_certificate(der: bytes | None, probe: Probe, ip_identifier: bool
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         acme_ext = cert.extensions.get_extension_for_oid(x509.ObjectIdentifier(ACME_IDENTIFIER_OID))
     except x509.ExtensionNotFound:
-        raise ValidationFailed("incorrectResponse", "the certificate lacks a SAN or the acmeIdentifier "
+        raise ValidationFailed(AcmeCode.INCORRECT_RESPONSE, "the certificate lacks a SAN or the acmeIdentifier "
                                                     "extension") from None
     except Exception:
-        raise ValidationFailed("tls", "the server's certificate cannot be parsed") from None
+        raise ValidationFailed(AcmeCode.TLS, "the server's certificate cannot be parsed") from None
     names = list(sans)
     want: x509.GeneralName = (x509.IPAddress(ipaddress.ip_address(probe.value)) if ip_identifier
                               else x509.DNSName(probe.value))
     if len(names) != 1 or names[0] != want:
-        raise ValidationFailed("incorrectResponse", "the certificate's SAN is not exactly the identifier")
+        raise ValidationFailed(AcmeCode.INCORRECT_RESPONSE, "the certificate's SAN is not exactly the identifier")
     value = getattr(acme_ext.value, "value", b"")
     if not acme_ext.critical or value != tls_alpn01_extension_value(probe.key_authorization):
-        raise ValidationFailed("incorrectResponse", "the acmeIdentifier extension is not critical or does not "
+        raise ValidationFailed(AcmeCode.INCORRECT_RESPONSE, "the acmeIdentifier extension is not critical or does not "
                                                     "hold the expected digest")
 
 

@@ -121,10 +121,12 @@ def from_trustyard(exc: TrustyardError) -> AcmeError:
     if isinstance(exc, AcmeError):
         return exc
     if isinstance(exc, PolicyDenied):
-        kind = "rejectedIdentifier" if exc.rule in ("names_allowed", "has_names", "dns_names_are_not_ips") else "badCSR"
+        kind = (AcmeCode.REJECTED_IDENTIFIER if exc.rule in ("names_allowed", "has_names", "dns_names_are_not_ips")
+                else AcmeCode.BAD_C_S_R)
         return AcmeError(kind, exc.detail)
     if isinstance(exc, NotFound):
-        return AcmeError("malformed", exc.detail, status=404)
+        return AcmeError(AcmeCode.MALFORMED, exc.detail, status=404)
     if exc.status >= 500:
         return AcmeError.internal()
-    return AcmeError("badCSR" if exc.code in (Code.BAD_CSR, Code.BAD_SIGNATURE, Code.BAD_NAME) else "malformed", exc.detail)
+    return AcmeError(AcmeCode.BAD_C_S_R if exc.code in (Code.BAD_CSR, Code.BAD_SIGNATURE, Code.BAD_NAME)
+                     else AcmeCode.MALFORMED, exc.detail)

@@ -47,7 +47,7 @@ from .model import (
 )
 from .payloads import REASON_CODES, contacts, csr_for_order, identifier
 from .probes import Probe
-from .problems import AcmeError, from_authority, from_trustyard, subproblem
+from .problems import AcmeCode, AcmeError, from_authority, from_trustyard, subproblem
 from .validation import ValidationAuthority, ValidationLimited
 
 if TYPE_CHECKING:  # the store imports this package's rows: only its type is needed here
@@ -188,18 +188,18 @@ class AcmeService:
         existing = self.store.find_account(request.provisioner, caller.jwk.thumbprint)
         if existing is not None:
             if existing.status != "valid":
-                raise AcmeError("unauthorized", f"the account for this key is {existing.status}")
+                raise AcmeError(AcmeCode.UNAUTHORIZED, f"the account for this key is {existing.status}")
             return AcmeResponse(200, account_json(urls, existing), headers={"Location": urls.account(existing.id)})
         if payload.get("onlyReturnExisting") is True:
-            raise AcmeError("accountDoesNotExist", "no account exists for this key")
+            raise AcmeError(AcmeCode.ACCOUNT_DOES_NOT_EXIST, "no account exists for this key")
         contact = contacts(payload.get("contact", []))
         if "termsOfServiceAgreed" in payload and not isinstance(payload["termsOfServiceAgreed"], bool):
-            raise AcmeError("malformed", "termsOfServiceAgreed must be a boolean")
+            raise AcmeError(AcmeCode.MALFORMED, "termsOfServiceAgreed must be a boolean")
         eab_kid = None
         keys = self.config.eab.get(request.provisioner) or {}
         if keys:
             if "externalAccountBinding" not in payload:
-                raise AcmeError("externalAccountRequired", "this directory needs an external account binding")
+                raise AcmeError(AcmeCode.EXTERNAL_ACCOUNT_REQUIRED, "this directory needs an external account binding")
             eab_kid = verify_eab(payload["externalAccountBinding"], caller.jwk, urls.resource("new-account"), keys)
         account, created = self.store.create_account(request.provisioner, caller.jwk.thumbprint,
                                                      caller.jwk.to_json(), contact, eab_kid)
@@ -209,12 +209,12 @@ class AcmeService:
     def account(self, request: AcmeRequest, caller: Caller) -> AcmeResponse:
         account = _own(caller)
         if request.params.get("id") != account.id:
-            raise AcmeError("unauthorized", "this is not your account")
+            raise AcmeError(AcmeCode.UNAUTHORIZED, "this is not your account")
         if caller.jws.payload:
             payload = caller.payload()
             status = payload.get("status")
             if status is not None and status != "deactivated":
-                raise AcmeError("malformed", "an account's status can only be changed to deactivated")
+                raise AcmeError(AcmeCode.MALFORMED, "an account's status can only be changed to deactivated")
             contact = contacts(payload["contact"]) if "contact" in payload else None
             account = self.store.update_account(account.id, contact=contact,
                                                 status="deactivated" if status else None)
@@ -225,21 +225,21 @@ class AcmeService:
         account = _own(caller)
         inner = parse_jws(caller.payload())
         if "jwk" not in inner.header or "kid" in inner.header:
-            raise AcmeError("malformed", "the inner JWS must carry the new key as jwk (and no kid)")
+            raise AcmeError(AcmeCode.MALFORMED, "the inner JWS must carry the new key as jwk (and no kid)")
         if inner.header.get("url") != request.url:
-            raise AcmeError("malformed", "the inner JWS url must equal the outer one")
+            raise AcmeError(AcmeCode.MALFORMED, "the inner JWS url must equal the outer one")
         new_key = parse_jwk(inner.header["jwk"])
         verify_signature(inner, new_key)
         body = inner.payload_json()
         if body.get("account") != caller.urls.account(account.id):
-            raise AcmeError("malformed", "the inner payload names another account")
+            raise AcmeError(AcmeCode.MALFORMED, "the inner payload names another account")
         if parse_jwk(body.get("oldKey")).thumbprint != account.thumbprint:
-            raise AcmeError("malformed", "oldKey is not the account's current key")
+            raise AcmeError(AcmeCode.MALFORMED, "oldKey is not the account's current key")
         if new_key.thumbprint == account.thumbprint:
-            raise AcmeError("malformed", "the new key is the current key")
+            raise AcmeError(AcmeCode.MALFORMED, "the new key is the current key")
         if not self.store.change_key(account.id, account.thumbprint, new_key.thumbprint, new_key.to_json()):
             other = self.store.find_account(request.provisioner, new_key.thumbprint)
-            error = AcmeError("malformed", "the new key already belongs to an account", status=409)
+            error = AcmeError(AcmeCode.MALFORMED, "the new key already belongs to an account", status=409)
             if other is not None:
                 error.headers["Location"] = caller.urls.account(other.id)
             raise error
@@ -251,7 +251,7 @@ class AcmeService:
     def orders(self, request: AcmeRequest, caller: Caller) -> AcmeResponse:
         account = _own(caller)
         if request.params.get("id") != account.id:
-            raise AcmeError("unauthorized", "this is not your account")
+            raise AcmeError(AcmeCode.UNAUTHORIZED, "this is not your account")
         now = self.clock()
         orders = [o for o in self.store.list_orders(account.id) if order_status(o, now) in ("pending", "ready",
                                                                                                "processing", "valid")]
@@ -263,10 +263,10 @@ class AcmeService:
         account = _own(caller)
         payload = caller.payload()
         if "notBefore" in payload or "notAfter" in payload:
-            raise AcmeError("malformed", "notBefore/notAfter are not supported: the provisioner sets the lifetime")
+            raise AcmeError(AcmeCode.MALFORMED, "notBefore/notAfter are not supported: the provisioner sets the lifetime")
         identifiers = payload.get("identifiers")
         if not isinstance(identifiers, list) or not identifiers or len(identifiers) > MAX_IDENTIFIERS:
-            raise AcmeError("malformed", f"identifiers must be a list of 1 to {MAX_IDENTIFIERS} objects")
+            raise AcmeError(AcmeCode.MALFORMED, f"identifiers must be a list of 1 to {MAX_IDENTIFIERS} objects")
         parsed: list[tuple[str, str]] = []
         problems = []
         for ident in identifiers:
@@ -275,7 +275,7 @@ class AcmeService:
             except AcmeError as exc:
                 problems.append(subproblem(exc.kind, exc.detail, ident if isinstance(ident, dict) else None))
         if problems:
-            raise AcmeError(problems[0]["type"].rsplit(":", 1)[1] if len(problems) == 1 else "compound",
+            raise AcmeError(problems[0]["type"].rsplit(":", 1)[1] if len(problems) == 1 else AcmeCode.COMPOUND,
                             "; ".join(p["detail"] for p in problems)[:500], subproblems=problems)
         parsed = list(dict.fromkeys(parsed))
         policy = self.authority.provisioners[request.provisioner].policy
@@ -283,9 +283,9 @@ class AcmeService:
             try:
                 policy.check_names([parse_name(value)])
             except PolicyDenied as exc:
-                problems.append(subproblem("rejectedIdentifier", exc.detail, {"type": kind, "value": value}))
+                problems.append(subproblem(AcmeCode.REJECTED_IDENTIFIER, exc.detail, {"type": kind, "value": value}))
         if problems:
-            raise AcmeError("rejectedIdentifier", "; ".join(p["detail"] for p in problems)[:500], subproblems=problems)
+            raise AcmeError(AcmeCode.REJECTED_IDENTIFIER, "; ".join(p["detail"] for p in problems)[:500], subproblems=problems)
         replaces = payload.get("replaces")
         if replaces is not None:
             self._check_replaces(account, replaces)
@@ -300,11 +300,11 @@ class AcmeService:
 
     def _check_replaces(self, account: AccountRow, replaces: Any) -> None:
         if not isinstance(replaces, str):
-            raise AcmeError("malformed", "replaces must be an ARI certificate id")
+            raise AcmeError(AcmeCode.MALFORMED, "replaces must be an ARI certificate id")
         cid = ari.parse_cert_id(replaces)
         order = self.store.order_for_certificate(cid.serial_text)
         if order is None or order.account_id != account.id:
-            raise AcmeError("malformed", "replaces names no certificate of this account")
+            raise AcmeError(AcmeCode.MALFORMED, "replaces names no certificate of this account")
 
     def order(self, request: AcmeRequest, caller: Caller) -> AcmeResponse:
         order, authzs = self._owned_order(caller, request.params["id"])
@@ -317,7 +317,7 @@ class AcmeService:
         if found is None or found[0].provisioner != caller.urls.provisioner:
             raise AcmeError.not_found("order")
         if found[0].account_id != account.id:
-            raise AcmeError("unauthorized", "the order belongs to another account")
+            raise AcmeError(AcmeCode.UNAUTHORIZED, "the order belongs to another account")
         return found
 
     def _order_response(self, urls: Urls, order: OrderRow, status: int, authzs: list[AuthzRow]) -> AcmeResponse:
@@ -330,10 +330,10 @@ class AcmeService:
         order, authzs = self._owned_order(caller, request.params["id"])
         status = order_status(order, self.clock())
         if status != "ready":
-            raise AcmeError("orderNotReady", f"the order is {status}, not ready")
+            raise AcmeError(AcmeCode.ORDER_NOT_READY, f"the order is {status}, not ready")
         csr, names = csr_for_order(caller.payload().get("csr"), order.identifiers)
         if not self.store.begin_finalize(order.id):
-            raise AcmeError("orderNotReady", "the order is already being finalized")
+            raise AcmeError(AcmeCode.ORDER_NOT_READY, "the order is already being finalized")
         try:
             issued = self.authority.issue_for_order(order.provisioner, csr, names,
                                                     actor=f"acme:{order.account_id}")
@@ -342,7 +342,7 @@ class AcmeService:
             self.store.end_finalize(order.id, None, error.problem())
             raise error from None
         except Exception:
-            self.store.end_finalize(order.id, None, AcmeError("serverInternal", "issuance failed").problem())
+            self.store.end_finalize(order.id, None, AcmeError(AcmeCode.SERVER_INTERNAL, "issuance failed").problem())
             raise
         self.store.end_finalize(order.id, issued.record.serial, None)
         return self._order_response(caller.urls, replace(order, status="valid", cert_serial=issued.record.serial),
@@ -357,13 +357,13 @@ class AcmeService:
             raise AcmeError.not_found("authorization")
         authz, challenges = found
         if authz.account_id != account.id:
-            raise AcmeError("unauthorized", "the authorization belongs to another account")
+            raise AcmeError(AcmeCode.UNAUTHORIZED, "the authorization belongs to another account")
         if caller.jws.payload:
             payload = caller.payload()
             if payload.get("status") != "deactivated" or len(payload) != 1:
-                raise AcmeError("malformed", "an authorization can only be deactivated ({\"status\": \"deactivated\"})")
+                raise AcmeError(AcmeCode.MALFORMED, "an authorization can only be deactivated ({\"status\": \"deactivated\"})")
             if authz_status(authz, self.clock()) not in ("pending", "valid") or not self.store.deactivate_authz(authz.id):
-                raise AcmeError("malformed", f"the authorization is {authz.status}: it cannot be deactivated",
+                raise AcmeError(AcmeCode.MALFORMED, f"the authorization is {authz.status}: it cannot be deactivated",
                                 status=403)
             authz, challenges = self.store.get_authz(authz.id)  # type: ignore[misc]
         if authz.status == "pending":
@@ -386,23 +386,23 @@ class AcmeService:
             raise AcmeError.not_found("challenge")
         challenge, authz = found
         if authz.account_id != account.id:
-            raise AcmeError("unauthorized", "the challenge belongs to another account")
+            raise AcmeError(AcmeCode.UNAUTHORIZED, "the challenge belongs to another account")
         if caller.jws.payload:
             if caller.payload():
-                raise AcmeError("malformed", "respond to a challenge with an empty object {}")
+                raise AcmeError(AcmeCode.MALFORMED, "respond to a challenge with an empty object {}")
             if challenge.status == "pending":
                 if authz_status(authz, self.clock()) == "pending":
                     self._admit(account, authz)  # over a limit: refused, and the challenge stays pending
                 started = self.store.start_challenge(challenge.id)
                 if started is None and authz_status(authz, self.clock()) != "pending":
-                    raise AcmeError("malformed", f"the authorization is {authz_status(authz, self.clock())}",
+                    raise AcmeError(AcmeCode.MALFORMED, f"the authorization is {authz_status(authz, self.clock())}",
                                     status=403)
                 if started is not None and self.va.submit(_probe(challenge, authz, caller.jwk)):
                     challenge = replace(challenge, status="processing", started_at=started)
                 else:  # another request started it, or the queue is full: read what happened
                     if started is not None:
                         self.store.finish_challenge(challenge.id, subproblem(
-                            "serverInternal", "the validation queue is full; try a new order later"))
+                            AcmeCode.SERVER_INTERNAL, "the validation queue is full; try a new order later"))
                     found = self.store.get_challenge(challenge.id)
                     assert found is not None
                     challenge = found[0]
@@ -415,7 +415,7 @@ class AcmeService:
         try:
             self.va.admit(account.id, authz.order_id)
         except ValidationLimited as exc:
-            error = AcmeError("rateLimited", exc.detail)
+            error = AcmeError(AcmeCode.RATE_LIMITED, exc.detail)
             error.headers["Retry-After"] = str(exc.retry_after)
             raise error from None
 
@@ -431,13 +431,13 @@ class AcmeService:
         if order is None or order.provisioner != caller.urls.provisioner:
             raise AcmeError.not_found("certificate")
         if order.account_id != account.id:
-            raise AcmeError("unauthorized", "the certificate belongs to another account")
+            raise AcmeError(AcmeCode.UNAUTHORIZED, "the certificate belongs to another account")
         record = self.authority.get(serial)
         if record is None or not record.der:
             raise AcmeError.not_found("certificate")
         if request.accept and PEM_CHAIN not in request.accept and "*/*" not in request.accept \
                 and "application/*" not in request.accept:
-            raise AcmeError("malformed", f"the certificate is available as {PEM_CHAIN} only", status=406)
+            raise AcmeError(AcmeCode.MALFORMED, f"the certificate is available as {PEM_CHAIN} only", status=406)
         # The stored DER was signed here; PEM is its base64, so no parsing is needed to send it.
         return AcmeResponse(200, ssl.DER_cert_to_PEM_cert(record.der) + self.authority.chain_pem,
                             content_type=PEM_CHAIN)
@@ -450,16 +450,16 @@ class AcmeService:
             serial = serial_text(cert.serial_number)
             cert_jwk = jwk_of(cert.public_key())  # type: ignore[arg-type]
         except Exception:
-            raise AcmeError("malformed", "certificate is not a DER X.509 certificate") from None
+            raise AcmeError(AcmeCode.MALFORMED, "certificate is not a DER X.509 certificate") from None
         record = self.authority.get(serial)
         if record is None or record.der != der:
-            raise AcmeError("malformed", "this CA did not issue that certificate", status=404)
+            raise AcmeError(AcmeCode.MALFORMED, "this CA did not issue that certificate", status=404)
         reason_code = payload.get("reason", 0)
         if type(reason_code) is not int or reason_code not in REASON_CODES:
-            raise AcmeError("badRevocationReason", f"reason must be one of {sorted(REASON_CODES)}")
+            raise AcmeError(AcmeCode.BAD_REVOCATION_REASON, f"reason must be one of {sorted(REASON_CODES)}")
         if caller.account is None:
             if cert_jwk.thumbprint != caller.jwk.thumbprint:
-                raise AcmeError("unauthorized", "the request is not signed by the certificate's key")
+                raise AcmeError(AcmeCode.UNAUTHORIZED, "the request is not signed by the certificate's key")
             actor = f"acme:certkey:{serial}"
         else:
             actor = f"acme:{caller.account.id}"
@@ -468,13 +468,13 @@ class AcmeService:
                 wanted = {v for v in record.sans}
                 held = self.store.valid_identifiers(caller.account.id, [v.removeprefix("*.") for v in wanted])
                 if not wanted or any(v.removeprefix("*.") not in held for v in wanted):
-                    raise AcmeError("unauthorized", "the account neither ordered this certificate nor holds "
+                    raise AcmeError(AcmeCode.UNAUTHORIZED, "the account neither ordered this certificate nor holds "
                                                     "authorizations for all its names")
         try:
             self.authority.revoke(serial, REASON_CODES[reason_code], admin=True, actor=actor)
         except Conflict as exc:
             if exc.code == Code.ALREADY_REVOKED:
-                raise AcmeError("alreadyRevoked", f"certificate {serial} is already revoked") from None
+                raise AcmeError(AcmeCode.ALREADY_REVOKED, f"certificate {serial} is already revoked") from None
             raise
         return AcmeResponse(200, None)
 

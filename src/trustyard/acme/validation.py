@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .probes import TIMEOUT_GRACE, Checker, Probe, problem
+from .problems import AcmeCode
 from .slots import AccountSlots, FairSlots
 
 log = logging.getLogger("trustyard.acme.va")
@@ -168,12 +169,12 @@ class ValidationAuthority:
         """The probe's outcome, by its deadline: the time it waited for a slot is spent."""
         left = deadline - time.monotonic()
         if left <= 0:
-            return problem("connection", "validation timed out waiting for a free validation slot", probe)
+            return problem(AcmeCode.CONNECTION, "validation timed out waiting for a free validation slot", probe)
         try:
             async with asyncio.timeout(left + TIMEOUT_GRACE):
                 return await self.checker.check(probe)
         except TimeoutError:
-            return problem("connection", "validation timed out", probe)
+            return problem(AcmeCode.CONNECTION, "validation timed out", probe)
 
     def _own_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:

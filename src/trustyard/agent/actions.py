@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import pwd
@@ -138,14 +139,13 @@ def served_serial(host: str, port: int, server_name: str | None, cert_file: Path
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     if cert_file is not None and key_file is not None:
-        try:
+        # a mismatched pair mid-rotation: probe without a client certificate
+        with contextlib.suppress(OSError, ssl.SSLError):
             context.load_cert_chain(cert_file, key_file)
-        except (OSError, ssl.SSLError):
-            pass  # a mismatched pair mid-rotation: probe without a client certificate
     try:
-        with socket.create_connection((host, port), timeout=timeout) as raw:
-            with context.wrap_socket(raw, server_hostname=server_name) as tls:
-                der = tls.getpeercert(binary_form=True)
+        with (socket.create_connection((host, port), timeout=timeout) as raw,
+              context.wrap_socket(raw, server_hostname=server_name) as tls):
+            der = tls.getpeercert(binary_form=True)
     except (OSError, ssl.SSLError) as exc:
         return Probe(None, f"cannot connect to {host}:{port}: {exc}")
     if not der:

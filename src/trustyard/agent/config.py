@@ -28,12 +28,12 @@ import re
 import signal
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..errors import ConfigError
+from ..errors import Code, ConfigError
 from ..units import Threshold, parse_duration
 from ..x509.keys import KeyType
 from .schedule import DEFAULT_ERROR_BEFORE, DEFAULT_JITTER, DEFAULT_RENEW_AT, Schedule
@@ -105,7 +105,7 @@ class CertSpec:
     token_env: str = DEFAULT_TOKEN_ENV
     ttl: timedelta | None = None  # parsed here, once; sent to the CA as format_duration text
     key_type: KeyType = KeyType.EC_P256
-    schedule: Schedule = Schedule()
+    schedule: Schedule = field(default_factory=Schedule)
     error_before: Threshold = DEFAULT_ERROR_BEFORE
     reload: ReloadAction = ReloadAction()
     verify_endpoint: tuple[str, int] | None = None
@@ -245,7 +245,7 @@ def check_out_dir(out: Path, follow_symlinks: bool, what: str = "the output dire
             target = ""
         raise ConfigError(f"{what}: the output directory {out} is a symbolic link{target}: refused. "
                           "Give the real directory, or --follow-symlinks (follow_symlinks = true) "
-                          "if the link and where it points are yours", code="symlinkRefused")
+                          "if the link and where it points are yours", code=Code.SYMLINK_REFUSED)
 
 
 def load_config_file(path: Path, overrides: dict[str, Any], defaults: dict[str, Any] | None = None) -> AgentConfig:

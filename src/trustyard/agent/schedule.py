@@ -35,7 +35,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import Enum
+from enum import StrEnum
 
 from ..units import Threshold, format_duration, format_time, humanize
 
@@ -188,7 +188,7 @@ class Backoff:
         return max(timedelta(seconds=rng.uniform(0.1, 1.0) * ceiling.total_seconds()), self.floor)
 
 
-class Level(str, Enum):
+class Level(StrEnum):
     OK = "ok"
     WARNING = "warning"
     ERROR = "error"

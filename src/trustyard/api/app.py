@@ -27,7 +27,7 @@ from starlette.types import Receive, Scope, Send
 from ..ca import oplog
 from ..ca.authority import Authority, Issued, duration_field
 from ..ca.config import Config
-from ..errors import BadRequest, Forbidden, TrustyardError, Unauthorized
+from ..errors import BadRequest, Code, Forbidden, TrustyardError, Unauthorized
 from ..units import format_time
 from . import metrics
 from .durability import durably
@@ -52,35 +52,35 @@ class Api:
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype != "application/json":
             raise BadRequest(f"Content-Type must be application/json, not {ctype or 'missing'!r}",
-                             code="unsupportedMediaType")
+                             code=Code.UNSUPPORTED_MEDIA_TYPE)
         declared = request.headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
-            raise BadRequest(f"body larger than {self.max_body_bytes} bytes", code="bodyTooLarge")
+            raise BadRequest(f"body larger than {self.max_body_bytes} bytes", code=Code.BODY_TOO_LARGE)
         chunks, size = [], 0
         try:
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > self.max_body_bytes:
-                    raise BadRequest(f"body larger than {self.max_body_bytes} bytes", code="bodyTooLarge")
+                    raise BadRequest(f"body larger than {self.max_body_bytes} bytes", code=Code.BODY_TOO_LARGE)
                 chunks.append(chunk)
         except ClientDisconnect:  # gone, or cut at the body deadline (api.protocol): nobody to answer
             raise BadRequest("the client closed the connection before its body arrived",
-                             code="incompleteBody") from None
+                             code=Code.INCOMPLETE_BODY) from None
         try:
             body = json.loads(b"".join(chunks))
         except (ValueError, RecursionError):
-            raise BadRequest("the body is not valid JSON", code="malformedJSON") from None
+            raise BadRequest("the body is not valid JSON", code=Code.MALFORMED_JSON) from None
         if not isinstance(body, dict):
-            raise BadRequest("the body must be a JSON object", code="malformedJSON")
+            raise BadRequest("the body must be a JSON object", code=Code.MALFORMED_JSON)
         unknown = set(body) - required - optional
         if unknown:
-            raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}", code="unknownField")
+            raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}", code=Code.UNKNOWN_FIELD)
         missing = required - set(body)
         if missing:
-            raise BadRequest(f"missing field(s): {', '.join(sorted(missing))}", code="missingField")
+            raise BadRequest(f"missing field(s): {', '.join(sorted(missing))}", code=Code.MISSING_FIELD)
         for key, value in body.items():
             if not isinstance(value, str):
-                raise BadRequest(f"field {key!r} must be a string", code="badField")
+                raise BadRequest(f"field {key!r} must be a string", code=Code.BAD_FIELD)
         return body
 
     def is_admin(self, request: Request) -> bool:
@@ -94,7 +94,7 @@ class Api:
         if not request.headers.get("authorization"):
             raise Unauthorized("administrator token required (Authorization: Bearer ...)")
         if not self.is_admin(request):
-            raise Forbidden("the administrator token is wrong", code="notAdmin")
+            raise Forbidden("the administrator token is wrong", code=Code.NOT_ADMIN)
 
     # -- routes -------------------------------------------------------------------------------
 
@@ -133,9 +133,9 @@ class Api:
             # the database takes 64-bit integers; past that there are no rows anyway
             offset = min(max(int(request.query_params.get("offset", "0")), 0), 2**62)
         except ValueError:
-            raise BadRequest("limit and offset must be integers", code="badQuery") from None
+            raise BadRequest("limit and offset must be integers", code=Code.BAD_QUERY) from None
         if limit < 1:  # SQL reads a negative LIMIT as "no limit"
-            raise BadRequest("limit must be 1 to 1000", code="badQuery")
+            raise BadRequest("limit must be 1 to 1000", code=Code.BAD_QUERY)
         status = request.query_params.get("status")
         records = await run_in_threadpool(self.authority.store.list, status, limit, offset)
         return JSONResponse({"certificates": [r.to_json() for r in records]})

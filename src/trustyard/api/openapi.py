@@ -20,7 +20,7 @@ def _json_body(ref: str) -> dict[str, Any]:
 
 _ISSUED = {"201": {"description": "issued", "content": {"application/json": {
     "schema": {"$ref": "#/components/schemas/Issued"}}}}}
-_ADMIN = [{"admin": []}]
+_ADMIN: list[dict[str, list[str]]] = [{"admin": []}]
 
 SPEC: dict[str, Any] = {
     "openapi": "3.1.0",

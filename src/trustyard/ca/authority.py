@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Generic, TypeVar
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ..errors import BadRequest, Code, Forbidden, TrustyardError, Unauthorized
@@ -100,7 +101,7 @@ class Authority(Generic[L]):
                 token, claims = tokens.mint(prov.private_key, provisioner, subject, [name_text(n) for n in names],
                                             ttl, cert_ttl=cert_ttl, now=self.clock())
             except ValueError as exc:
-                raise BadRequest(str(exc), code="badTTL") from None
+                raise BadRequest(str(exc), code=Code.BAD_TTL) from None
         self.store.audit(AuditEvent(actor=actor, action="token.mint", target=subject,
                                     detail={"provisioner": provisioner, "sans": list(claims.sans),
                                             "jti": claims.jti, "expires_at": format_time(claims.expires_at)}))
@@ -123,7 +124,7 @@ class Authority(Generic[L]):
             foreign = [name_text(n) for n in names if n not in granted]
             if foreign:
                 raise Forbidden(f"the token does not cover {', '.join(foreign)} (it is bound to "
-                                f"{', '.join(claims.sans)})", code="tokenNameMismatch", value=foreign)
+                                f"{', '.join(claims.sans)})", code=Code.TOKEN_NAME_MISMATCH, value=foreign)
             cap = duration_field("the token's ttl", claims.cert_ttl) if claims.cert_ttl else None
             asked = ttl if ttl is not None else cap
             issued = self._issue(prov, request, names, asked, claims.subject, token_jti=claims.jti,
@@ -168,12 +169,12 @@ class Authority(Generic[L]):
             prov = self._provisioner(current.provisioner)
             request = _parse_csr(csr_pem, prov.policy)
             if proof.claims.get("csr_sha256") != proofs.csr_digest(request.der):
-                raise Unauthorized("the proof does not cover this CSR", code="badProof")
+                raise Unauthorized("the proof does not cover this CSR", code=Code.BAD_PROOF)
             self.store.use_token(proof.jti, "renew", proof.expires_at)
             names = _parse_names(current.sans)
             if request.names and set(request.names) != set(names):
                 raise Forbidden("a renewal keeps the identity: the CSR names differ from the certificate's",
-                                code="identityMismatch", value=[name_text(n) for n in request.names])
+                                code=Code.IDENTITY_MISMATCH, value=[name_text(n) for n in request.names])
             if current.superseded_by is not None:
                 issued = self._renewal_retry(current, request)
             else:
@@ -207,14 +208,14 @@ class Authority(Generic[L]):
         serial = serial_text(cert.serial_number)
         record = self.store.get(serial)
         if record is None or record.der != cert.public_bytes(Encoding.DER):
-            raise Unauthorized("the certificate was not issued by this CA", code="unknownCertificate")
+            raise Unauthorized("the certificate was not issued by this CA", code=Code.UNKNOWN_CERTIFICATE)
         if record.status == "revoked":
-            raise Forbidden(f"certificate {serial} is revoked and can never be renewed", code="revoked")
+            raise Forbidden(f"certificate {serial} is revoked and can never be renewed", code=Code.REVOKED)
         if record.status != "issued":
-            raise Unauthorized(f"certificate {serial} is {record.status}", code="unknownCertificate")
+            raise Unauthorized(f"certificate {serial} is {record.status}", code=Code.UNKNOWN_CERTIFICATE)
         if record.not_after <= self.clock():
             raise Forbidden(f"certificate {serial} expired at {format_time(record.not_after)}: it cannot be "
-                            "renewed; bootstrap again with a new token", code="expired")
+                            "renewed; bootstrap again with a new token", code=Code.EXPIRED)
         return record
 
     # -- revoke ---------------------------------------------------------------------------
@@ -226,21 +227,21 @@ class Authority(Generic[L]):
             if not admin:
                 if not proof_token:
                     raise Unauthorized("revocation needs the administrator token or a proof signed by the "
-                                       "certificate's key", code="unauthorized")
+                                       "certificate's key", code=Code.UNAUTHORIZED)
                 claimed = proofs.certificate_of(proof_token)  # the ledger before the signature, as in renew
                 if serial_text(claimed.serial_number) != serial:
-                    raise Forbidden("the proof is for another certificate", code="badProof")
+                    raise Forbidden("the proof is for another certificate", code=Code.BAD_PROOF)
                 record = self.store.get(serial)
                 if record is None or record.der != claimed.public_bytes(Encoding.DER):
-                    raise Unauthorized("the certificate was not issued by this CA", code="unknownCertificate")
+                    raise Unauthorized("the certificate was not issued by this CA", code=Code.UNKNOWN_CERTIFICATE)
                 proof = proofs.verify(proof_token, proofs.REVOKE, certificate=claimed)
                 if proof.claims.get("serial") != serial:
-                    raise Forbidden("the proof is for another certificate", code="badProof")
+                    raise Forbidden("the proof is for another certificate", code=Code.BAD_PROOF)
                 self.store.use_token(proof.jti, "revoke", proof.expires_at)
                 actor = f"holder:{serial}"
             if reason not in REVOCATION_REASONS:
                 raise BadRequest(f"unknown revocation reason {reason!r}; one of {', '.join(REVOCATION_REASONS)}",
-                                 code="badRevocationReason")
+                                 code=Code.BAD_REVOCATION_REASON)
             # A compromised key may have renewed its certificate: everything renewed from it goes too.
             record = self.store.revoke(serial, reason, AuditEvent(actor=actor, action="certificate.revoke",
                                                                   target=serial, detail={"reason": reason}),
@@ -292,7 +293,7 @@ class Authority(Generic[L]):
                                                              **({"renewed_from": renewed_from} if renewed_from else {})}))
         if not stored:
             raise Forbidden(f"certificate {renewed_from} was revoked (key compromise) while its renewal "
-                            f"{intent.serial} was being signed: the renewal is revoked too", code="revoked")
+                            f"{intent.serial} was being signed: the renewal is revoked too", code=Code.REVOKED)
         record = CertRecord(serial=intent.serial, provisioner=prov.name, subject=subject, sans=sans, status="issued",
                             not_before=decision.not_before, not_after=decision.not_after, requested_at=now,
                             der=der, fingerprint_sha256=fingerprint, renewed_from=renewed_from, revoked_at=None, revocation_reason=None)
@@ -302,7 +303,7 @@ class Authority(Generic[L]):
     def _provisioner(self, name: str) -> Provisioner:
         prov = self.provisioners.get(name)
         if prov is None:
-            raise Unauthorized(f"unknown provisioner {name!r}", code="badToken")
+            raise Unauthorized(f"unknown provisioner {name!r}", code=Code.BAD_TOKEN)
         return prov
 
     def _emit(self, event: str, provisioner: str) -> None:
@@ -373,10 +374,10 @@ def duration_field(field: str, text: str) -> timedelta:
     try:
         return parse_duration(text)
     except ValueError as exc:
-        raise BadRequest(f"{field}: {exc}", code="badTTL", field=field) from None
+        raise BadRequest(f"{field}: {exc}", code=Code.BAD_TTL, field=field) from None
 
 
-def _spki(key: PublicKey) -> bytes:
+def _spki(key: CertificatePublicKeyTypes) -> bytes:
     return key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
 
 
@@ -384,4 +385,4 @@ def _parse_names(texts: tuple[str, ...] | list[str]) -> tuple[Name, ...]:
     try:
         return tuple(dict.fromkeys(parse_name(t) for t in texts))
     except ValueError as exc:
-        raise BadRequest(str(exc), code="badName") from None
+        raise BadRequest(str(exc), code=Code.BAD_NAME) from None

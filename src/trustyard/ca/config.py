@@ -27,7 +27,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import Code, ConfigError
 from ..policy import Policy, parse_patterns
 from ..units import parse_duration
 from ..x509.keys import KeyType
@@ -75,7 +75,7 @@ class ProvisionerConfig:
                 key_types=tuple(KeyType.parse(k) for k in self.key_types),
                 eku=tuple(self.eku),
                 backdate=_duration("[ca] backdate", backdate, allow_zero=True),
-                **durations,
+                default_ttl=durations["default_ttl"], min_ttl=durations["min_ttl"], max_ttl=durations["max_ttl"],
                 wildcards=self.wildcards,
             )
         except ValueError as exc:
@@ -263,7 +263,7 @@ def load_config(home: Path) -> Config:
     path = home / CONFIG_NAME
     if not path.exists():
         raise ConfigError(f"no CA in {home}: {path} does not exist (run `trustyard init --home {home}`)",
-                          code="noCA")
+                          code=Code.NO_CA)
     try:
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
@@ -294,8 +294,8 @@ def load_config(home: Path) -> Config:
                               f"unknown key(s) {sorted(unknown)} or missing name")
         for key, value in entry.items():
             _check_type(path, f"provisioner {entry['name']!r}: {key}", value, _PROVISIONER_DEFAULTS[key])
-        provisioners.append(ProvisionerConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                                 for k, v in entry.items()}))
+        settings: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in entry.items()}
+        provisioners.append(ProvisionerConfig(**settings))
     if os.environ.get("TRUSTYARD_DATABASE_URL"):
         values["database_url"] = os.environ["TRUSTYARD_DATABASE_URL"]
     acme = _load_acme(path, data.get("acme", {})).with_env(os.environ)
@@ -316,7 +316,7 @@ _ACME_KEYS = set(AcmeConfig.__dataclass_fields__)
 
 
 def _field_defaults(cls: Any) -> dict[str, Any]:
-    return {f.name: f.default_factory() if f.default_factory is not MISSING else f.default  # type: ignore[misc]
+    return {f.name: f.default_factory() if f.default_factory is not MISSING else f.default
             for f in fields(cls)}
 
 
@@ -381,7 +381,7 @@ def _load_acme(path: Path, table: Any) -> AcmeConfig:
     for key, value in table.items():
         if key != "resolver":  # dns_server says what a resolver looks like
             _check_type(path, f"[acme] {key}", value, _ACME_DEFAULTS[key])
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in table.items()}
+    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in table.items()}
     eab = values.get("eab", {})
     if not isinstance(eab, dict) or not all(isinstance(v, dict) for v in eab.values()):
         raise ConfigError(f"{path}: [acme.eab.PROVISIONER] tables map key ids to base64url HMAC keys")

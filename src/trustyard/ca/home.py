@@ -26,7 +26,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from ..errors import ConfigError, Conflict
+from ..errors import Code, ConfigError, Conflict
 from ..files import write_atomic, write_exclusive, write_private
 from ..policy.patterns import name_limits, parse_patterns
 from ..store import SqlStore, open_store, version
@@ -57,7 +57,7 @@ def read_password(password_file: str | None, insecure_no_password: bool) -> byte
     if insecure_no_password:
         return None
     raise ConfigError("the CA keys need a password: give --password-file FILE or set TRUSTYARD_PASSWORD "
-                      "(or --insecure-no-password for a throwaway demo CA)", code="noPassword")
+                      "(or --insecure-no-password for a throwaway demo CA)", code=Code.NO_PASSWORD)
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ def init_home(home: Path, password: bytes | None, options: InitOptions = InitOpt
     that a second ``init`` would trip over: the config file, written last, marks a complete CA."""
     if (home / CONFIG_NAME).exists() or (home / "ca" / "root.key").exists() or (home / "ca" / "root.crt").exists():
         raise Conflict(f"a CA already exists in {home}: refusing to overwrite it (use another --home)",
-                       code="caExists")
+                       code=Code.CA_EXISTS)
     allow = tuple(options.allow) or DEFAULT_ALLOW
     try:
         patterns = parse_patterns(allow)
@@ -107,16 +107,16 @@ def init_home(home: Path, password: bytes | None, options: InitOptions = InitOpt
     now = datetime.now(UTC) - timedelta(minutes=1)
 
     root_key = generate_private_key(options.key_type)
-    root = sign(root_builder(root_key.public_key(), f"{options.name} Root CA", now, root_ttl,  # type: ignore[arg-type]
+    root = sign(root_builder(root_key.public_key(), f"{options.name} Root CA", now, root_ttl,
                              organization=options.name), root_key)
     inter_key = generate_private_key(options.key_type)
-    inter = sign(intermediate_builder(inter_key.public_key(), root, f"{options.name} Intermediate CA", now,  # type: ignore[arg-type]
+    inter = sign(intermediate_builder(inter_key.public_key(), root, f"{options.name} Intermediate CA", now,
                                       intermediate_ttl, limits=name_limits(patterns), organization=options.name),
                  root_key)
     # The CA server's certificate comes from the root: the intermediate may be name-constrained
     # away from localhost, and the server must stay reachable through an intermediate rotation.
     tls_key = generate_private_key(KeyType.EC_P256)
-    tls = sign(leaf_builder(LeafSpec(public_key=tls_key.public_key(), names=tuple(server_names),  # type: ignore[arg-type]
+    tls = sign(leaf_builder(LeafSpec(public_key=tls_key.public_key(), names=tuple(server_names),
                                      not_before=now, not_after=inter.not_valid_after_utc, serial=new_serial(),
                                      eku=("serverAuth",), common_name="localhost"), root), root_key)
     prov_key = generate_private_key(KeyType.EC_P256)
@@ -127,7 +127,7 @@ def init_home(home: Path, password: bytes | None, options: InitOptions = InitOpt
     write_exclusive(config.path(config.intermediate_key), private_key_pem(inter_key, password))
     write_exclusive(config.path(config.tls_key), private_key_pem(tls_key, password))
     write_exclusive(config.path("provisioners/default.key"), private_key_pem(prov_key, password))
-    write_atomic(config.path("provisioners/default.pub"), public_key_pem(prov_key.public_key()))  # type: ignore[arg-type]
+    write_atomic(config.path("provisioners/default.pub"), public_key_pem(prov_key.public_key()))
     write_atomic(config.path(config.root_cert), root.public_bytes(pem))
     write_atomic(config.path("ca/roots.pem"), root.public_bytes(pem))
     write_atomic(config.path(config.intermediate_cert), inter.public_bytes(pem))
@@ -185,7 +185,7 @@ def load_key(config: Config, relative: str, password: bytes | None) -> PrivateKe
     try:
         return load_private_key_pem(data, password if config.encrypted_keys else None)
     except ValueError as exc:
-        raise ConfigError(f"cannot load key {path}: {exc}", code="badPassword") from None
+        raise ConfigError(f"cannot load key {path}: {exc}", code=Code.BAD_PASSWORD) from None
 
 
 def load_certs(config: Config, relative: str) -> list[x509.Certificate]:
@@ -203,7 +203,7 @@ def load_authority(home: Path, password: bytes | None, *, minting: bool = False,
     config = config or load_config(home)
     if config.encrypted_keys and password is None:
         raise ConfigError("the CA keys are encrypted: give --password-file or TRUSTYARD_PASSWORD",
-                          code="noPassword")
+                          code=Code.NO_PASSWORD)
     inter = load_certs(config, config.intermediate_cert)[0]
     signer = KeySigner(inter, load_key(config, config.intermediate_key, password))
     roots_file = "ca/roots.pem" if config.path("ca/roots.pem").exists() else config.root_cert

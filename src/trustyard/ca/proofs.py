@@ -19,7 +19,7 @@ import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from ..errors import Unauthorized
+from ..errors import Code, Unauthorized
 from ..x509.keys import PrivateKey, describe_key, jws_algorithm, key_type_of
 
 RENEW = "trustyard:renew"
@@ -55,17 +55,17 @@ def certificate_of(token: str) -> x509.Certificate:
     a proof for a certificate the CA never issued then costs the CA no public-key operation.
     """
     if not isinstance(token, str) or not token or len(token) > MAX_PROOF_BYTES:
-        raise Unauthorized("missing or oversized proof", code="badProof")
+        raise Unauthorized("missing or oversized proof", code=Code.BAD_PROOF)
     try:
         header = jwt.get_unverified_header(token)
         x5c = header.get("x5c")
         if not isinstance(x5c, list) or not x5c or not isinstance(x5c[0], str):
-            raise Unauthorized("the proof carries no certificate (x5c header)", code="badProof")
+            raise Unauthorized("the proof carries no certificate (x5c header)", code=Code.BAD_PROOF)
         return x509.load_der_x509_certificate(base64.b64decode(x5c[0], validate=True))
     except Unauthorized:
         raise
     except Exception as exc:
-        raise Unauthorized(f"malformed proof: {type(exc).__name__}", code="badProof") from None
+        raise Unauthorized(f"malformed proof: {type(exc).__name__}", code=Code.BAD_PROOF) from None
 
 
 def verify(token: str, audience: str, certificate: x509.Certificate | None = None) -> Proof:
@@ -79,21 +79,21 @@ def verify(token: str, audience: str, certificate: x509.Certificate | None = Non
         key = cert.public_key()
         if key_type_of(key) is None:  # type: ignore[arg-type]
             raise Unauthorized(f"the proof's certificate has a {describe_key(key)} key, which this CA never "
-                               "issues for", code="badProof")
+                               "issues for", code=Code.BAD_PROOF)
         claims = jwt.decode(token, key, algorithms=[jws_algorithm(key)], audience=audience,  # type: ignore[arg-type]
                             options={"require": ["exp", "iat", "jti", "aud"]}, leeway=timedelta(seconds=30))
     except Unauthorized:
         raise
     except jwt.ExpiredSignatureError:
-        raise Unauthorized("the proof has expired", code="badProof") from None
+        raise Unauthorized("the proof has expired", code=Code.BAD_PROOF) from None
     except jwt.InvalidSignatureError:
-        raise Unauthorized("the proof is not signed by the certificate's key", code="badProof") from None
+        raise Unauthorized("the proof is not signed by the certificate's key", code=Code.BAD_PROOF) from None
     except Exception as exc:
-        raise Unauthorized(f"malformed proof: {type(exc).__name__}", code="badProof") from None
+        raise Unauthorized(f"malformed proof: {type(exc).__name__}", code=Code.BAD_PROOF) from None
     if not all(isinstance(claims[c], (int, float)) and not isinstance(claims[c], bool) for c in ("exp", "iat")):
         # PyJWT reads "123" as a date too; the lifetime arithmetic below needs numbers
-        raise Unauthorized("the proof's exp and iat must be numbers", code="badProof")
+        raise Unauthorized("the proof's exp and iat must be numbers", code=Code.BAD_PROOF)
     if claims["exp"] - claims["iat"] > MAX_PROOF_LIFETIME.total_seconds():
-        raise Unauthorized("the proof lives longer than 5 minutes: refused", code="badProof")
+        raise Unauthorized("the proof lives longer than 5 minutes: refused", code=Code.BAD_PROOF)
     return Proof(certificate=cert, claims=claims, jti=str(claims["jti"]),
                  expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC))

@@ -15,7 +15,7 @@ from typing import Any
 
 import jwt
 
-from ..errors import Unauthorized
+from ..errors import Code, Unauthorized
 from ..units import format_duration
 from ..x509.keys import PrivateKey, PublicKey, jws_algorithm
 
@@ -54,13 +54,13 @@ def mint(key: PrivateKey, provisioner: str, subject: str, sans: list[str], ttl: 
 def verify(token: str, keys: Mapping[str, PublicKey], now: datetime | None = None) -> TokenClaims:
     """Check signature, audience and time; the caller redeems ``jti`` atomically with issuance."""
     if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_BYTES:
-        raise Unauthorized("missing or oversized bootstrap token", code="badToken")
+        raise Unauthorized("missing or oversized bootstrap token", code=Code.BAD_TOKEN)
     try:
         header = jwt.get_unverified_header(token)
         kid = header.get("kid")
         key = keys.get(kid) if isinstance(kid, str) else None
         if key is None:
-            raise Unauthorized(f"the token names an unknown provisioner {kid!r}", code="badToken")
+            raise Unauthorized(f"the token names an unknown provisioner {kid!r}", code=Code.BAD_TOKEN)
         claims = jwt.decode(
             token, key, algorithms=[jws_algorithm(key)], audience=AUDIENCE, issuer=kid,
             leeway=LEEWAY, options={"require": ["exp", "iat", "nbf", "jti", "sub", "iss", "aud"]},
@@ -68,22 +68,22 @@ def verify(token: str, keys: Mapping[str, PublicKey], now: datetime | None = Non
     except Unauthorized:
         raise
     except jwt.ExpiredSignatureError:
-        raise Unauthorized("the bootstrap token has expired: mint a new one", code="tokenExpired") from None
+        raise Unauthorized("the bootstrap token has expired: mint a new one", code=Code.TOKEN_EXPIRED) from None
     except jwt.ImmatureSignatureError:
-        raise Unauthorized("the bootstrap token is not valid yet (check the clocks)", code="badToken") from None
+        raise Unauthorized("the bootstrap token is not valid yet (check the clocks)", code=Code.BAD_TOKEN) from None
     except jwt.InvalidSignatureError:
         raise Unauthorized("the bootstrap token's signature does not verify (forged or from another CA)",
-                           code="badToken") from None
+                           code=Code.BAD_TOKEN) from None
     except Exception as exc:  # PyJWT and the JSON layer raise many types on garbage
-        raise Unauthorized(f"malformed bootstrap token: {type(exc).__name__}", code="badToken") from None
+        raise Unauthorized(f"malformed bootstrap token: {type(exc).__name__}", code=Code.BAD_TOKEN) from None
     if not all(_numeric_date(claims[c]) for c in ("exp", "iat", "nbf")):
         # PyJWT reads "123" as a date too; the lifetime arithmetic below needs numbers
-        raise Unauthorized("the bootstrap token's exp, iat and nbf must be numbers", code="badToken")
+        raise Unauthorized("the bootstrap token's exp, iat and nbf must be numbers", code=Code.BAD_TOKEN)
     if claims["exp"] - claims["iat"] > MAX_TOKEN_LIFETIME.total_seconds():
-        raise Unauthorized("the bootstrap token lives longer than 24h: refused", code="badToken")
+        raise Unauthorized("the bootstrap token lives longer than 24h: refused", code=Code.BAD_TOKEN)
     sans = claims.get("sans", [])
     if not isinstance(sans, list) or not all(isinstance(s, str) for s in sans) or not isinstance(claims["sub"], str):
-        raise Unauthorized("the bootstrap token's names are malformed", code="badToken")
+        raise Unauthorized("the bootstrap token's names are malformed", code=Code.BAD_TOKEN)
     return _claims(claims)
 
 

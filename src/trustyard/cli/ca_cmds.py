@@ -56,7 +56,7 @@ def init(home: str | None, password_file: str | None, insecure_no_password: bool
         key_type=KeyType(key_type), allow=allow, dns=dns, root_ttl=root_ttl, intermediate_ttl=intermediate_ttl,
         name=name, listen=listen, database_url=database_url))
     cfg = result.config
-    doc = {"home": str(path), "root_fingerprint_sha256": result.root_fingerprint,
+    doc: dict[str, Any] = {"home": str(path), "root_fingerprint_sha256": result.root_fingerprint,
            "root_certificate": str(cfg.path(cfg.root_cert)), "root_key": str(cfg.path(cfg.root_key)),
            "intermediate_certificate": str(cfg.path(cfg.intermediate_cert)), "allow": list(result.allow),
            "allow_is_default": result.allow_is_default, "url": cfg.url, "encrypted_keys": cfg.encrypted_keys}
@@ -126,7 +126,7 @@ def serve(home: str | None, password_file: str | None, init_missing: bool, insec
         # --listen is this run's: the new trustyard.toml gets the default, like `init` without --listen.
         created = init_home(path, password, InitOptions())
     config = load_config(path)
-    overrides = {key: value for key, value in (("header_timeout", header_timeout), ("body_timeout", body_timeout),
+    overrides: dict[str, Any] = {key: value for key, value in (("header_timeout", header_timeout), ("body_timeout", body_timeout),
                                                 ("max_connections", max_connections)) if value is not None}
     limits = ServerLimits(*replace(config, **overrides).server_limits())
     password = password_for(config, password_file)
@@ -168,7 +168,8 @@ def serve(home: str | None, password_file: str | None, init_missing: bool, insec
             ssl_keyfile_password=password.decode() if password else None, log_level=log_level,
             log_config=serve_log_config(log_level),
             access_log=log_level == "debug", timeout_graceful_shutdown=10, server_header=False,
-            http=functools.partial(CoalescingHttpToolsProtocol, limits=limits),
+            # uvicorn calls whatever it is given to make a protocol; its hints only name classes
+            http=functools.partial(CoalescingHttpToolsProtocol, limits=limits),  # type: ignore[arg-type]
             # uvicorn would believe X-Forwarded-* from loopback: any local process could then
             # choose the scheme of the ACME URLs and the address the audit log records.
             proxy_headers=False,

@@ -88,7 +88,7 @@ def roots(ca_url: str | None, fingerprint: str, out: str | None, save: bool, as_
     except ValueError:
         raise ConfigError(f"cannot fetch the trust bundle from {ca_url}: no PEM certificate in its answer") from None
     if not pinned:
-        raise Forbidden(f"no root with fingerprint {wanted} at {ca_url}: refusing the bundle", code="fingerprintMismatch")
+        raise Forbidden(f"no root with fingerprint {wanted} at {ca_url}: refusing the bundle", code=Code.FINGERPRINT_MISMATCH)
     context = ssl.create_default_context(cadata=pinned[0].public_bytes(Encoding.PEM).decode())
     try:
         bundle = httpx.get(ca_url.rstrip("/") + "/v1/roots", verify=context, timeout=10).text
@@ -106,7 +106,8 @@ def roots(ca_url: str | None, fingerprint: str, out: str | None, save: bool, as_
         if saved_to is None:
             return f"wrote {len(certs)} root(s) to {out}" if out else bundle.rstrip()
         lines = [f"wrote {len(certs)} root(s) to {out}"] if out else []
-        return "\n".join(lines + [
+        return "\n".join([
+            *lines,
             f"The root certificate has been saved in {saved_to.root} "
             f"({pinned[0].subject.rfc4514_string()}, sha256 {wanted}).",
             f"The client configuration has been saved in {saved_to.path} (ca_url {ca_url}).",
@@ -306,7 +307,7 @@ def _list_text(records: list[dict[str, Any]], now: datetime | None = None) -> st
     if not records:
         return "No certificates found."
     now = now or datetime.now(UTC)
-    rows = [("SERIAL", "STATUS", "EXPIRES IN", "NOT AFTER", "SANS")]
+    rows: list[tuple[str, ...]] = [("SERIAL", "STATUS", "EXPIRES IN", "NOT AFTER", "SANS")]
     for r in records:
         state = "superseded" if r["status"] == "issued" and r.get("superseded_by") else r["status"]
         left = datetime.fromisoformat(r["not_after"]) - now

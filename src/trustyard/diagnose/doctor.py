@@ -10,6 +10,7 @@ succeed, not merely that our checks found nothing.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import warnings
@@ -245,14 +246,12 @@ def _confirm(target: str, host: str, port: int, expected: str, bundle_paths: lis
     if cert_file:
         ctx.load_cert_chain(cert_file, key_file)
     try:
-        with socket.create_connection((host, port), timeout=timeout) as raw:
-            with ctx.wrap_socket(raw, server_hostname=expected) as tls:
-                tls.sendall(f"HEAD / HTTP/1.1\r\nHost: {expected}\r\nConnection: close\r\n\r\n".encode())
-                tls.settimeout(min(timeout, 1.0))
-                try:
-                    tls.recv(1024)
-                except TimeoutError:
-                    pass
+        with (socket.create_connection((host, port), timeout=timeout) as raw,
+              ctx.wrap_socket(raw, server_hostname=expected) as tls):
+            tls.sendall(f"HEAD / HTTP/1.1\r\nHost: {expected}\r\nConnection: close\r\n\r\n".encode())
+            tls.settimeout(min(timeout, 1.0))
+            with contextlib.suppress(TimeoutError):
+                tls.recv(1024)
     except (ssl.SSLError, ssl.CertificateError, OSError) as exc:
         found = explain(str(exc))
         code = found.code or "handshake_failure"

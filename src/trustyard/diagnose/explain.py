@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from typing import Any
@@ -91,7 +91,7 @@ class Explanation:
     also: tuple[str, ...] = ()
     matched: str | None = None
     confirm: str = "trustyard doctor <host>:<port>"  # the command that confirms the answer
-    mentioned: Mentioned = Mentioned()
+    mentioned: Mentioned = field(default_factory=Mentioned)
 
     def to_json(self) -> dict[str, Any]:
         m = self.mentioned

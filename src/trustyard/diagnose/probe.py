@@ -11,12 +11,16 @@ import ipaddress
 import select
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import parsedate_to_datetime
+from typing import TypeVar
 
 from cryptography import x509
 from OpenSSL import SSL
+
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -51,7 +55,7 @@ def is_ip(host: str) -> bool:
 
 def _ssl_error_text(exc: Exception) -> str:
     if isinstance(exc, SSL.SysCallError):
-        code, text = (exc.args + (None, None))[:2]
+        code, text = (*exc.args, None, None)[:2]
         return f"syscall error: {text or code}"
     if isinstance(exc, SSL.ZeroReturnError):
         return "connection closed by peer"
@@ -203,7 +207,7 @@ def _keep_chain(conn: SSL.Connection, result: ProbeResult) -> None:
         result.chain = list(chain)
 
 
-def _drive(op, sock: socket.socket, deadline: float):  # type: ignore[no-untyped-def]
+def _drive(op: Callable[[], _T], sock: socket.socket, deadline: float) -> _T:
     while True:
         try:
             return op()

@@ -15,7 +15,7 @@ from ..units import Threshold, format_time, humanize
 from ..x509.chain import weakness
 from ..x509.verify import Usage, verify
 from .fixes import fix_for
-from .model import CertItem, Finding, Inventory, Severity
+from .model import CertItem, Finding, Inventory, KeyItem, Severity
 from .roles import classify
 from .roles import unit as _unit
 
@@ -175,11 +175,11 @@ def keys(inv: Inventory, rules: Rules) -> Iterator[Finding]:
                                f"{leaves[0].label} next to it")
 
 
-def _pairs(inv: Inventory) -> Iterator[tuple[list[str], list, list[CertItem]]]:  # type: ignore[type-arg]
+def _pairs(inv: Inventory) -> Iterator[tuple[list[str], list[KeyItem], list[CertItem]]]:
     """Keys and certificates found side by side: one container, or sibling files whose
     names differ only by key/cert words (``tls.crt``+``tls.key``, ``cert.pem``+``privkey.pem``)."""
     certs_by_unit: dict[tuple[str, str], list[CertItem]] = defaultdict(list)
-    keys_by_unit: dict[tuple[str, str], list] = defaultdict(list)  # type: ignore[type-arg]
+    keys_by_unit: dict[tuple[str, str], list[KeyItem]] = defaultdict(list)
     for c in inv.certificates:
         certs_by_unit[_unit(c.group, c.served)].append(c)
     for k in inv.keys:

@@ -37,7 +37,7 @@ def summary(inv: Inventory) -> str:
     found = _count(len(inv.findings), "finding")
     if by_severity:
         found += " (" + ", ".join(f"{by_severity[str(s)]} {s}" for s in reversed(Severity) if by_severity[str(s)]) + ")"
-    return ", ".join(parts + [found, f"{len(inv.errors)} unreadable"])
+    return ", ".join([*parts, found, f"{len(inv.errors)} unreadable"])
 
 
 def _count(n: int, noun: str) -> str:

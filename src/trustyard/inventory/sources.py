@@ -288,9 +288,9 @@ def _read_jks(data: bytes, location: str, options: ReadOptions, inv: Inventory) 
             where = group if len(certs) == 1 else f"{group}#{i}"
             inv.certificates.append(CertItem(cert, where, group, environment=options.environment, position=i,
                                              trust_store=options.trust_store))
-    for alias, entry in store.certs.items():
+    for alias, trusted in store.certs.items():
         where = f"{location}#{alias}"
-        inv.certificates.append(CertItem(x509.load_der_x509_certificate(entry.cert), where, where,
+        inv.certificates.append(CertItem(x509.load_der_x509_certificate(trusted.cert), where, where,
                                          environment=options.environment, trust_store=True))
 
 

@@ -78,10 +78,10 @@ class NamePattern:
                 return value.endswith(self.text[1:])  # ".prod.internal": strictly below it
             return value == self.text
         if self.kind == "ip" and isinstance(name, x509.IPAddress):
-            value = name.value
-            if isinstance(value, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
+            address = name.value
+            if isinstance(address, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
                 return False
-            return value in ipaddress.ip_network(self.text)
+            return address in ipaddress.ip_network(self.text)
         if self.kind == "uri" and isinstance(name, x509.UniformResourceIdentifier):
             return uris.uri_matches(self.text, name.value)
         return False

@@ -176,7 +176,8 @@ class AcmeStore:
         order = OrderRow(id=new_id(), account_id=account_id, provisioner=provisioner, status="pending",
                          identifiers=tuple(identifiers), expires_at=now + lifetime, created_at=now, error=None,
                          cert_serial=None, replaces=replaces)
-        authz_rows, challenge_rows = [], []
+        authz_rows: list[dict[str, Any]] = []
+        challenge_rows: list[dict[str, Any]] = []
         for a in authzs:
             authz_id = new_id()
             authz_rows.append({"id": authz_id, "order_id": order.id, "account_id": account_id, "type": a.type,

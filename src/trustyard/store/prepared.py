@@ -18,12 +18,13 @@ silently autocommit).
 from __future__ import annotations
 
 from collections import namedtuple
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import exc
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.selectable import Select
 
 
@@ -58,6 +59,7 @@ class Plan:
         if dialect.paramstyle != "qmark":
             raise ValueError(f"plans are for positional (qmark) drivers, not {dialect.paramstyle}")
         compiled = statement.compile(dialect=dialect, column_keys=list(keys))
+        assert isinstance(compiled, SQLCompiler)  # a statement, not DDL
         if compiled.literal_execute_params or compiled.post_compile_params:
             raise ValueError("statements with parameters expanded at execution time are not planned")
         self.sql = compiled.string
@@ -80,7 +82,7 @@ class Plan:
             self._row = namedtuple("Row", [c.key for c in columns])  # type: ignore[misc]
             self._readers = [c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns]
 
-    def _args(self, params: dict[str, Any]) -> list[Any]:
+    def _args(self, params: Mapping[str, Any]) -> list[Any]:
         args = []
         for name, given, fixed, converter in self._params:
             if given:
@@ -99,10 +101,10 @@ class Plan:
         raw = conn.connection.dbapi_connection
         assert raw is not None
         try:
-            if isinstance(params, (list, tuple)):
-                cursor = raw.executemany(self.sql, [self._args(p) for p in params])
-            else:
+            if params is None or isinstance(params, Mapping):
                 cursor = raw.execute(self.sql, self._args(params or {}))
+            else:
+                cursor = raw.executemany(self.sql, [self._args(p) for p in params])
         except self._dbapi_error as error:
             raise exc.DBAPIError.instance(self.sql, params, error, self._dbapi_error) from error
         if self._row is None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ..errors import Conflict
+from ..errors import Code, Conflict
 from ..units import format_time
 
 
@@ -99,5 +99,5 @@ class SerialCollision(Exception):
 def superseded(serial: str, by: str) -> Conflict:
     """The refusal of a second renewal of ``serial``, which ``by`` already renewed."""
     return Conflict(f"certificate {serial} was already renewed (by {by}): a certificate renews once; renew "
-                    "the newer certificate, or bootstrap again with a new token", code="superseded",
+                    "the newer certificate, or bootstrap again with a new token", code=Code.SUPERSEDED,
                     superseded_by=by)

@@ -17,7 +17,7 @@ from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from ..errors import Conflict, Forbidden, NotFound, Unauthorized
+from ..errors import Code, Conflict, Forbidden, NotFound, Unauthorized
 from . import audit as chain
 from . import refusals
 from .engine import Database, utc, utc_now
@@ -43,7 +43,7 @@ class SqlStore(Database):
                     self._redeem(conn, intent.token_jti, "bootstrap", intent.token_expires_at or intent.not_after)
                 except IntegrityError:
                     raise Unauthorized("this token was already used: bootstrap tokens are single-use",
-                                       code="tokenReplayed") from None
+                                       code=Code.TOKEN_REPLAYED) from None
             try:
                 self.run(conn, _INSERT_INTENT, dict(
                     serial=intent.serial, provisioner=intent.provisioner, subject=intent.subject,
@@ -64,10 +64,10 @@ class SqlStore(Database):
         if row is None:
             raise NotFound(f"no certificate with serial {parent}")
         if row.status == "revoked":
-            raise Forbidden(f"certificate {parent} is revoked and can never be renewed", code="revoked")
+            raise Forbidden(f"certificate {parent} is revoked and can never be renewed", code=Code.REVOKED)
         if row.superseded_by is not None:
             raise superseded(parent, row.superseded_by)
-        raise Conflict(f"certificate {parent} is {row.status}, not issued", code="conflict")
+        raise Conflict(f"certificate {parent} is {row.status}, not issued", code=Code.CONFLICT)
 
     def renewal_of(self, serial: str) -> CertRecord | None:
         """The certificate that renewed ``serial`` (its ``superseded_by``), if any."""
@@ -82,7 +82,7 @@ class SqlStore(Database):
             with self.transaction(durable=False) as conn:
                 self._redeem(conn, jti, kind, expires_at)
         except IntegrityError:
-            raise Unauthorized(f"this {kind} proof was already used", code="tokenReplayed") from None
+            raise Unauthorized(f"this {kind} proof was already used", code=Code.TOKEN_REPLAYED) from None
 
     def _redeem(self, conn: Connection, jti: str, kind: str, expires_at: datetime) -> None:
         self.run(conn, _INSERT_TOKEN, {"jti": jti, "kind": kind, "used_at": utc_now(), "expires_at": expires_at})
@@ -126,8 +126,8 @@ class SqlStore(Database):
                 if row is None:
                     raise NotFound(f"no certificate with serial {serial}")
                 if not (cascade and row.status == "revoked" and row.revocation_reason != reason):
-                    raise Conflict(f"certificate {serial} is {row.status}, not issued", code="alreadyRevoked"
-                                   if row.status == "revoked" else "conflict")
+                    raise Conflict(f"certificate {serial} is {row.status}, not issued", code=Code.ALREADY_REVOKED
+                                   if row.status == "revoked" else Code.CONFLICT)
                 conn.execute(update(certificates).where(certificates.c.serial == serial)
                              .values(revocation_reason=reason))
             if cascade:

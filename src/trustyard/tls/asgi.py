@@ -26,7 +26,7 @@ from typing import Any
 
 from cryptography import x509
 
-from ..errors import BadRequest, Forbidden, TrustyardError, Unauthorized
+from ..errors import BadRequest, Code, Forbidden, TrustyardError, Unauthorized
 from .identity import PeerIdentity, identity_of
 from .paths import path_problem
 from .policy import IdentityPolicy
@@ -83,14 +83,14 @@ class IdentityMiddleware:
         problem = path_problem(path, scope.get("raw_path"))
         if problem:
             raise BadRequest(f"the request path has {problem}; send the path the resource lives at",
-                             code="ambiguousPath")
+                             code=Code.AMBIGUOUS_PATH)
         cert = client_certificate(scope)
         if cert is None:
             raise Unauthorized("a client certificate is required: connect with mutual TLS")
         identity = identity_of(cert)
         if not self.policy.allows(identity, method, path):
             raise Forbidden(f"{identity.name or 'this certificate'} may not {method} {path}",
-                            code="identityNotAllowed", identity=identity.name, names=list(identity.names))
+                            code=Code.IDENTITY_NOT_ALLOWED, identity=identity.name, names=list(identity.names))
         return identity
 
 

@@ -183,13 +183,13 @@ class ReloadingContext(ssl.SSLContext):
     # wrapped before it was connected) and ssl.SSLObject (wrap_bio: asyncio, uvloop,
     # anyio) create the OpenSSL connection, so one override covers every path.
 
-    def _wrap_socket(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    def _wrap_socket(self, *args: Any, **kwargs: Any) -> Any:
         inner = self.inner
         sslobj = super()._wrap_socket(*args, **kwargs)  # type: ignore[misc]
         sslobj.context = inner
         return sslobj
 
-    def _wrap_bio(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    def _wrap_bio(self, *args: Any, **kwargs: Any) -> Any:
         inner = self.inner
         sslobj = super()._wrap_bio(*args, **kwargs)  # type: ignore[misc]
         sslobj.context = inner

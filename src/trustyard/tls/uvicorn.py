@@ -79,7 +79,7 @@ class _TLSScope:
 
     app: Any
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.Transport) -> None:
         super().connection_made(transport)  # type: ignore[misc]
         tls = tls_extension(transport.get_extra_info("ssl_object"))
         if tls is not None:

@@ -174,7 +174,7 @@ def check_chain(
     sent = {fingerprint_sha256(c) for c in served}
     found = next(candidate_paths(leaf, [*served[1:], *known], anchors), None) if known else None
     if found is not None:
-        borrowed = [c for c in found[1:-1] if fingerprint_sha256(c) not in sent]
+        borrowed: list[x509.Certificate] = [c for c in found[1:-1] if fingerprint_sha256(c) not in sent]
         needed = borrowed[0].subject.rfc4514_string()
         return ChainCheck(
             path=found[:-1], code="missing_intermediate", needed_issuer=needed, anchor=found[-1],
@@ -182,7 +182,7 @@ def check_chain(
         )
     anchor_fps = {fingerprint_sha256(a) for a in anchors}
     path = [leaf]
-    borrowed: list[x509.Certificate] = []
+    borrowed = []
     rest = list(served[1:])
     current = leaf
     for _ in range(MAX_DEPTH):

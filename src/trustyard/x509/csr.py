@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from ..errors import Code
 from .keys import KeyType, PublicKey, describe_key, key_type_of
 from .names import Name, common_names, normalize_dns, parse_name
 
@@ -22,7 +23,7 @@ MAX_CSR_BYTES = 16 * 1024
 class CSRError(ValueError):
     """The CSR is malformed, badly signed or asks for something never granted."""
 
-    def __init__(self, detail: str, code: str = "badCSR") -> None:
+    def __init__(self, detail: str, code: str = Code.BAD_CSR) -> None:
         super().__init__(detail)
         self.code = code
 
@@ -71,10 +72,10 @@ def check_csr(csr: x509.CertificateSigningRequest, accept_key: KeyCheck | None =
         accept_key(key_type, description)
     if key_type is None:
         supported = ", ".join(k.value for k in KeyType)
-        raise CSRError(f"the CSR's key is {description}: trustyard issues only for {supported}", "unsupportedKey")
+        raise CSRError(f"the CSR's key is {description}: trustyard issues only for {supported}", Code.UNSUPPORTED_KEY)
     try:
         if not csr.is_signature_valid:
-            raise CSRError("CSR signature does not verify: the requester does not hold the key", "badSignature")
+            raise CSRError("CSR signature does not verify: the requester does not hold the key", Code.BAD_SIGNATURE)
         extensions = csr.extensions
     except CSRError:
         raise
@@ -119,10 +120,10 @@ def _name_from_csr(general: x509.GeneralName) -> Name:
         try:
             return x509.DNSName(normalize_dns(general.value))
         except ValueError as exc:
-            raise CSRError(str(exc), "badName") from None
+            raise CSRError(str(exc), Code.BAD_NAME) from None
     if isinstance(general, (x509.IPAddress, x509.UniformResourceIdentifier)):
         return general
-    raise CSRError(f"CSR asks for an unsupported name type {type(general).__name__}", "badName")
+    raise CSRError(f"CSR asks for an unsupported name type {type(general).__name__}", Code.BAD_NAME)
 
 
 def _short(exc: Exception) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
@@ -19,8 +19,10 @@ _EKU = {ExtendedKeyUsageOID.SERVER_AUTH: "TLS Web Server Authentication",
         ExtendedKeyUsageOID.TIME_STAMPING: "Time Stamping", ExtendedKeyUsageOID.OCSP_SIGNING: "OCSP Signing",
         ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE: "Any Extended Key Usage"}
 
+_E = TypeVar("_E", bound=x509.ExtensionType)
 
-def _ext(cert: x509.Certificate, cls: type) -> x509.Extension[Any] | None:  # type: ignore[type-arg]
+
+def _ext(cert: x509.Certificate, cls: type[_E]) -> x509.Extension[_E] | None:
     try:
         return cert.extensions.get_extension_for_class(cls)
     except (x509.ExtensionNotFound, ValueError):
@@ -75,7 +77,9 @@ def extension_summary(cert: x509.Certificate) -> dict[str, Any]:
 
 def extension_lines(doc: dict[str, Any]) -> list[tuple[str, str]]:
     """(openssl's name, value) rows for :func:`extension_summary`; absent extensions say so."""
-    critical = lambda d: ", critical" if d["critical"] else ""
+    def critical(d: dict[str, Any]) -> str:
+        return ", critical" if d["critical"] else ""
+
     bc = doc["basic_constraints"]
     if bc is None:
         basic = "(absent)"

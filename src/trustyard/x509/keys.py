@@ -11,7 +11,7 @@ PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519Pri
 PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
 
 
-class KeyType(str, enum.Enum):
+class KeyType(enum.StrEnum):
     EC_P256 = "ec-p256"
     EC_P384 = "ec-p384"
     ED25519 = "ed25519"
@@ -90,10 +90,7 @@ def jws_algorithm(key: PrivateKey | PublicKey) -> str:
 
 def private_key_pem(key: PrivateKey, password: bytes | None = None) -> bytes:
     encryption: serialization.KeySerializationEncryption
-    if password:
-        encryption = serialization.BestAvailableEncryption(password)
-    else:
-        encryption = serialization.NoEncryption()
+    encryption = serialization.BestAvailableEncryption(password) if password else serialization.NoEncryption()
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
 
 

@@ -9,6 +9,7 @@ are short-lived and revocation is passive.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 from cryptography import x509
@@ -23,7 +24,7 @@ REVOCATION_REASONS = ("unspecified", "keyCompromise", "cACompromise", "affiliati
 
 def revocation_problem(path: Sequence[x509.Certificate],
                        crls: Sequence[x509.CertificateRevocationList]) -> Problem | None:
-    for child, parent in zip(path, path[1:]):
+    for child, parent in itertools.pairwise(path):
         for crl in crls:
             if crl.issuer != parent.subject or not _signed_by(crl, parent):
                 continue

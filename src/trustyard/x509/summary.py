@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -89,7 +90,7 @@ def summarize(cert: x509.Certificate, now: datetime | None = None) -> dict[str, 
 def chain_order(certs: list[x509.Certificate]) -> list[str]:
     """For each certificate after the first: does it issue the one before it?"""
     notes = []
-    for child, parent in zip(certs, certs[1:]):
+    for child, parent in itertools.pairwise(certs):
         ok = child.issuer == parent.subject
         notes.append("ok" if ok else f"out of order: {parent.subject.rfc4514_string()} did not issue "
                      f"{child.subject.rfc4514_string()}")
