@@ -38,7 +38,6 @@ from ..x509.profiles import LeafSpec, intermediate_builder, leaf_builder, new_se
 from ..x509.summary import fingerprint_sha256, load_pem_bundle
 from .authority import Authority, Provisioner
 from .config import CONFIG_NAME, DEFAULT_ALLOW, Config, ProvisionerConfig, load_config
-from .signer import KeySigner
 
 PASSWORD_ENV = "TRUSTYARD_PASSWORD"
 
@@ -204,8 +203,6 @@ def load_authority(home: Path, password: bytes | None, *, minting: bool = False,
     if config.encrypted_keys and password is None:
         raise ConfigError("the CA keys are encrypted: give --password-file or TRUSTYARD_PASSWORD",
                           code="noPassword")
-    inter = load_certs(config, config.intermediate_cert)[0]
-    signer = KeySigner(inter, load_key(config, config.intermediate_key, password))
     roots_file = "ca/roots.pem" if config.path("ca/roots.pem").exists() else config.root_cert
     roots = load_certs(config, roots_file)
     provisioners = {}
@@ -221,4 +218,15 @@ def load_authority(home: Path, password: bytes | None, *, minting: bool = False,
         provisioners[pc.name] = Provisioner(name=pc.name, policy=pc.policy(config.backdate),
                                             public_key=public_key, private_key=private_key)  # type: ignore[arg-type]
     store = open_home_store(config, migrate=migrate)
-    return Authority(signer, [inter], roots, store, provisioners)
+    # The issuing material: the home's intermediate, or the one the newest active rotation made.
+    from ..store.rotations import RotationStore
+    from .rotation_material import HomeMaterial
+
+    try:
+        material = HomeMaterial(config, password, RotationStore(store)).issuing(roots)
+    except BaseException:
+        store.close()
+        raise
+    authority = Authority(material.signer, list(material.chain), roots, store, provisioners)
+    authority.use(material)
+    return authority
