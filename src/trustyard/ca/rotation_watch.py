@@ -174,9 +174,9 @@ def renew_server_certificate(config: Config, password: bytes | None, now: dateti
     lifetime = current.not_valid_after_utc - current.not_valid_before_utc
     names = current.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     tls_key = generate_private_key(KeyType.EC_P256)
-    start = now - timedelta(minutes=1)
+    start = now - min(timedelta(minutes=1), lifetime / 10)  # a little backdated for clocks behind ours
     cert = sign(leaf_builder(LeafSpec(public_key=tls_key.public_key(), names=tuple(names),  # type: ignore[arg-type]
-                                      not_before=start, not_after=min(start + lifetime, issuer.not_valid_after_utc),
+                                      not_before=start, not_after=min(now + lifetime, issuer.not_valid_after_utc),
                                       serial=new_serial(), eku=("serverAuth",), common_name="localhost"), issuer), key)
     write_private(config.path(config.tls_key), private_key_pem(tls_key, password))
     write_atomic(config.path(config.tls_cert), b"".join(c.public_bytes(Encoding.PEM) for c in [cert, *chain]))
