@@ -196,3 +196,24 @@ def test_a_party_without_any_bundle_version_lags() -> None:
     fleet = MemoryFleet([Party("new-host", T0, None, False)])
     assert fleet.parties(T0 + timedelta(hours=1))[0].stale is False
     assert fleet.parties(T0 + timedelta(hours=4))[0].stale is True
+
+
+def test_status_shows_coverage_each_laggard_and_what_the_next_advance_needs(world) -> None:  # type: ignore[no-untyped-def]
+    from trustyard.cli.rotate_cmds import status_text
+
+    journal, clock, fleet, *_ = world
+    fleet.check_in("web-1", T0, 8)
+    fleet.check_in("db-1", T0, 7)
+    journal.prepare("intermediate", "erin", "test")
+    assert "next: published -- ready: trustyard rotate advance" in status_text(journal.status())
+    journal.advance("erin", "publish")
+    clock.tick(minutes=25)
+    text = status_text(journal.status())
+    assert "rotation 1 (intermediate): published since 2030-01-01T00:00:00Z" in text
+    assert "coverage: 1 of 2 relying parties have bundle version 8" in text
+    assert "laggard: db-1  last check-in 2030-01-01T00:00:00Z  bundle 7" in text
+    assert "next: adopted -- waiting: 1 of 2 relying parties lack bundle version 8" in text
+    assert "(--force overrides)" in text
+    doc = journal.status().to_json()
+    assert doc["gate"]["coverage"] == {"covered": 1, "relying": 2}
+    assert doc["gate"]["laggards"] == [{"name": "db-1", "last_checkin": "2030-01-01T00:00:00Z", "bundle_version": 7}]
