@@ -149,13 +149,13 @@ def test_an_intermediate_moves_through_every_state_only_when_each_gate_holds(wor
 
 
 def test_force_overrides_the_adoption_gate_and_the_audit_entry_lists_the_laggards(world) -> None:  # type: ignore[no-untyped-def]
-    journal, clock, fleet, _bundle, _maker, _vouched, store = world
+    journal, _clock, fleet, _bundle, _maker, _vouched, store = world
     fleet.check_in("api-7", T0, 3)
     journal.prepare("intermediate", "bob", "test")
     journal.advance("bob", "publish")
     r = journal.advance("bob", "api-7 is being decommissioned", force=True)
     assert r.state == "adopted" and r.forced_laggards == ("api-7",)
-    entry = [d for a, _, d in audit_actions(store) if a == "rotation.adopted"][0]
+    entry = next(d for a, _, d in audit_actions(store) if a == "rotation.adopted")
     assert entry["forced"] is True and entry["why"] == "api-7 is being decommissioned"
     assert entry["laggards"] == [{"name": "api-7", "last_checkin": "2030-01-01T00:00:00Z", "bundle_version": 3}]
     assert any("dwell" in reason for reason in entry["refused_because"])
@@ -217,3 +217,17 @@ def test_status_shows_coverage_each_laggard_and_what_the_next_advance_needs(worl
     doc = journal.status().to_json()
     assert doc["gate"]["coverage"] == {"covered": 1, "relying": 2}
     assert doc["gate"]["laggards"] == [{"name": "db-1", "last_checkin": "2030-01-01T00:00:00Z", "bundle_version": 7}]
+
+
+def test_material_that_cannot_be_made_ends_the_rotation_recorded_and_frees_the_journal(world) -> None:  # type: ignore[no-untyped-def]
+    journal, _clock, _fleet, _bundle, maker, _vouched, store = world
+
+    def no_root_key(kind: str, rotation_id: int, now: datetime) -> Made:
+        raise RuntimeError("cannot read key ca/root.key: No such file or directory")
+
+    maker.make = no_root_key
+    with pytest.raises(RuntimeError):
+        journal.prepare("intermediate", "frank", "try")
+    assert journal.current() is None and journal.store.get(1).state == "rolled_back"
+    entry = next(d for a, _, d in audit_actions(store) if a == "rotation.rolled_back")
+    assert entry["from"] == "preparing" and "ca/root.key" in entry["failed"]

@@ -19,8 +19,8 @@ from trustyard.ca.home import load_authority, load_key
 from trustyard.cli import main
 from trustyard.testing import need
 from trustyard.x509.keys import KeyType, generate_private_key, private_key_pem
-from trustyard.x509.profiles import LeafSpec, leaf_builder, new_serial, sign
 from trustyard.x509.names import parse_name
+from trustyard.x509.profiles import LeafSpec, leaf_builder, new_serial, sign
 from trustyard.x509.summary import pem_bundle
 
 from ..support import PASSWORD, new_csr, start_server
@@ -57,7 +57,7 @@ def test_a_running_server_switches_its_signer_at_active_without_a_restart(sqlite
         toml.write(FAST)
     server = start_server(sqlite_home, workers=2)
     try:
-        old_leaf, old_chain = sign_over_https(server, sqlite_home, "a.internal")
+        old_leaf, _old_chain = sign_over_https(server, sqlite_home, "a.internal")
         assert rotate(sqlite_home, "intermediate") == 0
         assert rotate(sqlite_home, "advance") == 0  # published
         new_inter = x509.load_pem_x509_certificate((sqlite_home / "ca/rotations/1/intermediate.crt").read_bytes())

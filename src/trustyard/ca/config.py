@@ -27,12 +27,15 @@ from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 from ..policy import Policy, parse_patterns
 from ..units import parse_duration
 from ..x509.keys import KeyType
+
+if TYPE_CHECKING:
+    from .rotation import RotationSettings
 
 CONFIG_NAME = "trustyard.toml"
 DEFAULT_ALLOW = ("*.internal", "spiffe://trustyard.internal/*")
@@ -184,7 +187,7 @@ class RotationConfig:
     poll_interval: str = "5s"
     server_cert_renewal: bool = True
 
-    def settings(self):  # type: ignore[no-untyped-def]
+    def settings(self) -> RotationSettings:
         """The journal's ``RotationSettings``; ConfigError naming the key that is wrong."""
         from .rotation import RotationSettings
 

@@ -207,7 +207,13 @@ class Journal:
             "old_intermediate_sha256": fingerprint_sha256(inter), "old_root_sha256": fingerprint_sha256(root),
             "paths": {},
         }, AuditEvent(actor, "rotation.start", "rotation", detail={"kind": kind, "why": why}))
-        made = self.maker.make(kind, row.id, now)
+        try:
+            made = self.maker.make(kind, row.id, now)
+        except BaseException as exc:  # no key, wrong password...: the rotation ends here, recorded
+            self.store.move(row.id, "preparing", {"state": ROLLED_BACK, "rolled_back_at": now},
+                            self._event(actor, ROLLED_BACK, row.id, why,
+                                        {"from": "preparing", "failed": getattr(exc, "detail", str(exc))[:500]}))
+            raise
         return self.store.move(row.id, "preparing", {
             "state": "prepared", "prepared_at": now, "deadline_at": now + self.settings.stall,
             "paths": made.paths, "new_intermediate_sha256": fingerprint_sha256(made.intermediate),

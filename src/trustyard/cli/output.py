@@ -60,7 +60,8 @@ def emit(as_json: bool, document: Any, text: Callable[[], str] | str) -> None:
 def table(rows: list[tuple[str, ...]]) -> str:
     """Columns aligned on the widest cell, two spaces apart (kubectl-style); the last one not padded."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1] for row in rows)
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1]
+                     for row in rows)
 
 
 def utc_log_formatter(fmt: str) -> logging.Formatter:
