@@ -64,3 +64,30 @@ def test_auto_rotation_prepares_at_two_thirds_and_advances_only_through_the_gate
         assert len(journal.store.all()) == 1  # the new intermediate is young: no second rotation
     finally:
         store.close()
+
+
+def test_a_failed_automatic_prepare_is_recorded_once_and_retried_an_hour_later(tmp_path: Path) -> None:
+    home = tmp_path / "ca"
+    init_home(home, PASSWORD, InitOptions(intermediate_ttl="3h"))
+    with (home / "trustyard.toml").open("a") as toml:
+        toml.write('\n[rotation]\nauto = true\nserver_cert_renewal = false\n')
+    (home / "ca" / "root.key").rename(tmp_path / "root.key.offline")
+    config = load_config(home)
+    store = open_home_store(config, migrate=False)
+    clock = Clock()
+    pilot = Autopilot(config, PASSWORD, store, clock=clock)
+    try:
+        clock.now += timedelta(hours=2, minutes=5)
+        for _ in range(5):
+            pilot.tick()
+        rows = pilot.journal.store.all()
+        assert [r.state for r in rows] == ["rolled_back"]
+        (tmp_path / "root.key.offline").rename(home / "ca" / "root.key")
+        clock.now += timedelta(minutes=30)
+        pilot.tick()
+        assert len(pilot.journal.store.all()) == 1  # still backing off
+        clock.now += timedelta(minutes=31)
+        pilot.tick()
+        assert pilot.journal.current().state == "prepared"
+    finally:
+        store.close()

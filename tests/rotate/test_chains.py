@@ -143,3 +143,29 @@ def test_a_rollback_leaves_issuance_and_the_bundle_as_they_were(sqlite_home: Pat
     issued = issue(sqlite_home, "still.internal")
     assert issued.certificate.issuer == x509.load_pem_x509_certificate(
         (sqlite_home / "ca" / "intermediate.crt").read_bytes()).subject
+
+
+def test_the_server_certificate_moves_to_the_new_root_with_the_cross_certificate(
+        sqlite_home: Path, tmp_path: Path) -> None:
+    from trustyard.ca.rotation_watch import renew_server_certificate
+
+    old_root = x509.load_pem_x509_certificate((sqlite_home / "ca" / "root.crt").read_bytes())
+    config = load_config(sqlite_home)
+    store = open_home_store(config, migrate=False)
+    try:
+        assert renew_server_certificate(config, PASSWORD, datetime.now(UTC), store) is None  # young, same root
+    finally:
+        store.close()
+    row, journal, _clock, store = to_active(sqlite_home, "root")
+    try:
+        made = journal.maker.load(row.paths)
+        cert = renew_server_certificate(config, PASSWORD, datetime.now(UTC), store)
+        assert cert is not None and cert.issuer == made.root.subject  # type: ignore[union-attr]
+        served = x509.load_pem_x509_certificates((sqlite_home / "server" / "tls.crt").read_bytes())
+        assert served[0] == cert and served[1:] == [made.cross]
+        for anchor in (old_root, made.root):
+            result = openssl_verify(tmp_path, [anchor], served[1:], served[0])  # type: ignore[list-item]
+            assert result.returncode == 0, result.stdout + result.stderr
+        assert renew_server_certificate(config, PASSWORD, datetime.now(UTC), store) is None
+    finally:
+        store.close()

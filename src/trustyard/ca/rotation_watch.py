@@ -41,6 +41,7 @@ from .rotation_seams import HomeBundle, MemoryFleet
 log = logging.getLogger("trustyard.ca")
 
 BUNDLE = "ca/roots.pem"
+AUTO_BACKOFF = timedelta(hours=1)
 RENEW_AT = 2 / 3
 """The share of a certificate's life after which the CA replaces it (its intermediate, its
 server certificate)."""
@@ -152,14 +153,18 @@ def renew_server_certificate(config: Config, password: bytes | None, now: dateti
     from .home import load_certs, load_key
 
     current = load_certs(config, config.tls_cert)[0]
-    if not due(current, now):
-        return None
     rotations = RotationStore(store) if store is not None else None
     maker = HomeMaterial(config, password, rotations) if rotations is not None else None
     root_cert_path, root_key_path = maker.root_paths() if maker else (config.root_cert, config.root_key)
+    root = load_certs(config, root_cert_path)[0]
+    # Due at 2/3 of its life, or at once when a root rotation made another root current.
+    if not due(current, now) and (current.issuer == root.subject or not config.path(root_key_path).exists()):
+        return None
     if config.path(root_key_path).exists():
-        issuer, key = load_certs(config, root_cert_path)[0], load_key(config, root_key_path, password)
-        chain: list[x509.Certificate] = []
+        issuer, key = root, load_key(config, root_key_path, password)
+        # While a root rotation is not retired, clients holding only the old root need the cross-certificate.
+        extra = maker.issuing_paths()[2] if maker else []
+        chain: list[x509.Certificate] = [load_certs(config, p)[0] for p in extra]
     else:
         inter_path, inter_key, _extra, _tag = (maker.issuing_paths() if maker else
                                                (config.intermediate_cert, config.intermediate_key, [], None))
@@ -197,6 +202,8 @@ class Autopilot:
         self.config, self.password, self.store, self.clock = config, password, store, clock
         self.journal = home_journal(config, password, store, clock=clock)
         self.stopped = threading.Event()
+        self._auto_after: datetime | None = None  # after a failed step, wait before the next try
+        self._said = ""  # the last warning about the server certificate, logged once
         self.thread = threading.Thread(target=self._run, name="trustyard-autopilot", daemon=True)
 
     def start(self) -> Autopilot:
@@ -208,21 +215,26 @@ class Autopilot:
 
     def tick(self) -> None:
         now = self.clock()
-        if self.config.rotation.auto:
+        if self.config.rotation.auto and (self._auto_after is None or now >= self._auto_after):
             try:
                 did = auto_step(self.journal, now)
                 if did:
                     log.info("automatic rotation: %s", did)
-            except TrustyardError as exc:
-                log.warning("automatic rotation: %s", exc.detail)
+            except Exception as exc:  # the root key offline, a store error: try again in an hour, not each tick
+                self._auto_after = now + AUTO_BACKOFF
+                log.warning("automatic rotation failed (next try after %s): %s", format_time(self._auto_after),
+                            getattr(exc, "detail", exc))
         if self.config.rotation.server_cert_renewal:
             try:
                 cert = renew_server_certificate(self.config, self.password, now, self.store)
                 if cert is not None:
+                    self._said = ""
                     log.info("renewed the server certificate: serial %x, not after %s", cert.serial_number,
                              format_time(cert.not_valid_after_utc))
             except TrustyardError as exc:
-                log.warning("server certificate: %s", exc.detail)
+                if exc.detail != self._said:
+                    self._said = exc.detail
+                    log.warning("server certificate: %s", exc.detail)
 
     def _run(self) -> None:
         while not self.stopped.wait(self.config.rotation.poll_seconds):

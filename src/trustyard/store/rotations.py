@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import func, insert, or_, select, text, update
 
 from ..errors import Conflict
 from .engine import utc
@@ -53,6 +53,8 @@ class RotationStore:
         """A new rotation, refused (``Conflict``) while another is unfinished: checked and inserted
         in one write transaction."""
         with self.sql.transaction() as conn:
+            if not self.sql.is_sqlite:  # replicas: one check-and-insert at a time (SQLite has one writer)
+                conn.execute(text("SELECT pg_advisory_xact_lock(7340033)"))
             busy = conn.execute(select(rotations.c.id, rotations.c.state)
                                 .where(rotations.c.state.notin_(("retired", "rolled_back")))).first()
             if busy is not None:
