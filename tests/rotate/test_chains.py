@@ -95,7 +95,9 @@ def test_after_a_root_rotation_old_root_clients_validate_through_the_cross_certi
 
 
 def test_an_intermediate_rotation_switches_issuance_and_retires_when_old_leaves_are_gone(
-        sqlite_home: Path, tmp_path: Path) -> None:
+        ca_home: Path, tmp_path: Path) -> None:
+    """On SQLite and on PostgreSQL (``ca_home``)."""
+    sqlite_home = ca_home
     old_root = x509.load_pem_x509_certificate((sqlite_home / "ca" / "root.crt").read_bytes())
     before = issue(sqlite_home, "before.internal")
     row, journal, clock, store = to_active(sqlite_home, "intermediate")

@@ -231,3 +231,19 @@ def test_material_that_cannot_be_made_ends_the_rotation_recorded_and_frees_the_j
     assert journal.current() is None and journal.store.get(1).state == "rolled_back"
     entry = next(d for a, _, d in audit_actions(store) if a == "rotation.rolled_back")
     assert entry["from"] == "preparing" and "ca/root.key" in entry["failed"]
+
+
+@pytest.mark.parametrize(("table", "complaint"), [
+    ('checkin_interval = "1h"\ndwell = "90m"', "less than two check-in intervals"),
+    ('renew_window = "soon"', "[rotation] renew_window"),
+    ("auto = 1", "[rotation] auto must be true or false"),
+    ('spare = "x"', "unknown key(s) in [rotation]: spare"),
+])
+def test_rotation_settings_are_checked_when_the_configuration_loads(tmp_path, table: str, complaint: str) -> None:  # type: ignore[no-untyped-def]
+    from trustyard.ca.config import load_config
+    from trustyard.errors import ConfigError
+
+    (tmp_path / "trustyard.toml").write_text(f"[rotation]\n{table}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path)
+    assert complaint in info.value.detail
