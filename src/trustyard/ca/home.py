@@ -4,7 +4,9 @@
     trustyard.db              SQLite ledger and audit log (default)
     ca/root.crt, root.key     the root (the key may be moved offline after init)
     ca/intermediate.*         the issuing CA
-    ca/roots.pem              the trust bundle served at /v1/roots
+    ca/roots.pem              the trust bundle served at /v1/roots (ca/bundle.version: its version)
+    ca/rotations/N/           rotation N's material (ca/rotation_material.py); the newest one that
+                              reached ``active`` issues instead of ca/intermediate.*
     ca/audit.key              the audit log's HMAC key (not in the database), ca/audit.checkpoint
     server/tls.crt, tls.key   the CA server's own TLS certificate (issued by the root)
     provisioners/NAME.key     bootstrap-token signing key (and NAME.pub)
