@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from trustyard.ca.config import load_config
 from trustyard.ca.home import load_authority, open_home_store
@@ -171,3 +172,21 @@ def test_the_server_certificate_moves_to_the_new_root_with_the_cross_certificate
         assert renew_server_certificate(config, PASSWORD, datetime.now(UTC), store) is None
     finally:
         store.close()
+
+
+def test_a_certificate_signed_before_the_switch_keeps_its_own_chain_after_it(sqlite_home: Path) -> None:
+    """A leaf the old intermediate signed, fetched after the switch (an ACME download), comes
+    with the old intermediate; a new leaf with the new one."""
+    before = issue(sqlite_home, "early.internal")
+    row, journal, _clock, store = to_active(sqlite_home, "intermediate")
+    store.close()
+    made = journal.maker.load(row.paths)
+    authority = load_authority(sqlite_home, PASSWORD)
+    try:
+        old_der = before.certificate.public_bytes(Encoding.DER)
+        assert authority.material.chain_for(old_der) == (made.old_intermediate,)
+        after = issue(sqlite_home, "late.internal")
+        assert authority.material.chain_for(after.certificate.public_bytes(Encoding.DER)) == (made.intermediate,)
+        assert authority.material.chain_pem_for(old_der) == pem_bundle([made.old_intermediate])  # type: ignore[list-item]
+    finally:
+        authority.store.close()

@@ -66,12 +66,28 @@ class IssuingMaterial:
     roots_pem: str
     issuer_sha256: str
     tag: str = ""  # which rotation made it current ("" for the home's own intermediate)
+    earlier: tuple[tuple[x509.Certificate, ...], ...] = ()  # chains of intermediates a rotation replaced
 
     @classmethod
     def of(cls, signer: Signer, chain: list[x509.Certificate] | tuple[x509.Certificate, ...],
-           roots: list[x509.Certificate] | tuple[x509.Certificate, ...], tag: str = "") -> IssuingMaterial:
+           roots: list[x509.Certificate] | tuple[x509.Certificate, ...], tag: str = "",
+           earlier: tuple[tuple[x509.Certificate, ...], ...] = ()) -> IssuingMaterial:
         return cls(signer, tuple(chain), tuple(roots), pem_bundle(chain), pem_bundle(roots),
-                   fingerprint_sha256(signer.certificate), tag)
+                   fingerprint_sha256(signer.certificate), tag, earlier)
+
+    def chain_for(self, der: bytes) -> tuple[x509.Certificate, ...]:
+        """The chain of the CA that signed ``der``: the current one, or that of an intermediate a
+        rotation replaced (a certificate signed before the switch, downloaded after it)."""
+        if not self.earlier:
+            return self.chain
+        cert = x509.load_der_x509_certificate(der)
+        if cert.issuer == self.chain[0].subject:
+            return self.chain
+        return next((chain for chain in self.earlier if chain and chain[0].subject == cert.issuer), self.chain)
+
+    def chain_pem_for(self, der: bytes) -> str:
+        chain = self.chain_for(der)
+        return self.chain_pem if chain is self.chain else pem_bundle(chain)
 
 
 Listener = Callable[[str, str], None]  # (event, provisioner) for metrics
@@ -254,8 +270,10 @@ class Authority(Generic[L]):
             raise superseded(current.serial, current.superseded_by)
         self.store.audit(AuditEvent(actor=child.provisioner, action="certificate.renew.retry", target=child.serial,
                                     detail={"renewed_from": current.serial}))
-        return Issued(record=child, certificate=cert, chain=self.chain, roots=self.roots, chain_pem=self.chain_pem,
-                      roots_pem=self.roots_pem)
+        material = self._material
+        chain = material.chain_for(child.der)
+        return Issued(record=child, certificate=cert, chain=chain, roots=material.roots,
+                      chain_pem=material.chain_pem_for(child.der), roots_pem=material.roots_pem)
 
     def _honoured(self, cert: x509.Certificate) -> CertRecord:
         """The ledger's record of this exact certificate, if it is issued and unexpired."""

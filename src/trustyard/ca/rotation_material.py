@@ -81,7 +81,9 @@ class HomeMaterial:
         inter_path, key_path, extra, tag = self.issuing_paths()
         inter = self._load_cert(inter_path)
         signer = KeySigner(inter, load_key(self.config, key_path, self.password))
-        return IssuingMaterial.of(signer, [inter, *(self._load_cert(p) for p in extra)], roots, tag or "")
+        earlier = tuple((self._load_cert(row.paths["old_intermediate"]),) for row in self.store.all()
+                        if row.state in ISSUING and "old_intermediate" in row.paths)
+        return IssuingMaterial.of(signer, [inter, *(self._load_cert(p) for p in extra)], roots, tag or "", earlier)
 
     def make(self, kind: str, rotation_id: int, now: datetime) -> Made:
         from .home import load_key
