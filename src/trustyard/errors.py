@@ -85,6 +85,10 @@ class Code(StrEnum):
     AMBIGUOUS_PATH = "ambiguousPath"
     IDENTITY_NOT_ALLOWED = "identityNotAllowed"
     # trustyard check (check.py)
+    ROTATION_GATE = "rotationGate"  # a rotation step refused: its gate is closed (the detail says why)
+    ROTATION_IN_PROGRESS = "rotationInProgress"
+    ROTATION_MOVED = "rotationMoved"
+    NO_ROTATION = "noRotation"
     CHECK_FAILED = "checkFailed"
     CHECK_INPUT = "checkInput"
     KEY_MISMATCH = "keyMismatch"
@@ -106,6 +110,7 @@ class ExitCode(IntEnum):
     USAGE = 2
     NEEDS_TOKEN = 3
     UNKNOWN = 4
+    GATE_CLOSED = 5
     CHECK_INPUT = 9
     KEY_MISMATCH = 10
     CHAIN = 11
@@ -125,6 +130,7 @@ EXIT_MEANINGS: dict[ExitCode, str] = {
     ExitCode.USAGE: "fix the invocation: flags, configuration or local files (agent: settings the CA refuses)",
     ExitCode.NEEDS_TOKEN: "agent: only a new bootstrap token helps",
     ExitCode.UNKNOWN: "explain: the text matches no known error",
+    ExitCode.GATE_CLOSED: "rotate: the step was refused, its gate is closed (the message names why)",
     ExitCode.CHECK_INPUT: "check: a file is missing or not a certificate, key or bundle",
     ExitCode.KEY_MISMATCH: "check: the key does not belong to the certificate",
     ExitCode.CHAIN: "check: no valid path to the trust bundle",
@@ -221,6 +227,15 @@ class Conflict(TrustyardError):
     status = 409
     code = Code.CONFLICT
     title = "Conflict"
+
+
+class RotationRefused(Conflict):
+    """A rotation step whose gate is closed, or that its state does not allow; the CLI exits
+    with ``ExitCode.GATE_CLOSED``."""
+
+    code = Code.ROTATION_GATE
+    title = "Rotation step refused"
+    exit_code = ExitCode.GATE_CLOSED
 
 
 class ConfigError(TrustyardError):

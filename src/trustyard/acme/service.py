@@ -362,7 +362,8 @@ class AcmeService:
             payload = caller.payload()
             if payload.get("status") != "deactivated" or len(payload) != 1:
                 raise AcmeError(AcmeCode.MALFORMED, "an authorization can only be deactivated ({\"status\": \"deactivated\"})")
-            if authz_status(authz, self.clock()) not in ("pending", "valid") or not self.store.deactivate_authz(authz.id):
+            if (authz_status(authz, self.clock()) not in ("pending", "valid")
+                    or not self.store.deactivate_authz(authz.id)):
                 raise AcmeError(AcmeCode.MALFORMED, f"the authorization is {authz.status}: it cannot be deactivated",
                                 status=403)
             authz, challenges = self.store.get_authz(authz.id)  # type: ignore[misc]
@@ -438,8 +439,9 @@ class AcmeService:
         if request.accept and PEM_CHAIN not in request.accept and "*/*" not in request.accept \
                 and "application/*" not in request.accept:
             raise AcmeError(AcmeCode.MALFORMED, f"the certificate is available as {PEM_CHAIN} only", status=406)
-        # The stored DER was signed here; PEM is its base64, so no parsing is needed to send it.
-        return AcmeResponse(200, ssl.DER_cert_to_PEM_cert(record.der) + self.authority.chain_pem,
+        # PEM is the stored DER's base64; the chain is the signing CA's (a rotation may have replaced it).
+        chain_pem = self.authority.material.chain_pem_for(record.der)
+        return AcmeResponse(200, ssl.DER_cert_to_PEM_cert(record.der) + chain_pem,
                             content_type=PEM_CHAIN)
 
     def revoke_cert(self, request: AcmeRequest, caller: Caller) -> AcmeResponse:

@@ -42,8 +42,7 @@ class Api:
         self.authority = authority
         self.admin_token_sha256 = admin_token_sha256
         self.max_body_bytes = max_body_bytes
-        self.roots_pem = authority.roots_pem
-        self.roots_etag = '"' + hashlib.sha256(self.roots_pem.encode()).hexdigest()[:32] + '"'
+        self._etag = ("", "")  # (bundle, its ETag): the bundle changes when a rotation publishes
         authority.listeners.append(metrics.on_authority_event)
 
     # -- helpers ------------------------------------------------------------------------------
@@ -98,11 +97,24 @@ class Api:
 
     # -- routes -------------------------------------------------------------------------------
 
+    @property
+    def roots_pem(self) -> str:
+        self.authority.refresh()
+        return self.authority.roots_pem
+
+    @property
+    def roots_etag(self) -> str:
+        pem = self.roots_pem
+        if self._etag[0] != pem:
+            self._etag = (pem, '"' + hashlib.sha256(pem.encode()).hexdigest()[:32] + '"')
+        return self._etag[1]
+
     async def roots(self, request: Request) -> Response:
-        headers = {"ETag": self.roots_etag, "Cache-Control": "max-age=60"}
-        if request.headers.get("if-none-match") == self.roots_etag:
+        pem, etag = self.roots_pem, self.roots_etag
+        headers = {"ETag": etag, "Cache-Control": "max-age=60"}
+        if request.headers.get("if-none-match") == etag:
             return Response(status_code=304, headers=headers)
-        return Response(self.roots_pem, media_type="application/pem-certificate-chain", headers=headers)
+        return Response(pem, media_type="application/pem-certificate-chain", headers=headers)
 
     async def sign(self, request: Request) -> Response:
         body = await self.json_body(request, {"csr", "token"}, {"ttl"})
@@ -180,8 +192,22 @@ class Api:
         return problems
 
     async def metrics_endpoint(self, request: Request) -> Response:
+        self.authority.refresh()
         certs = [("root", c) for c in self.authority.roots] + [("intermediate", self.authority.signer.certificate)]
-        return Response(metrics.render(certs), media_type="text/plain; version=0.0.4")
+        deadlines = await run_in_threadpool(self._rotation_deadlines)
+        return Response(metrics.render(certs, deadlines), media_type="text/plain; version=0.0.4")
+
+    def _rotation_deadlines(self) -> list[tuple[str, str, float]]:
+        """(rotation, state, deadline) of the rotation in progress, for the alert on a stalled one."""
+        from ..store.rotations import RotationStore
+
+        try:
+            row = RotationStore(self.authority.store).unfinished()
+        except Exception:  # a store without the rotations table (tests on other ledgers)
+            return []
+        if row is None or row.deadline_at is None:
+            return []
+        return [(f"{row.kind}-{row.id}", row.state, row.deadline_at.timestamp())]
 
     async def openapi(self, request: Request) -> Response:
         return JSONResponse(SPEC)
@@ -315,6 +341,9 @@ def app_from_env() -> Starlette:
     if config.encrypted_keys:
         password = read_password(os.environ.get(PASSWORD_FILE_ENV), insecure_no_password=False)
     authority = load_authority(Path(home), password, config=config, migrate=False)  # `serve` migrated
+    from ..ca.rotation_watch import watch
+
+    watch(authority, config, password)  # a rotation's switch reaches this worker without a restart
     app = create_app(authority, config)
     # Everything loaded so far lives as long as the worker: keep it out of the cyclic GC's
     # scans, and collect less often (requests free their objects by reference counting);

@@ -37,7 +37,10 @@ def on_authority_event(event: str, label: str) -> None:
         counter.labels(label).inc()
 
 
-def render(ca_certs: Sequence[tuple[str, x509.Certificate]]) -> bytes:
+def render(ca_certs: Sequence[tuple[str, x509.Certificate]],
+           rotation_deadlines: Sequence[tuple[str, str, float]] = ()) -> bytes:
+    """The registry, then gauges computed at scrape time: CA certificates' time left, and the
+    deadline of the state each rotation in progress is in (``ca/rotation.py``)."""
     if REGISTRY is None:
         from prometheus_client import multiprocess
 
@@ -53,4 +56,10 @@ def render(ca_certs: Sequence[tuple[str, x509.Certificate]]) -> bytes:
         left = (cert.not_valid_after_utc - now).total_seconds()
         subject = cert.subject.rfc4514_string().replace("\\", "\\\\").replace('"', '\\"')
         lines.append(f'trustyard_ca_certificate_seconds_left{{role="{role}",subject="{subject}"}} {left:.0f}')
+    lines += ["# HELP trustyard_rotation_state_deadline_timestamp_seconds When the rotation should have left "
+              "the state it is in (Unix time)",
+              "# TYPE trustyard_rotation_state_deadline_timestamp_seconds gauge"]
+    for rotation, state, deadline in rotation_deadlines:
+        lines.append(f'trustyard_rotation_state_deadline_timestamp_seconds{{rotation="{rotation}",state="{state}"}} '
+                     f"{deadline:.0f}")
     return body + ("\n".join(lines) + "\n").encode()

@@ -55,6 +55,42 @@ class Issued:
         return self.certificate.public_bytes(Encoding.PEM).decode()
 
 
+@dataclass(frozen=True)
+class IssuingMaterial:
+    """What issuance uses, as one value: the signer, the chain handed out with each certificate
+    (the signer's certificate first), the trust bundle, and their PEM forms."""
+
+    signer: Signer
+    chain: tuple[x509.Certificate, ...]
+    roots: tuple[x509.Certificate, ...]
+    chain_pem: str
+    roots_pem: str
+    issuer_sha256: str
+    tag: str = ""  # which rotation made it current ("" for the home's own intermediate)
+    earlier: tuple[tuple[x509.Certificate, ...], ...] = ()  # chains of intermediates a rotation replaced
+
+    @classmethod
+    def of(cls, signer: Signer, chain: list[x509.Certificate] | tuple[x509.Certificate, ...],
+           roots: list[x509.Certificate] | tuple[x509.Certificate, ...], tag: str = "",
+           earlier: tuple[tuple[x509.Certificate, ...], ...] = ()) -> IssuingMaterial:
+        return cls(signer, tuple(chain), tuple(roots), pem_bundle(chain), pem_bundle(roots),
+                   fingerprint_sha256(signer.certificate), tag, earlier)
+
+    def chain_for(self, der: bytes) -> tuple[x509.Certificate, ...]:
+        """The chain of the CA that signed ``der``: the current one, or that of an intermediate a
+        rotation replaced (a certificate signed before the switch, downloaded after it)."""
+        if not self.earlier:
+            return self.chain
+        cert = x509.load_der_x509_certificate(der)
+        if cert.issuer == self.chain[0].subject:
+            return self.chain
+        return next((chain for chain in self.earlier if chain and chain[0].subject == cert.issuer), self.chain)
+
+    def chain_pem_for(self, der: bytes) -> str:
+        chain = self.chain_for(der)
+        return self.chain_pem if chain is self.chain else pem_bundle(chain)
+
+
 Listener = Callable[[str, str], None]  # (event, provisioner) for metrics
 
 L = TypeVar("L", bound=Ledger)
@@ -68,16 +104,50 @@ class Authority(Generic[L]):
     def __init__(self, signer: Signer, chain: list[x509.Certificate], roots: list[x509.Certificate],
                  store: L, provisioners: Mapping[str, Provisioner],
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
-        self.signer = signer
-        self.chain = tuple(chain)
-        self.roots = tuple(roots)
-        self.chain_pem = pem_bundle(self.chain)
-        self.roots_pem = pem_bundle(self.roots)
+        self._material = IssuingMaterial.of(signer, chain, roots)
+        self.refresher: Callable[[Authority[L]], None] | None = None  # ca.rotation_watch: a rotation's switch
         self.store = store
         self.provisioners = dict(provisioners)
         self.clock = clock
         self.listeners: list[Listener] = []
         self._token_keys = {p.name: p.public_key for p in provisioners.values() if p.public_key is not None}
+
+    # -- the issuing material (swapped whole by a rotation) --------------------------------
+
+    @property
+    def material(self) -> IssuingMaterial:
+        return self._material
+
+    @property
+    def signer(self) -> Signer:
+        return self._material.signer
+
+    @property
+    def chain(self) -> tuple[x509.Certificate, ...]:
+        return self._material.chain
+
+    @property
+    def roots(self) -> tuple[x509.Certificate, ...]:
+        return self._material.roots
+
+    @property
+    def chain_pem(self) -> str:
+        return self._material.chain_pem
+
+    @property
+    def roots_pem(self) -> str:
+        return self._material.roots_pem
+
+    def use(self, material: IssuingMaterial) -> None:
+        """Issue with ``material`` from now on: one reference swapped, so an issuance that began
+        with the old signer finishes with the old signer and chain, and the next one starts
+        with the new ones."""
+        self._material = material
+
+    def refresh(self) -> None:
+        """Let the rotation watcher (if any) swap in the material a rotation made current."""
+        if self.refresher is not None:
+            self.refresher(self)
 
     # -- tokens ---------------------------------------------------------------------------
 
@@ -114,7 +184,8 @@ class Authority(Generic[L]):
         """Issue for ``csr_pem`` on the strength of a bootstrap ``token``; ``ttl`` was parsed at the
         edge (``duration_field``), ``None`` for the token's cap or the provisioner's default."""
         if ttl is not None and not isinstance(ttl, timedelta):
-            raise TypeError(f"ttl is a timedelta (parse text at the edge with duration_field), not {type(ttl).__name__}")
+            raise TypeError("ttl is a timedelta (parse text at the edge with duration_field), "
+                            f"not {type(ttl).__name__}")
         with self._denials("certificate.issue", actor):
             claims = tokens.verify(token, self._token_keys, self.clock())
             prov = self._provisioner(claims.provisioner)
@@ -200,8 +271,10 @@ class Authority(Generic[L]):
             raise superseded(current.serial, current.superseded_by)
         self.store.audit(AuditEvent(actor=child.provisioner, action="certificate.renew.retry", target=child.serial,
                                     detail={"renewed_from": current.serial}))
-        return Issued(record=child, certificate=cert, chain=self.chain, roots=self.roots, chain_pem=self.chain_pem,
-                      roots_pem=self.roots_pem)
+        material = self._material
+        chain = material.chain_for(child.der)
+        return Issued(record=child, certificate=cert, chain=chain, roots=material.roots,
+                      chain_pem=material.chain_pem_for(child.der), roots_pem=material.roots_pem)
 
     def _honoured(self, cert: x509.Certificate) -> CertRecord:
         """The ledger's record of this exact certificate, if it is issued and unexpired."""
@@ -255,10 +328,12 @@ class Authority(Generic[L]):
                subject: str, token_jti: str | None = None, token_expires_at: datetime | None = None,
                renewed_from: str | None = None, ttl_cap: timedelta | None = None, cap_source: str = "") -> Issued:
         now = self.clock()
+        self.refresh()
+        material = self._material  # one signer and chain for the whole issuance
         decision = prov.policy.decide(IssuanceRequest(
             names=names, key_type=request.key_type, key_description=request.key_description,
             asks_for_ca=request.asks_for_ca, ttl=ttl, now=now,
-            issuer_not_after=self.signer.certificate.not_valid_after_utc, ttl_cap=ttl_cap, cap_source=cap_source,
+            issuer_not_after=material.signer.certificate.not_valid_after_utc, ttl_cap=ttl_cap, cap_source=cap_source,
         ))
         sans = tuple(name_text(n) for n in decision.names)
         for _attempt in range(3):
@@ -275,30 +350,32 @@ class Authority(Generic[L]):
             raise TrustyardError("could not reserve a unique serial")
         cn = next((name_text(n) for n in decision.names if isinstance(n, x509.DNSName) and len(n.value) <= 64), None)
         try:
-            cert = self.signer.sign(leaf_builder(LeafSpec(
+            cert = material.signer.sign(leaf_builder(LeafSpec(
                 public_key=request.public_key, names=decision.names, not_before=decision.not_before,
                 not_after=decision.not_after, serial=serial, eku=decision.eku, common_name=cn,
-            ), self.signer.certificate))
+            ), material.signer.certificate))
         except Exception:
             self.store.record_failed(intent.serial)
             raise
         action = "certificate.renew" if renewed_from else "certificate.issue"
         der = cert.public_bytes(Encoding.DER)
         fingerprint = fingerprint_sha256(cert)
+        detail = {"subject": subject, "sans": list(sans), "lifetime": format_duration(decision.not_after - now),
+                  "not_after": format_time(decision.not_after),
+                  **({"renewed_from": renewed_from} if renewed_from else {})}
         stored = self.store.record_issued(intent.serial, der, fingerprint,
                                           AuditEvent(actor=prov.name, action=action, target=intent.serial,
-                                                     detail={"subject": subject, "sans": list(sans),
-                                                             "lifetime": format_duration(decision.not_after - now),
-                                                             "not_after": format_time(decision.not_after),
-                                                             **({"renewed_from": renewed_from} if renewed_from else {})}))
+                                                     detail=detail),
+                                          issuer=material.issuer_sha256)
         if not stored:
             raise Forbidden(f"certificate {renewed_from} was revoked (key compromise) while its renewal "
                             f"{intent.serial} was being signed: the renewal is revoked too", code=Code.REVOKED)
         record = CertRecord(serial=intent.serial, provisioner=prov.name, subject=subject, sans=sans, status="issued",
                             not_before=decision.not_before, not_after=decision.not_after, requested_at=now,
-                            der=der, fingerprint_sha256=fingerprint, renewed_from=renewed_from, revoked_at=None, revocation_reason=None)
-        return Issued(record=record, certificate=cert, chain=self.chain, roots=self.roots, chain_pem=self.chain_pem,
-                      roots_pem=self.roots_pem)
+                            der=der, fingerprint_sha256=fingerprint, renewed_from=renewed_from, revoked_at=None,
+                            revocation_reason=None)
+        return Issued(record=record, certificate=cert, chain=material.chain, roots=material.roots,
+                      chain_pem=material.chain_pem, roots_pem=material.roots_pem)
 
     def _provisioner(self, name: str) -> Provisioner:
         prov = self.provisioners.get(name)

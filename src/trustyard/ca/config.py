@@ -11,6 +11,8 @@
                     validation_workers, validation_account_workers, validations_per_account,
                     validations_per_order, nonces_per_client, purge_interval, nonce_reject_percent
     [acme.eab.NAME] KID = "base64url HMAC key"  (External Account Binding required for provisioner NAME)
+    [rotation]      auto, checkin_interval, dwell, renew_window, stall, poll_interval,
+                    server_cert_renewal
 
 Environment overrides for ACME: TRUSTYARD_ACME_HTTP_PORT, TRUSTYARD_ACME_TLS_PORT,
 TRUSTYARD_ACME_RESOLVER (host:port), TRUSTYARD_ACME_NONCE_REJECT (percent of valid nonces refused).
@@ -25,12 +27,15 @@ from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import Code, ConfigError
 from ..policy import Policy, parse_patterns
 from ..units import parse_duration
 from ..x509.keys import KeyType
+
+if TYPE_CHECKING:
+    from .rotation import RotationSettings
 
 CONFIG_NAME = "trustyard.toml"
 DEFAULT_ALLOW = ("*.internal", "spiffe://trustyard.internal/*")
@@ -162,6 +167,56 @@ class AcmeConfig:
 
 
 @dataclass(frozen=True)
+class RotationConfig:
+    """``[rotation]``: how the CA rotates its material (``ca/rotation.py``).
+
+    ``auto``: the server prepares a new intermediate at 2/3 of the current one's life and
+    advances it through the same gates by itself. ``checkin_interval``: how often relying
+    parties check in; ``dwell`` (at least two intervals; empty for exactly two) must pass
+    between publishing new material and adopting it; ``renew_window`` spreads the renew-now
+    requests at ``active``; a state older than ``stall`` is past its deadline.
+    ``poll_interval``: how often every worker looks for a rotation that switched the signer,
+    and the server for its own certificate's renewal (at 2/3 of its life,
+    ``server_cert_renewal``)."""
+
+    auto: bool = False
+    checkin_interval: str = "1h"
+    dwell: str = ""
+    renew_window: str = "1h"
+    stall: str = "7d"
+    poll_interval: str = "5s"
+    server_cert_renewal: bool = True
+
+    def settings(self) -> RotationSettings:
+        """The journal's ``RotationSettings``; ConfigError naming the key that is wrong."""
+        from .rotation import RotationSettings
+
+        values = {}
+        for key in ("checkin_interval", "renew_window", "stall"):
+            values[key] = _rotation_duration(key, getattr(self, key))
+        values["dwell"] = (_rotation_duration("dwell", self.dwell) if self.dwell
+                           else 2 * values["checkin_interval"])
+        try:
+            return RotationSettings(**values).checked()
+        except Exception as exc:
+            raise ConfigError(getattr(exc, "detail", str(exc))) from None
+
+    @property
+    def poll_seconds(self) -> float:
+        return _rotation_duration("poll_interval", self.poll_interval).total_seconds()
+
+
+def _rotation_duration(key: str, text: str) -> timedelta:
+    try:
+        value = parse_duration(text)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"[rotation] {key}: {exc}") from None
+    if value <= timedelta(0):
+        raise ConfigError(f"[rotation] {key} must be more than 0s")
+    return value
+
+
+@dataclass(frozen=True)
 class Config:
     home: Path
     root_cert: str = "ca/root.crt"
@@ -183,6 +238,7 @@ class Config:
     admin_token_sha256: str = ""
     provisioners: tuple[ProvisionerConfig, ...] = field(default_factory=tuple)
     acme: AcmeConfig = field(default_factory=AcmeConfig)
+    rotation: RotationConfig = field(default_factory=RotationConfig)
 
     def path(self, relative: str) -> Path:
         p = Path(relative).expanduser()
@@ -246,6 +302,7 @@ class Config:
                 for p in self.provisioners
             ],
             **({"acme": self.acme.to_toml()} if self.acme != AcmeConfig() else {}),
+            **({"rotation": dict(vars(self.rotation))} if self.rotation != RotationConfig() else {}),
         }
 
 
@@ -277,10 +334,11 @@ def load_config(home: Path) -> Config:
         if unknown:
             raise ConfigError(f"{path}: unknown key(s) in [{section}]: {', '.join(sorted(unknown))}")
         for key, value in table.items():
-            field_name = "database_url" if section == "database" else "admin_token_sha256" if section == "admin" else key
+            field_name = ("database_url" if section == "database" else "admin_token_sha256" if section == "admin"
+                          else key)
             _check_type(path, f"[{section}] {key}", value, _DEFAULTS[field_name])
             values[field_name] = value
-    unknown_sections = set(data) - set(_SECTIONS) - {"provisioners", "acme"}
+    unknown_sections = set(data) - set(_SECTIONS) - {"provisioners", "acme", "rotation"}
     if unknown_sections:
         raise ConfigError(f"{path}: unknown section(s): {', '.join(sorted(unknown_sections))}")
     provisioners = []
@@ -304,7 +362,8 @@ def load_config(home: Path) -> Config:
             acme = replace(acme, resolver=dns_server(acme.resolver))
         except ValueError as exc:
             raise ConfigError(f"{path}: [acme] resolver (or TRUSTYARD_ACME_RESOLVER): {exc}") from None
-    config = Config(home=home, provisioners=tuple(provisioners), acme=acme, **values)
+    rotation = _load_rotation(path, data.get("rotation", {}))
+    config = Config(home=home, provisioners=tuple(provisioners), acme=acme, rotation=rotation, **values)
     _duration("[ca] backdate", config.backdate, allow_zero=True)
     for p in config.provisioners:
         p.policy(config.backdate)  # fail at load time, not at the first request
@@ -313,6 +372,21 @@ def load_config(home: Path) -> Config:
 
 
 _ACME_KEYS = set(AcmeConfig.__dataclass_fields__)
+
+
+def _load_rotation(path: Path, table: Any) -> RotationConfig:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [rotation] must be a table")
+    defaults = _field_defaults(RotationConfig)
+    unknown = set(table) - set(defaults)
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) in [rotation]: {', '.join(sorted(unknown))}")
+    for key, value in table.items():
+        _check_type(path, f"[rotation] {key}", value, defaults[key])
+    config = RotationConfig(**table)
+    config.settings()  # fail at load time, naming the key
+    _checked = config.poll_seconds
+    return config
 
 
 def _field_defaults(cls: Any) -> dict[str, Any]:

@@ -4,7 +4,9 @@
     trustyard.db              SQLite ledger and audit log (default)
     ca/root.crt, root.key     the root (the key may be moved offline after init)
     ca/intermediate.*         the issuing CA
-    ca/roots.pem              the trust bundle served at /v1/roots
+    ca/roots.pem              the trust bundle served at /v1/roots (ca/bundle.version: its version)
+    ca/rotations/N/           rotation N's material (ca/rotation_material.py); the newest one that
+                              reached ``active`` issues instead of ca/intermediate.*
     ca/audit.key              the audit log's HMAC key (not in the database), ca/audit.checkpoint
     server/tls.crt, tls.key   the CA server's own TLS certificate (issued by the root)
     provisioners/NAME.key     bootstrap-token signing key (and NAME.pub)
@@ -38,7 +40,6 @@ from ..x509.profiles import LeafSpec, intermediate_builder, leaf_builder, new_se
 from ..x509.summary import fingerprint_sha256, load_pem_bundle
 from .authority import Authority, Provisioner
 from .config import CONFIG_NAME, DEFAULT_ALLOW, Config, ProvisionerConfig, load_config
-from .signer import KeySigner
 
 PASSWORD_ENV = "TRUSTYARD_PASSWORD"
 
@@ -204,8 +205,6 @@ def load_authority(home: Path, password: bytes | None, *, minting: bool = False,
     if config.encrypted_keys and password is None:
         raise ConfigError("the CA keys are encrypted: give --password-file or TRUSTYARD_PASSWORD",
                           code=Code.NO_PASSWORD)
-    inter = load_certs(config, config.intermediate_cert)[0]
-    signer = KeySigner(inter, load_key(config, config.intermediate_key, password))
     roots_file = "ca/roots.pem" if config.path("ca/roots.pem").exists() else config.root_cert
     roots = load_certs(config, roots_file)
     provisioners = {}
@@ -221,4 +220,15 @@ def load_authority(home: Path, password: bytes | None, *, minting: bool = False,
         provisioners[pc.name] = Provisioner(name=pc.name, policy=pc.policy(config.backdate),
                                             public_key=public_key, private_key=private_key)  # type: ignore[arg-type]
     store = open_home_store(config, migrate=migrate)
-    return Authority(signer, [inter], roots, store, provisioners)
+    # The issuing material: the home's intermediate, or the one the newest active rotation made.
+    from ..store.rotations import RotationStore
+    from .rotation_material import HomeMaterial
+
+    try:
+        material = HomeMaterial(config, password, RotationStore(store)).issuing(roots)
+    except BaseException:
+        store.close()
+        raise
+    authority = Authority(material.signer, list(material.chain), roots, store, provisioners)
+    authority.use(material)
+    return authority

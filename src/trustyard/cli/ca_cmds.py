@@ -161,11 +161,16 @@ def serve(home: str | None, password_file: str | None, init_missing: bool, insec
     else:
         click.echo(f"trustyard CA serving the existing CA in {path} on {url}{only_now} with {count} worker(s)",
                    err=True)
+    # One per CA, not per worker: automatic rotation ([rotation] auto) and the renewal of the
+    # server's own certificate, which every worker's reloading TLS context picks up.
+    from ..ca.home import open_home_store
+    from ..ca.rotation_watch import Autopilot
+
+    autopilot = Autopilot(config, password, open_home_store(config, migrate=False)).start()
     try:
         uvicorn.run(
             "trustyard.api.app:app_from_env", factory=True, host=host, port=port, workers=count,
-            ssl_certfile=str(config.path(config.tls_cert)), ssl_keyfile=str(config.path(config.tls_key)),
-            ssl_keyfile_password=password.decode() if password else None, log_level=log_level,
+            ssl_context_factory=server_tls_context, log_level=log_level,
             log_config=serve_log_config(log_level),
             access_log=log_level == "debug", timeout_graceful_shutdown=10, server_header=False,
             # uvicorn calls whatever it is given to make a protocol; its hints only name classes
@@ -175,8 +180,24 @@ def serve(home: str | None, password_file: str | None, init_missing: bool, insec
             proxy_headers=False,
         )
     finally:
+        autopilot.stop()
+        autopilot.store.close()
         if metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def server_tls_context(_config: Any, _default: Any) -> Any:
+    """uvicorn's ``ssl_context_factory`` in every worker: the server certificate of the home
+    (``TRUSTYARD_HOME``) in a context that loads a renewed one at the next handshake."""
+    from ..api.app import PASSWORD_FILE_ENV
+    from ..ca.home import read_password
+    from ..tls.context import server_context
+
+    config = load_config(resolve_home(None))
+    password = (read_password(os.environ.get(PASSWORD_FILE_ENV), insecure_no_password=False)
+                if config.encrypted_keys else None)
+    return server_context(cert=config.path(config.tls_cert), key=config.path(config.tls_key), client_auth="none",
+                          key_password=password)
 
 
 def first_certificate(home: Path, url: str, root: Path) -> list[str]:

@@ -32,7 +32,7 @@ def run(cli: click.Group, argv: list[str]) -> int:
     except TrustyardError as exc:
         code = f" [{exc.code}]" if exc.code_shown else ""
         click.echo(f"trustyard: error{code}: {scrub(exc.detail)}", err=True)
-        return ExitCode.FAILED
+        return getattr(exc, "exit_code", ExitCode.FAILED)  # a class may name its own (RotationRefused)
     except OSError as exc:  # a local file that cannot be read or written
         where = f"{exc.filename}: " if exc.filename else ""
         click.echo(f"trustyard: error: {where}{exc.strerror or scrub(str(exc))}", err=True)
@@ -60,7 +60,8 @@ def emit(as_json: bool, document: Any, text: Callable[[], str] | str) -> None:
 def table(rows: list[tuple[str, ...]]) -> str:
     """Columns aligned on the widest cell, two spaces apart (kubectl-style); the last one not padded."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1] for row in rows)
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1]
+                     for row in rows)
 
 
 def utc_log_formatter(fmt: str) -> logging.Formatter:

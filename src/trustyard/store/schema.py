@@ -24,8 +24,10 @@ certificates = Table(
     Column("revoked_at", DateTime(timezone=True), nullable=True),
     Column("revocation_reason", String(64), nullable=True),
     Column("superseded_by", String(40), nullable=True),  # migration 0004: the renewal of this one
+    Column("issuer_sha256", String(64), nullable=True),  # migration 0005: the signing CA's fingerprint
     Index("ix_certificates_status_not_after", "status", "not_after"),
     Index("ix_certificates_renewed_from", "renewed_from"),
+    Index("ix_certificates_issuer", "issuer_sha256", "status", "not_after"),
 )
 
 used_tokens = Table(
@@ -136,4 +138,33 @@ refusals = Table(
     Column("reason", String(96), primary_key=True),
     Column("count", BigInteger, nullable=False),
     Column("last_at", DateTime(timezone=True), nullable=False),
+)
+
+
+# -- CA rotation: migration 0005 ------------------------------------------------------------------
+
+rotations = Table(
+    "rotations", metadata,
+    # One rotation of the intermediate or the root, moved through its states by ca.rotation.
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(16), nullable=False),  # intermediate | root
+    Column("state", String(16), nullable=False),  # prepared ... retired, or rolled_back
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("prepared_at", DateTime(timezone=True), nullable=True),
+    Column("published_at", DateTime(timezone=True), nullable=True),
+    Column("adopted_at", DateTime(timezone=True), nullable=True),
+    Column("active_at", DateTime(timezone=True), nullable=True),
+    Column("retiring_at", DateTime(timezone=True), nullable=True),
+    Column("retired_at", DateTime(timezone=True), nullable=True),
+    Column("rolled_back_at", DateTime(timezone=True), nullable=True),
+    Column("deadline_at", DateTime(timezone=True), nullable=True),  # when the current state should be left
+    Column("bundle_version", BigInteger, nullable=True),  # the first bundle version with the new material
+    Column("old_intermediate_sha256", String(64), nullable=False),
+    Column("old_root_sha256", String(64), nullable=False),
+    Column("new_intermediate_sha256", String(64), nullable=True),
+    Column("new_root_sha256", String(64), nullable=True),
+    Column("cross_sha256", String(64), nullable=True),
+    Column("paths", Text, nullable=False),  # JSON: the material's files, relative to the home
+    Column("forced_laggards", Text, nullable=False, server_default="[]"),  # JSON list
+    Index("ix_rotations_state", "state"),
 )

@@ -87,12 +87,14 @@ class SqlStore(Database):
     def _redeem(self, conn: Connection, jti: str, kind: str, expires_at: datetime) -> None:
         self.run(conn, _INSERT_TOKEN, {"jti": jti, "kind": kind, "used_at": utc_now(), "expires_at": expires_at})
 
-    def record_issued(self, serial: str, der: bytes, fingerprint: str, event_: AuditEvent) -> bool:
-        """Store the signed certificate (before anyone receives it) and audit it, atomically.
+    def record_issued(self, serial: str, der: bytes, fingerprint: str, event_: AuditEvent,
+                      issuer: str | None = None) -> bool:
+        """Store the signed certificate (before anyone receives it) and audit it, atomically;
+        ``issuer`` is the signing CA certificate's SHA-256 fingerprint.
 
         False when it was revoked while being signed (a key-compromise revocation of the
         certificate it renews): it is stored, stays revoked, and must not be handed out."""
-        params = {"serial_": serial, "b_der": der, "b_fingerprint": fingerprint}
+        params = {"serial_": serial, "b_der": der, "b_fingerprint": fingerprint, "b_issuer": issuer}
         with self.transaction() as conn:
             issued = self.run(conn, _MARK_ISSUED, params).rowcount == 1
             if not issued:
@@ -239,9 +241,11 @@ _INSERT_AUDIT = insert(audit_log)
 _GET = select(certificates).where(certificates.c.serial == bindparam("serial_"))
 _MARK_ISSUED = (update(certificates)
                 .where(certificates.c.serial == bindparam("serial_"), certificates.c.status == "pending")
-                .values(status="issued", der=bindparam("b_der"), fingerprint_sha256=bindparam("b_fingerprint")))
+                .values(status="issued", der=bindparam("b_der"), fingerprint_sha256=bindparam("b_fingerprint"),
+                        issuer_sha256=bindparam("b_issuer")))
 _STORE_DER = (update(certificates).where(certificates.c.serial == bindparam("serial_"))
-              .values(der=bindparam("b_der"), fingerprint_sha256=bindparam("b_fingerprint")))
+              .values(der=bindparam("b_der"), fingerprint_sha256=bindparam("b_fingerprint"),
+                      issuer_sha256=bindparam("b_issuer")))
 _CLAIM = (update(certificates)
           .where(certificates.c.serial == bindparam("serial_"), certificates.c.status == "issued",
                  certificates.c.superseded_by.is_(None))

@@ -123,6 +123,7 @@ class ReloadingContext(ssl.SSLContext):
 
     # Set by the builders right after __new__; SSLContext forbids extra __init__ arguments.
     _files: TLSFiles
+    _password: bytes | None
     _purpose_server: bool
     _lock: threading.Lock
     _current: Loaded
@@ -158,7 +159,7 @@ class ReloadingContext(ssl.SSLContext):
     def _load_locked(self, force: bool) -> bool:
         before = self._files.stamp()
         try:
-            loaded = _build_inner(self._files, self._purpose_server, self, before)
+            loaded = _build_inner(self._files, self._purpose_server, self, before, self._password)
         except (OSError, ssl.SSLError, ValueError) as exc:
             self._attempted = before
             self.last_error = f"kept the previous certificate: {exc}"
@@ -205,7 +206,7 @@ def _first_certificate(path: Path) -> x509.Certificate:
 
 
 def _build_inner(files: TLSFiles, server: bool, front: ssl.SSLContext,
-                 stamp: tuple[tuple[int, int, int, int], ...]) -> Loaded:
+                 stamp: tuple[tuple[int, int, int, int], ...], password: bytes | None = None) -> Loaded:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if server else ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = front.minimum_version
     ctx.maximum_version = front.maximum_version
@@ -214,7 +215,7 @@ def _build_inner(files: TLSFiles, server: bool, front: ssl.SSLContext,
         assert files.key is not None
         # OpenSSL checks that the key belongs to the certificate and raises
         # "KEY_VALUES_MISMATCH" for a half-rotated pair: that is what keeps it out.
-        ctx.load_cert_chain(files.cert, files.key)
+        ctx.load_cert_chain(files.cert, files.key, password=password)
         leaf = _first_certificate(files.cert)
         serial, not_after = leaf.serial_number, format_time(leaf.not_valid_after_utc)
     if files.ca is not None:
@@ -225,10 +226,12 @@ def _build_inner(files: TLSFiles, server: bool, front: ssl.SSLContext,
     return Loaded(ctx, stamp, serial, not_after)
 
 
-def _new_front(files: TLSFiles, server: bool, minimum_version: ssl.TLSVersion) -> ReloadingContext:
+def _new_front(files: TLSFiles, server: bool, minimum_version: ssl.TLSVersion,
+               password: bytes | None = None) -> ReloadingContext:
     front = ReloadingContext(ssl.PROTOCOL_TLS_SERVER if server else ssl.PROTOCOL_TLS_CLIENT)
     front.minimum_version = minimum_version
     front._files = files
+    front._password = password
     front._purpose_server = server
     front._lock = threading.Lock()
     front._attempted = ()
@@ -242,7 +245,7 @@ def _first_load(front: ReloadingContext) -> ReloadingContext:
             raise ConfigError(f"TLS file {path} does not exist")
     stamp = front.files.stamp()
     try:
-        front._current = _build_inner(front.files, front._purpose_server, front, stamp)
+        front._current = _build_inner(front.files, front._purpose_server, front, stamp, front._password)
     except (OSError, ssl.SSLError, ValueError) as exc:
         raise ConfigError(f"cannot load TLS files {', '.join(map(str, front.files.paths()))}: {exc}") from exc
     front._attempted = stamp
@@ -256,8 +259,10 @@ def server_context(
     ca: str | os.PathLike[str] | None = None,
     client_auth: ClientAuth = "required",
     minimum_version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2,
+    key_password: bytes | None = None,
 ) -> ReloadingContext:
     """A server context from an agent's output directory or explicit paths.
+    ``key_password``: for an encrypted key (the CA server's own, ``server/tls.key``).
 
     ``client_auth``: ``"required"`` (mTLS: the handshake fails without a client
     certificate chaining to ``ca.crt``), ``"optional"`` (a certificate is verified when
@@ -274,7 +279,7 @@ def server_context(
         files = TLSFiles(files.cert, files.key, Path(ca) if ca is not None else None)
     elif files.ca is None:
         raise ValueError("verifying client certificates needs a trust bundle (directory or ca=)")
-    front = _new_front(files, server=True, minimum_version=minimum_version)
+    front = _new_front(files, server=True, minimum_version=minimum_version, password=key_password)
     front.verify_mode = _VERIFY_MODES[client_auth]
     return _first_load(front)
 
