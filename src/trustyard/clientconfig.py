@@ -8,6 +8,9 @@ bootstrap``); ``issue``, ``renew``, ``revoke``, ``list`` and ``agent`` read it w
       client.toml   ca_url = "https://ca.internal:8443"
                     root = "root.crt"              # relative to this directory
                     fingerprint = "<sha256 of the pinned root>"
+                    environment = "production"     # optional: this machine's environment
+                    [environments]                 # optional: other environments' roots
+                    staging = ["sha256:..."]       # (see trustyard.environments)
       root.crt      the CA's trust bundle, fetched over TLS verified against the pinned root
 """
 
@@ -19,6 +22,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from .environments import Environments, load_file
 from .errors import ConfigError
 from .files import write_atomic
 
@@ -77,3 +81,10 @@ def save(ca_url: str, fingerprint: str, bundle_pem: str) -> ClientConfig:
     write_atomic(directory / CONFIG_FILE, text)
     return ClientConfig(path=directory / CONFIG_FILE, ca_url=ca_url, root=directory / ROOT_FILE,
                         fingerprint=fingerprint)
+
+
+def load_environments(extra: str | os.PathLike[str] | None = None) -> Environments:
+    """This machine's environment and the other environments' roots: ``client.toml``'s, then
+    ``extra`` (``--environments FILE``) on top."""
+    found = load_file(config_dir() / CONFIG_FILE, missing_ok=True)
+    return found.merged(load_file(extra)) if extra else found

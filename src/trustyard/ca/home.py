@@ -26,6 +26,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from ..environments import check_name
 from ..errors import ConfigError, Conflict
 from ..files import write_atomic, write_exclusive, write_private
 from ..policy.patterns import name_limits, parse_patterns
@@ -70,6 +71,7 @@ class InitOptions:
     name: str = "trustyard"
     listen: str = "127.0.0.1:8443"
     database_url: str = "sqlite:///trustyard.db"
+    environment: str = ""  # names the root and intermediate ("trustyard staging Root CA") and is recorded
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,10 @@ def init_home(home: Path, password: bytes | None, options: InitOptions = InitOpt
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     try:
+        environment = check_name(options.environment) if options.environment else ""
+    except ValueError as exc:
+        raise ConfigError(f"--environment: {exc}") from None
+    try:
         root_ttl = parse_duration(options.root_ttl)
     except ValueError as exc:
         raise ConfigError(f"root_ttl: {exc}") from None
@@ -103,14 +109,15 @@ def init_home(home: Path, password: bytes | None, options: InitOptions = InitOpt
     home.mkdir(parents=True, exist_ok=True)
     os.chmod(home, 0o700)
     config = Config(home=home, encrypted_keys=password is not None, database_url=options.database_url,
-                    listen=options.listen, url=f"https://{_url_host(options.listen)}")
+                    listen=options.listen, url=f"https://{_url_host(options.listen)}", environment=environment)
+    prefix = f"{options.name} {environment}" if environment else options.name
     now = datetime.now(UTC) - timedelta(minutes=1)
 
     root_key = generate_private_key(options.key_type)
-    root = sign(root_builder(root_key.public_key(), f"{options.name} Root CA", now, root_ttl,  # type: ignore[arg-type]
+    root = sign(root_builder(root_key.public_key(), f"{prefix} Root CA", now, root_ttl,  # type: ignore[arg-type]
                              organization=options.name), root_key)
     inter_key = generate_private_key(options.key_type)
-    inter = sign(intermediate_builder(inter_key.public_key(), root, f"{options.name} Intermediate CA", now,  # type: ignore[arg-type]
+    inter = sign(intermediate_builder(inter_key.public_key(), root, f"{prefix} Intermediate CA", now,  # type: ignore[arg-type]
                                       intermediate_ttl, limits=name_limits(patterns), organization=options.name),
                  root_key)
     # The CA server's certificate comes from the root: the intermediate may be name-constrained

@@ -60,7 +60,8 @@ def emit(as_json: bool, document: Any, text: Callable[[], str] | str) -> None:
 def table(rows: list[tuple[str, ...]]) -> str:
     """Columns aligned on the widest cell, two spaces apart (kubectl-style); the last one not padded."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1] for row in rows)
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1]
+                     for row in rows)
 
 
 def utc_log_formatter(fmt: str) -> logging.Formatter:
@@ -115,3 +116,10 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print one JS
 password_file_option = click.option(
     "--password-file", type=click.Path(dir_okay=False), default=None,
     help="File holding the CA key password (else $TRUSTYARD_PASSWORD).")
+
+
+environments_option = click.option(
+    "--environments", "environments_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+    help="TOML naming this machine's environment and other environments' roots (environment = \"prod\", "
+         "[environments] staging = [\"sha256:...\"]), on top of client.toml's: a chain leading to one of them "
+         "is reported as wrong_environment.")
