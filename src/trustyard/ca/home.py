@@ -37,6 +37,7 @@ from ..x509.keys import KeyType, PrivateKey, generate_private_key, load_private_
 from ..x509.names import parse_names
 from ..x509.profiles import LeafSpec, intermediate_builder, leaf_builder, new_serial, root_builder, sign
 from ..x509.summary import fingerprint_sha256, load_pem_bundle
+from .alerts import Alerter, ca_lifetime
 from .authority import Authority, Provisioner
 from .config import CONFIG_NAME, DEFAULT_ALLOW, Config, ProvisionerConfig, load_config
 from .signer import KeySigner
@@ -229,3 +230,18 @@ def load_authority(home: Path, password: bytes | None, *, minting: bool = False,
                                             public_key=public_key, private_key=private_key)  # type: ignore[arg-type]
     store = open_home_store(config, migrate=migrate)
     return Authority(signer, [inter], roots, store, provisioners)
+
+
+def home_alerter(config: Config) -> Alerter | None:
+    """The webhook alerter of ``[alerts]`` (None without a webhook), over the home's roots and
+    intermediate as they are on disk at each evaluation (a rotation is picked up)."""
+    if not config.alerts.webhook:
+        return None
+
+    def certs() -> list[tuple[str, x509.Certificate]]:
+        roots_file = "ca/roots.pem" if config.path("ca/roots.pem").exists() else config.root_cert
+        return [*(("root", c) for c in load_certs(config, roots_file)),
+                ("intermediate", load_certs(config, config.intermediate_cert)[0])]
+
+    return Alerter.from_config(config.alerts, [ca_lifetime(certs, config.alerts.ca_warning_left,
+                                                           config.alerts.ca_critical_left)])

@@ -122,7 +122,7 @@ def serve(home: str | None, password_file: str | None, init_missing: bool, insec
     import uvicorn
 
     from ..api.protocol import CoalescingHttpToolsProtocol, ServerLimits
-    from ..ca.home import InitOptions, init_home, load_authority, read_password
+    from ..ca.home import InitOptions, home_alerter, init_home, load_authority, read_password
 
     path = resolve_home(home)
     created = None
@@ -166,6 +166,11 @@ def serve(home: str | None, password_file: str | None, init_missing: bool, insec
     else:
         click.echo(f"trustyard CA serving the existing CA in {path} on {url}{only_now} with {count} worker(s)",
                    err=True)
+    # Webhook alerts run beside the server, in this process only (not once per worker), and
+    # never on the issuance path.
+    alerter = home_alerter(config)
+    if alerter is not None:
+        alerter.start()
     try:
         uvicorn.run(
             "trustyard.api.app:app_from_env", factory=True, host=host, port=port, workers=count,
@@ -179,6 +184,8 @@ def serve(home: str | None, password_file: str | None, init_missing: bool, insec
             proxy_headers=False,
         )
     finally:
+        if alerter is not None:
+            alerter.stop()
         if metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
 
