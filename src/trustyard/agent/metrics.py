@@ -34,6 +34,8 @@ _GAUGES = [
     ("trustyard_agent_verify_failures_total", "counter", "Renewals the live endpoint did not pick up."),
     ("trustyard_agent_reloads_total", "counter", "Reload actions run."),
     ("trustyard_agent_roots_updates_total", "counter", "Trust bundle (ca.crt) updates written."),
+    ("trustyard_agent_roots_refused_total", "counter",
+     "Trust bundles refused: they held none of the roots the agent was bootstrapped with."),
     ("trustyard_agent_served_matches_issued", "gauge",
      "1 when the verify endpoint serves the certificate last issued, 0 when it serves another."),
     # The x509-certificate-exporter's names, so its dashboards and alerts work on the agent's certificates.
@@ -87,6 +89,7 @@ def render(agent: Agent) -> str:
         put("trustyard_agent_verify_failures_total", c.verify_failures)
         put("trustyard_agent_reloads_total", c.reloads)
         put("trustyard_agent_roots_updates_total", c.roots_updates)
+        put("trustyard_agent_roots_refused_total", c.roots_refused)
     lines = []
     for name, kind, text in _GAUGES:
         lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}", *samples[name]]
