@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from trustyard.ca.home import InitOptions, init_home
 from trustyard.testing import TestCA, free_port, need
 from trustyard.x509.summary import fingerprint_sha256
 
 from .agent.helpers import wait_for
-from .support import PASSWORD
+from .support import PASSWORD, start_server
 
 TLS_SERVER = Path(__file__).parent / "agent" / "tls_server.py"
 
@@ -170,3 +171,24 @@ def test_a_malformed_environments_file_is_a_clear_error(tmp_path: Path) -> None:
     bad.write_text('[environments]\nstaging = ["sha256:not-hex"]\n')
     code, _, err = run_cli("check", str(tmp_path), "--environments", str(bad))
     assert code != 0 and "neither a sha256: fingerprint nor a readable PEM file" in err
+
+
+def test_roots_save_records_the_cas_environment_and_keeps_the_other_environments(tmp_path: Path) -> None:
+    home = tmp_path / "staging"
+    created = init_home(home, PASSWORD, InitOptions(environment="staging"))
+    config_dir = tmp_path / "config"
+    config_dir.mkdir()
+    listed = f"sha256:{'ab' * 32}"
+    (config_dir / "client.toml").write_text(f'ca_url = "https://old"\nroot = "root.crt"\n[environments]\n'
+                                            f'production = ["{listed}"]\n')
+    server = start_server(home)
+    try:
+        code, out, err = run_cli("roots", "--ca-url", server.url, "--fingerprint", created.root_fingerprint,
+                                 "--save", env={"TRUSTYARD_CONFIG_DIR": str(config_dir)})
+    finally:
+        server.stop()
+    assert code == 0, err
+    assert "The CA's environment is staging" in out
+    saved = tomllib.loads((config_dir / "client.toml").read_text())
+    assert saved["environment"] == "staging" and saved["environments"] == {"production": [listed]}
+    assert saved["ca_url"] == server.url

@@ -69,15 +69,24 @@ def load() -> ClientConfig | None:
     return ClientConfig(path=path, ca_url=ca_url, root=root_path, fingerprint=str(data.get("fingerprint", "")))
 
 
-def save(ca_url: str, fingerprint: str, bundle_pem: str) -> ClientConfig:
-    """Write ``root.crt`` then ``client.toml`` (each atomically) in :func:`config_dir`."""
+def save(ca_url: str, fingerprint: str, bundle_pem: str, environment: str | None = None) -> ClientConfig:
+    """Write ``root.crt`` then ``client.toml`` (each atomically) in :func:`config_dir`; the
+    ``[environments]`` table of a previous client.toml is kept."""
     directory = config_dir()
     directory.mkdir(parents=True, exist_ok=True)
+    try:
+        others = tomllib.loads((directory / CONFIG_FILE).read_text()).get("environments")
+    except (OSError, tomllib.TOMLDecodeError):
+        others = None
     write_atomic(directory / ROOT_FILE, bundle_pem)
-    # JSON strings are valid TOML basic strings for these values (URL, file name, hex).
+    # JSON strings are valid TOML basic strings for these values (URL, file name, hex, names).
     text = (f"# written by `trustyard roots --save`; flags (--ca-url, --root) win over it\n"
             f"ca_url = {json.dumps(ca_url)}\nroot = {json.dumps(ROOT_FILE)}\n"
-            f"fingerprint = {json.dumps(fingerprint)}\n")
+            f"fingerprint = {json.dumps(fingerprint)}\n"
+            + (f"environment = {json.dumps(environment)}\n" if environment else ""))
+    if isinstance(others, dict) and others:
+        text += "\n[environments]\n" + "".join(f"{json.dumps(name)} = {json.dumps(entries)}\n"
+                                                for name, entries in others.items())
     write_atomic(directory / CONFIG_FILE, text)
     return ClientConfig(path=directory / CONFIG_FILE, ca_url=ca_url, root=directory / ROOT_FILE,
                         fingerprint=fingerprint)

@@ -38,7 +38,9 @@ log = logging.getLogger("trustyard.api")
 
 
 class Api:
-    def __init__(self, authority: Authority, admin_token_sha256: str, max_body_bytes: int = 64 * 1024) -> None:
+    def __init__(self, authority: Authority, admin_token_sha256: str, max_body_bytes: int = 64 * 1024,
+                 environment: str = "") -> None:
+        self.environment = environment  # init --environment: told with the roots (Trustyard-Environment)
         self.authority = authority
         self.admin_token_sha256 = admin_token_sha256
         self.max_body_bytes = max_body_bytes
@@ -99,7 +101,8 @@ class Api:
     # -- routes -------------------------------------------------------------------------------
 
     async def roots(self, request: Request) -> Response:
-        headers = {"ETag": self.roots_etag, "Cache-Control": "max-age=60"}
+        headers = {"ETag": self.roots_etag, "Cache-Control": "max-age=60",
+                   **({"Trustyard-Environment": self.environment} if self.environment else {})}
         if request.headers.get("if-none-match") == self.roots_etag:
             return Response(status_code=304, headers=headers)
         return Response(self.roots_pem, media_type="application/pem-certificate-chain", headers=headers)
@@ -259,7 +262,7 @@ class CAApp(Starlette):
 
 def create_app(authority: Authority, config: Config | None = None) -> Starlette:
     api = Api(authority, config.admin_token_sha256 if config else "",
-              config.max_body_bytes if config else 64 * 1024)
+              config.max_body_bytes if config else 64 * 1024, config.environment if config else "")
     # One line per issuance, renewal, revocation and refusal (trustyard.ca), from what is recorded.
     authority.store.observers.append(oplog.OperationsLog().record)
     routes = [
