@@ -11,8 +11,11 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import tomli_w
 
+from trustyard.ca.config import load_config
 from trustyard.ca.home import InitOptions, init_home
+from trustyard.errors import ConfigError
 from trustyard.testing import TestCA, free_port, need
 from trustyard.x509.summary import fingerprint_sha256
 
@@ -192,3 +195,21 @@ def test_roots_save_records_the_cas_environment_and_keeps_the_other_environments
     saved = tomllib.loads((config_dir / "client.toml").read_text())
     assert saved["environment"] == "staging" and saved["environments"] == {"production": [listed]}
     assert saved["ca_url"] == server.url
+
+
+def test_the_ca_homes_environments_are_read_and_checked(tmp_path: Path, pkis: dict[str, TestCA]) -> None:
+    home = tmp_path / "production"
+    init_home(home, PASSWORD, InitOptions(environment="production"))
+    (tmp_path / "staging-root.crt").write_bytes(pkis["staging"].pem())
+    doc = tomllib.loads((home / "trustyard.toml").read_text())
+    (home / "trustyard.toml").write_text(tomli_w.dumps({**doc, "environments": {"staging": ["../staging-root.crt"]}}))
+    config = load_config(home)
+    assert config.environment == "production" and config.environments_view().current == "production"
+    leaf_dir = pkis["staging"].issue("orders.internal").write_agent_dir(tmp_path / "tls",
+                                                                        bundle=pkis["production"].pem())
+    code, _, err = run_cli("check", str(leaf_dir), env={"TRUSTYARD_HOME": str(home),
+                                                        "TRUSTYARD_CONFIG_DIR": str(tmp_path / "none")})
+    assert code == 11 and "wrong_environment" in err and "'production'" in err and "'staging'" in err
+    (home / "trustyard.toml").write_text(tomli_w.dumps({**doc, "environments": {"Staging": ["sha256:00"]}}))
+    with pytest.raises(ConfigError, match="environment name"):
+        load_config(home)

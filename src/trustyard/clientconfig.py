@@ -22,7 +22,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .environments import Environments, load_file
+from .environments import Environments, from_table, load_file
 from .errors import ConfigError
 from .files import write_atomic
 
@@ -93,7 +93,23 @@ def save(ca_url: str, fingerprint: str, bundle_pem: str, environment: str | None
 
 
 def load_environments(extra: str | os.PathLike[str] | None = None) -> Environments:
-    """This machine's environment and the other environments' roots: ``client.toml``'s, then
-    ``extra`` (``--environments FILE``) on top."""
-    found = load_file(config_dir() / CONFIG_FILE, missing_ok=True)
+    """This machine's environment and the other environments' roots: a CA home's
+    (``$TRUSTYARD_HOME/trustyard.toml``: ``[ca] environment``, ``[environments]``), then
+    ``client.toml``'s, then ``extra`` (``--environments FILE``) on top."""
+    found = _ca_home_environments()
+    found = found.merged(load_file(config_dir() / CONFIG_FILE, missing_ok=True))
     return found.merged(load_file(extra)) if extra else found
+
+
+def _ca_home_environments() -> Environments:
+    home = os.environ.get("TRUSTYARD_HOME")
+    path = Path(home).expanduser() / "trustyard.toml" if home else Path.home() / ".trustyard" / "trustyard.toml"
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        return Environments()
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read the CA configuration {path}: {exc}") from None
+    ca = data.get("ca") if isinstance(data.get("ca"), dict) else {}
+    return from_table({"environments": data.get("environments", {})}, str(path), path.parent,
+                      current=ca.get("environment") or None)
