@@ -29,7 +29,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
@@ -196,6 +195,8 @@ class Alerter:
             self.stopping.wait(self.interval)
 
     def _send_loop(self) -> None:
+        import httpx  # here: loading the CA's configuration must not import the HTTP client
+
         with httpx.Client(timeout=self.timeout) as client:
             while not self.stopping.is_set():
                 try:
