@@ -98,7 +98,7 @@ def load_environments(extra: str | os.PathLike[str] | None = None) -> Environmen
     ``client.toml``'s, then ``extra`` (``--environments FILE``) on top."""
     found = _ca_home_environments()
     found = found.merged(load_file(config_dir() / CONFIG_FILE, missing_ok=True))
-    return found.merged(load_file(extra)) if extra else found
+    return found.merged(load_file(Path(extra))) if extra else found
 
 
 def _ca_home_environments() -> Environments:
@@ -110,6 +110,6 @@ def _ca_home_environments() -> Environments:
         return Environments()
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read the CA configuration {path}: {exc}") from None
-    ca = data.get("ca") if isinstance(data.get("ca"), dict) else {}
+    ca = data["ca"] if isinstance(data.get("ca"), dict) else {}
     return from_table({"environments": data.get("environments", {})}, str(path), path.parent,
                       current=ca.get("environment") or None)
