@@ -41,6 +41,7 @@ from typing import Any, Literal
 
 from cryptography import x509
 
+from .environments import Environments
 from .errors import Code, ExitCode, TrustyardError
 from .units import Threshold, format_time, humanize
 from .x509 import chain as chainlib
@@ -161,11 +162,13 @@ def validate(
     now: datetime | None = None,
     password: bytes | None = None,
     ledger: Ledger | None = None,
+    environments: Environments | None = None,
 ) -> CheckReport:
     """Check that ``cert`` (leaf then intermediates) with ``key`` is fit to serve now.
 
     Paths, PEM bytes or loaded objects are accepted. Returns the report when healthy,
-    raises the first :class:`CheckFailed` (see the module doc) otherwise.
+    raises the first :class:`CheckFailed` (see the module doc) otherwise. With ``environments``
+    a chain that leads to another environment's root fails as ``wrong_environment`` (naming both).
     """
     if usage not in ("server", "client"):
         raise ValueError(f"usage must be 'server' or 'client', not {usage!r}")
@@ -195,6 +198,11 @@ def validate(
            else KeyMismatch("the private key does not belong to the certificate (different public key)"))
 
     path, method, chain_failure = _verify_chain(leaf, extra, bundle, now, usage)
+    other = environments.lead_to(certs, at_hand=bundle) if environments and chain_failure else None
+    if other is not None:
+        assert environments is not None
+        chain_failure = ChainInvalid(f"wrong_environment: {environments.explain(other)}", reason="wrong_environment",
+                                     environment=environments.current, chain_environment=other)
     leaf_failures = _leaf_failures(leaf, usage)
     record("chain", chain_failure or leaf_failures.get("chain"), ok=f"ok ({method})")
 

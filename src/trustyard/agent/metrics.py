@@ -10,6 +10,10 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from ..x509.summary import serial_text
 from .schedule import Level
 
 if TYPE_CHECKING:
@@ -30,11 +34,23 @@ _GAUGES = [
     ("trustyard_agent_verify_failures_total", "counter", "Renewals the live endpoint did not pick up."),
     ("trustyard_agent_reloads_total", "counter", "Reload actions run."),
     ("trustyard_agent_roots_updates_total", "counter", "Trust bundle (ca.crt) updates written."),
+    ("trustyard_agent_roots_refused_total", "counter",
+     "Trust bundles refused: they held none of the roots the agent was bootstrapped with."),
+    ("trustyard_agent_served_matches_issued", "gauge",
+     "1 when the verify endpoint serves the certificate last issued, 0 when it serves another."),
+    # The x509-certificate-exporter's names, so its dashboards and alerts work on the agent's certificates.
+    ("x509_cert_not_after", "gauge", "notAfter of the current certificate (seconds since the epoch)."),
+    ("x509_cert_not_before", "gauge", "notBefore of the current certificate (seconds since the epoch)."),
 ]
 
 
 def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _common_name(cert: x509.Certificate) -> str:
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(names[0].value) if names else ""
 
 
 def render(agent: Agent) -> str:
@@ -56,6 +72,13 @@ def render(agent: Agent) -> str:
         put("trustyard_agent_needs_bootstrap", int(m.needs_bootstrap))
         if m.verify_ok is not None:
             put("trustyard_agent_verify_ok", int(m.verify_ok))
+            put("trustyard_agent_served_matches_issued", int(m.verify_ok))
+        if m.current is not None:
+            leaf = m.current.chain[0]
+            cert_labels = (f',subject_CN="{_label(_common_name(leaf))}"'
+                           f',serial_number="{serial_text(leaf.serial_number)}",filepath="{_label(str(m.output_path("tls.crt")))}"')
+            put("x509_cert_not_after", leaf.not_valid_after_utc.timestamp(), cert_labels)
+            put("x509_cert_not_before", leaf.not_valid_before_utc.timestamp(), cert_labels)
         level = m.status(now).level
         for candidate in Level:
             put("trustyard_agent_status", int(candidate is level), f',level="{candidate.value}"')
@@ -66,6 +89,7 @@ def render(agent: Agent) -> str:
         put("trustyard_agent_verify_failures_total", c.verify_failures)
         put("trustyard_agent_reloads_total", c.reloads)
         put("trustyard_agent_roots_updates_total", c.roots_updates)
+        put("trustyard_agent_roots_refused_total", c.roots_refused)
     lines = []
     for name, kind, text in _GAUGES:
         lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}", *samples[name]]

@@ -34,6 +34,7 @@ from ..x509.keys import KeyType, PrivateKey, generate_private_key, key_type_of
 from ..x509.names import name_text, sans_of
 from ..x509.summary import serial_text
 from . import actions
+from .anchors import Anchors
 from .config import AgentConfig, CertSpec
 from .schedule import Backoff, Level, Status, assess
 from .seams import CABackend, Clock, Current, Output
@@ -67,6 +68,7 @@ class Counters:
     reloads: int = 0
     verify_failures: int = 0
     roots_updates: int = 0
+    roots_refused: int = 0
 
 
 DEFAULT_BACKOFF = Backoff()
@@ -77,8 +79,11 @@ class ManagedCert:
                  rng: random.Random | None = None, backoff: Backoff = DEFAULT_BACKOFF,
                  environ: dict[str, str] | None = None,
                  reload: Callable[..., str] = actions.run_reload,
-                 probe: Callable[..., actions.Probe] = actions.served_serial) -> None:
+                 probe: Callable[..., actions.Probe] = actions.served_serial,
+                 anchors: Anchors | None = None) -> None:
         self.spec, self.backend, self.output, self.clock = spec, backend, output, clock
+        self.anchors = anchors  # the roots a fetched trust bundle must hold one of (agent/anchors.py)
+        self._refused_bundle: str | None = None
         self.rng = rng or random.Random()
         self.backoff = backoff
         self.environ = environ if environ is not None else {}
@@ -269,6 +274,8 @@ class ManagedCert:
     def _install(self, now: datetime, issued: IssuedFiles, key: PrivateKey, verb: str) -> None:
         chain = x509.load_pem_x509_certificates((issued.certificate_pem + issued.chain_pem).encode())
         self.output.write(issued, key)
+        if self.anchors is not None and not self.anchors.saved:
+            self.anchors.save()  # the roots it was bootstrapped with, recorded beside the files
         # Only now, with the files on disk, may the service be told to reload.
         self.current = Current(chain, key, max(now, chain[0].not_valid_before_utc))
         leaf = chain[0]
@@ -436,6 +443,17 @@ class ManagedCert:
         """Write a changed ``ca.crt`` and tell the service; True when it changed."""
         if self.output.read_ca() == pem:
             return False
+        if self.anchors is not None:
+            verdict = self.anchors.judge(pem)
+            if not verdict.accepted:
+                self.counters.roots_refused += 1
+                if self._refused_bundle != pem:  # once per bundle, not at every poll
+                    self._refused_bundle = pem
+                    log.error("%s: refusing the CA's new trust bundle: %s; keeping %s/ca.crt", self.spec.name,
+                              verdict.reason, self.output.describe(),
+                              extra={"event": "roots_refused", "certificate": self.spec.name})
+                return False
+            self.anchors.add(verdict.added)
         self.output.write_ca(pem)
         self.counters.roots_updates += 1
         log.info("%s: the CA's trust bundle changed: wrote %s/ca.crt", self.spec.name, self.output.describe(),

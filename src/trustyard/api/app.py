@@ -38,7 +38,9 @@ log = logging.getLogger("trustyard.api")
 
 
 class Api:
-    def __init__(self, authority: Authority, admin_token_sha256: str, max_body_bytes: int = 64 * 1024) -> None:
+    def __init__(self, authority: Authority, admin_token_sha256: str, max_body_bytes: int = 64 * 1024,
+                 environment: str = "") -> None:
+        self.environment = environment  # init --environment: told with the roots (Trustyard-Environment)
         self.authority = authority
         self.admin_token_sha256 = admin_token_sha256
         self.max_body_bytes = max_body_bytes
@@ -111,7 +113,8 @@ class Api:
 
     async def roots(self, request: Request) -> Response:
         pem, etag = self.roots_pem, self.roots_etag
-        headers = {"ETag": etag, "Cache-Control": "max-age=60"}
+        headers = {"ETag": etag, "Cache-Control": "max-age=60",
+                   **({"Trustyard-Environment": self.environment} if self.environment else {})}
         if request.headers.get("if-none-match") == etag:
             return Response(status_code=304, headers=headers)
         return Response(pem, media_type="application/pem-certificate-chain", headers=headers)
@@ -285,7 +288,7 @@ class CAApp(Starlette):
 
 def create_app(authority: Authority, config: Config | None = None) -> Starlette:
     api = Api(authority, config.admin_token_sha256 if config else "",
-              config.max_body_bytes if config else 64 * 1024)
+              config.max_body_bytes if config else 64 * 1024, config.environment if config else "")
     # One line per issuance, renewal, revocation and refusal (trustyard.ca), from what is recorded.
     authority.store.observers.append(oplog.OperationsLog().record)
     routes = [

@@ -8,7 +8,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from cryptography import x509
+from cryptography.x509.oid import NameOID
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+from ..x509.summary import serial_text
 
 REGISTRY = CollectorRegistry(auto_describe=True) if not os.environ.get("PROMETHEUS_MULTIPROC_DIR") else None
 
@@ -52,10 +55,23 @@ def render(ca_certs: Sequence[tuple[str, x509.Certificate]],
     now = datetime.now(UTC)
     lines = ["# HELP trustyard_ca_certificate_seconds_left Seconds until a CA certificate expires",
              "# TYPE trustyard_ca_certificate_seconds_left gauge"]
+    # The x509-certificate-exporter's names (with role="root|intermediate"): its dashboards,
+    # and contrib/prometheus/trustyard-rules.yml, read the CA's own certificates from them.
+    bounds: dict[str, list[str]] = {"x509_cert_not_after": [], "x509_cert_not_before": []}
     for role, cert in ca_certs:
         left = (cert.not_valid_after_utc - now).total_seconds()
-        subject = cert.subject.rfc4514_string().replace("\\", "\\\\").replace('"', '\\"')
+        subject = _label(cert.subject.rfc4514_string())
         lines.append(f'trustyard_ca_certificate_seconds_left{{role="{role}",subject="{subject}"}} {left:.0f}')
+        cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        labels = (f'role="{role}",subject_CN="{_label(str(cn[0].value) if cn else "")}",'
+                  f'serial_number="{serial_text(cert.serial_number)}"')
+        for name, at in (("x509_cert_not_after", cert.not_valid_after_utc),
+                         ("x509_cert_not_before", cert.not_valid_before_utc)):
+            bounds[name].append(f"{name}{{{labels}}} {at.timestamp():.0f}")
+    for name, samples in bounds.items():
+        edge = "notAfter" if name.endswith("after") else "notBefore"
+        lines += [f"# HELP {name} The CA certificate's {edge} (seconds since the epoch)", f"# TYPE {name} gauge",
+                  *samples]
     lines += ["# HELP trustyard_rotation_state_deadline_timestamp_seconds When the rotation should have left "
               "the state it is in (Unix time)",
               "# TYPE trustyard_rotation_state_deadline_timestamp_seconds gauge"]
@@ -63,3 +79,7 @@ def render(ca_certs: Sequence[tuple[str, x509.Certificate]],
         lines.append(f'trustyard_rotation_state_deadline_timestamp_seconds{{rotation="{rotation}",state="{state}"}} '
                      f"{deadline:.0f}")
     return body + ("\n".join(lines) + "\n").encode()
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

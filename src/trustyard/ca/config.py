@@ -1,6 +1,9 @@
 """``trustyard.toml``: read into small value objects; every path is relative to the home.
 
-    [ca]            root_cert, intermediate_cert, intermediate_key, encrypted_keys, backdate
+    [ca]            root_cert, intermediate_cert, intermediate_key, encrypted_keys, backdate,
+                    environment (the name ``init --environment`` gave the CA's root)
+    [environments]  NAME = ["sha256:<root fingerprint>" | "PEM file", ...]  other environments' roots
+    [alerts]        webhook, interval  (see ``ca/alerts.py``)
     [server]        listen, url, tls_cert, tls_key, workers, max_body_bytes,
                     header_timeout, body_timeout, max_connections
     [database]      url  (sqlite:///trustyard.db relative to the home, or postgresql://...)
@@ -29,10 +32,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..environments import Environments, from_table
 from ..errors import Code, ConfigError
 from ..policy import Policy, parse_patterns
 from ..units import parse_duration
 from ..x509.keys import KeyType
+from .alerts import AlertsConfig, load_alerts
 
 if TYPE_CHECKING:
     from .rotation import RotationSettings
@@ -225,6 +230,9 @@ class Config:
     intermediate_key: str = "ca/intermediate.key"
     encrypted_keys: bool = True
     backdate: str = "1m"
+    environment: str = ""  # this CA's environment (init --environment); "" when it has none
+    environments: dict[str, list[str]] = field(default_factory=dict)  # other environment -> its roots
+    alerts: AlertsConfig = field(default_factory=lambda: AlertsConfig())
     listen: str = "127.0.0.1:8443"
     url: str = "https://127.0.0.1:8443"
     tls_cert: str = "server/tls.crt"
@@ -290,7 +298,7 @@ class Config:
         return {
             "ca": {"root_cert": self.root_cert, "root_key": self.root_key, "intermediate_cert": self.intermediate_cert,
                    "intermediate_key": self.intermediate_key, "encrypted_keys": self.encrypted_keys,
-                   "backdate": self.backdate},
+                   "backdate": self.backdate, **({"environment": self.environment} if self.environment else {})},
             "server": {"listen": self.listen, "url": self.url, "tls_cert": self.tls_cert,
                        "tls_key": self.tls_key, "workers": self.workers, "max_body_bytes": self.max_body_bytes,
                        "header_timeout": self.header_timeout, "body_timeout": self.body_timeout,
@@ -303,11 +311,19 @@ class Config:
             ],
             **({"acme": self.acme.to_toml()} if self.acme != AcmeConfig() else {}),
             **({"rotation": dict(vars(self.rotation))} if self.rotation != RotationConfig() else {}),
+            **({"environments": dict(self.environments)} if self.environments else {}),
+            **({"alerts": vars(self.alerts)} if self.alerts != AlertsConfig() else {}),
         }
+
+    def environments_view(self) -> Environments:
+        """This CA's environment and the other environments' roots (``trustyard.environments``)."""
+        return from_table({"environments": self.environments}, str(self.home / CONFIG_NAME), self.home,
+                          current=self.environment or None)
 
 
 _SECTIONS = {
-    "ca": {"root_cert", "root_key", "intermediate_cert", "intermediate_key", "encrypted_keys", "backdate"},
+    "ca": {"root_cert", "root_key", "intermediate_cert", "intermediate_key", "encrypted_keys", "backdate",
+           "environment"},
     "server": {"listen", "url", "tls_cert", "tls_key", "workers", "max_body_bytes", "header_timeout",
                "body_timeout", "max_connections"},
     "database": {"url"},
@@ -338,7 +354,7 @@ def load_config(home: Path) -> Config:
                           else key)
             _check_type(path, f"[{section}] {key}", value, _DEFAULTS[field_name])
             values[field_name] = value
-    unknown_sections = set(data) - set(_SECTIONS) - {"provisioners", "acme", "rotation"}
+    unknown_sections = set(data) - set(_SECTIONS) - {"provisioners", "acme", "rotation", "environments", "alerts"}
     if unknown_sections:
         raise ConfigError(f"{path}: unknown section(s): {', '.join(sorted(unknown_sections))}")
     provisioners = []
@@ -363,7 +379,13 @@ def load_config(home: Path) -> Config:
         except ValueError as exc:
             raise ConfigError(f"{path}: [acme] resolver (or TRUSTYARD_ACME_RESOLVER): {exc}") from None
     rotation = _load_rotation(path, data.get("rotation", {}))
-    config = Config(home=home, provisioners=tuple(provisioners), acme=acme, rotation=rotation, **values)
+    environments = data.get("environments", {})
+    config = Config(home=home, provisioners=tuple(provisioners), acme=acme, rotation=rotation,
+                    alerts=load_alerts(path, data.get("alerts", {})),
+                    environments=environments if isinstance(environments, dict) else {}, **values)
+    if not isinstance(environments, dict):
+        raise ConfigError(f"{path}: [environments] must be a table of environment = [root fingerprints]")
+    config.environments_view()  # a wrong name or fingerprint fails here, at load time
     _duration("[ca] backdate", config.backdate, allow_zero=True)
     for p in config.provisioners:
         p.policy(config.backdate)  # fail at load time, not at the first request

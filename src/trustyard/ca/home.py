@@ -28,6 +28,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from ..environments import check_name
 from ..errors import Code, ConfigError, Conflict
 from ..files import write_atomic, write_exclusive, write_private
 from ..policy.patterns import name_limits, parse_patterns
@@ -38,6 +39,7 @@ from ..x509.keys import KeyType, PrivateKey, generate_private_key, load_private_
 from ..x509.names import parse_names
 from ..x509.profiles import LeafSpec, intermediate_builder, leaf_builder, new_serial, root_builder, sign
 from ..x509.summary import fingerprint_sha256, load_pem_bundle
+from .alerts import Alerter, ca_lifetime
 from .authority import Authority, Provisioner
 from .config import CONFIG_NAME, DEFAULT_ALLOW, Config, ProvisionerConfig, load_config
 
@@ -71,6 +73,7 @@ class InitOptions:
     name: str = "trustyard"
     listen: str = "127.0.0.1:8443"
     database_url: str = "sqlite:///trustyard.db"
+    environment: str = ""  # names the root and intermediate ("trustyard staging Root CA") and is recorded
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,10 @@ def init_home(home: Path, password: bytes | None, options: InitOptions = InitOpt
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     try:
+        environment = check_name(options.environment) if options.environment else ""
+    except ValueError as exc:
+        raise ConfigError(f"--environment: {exc}") from None
+    try:
         root_ttl = parse_duration(options.root_ttl)
     except ValueError as exc:
         raise ConfigError(f"root_ttl: {exc}") from None
@@ -104,14 +111,15 @@ def init_home(home: Path, password: bytes | None, options: InitOptions = InitOpt
     home.mkdir(parents=True, exist_ok=True)
     os.chmod(home, 0o700)
     config = Config(home=home, encrypted_keys=password is not None, database_url=options.database_url,
-                    listen=options.listen, url=f"https://{_url_host(options.listen)}")
+                    listen=options.listen, url=f"https://{_url_host(options.listen)}", environment=environment)
+    prefix = f"{options.name} {environment}" if environment else options.name
     now = datetime.now(UTC) - timedelta(minutes=1)
 
     root_key = generate_private_key(options.key_type)
-    root = sign(root_builder(root_key.public_key(), f"{options.name} Root CA", now, root_ttl,
+    root = sign(root_builder(root_key.public_key(), f"{prefix} Root CA", now, root_ttl,
                              organization=options.name), root_key)
     inter_key = generate_private_key(options.key_type)
-    inter = sign(intermediate_builder(inter_key.public_key(), root, f"{options.name} Intermediate CA", now,
+    inter = sign(intermediate_builder(inter_key.public_key(), root, f"{prefix} Intermediate CA", now,
                                       intermediate_ttl, limits=name_limits(patterns), organization=options.name),
                  root_key)
     # The CA server's certificate comes from the root: the intermediate may be name-constrained
@@ -232,3 +240,18 @@ def load_authority(home: Path, password: bytes | None, *, minting: bool = False,
     authority = Authority(material.signer, list(material.chain), roots, store, provisioners)
     authority.use(material)
     return authority
+
+
+def home_alerter(config: Config) -> Alerter | None:
+    """The webhook alerter of ``[alerts]`` (None without a webhook), over the home's roots and
+    intermediate as they are on disk at each evaluation (a rotation is picked up)."""
+    if not config.alerts.webhook:
+        return None
+
+    def certs() -> list[tuple[str, x509.Certificate]]:
+        roots_file = "ca/roots.pem" if config.path("ca/roots.pem").exists() else config.root_cert
+        return [*(("root", c) for c in load_certs(config, roots_file)),
+                ("intermediate", load_certs(config, config.intermediate_cert)[0])]
+
+    return Alerter.from_config(config.alerts, [ca_lifetime(certs, config.alerts.ca_warning_left,
+                                                           config.alerts.ca_critical_left)])

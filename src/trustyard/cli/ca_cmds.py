@@ -35,12 +35,15 @@ from .output import DURATION, emit, home_option, json_option, password_file_opti
 @click.option("--intermediate-ttl", type=DURATION, default="365d", show_default=True, help="Intermediate lifetime.")
 @click.option("--name", default="trustyard", show_default=True, help="Organization/CN prefix of the CA certificates.")
 @click.option("--listen", default="127.0.0.1:8443", show_default=True, help="Address `serve` listens on.")
+@click.option("--environment", default="", metavar="NAME",
+              help="The environment this CA serves (a DNS label: staging, prod): names the root and intermediate "
+                   "(\"trustyard staging Root CA\") and is recorded as [ca] environment.")
 @click.option("--database-url", default="sqlite:///trustyard.db", show_default=True,
               help="SQLAlchemy URL: sqlite:///FILE (relative to the home) or postgresql://user@host/db.")
 @json_option
 def init(home: str | None, password_file: str | None, insecure_no_password: bool, key_type: str,
          allow: tuple[str, ...], dns: tuple[str, ...], root_ttl: str, intermediate_ttl: str, name: str,
-         listen: str, database_url: str, as_json: bool) -> None:
+         listen: str, environment: str, database_url: str, as_json: bool) -> None:
     """Create a CA in the home: root (self-signed), intermediate (name-constrained to the allowed
     names), the CA server's TLS certificate, a bootstrap-token provisioner key, trustyard.toml and the
     database. Refuses to touch an existing CA.
@@ -54,17 +57,19 @@ def init(home: str | None, password_file: str | None, insecure_no_password: bool
     password = read_password(password_file, insecure_no_password)
     result = init_home(path, password, InitOptions(
         key_type=KeyType(key_type), allow=allow, dns=dns, root_ttl=root_ttl, intermediate_ttl=intermediate_ttl,
-        name=name, listen=listen, database_url=database_url))
+        name=name, listen=listen, database_url=database_url, environment=environment))
     cfg = result.config
     doc: dict[str, Any] = {"home": str(path), "root_fingerprint_sha256": result.root_fingerprint,
            "root_certificate": str(cfg.path(cfg.root_cert)), "root_key": str(cfg.path(cfg.root_key)),
            "intermediate_certificate": str(cfg.path(cfg.intermediate_cert)), "allow": list(result.allow),
-           "allow_is_default": result.allow_is_default, "url": cfg.url, "encrypted_keys": cfg.encrypted_keys}
+           "allow_is_default": result.allow_is_default, "url": cfg.url, "encrypted_keys": cfg.encrypted_keys,
+           "environment": cfg.environment or None}
 
     def text() -> str:
         lines = [f"Created a CA in {path}",
                  f"  root certificate:  {doc['root_certificate']}",
                  f"  root fingerprint:  SHA256 {result.root_fingerprint}",
+                 *([f"  environment:       {cfg.environment}"] if cfg.environment else []),
                  f"  allowed names:     {', '.join(result.allow)}"
                  + ("  (the default; change with --allow or in trustyard.toml)" if result.allow_is_default else ""),
                  f"  admin token:       {path / 'admin.token'}"]
@@ -117,7 +122,7 @@ def serve(home: str | None, password_file: str | None, init_missing: bool, insec
     import uvicorn
 
     from ..api.protocol import CoalescingHttpToolsProtocol, ServerLimits
-    from ..ca.home import InitOptions, init_home, load_authority, read_password
+    from ..ca.home import InitOptions, home_alerter, init_home, load_authority, read_password
 
     path = resolve_home(home)
     created = None
@@ -167,6 +172,11 @@ def serve(home: str | None, password_file: str | None, init_missing: bool, insec
     from ..ca.rotation_watch import Autopilot
 
     autopilot = Autopilot(config, password, open_home_store(config, migrate=False)).start()
+    # Webhook alerts run beside the server, in this process only (not once per worker), and
+    # never on the issuance path.
+    alerter = home_alerter(config)
+    if alerter is not None:
+        alerter.start()
     try:
         uvicorn.run(
             "trustyard.api.app:app_from_env", factory=True, host=host, port=port, workers=count,
@@ -182,6 +192,8 @@ def serve(home: str | None, password_file: str | None, init_missing: bool, insec
     finally:
         autopilot.stop()
         autopilot.store.close()
+        if alerter is not None:
+            alerter.stop()
         if metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
 

@@ -10,9 +10,10 @@ import click
 
 from .. import check as checklib
 from ..client import CAClient
+from ..clientconfig import load_environments
 from ..errors import ConfigError
 from ..units import Threshold
-from .output import emit, json_option
+from .output import emit, environments_option, json_option
 
 _CLASSES: tuple[type[checklib.CheckFailed], ...] = (checklib.CheckInputError, *checklib.ORDER)
 _CODES = "\n".join(f"  {cls.exit_code:>2}  {cls.__name__}: {cls.title}" for cls in _CLASSES)
@@ -42,6 +43,10 @@ fails (exit 17); a superseded one (renewed already) is a WARN line, exit 0: it w
 it expires but cannot be renewed again; no answer from the CA fails (exit 18).
 
 \b
+A chain that leads to another environment's root (listed in client.toml's [environments]
+or --environments FILE) fails as wrong_environment (exit 11), naming both environments.
+
+\b
 Start a service only with a healthy certificate (DIR holds tls.crt, tls.key, ca.crt,
 as `trustyard issue --out DIR` and the agent write them):
   trustyard check /etc/orders/tls --name orders.internal --min-remaining 33% \\
@@ -67,11 +72,12 @@ FILES = {"cert": "tls.crt", "key": "tls.key", "ca": "ca.crt"}
 @click.option("--ca-url", default=None, help="Also ask this CA whether the certificate is revoked or superseded.")
 @click.option("--root", type=click.Path(dir_okay=False), default=None,
               help="Trust bundle to verify the CA server with, for --ca-url [default: the --ca bundle].")
+@environments_option
 @json_option
 @click.pass_context
 def check(ctx: click.Context, directory: str | None, cert_path: str | None, key_path: str | None,
           ca_path: str | None, name: str | None, min_remaining: Threshold | None, usage: str, ca_url: str | None,
-          root: str | None, as_json: bool) -> None:
+          root: str | None, environments_file: str | None, as_json: bool) -> None:
     """Validate a certificate, its key and trust bundle before a service starts.
 
     Reads DIR/tls.crt, DIR/tls.key and DIR/ca.crt (--cert, --key and --ca override each one).
@@ -89,7 +95,8 @@ def check(ctx: click.Context, directory: str | None, cert_path: str | None, key_
     ledger = _ledger(ca_url, root or paths["ca"]) if ca_url else None  # type: ignore[arg-type]
     try:
         report = checklib.validate(paths["cert"], paths["key"], paths["ca"], name=name,  # type: ignore[arg-type]
-                                   min_remaining=min_remaining, usage=usage, ledger=ledger)  # type: ignore[arg-type]
+                                   min_remaining=min_remaining, usage=usage, ledger=ledger,  # type: ignore[arg-type]
+                                   environments=load_environments(environments_file) or None)
     except checklib.CheckFailed as failure:
         failed = failure.report
         if failed is None:  # the inputs could not even be read

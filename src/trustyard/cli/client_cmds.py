@@ -12,6 +12,7 @@ import click
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from ..environments import check_name
 from ..errors import Code, ConfigError, Conflict, Forbidden
 from ..units import format_time, humanize
 from ..x509.keys import KeyType, generate_private_key, key_type_of
@@ -26,7 +27,8 @@ if TYPE_CHECKING:  # the HTTP client is imported by the commands that use it, no
 ca_url_option = click.option("--ca-url", envvar="TRUSTYARD_CA_URL", show_envvar=True, default=None,
                              help="URL of the CA, e.g. https://ca.internal:8443 [default: from `roots --save`].")
 root_option = click.option("--root", type=click.Path(dir_okay=False), envvar="TRUSTYARD_ROOT", show_envvar=True,
-                           default=None, help="Trust bundle to verify the CA server with [default: from `roots --save`].")
+                           default=None,
+                           help="Trust bundle to verify the CA server with [default: from `roots --save`].")
 admin_token_file_option = click.option(
     "--admin-token-file", type=click.Path(dir_okay=False), default=None,
     help="Administrator token file, for --ca-url [default: HOME/admin.token].")
@@ -48,7 +50,8 @@ def _issued_doc(issued: IssuedFiles, paths: dict[str, str]) -> dict[str, object]
 
 
 def _issued_text(issued: IssuedFiles, paths: dict[str, str]) -> str:
-    return (f"serial    {issued.serial}\nvalid     {format_time(issued.not_before)} .. {format_time(issued.not_after)}\n"
+    return (f"serial    {issued.serial}\n"
+            f"valid     {format_time(issued.not_before)} .. {format_time(issued.not_after)}\n"
             f"wrote     {paths['certificate']} (leaf + intermediate), {paths['key']} (0600), {paths['ca']}")
 
 
@@ -88,28 +91,37 @@ def roots(ca_url: str | None, fingerprint: str, out: str | None, save: bool, as_
     except ValueError:
         raise ConfigError(f"cannot fetch the trust bundle from {ca_url}: no PEM certificate in its answer") from None
     if not pinned:
-        raise Forbidden(f"no root with fingerprint {wanted} at {ca_url}: refusing the bundle", code=Code.FINGERPRINT_MISMATCH)
+        raise Forbidden(f"no root with fingerprint {wanted} at {ca_url}: refusing the bundle",
+                        code=Code.FINGERPRINT_MISMATCH)
     context = ssl.create_default_context(cadata=pinned[0].public_bytes(Encoding.PEM).decode())
     try:
-        bundle = httpx.get(ca_url.rstrip("/") + "/v1/roots", verify=context, timeout=10).text
+        answer = httpx.get(ca_url.rstrip("/") + "/v1/roots", verify=context, timeout=10)
+        bundle = answer.text
     except httpx.HTTPError as exc:
         raise UntrustedServer(f"the CA server's certificate does not chain to the pinned root "
                               f"{pinned[0].subject.rfc4514_string()}: {transport_reason(exc)}") from None
     certs = x509.load_pem_x509_certificates(bundle.encode())
+    try:  # the CA's environment (init --environment), told over the verified connection
+        environment = check_name(answer.headers["trustyard-environment"]) \
+            if answer.headers.get("trustyard-environment") else None
+    except ValueError:
+        environment = None
     if out:
         write_atomic(out, bundle)
-    saved_to = clientconfig.save(ca_url, wanted, bundle) if save else None
-    doc = {"roots": [fingerprint_sha256(c) for c in certs], "out": out, "pem": bundle,
+    saved_to = clientconfig.save(ca_url, wanted, bundle, environment) if save else None
+    doc = {"roots": [fingerprint_sha256(c) for c in certs], "out": out, "pem": bundle, "environment": environment,
            "config": str(saved_to.path) if saved_to else None, "root": str(saved_to.root) if saved_to else None}
 
     def text() -> str:
         if saved_to is None:
-            return f"wrote {len(certs)} root(s) to {out}" if out else bundle.rstrip()
+            where = f"wrote {len(certs)} root(s) to {out}" if out else bundle.rstrip()
+            return where + (f"\n(environment {environment})" if environment and out else "")
         lines = [f"wrote {len(certs)} root(s) to {out}"] if out else []
         return "\n".join([
             *lines,
             f"The root certificate has been saved in {saved_to.root} "
             f"({pinned[0].subject.rfc4514_string()}, sha256 {wanted}).",
+            *([f"The CA's environment is {environment} (saved as this machine's)."] if environment else []),
             f"The client configuration has been saved in {saved_to.path} (ca_url {ca_url}).",
             "issue, renew, revoke, list and agent use them when --ca-url and --root are not given."])
 
@@ -267,7 +279,8 @@ def _revoked_text(record: dict[str, Any], already: bool) -> str:
     lines += [
         "told      the CA: it refuses to renew this certificate from now on",
         f"not told  services that trust this CA: trustyard publishes no CRL or OCSP yet, so they accept it "
-        f"until it expires at {format_time(not_after)}" + (f" (in {humanize(left)})" if left.total_seconds() > 0 else ""),
+        f"until it expires at {format_time(not_after)}"
+        + (f" (in {humanize(left)})" if left.total_seconds() > 0 else ""),
         f"next      replace it where it is used: trustyard token {name}, then trustyard issue {name} --token T",
     ]
     return "\n".join(lines)

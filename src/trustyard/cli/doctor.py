@@ -6,11 +6,12 @@ import sys
 
 import click
 
+from ..clientconfig import load_environments
 from ..diagnose.doctor import diagnose, render_text
 from ..diagnose.explain import explain as explain_text
 from ..errors import ExitCode
 from ..units import parse_duration
-from .output import DURATION, emit, json_option
+from .output import DURATION, emit, environments_option, json_option
 
 
 @click.command(context_settings={"max_content_width": 100})
@@ -23,9 +24,10 @@ from .output import DURATION, emit, json_option
 @click.option("--key", "key_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Client private key (PEM) for --cert.")
 @click.option("--timeout", type=DURATION, default="5s", show_default=True, help="Connect and handshake timeout.")
+@environments_option
 @json_option
 def doctor(target: str, ca_files: tuple[str, ...], name: str | None, cert_file: str | None, key_file: str | None,
-           timeout: str, as_json: bool) -> int:
+           timeout: str, environments_file: str | None, as_json: bool) -> int:
     """Connect to TARGET (HOST:PORT or https://HOST[:PORT]) and name the first failing layer.
 
     \b
@@ -33,7 +35,8 @@ def doctor(target: str, ca_files: tuple[str, ...], name: str | None, cert_file: 
       network      refused, timeout, dns
       protocol     not_tls, no_shared_protocol, handshake_failure
       client_auth  client_cert_required, client_cert_rejected
-      trust        self_signed_leaf, unknown_issuer, missing_intermediate, root_in_chain_untrusted
+      trust        self_signed_leaf, unknown_issuer, missing_intermediate, root_in_chain_untrusted,
+                   wrong_environment (the chain leads to another environment's root: --environments)
       identity     hostname_mismatch, ip_not_in_san, cn_only, wildcard_mismatch
       validity     expired, not_yet_valid, clock_skew
 
@@ -50,7 +53,7 @@ def doctor(target: str, ca_files: tuple[str, ...], name: str | None, cert_file: 
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--timeout") from None
     verdict = diagnose(target, ca_files=ca_files, name=name, cert_file=cert_file, key_file=key_file,
-                       timeout=seconds)
+                       timeout=seconds, environments=load_environments(environments_file) or None)
     emit(as_json, verdict.to_json(), lambda: render_text(verdict))
     return ExitCode.OK if verdict.ok else ExitCode.FAILED
 

@@ -116,3 +116,10 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print one JS
 password_file_option = click.option(
     "--password-file", type=click.Path(dir_okay=False), default=None,
     help="File holding the CA key password (else $TRUSTYARD_PASSWORD).")
+
+
+environments_option = click.option(
+    "--environments", "environments_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+    help="TOML naming this machine's environment and other environments' roots (environment = \"prod\", "
+         "[environments] staging = [\"sha256:...\"]), on top of client.toml's: a chain leading to one of them "
+         "is reported as wrong_environment.")

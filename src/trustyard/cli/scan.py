@@ -10,6 +10,7 @@ from typing import TextIO
 
 import click
 
+from ..clientconfig import load_environments
 from ..errors import BadRequest, ExitCode
 from ..inventory.endpoints import DEFAULT_CONCURRENCY, Endpoint
 from ..inventory.findings import Rules
@@ -18,7 +19,7 @@ from ..inventory.report import to_csv, to_json, to_prometheus, to_table
 from ..inventory.scan import ScanOptions, count_files, run_scan, where
 from ..inventory.sources import DEFAULT_PASSWORDS
 from ..units import Threshold, parse_duration
-from .output import DURATION
+from .output import DURATION, environments_option
 
 
 def _env(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
@@ -60,7 +61,8 @@ def _threshold(ctx: click.Context, param: click.Parameter, value: str | None) ->
 @click.option("--warn", default=None, callback=_threshold, metavar="DURATION|PERCENT",
               help="Flag certificates expiring within this time (30d), or this share of their lifetime "
                    "(33%).  [default: a third of the lifetime, at most 30d: a 24h certificate at 8h left]")
-@click.option("--max-validity", type=DURATION, default="398d", show_default=True, help="Longest acceptable leaf lifetime.")
+@click.option("--max-validity", type=DURATION, default="398d", show_default=True,
+              help="Longest acceptable leaf lifetime.")
 @click.option("--password", "passwords", multiple=True, metavar="TEXT",
               help="Password to try on PKCS#12, JKS and encrypted keys (repeatable; '' and changeit are tried).")
 @click.option("--where", "where_sha256", default=None, metavar="SHA256",
@@ -71,18 +73,22 @@ def _threshold(ctx: click.Context, param: click.Parameter, value: str | None) ->
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json: one JSON document.")
 @click.option("--fail-on", type=click.Choice(["info", "warning", "error", "critical"]), default="error",
               show_default=True, help="Exit 1 when a finding is at least this severe.")
-@click.option("--timeout", type=DURATION, default="5s", show_default=True, help="Per-endpoint connect + handshake timeout.")
+@click.option("--timeout", type=DURATION, default="5s", show_default=True,
+              help="Per-endpoint connect + handshake timeout.")
 @click.option("--concurrency", default=DEFAULT_CONCURRENCY, show_default=True, help="Endpoints probed at once.")
+@environments_option
 def scan(paths: tuple[str, ...], endpoints: tuple[Endpoint, ...], environments: tuple[tuple[str, str], ...],
          ca_bundles: tuple[str, ...], warn: Threshold | None, max_validity: str, passwords: tuple[str, ...],
-         where_sha256: str | None, fmt: str, as_json: bool, fail_on: str, timeout: str, concurrency: int) -> int:
+         where_sha256: str | None, fmt: str, as_json: bool, fail_on: str, timeout: str, concurrency: int,
+         environments_file: str | None) -> int:
     """Inventory certificates and private keys, and report what is wrong with them.
 
     Reads PEM (certificates, bundles, keys, PKCS#7), DER, PKCS#7, PKCS#12, Java keystores,
     and Kubernetes Secret/ConfigMap manifests under PATHS (recursively), plus live
     --endpoint chains. Findings: self_signed_leaf, expired, not_yet_valid, expiring,
     shared_key, cross_environment, shared_cert, weak_key, no_san, long_validity,
-    leaf_in_trust_store, key_unprotected, key_mismatch, untrusted_chain, missing_intermediate.
+    leaf_in_trust_store, key_unprotected, key_mismatch, untrusted_chain, missing_intermediate,
+    wrong_environment (a chain leading to another environment's root: --environments).
 
     The table has one row per distinct certificate (CERTIFICATE is the start of its SHA-256
     fingerprint, which --where accepts) with its locations beneath, then the findings with a
@@ -105,7 +111,8 @@ def scan(paths: tuple[str, ...], endpoints: tuple[Endpoint, ...], environments: 
     if not (paths or endpoints or environments):
         raise click.UsageError("give at least one PATH, --env NAME=PATH or --endpoint HOST:PORT")
     try:
-        rules = Rules(now=datetime.now(UTC), warn=warn, max_leaf_validity=parse_duration(max_validity))
+        rules = Rules(now=datetime.now(UTC), warn=warn, max_leaf_validity=parse_duration(max_validity),
+                      environments=load_environments(environments_file) or None)
         timeout_s = parse_duration(timeout).total_seconds()
     except ValueError as exc:
         raise BadRequest(str(exc)) from None

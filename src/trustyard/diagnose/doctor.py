@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from cryptography import x509
 from cryptography.utils import CryptographyDeprecationWarning
 
+from ..environments import Environments
 from ..errors import BadRequest
 from ..units import format_time
 from ..x509.chain import check_validity
@@ -87,12 +88,17 @@ def load_anchors(ca_files: Sequence[str]) -> tuple[list[x509.Certificate], list[
 def _verdict(target: str, code: str, summary: str, chain: list[dict[str, Any]], **evidence: Any) -> Verdict:
     info = describe(code)
     inspect = [i.format(**evidence) if "{" in i else i for i in info.inspect]
-    return Verdict(target, False, info.layer, code, summary, evidence, inspect, info.fix, chain)
+    try:
+        fix = info.fix.format(**evidence) if "{" in info.fix else info.fix
+    except (KeyError, IndexError):
+        fix = info.fix
+    return Verdict(target, False, info.layer, code, summary, evidence, inspect, fix, chain)
 
 
 def diagnose(
     target: str, *, ca_files: Sequence[str] = (), name: str | None = None, cert_file: str | None = None,
     key_file: str | None = None, timeout: float = 5.0, now: datetime | None = None,
+    environments: Environments | None = None,
 ) -> Verdict:
     host, port = parse_target(target)
     expected = name or host
@@ -119,7 +125,7 @@ def diagnose(
         return _verdict(target, "handshake_failure", "the server sent no certificate", chain, **ev)
 
     offline = classify_chain(result.chain, anchors, name=expected, now=now, server_now=result.server_date,
-                             target=target, bundle=bundle, host=host, port=port)
+                             target=target, bundle=bundle, host=host, port=port, environments=environments)
     if offline is not None:
         return offline
     leaf = result.chain[0]
@@ -131,7 +137,7 @@ def classify_chain(
     served: Sequence[x509.Certificate], anchors: Sequence[x509.Certificate], *, name: str | None,
     usage: Usage = "server", now: datetime | None = None, server_now: datetime | None = None,
     max_depth: int | None = None, target: str = "(offline)", bundle: str = "(given)", host: str = "",
-    port: int = 0, crls: Sequence[x509.CertificateRevocationList] = (),
+    port: int = 0, crls: Sequence[x509.CertificateRevocationList] = (), environments: Environments | None = None,
 ) -> Verdict | None:
     """Doctor's offline layers: the verdict on a served chain, or None when every layer passes.
 
@@ -166,6 +172,11 @@ def classify_chain(
                             local_time=format_time(now), server_time=format_time(server_now), **ev)
     if problem.layer == "identity":
         ev["sans"] = chain[0]["sans"]
+    other = environments.lead_to(served, at_hand=anchors) if environments and problem.layer == "trust" else None
+    if other is not None:
+        assert environments is not None
+        ev.update(environment=environments.current or "this environment", chain_environment=other)
+        return _verdict(target, "wrong_environment", environments.explain(other), chain, **ev)
     return _verdict(target, problem.code, problem.detail, chain, needed_issuer=verdict.needed_issuer, **ev)
 
 

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from ..environments import Environments
 from ..units import Threshold, format_time, humanize
 from ..x509.chain import weakness
 from ..x509.verify import Usage, verify
@@ -35,6 +36,7 @@ SEVERITY: dict[str, Severity] = {
     "key_mismatch": Severity.CRITICAL,
     "untrusted_chain": Severity.ERROR,
     "missing_intermediate": Severity.ERROR,
+    "wrong_environment": Severity.ERROR,
 }
 
 
@@ -44,6 +46,7 @@ class Rules:
     warn: Threshold | None = None  # None: DEFAULT_WARN_SHARE of the lifetime, at most DEFAULT_WARN_MAX
     max_leaf_validity: timedelta = timedelta(days=398)
     anchors: tuple[x509.Certificate, ...] = ()  # from --ca; empty means: no chain findings
+    environments: Environments | None = None  # other environments' roots: wrong_environment findings
 
 
 DEFAULT_WARN_SHARE = 1 / 3
@@ -191,7 +194,7 @@ def _pairs(inv: Inventory) -> Iterator[tuple[list[str], list[KeyItem], list[Cert
 
 
 def chains(inv: Inventory, rules: Rules) -> Iterator[Finding]:
-    if not rules.anchors:
+    if not rules.anchors and not rules.environments:
         return
     known = [c.cert for c in inv.certificates if c.is_ca]
     by_group: dict[str, list[CertItem]] = defaultdict(list)
@@ -206,8 +209,16 @@ def chains(inv: Inventory, rules: Rules) -> Iterator[Finding]:
             # The one verifier, with the rules of the usage the leaf is for; dates and the
             # leaf's shape have findings of their own (window, shape).
             result = verify(served[0], served[1:], rules.anchors, usage=_usage(item.cert), at=rules.now,
-                            known=known, check_dates=False, check_leaf=False)
-            if result.code == "missing_intermediate":
+                            known=known, check_dates=False, check_leaf=False) if rules.anchors else None
+            other = (rules.environments.lead_to(served, at_hand=[*known, *rules.anchors])
+                     if rules.environments and (result is None or result.code is not None) else None)
+            if other is not None:
+                assert rules.environments is not None
+                yield _finding("wrong_environment", [item.location],
+                               f"{item.label}: {rules.environments.explain(other)}", item.label, item.fingerprint)
+            elif result is None:
+                continue
+            elif result.code == "missing_intermediate":
                 yield _finding("missing_intermediate", [item.location], f"{item.label}: {result.detail}",
                                item.label, item.fingerprint)
             elif result.code is not None:

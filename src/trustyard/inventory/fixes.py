@@ -39,6 +39,9 @@ def fix_for(finding: Finding, item: CertItem | None) -> str:
         return f"a key per service and environment: in each place, {_issue(name)} (the key is made there)"
     if code == "key_mismatch":
         return f"{_issue(name)} writes tls.crt and its tls.key together"
+    if code == "wrong_environment":
+        return (f"a certificate from this environment's CA: {_issue(name)} with --ca-url of this environment's "
+                "CA; never add the other environment's root to the trust bundle")
     if code in ("untrusted_chain", "missing_intermediate"):
         return f"{_issue(name)} writes the full chain to tls.crt and the root to ca.crt"
     if code in ("expired", "expiring"):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -60,8 +60,7 @@ def run_scan(options: ScanOptions, progress: Progress | None = None) -> Inventor
                                   on_done=(lambda: progress(1)) if progress else None))
     rules = options.rules
     if anchors and not rules.anchors:
-        rules = Rules(now=rules.now, warn=rules.warn, max_leaf_validity=rules.max_leaf_validity,
-                      anchors=tuple(anchors))
+        rules = replace(rules, anchors=tuple(anchors))
     inv.findings = evaluate(inv, rules)
     return inv
 
