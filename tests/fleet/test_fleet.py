@@ -28,7 +28,7 @@ from trustyard.testing import TestCA
 from trustyard.x509.keys import load_private_key_pem
 from trustyard.x509.summary import serial_text
 
-from ..agent.helpers import AgentProcess, agent_args, mint, serve, serial_of, short_ttl_home, wait_for
+from ..agent.helpers import AgentProcess, agent_args, mint, serial_of, serve, short_ttl_home, wait_for
 from ..support import PASSWORD, Server, run_cli
 
 
@@ -189,7 +189,7 @@ def test_refresh_bundle_makes_the_agent_fetch_the_roots_again(ca: Server, tmp_pa
 
 
 def test_retry_after_delays_the_next_checkin(ca: Server, tmp_path: Path) -> None:
-    agent, out = start_agent(ca, tmp_path, "ship.internal")
+    agent, _ = start_agent(ca, tmp_path, "ship.internal")
     try:
         wait_for(lambda: party(ca, "ship.internal"), what="the agent's check-in")
         flag = ca.home / "fleet-retry-after"
