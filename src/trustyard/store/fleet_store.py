@@ -85,8 +85,9 @@ class FleetStore:
             prior = self.db.run(conn, _GET, {"party_": row.party}).first()
             if prior is None:
                 try:
-                    self.db.run(conn, _INSERT, {**values, "first_seen": now, "last_checkin": now, "last_jti": jti,
-                                                "renew_after": None, "renew_serial": None})
+                    with conn.begin_nested():  # PostgreSQL: a failed INSERT must not abort the transaction
+                        self.db.run(conn, _INSERT, {**values, "first_seen": now, "last_checkin": now,
+                                                    "last_jti": jti, "renew_after": None, "renew_serial": None})
                     return Recorded(renew_due=False, new_party=True)
                 except IntegrityError:  # another worker inserted it first
                     prior = self.db.run(conn, _GET, {"party_": row.party}).one()
