@@ -448,8 +448,8 @@ class ManagedCert:
             "failures": self.failures, "last_error": self.last_error, "agent_version": __version__,
             "interval_seconds": max(1, round(interval.total_seconds())),
         }
-        return proofs.make(self.current.key, self.current.chain, proofs.CHECKIN, lifetime=CHECKIN_PROOF_LIFETIME,
-                           report=report)
+        # x5c: the leaf alone (the CA compares it with its ledger; the chain would only cost bytes)
+        return proofs.make(self.current.key, [leaf], proofs.CHECKIN, lifetime=CHECKIN_PROOF_LIFETIME, report=report)
 
     def _endpoint_serial(self) -> str | None:
         if self.spec.verify_endpoint is None:

@@ -93,7 +93,7 @@ class Reporter:
                   "bundle_version": _version_for(Path(self.files.cert).parent, sha),  # type: ignore[arg-type]
                   "failures": self.failures, "last_error": self.last_error, "agent_version": __version__,
                   "interval_seconds": max(1, round(self.interval.total_seconds()))}
-        return proofs.make(key, chain, proofs.CHECKIN, lifetime=timedelta(minutes=1), report=report)
+        return proofs.make(key, chain[:1], proofs.CHECKIN, lifetime=timedelta(minutes=1), report=report)
 
     def _run(self) -> None:
         while not self._stop.is_set():
