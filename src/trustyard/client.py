@@ -156,8 +156,9 @@ class CAClient:
             verify = next((c for c in _causes(exc) if isinstance(c, ssl.SSLCertVerificationError)), None)
             if verify is not None and self.root_file:
                 raise UntrustedServer(untrusted_text(self.url, self.root_file, verify)) from None
+            delivered = not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
             raise CAUnavailable(f"cannot reach the CA at {self.url}: {transport_reason(exc)}",
-                                maybe_delivered=not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))) from None
+                                maybe_delivered=delivered) from None
         if response.status_code >= 400:
             raise _problem_error(response)
         return response
@@ -267,9 +268,9 @@ def served_certificate(url: str, timeout: float = 5.0) -> x509.Certificate | Non
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     try:
-        with socket.create_connection((parsed.host, parsed.port or 443), timeout=timeout) as sock:
-            with context.wrap_socket(sock, server_hostname=parsed.host) as tls:
-                der = tls.getpeercert(binary_form=True)
+        with (socket.create_connection((parsed.host, parsed.port or 443), timeout=timeout) as sock,
+              context.wrap_socket(sock, server_hostname=parsed.host) as tls):
+            der = tls.getpeercert(binary_form=True)
     except (OSError, ValueError):
         return None
     return x509.load_der_x509_certificate(der) if der else None

@@ -29,7 +29,7 @@ import re
 import signal
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -107,7 +107,7 @@ class CertSpec:
     token_env: str = DEFAULT_TOKEN_ENV
     ttl: timedelta | None = None  # parsed here, once; sent to the CA as format_duration text
     key_type: KeyType = KeyType.EC_P256
-    schedule: Schedule = Schedule()
+    schedule: Schedule = field(default_factory=Schedule)
     error_before: Threshold = DEFAULT_ERROR_BEFORE
     reload: ReloadAction = ReloadAction()
     verify_endpoint: tuple[str, int] | None = None

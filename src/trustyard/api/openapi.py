@@ -32,7 +32,8 @@ SPEC: dict[str, Any] = {
                     "content": {"application/pem-certificate-chain": {"schema": {"type": "string"}}}},
             "304": {"description": "not modified"}}}},
         "/v1/sign": {"post": {"summary": "Sign a CSR with a one-time bootstrap token",
-                              "requestBody": _json_body("SignRequest"), "responses": {**_ISSUED, **_errors(400, 401, 403)}}},
+                              "requestBody": _json_body("SignRequest"),
+                              "responses": {**_ISSUED, **_errors(400, 401, 403)}}},
         "/v1/renew": {"post": {"summary": "Renew, authenticated by a proof signed with the current certificate's key",
                                "description": "A certificate renews once (then 409 superseded); a retry with "
                                               "the same CSR key within 5 minutes returns the same certificate.",

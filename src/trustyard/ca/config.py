@@ -278,7 +278,8 @@ def load_config(home: Path) -> Config:
         if unknown:
             raise ConfigError(f"{path}: unknown key(s) in [{section}]: {', '.join(sorted(unknown))}")
         for key, value in table.items():
-            field_name = "database_url" if section == "database" else "admin_token_sha256" if section == "admin" else key
+            field_name = ("database_url" if section == "database" else
+                          "admin_token_sha256" if section == "admin" else key)
             _check_type(path, f"[{section}] {key}", value, _DEFAULTS[field_name])
             values[field_name] = value
     unknown_sections = set(data) - set(_SECTIONS) - {"provisioners", "acme"}

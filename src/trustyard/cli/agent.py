@@ -54,7 +54,8 @@ def _setup_logging(as_json: bool, level: str) -> None:
 @click.option("--follow-symlinks", is_flag=True,
               help="Allow --out to be a symbolic link (refused by default: whoever can change the link "
                    "chooses where the private key goes).")
-@click.option("--ttl", type=DURATION, default=None, help="Lifetime asked for at bootstrap, e.g. 1h [default: the CA's].")
+@click.option("--ttl", type=DURATION, default=None,
+              help="Lifetime asked for at bootstrap, e.g. 1h [default: the CA's].")
 @click.option("--key-type", type=click.Choice([k.value for k in KeyType]), default=KeyType.EC_P256.value,
               show_default=True)
 @click.option("--renew-at", type=THRESHOLD, default=None,
@@ -70,7 +71,8 @@ def _setup_logging(as_json: bool, level: str) -> None:
 @click.option("--pid-file", type=click.Path(dir_okay=False), default=None, help="Who gets --reload-signal.")
 @click.option("--verify-endpoint", default=None, metavar="HOST:PORT",
               help="After reloading, confirm the service serves the new certificate.")
-@click.option("--verify-grace", type=DURATION, default=None, help="How long the service may take to switch [default: 5s].")
+@click.option("--verify-grace", type=DURATION, default=None,
+              help="How long the service may take to switch [default: 5s].")
 @click.option("--metrics-listen", default=None, metavar="HOST:PORT",
               help="Serve /healthz and /metrics here, e.g. 127.0.0.1:9465.")
 @click.option("--roots-interval", type=DURATION, default=None, help="How often to ask whether the trust bundle changed "
