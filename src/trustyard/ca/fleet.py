@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 
-from ..errors import BadRequest, Forbidden, TrustyardError, Unauthorized
+from ..errors import BadRequest, Code, Forbidden, TrustyardError, Unauthorized
 from ..store.fleet_store import CheckinRow, FleetStore, PartyRow
 from ..units import format_time
 from ..x509.summary import serial_text
@@ -166,10 +166,10 @@ class Fleet:
             child = self.authority.store.renewal_of(record.serial)
             if child is None or now - child.requested_at > SUPERSEDED_GRACE:
                 raise Forbidden(f"certificate {record.serial} was renewed (by {record.superseded_by}): check in "
-                                "with the current one", code="superseded")
+                                "with the current one", code=Code.SUPERSEDED)
         proof = proofs.verify(token, proofs.CHECKIN, certificate=claimed)
         if proof.claims["exp"] - proof.claims["iat"] > MAX_CHECKIN_PROOF_LIFETIME.total_seconds():
-            raise Unauthorized("a check-in proof lives at most 2 minutes", code="badProof")
+            raise Unauthorized("a check-in proof lives at most 2 minutes", code=Code.BAD_PROOF)
         row = _report_row(proof.claims.get("report"), claimed, record.subject or (record.sans or ("",))[0])
         recorded = self.store.checkin(row, proof.jti, now)
         directives = []
@@ -228,35 +228,36 @@ class Fleet:
 def _report_row(report: Any, cert: x509.Certificate, identity: str) -> CheckinRow:
     """The report claim, checked field by field (a 400 naming the field)."""
     if not isinstance(report, dict):
-        raise BadRequest("the check-in proof carries no report claim", code="badField", value="report")
+        raise BadRequest("the check-in proof carries no report claim", code=Code.BAD_FIELD, value="report")
 
     def field(name: str, kind: type | tuple[type, ...], optional: bool = True) -> Any:
         value = report.get(name)
         if value is None and optional:
             return None
         if not isinstance(value, kind) or isinstance(value, bool):
-            raise BadRequest(f"report.{name}: wrong type or missing", code="badField", value=name)
+            raise BadRequest(f"report.{name}: wrong type or missing", code=Code.BAD_FIELD, value=name)
         return value
 
     instance = field("instance", str, optional=False)
     if not _INSTANCE.fullmatch(instance):
-        raise BadRequest("report.instance: 1-64 letters, digits, '.', '_' or '-'", code="badField", value="instance")
+        raise BadRequest("report.instance: 1-64 letters, digits, '.', '_' or '-'", code=Code.BAD_FIELD,
+                         value="instance")
     kind = field("kind", str, optional=False)
     if kind not in KINDS:
-        raise BadRequest(f"report.kind: one of {', '.join(KINDS)}", code="badField", value="kind")
+        raise BadRequest(f"report.kind: one of {', '.join(KINDS)}", code=Code.BAD_FIELD, value="kind")
     sha = field("bundle_sha256", str)
     if sha is not None and (len(sha) != 64 or not _HEX.fullmatch(sha)):
-        raise BadRequest("report.bundle_sha256: 64 lower-case hex digits", code="badField", value="bundle_sha256")
+        raise BadRequest("report.bundle_sha256: 64 lower-case hex digits", code=Code.BAD_FIELD, value="bundle_sha256")
     version = field("bundle_version", int)
     if version is not None and not 0 <= version < 2**62:
-        raise BadRequest("report.bundle_version: out of range", code="badField", value="bundle_version")
+        raise BadRequest("report.bundle_version: out of range", code=Code.BAD_FIELD, value="bundle_version")
     endpoint = field("endpoint_serial", str)
     if endpoint is not None and not _HEX.fullmatch(endpoint):
-        raise BadRequest("report.endpoint_serial: lower-case hex", code="badField", value="endpoint_serial")
+        raise BadRequest("report.endpoint_serial: lower-case hex", code=Code.BAD_FIELD, value="endpoint_serial")
     failures = field("failures", int) or 0
     interval = field("interval_seconds", (int, float)) or 60
     if not 0 < interval <= 86400:
-        raise BadRequest("report.interval_seconds: 1 s to 1 day", code="badField", value="interval_seconds")
+        raise BadRequest("report.interval_seconds: 1 s to 1 day", code=Code.BAD_FIELD, value="interval_seconds")
     error = field("last_error", str)
     version_text = field("agent_version", str) or "unknown"
     identity = identity[:255]

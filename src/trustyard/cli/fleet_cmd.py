@@ -40,7 +40,8 @@ def fleet_text(parties: list[dict[str, Any]], now: datetime | None = None) -> st
     if not parties:
         return "No relying parties have checked in."
     now = now or datetime.now(UTC)
-    rows = [("PARTY", "KIND", "LAST CHECK-IN (AGE)", "BUNDLE", "CERT EXPIRES IN", "STATE", "FAILURES")]
+    rows: list[tuple[str, ...]] = [
+        ("PARTY", "KIND", "LAST CHECK-IN (AGE)", "BUNDLE", "CERT EXPIRES IN", "STATE", "FAILURES")]
     for p in parties:
         seen = now - datetime.fromisoformat(p["last_checkin"])
         left = datetime.fromisoformat(p["not_after"]) - now

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from ..errors import Unauthorized
+from ..errors import Code, Unauthorized
 from .engine import Database, utc
 from .schema import relying_parties
 
@@ -92,7 +92,7 @@ class FleetStore:
                 except IntegrityError:  # another worker inserted it first
                     prior = self.db.run(conn, _GET, {"party_": row.party}).one()
             if prior.last_jti == jti:
-                raise Unauthorized("this check-in proof was already used", code="badProof")
+                raise Unauthorized("this check-in proof was already used", code=Code.BAD_PROOF)
             renew_after, renew_serial = utc(prior.renew_after), prior.renew_serial
             if renew_serial is not None and renew_serial != row.serial:
                 renew_after = renew_serial = None  # it renewed: the request is done
