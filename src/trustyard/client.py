@@ -156,8 +156,9 @@ class CAClient:
             verify = next((c for c in _causes(exc) if isinstance(c, ssl.SSLCertVerificationError)), None)
             if verify is not None and self.root_file:
                 raise UntrustedServer(untrusted_text(self.url, self.root_file, verify)) from None
+            delivered = not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
             raise CAUnavailable(f"cannot reach the CA at {self.url}: {transport_reason(exc)}",
-                                maybe_delivered=not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))) from None
+                                maybe_delivered=delivered) from None
         if response.status_code >= 400:
             raise _problem_error(response)
         return response
@@ -189,6 +190,18 @@ class CAClient:
             body["proof"] = proof
         headers = {"Authorization": f"Bearer {admin_token}"} if admin_token else {}
         return _json(self._request("POST", "/v1/revoke", json=body, headers=headers))
+
+    def checkin(self, proof: str) -> dict[str, Any]:
+        """A relying party's check-in (``ca.fleet``): the answer's ``directives``."""
+        return _json(self._request("POST", "/v1/checkin", json={"proof": proof}))
+
+    def fleet(self, admin_token: str, stale: bool = False) -> list[dict[str, Any]]:
+        response = self._request("GET", "/v1/fleet", params={"stale": "1"} if stale else {},
+                                 headers={"Authorization": f"Bearer {admin_token}"})
+        parties = _json(response).get("parties")
+        if not isinstance(parties, list):
+            raise CAUnavailable("the CA's answer is not a list of relying parties (a proxy in between?)")
+        return parties
 
     def certificate_status(self, serial: str) -> dict[str, Any]:
         """What the CA's ledger says of ``serial`` (status, revocation, superseded_by); no token needed."""

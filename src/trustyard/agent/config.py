@@ -4,6 +4,7 @@
     root = "/etc/trustyard/root.crt"        # verifies the CA server
     metrics_listen = "127.0.0.1:9465"       # optional
     roots_interval = "1m"                   # how often to ask whether the trust bundle changed
+    checkin = "60s"                         # how often to check in with the CA (+-10%)
 
     [[certificate]]
     name = "orders.internal"
@@ -39,6 +40,7 @@ from ..x509.keys import KeyType
 from .schedule import DEFAULT_ERROR_BEFORE, DEFAULT_JITTER, DEFAULT_RENEW_AT, Schedule
 
 DEFAULT_TOKEN_ENV = "TRUSTYARD_TOKEN"
+DEFAULT_CHECKIN = timedelta(seconds=60)
 T = TypeVar("T")
 PID_MAX = 2**22  # Linux's largest pid_max
 
@@ -124,6 +126,7 @@ class AgentConfig:
     certificates: tuple[CertSpec, ...]
     metrics_listen: tuple[str, int] | None = None
     roots_interval: timedelta = timedelta(minutes=1)
+    checkin_interval: timedelta | None = None  # how often to check in with the CA (the CLI: 60s)
 
 
 def parse_signal(text: str) -> signal.Signals:
@@ -172,7 +175,7 @@ _CERT_KEYS = {"name", "sans", "token_file", "token_env", "out", "ttl", "key_type
               "outage_budget", "error_before", "reload_cmd", "reload_signal", "pid_file", "pid",
               "verify_endpoint", "verify_grace", "follow_symlinks"}
 _TEXT_KEYS = _CERT_KEYS - {"sans", "pid", "follow_symlinks"}  # TOML lets any key hold any type
-_TOP_KEYS = {"ca_url", "root", "metrics_listen", "roots_interval", "certificate"}
+_TOP_KEYS = {"ca_url", "root", "metrics_listen", "roots_interval", "checkin", "certificate"}
 
 
 def cert_spec(values: dict[str, Any], base: Path | None = None) -> CertSpec:
@@ -287,8 +290,12 @@ def build(values: dict[str, Any], specs: tuple[CertSpec, ...], base: Path | None
     try:
         interval = (_named("roots_interval", parse_duration, values["roots_interval"]) if values.get("roots_interval")
                     else timedelta(minutes=1))
+        checkin = (_named("checkin", parse_duration, values["checkin"]) if values.get("checkin")
+                   else DEFAULT_CHECKIN)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    if checkin <= timedelta(0):
+        raise ConfigError("checkin: the interval must be positive")
     return AgentConfig(ca_url=str(values["ca_url"]), root=root, certificates=specs,
                        metrics_listen=parse_host_port(listen, "metrics_listen") if listen else None,
-                       roots_interval=interval)
+                       roots_interval=interval, checkin_interval=checkin)

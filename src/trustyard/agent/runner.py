@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from .. import errors
+from .. import __version__, errors
 from ..ca import proofs
 from ..client import CAUnavailable, IssuedFiles, make_csr, new_key_and_csr
 from ..errors import Code, ExitCode
@@ -46,6 +46,8 @@ EXIT_OK, EXIT_FAILED = ExitCode.OK, ExitCode.FAILED
 EXIT_REFUSED = ExitCode.USAGE  # the CA refused the agent's settings: retrying cannot fix them
 EXIT_REBOOTSTRAP = ExitCode.NEEDS_TOKEN
 PROBE_INTERVAL_SECONDS = 0.25
+CHECKIN_JITTER = 0.10  # +- share of the check-in interval
+CHECKIN_PROOF_LIFETIME = timedelta(minutes=1)
 # Problem codes after which only a new bootstrap token helps (every one is raised by the CA:
 # tests/test_error_vocabulary.py checks).
 _DEAD_CODES = {Code.EXPIRED, Code.REVOKED, Code.UNKNOWN_CERTIFICATE, Code.SUPERSEDED}
@@ -437,6 +439,41 @@ class ManagedCert:
     def _token_source(self) -> str:
         return str(self.spec.token_file) if self.spec.token_file else f"${self.spec.token_env}"
 
+    # -- check-in ----------------------------------------------------------------------
+
+    def checkin_proof(self, interval: timedelta) -> str | None:
+        """A check-in proof (``ca.fleet``) signed by the current key, carrying this certificate's
+        report; None while there is no certificate to authenticate with."""
+        if self.current is None or self.needs_bootstrap:
+            return None
+        version, sha = self.output.bundle_version()
+        leaf = self.current.chain[0]
+        report = {
+            "instance": self.output.instance_id(), "kind": "agent", "name": self.spec.name,
+            "serial": serial_text(leaf.serial_number), "not_after": format_time(leaf.not_valid_after_utc),
+            "bundle_version": version, "bundle_sha256": sha, "endpoint_serial": self._endpoint_serial(),
+            "failures": self.failures, "last_error": self.last_error, "agent_version": __version__,
+            "interval_seconds": max(1, round(interval.total_seconds())),
+        }
+        # x5c: the leaf alone (the CA compares it with its ledger; the chain would only cost bytes)
+        return proofs.make(self.current.key, [leaf], proofs.CHECKIN, lifetime=CHECKIN_PROOF_LIFETIME, report=report)
+
+    def _endpoint_serial(self) -> str | None:
+        if self.spec.verify_endpoint is None:
+            return None
+        host, port = self.spec.verify_endpoint
+        probe = self._probe(host, port, None, self.output_path("tls.crt"), self.output_path("tls.key"))
+        return serial_text(probe.serial) if probe.serial is not None else None
+
+    def renew_now(self, now: datetime) -> None:
+        """The CA asks for a renewal now (a ``renew-now`` directive)."""
+        if self.current is None or self.needs_bootstrap or self.pending_serial is not None:
+            return
+        log.info("%s: the CA asks for a renewal now", self.spec.name,
+                 extra={"event": "renew_now", "certificate": self.spec.name})
+        self._recovering = self._recovering or bool(self.failures)  # renew, not probe
+        self.next_at = now
+
     # -- trust bundle ------------------------------------------------------------------
 
     def update_bundle(self, pem: str) -> bool:
@@ -481,6 +518,10 @@ class Agent:
         self.roots_next = clock.now()
         self.roots_failures = 0
         self.started = False
+        self.checkin_interval = config.checkin_interval  # None: no check-ins
+        self.checkin_next = clock.now()
+        self.checkin_hold = clock.now()  # retry-after: no check-in before this
+        self._checked_in: tuple[object, ...] | None = None  # what the last check-in reported
 
     def start(self) -> None:
         for m in self.managed:
@@ -503,6 +544,54 @@ class Agent:
                     m.update_bundle(pem)
         self.roots_next = now + self.config.roots_interval
 
+    # -- check-in ------------------------------------------------------------------------
+
+    def _state(self) -> tuple[object, ...]:
+        return tuple((m.serial, m.counters.roots_updates) for m in self.managed)
+
+    def checkin_due(self, now: datetime) -> bool:
+        if self.checkin_interval is None or now < self.checkin_hold:
+            return False
+        return now >= self.checkin_next or self._state() != self._checked_in
+
+    def checkin(self, now: datetime) -> None:
+        """Check in for every certificate and obey the answers at once; a failure is logged and
+        the check-in retried at the next interval (renewals go on regardless)."""
+        assert self.checkin_interval is not None
+        self._checked_in = self._state()
+        jitter = self.rng.uniform(-CHECKIN_JITTER, CHECKIN_JITTER)
+        self.checkin_next = now + self.checkin_interval * (1 + jitter)
+        refresh = False
+        for m in self.managed:
+            try:
+                proof = m.checkin_proof(self.checkin_interval)
+                if proof is None:
+                    continue
+                answer = self.backend.checkin(proof)
+            except (errors.TrustyardError, OSError, ValueError) as exc:
+                detail = exc.detail if isinstance(exc, errors.TrustyardError) else str(exc)
+                log.warning("%s: check-in failed: %s; next one in %s", m.spec.name, detail,
+                            humanize(self.checkin_next - now), extra={"event": "checkin_failed",
+                                                                      "certificate": m.spec.name})
+                continue
+            for directive in answer.get("directives") or []:
+                name = directive.get("name") if isinstance(directive, dict) else None
+                if name == "refresh-bundle":
+                    refresh = True
+                elif name == "renew-now":
+                    m.renew_now(now)
+                elif name == "retry-after":
+                    seconds = directive.get("seconds")
+                    wait = timedelta(seconds=seconds if isinstance(seconds, (int, float)) and seconds > 0 else 60)
+                    log.info("the CA sheds load: next check-in in %s", humanize(wait),
+                             extra={"event": "retry_after"})
+                    self.checkin_hold = self.checkin_next = now + wait
+            log.debug("%s: checked in: %s", m.spec.name, answer)
+        if refresh:
+            log.info("the CA says the trust bundle changed: fetching it", extra={"event": "refresh_bundle"})
+            self.roots_etag = None
+            self.refresh_roots(self.clock.now())
+
     def once(self) -> int:
         """For cron and init containers: get or renew what is due, refresh ca.crt, exit."""
         if not self.started:
@@ -514,6 +603,8 @@ class Agent:
         if self._refused():
             return EXIT_REFUSED
         self.refresh_roots(self.clock.now())
+        if self.checkin_interval is not None:
+            self.checkin(self.clock.now())
         if any(m.needs_bootstrap for m in self.managed):
             return EXIT_REBOOTSTRAP
         if any(m.failures or m.current is None for m in self.managed):
@@ -534,7 +625,15 @@ class Agent:
             now = self.clock.now()
             if now >= self.roots_next:
                 self.refresh_roots(now)
-            wake = min([m.next_at for m in self.managed] + [self.roots_next, now + self.MAX_NAP])
+            if self.checkin_due(self.clock.now()):
+                self.checkin(self.clock.now())
+                if any(m.due(self.clock.now()) for m in self.managed):
+                    continue  # renew-now: at once
+            now = self.clock.now()
+            wakes = [m.next_at for m in self.managed] + [self.roots_next, now + self.MAX_NAP]
+            if self.checkin_interval is not None:
+                wakes.append(max(self.checkin_next, self.checkin_hold))
+            wake = min(wakes)
             if not self.clock.sleep((wake - self.clock.now()).total_seconds()):
                 self._stopping("asked to stop")
                 return EXIT_OK

@@ -4,12 +4,15 @@ and the tests can swap them: the CA (:class:`CABackend`), where files go
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import secrets
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from cryptography import x509
 
@@ -31,6 +34,10 @@ class CABackend(Protocol):
         """``(bundle, etag)``, or None when the bundle has not changed since ``etag``."""
         ...
 
+    def checkin(self, proof: str) -> dict[str, Any]:
+        """The CA's answer to a check-in (``{"accepted", "directives": [{"name", "seconds"?}]}``)."""
+        ...
+
 
 class HTTPBackend:
     """The CA's REST API (``CAClient``); ``/v1/roots`` is polled with If-None-Match."""
@@ -46,6 +53,9 @@ class HTTPBackend:
 
     def roots(self, etag: str | None) -> tuple[str, str | None] | None:
         return self.client.roots_if_changed(etag)
+
+    def checkin(self, proof: str) -> dict[str, Any]:
+        return self.client.checkin(proof)
 
     def close(self) -> None:
         self.client.close()
@@ -71,6 +81,15 @@ class Output(Protocol):
     def write_ca(self, pem: str) -> None: ...
 
     def describe(self) -> str: ...
+
+    def bundle_version(self) -> tuple[int | None, str | None]:
+        """``(version, sha256)`` of the trust bundle written: from ``bundle.json`` when there is
+        one, else ``(None, SHA-256 of ca.crt)``; ``(None, None)`` when nothing is written yet."""
+        ...
+
+    def instance_id(self) -> str:
+        """This agent's id for the certificate: made once, then kept (two replicas, two ids)."""
+        ...
 
 
 class FileOutput:
@@ -124,6 +143,23 @@ class FileOutput:
         except OSError:
             return None
 
+    def bundle_version(self) -> tuple[int | None, str | None]:
+        return bundle_version_of(self.directory)
+
+    def instance_id(self) -> str:
+        path = self.directory / INSTANCE_FILE
+        try:
+            text = path.read_text().strip()
+            if text:
+                return text
+        except OSError:
+            pass
+        check_out_dir(self.directory, self.follow_symlinks)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        text = secrets.token_hex(8)
+        write_atomic(path, text + "\n")
+        return text
+
     def write_ca(self, pem: str) -> None:
         check_out_dir(self.directory, self.follow_symlinks)
         try:
@@ -136,6 +172,26 @@ class FileOutput:
     def _swap(self, contents: dict[str, bytes]) -> None:
         check_out_dir(self.directory, self.follow_symlinks)
         swap_generation(self.directory, contents, private=frozenset({"tls.key"}), keep=self.KEEP)
+
+
+INSTANCE_FILE = "agent-instance"
+BUNDLE_FILE = "bundle.json"
+
+
+def bundle_version_of(directory: Path) -> tuple[int | None, str | None]:
+    """``(version, sha256)`` of the trust bundle in ``directory``: ``bundle.json`` (``{"version",
+    "sha256"}``) when present and well formed, else ``(None, SHA-256 of ca.crt)``."""
+    try:
+        doc = json.loads((directory / BUNDLE_FILE).read_text())
+        version, sha = doc.get("version"), doc.get("sha256")
+        if isinstance(sha, str) and (version is None or (isinstance(version, int) and not isinstance(version, bool))):
+            return version, sha
+    except (OSError, ValueError, AttributeError):
+        pass
+    try:
+        return None, hashlib.sha256((directory / "ca.crt").read_bytes()).hexdigest()
+    except OSError:
+        return None, None
 
 
 # -- time --------------------------------------------------------------------------------------

@@ -27,7 +27,9 @@ from starlette.types import Receive, Scope, Send
 from ..ca import oplog
 from ..ca.authority import Authority, Issued, duration_field
 from ..ca.config import Config
+from ..ca.fleet import Fleet
 from ..errors import BadRequest, Code, Forbidden, TrustyardError, Unauthorized
+from ..store.fleet_store import FleetStore
 from ..units import format_time
 from . import metrics
 from .durability import durably
@@ -39,9 +41,11 @@ log = logging.getLogger("trustyard.api")
 
 class Api:
     def __init__(self, authority: Authority, admin_token_sha256: str, max_body_bytes: int = 64 * 1024,
-                 environment: str = "") -> None:
+                 environment: str = "", fleet: Fleet | None = None) -> None:
         self.environment = environment  # init --environment: told with the roots (Trustyard-Environment)
         self.authority = authority
+        self.fleet = fleet or Fleet(authority, FleetStore(authority.store))
+        self.fleet.listeners.append(metrics.on_checkin)
         self.admin_token_sha256 = admin_token_sha256
         self.max_body_bytes = max_body_bytes
         self._etag = ("", "")  # (bundle, its ETag): the bundle changes when a rotation publishes
@@ -177,6 +181,18 @@ class Api:
             doc["certificate"] = _pem(x509.load_der_x509_certificate(record.der))
         return JSONResponse(doc)
 
+    async def checkin(self, request: Request) -> Response:
+        """A relying party's check-in (``ca.fleet``): no fsync, no audit entry; a refusal changes nothing."""
+        body = await self.json_body(request, {"proof"}, set())
+        answer = await run_in_threadpool(self.fleet.checkin, body["proof"])
+        return JSONResponse(answer.to_json())
+
+    async def list_fleet(self, request: Request) -> Response:
+        self.require_admin(request)
+        stale = request.query_params.get("stale", "") in ("1", "true")
+        parties = await run_in_threadpool(self.fleet.view, stale)
+        return JSONResponse({"parties": parties})
+
     async def healthz(self, request: Request) -> Response:
         problems = await run_in_threadpool(self._health_problems)
         status = 200 if not problems else 503
@@ -198,7 +214,9 @@ class Api:
         self.authority.refresh()
         certs = [("root", c) for c in self.authority.roots] + [("intermediate", self.authority.signer.certificate)]
         deadlines = await run_in_threadpool(self._rotation_deadlines)
-        return Response(metrics.render(certs, deadlines), media_type="text/plain; version=0.0.4")
+        parties = await run_in_threadpool(self.fleet.parties)
+        body = metrics.render(certs, deadlines) + metrics.render_fleet(parties, self.authority.clock())
+        return Response(body, media_type="text/plain; version=0.0.4")
 
     def _rotation_deadlines(self) -> list[tuple[str, str, float]]:
         """(rotation, state, deadline) of the rotation in progress, for the alert on a stalled one."""
@@ -287,8 +305,11 @@ class CAApp(Starlette):
 
 
 def create_app(authority: Authority, config: Config | None = None) -> Starlette:
+    fleet = Fleet(authority, FleetStore(authority.store),
+                  max_per_second=config.max_checkins_per_second if config else 0,
+                  flag_file=config.home / FLEET_FLAG_FILE if config else None)
     api = Api(authority, config.admin_token_sha256 if config else "",
-              config.max_body_bytes if config else 64 * 1024, config.environment if config else "")
+              config.max_body_bytes if config else 64 * 1024, config.environment if config else "", fleet)
     # One line per issuance, renewal, revocation and refusal (trustyard.ca), from what is recorded.
     authority.store.observers.append(oplog.OperationsLog().record)
     routes = [
@@ -298,6 +319,8 @@ def create_app(authority: Authority, config: Config | None = None) -> Starlette:
         Route("/v1/revoke", _timed("revoke", api.revoke), methods=["POST"]),
         Route("/v1/certificates", _timed("certificates", api.list_certificates), methods=["GET"]),
         Route("/v1/certificates/{serial}", _timed("certificate", api.get_certificate), methods=["GET"]),
+        Route("/v1/checkin", _timed("checkin", api.checkin), methods=["POST"]),
+        Route("/v1/fleet", _timed("fleet", api.list_fleet), methods=["GET"]),
         Route("/healthz", api.healthz, methods=["GET"]),
         Route("/metrics", api.metrics_endpoint, methods=["GET"]),
         Route("/openapi.json", api.openapi, methods=["GET"]),
@@ -331,6 +354,8 @@ def create_app(authority: Authority, config: Config | None = None) -> Starlette:
 
 
 PASSWORD_FILE_ENV = "TRUSTYARD_PASSWORD_FILE"
+FLEET_FLAG_FILE = "fleet-retry-after"
+"""In the CA home: while it exists, every check-in is answered ``retry-after N`` (N: its content)."""
 
 
 def app_from_env() -> Starlette:

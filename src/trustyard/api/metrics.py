@@ -11,6 +11,8 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
+from ..ca.fleet import party_state
+from ..store.fleet_store import PartyRow
 from ..x509.summary import serial_text
 
 REGISTRY = CollectorRegistry(auto_describe=True) if not os.environ.get("PROMETHEUS_MULTIPROC_DIR") else None
@@ -31,6 +33,10 @@ LATENCY = Histogram("trustyard_request_duration_seconds", "Request latency", ["r
                     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
                     **_registry_kwargs())  # type: ignore[arg-type]
 
+CHECKINS = Counter("trustyard_fleet_checkins_total", "Relying-party check-ins by result (ok, refused, invalid, shed)",
+                   ["result"], **_registry_kwargs())  # type: ignore[arg-type]
+MAX_PARTY_SERIES = 5000  # past this many parties, no per-party series (label cardinality)
+
 _BY_EVENT = {"issued": ISSUED, "renewed": RENEWED, "revoked": REVOKED, "denied": DENIED}
 
 
@@ -38,6 +44,26 @@ def on_authority_event(event: str, label: str) -> None:
     counter = _BY_EVENT.get(event)
     if counter is not None:
         counter.labels(label).inc()
+
+
+def on_checkin(result: str) -> None:
+    CHECKINS.labels(result).inc()
+
+
+def render_fleet(parties: Sequence[PartyRow], now: datetime) -> bytes:
+    """Parties by state, and each party's last check-in (while there are at most ``MAX_PARTY_SERIES``)."""
+    states = {"fresh": 0, "stale": 0}
+    for p in parties:
+        states[party_state(p, now)] += 1
+    lines = ["# HELP trustyard_fleet_parties Relying parties by state (stale: not seen for 3 check-in intervals)",
+             "# TYPE trustyard_fleet_parties gauge"]
+    lines += [f'trustyard_fleet_parties{{state="{state}"}} {n}' for state, n in states.items()]
+    lines += ["# HELP trustyard_fleet_last_checkin_timestamp_seconds When each relying party last checked in",
+              "# TYPE trustyard_fleet_last_checkin_timestamp_seconds gauge"]
+    if len(parties) <= MAX_PARTY_SERIES:
+        lines += [f'trustyard_fleet_last_checkin_timestamp_seconds{{party="{_label(p.party)}",kind="{p.kind}"}} '
+                  f"{p.last_checkin.timestamp():.3f}" for p in parties]
+    return ("\n".join(lines) + "\n").encode()
 
 
 def render(ca_certs: Sequence[tuple[str, x509.Certificate]],

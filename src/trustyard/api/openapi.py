@@ -32,7 +32,8 @@ SPEC: dict[str, Any] = {
                     "content": {"application/pem-certificate-chain": {"schema": {"type": "string"}}}},
             "304": {"description": "not modified"}}}},
         "/v1/sign": {"post": {"summary": "Sign a CSR with a one-time bootstrap token",
-                              "requestBody": _json_body("SignRequest"), "responses": {**_ISSUED, **_errors(400, 401, 403)}}},
+                              "requestBody": _json_body("SignRequest"),
+                              "responses": {**_ISSUED, **_errors(400, 401, 403)}}},
         "/v1/renew": {"post": {"summary": "Renew, authenticated by a proof signed with the current certificate's key",
                                "description": "A certificate renews once (then 409 superseded); a retry with "
                                               "the same CSR key within 5 minutes returns the same certificate.",
@@ -54,6 +55,19 @@ SPEC: dict[str, Any] = {
             "security": [*_ADMIN, {}], "parameters": [
             {"name": "serial", "in": "path", "required": True, "schema": {"type": "string"}}],
             "responses": {"200": {"description": "certificate"}, **_errors(401, 403, 404)}}},
+        "/v1/checkin": {"post": {
+            "summary": "A relying party checks in, authenticated by a proof signed with its certificate's key",
+            "description": "Proof: aud trustyard:checkin, at most 2 minutes, a report claim (instance, kind, "
+                           "bundle_version, bundle_sha256, endpoint_serial, failures, last_error, agent_version, "
+                           "interval_seconds). The answer's directives (refresh-bundle, renew-now, retry-after "
+                           "with seconds) are to be obeyed at once. A refused check-in changes nothing.",
+            "requestBody": _json_body("CheckinRequest"),
+            "responses": {"200": {"description": "accepted, or shed with a retry-after directive"},
+                          **_errors(400, 401, 403)}}},
+        "/v1/fleet": {"get": {"summary": "The relying parties that check in, with their state (fresh, stale)",
+                              "security": _ADMIN, "parameters": [
+                                  {"name": "stale", "in": "query", "schema": {"type": "string", "enum": ["1"]}}],
+                              "responses": {"200": {"description": "parties"}, **_errors(401, 403)}}},
         "/healthz": {"get": {"summary": "Health", "responses": {"200": {"description": "healthy"},
                                                                  "503": {"description": "unhealthy"}}}},
         "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text format"}}}},
@@ -73,6 +87,8 @@ SPEC: dict[str, Any] = {
                              "properties": {"csr": {"type": "string"}, "proof": {
                                  "type": "string", "description": "JWS signed by the current key, x5c header, "
                                  "aud trustyard:renew, csr_sha256 claim"}}},
+            "CheckinRequest": {"type": "object", "additionalProperties": False, "required": ["proof"],
+                               "properties": {"proof": {"type": "string"}}},
             "RevokeRequest": {"type": "object", "additionalProperties": False, "required": ["serial"],
                               "properties": {"serial": {"type": "string"}, "reason": {"type": "string"},
                                              "proof": {"type": "string"}}},

@@ -276,6 +276,11 @@ class Authority(Generic[L]):
         return Issued(record=child, certificate=cert, chain=chain, roots=material.roots,
                       chain_pem=material.chain_pem_for(child.der), roots_pem=material.roots_pem)
 
+    def honoured(self, cert: x509.Certificate) -> CertRecord:
+        """The ledger's record of this exact certificate, if it is issued and unexpired (it may be
+        superseded: the caller decides); else 401 (not this CA's) or 403 (revoked, expired)."""
+        return self._honoured(cert)
+
     def _honoured(self, cert: x509.Certificate) -> CertRecord:
         """The ledger's record of this exact certificate, if it is issued and unexpired."""
         serial = serial_text(cert.serial_number)

@@ -242,6 +242,7 @@ class Config:
     header_timeout: str = "10s"  # a request's line and headers must arrive within this
     body_timeout: str = "30s"  # and its body within this once the headers are in
     max_connections: int = 1000  # open connections per worker; past it, 503 and close
+    max_checkins_per_second: int = 0  # per worker; past it, check-ins are told retry-after (0: no limit)
     database_url: str = "sqlite:///trustyard.db"
     admin_token_sha256: str = ""
     provisioners: tuple[ProvisionerConfig, ...] = field(default_factory=tuple)
@@ -325,7 +326,7 @@ _SECTIONS = {
     "ca": {"root_cert", "root_key", "intermediate_cert", "intermediate_key", "encrypted_keys", "backdate",
            "environment"},
     "server": {"listen", "url", "tls_cert", "tls_key", "workers", "max_body_bytes", "header_timeout",
-               "body_timeout", "max_connections"},
+               "body_timeout", "max_connections", "max_checkins_per_second"},
     "database": {"url"},
     "admin": {"token_sha256"},
 }

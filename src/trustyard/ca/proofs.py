@@ -2,8 +2,10 @@
 
 The holder signs a short-lived JWT with the certificate's private key and carries the
 certificate in the ``x5c`` header (RFC 7515). Claims: ``aud`` (``trustyard:renew`` or
-``trustyard:revoke``), ``iat``/``exp`` (at most 5 minutes apart), ``jti`` (single use)
-and what the proof is about: ``csr_sha256`` for a renewal, ``serial`` for a revocation.
+``trustyard:revoke`` or ``trustyard:checkin``), ``iat``/``exp`` (at most 5 minutes apart, 2 for a
+check-in), ``jti`` (single use) and what the proof is about: ``csr_sha256`` for a renewal,
+``serial`` for a revocation, ``report`` for a check-in (``ca.fleet``). The audience keeps each
+proof to its purpose: a renewal proof is no check-in, and a check-in proof renews nothing.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from ..x509.keys import PrivateKey, describe_key, jws_algorithm, key_type_of
 
 RENEW = "trustyard:renew"
 REVOKE = "trustyard:revoke"
+CHECKIN = "trustyard:checkin"
 MAX_PROOF_LIFETIME = timedelta(minutes=5)
 MAX_PROOF_BYTES = 16 * 1024
 
@@ -40,9 +43,10 @@ def csr_digest(csr_der: bytes) -> str:
     return hashlib.sha256(csr_der).hexdigest()
 
 
-def make(key: PrivateKey, chain: list[x509.Certificate], audience: str, **claims: Any) -> str:
+def make(key: PrivateKey, chain: list[x509.Certificate], audience: str, lifetime: timedelta = timedelta(minutes=2),
+         **claims: Any) -> str:
     now = datetime.now(UTC)
-    body = {"aud": audience, "iat": int(now.timestamp()), "exp": int((now + timedelta(minutes=2)).timestamp()),
+    body = {"aud": audience, "iat": int(now.timestamp()), "exp": int((now + lifetime).timestamp()),
             "jti": secrets.token_urlsafe(24), **claims}
     x5c = [base64.b64encode(c.public_bytes(Encoding.DER)).decode() for c in chain]
     return jwt.encode(body, key, algorithm=jws_algorithm(key), headers={"x5c": x5c})

@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "renew": ("trustyard.cli.client_cmds", "renew", "Renew a certificate, authenticated by itself."),
     "revoke": ("trustyard.cli.client_cmds", "revoke", "Revoke a certificate (administrator or key holder)."),
     "list": ("trustyard.cli.client_cmds", "list_", "List issued certificates (administrator)."),
+    "fleet": ("trustyard.cli.fleet_cmd", "fleet", "List the relying parties that check in, and which are stale."),
     "inspect": ("trustyard.cli.inspect_cmd", "inspect",
                 "Show what a certificate, keystore, Secret, key or endpoint holds."),
     "scan": ("trustyard.cli.scan", "scan", "Inventory certificates and keys in files, keystores and endpoints."),

@@ -77,6 +77,10 @@ def _setup_logging(as_json: bool, level: str) -> None:
               help="Serve /healthz and /metrics here, e.g. 127.0.0.1:9465.")
 @click.option("--roots-interval", type=DURATION, default=None, help="How often to ask whether the trust bundle changed "
               "[default: 1m].")
+@click.option("--checkin", type=DURATION, default=None,
+              help="How often to check in with the CA (+-10%), which lists the agent in `trustyard fleet` "
+                   "and may answer refresh-bundle, renew-now or retry-after N, obeyed at once; also at start "
+                   "and after each renewal or bundle change [default: 60s].")
 @click.option("--once", is_flag=True, help="Get or renew what is due, refresh ca.crt, then exit.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
@@ -86,7 +90,8 @@ def agent(config_file: str | None, name: str | None, sans: tuple[str, ...], toke
           key_type: str,
           renew_at: str | None, jitter: str | None, outage_budget: str | None, error_before: str | None,
           reload_cmd: str | None, reload_signal: str | None, pid_file: str | None, verify_endpoint: str | None,
-          verify_grace: str | None, metrics_listen: str | None, roots_interval: str | None, once: bool,
+          verify_grace: str | None, metrics_listen: str | None, roots_interval: str | None, checkin: str | None,
+          once: bool,
           log_level: str, as_json: bool) -> int:
     """Keep certificates issued, renewed, written and reloaded.
 
@@ -109,7 +114,7 @@ def agent(config_file: str | None, name: str | None, sans: tuple[str, ...], toke
         --ca-url https://ca.internal:8443 --root root.crt --out /run/certs \\
         --reload-signal HUP --pid-file /run/nginx.pid --metrics-listen 127.0.0.1:9465
     Several: trustyard agent --config agent.toml   (ca_url, root, metrics_listen,
-      roots_interval, then [[certificate]] tables with name, sans, token_file or
+      roots_interval, checkin, then [[certificate]] tables with name, sans, token_file or
       token_env, out, ttl, key_type, renew_at, jitter, outage_budget, error_before,
       reload_cmd or reload_signal + pid_file, verify_endpoint, verify_grace, follow_symlinks).
 
@@ -140,7 +145,8 @@ def agent(config_file: str | None, name: str | None, sans: tuple[str, ...], toke
     from ..agent.seams import FileOutput, HTTPBackend, SystemClock
 
     _setup_logging(as_json, log_level)
-    top = {"ca_url": ca_url, "root": root, "metrics_listen": metrics_listen, "roots_interval": roots_interval}
+    top = {"ca_url": ca_url, "root": root, "metrics_listen": metrics_listen, "roots_interval": roots_interval,
+           "checkin": checkin}
     saved = clientconfig.load()  # `roots --save`: used for what neither the flags nor --config give
     defaults = {"ca_url": saved.ca_url, "root": str(saved.root)} if saved else {}
     if config_file:

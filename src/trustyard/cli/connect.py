@@ -3,6 +3,7 @@ or over HTTPS (``trustyard.client.CAClient``). Commands don't care which."""
 
 from __future__ import annotations
 
+import builtins
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -25,6 +26,7 @@ class CA(Protocol):
                admin_token: str | None = None) -> dict[str, Any]: ...
     def list(self, admin_token: str, status: str | None = None, limit: int = 1000) -> list[dict[str, Any]]: ...
     def certificate_status(self, serial: str) -> dict[str, Any]: ...
+    def fleet(self, admin_token: str, stale: bool = False) -> builtins.list[dict[str, Any]]: ...
     def close(self) -> None: ...
 
 
@@ -62,6 +64,12 @@ class LocalCA:
         if record is None:
             raise NotFound(f"no certificate with serial {serial}")
         return record.to_json()
+
+    def fleet(self, admin_token: str, stale: bool = False) -> builtins.list[dict[str, Any]]:
+        from ..ca.fleet import Fleet
+        from ..store.fleet_store import FleetStore
+
+        return Fleet(self.authority, FleetStore(self.authority.store)).view(stale)
 
     def close(self) -> None:
         self.authority.store.close()

@@ -168,3 +168,34 @@ rotations = Table(
     Column("forced_laggards", Text, nullable=False, server_default="[]"),  # JSON list
     Index("ix_rotations_state", "state"),
 )
+
+
+# -- the fleet: migration 0006 -------------------------------------------------------------------
+
+relying_parties = Table(
+    "relying_parties", metadata,
+    # One row per party (an agent's certificate, or a service reporting its loaded bundle): the
+    # certificate's identity plus the instance id the party keeps, so two replicas are two rows.
+    Column("party", String(320), primary_key=True),  # "<identity>#<instance>"
+    Column("identity", String(255), nullable=False),
+    Column("instance", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),  # agent | service
+    Column("serial", String(40), nullable=False),  # of the certificate that authenticated the last check-in
+    Column("not_after", DateTime(timezone=True), nullable=False),
+    Column("bundle_version", BigInteger, nullable=True),
+    Column("bundle_sha256", String(64), nullable=True),
+    Column("endpoint_serial", String(40), nullable=True),  # what --verify-endpoint serves
+    Column("failures", Integer, nullable=False),
+    Column("last_error", Text, nullable=True),
+    Column("agent_version", String(64), nullable=False),
+    Column("interval_seconds", Integer, nullable=False),  # the party's check-in interval: stale after 3
+    Column("first_seen", DateTime(timezone=True), nullable=False),
+    Column("last_checkin", DateTime(timezone=True), nullable=False),
+    Column("last_jti", String(128), nullable=True),  # a check-in proof is not accepted twice in a row
+    # A pending renew-now: due from renew_after, for the certificate renew_serial (cleared once the
+    # party reports another serial, i.e. it renewed).
+    Column("renew_after", DateTime(timezone=True), nullable=True),
+    Column("renew_serial", String(40), nullable=True),
+    Index("ix_relying_parties_last_checkin", "last_checkin"),
+    Index("ix_relying_parties_identity", "identity"),
+)

@@ -8,6 +8,8 @@
 - :class:`IdentityPolicy` (TOML) and :class:`IdentityMiddleware` (ASGI) decide which
   identities may call this service; :mod:`trustyard.tls.uvicorn` gets the client
   certificate into the ASGI scope; :mod:`trustyard.tls.requests` adapts ``requests``.
+- :func:`report_to` (optional): a background check-in with the CA reporting the trust
+  bundle the contexts have loaded, so ``trustyard fleet`` lists the service.
 
 A service behind uvicorn::
 
@@ -27,9 +29,10 @@ from .asgi import IdentityMiddleware, client_certificate
 from .context import ReloadingContext, TLSFiles, client_context, server_context
 from .identity import PeerIdentity, identity_of, peer_identity
 from .policy import IdentityPattern, IdentityPolicy, Rule
+from .report import Reporter, report_to
 
 __all__ = [
     "IdentityMiddleware", "IdentityPattern", "IdentityPolicy", "PeerIdentity", "ReloadingContext",
-    "Rule", "TLSFiles", "client_certificate", "client_context", "identity_of", "peer_identity",
-    "server_context",
+    "Reporter", "Rule", "TLSFiles", "client_certificate", "client_context", "identity_of", "peer_identity",
+    "report_to", "server_context",
 ]

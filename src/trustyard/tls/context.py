@@ -30,6 +30,7 @@ How the reload works, and why this way:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import ssl
@@ -110,6 +111,7 @@ class Loaded:
     stamp: tuple[tuple[int, int, int, int], ...]
     serial: int | None
     not_after: str | None
+    bundle_sha256: str | None = None  # SHA-256 of the ca.crt bytes loaded (what the CA's fleet compares)
 
 
 class ReloadingContext(ssl.SSLContext):
@@ -137,6 +139,11 @@ class ReloadingContext(ssl.SSLContext):
     @property
     def serial(self) -> int | None:
         return self._current.serial
+
+    @property
+    def bundle_sha256(self) -> str | None:
+        """SHA-256 of the trust bundle (``ca.crt``) new connections verify peers with."""
+        return self._current.bundle_sha256
 
     @property
     def inner(self) -> ssl.SSLContext:
@@ -210,7 +217,7 @@ def _build_inner(files: TLSFiles, server: bool, front: ssl.SSLContext,
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if server else ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = front.minimum_version
     ctx.maximum_version = front.maximum_version
-    serial = not_after = None
+    serial = not_after = bundle = None
     if files.cert is not None:
         assert files.key is not None
         # OpenSSL checks that the key belongs to the certificate and raises
@@ -219,11 +226,13 @@ def _build_inner(files: TLSFiles, server: bool, front: ssl.SSLContext,
         leaf = _first_certificate(files.cert)
         serial, not_after = leaf.serial_number, format_time(leaf.not_valid_after_utc)
     if files.ca is not None:
-        ctx.load_verify_locations(cadata=files.ca.read_text("ascii"))
+        ca_bytes = files.ca.read_bytes()
+        ctx.load_verify_locations(cadata=ca_bytes.decode("ascii"))
+        bundle = hashlib.sha256(ca_bytes).hexdigest()
     # The connection keeps the front's verify mode; the inner one only lends keys and trust.
     if server:
         ctx.verify_mode = front.verify_mode
-    return Loaded(ctx, stamp, serial, not_after)
+    return Loaded(ctx, stamp, serial, not_after, bundle)
 
 
 def _new_front(files: TLSFiles, server: bool, minimum_version: ssl.TLSVersion,
