@@ -13,6 +13,7 @@ import logging
 import socket
 import threading
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import httpx
 import josepy as jose
 import pytest
+import tomli_w
 import uvicorn
 from acme import challenges, client, messages
 from cryptography import x509
@@ -33,12 +35,13 @@ from trustyard.acme import AcmeService
 from trustyard.acme.guard import TargetGuard, TargetRefused
 from trustyard.api.app import create_app
 from trustyard.ca.home import load_authority
+from trustyard.testing import free_port
 from trustyard.x509.names import parse_name
 
-from ..support import PASSWORD
+from ..support import PASSWORD, start_server
 from .challtestsrv import ChallTestSrv
 from .client import Acme, csr_der
-from .conftest import Env, acme_config
+from .conftest import Env, acme_config, poll
 
 ACME_PATH_KINDS = ("new-account", "new-order", "authz", "chall", "finalize", "order", "cert")
 
@@ -242,3 +245,33 @@ def test_the_base_url_follows_the_request_and_leaves_the_guards_ports_alone(env:
     assert sent[0]["status"] == 200 and b'"http://10.1.2.3:7443/acme/acme/new-nonce"' in sent[1]["body"]
     assert set(guard.own_ports) == ports
     assert _refusals(guard) == refused
+
+
+def test_serve_refuses_to_validate_against_the_port_it_was_told_to_listen_on(
+        acme_home: Path, challtestsrv: ChallTestSrv) -> None:
+    """``trustyard serve --listen`` on a port trustyard.toml does not name: the workers' guard
+    has that port from the start, so an http-01 challenge that would make the CA fetch from
+    itself on loopback is refused as the CA's own port."""
+    path = acme_home / "trustyard.toml"
+    doc = tomllib.loads(path.read_text())
+    doc["acme"] = {"allow_targets": ["127.0.0.0/8"], "validation_timeout": 5.0}
+    path.write_text(tomli_w.dumps(doc))
+    port = free_port()
+    assert not doc["server"]["listen"].endswith(f":{port}")
+    server = start_server(acme_home, port=port, env={"TRUSTYARD_ACME_HTTP_PORT": str(port),
+                                                     "TRUSTYARD_ACME_RESOLVER": challtestsrv.resolver})
+    try:
+        with server.client() as http:
+            acme = Acme(http, server.url + "/acme/acme/directory")
+            assert acme.register().status_code == 201
+            order = acme.new_order("self.internal")
+            assert order.status_code == 201, order.text
+            authz_url = order.json()["authorizations"][0]
+            challenge = next(c for c in acme.post(authz_url).json()["challenges"] if c["type"] == "http-01")
+            assert acme.post(challenge["url"], {}).status_code == 200
+            authz = poll(acme, authz_url)
+    finally:
+        server.stop()
+    assert authz["status"] == "invalid", authz
+    error = next(c for c in authz["challenges"] if c["type"] == "http-01")["error"]
+    assert f"port {port} is the CA's own port" in error["detail"], error
