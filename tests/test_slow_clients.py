@@ -128,7 +128,7 @@ def test_300_half_sent_requests_are_closed_at_the_deadline_while_others_are_serv
     assert not early, f"closed before the deadline: {early[:10]}"
     timeouts = [reply for _seconds, reply in results if reply.startswith(b"HTTP/1.1 408 ")]
     assert len(timeouts) == 300
-    status, headers, doc = problem_of(timeouts[0])
+    _status, headers, doc = problem_of(timeouts[0])
     assert headers["content-type"] == "application/problem+json" and headers["connection"] == "close"
     assert doc["type"] == "urn:trustyard:error:requestTimeout" and "headers" in doc["detail"]
     # the normal client kept getting answers all along, and promptly
