@@ -265,7 +265,9 @@ def create_app(authority: Authority, config: Config | None = None) -> Starlette:
         from ..store.acme_store import AcmeStore
         from .acme_routes import acme_failure, acme_routes, purge_periodically
 
-        routes += acme_routes(authority, config)
+        # First: the router tries routes in order, and ACME POSTs, eight to an order, are the
+        # bulk of the traffic (behind the REST routes they paid ~6 us each in failed matches).
+        routes[:0] = acme_routes(authority, config)
         handlers[AcmeFailure] = acme_failure
         store, interval = AcmeStore(authority.store), config.acme.purge_seconds
 
