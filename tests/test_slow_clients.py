@@ -197,7 +197,7 @@ def test_a_kept_alive_connection_gets_a_deadline_for_its_next_request(slow_serve
 
 @pytest.mark.parametrize("path, content_type", [
     ("/v1/sign", "application/json"),  # through Starlette
-    ("/acme/acme/new-account", "application/jose+json"),  # a bare ASGI endpoint, dispatched ahead of it
+    ("/acme/acme/new-account", "application/jose+json"),  # a bare ASGI endpoint, routed by Starlette
 ])
 def test_a_body_that_stops_short_is_closed_at_the_body_deadline(slow_server: Server, path: str,
                                                                 content_type: str) -> None:

@@ -18,8 +18,8 @@ The web layer (``trustyard.api.acme_routes``) turns HTTP into ``AcmeRequest`` va
 ``AcmeResponse`` values back into HTTP; nothing here imports it.
 """
 
-from .envelope import AcmeRequest, AcmeResponse
+from .envelope import AcmeFailure, AcmeRequest, AcmeResponse
 from .problems import AcmeError
 from .service import AcmeService
 
-__all__ = ["AcmeError", "AcmeRequest", "AcmeResponse", "AcmeService"]
+__all__ = ["AcmeError", "AcmeFailure", "AcmeRequest", "AcmeResponse", "AcmeService"]

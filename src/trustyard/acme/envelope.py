@@ -72,6 +72,18 @@ class AcmeResponse:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+class AcmeFailure(Exception):
+    """A POST failed for a reason that is not the client's (a bug, the database, the disk).
+
+    The cause is chained (``__cause__``); ``answer`` is what the client gets: a serverInternal
+    problem, with a fresh ``Replay-Nonce`` when one could be minted. Raised to the web layer,
+    whose exception handling logs the cause and sends the answer."""
+
+    def __init__(self, answer: AcmeResponse) -> None:
+        super().__init__("internal error answering an ACME request")
+        self.answer = answer
+
+
 @dataclass
 class Signed:
     """A POST that passed ``Envelope.check``: what ``Envelope.open`` still has to do."""

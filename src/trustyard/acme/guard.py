@@ -6,7 +6,8 @@ resolution an attacker's DNS could answer differently):
 
 - never link-local (which holds the cloud metadata services), known metadata addresses,
   multicast, unspecified or reserved addresses, whatever the allow-list says;
-- never the CA's own port on a local address (the CA validating itself);
+- never the CA's own port on a local address (the CA validating itself): the port it listens
+  on, fixed when the guard is built (the guard is immutable);
 - otherwise only addresses inside an allowed CIDR, or names under an allowed domain suffix;
   a suffix never reaches a loopback address (the CA's own host): only a listed CIDR does.
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -28,11 +29,11 @@ class TargetRefused(Exception):
     """The address may not be contacted; the message says why (it names no fetched content)."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class TargetGuard:
     networks: tuple[Network, ...] = ()
     suffixes: tuple[str, ...] = ()
-    own_ports: set[int] = field(default_factory=set)
+    own_ports: frozenset[int] = frozenset()
 
     @classmethod
     def from_allow_list(cls, entries: Iterable[str], own_ports: Iterable[int] = ()) -> TargetGuard:
@@ -46,7 +47,7 @@ class TargetGuard:
                 if not suffix:
                     raise ValueError(f"invalid validation target {entry!r}: a CIDR or a domain suffix") from None
                 suffixes.append(suffix)
-        return cls(tuple(networks), tuple(suffixes), set(own_ports))
+        return cls(tuple(networks), tuple(suffixes), frozenset(own_ports))
 
     def check(self, address: IPAddress, port: int, name: str | None = None) -> None:
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:

@@ -28,7 +28,7 @@ from ..x509.names import parse_name
 from ..x509.summary import serial_text
 from . import ari
 from .challenges import challenge_types, key_authorization
-from .envelope import REPLAY_NONCE, RESOURCES, AcmeRequest, AcmeResponse, Caller, Envelope, Signed
+from .envelope import REPLAY_NONCE, RESOURCES, AcmeFailure, AcmeRequest, AcmeResponse, Caller, Envelope, Signed
 from .jws import Jwk, b64d, jwk_of, parse_jwk, parse_jws, verify_eab, verify_signature
 from .model import (
     AccountRow,
@@ -121,24 +121,28 @@ class AcmeService:
         What needs no database happens first (``Envelope.check``: the request's shape and, when
         the key is at hand, its signature); the rest runs in one database transaction
         (``AcmeStore.unit``), which on SQLite holds the write lock, so the lock is not held
-        while a signature is verified."""
+        while a signature is verified. A failure not the client's raises ``AcmeFailure`` (chained
+        to it) after the transaction, with the answer and its fresh nonce, for the web layer."""
+        failure: Exception | None = None
         try:
             signed: Signed | AcmeError = self.envelope.check(request)
         except AcmeError as exc:
             signed = exc
-        except Exception:  # a bug, not the client: still a problem document with a nonce
-            log.exception("ACME %s: checking the request failed", request.resource)
-            signed = AcmeError.internal()
+        except Exception as exc:  # a bug, not the client: still a problem document with a nonce
+            failure, signed = exc, AcmeError.internal()
         try:
             with self.store.unit():
-                return self._post(request, signed)
-        except Exception:  # the transaction itself failed (begin or commit): nothing was promised
-            log.exception("ACME %s: the database transaction failed", request.resource)
-            return _problem(AcmeError.internal())
+                response, failed = self._post(request, signed)
+        except Exception as exc:  # the transaction itself failed (begin or commit): nothing was promised
+            raise AcmeFailure(_problem(AcmeError.internal())) from exc
+        failure = failure or failed
+        if failure is not None:
+            raise AcmeFailure(response) from failure
+        return response
 
-    def _post(self, request: AcmeRequest, signed: Signed | AcmeError) -> AcmeResponse:
+    def _post(self, request: AcmeRequest, signed: Signed | AcmeError) -> tuple[AcmeResponse, Exception | None]:
         nonce = ""  # the fresh nonce the spent one bought, once the envelope is open
-        caller = None
+        caller = failure = None
         try:
             if isinstance(signed, AcmeError):
                 raise signed
@@ -156,22 +160,21 @@ class AcmeService:
                     detail={"code": exc.kind, "reason": exc.detail[:500]}))
         except TrustyardError as exc:  # from the authority: map to the closest ACME type
             response = _problem(from_trustyard(exc))
-        except Exception:
-            log.exception("ACME %s failed", request.resource)
-            response = _problem(AcmeError.internal())
+        except Exception as exc:  # a bug: answered after the transaction (see post)
+            failure, response = exc, _problem(AcmeError.internal())
         if not nonce and REPLAY_NONCE not in response.headers:  # no nonce spent: mint one
             try:
                 nonce = self.store.mint_nonce(retry=True, source=request.source, keep=self.config.nonces_per_client)
             except Exception:  # the database is down: the problem document still goes out
                 log.exception("cannot mint a nonce")
-                return response
+                return response, failure
         if nonce:
             response.headers[REPLAY_NONCE] = nonce
         if request.provisioner in self.provisioners:
             response.headers.setdefault("Link", f'<{Urls(request.base_url, request.provisioner).directory()}>'
                                                 ';rel="index"')
         response.headers["Cache-Control"] = "no-store"
-        return response
+        return response, failure
 
     def _refused(self, request: AcmeRequest, kind: str, message: str = "") -> None:
         try:
@@ -480,8 +483,6 @@ class AcmeService:
             raise
         return AcmeResponse(200, None)
 
-
-# -- helpers -------------------------------------------------------------------------------------
 
 def _probe(challenge: ChallengeRow, authz: AuthzRow, jwk: Jwk) -> Probe:
     return Probe(challenge.id, challenge.type, authz.type, authz.value,

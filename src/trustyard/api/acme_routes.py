@@ -18,7 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from ..acme import AcmeError, AcmeRequest, AcmeResponse, AcmeService
+from ..acme import AcmeError, AcmeFailure, AcmeRequest, AcmeResponse, AcmeService
 from ..acme.guard import TargetGuard
 from ..acme.probes import Checker, Resolver
 from ..acme.validation import POLL_HOLD, ValidationAuthority
@@ -73,20 +73,20 @@ async def _send(response: AcmeResponse, send: Send) -> None:
     await send({"type": "http.response.body", "body": content})
 
 
-class AcmeRoutes:
-    def __init__(self, service: AcmeService, guard_ports: set[int] | None = None) -> None:
-        self.service = service
-        self.guard_ports = guard_ports
+def base_url(scope: Scope, host: str | None) -> str:
+    """scheme://host[:port] as the client addressed us (what its JWS url must start with).
 
-    def base_url(self, scope: Scope, host: str | None) -> str:
-        """scheme://host[:port] as the client addressed us (what its JWS url must start with)."""
-        server = scope.get("server")
-        if server and self.guard_ports is not None and server[1]:
-            self.guard_ports.add(int(server[1]))  # the port we were reached on is never a validation target
-        if host is None:  # HTTP/1.0 without Host: Starlette's rule, the address we listen on
-            url = URL(scope=scope)
-            return f"{url.scheme}://{url.netloc}"
-        return f"{scope['scheme']}://{host}"
+    A function of the request alone: the port it arrived on changes nothing else (the
+    validation guard's ports are the listen port, fixed when the guard is built)."""
+    if host is None:  # HTTP/1.0 without Host: Starlette's rule, the address we listen on
+        url = URL(scope=scope)
+        return f"{url.scheme}://{url.netloc}"
+    return f"{scope['scheme']}://{host}"
+
+
+class AcmeRoutes:
+    def __init__(self, service: AcmeService) -> None:
+        self.service = service
 
     async def directory(self, request: Request) -> Response:
         return self._safe(lambda: self.service.directory(self._request_base(request),
@@ -103,7 +103,7 @@ class AcmeRoutes:
                                                             request.path_params["cert_id"]))
 
     def _request_base(self, request: Request) -> str:
-        return self.base_url(request.scope, request.headers.get("host"))
+        return base_url(request.scope, request.headers.get("host"))
 
     def _safe(self, call: Callable[[], AcmeResponse]) -> Response:
         try:
@@ -116,14 +116,16 @@ class AcmeRoutes:
 
 
 class AcmePost:
-    """One ACME POST resource as a bare ASGI endpoint (Starlette's ``Route`` calls it with the
-    path parameters in the scope, and ``CAApp`` calls it before the middleware stack).
+    """One ACME POST resource as a bare ASGI endpoint, routed by Starlette like every request
+    (its ``Route`` calls it with the path parameters in the scope, inside the app's middleware
+    and exception handling).
 
     Every ACME exchange is a POST through here, eight to an order; Starlette's Request and
-    response wrappers and middleware layers cost as much CPU as the service's own work on a
-    polling request. ``AcmeService.post`` turns every failure of the protocol into a problem
-    document; what fails around it (the WAL flush) is logged and answered with a
-    serverInternal problem here, as Starlette's error handler would."""
+    response wrappers cost as much CPU as the service's own work on a polling request, so the
+    body is read and the answer sent as ASGI messages. ``AcmeService.post`` turns every
+    refusal into a problem document; a failure that is not the client's (a bug, the
+    database, the WAL flush) leaves as ``AcmeFailure`` for the app's exception handler
+    (``acme_failure``), which logs it and sends its serverInternal answer."""
 
     def __init__(self, routes: AcmeRoutes, resource: str) -> None:
         self.routes, self.resource = routes, resource
@@ -163,18 +165,27 @@ class AcmePost:
             # signature is checked, so anyone who knows the id can be held, for 1 s at most.
             await routes.service.va.settled(params["id"], POLL_HOLD)
         acme_request = AcmeRequest(
-            base_url=routes.base_url(scope, host), provisioner=path_params["provisioner"], resource=self.resource,
+            base_url=base_url(scope, host), provisioner=path_params["provisioner"], resource=self.resource,
             path=scope["path"], content_type=(content_type or "").split(";")[0].strip().lower(),
             body=b"".join(chunks), too_large=too_large, params=params, accept=accept or "", source=_source(scope))
         # On the event loop, like the REST issuance path: short database transactions and one
         # signature; only the WAL flush waits in a thread (api.durability).
         try:
             answer = await durably(routes.service.post, acme_request)
-        except Exception:  # the flush failed: the writes may not be on disk, so promise nothing
-            log.exception("unhandled error on POST %s", scope["path"])
+        except AcmeFailure:
+            raise
+        except Exception as exc:  # the flush failed: the writes may not be on disk, so promise nothing
             error = AcmeError.internal()
-            answer = AcmeResponse(error.status, error.problem(), "application/problem+json")
+            raise AcmeFailure(AcmeResponse(error.status, error.problem(), "application/problem+json")) from exc
         await _send(answer, send)
+
+
+async def acme_failure(request: Request, exc: Exception) -> Response:
+    """The app's exception handler for ``AcmeFailure``: the cause goes to the log, the
+    client gets the serverInternal problem (with its fresh nonce) the service prepared."""
+    assert isinstance(exc, AcmeFailure)
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc.__cause__ or exc)
+    return _render(exc.answer)
 
 
 def purge_now(store: AcmeStore) -> dict[str, int]:
@@ -206,17 +217,19 @@ def _source(scope: Scope) -> str:
 
 def acme_routes(authority: Authority, config: Config) -> list[Route]:
     service = build_service(authority, config)
-    routes = AcmeRoutes(service, service.va.checker.guard.own_ports)
+    routes = AcmeRoutes(service)
     p = "/acme/{provisioner}"
+    # The router tries routes in order: the POSTs of every order first, the most frequent
+    # (polls) at the head; no two paths overlap, so the order changes only the cost.
     table = [
+        ("authz", "/authz/{id}"), ("order", "/order/{id}"), ("chall", "/chall/{id}"),
+        ("finalize", "/order/{id}/finalize"), ("new-order", "/new-order"), ("cert", "/cert/{serial}"),
         ("new-account", "/new-account"), ("account", "/account/{id}"), ("orders", "/account/{id}/orders"),
-        ("key-change", "/key-change"), ("new-order", "/new-order"), ("order", "/order/{id}"),
-        ("finalize", "/order/{id}/finalize"), ("authz", "/authz/{id}"), ("chall", "/chall/{id}"),
-        ("cert", "/cert/{serial}"), ("revoke-cert", "/revoke-cert"),
+        ("key-change", "/key-change"), ("revoke-cert", "/revoke-cert"),
     ]
     return [
-        Route(p + "/directory", routes.directory, methods=["GET"]),
-        Route(p + "/new-nonce", routes.new_nonce, methods=["GET", "HEAD"]),
-        Route(p + "/renewal-info/{cert_id}", routes.renewal_info, methods=["GET"]),
         *[Route(p + path, routes.post(resource), methods=["POST"]) for resource, path in table],
+        Route(p + "/new-nonce", routes.new_nonce, methods=["GET", "HEAD"]),
+        Route(p + "/directory", routes.directory, methods=["GET"]),
+        Route(p + "/renewal-info/{cert_id}", routes.renewal_info, methods=["GET"]),
     ]

@@ -11,7 +11,7 @@ keep their order, and a close or abort sends what is pending first.
 uvicorn bounds only the idle time between requests (``timeout_keep_alive``): a client that
 sends half a request line and stops holds its connection, and a worker's file descriptors,
 for ever. :class:`ServerLimits` adds what it lacks, per connection and so on every route
-(the ACME POSTs that ``CAApp`` dispatches ahead of Starlette included):
+(the ACME POSTs included):
 
 - the request line and headers must be complete within ``header_timeout`` of the TLS
   handshake (or, on a kept-alive connection, of the request's first byte);

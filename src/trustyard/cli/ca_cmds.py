@@ -145,6 +145,9 @@ def serve(home: str | None, password_file: str | None, init_missing: bool, insec
     count = count or os.cpu_count() or 1
 
     os.environ["TRUSTYARD_HOME"] = str(path.resolve())
+    # The workers read trustyard.toml again: the address they serve on (--listen included) is
+    # the one the ACME validation guard refuses as the CA's own.
+    os.environ["TRUSTYARD_LISTEN"] = config.listen
     if password_file:
         os.environ["TRUSTYARD_PASSWORD_FILE"] = str(Path(password_file).resolve())
     elif password is not None:
