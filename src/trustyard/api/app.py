@@ -24,11 +24,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Route
 from starlette.types import Receive, Scope, Send
 
-from ..ca import oplog
+from ..ca import bundle, oplog
 from ..ca.authority import Authority, Issued, duration_field
 from ..ca.config import Config
 from ..errors import BadRequest, Forbidden, TrustyardError, Unauthorized
 from ..units import format_time
+from ..x509 import truststore
 from . import metrics
 from .durability import durably
 from .openapi import SPEC
@@ -42,8 +43,10 @@ class Api:
         self.authority = authority
         self.admin_token_sha256 = admin_token_sha256
         self.max_body_bytes = max_body_bytes
-        self.roots_pem = authority.roots_pem
-        self.roots_etag = '"' + hashlib.sha256(self.roots_pem.encode()).hexdigest()[:32] + '"'
+        # The trust bundle and its version (ca/bundle.py): published at start, then read from
+        # the database so what another replica or a rotation publishes is served here too.
+        self.bundle = bundle.Current(authority.store, bundle.publish(authority.store, authority.roots))
+        self._rendered: dict[tuple[int, str], bytes] = {}  # truststores of the current version
         authority.listeners.append(metrics.on_authority_event)
 
     # -- helpers ------------------------------------------------------------------------------
@@ -98,22 +101,49 @@ class Api:
 
     # -- routes -------------------------------------------------------------------------------
 
+    async def current_bundle(self) -> bundle.Bundle:
+        return self.bundle.cached() or await run_in_threadpool(self.bundle.load)
+
     async def roots(self, request: Request) -> Response:
-        headers = {"ETag": self.roots_etag, "Cache-Control": "max-age=60"}
-        if request.headers.get("if-none-match") == self.roots_etag:
+        """The trust bundle as ``?format=`` (or Accept) asks: pem, p12, jks or configmap. Every
+        format carries the version and the SHA-256 of the PEM; the ETag is that digest (with
+        the format appended for the others), so If-None-Match answers 304 until it changes."""
+        fmt = _roots_format(request)
+        current = await self.current_bundle()
+        etag = current.etag if fmt == "pem" else f'"{current.sha256}-{fmt}"'
+        headers = {"ETag": etag, "Cache-Control": "max-age=60", BUNDLE_VERSION_HEADER: str(current.version),
+                   BUNDLE_SHA256_HEADER: current.sha256}
+        if etag in _etags(request.headers.get("if-none-match", "")):
             return Response(status_code=304, headers=headers)
-        return Response(self.roots_pem, media_type="application/pem-certificate-chain", headers=headers)
+        if fmt == "pem":
+            return Response(current.pem, media_type=ROOTS_MEDIA_TYPES["pem"], headers=headers)
+        if fmt == "configmap":
+            try:
+                body = truststore.render_configmap(current.pem, current.version, current.sha256,
+                                                   request.query_params.get("name") or truststore.CONFIGMAP_NAME,
+                                                   request.query_params.get("namespace") or None)
+            except ValueError as exc:
+                raise BadRequest(str(exc), code="badQuery") from None
+            return Response(body, media_type=ROOTS_MEDIA_TYPES[fmt], headers=headers)
+        body = self._rendered.get((current.version, fmt))
+        if body is None:
+            body = await run_in_threadpool(truststore.render, fmt, current.certificates, pem=current.pem,
+                                           version=current.version, sha256=current.sha256)
+            self._rendered = {k: v for k, v in self._rendered.items() if k[0] == current.version}
+            self._rendered[(current.version, fmt)] = body
+        headers["Content-Disposition"] = f'attachment; filename="truststore.{fmt}"'
+        return Response(body, media_type=ROOTS_MEDIA_TYPES[fmt], headers=headers)
 
     async def sign(self, request: Request) -> Response:
         body = await self.json_body(request, {"csr", "token"}, {"ttl"})
         ttl = duration_field("ttl", body["ttl"]) if body.get("ttl") else None  # "" means the default
         issued = await durably(self.authority.issue_for_token, body["csr"], body["token"], ttl, _actor(request))
-        return _issued_response(issued)
+        return _issued_response(issued, await self.current_bundle())
 
     async def renew(self, request: Request) -> Response:
         body = await self.json_body(request, {"csr", "proof"}, set())
         issued = await durably(self.authority.renew, body["csr"], body["proof"], _actor(request))
-        return _issued_response(issued)
+        return _issued_response(issued, await self.current_bundle())
 
     async def revoke(self, request: Request) -> Response:
         body = await self.json_body(request, {"serial"}, {"reason", "proof"})
@@ -203,15 +233,43 @@ def _actor(request: Request) -> str:
     return f"{client.host}" if client else "unknown"
 
 
-def _issued_response(issued: Issued) -> JSONResponse:
+def _issued_response(issued: Issued, current: bundle.Bundle) -> JSONResponse:
+    """The certificate with the current trust bundle (``roots``) and its version."""
     return JSONResponse({
         "serial": issued.record.serial,
         "not_before": format_time(issued.record.not_before),
         "not_after": format_time(issued.record.not_after),
         "certificate": issued.certificate_pem,
         "chain": issued.chain_pem,
-        "roots": issued.roots_pem,
+        "roots": current.pem,
+        "bundle_version": current.version,
+        "bundle_sha256": current.sha256,
     }, status_code=201)
+
+
+BUNDLE_VERSION_HEADER = "Trustyard-Bundle-Version"
+BUNDLE_SHA256_HEADER = "Trustyard-Bundle-Sha256"
+ROOTS_MEDIA_TYPES = {"pem": "application/pem-certificate-chain", "p12": "application/x-pkcs12",
+                     "jks": "application/x-java-keystore", "configmap": "application/yaml"}
+_ACCEPTED = {"application/x-pkcs12": "p12", "application/pkcs12": "p12", "application/x-java-keystore": "jks",
+             "application/yaml": "configmap", "application/x-yaml": "configmap"}
+
+
+def _roots_format(request: Request) -> str:
+    """``?format=`` when given (else a recognised Accept type, else pem)."""
+    fmt = request.query_params.get("format")
+    if fmt is None:
+        accepted = [part.split(";")[0].strip().lower() for part in request.headers.get("accept", "").split(",")]
+        return next((_ACCEPTED[a] for a in accepted if a in _ACCEPTED), "pem")
+    if fmt not in truststore.FORMATS:
+        raise BadRequest(f"format must be one of {', '.join(truststore.FORMATS)}, not {fmt!r}", code="badQuery")
+    return fmt
+
+
+def _etags(header: str) -> set[str]:
+    """The entity tags of an If-None-Match header, weak ones compared as strong (RFC 9110 weak comparison)."""
+    tags = {t.strip() for t in header.split(",") if t.strip()}
+    return {t[2:] if t.startswith("W/") else t for t in tags}
 
 
 def _timed(route: str, handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:

@@ -137,3 +137,13 @@ refusals = Table(
     Column("count", BigInteger, nullable=False),
     Column("last_at", DateTime(timezone=True), nullable=False),
 )
+
+# -- the trust bundle's versions: migration 0005 ------------------------------------------------
+
+bundle_versions = Table(
+    "bundle_versions", metadata,
+    Column("version", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False),
+    Column("sha256", String(64), nullable=False),  # hex SHA-256 of the PEM bytes served
+    Column("pem", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
