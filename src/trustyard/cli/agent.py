@@ -75,6 +75,11 @@ def _setup_logging(as_json: bool, level: str) -> None:
               help="Serve /healthz and /metrics here, e.g. 127.0.0.1:9465.")
 @click.option("--roots-interval", type=DURATION, default=None, help="How often to ask whether the trust bundle changed "
               "[default: 1m].")
+@click.option("--trust-formats", default="pem", show_default=True, metavar="pem,p12,jks",
+              help="Trust bundle files to write beside ca.crt (always written): p12 = truststore.p12 "
+                   "(PKCS#12), jks = truststore.jks (Java KeyStore); all in the certificate's generation.")
+@click.option("--trust-password-file", type=click.Path(dir_okay=False), default=None,
+              help="File holding the p12/jks truststore password (read once at start, never logged).")
 @click.option("--once", is_flag=True, help="Get or renew what is due, refresh ca.crt, then exit.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
@@ -84,7 +89,8 @@ def agent(config_file: str | None, name: str | None, sans: tuple[str, ...], toke
           key_type: str,
           renew_at: str | None, jitter: str | None, outage_budget: str | None, error_before: str | None,
           reload_cmd: str | None, reload_signal: str | None, pid_file: str | None, verify_endpoint: str | None,
-          verify_grace: str | None, metrics_listen: str | None, roots_interval: str | None, once: bool,
+          verify_grace: str | None, metrics_listen: str | None, roots_interval: str | None,
+          trust_formats: str, trust_password_file: str | None, once: bool,
           log_level: str, as_json: bool) -> int:
     """Keep certificates issued, renewed, written and reloaded.
 
@@ -93,7 +99,16 @@ def agent(config_file: str | None, name: str | None, sans: tuple[str, ...], toke
     replaced together (a new ..data generation swapped in by one rename); the reload action runs only after
     a successful write, and with --verify-endpoint the renewal counts only once the live
     service presents the new serial (one more reload after --verify-grace, then an error).
-    ca.crt is rewritten as soon as the CA's trust bundle changes.
+    The trust bundle is rewritten as soon as the CA's changes (a new version), in a new
+    generation: ca.crt, the truststores asked for with --trust-formats, and bundle.json
+    ({"version": N, "sha256": "...", "formats": [...]}); the log names the version written.
+
+    \b
+    Truststores (--trust-formats pem,p12,jks --trust-password-file FILE): truststore.p12 and
+    truststore.jks hold only the CA's public certificates, mode 0644 like ca.crt; the password
+    (first line of FILE) is their integrity password, the same for both. The CA serves them at
+    /v1/roots?format=p12|jks with the well-known password "changeit"; the agent re-encodes
+    them with yours.
 
     While the CA is unreachable the current files stay in place and attempts back off
     (capped, jittered, never longer than a quarter of the time left); the log says
@@ -135,8 +150,10 @@ def agent(config_file: str | None, name: str | None, sans: tuple[str, ...], toke
     from ..agent.metrics import MetricsServer
     from ..agent.runner import Agent, ManagedCert
     from ..agent.seams import FileOutput, HTTPBackend, SystemClock
+    from ..agent.trust import TrustOutput
 
     _setup_logging(as_json, log_level)
+    trust = TrustOutput.parse(trust_formats, trust_password_file)  # before anything is written
     top = {"ca_url": ca_url, "root": root, "metrics_listen": metrics_listen, "roots_interval": roots_interval}
     saved = clientconfig.load()  # `roots --save`: used for what neither the flags nor --config give
     defaults = {"ca_url": saved.ca_url, "root": str(saved.root)} if saved else {}
@@ -159,7 +176,7 @@ def agent(config_file: str | None, name: str | None, sans: tuple[str, ...], toke
     clock = SystemClock()
     backend = HTTPBackend(config.ca_url, config.root)
     environ = dict(os.environ)
-    managed = [ManagedCert(spec, backend, FileOutput(spec.out, spec.follow_symlinks), clock, environ=environ)
+    managed = [ManagedCert(spec, backend, FileOutput(spec.out, spec.follow_symlinks, trust), clock, environ=environ)
                for spec in config.certificates]
     runner = Agent(config, backend, managed, clock)
     try:
