@@ -102,7 +102,8 @@ class Api:
     # -- routes -------------------------------------------------------------------------------
 
     async def current_bundle(self) -> bundle.Bundle:
-        return self.bundle.cached() or await run_in_threadpool(self.bundle.load)
+        cached = self.bundle.cached()
+        return cached if cached is not None else await run_in_threadpool(self.bundle.load)
 
     async def roots(self, request: Request) -> Response:
         """The trust bundle as ``?format=`` (or Accept) asks: pem, p12, jks or configmap. Every
@@ -125,14 +126,14 @@ class Api:
             except ValueError as exc:
                 raise BadRequest(str(exc), code="badQuery") from None
             return Response(body, media_type=ROOTS_MEDIA_TYPES[fmt], headers=headers)
-        body = self._rendered.get((current.version, fmt))
-        if body is None:
-            body = await run_in_threadpool(truststore.render, fmt, current.certificates, pem=current.pem,
-                                           version=current.version, sha256=current.sha256)
+        store = self._rendered.get((current.version, fmt))
+        if store is None:
+            store = await run_in_threadpool(truststore.render, fmt, current.certificates, pem=current.pem,
+                                            version=current.version, sha256=current.sha256)
             self._rendered = {k: v for k, v in self._rendered.items() if k[0] == current.version}
-            self._rendered[(current.version, fmt)] = body
+            self._rendered[(current.version, fmt)] = store
         headers["Content-Disposition"] = f'attachment; filename="truststore.{fmt}"'
-        return Response(body, media_type=ROOTS_MEDIA_TYPES[fmt], headers=headers)
+        return Response(store, media_type=ROOTS_MEDIA_TYPES[fmt], headers=headers)
 
     async def sign(self, request: Request) -> Response:
         body = await self.json_body(request, {"csr", "token"}, {"ttl"})
