@@ -41,10 +41,13 @@ def add_root(home: Path, cert: x509.Certificate) -> bundle.Bundle:
 
 
 def wait_version(server: Server, version: int) -> tuple[dict[str, str], bytes]:
+    """The answer once ``version`` is served, and long enough after that every worker (each reads
+    the newest version at most a second after the last read) serves it too."""
     deadline = time.monotonic() + 20
     while True:
         _, headers, body = served(server)
         if headers["trustyard-bundle-version"] == str(version) or time.monotonic() > deadline:
+            time.sleep(1.2)
             return headers, body
         time.sleep(0.2)
 

@@ -69,3 +69,22 @@ def test_an_issued_certificate_comes_with_the_current_bundle_and_its_version(cli
     doc = client.post("/v1/sign", json={"csr": csr.decode(), "token": token}).json()
     assert doc["bundle_version"] == added.version == 2
     assert doc["bundle_sha256"] == added.sha256 == digest(doc["roots"])
+
+
+def test_a_worker_that_loaded_older_roots_serves_the_newer_published_bundle(authority, ca_home) -> None:  # type: ignore[no-untyped-def]
+    """A server started from the home before a root was published must not publish its older
+    roots over the newer bundle: it serves the newest version."""
+    from starlette.testclient import TestClient
+
+    from trustyard.api.app import create_app
+    from trustyard.ca import bundle
+    from trustyard.ca.config import load_config
+
+    config = load_config(ca_home)
+    added = bundle.add_root(config, authority.store, TestCA("Later", intermediates=0).cert)
+    assert len(authority.roots) == 1  # loaded before the root was added
+    with TestClient(create_app(authority, config)) as http:
+        response = http.get("/v1/roots")
+    assert response.headers["trustyard-bundle-version"] == str(added.version) == "2"
+    assert response.text == added.pem
+    assert bundle.latest(authority.store) == added

@@ -43,9 +43,9 @@ class Api:
         self.authority = authority
         self.admin_token_sha256 = admin_token_sha256
         self.max_body_bytes = max_body_bytes
-        # The trust bundle and its version (ca/bundle.py): published at start, then read from
-        # the database so what another replica or a rotation publishes is served here too.
-        self.bundle = bundle.Current(authority.store, bundle.publish(authority.store, authority.roots))
+        # The trust bundle and its version (ca/bundle.py): the newest published one, read from the
+        # database so what another replica or a rotation publishes is served here too.
+        self.bundle = bundle.Current(authority.store, bundle.ensure(authority.store, authority.roots))
         self._rendered: dict[tuple[int, str], bytes] = {}  # truststores of the current version
         authority.listeners.append(metrics.on_authority_event)
 

@@ -2,10 +2,12 @@
 
 The bundle is composed from the CA's roots (``ca/roots.pem`` in the home, else the root
 certificate); work that publishes more trust material (a root rotation's next root) adds it in
-``compose`` and then calls ``refresh``. Every distinct composed bundle gets the next version
-number in the database (``store/bundles.py``), so versions only grow, survive restarts and
-are the same on every replica: the first to publish a content claims its number, the others
-find it there. The SHA-256 is that of the exact PEM bytes ``GET /v1/roots`` serves.
+``compose`` and then calls ``refresh``. ``init`` and ``serve`` (once, before its workers) call it
+too; the workers only serve the newest version (``ensure``, ``Current``). Every distinct
+composed bundle gets the next version number in the database (``store/bundles.py``), so
+versions only grow, survive restarts and are the same on every replica: the first to publish
+a content claims its number, the others find it there. The SHA-256 is that of the exact PEM
+bytes ``GET /v1/roots`` serves.
 """
 
 from __future__ import annotations
@@ -72,6 +74,14 @@ def publish(db: Database, roots: Sequence[x509.Certificate]) -> Bundle:
     pem = compose(roots)
     row = bundles.record(db, digest(pem), pem)
     return _bundle(row)
+
+
+def ensure(db: Database, roots: Sequence[x509.Certificate]) -> Bundle:
+    """The newest published bundle; ``roots`` are published only when there is none yet. What a
+    server worker calls at start: a worker that loaded the home before a publication must not
+    publish its older roots over the newer bundle (``serve`` refreshes once, before its workers)."""
+    current = latest(db)
+    return current if current is not None else publish(db, roots)
 
 
 def refresh(config: Config, db: Database) -> Bundle:
