@@ -100,6 +100,9 @@ class MemoryOutput:
     def read_ca(self) -> str | None:
         return None
 
+    def has_bundle(self, bundle: object) -> bool:
+        return True
+
     def write_ca(self, pem: str) -> None:
         pass
 

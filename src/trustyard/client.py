@@ -6,6 +6,7 @@ leaves the machine: only the CSR is sent.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import socket
 import ssl
@@ -101,6 +102,21 @@ def new_key_and_csr(key_type: KeyType, names: list[str]) -> tuple[PrivateKey, by
 
 
 @dataclass(frozen=True)
+class TrustBundle:
+    """The CA's trust bundle as served: the PEM text, its version (None from a CA that does not
+    number them), the SHA-256 of the PEM bytes, and the ETag to ask with next time."""
+
+    pem: str
+    version: int | None = None
+    sha256: str = ""
+    etag: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.sha256:
+            object.__setattr__(self, "sha256", hashlib.sha256(self.pem.encode()).hexdigest())
+
+
+@dataclass(frozen=True)
 class IssuedFiles:
     serial: str
     not_before: str
@@ -108,14 +124,24 @@ class IssuedFiles:
     certificate_pem: str
     chain_pem: str
     roots_pem: str
+    bundle_version: int | None = None
+    bundle_sha256: str | None = None
+
+    @property
+    def bundle(self) -> TrustBundle:
+        """The trust bundle that came with the certificate."""
+        return TrustBundle(self.roots_pem, self.bundle_version, self.bundle_sha256 or "")
 
     @classmethod
     def from_response(cls, doc: Any) -> IssuedFiles:
         fields = ("serial", "not_before", "not_after", "certificate", "chain", "roots")
         if not isinstance(doc, dict) or not all(isinstance(doc.get(f), str) for f in fields):
             raise CAUnavailable("the CA's answer is not an issued certificate (a proxy in between?)")
+        version, digest = doc.get("bundle_version"), doc.get("bundle_sha256")
         return cls(serial=doc["serial"], not_before=doc["not_before"], not_after=doc["not_after"],
-                   certificate_pem=doc["certificate"], chain_pem=doc["chain"], roots_pem=doc["roots"])
+                   certificate_pem=doc["certificate"], chain_pem=doc["chain"], roots_pem=doc["roots"],
+                   bundle_version=version if isinstance(version, int) and not isinstance(version, bool) else None,
+                   bundle_sha256=digest if isinstance(digest, str) and _is_sha256(digest) else None)
 
     def write(self, out_dir: Path, key: PrivateKey) -> dict[str, str]:
         """``tls.key``, ``tls.crt`` and ``ca.crt`` replaced together (``files.swap_generation``):
@@ -172,6 +198,21 @@ class CAClient:
         if response.status_code == 304:
             return None
         return response.text, response.headers.get("etag")
+
+    def bundle_if_changed(self, etag: str | None) -> TrustBundle | None:
+        """The trust bundle with its version, or None when it is still the one ``etag`` names."""
+        response = self._request("GET", "/v1/roots", headers={"If-None-Match": etag} if etag else {})
+        if response.status_code == 304:
+            return None
+        version = response.headers.get("trustyard-bundle-version", "")
+        digest = response.headers.get("trustyard-bundle-sha256", "")
+        pem = response.text
+        actual = hashlib.sha256(pem.encode()).hexdigest()
+        if digest and digest.lower() != actual:
+            raise CAUnavailable("the trust bundle does not match its Trustyard-Bundle-Sha256 header "
+                                "(cut short, or changed by a proxy in between?)")
+        return TrustBundle(pem, int(version) if version.isascii() and version.isdigit() else None, actual,
+                           response.headers.get("etag"))
 
     def sign(self, csr_pem: bytes | str, token: str, ttl: str | None = None) -> IssuedFiles:
         body: dict[str, str] = {"csr": _text(csr_pem), "token": token}
@@ -334,3 +375,7 @@ def load_cert_chain_file(path: Path) -> list[x509.Certificate]:
 
 
 __all__ = ["CAClient", "CAUnavailable", "IssuedFiles", "UntrustedServer", "make_csr", "new_key_and_csr"]
+
+
+def _is_sha256(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)

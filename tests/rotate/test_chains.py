@@ -13,6 +13,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from trustyard.ca import bundle
 from trustyard.ca.config import load_config
 from trustyard.ca.home import load_authority, open_home_store
 from trustyard.ca.rotation_watch import home_journal
@@ -87,10 +88,12 @@ def test_after_a_root_rotation_old_root_clients_validate_through_the_cross_certi
     without_cross = openssl_verify(tmp_path, [old_root], [made.intermediate], leaf)
     assert without_cross.returncode != 0  # the cross-certificate is what old-root clients need
     # The new root and the cross-certificate were published in the trust bundle beside the old root.
-    bundle = x509.load_pem_x509_certificates((sqlite_home / "ca" / "roots.pem").read_bytes())
-    assert {fingerprint_sha256(c) for c in bundle} >= {fingerprint_sha256(old_root), fingerprint_sha256(made.root),
+    bundle_certs = x509.load_pem_x509_certificates((sqlite_home / "ca" / "roots.pem").read_bytes())
+    assert {fingerprint_sha256(c) for c in bundle_certs} >= {fingerprint_sha256(old_root), fingerprint_sha256(made.root),
                                                       fingerprint_sha256(made.cross)}
-    assert (sqlite_home / "ca" / "bundle.version").read_text().strip() == "1"
+    published = bundle.latest(store)
+    assert published is not None and published.version == 2  # init published 1
+    assert {fingerprint_sha256(c) for c in published.certificates} == {fingerprint_sha256(c) for c in bundle_certs}
     key_file = sqlite_home / row.paths["root_key"]
     assert key_file.stat().st_mode & 0o777 == 0o600 and b"ENCRYPTED" in key_file.read_bytes()
 

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from .. import __version__, errors
 from ..ca import proofs
-from ..client import CAUnavailable, IssuedFiles, make_csr, new_key_and_csr
+from ..client import CAUnavailable, IssuedFiles, TrustBundle, make_csr, new_key_and_csr
 from ..errors import Code, ExitCode
 from ..units import format_time, humanize
 from ..x509.keys import KeyType, PrivateKey, generate_private_key, key_type_of
@@ -281,12 +281,14 @@ class ManagedCert:
         # Only now, with the files on disk, may the service be told to reload.
         self.current = Current(chain, key, max(now, chain[0].not_valid_before_utc))
         leaf = chain[0]
-        log.info("%s: %s certificate serial %s subject %s issuer %s SANs %s notAfter %s (in %s); wrote %s",
+        log.info("%s: %s certificate serial %s subject %s issuer %s SANs %s notAfter %s (in %s); wrote %s "
+                 "with trust bundle version %s",
                  self.spec.name, verb, serial_text(leaf.serial_number), leaf.subject.rfc4514_string() or "-",
                  leaf.issuer.rfc4514_string(), ",".join(name_text(n) for n in sans_of(leaf)),
                  format_time(leaf.not_valid_after_utc), humanize(leaf.not_valid_after_utc - now),
-                 self.output.describe(),
+                 self.output.describe(), _version_text(issued.bundle),
                  extra={"event": verb, "certificate": self.spec.name, "serial": serial_text(leaf.serial_number),
+                        "bundle_version": issued.bundle.version, "bundle_sha256": issued.bundle.sha256,
                         "subject": leaf.subject.rfc4514_string(), "issuer": leaf.issuer.rfc4514_string(),
                         "sans": [name_text(n) for n in sans_of(leaf)],
                         "not_after": format_time(leaf.not_valid_after_utc)})
@@ -476,25 +478,30 @@ class ManagedCert:
 
     # -- trust bundle ------------------------------------------------------------------
 
-    def update_bundle(self, pem: str) -> bool:
-        """Write a changed ``ca.crt`` and tell the service; True when it changed."""
-        if self.output.read_ca() == pem:
+    def update_bundle(self, bundle: TrustBundle | str) -> bool:
+        """Write a changed trust bundle (``ca.crt``, the truststores, ``bundle.json``: one
+        generation) and tell the service; True when it changed."""
+        if isinstance(bundle, str):
+            bundle = TrustBundle(bundle)
+        if self.output.has_bundle(bundle):
             return False
         if self.anchors is not None:
-            verdict = self.anchors.judge(pem)
+            verdict = self.anchors.judge(bundle.pem)
             if not verdict.accepted:
                 self.counters.roots_refused += 1
-                if self._refused_bundle != pem:  # once per bundle, not at every poll
-                    self._refused_bundle = pem
+                if self._refused_bundle != bundle.pem:  # once per bundle, not at every poll
+                    self._refused_bundle = bundle.pem
                     log.error("%s: refusing the CA's new trust bundle: %s; keeping %s/ca.crt", self.spec.name,
                               verdict.reason, self.output.describe(),
                               extra={"event": "roots_refused", "certificate": self.spec.name})
                 return False
             self.anchors.add(verdict.added)
-        self.output.write_ca(pem)
+        self.output.write_ca(bundle)
         self.counters.roots_updates += 1
-        log.info("%s: the CA's trust bundle changed: wrote %s/ca.crt", self.spec.name, self.output.describe(),
-                 extra={"event": "roots_updated", "certificate": self.spec.name})
+        log.info("%s: the CA's trust bundle changed: wrote version %s (sha256 %s) to %s", self.spec.name,
+                 _version_text(bundle), bundle.sha256[:16], self.output.describe(),
+                 extra={"event": "roots_updated", "certificate": self.spec.name, "bundle_version": bundle.version,
+                        "bundle_sha256": bundle.sha256})
         if self.spec.reload.configured:
             try:
                 log.info("%s: reload: %s", self.spec.name, self._reload(self.spec.reload, self.spec.out))
@@ -538,10 +545,10 @@ class Agent:
             return
         self.roots_failures = 0
         if answer is not None:
-            pem, self.roots_etag = answer
+            self.roots_etag = answer.etag
             for m in self.managed:
-                if m.current is not None:  # a bootstrap writes ca.crt itself
-                    m.update_bundle(pem)
+                if m.current is not None:  # a bootstrap writes the trust files itself
+                    m.update_bundle(answer)
         self.roots_next = now + self.config.roots_interval
 
     # -- check-in ------------------------------------------------------------------------
@@ -645,3 +652,7 @@ class Agent:
         """Say what really is in place on disk, certificate by certificate."""
         for m in self.managed:
             log.info("stopping (%s): %s", why, m.in_place())
+
+
+def _version_text(bundle: TrustBundle) -> str:
+    return str(bundle.version) if bundle.version is not None else "(unnumbered)"

@@ -16,11 +16,12 @@ from typing import Any, Protocol
 
 from cryptography import x509
 
-from ..client import CAClient, IssuedFiles
+from ..client import CAClient, IssuedFiles, TrustBundle
 from ..files import swap_generation, write_atomic
 from ..units import format_duration
 from ..x509.keys import PrivateKey, load_private_key_pem, private_key_pem, same_public_key
 from .config import check_out_dir
+from .trust import TrustOutput
 
 # -- the CA ------------------------------------------------------------------------------------
 
@@ -30,8 +31,8 @@ class CABackend(Protocol):
 
     def renew(self, csr_pem: bytes, proof: str) -> IssuedFiles: ...
 
-    def roots(self, etag: str | None) -> tuple[str, str | None] | None:
-        """``(bundle, etag)``, or None when the bundle has not changed since ``etag``."""
+    def roots(self, etag: str | None) -> TrustBundle | None:
+        """The bundle (with its version and ETag), or None when it has not changed since ``etag``."""
         ...
 
     def checkin(self, proof: str) -> dict[str, Any]:
@@ -51,8 +52,8 @@ class HTTPBackend:
     def renew(self, csr_pem: bytes, proof: str) -> IssuedFiles:
         return self.client.renew(csr_pem, proof)
 
-    def roots(self, etag: str | None) -> tuple[str, str | None] | None:
-        return self.client.roots_if_changed(etag)
+    def roots(self, etag: str | None) -> TrustBundle | None:
+        return self.client.bundle_if_changed(etag)
 
     def checkin(self, proof: str) -> dict[str, Any]:
         return self.client.checkin(proof)
@@ -78,7 +79,11 @@ class Output(Protocol):
 
     def read_ca(self) -> str | None: ...
 
-    def write_ca(self, pem: str) -> None: ...
+    def has_bundle(self, bundle: TrustBundle) -> bool:
+        """Whether every trust file of ``bundle`` is in place already."""
+        ...
+
+    def write_ca(self, bundle: TrustBundle) -> None: ...
 
     def describe(self) -> str: ...
 
@@ -95,9 +100,13 @@ class Output(Protocol):
 class FileOutput:
     """Generations swapped in one rename, as Kubernetes' atomic writer does.
 
-        DIR/..2030-01-01T00-00-00.123456789/{tls.key,tls.crt,ca.crt}   one generation
+        DIR/..2030-01-01T00-00-00.123456789/{tls.key,tls.crt,ca.crt,bundle.json,...}   one generation
         DIR/..data -> ..2030-01-01T00-00-00.123456789                 the current one
-        DIR/tls.crt -> ..data/tls.crt  (and tls.key, ca.crt)
+        DIR/tls.crt -> ..data/tls.crt  (and tls.key, ca.crt, bundle.json, truststore.*)
+
+    The trust files (``agent/trust.py``: ``ca.crt``, the truststores asked for, ``bundle.json``
+    with the bundle's version) are in every generation, so a certificate and the bundle it
+    came with, or a new bundle alone, are swapped in by the same rename.
 
     Each file is written with temp file + fsync + rename (``tls.key`` 0600), the
     generation directory is fsynced, then ``..data`` is replaced by ``rename(2)``. A reader
@@ -113,9 +122,10 @@ class FileOutput:
     NAMES = ("tls.key", "tls.crt", "ca.crt")
     KEEP = 2
 
-    def __init__(self, directory: Path, follow_symlinks: bool = False) -> None:
+    def __init__(self, directory: Path, follow_symlinks: bool = False, trust: TrustOutput | None = None) -> None:
         self.directory = directory
         self.follow_symlinks = follow_symlinks
+        self.trust = trust or TrustOutput()
         self.cert, self.key, self.ca = directory / "tls.crt", directory / "tls.key", directory / "ca.crt"
 
     def describe(self) -> str:
@@ -135,7 +145,7 @@ class FileOutput:
 
     def write(self, issued: IssuedFiles, key: PrivateKey) -> None:
         self._swap({"tls.key": private_key_pem(key), "tls.crt": (issued.certificate_pem + issued.chain_pem).encode(),
-                    "ca.crt": issued.roots_pem.encode()})
+                    **self.trust.files(issued.bundle)})
 
     def read_ca(self) -> str | None:
         try:
@@ -160,14 +170,19 @@ class FileOutput:
         write_atomic(path, text + "\n")
         return text
 
-    def write_ca(self, pem: str) -> None:
+    def has_bundle(self, bundle: TrustBundle) -> bool:
+        return self.trust.in_place(self.directory, bundle)
+
+    def write_ca(self, bundle: TrustBundle | str) -> None:
         check_out_dir(self.directory, self.follow_symlinks)
+        files = self.trust.files(bundle if isinstance(bundle, TrustBundle) else TrustBundle(bundle))
         try:
             contents = {"tls.key": self.key.read_bytes(), "tls.crt": self.cert.read_bytes()}
         except OSError:
-            write_atomic(self.ca, pem)  # no identity yet: nothing to keep consistent with
+            for name, data in files.items():  # no identity yet: nothing to keep consistent with
+                write_atomic(self.directory / name, data)
             return
-        self._swap({**contents, "ca.crt": pem.encode()})
+        self._swap({**contents, **files})
 
     def _swap(self, contents: dict[str, bytes]) -> None:
         check_out_dir(self.directory, self.follow_symlinks)

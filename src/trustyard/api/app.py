@@ -25,13 +25,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from ..ca import oplog
+from ..ca import bundle, oplog
 from ..ca.authority import Authority, Issued, duration_field
 from ..ca.config import Config
 from ..ca.fleet import Fleet
 from ..errors import BadRequest, Code, Forbidden, TrustyardError, Unauthorized
 from ..store.fleet_store import FleetStore
 from ..units import format_time
+from ..x509 import truststore
 from . import metrics
 from .durability import durably
 from .openapi import SPEC
@@ -49,7 +50,10 @@ class Api:
         self.fleet.listeners.append(metrics.on_checkin)
         self.admin_token_sha256 = admin_token_sha256
         self.max_body_bytes = max_body_bytes
-        self._etag = ("", "")  # (bundle, its ETag): the bundle changes when a rotation publishes
+        # The trust bundle and its version (ca/bundle.py): the newest published one, read from the
+        # database so what another replica or a rotation publishes is served here too.
+        self.bundle = bundle.Current(authority.store, bundle.ensure(authority.store, authority.roots))
+        self._rendered: dict[tuple[int, str], bytes] = {}  # truststores of the current version
         authority.listeners.append(metrics.on_authority_event)
 
     # -- helpers ------------------------------------------------------------------------------
@@ -104,36 +108,51 @@ class Api:
 
     # -- routes -------------------------------------------------------------------------------
 
-    @property
-    def roots_pem(self) -> str:
-        self.authority.refresh()
-        return self.authority.roots_pem
-
-    @property
-    def roots_etag(self) -> str:
-        pem = self.roots_pem
-        if self._etag[0] != pem:
-            self._etag = (pem, '"' + hashlib.sha256(pem.encode()).hexdigest()[:32] + '"')
-        return self._etag[1]
+    async def current_bundle(self) -> bundle.Bundle:
+        cached = self.bundle.cached()
+        return cached if cached is not None else await run_in_threadpool(self.bundle.load)
 
     async def roots(self, request: Request) -> Response:
-        pem, etag = self.roots_pem, self.roots_etag
-        headers = {"ETag": etag, "Cache-Control": "max-age=60",
+        """The trust bundle as ``?format=`` (or Accept) asks: pem, p12, jks or configmap. Every
+        format carries the version and the SHA-256 of the PEM; the ETag is that digest (with
+        the format appended for the others), so If-None-Match answers 304 until it changes."""
+        fmt = _roots_format(request)
+        current = await self.current_bundle()
+        etag = current.etag if fmt == "pem" else f'"{current.sha256}-{fmt}"'
+        headers = {"ETag": etag, "Cache-Control": "max-age=60", BUNDLE_VERSION_HEADER: str(current.version),
+                   BUNDLE_SHA256_HEADER: current.sha256,
                    **({"Trustyard-Environment": self.environment} if self.environment else {})}
-        if request.headers.get("if-none-match") == etag:
+        if etag in _etags(request.headers.get("if-none-match", "")):
             return Response(status_code=304, headers=headers)
-        return Response(pem, media_type="application/pem-certificate-chain", headers=headers)
+        if fmt == "pem":
+            return Response(current.pem, media_type=ROOTS_MEDIA_TYPES["pem"], headers=headers)
+        if fmt == "configmap":
+            try:
+                body = truststore.render_configmap(current.pem, current.version, current.sha256,
+                                                   request.query_params.get("name") or truststore.CONFIGMAP_NAME,
+                                                   request.query_params.get("namespace") or None)
+            except ValueError as exc:
+                raise BadRequest(str(exc), code=Code.BAD_QUERY) from None
+            return Response(body, media_type=ROOTS_MEDIA_TYPES[fmt], headers=headers)
+        store = self._rendered.get((current.version, fmt))
+        if store is None:
+            store = await run_in_threadpool(truststore.render, fmt, current.certificates, pem=current.pem,
+                                            version=current.version, sha256=current.sha256)
+            self._rendered = {k: v for k, v in self._rendered.items() if k[0] == current.version}
+            self._rendered[(current.version, fmt)] = store
+        headers["Content-Disposition"] = f'attachment; filename="truststore.{fmt}"'
+        return Response(store, media_type=ROOTS_MEDIA_TYPES[fmt], headers=headers)
 
     async def sign(self, request: Request) -> Response:
         body = await self.json_body(request, {"csr", "token"}, {"ttl"})
         ttl = duration_field("ttl", body["ttl"]) if body.get("ttl") else None  # "" means the default
         issued = await durably(self.authority.issue_for_token, body["csr"], body["token"], ttl, _actor(request))
-        return _issued_response(issued)
+        return _issued_response(issued, await self.current_bundle())
 
     async def renew(self, request: Request) -> Response:
         body = await self.json_body(request, {"csr", "proof"}, set())
         issued = await durably(self.authority.renew, body["csr"], body["proof"], _actor(request))
-        return _issued_response(issued)
+        return _issued_response(issued, await self.current_bundle())
 
     async def revoke(self, request: Request) -> Response:
         body = await self.json_body(request, {"serial"}, {"reason", "proof"})
@@ -251,15 +270,43 @@ def _actor(request: Request) -> str:
     return f"{client.host}" if client else "unknown"
 
 
-def _issued_response(issued: Issued) -> JSONResponse:
+def _issued_response(issued: Issued, current: bundle.Bundle) -> JSONResponse:
+    """The certificate with the current trust bundle (``roots``) and its version."""
     return JSONResponse({
         "serial": issued.record.serial,
         "not_before": format_time(issued.record.not_before),
         "not_after": format_time(issued.record.not_after),
         "certificate": issued.certificate_pem,
         "chain": issued.chain_pem,
-        "roots": issued.roots_pem,
+        "roots": current.pem,
+        "bundle_version": current.version,
+        "bundle_sha256": current.sha256,
     }, status_code=201)
+
+
+BUNDLE_VERSION_HEADER = "Trustyard-Bundle-Version"
+BUNDLE_SHA256_HEADER = "Trustyard-Bundle-Sha256"
+ROOTS_MEDIA_TYPES = {"pem": "application/pem-certificate-chain", "p12": "application/x-pkcs12",
+                     "jks": "application/x-java-keystore", "configmap": "application/yaml"}
+_ACCEPTED = {"application/x-pkcs12": "p12", "application/pkcs12": "p12", "application/x-java-keystore": "jks",
+             "application/yaml": "configmap", "application/x-yaml": "configmap"}
+
+
+def _roots_format(request: Request) -> str:
+    """``?format=`` when given (else a recognised Accept type, else pem)."""
+    fmt = request.query_params.get("format")
+    if fmt is None:
+        accepted = [part.split(";")[0].strip().lower() for part in request.headers.get("accept", "").split(",")]
+        return next((_ACCEPTED[a] for a in accepted if a in _ACCEPTED), "pem")
+    if fmt not in truststore.FORMATS:
+        raise BadRequest(f"format must be one of {', '.join(truststore.FORMATS)}, not {fmt!r}", code="badQuery")
+    return fmt
+
+
+def _etags(header: str) -> set[str]:
+    """The entity tags of an If-None-Match header, weak ones compared as strong (RFC 9110 weak comparison)."""
+    tags = {t.strip() for t in header.split(",") if t.strip()}
+    return {t[2:] if t.startswith("W/") else t for t in tags}
 
 
 def _timed(route: str, handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
@@ -295,6 +342,8 @@ def create_app(authority: Authority, config: Config | None = None) -> Starlette:
                   flag_file=config.home / FLEET_FLAG_FILE if config else None)
     api = Api(authority, config.admin_token_sha256 if config else "",
               config.max_body_bytes if config else 64 * 1024, config.environment if config else "", fleet)
+    # Check-ins compare against the bundle this server serves (ca/bundle.py), not the one it loaded.
+    fleet.current_sha256 = lambda: (api.bundle.cached() or api.bundle.load()).sha256
     # One line per issuance, renewal, revocation and refusal (trustyard.ca), from what is recorded.
     authority.store.observers.append(oplog.OperationsLog().record)
     routes = [

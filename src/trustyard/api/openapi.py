@@ -27,10 +27,21 @@ SPEC: dict[str, Any] = {
     "info": {"title": "trustyard CA", "version": __version__,
              "description": "Internal CA: bootstrap-token issuance, renewal by the current certificate, revocation."},
     "paths": {
-        "/v1/roots": {"get": {"summary": "The PEM trust bundle", "responses": {
-            "200": {"description": "PEM bundle", "headers": {"ETag": {"schema": {"type": "string"}}},
-                    "content": {"application/pem-certificate-chain": {"schema": {"type": "string"}}}},
-            "304": {"description": "not modified"}}}},
+        "/v1/roots": {"get": {
+            "summary": "The trust bundle: PEM, PKCS#12 or JKS truststore (password changeit), ConfigMap",
+            "parameters": [
+                {"name": "format", "in": "query", "schema": {"enum": ["pem", "p12", "jks", "configmap"]}},
+                {"name": "name", "in": "query", "schema": {"type": "string"}, "description": "ConfigMap name"},
+                {"name": "namespace", "in": "query", "schema": {"type": "string"}}],
+            "responses": {
+                "200": {"description": "the bundle", "headers": {
+                    "ETag": {"schema": {"type": "string"}},
+                    "Trustyard-Bundle-Version": {"schema": {"type": "integer"}},
+                    "Trustyard-Bundle-Sha256": {"schema": {"type": "string"}}},
+                    "content": {"application/pem-certificate-chain": {"schema": {"type": "string"}},
+                                "application/x-pkcs12": {}, "application/x-java-keystore": {},
+                                "application/yaml": {"schema": {"type": "string"}}}},
+                "304": {"description": "not modified"}, **_errors(400)}}},
         "/v1/sign": {"post": {"summary": "Sign a CSR with a one-time bootstrap token",
                               "requestBody": _json_body("SignRequest"),
                               "responses": {**_ISSUED, **_errors(400, 401, 403)}}},
@@ -94,7 +105,8 @@ SPEC: dict[str, Any] = {
                                              "proof": {"type": "string"}}},
             "Issued": {"type": "object", "properties": {
                 "serial": {"type": "string"}, "not_before": {"type": "string"}, "not_after": {"type": "string"},
-                "certificate": {"type": "string"}, "chain": {"type": "string"}, "roots": {"type": "string"}}},
+                "certificate": {"type": "string"}, "chain": {"type": "string"}, "roots": {"type": "string"},
+                "bundle_version": {"type": "integer"}, "bundle_sha256": {"type": "string"}}},
             "Certificate": {"type": "object", "properties": {
                 "serial": {"type": "string"}, "status": {"type": "string"}, "sans": {"type": "array"}}},
         },

@@ -48,7 +48,7 @@ from . import proofs
 if TYPE_CHECKING:
     from .authority import Authority
 
-__all__ = ["Answer", "Directive", "Fleet", "PartyRow", "Selector", "bundle_sha256", "party_state"]
+__all__ = ["Answer", "Directive", "Fleet", "PartyRow", "Selector", "bundle_sha256", "party_state", "spread_renewals"]
 
 MAX_CHECKIN_PROOF_LIFETIME = timedelta(minutes=2)
 SUPERSEDED_GRACE = timedelta(hours=1)  # a renewed certificate may still check in this long (a slow reload)
@@ -65,6 +65,16 @@ Selector = Callable[[PartyRow], bool] | str | None
 def bundle_sha256(pem: str | bytes) -> str:
     """The bundle's identity as parties report it: SHA-256 of the PEM bytes ``/v1/roots`` serves."""
     return hashlib.sha256(pem.encode() if isinstance(pem, str) else pem).hexdigest()
+
+
+def spread_renewals(store: FleetStore, rows: list[PartyRow], now: datetime, window: timedelta,
+                    rng: random.Random) -> int:
+    """A ``renew-now`` for each of ``rows``, due at points spread evenly (in random order) over
+    ``window`` from ``now``; how many were asked."""
+    rows = list(rows)
+    rng.shuffle(rows)
+    step = window / len(rows) if rows else timedelta(0)
+    return store.request_renewals((r.party, r.serial, now + step * i) for i, r in enumerate(rows))
 
 
 def party_state(row: PartyRow, now: datetime) -> str:
@@ -136,9 +146,11 @@ class Fleet:
     """Check-ins, the parties' view, and renew-now requests, on a ``FleetStore``."""
 
     def __init__(self, authority: Authority[Any], store: FleetStore, *, max_per_second: int = 0,
-                 flag_file: Path | None = None, rng: random.Random | None = None) -> None:
+                 flag_file: Path | None = None, rng: random.Random | None = None,
+                 current_sha256: Callable[[], str] | None = None) -> None:
         self.authority, self.store = authority, store
-        self.roots_sha256 = bundle_sha256(authority.roots_pem)
+        # The SHA-256 of the bundle the CA serves now (a rotation or another replica may change it).
+        self.current_sha256 = current_sha256 or (lambda: bundle_sha256(authority.roots_pem))
         self.shedder = _Shedder(max_per_second, flag_file)
         self.rng = rng or random.Random()
         self.listeners: list[Callable[[str], None]] = []  # told each check-in's result (metrics)
@@ -173,7 +185,7 @@ class Fleet:
         row = _report_row(proof.claims.get("report"), claimed, record.subject or (record.sans or ("",))[0])
         recorded = self.store.checkin(row, proof.jti, now)
         directives = []
-        if row.bundle_sha256 != self.roots_sha256:
+        if row.bundle_sha256 != self.current_sha256():
             directives.append(Directive("refresh-bundle"))
         if recorded.renew_due:
             directives.append(Directive("renew-now"))
@@ -199,16 +211,12 @@ class Fleet:
         each, due at a point spread evenly (in random order) over ``window`` from now, delivered
         at its next check-in from then on and cleared once it reports a renewed certificate.
         Returns how many parties were asked."""
-        now = self.authority.clock()
-        rows = self.parties(selector)
-        self.rng.shuffle(rows)
-        step = window / len(rows) if rows else timedelta(0)
-        return self.store.request_renewals((r.party, r.serial, now + step * i) for i, r in enumerate(rows))
+        return spread_renewals(self.store, self.parties(selector), self.authority.clock(), window, self.rng)
 
     def view(self, stale_only: bool = False, now: datetime | None = None) -> list[dict[str, Any]]:
         """Each party as the API and ``trustyard fleet --json`` show it."""
         now = now or self.authority.clock()
-        shown = []
+        current, shown = self.current_sha256(), []
         for r in self.store.parties():
             state = party_state(r, now)
             if stale_only and state != "stale":
@@ -218,7 +226,7 @@ class Fleet:
                 "serial": r.serial, "not_after": format_time(r.not_after), "last_checkin": format_time(r.last_checkin),
                 "first_seen": format_time(r.first_seen), "interval_seconds": r.interval_seconds,
                 "bundle_version": r.bundle_version, "bundle_sha256": r.bundle_sha256,
-                "bundle_current": r.bundle_sha256 == self.roots_sha256, "endpoint_serial": r.endpoint_serial,
+                "bundle_current": r.bundle_sha256 == current, "endpoint_serial": r.endpoint_serial,
                 "failures": r.failures, "last_error": r.last_error, "agent_version": r.agent_version,
                 "renew_requested": format_time(r.renew_after) if r.renew_after else None,
             })

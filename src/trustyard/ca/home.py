@@ -4,7 +4,8 @@
     trustyard.db              SQLite ledger and audit log (default)
     ca/root.crt, root.key     the root (the key may be moved offline after init)
     ca/intermediate.*         the issuing CA
-    ca/roots.pem              the trust bundle served at /v1/roots (ca/bundle.version: its version)
+    ca/roots.pem              the roots the trust bundle is composed of (ca/bundle.py; its
+                              versions are in the database, table bundle_versions)
     ca/rotations/N/           rotation N's material (ca/rotation_material.py); the newest one that
                               reached ``active`` issues instead of ca/intermediate.*
     ca/audit.key              the audit log's HMAC key (not in the database), ca/audit.checkpoint
@@ -39,6 +40,7 @@ from ..x509.keys import KeyType, PrivateKey, generate_private_key, load_private_
 from ..x509.names import parse_names
 from ..x509.profiles import LeafSpec, intermediate_builder, leaf_builder, new_serial, root_builder, sign
 from ..x509.summary import fingerprint_sha256, load_pem_bundle
+from . import bundle
 from .alerts import Alerter, ca_lifetime
 from .authority import Authority, Provisioner
 from .config import CONFIG_NAME, DEFAULT_ALLOW, Config, ProvisionerConfig, load_config
@@ -138,7 +140,7 @@ def init_home(home: Path, password: bytes | None, options: InitOptions = InitOpt
     write_exclusive(config.path("provisioners/default.key"), private_key_pem(prov_key, password))
     write_atomic(config.path("provisioners/default.pub"), public_key_pem(prov_key.public_key()))
     write_atomic(config.path(config.root_cert), root.public_bytes(pem))
-    write_atomic(config.path("ca/roots.pem"), root.public_bytes(pem))
+    write_atomic(config.path(bundle.ROOTS_FILE), root.public_bytes(pem))
     write_atomic(config.path(config.intermediate_cert), inter.public_bytes(pem))
     write_atomic(config.path(config.tls_cert), tls.public_bytes(pem))
     write_private(home / "admin.token", admin_token + "\n")
@@ -152,6 +154,7 @@ def init_home(home: Path, password: bytes | None, options: InitOptions = InitOpt
                      admin_token_sha256=hashlib.sha256(admin_token.encode()).hexdigest())
     create_key(config.path("ca"))
     store = open_home_store(config)
+    bundle.publish(store, [root])  # version 1
     store.close()
     if config.db_url.startswith("sqlite:///"):
         db_file = Path(config.db_url[len("sqlite:///"):])
@@ -213,8 +216,7 @@ def load_authority(home: Path, password: bytes | None, *, minting: bool = False,
     if config.encrypted_keys and password is None:
         raise ConfigError("the CA keys are encrypted: give --password-file or TRUSTYARD_PASSWORD",
                           code=Code.NO_PASSWORD)
-    roots_file = "ca/roots.pem" if config.path("ca/roots.pem").exists() else config.root_cert
-    roots = load_certs(config, roots_file)
+    roots = bundle.roots_of(config)
     provisioners = {}
     for pc in config.provisioners:
         public_key = private_key = None

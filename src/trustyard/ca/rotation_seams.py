@@ -1,45 +1,47 @@
 """Plain implementations of the journal's ``FleetView`` and ``BundleSource`` (``ca/rotation.py``).
 
-``HomeBundle`` keeps the trust bundle the CA serves (``ca/roots.pem``) and a version counter
-beside it (``ca/bundle.version``); ``MemoryFleet`` is a fleet whose parties are told, for
-tests and for a CA whose relying parties do not check in (none then gates adoption but the
-dwell). The fleet registry and the database-backed bundle plug in here in their place.
+``HomeBundle`` is the CA home's bundle (``ca/roots.pem``, each change published as the next
+database version by ``ca/bundle.py``); ``FleetParties`` is the fleet table the agents' and
+services' check-ins fill (``ca/fleet.py``); ``MemoryFleet`` is a fleet whose parties are told,
+for tests.
 """
 
 from __future__ import annotations
 
+import random
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from datetime import datetime, timedelta
-from pathlib import Path
+from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
 
 from ..files import write_atomic
-from ..x509.summary import fingerprint_sha256, load_pem_bundle, pem_bundle
+from ..store.engine import Database
+from ..store.fleet_store import FleetStore
+from ..store.rotations import RotationStore
+from ..x509.summary import fingerprint_sha256
+from . import bundle
+from .config import Config
+from .fleet import party_state, spread_renewals
 from .rotation import Party
-
-VERSION_FILE = "bundle.version"
 
 
 class HomeBundle:
-    """The bundle file and its version: every publish or withdraw rewrites both (atomically,
-    the bundle first, so a reader never sees a version whose material is not yet there)."""
+    """The trust bundle of a CA home: ``ca/roots.pem``, which ``ca/bundle.py`` composes the
+    bundle from, and each change published as the bundle's next version in the database, so
+    every worker and replica serves it (``GET /v1/roots``) and check-ins are compared with it."""
 
-    def __init__(self, bundle: Path) -> None:
-        self.path = bundle
-        self.version_path = bundle.with_name(VERSION_FILE)
+    def __init__(self, config: Config, db: Database) -> None:
+        self.config, self.db = config, db
         self._lock = threading.Lock()
 
     def certificates(self) -> list[x509.Certificate]:
-        return load_pem_bundle(self.path.read_bytes()) if self.path.exists() else []
+        return bundle.roots_of(self.config)
 
     def version(self) -> int:
-        try:
-            return int(self.version_path.read_text().strip() or 0)
-        except (OSError, ValueError):
-            return 0
+        latest = bundle.latest(self.db)
+        return latest.version if latest is not None else 0
 
     def publish(self, certs: Sequence[x509.Certificate], reason: str) -> int:
         with self._lock:
@@ -53,10 +55,33 @@ class HomeBundle:
             return self._write([c for c in self.certificates() if fingerprint_sha256(c) not in gone])
 
     def _write(self, certs: list[x509.Certificate]) -> int:
-        version = self.version() + 1
-        write_atomic(self.path, pem_bundle(certs))
-        write_atomic(self.version_path, f"{version}\n")
-        return version
+        write_atomic(self.config.path(bundle.ROOTS_FILE), bundle.compose(certs))
+        return bundle.refresh(self.config, self.db).version
+
+
+class FleetParties:
+    """The fleet table (``store/fleet_store.py``: the parties that check in) as the journal's
+    ``FleetView``; a renewal request for ``issuer:<sha256>`` asks the parties whose current
+    certificate that CA signed, spread over the window (``ca/fleet.py`` ``spread_renewals``)."""
+
+    def __init__(self, db: Database, rotations: RotationStore,
+                 legacy_issuer: Callable[[str], Callable[[bytes], bool] | None] = lambda _sha: None,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC), rng: random.Random | None = None) -> None:
+        self.store, self.rotations = FleetStore(db), rotations
+        self.legacy_issuer, self.clock, self.rng = legacy_issuer, clock, rng or random.Random()
+
+    def parties(self, now: datetime) -> list[Party]:
+        return [Party(r.party, r.last_checkin, r.bundle_version, party_state(r, now) == "stale")
+                for r in self.store.parties()]
+
+    def request_renewal(self, selector: str, window: timedelta) -> int:
+        kind, _, issuer = selector.partition(":")
+        if kind != "issuer" or not issuer:
+            raise ValueError(f"a renewal selector is issuer:<sha256>, not {selector!r}")
+        now = self.clock()
+        serials = self.rotations.vouched_serials(issuer, now, self.legacy_issuer(issuer))
+        rows = [r for r in self.store.parties() if r.serial in serials]
+        return spread_renewals(self.store, rows, now, window, self.rng)
 
 
 class MemoryFleet:

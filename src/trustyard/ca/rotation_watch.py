@@ -36,7 +36,7 @@ from .authority import Authority
 from .config import Config
 from .rotation import FleetView, Journal
 from .rotation_material import HomeMaterial, signed_by
-from .rotation_seams import HomeBundle, MemoryFleet
+from .rotation_seams import FleetParties, HomeBundle
 
 log = logging.getLogger("trustyard.ca")
 
@@ -49,16 +49,20 @@ server certificate)."""
 
 def home_journal(config: Config, password: bytes | None, store: SqlStore, fleet: FleetView | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> Journal:
-    """The journal on a CA home: its rotations table, bundle file and material. Without a
-    ``fleet`` no relying party gates adoption (only the dwell does)."""
+    """The journal on a CA home: its rotations table, the trust bundle (``ca/roots.pem`` and its
+    versions in the database), the material, and the fleet table (the parties that check in)."""
     rotations = RotationStore(store)
     maker = HomeMaterial(config, password, rotations)
 
     def still_vouched(issuer: str, now: datetime) -> int:
-        old = next((c for c in _candidates(maker) if fingerprint_sha256(c) == issuer), None)
-        return rotations.still_vouched(issuer, now, signed_by(old) if old is not None else None)
+        return rotations.still_vouched(issuer, now, legacy_issuer(issuer))
 
-    return Journal(rotations, fleet or MemoryFleet(), HomeBundle(config.path(BUNDLE)), maker, still_vouched,
+    def legacy_issuer(issuer: str) -> Callable[[bytes], bool] | None:
+        old = next((c for c in _candidates(maker) if fingerprint_sha256(c) == issuer), None)
+        return signed_by(old) if old is not None else None
+
+    fleet = fleet or FleetParties(store, rotations, legacy_issuer, clock)
+    return Journal(rotations, fleet, HomeBundle(config, store), maker, still_vouched,
                    config.rotation.settings(), clock)
 
 

@@ -81,6 +81,11 @@ def _setup_logging(as_json: bool, level: str) -> None:
               help="How often to check in with the CA (+-10%), which lists the agent in `trustyard fleet` "
                    "and may answer refresh-bundle, renew-now or retry-after N, obeyed at once; also at start "
                    "and after each renewal or bundle change [default: 60s].")
+@click.option("--trust-formats", default="pem", show_default=True, metavar="pem,p12,jks",
+              help="Trust bundle files to write beside ca.crt (always written): p12 = truststore.p12 "
+                   "(PKCS#12), jks = truststore.jks (Java KeyStore); all in the certificate's generation.")
+@click.option("--trust-password-file", type=click.Path(dir_okay=False), default=None,
+              help="File holding the p12/jks truststore password (read once at start, never logged).")
 @click.option("--once", is_flag=True, help="Get or renew what is due, refresh ca.crt, then exit.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
@@ -91,7 +96,7 @@ def agent(config_file: str | None, name: str | None, sans: tuple[str, ...], toke
           renew_at: str | None, jitter: str | None, outage_budget: str | None, error_before: str | None,
           reload_cmd: str | None, reload_signal: str | None, pid_file: str | None, verify_endpoint: str | None,
           verify_grace: str | None, metrics_listen: str | None, roots_interval: str | None, checkin: str | None,
-          once: bool,
+          trust_formats: str, trust_password_file: str | None, once: bool,
           log_level: str, as_json: bool) -> int:
     """Keep certificates issued, renewed, written and reloaded.
 
@@ -100,7 +105,16 @@ def agent(config_file: str | None, name: str | None, sans: tuple[str, ...], toke
     replaced together (a new ..data generation swapped in by one rename); the reload action runs only after
     a successful write, and with --verify-endpoint the renewal counts only once the live
     service presents the new serial (one more reload after --verify-grace, then an error).
-    ca.crt is rewritten as soon as the CA's trust bundle changes.
+    The trust bundle is rewritten as soon as the CA's changes (a new version), in a new
+    generation: ca.crt, the truststores asked for with --trust-formats, and bundle.json
+    ({"version": N, "sha256": "...", "formats": [...]}); the log names the version written.
+
+    \b
+    Truststores (--trust-formats pem,p12,jks --trust-password-file FILE): truststore.p12 and
+    truststore.jks hold only the CA's public certificates, mode 0644 like ca.crt; the password
+    (first line of FILE) is their integrity password, the same for both. The CA serves them at
+    /v1/roots?format=p12|jks with the well-known password "changeit"; the agent re-encodes
+    them with yours.
 
     While the CA is unreachable the current files stay in place and attempts back off
     (capped, jittered, never longer than a quarter of the time left); the log says
@@ -143,8 +157,10 @@ def agent(config_file: str | None, name: str | None, sans: tuple[str, ...], toke
     from ..agent.metrics import MetricsServer
     from ..agent.runner import Agent, ManagedCert
     from ..agent.seams import FileOutput, HTTPBackend, SystemClock
+    from ..agent.trust import TrustOutput
 
     _setup_logging(as_json, log_level)
+    trust = TrustOutput.parse(trust_formats, trust_password_file)  # before anything is written
     top = {"ca_url": ca_url, "root": root, "metrics_listen": metrics_listen, "roots_interval": roots_interval,
            "checkin": checkin}
     saved = clientconfig.load()  # `roots --save`: used for what neither the flags nor --config give
@@ -168,7 +184,7 @@ def agent(config_file: str | None, name: str | None, sans: tuple[str, ...], toke
     clock = SystemClock()
     backend = HTTPBackend(config.ca_url, config.root)
     environ = dict(os.environ)
-    managed = [ManagedCert(spec, backend, FileOutput(spec.out, spec.follow_symlinks), clock, environ=environ,
+    managed = [ManagedCert(spec, backend, FileOutput(spec.out, spec.follow_symlinks, trust), clock, environ=environ,
                            anchors=Anchors.open(spec.out, config.root))
                for spec in config.certificates]
     runner = Agent(config, backend, managed, clock)

@@ -122,6 +122,7 @@ def serve(home: str | None, password_file: str | None, init_missing: bool, insec
     import uvicorn
 
     from ..api.protocol import CoalescingHttpToolsProtocol, ServerLimits
+    from ..ca import bundle
     from ..ca.home import InitOptions, home_alerter, init_home, load_authority, read_password
 
     path = resolve_home(home)
@@ -136,6 +137,7 @@ def serve(home: str | None, password_file: str | None, init_missing: bool, insec
     limits = ServerLimits(*replace(config, **overrides).server_limits())
     password = password_for(config, password_file)
     authority = load_authority(path, password, config=config)  # fail fast, and migrate once, here
+    bundle.refresh(config, authority.store)  # the home's roots, published once before the workers start
     authority.store.close()
     configured = config.listen
     if listen:

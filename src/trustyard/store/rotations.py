@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, or_, select, text, update
+from sqlalchemy import insert, select, text, update
 
 from ..errors import Code, Conflict
 from .engine import utc
@@ -113,19 +113,23 @@ class RotationStore:
         return (row.id, row.state) if row else None
 
     def still_vouched(self, issuer_sha256: str, now: datetime, legacy_issuer: Any = None) -> int:
-        """Certificates signed by ``issuer_sha256`` that are issued, unexpired and not replaced by
-        a renewal. Rows from before the issuer column (``issuer_sha256`` empty) are counted when
-        ``legacy_issuer(der)`` says they were signed by that CA."""
+        """How many certificates ``vouched_serials`` finds."""
+        return len(self.vouched_serials(issuer_sha256, now, legacy_issuer))
+
+    def vouched_serials(self, issuer_sha256: str, now: datetime, legacy_issuer: Any = None) -> set[str]:
+        """Serials of the certificates signed by ``issuer_sha256`` that are issued, unexpired and
+        not replaced by a renewal. Rows from before the issuer column (``issuer_sha256`` empty)
+        count when ``legacy_issuer(der)`` says they were signed by that CA."""
         live = (certificates.c.status == "issued", certificates.c.not_after > now,
                 certificates.c.superseded_by.is_(None))
         with self.sql.transaction(write=False) as conn:
-            count = conn.execute(select(func.count()).select_from(certificates)
-                                 .where(certificates.c.issuer_sha256 == issuer_sha256, *live)).scalar_one()
+            serials = {r.serial for r in conn.execute(select(certificates.c.serial).where(
+                certificates.c.issuer_sha256 == issuer_sha256, *live))}
             if legacy_issuer is not None:
-                rows = conn.execute(select(certificates.c.der).where(
-                    or_(certificates.c.issuer_sha256.is_(None)), *live)).fetchall()
-                count += sum(1 for r in rows if r.der and legacy_issuer(r.der))
-        return int(count)
+                rows = conn.execute(select(certificates.c.serial, certificates.c.der).where(
+                    certificates.c.issuer_sha256.is_(None), *live)).fetchall()
+                serials.update(r.serial for r in rows if r.der and legacy_issuer(r.der))
+        return serials
 
 
 def _row(row: Any) -> RotationRow:

@@ -199,3 +199,14 @@ relying_parties = Table(
     Index("ix_relying_parties_last_checkin", "last_checkin"),
     Index("ix_relying_parties_identity", "identity"),
 )
+
+
+# -- the trust bundle's versions: migration 0007 ------------------------------------------------
+
+bundle_versions = Table(
+    "bundle_versions", metadata,
+    Column("version", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False),
+    Column("sha256", String(64), nullable=False),  # hex SHA-256 of the PEM bytes served
+    Column("pem", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
