@@ -99,16 +99,6 @@ def deferred_flush() -> Iterator[list[Callable[[], None]]]:
         _DEFERRED.reset(token)
 
 
-def utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 def normalize_url(url: str) -> str:
     """``postgresql://`` means psycopg 3 here; everything else is passed to SQLAlchemy."""
     if url.startswith("postgresql://") or url.startswith("postgres://"):
