@@ -6,7 +6,8 @@ Creates a throwaway CA home (unencrypted keys, in $TMPDIR) and times each comman
 subprocess, ``--runs`` times, interleaved (one run of each command per round, so a change
 in the machine's load hits every command alike), reporting the median wall time and its
 ratio to ``--help``, and the median CPU time (user + system, from ``wait4``) of the child:
-on a shared, loaded machine wall times swing with the load while CPU time mostly does not. ``--ref DIR`` also times the same commands with another checkout's
+on a shared, loaded machine wall times swing with the load while CPU time mostly does not.
+``--ref DIR`` also times the same commands with another checkout's
 ``src`` first on PYTHONPATH (e.g. ``--ref /path/to/main``), for a before/after table.
 
 Writes bench/out/cli.json.

@@ -112,7 +112,8 @@ class Authority(Generic[L]):
         """Issue for ``csr_pem`` on the strength of a bootstrap ``token``; ``ttl`` was parsed at the
         edge (``duration_field``), ``None`` for the token's cap or the provisioner's default."""
         if ttl is not None and not isinstance(ttl, timedelta):
-            raise TypeError(f"ttl is a timedelta (parse text at the edge with duration_field), not {type(ttl).__name__}")
+            raise TypeError("ttl is a timedelta (parse text at the edge with duration_field), "
+                            f"not {type(ttl).__name__}")
         with self._denials("certificate.issue", actor):
             claims = tokens.verify(token, self._token_keys, self.clock())
             prov = self._provisioner(claims.provisioner)
@@ -288,13 +289,15 @@ class Authority(Generic[L]):
                                                      detail={"subject": subject, "sans": list(sans),
                                                              "lifetime": format_duration(decision.not_after - now),
                                                              "not_after": format_time(decision.not_after),
-                                                             **({"renewed_from": renewed_from} if renewed_from else {})}))
+                                                             **({"renewed_from": renewed_from}
+                                                                if renewed_from else {})}))
         if not stored:
             raise Forbidden(f"certificate {renewed_from} was revoked (key compromise) while its renewal "
                             f"{intent.serial} was being signed: the renewal is revoked too", code="revoked")
         record = CertRecord(serial=intent.serial, provisioner=prov.name, subject=subject, sans=sans, status="issued",
                             not_before=decision.not_before, not_after=decision.not_after, requested_at=now,
-                            der=der, fingerprint_sha256=fingerprint, renewed_from=renewed_from, revoked_at=None, revocation_reason=None)
+                            der=der, fingerprint_sha256=fingerprint, renewed_from=renewed_from, revoked_at=None,
+                            revocation_reason=None)
         return Issued(record=record, certificate=cert, chain=self.chain, roots=self.roots, chain_pem=self.chain_pem,
                       roots_pem=self.roots_pem)
 

@@ -26,7 +26,8 @@ if TYPE_CHECKING:  # the HTTP client is imported by the commands that use it, no
 ca_url_option = click.option("--ca-url", envvar="TRUSTYARD_CA_URL", show_envvar=True, default=None,
                              help="URL of the CA, e.g. https://ca.internal:8443 [default: from `roots --save`].")
 root_option = click.option("--root", type=click.Path(dir_okay=False), envvar="TRUSTYARD_ROOT", show_envvar=True,
-                           default=None, help="Trust bundle to verify the CA server with [default: from `roots --save`].")
+                           default=None,
+                           help="Trust bundle to verify the CA server with [default: from `roots --save`].")
 admin_token_file_option = click.option(
     "--admin-token-file", type=click.Path(dir_okay=False), default=None,
     help="Administrator token file, for --ca-url [default: HOME/admin.token].")
@@ -48,7 +49,8 @@ def _issued_doc(issued: IssuedFiles, paths: dict[str, str]) -> dict[str, object]
 
 
 def _issued_text(issued: IssuedFiles, paths: dict[str, str]) -> str:
-    return (f"serial    {issued.serial}\nvalid     {format_time(issued.not_before)} .. {format_time(issued.not_after)}\n"
+    return (f"serial    {issued.serial}\n"
+            f"valid     {format_time(issued.not_before)} .. {format_time(issued.not_after)}\n"
             f"wrote     {paths['certificate']} (leaf + intermediate), {paths['key']} (0600), {paths['ca']}")
 
 
@@ -88,7 +90,8 @@ def roots(ca_url: str | None, fingerprint: str, out: str | None, save: bool, as_
     except ValueError:
         raise ConfigError(f"cannot fetch the trust bundle from {ca_url}: no PEM certificate in its answer") from None
     if not pinned:
-        raise Forbidden(f"no root with fingerprint {wanted} at {ca_url}: refusing the bundle", code="fingerprintMismatch")
+        raise Forbidden(f"no root with fingerprint {wanted} at {ca_url}: refusing the bundle",
+                        code="fingerprintMismatch")
     context = ssl.create_default_context(cadata=pinned[0].public_bytes(Encoding.PEM).decode())
     try:
         bundle = httpx.get(ca_url.rstrip("/") + "/v1/roots", verify=context, timeout=10).text
@@ -106,7 +109,8 @@ def roots(ca_url: str | None, fingerprint: str, out: str | None, save: bool, as_
         if saved_to is None:
             return f"wrote {len(certs)} root(s) to {out}" if out else bundle.rstrip()
         lines = [f"wrote {len(certs)} root(s) to {out}"] if out else []
-        return "\n".join(lines + [
+        return "\n".join([
+            *lines,
             f"The root certificate has been saved in {saved_to.root} "
             f"({pinned[0].subject.rfc4514_string()}, sha256 {wanted}).",
             f"The client configuration has been saved in {saved_to.path} (ca_url {ca_url}).",
@@ -266,7 +270,8 @@ def _revoked_text(record: dict[str, Any], already: bool) -> str:
     lines += [
         "told      the CA: it refuses to renew this certificate from now on",
         f"not told  services that trust this CA: trustyard publishes no CRL or OCSP yet, so they accept it "
-        f"until it expires at {format_time(not_after)}" + (f" (in {humanize(left)})" if left.total_seconds() > 0 else ""),
+        f"until it expires at {format_time(not_after)}"
+        + (f" (in {humanize(left)})" if left.total_seconds() > 0 else ""),
         f"next      replace it where it is used: trustyard token {name}, then trustyard issue {name} --token T",
     ]
     return "\n".join(lines)

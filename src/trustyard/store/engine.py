@@ -37,7 +37,6 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -200,11 +199,11 @@ class Database:
         """BEGIN (IMMEDIATE for a write) on a connection; a SQLite write holds the write lock
         (this process's thread lock, then the ``flock`` shared with other processes) until
         its COMMIT."""
-        with self._write_lock() if write and self._lock_path is not None else nullcontext():
-            with self._connection() as conn:
-                conn.info["immediate"] = write
-                with conn.begin():
-                    yield conn
+        with self._write_lock() if write and self._lock_path is not None else nullcontext(), \
+                self._connection() as conn:
+            conn.info["immediate"] = write
+            with conn.begin():
+                yield conn
 
     @contextmanager
     def _write_lock(self) -> Iterator[None]:

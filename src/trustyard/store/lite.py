@@ -27,8 +27,7 @@ import os
 import sqlite3
 from collections import namedtuple
 from datetime import datetime
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from . import audit as chain
 from .records import AuditEvent, CertRecord, cert_record, utc_now

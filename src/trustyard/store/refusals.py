@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import delete, select
 
 from .engine import Database
-from .records import utc, AuditEvent
+from .records import AuditEvent, utc
 from .schema import refusals
 
 INTERVAL = timedelta(hours=1)

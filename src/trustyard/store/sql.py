@@ -11,7 +11,6 @@ import json
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection
@@ -21,8 +20,17 @@ from ..errors import Conflict, Forbidden, NotFound, Unauthorized
 from . import audit as chain
 from . import refusals
 from .engine import Database
-from .records import (AuditEntry, AuditEvent, CertRecord, Intent, SerialCollision, audit_entry, cert_record,
-                      superseded, utc_now)
+from .records import (
+    AuditEntry,
+    AuditEvent,
+    CertRecord,
+    Intent,
+    SerialCollision,
+    audit_entry,
+    cert_record,
+    superseded,
+    utc_now,
+)
 from .schema import audit_head, audit_log, certificates, used_tokens
 from .seal import AuditSeal
 
