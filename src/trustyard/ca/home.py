@@ -20,7 +20,7 @@ import secrets
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import tomli_w
 from cryptography import x509
@@ -214,12 +214,22 @@ def load_certs(config: Config, relative: str) -> list[x509.Certificate]:
         raise ConfigError(f"cannot read certificates from {path}: {exc}") from None
 
 
+@overload
+def load_authority(home: Path, password: bytes | None, *, minting: bool = False, config: Config | None = None,
+                   migrate: bool = True, quick: Literal[False] = False) -> Authority[SqlStore]: ...
+
+
+@overload
+def load_authority(home: Path, password: bytes | None, *, minting: bool = False, config: Config | None = None,
+                   migrate: bool = True, quick: bool) -> Authority[Any]: ...
+
+
 def load_authority(home: Path, password: bytes | None, *, minting: bool = False,
                    config: Config | None = None, migrate: bool = True, quick: bool = False) -> Authority[Any]:
     """Everything the authority needs: the intermediate's key, never the root's. ``migrate``:
     as in ``open_home_store``; ``quick``: on ``open_quick_store``, for an authority that only
-    mints tokens and lists the ledger (``Authority[LiteStore]`` on a SQLite home, else
-    ``Authority[SqlStore]``)."""
+    mints tokens (``store.audit``, ``store.note_refusal``) and lists the ledger (``store.list``):
+    on a SQLite home its store is a ``LiteStore``, which keeps no other part of the ledger."""
     config = config or load_config(home)
     if config.encrypted_keys and password is None:
         raise ConfigError("the CA keys are encrypted: give --password-file or TRUSTYARD_PASSWORD",
