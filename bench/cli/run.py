@@ -6,7 +6,8 @@ Creates a throwaway CA home (unencrypted keys, in $TMPDIR) and times each comman
 subprocess, ``--runs`` times, interleaved (one run of each command per round, so a change
 in the machine's load hits every command alike), reporting the median wall time and its
 ratio to ``--help``, and the median CPU time (user + system, from ``wait4``) of the child:
-on a shared, loaded machine wall times swing with the load while CPU time mostly does not. ``--ref DIR`` also times the same commands with another checkout's
+on a shared, loaded machine wall times swing with the load while CPU time mostly does not.
+``--ref DIR`` also times the same commands with another checkout's
 ``src`` first on PYTHONPATH (e.g. ``--ref /path/to/main``), for a before/after table.
 
 Writes bench/out/cli.json.
@@ -55,7 +56,10 @@ def once(args: list[str], env: dict[str, str]) -> tuple[float, float]:
 
 
 def time_all(src: Path, cmds: dict[str, list[str]], runs: int) -> dict[str, list[tuple[float, float]]]:
-    env = {**os.environ, "PYTHONPATH": str(src)}
+    # .pyc files are written (by the warm-up run), as for an installed package: with
+    # PYTHONDONTWRITEBYTECODE inherited, every run would compile trustyard's sources again.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPATH"] = str(src)
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in cmds}
     for args in cmds.values():  # warm the page cache and the .pyc files; check they work
         once(args, env)

@@ -19,7 +19,6 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ..errors import BadRequest, Code, Forbidden, TrustyardError, Unauthorized
 from ..policy import IssuanceRequest, Policy
-from ..store import refusals
 from ..store.records import AuditEvent, CertRecord, Intent, SerialCollision, superseded
 from ..units import format_duration, format_time, parse_duration
 from ..x509.csr import CSRError, ParsedCSR, parse_csr
@@ -419,6 +418,8 @@ class _DenialAudit:
         if isinstance(exc, Unauthorized) and exc.code != Code.TOKEN_REPLAYED:
             # Never authenticated: counted per source and reason, not audited one by one. (A
             # replayed token or proof was genuine once: each replay stays an audit entry.)
+            from ..store import refusals  # the SQL engine's module: imported on this path only
+
             self.authority.store.note_refusal(refusals.source_key(self.actor), f"{self.action}:{exc.code}",
                                               message=exc.detail[:500])
             self.authority._emit("denied", exc.code)

@@ -17,15 +17,18 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 
 from ..errors import ConfigError
 from ..files import write_atomic
-from ..store import bundles
-from ..store.engine import Database
 from ..x509.summary import fingerprint_sha256, load_pem_bundle, pem_bundle
 from .config import Config
+
+if TYPE_CHECKING:  # the table's module imports SQLAlchemy: not for `token` and `list --home` (roots_of)
+    from ..store import bundles
+    from ..store.engine import Database
 
 ROOTS_FILE = "ca/roots.pem"
 
@@ -71,6 +74,8 @@ def roots_of(config: Config) -> list[x509.Certificate]:
 
 def publish(db: Database, roots: Sequence[x509.Certificate]) -> Bundle:
     """Record the bundle of ``roots`` (a new version when it differs from the newest) and return it."""
+    from ..store import bundles
+
     pem = compose(roots)
     row = bundles.record(db, digest(pem), pem)
     return _bundle(row)
@@ -98,6 +103,8 @@ def add_root(config: Config, db: Database, cert: x509.Certificate) -> Bundle:
 
 
 def latest(db: Database) -> Bundle | None:
+    from ..store import bundles
+
     row = bundles.latest(db)
     return _bundle(row) if row is not None else None
 
@@ -118,6 +125,8 @@ class Current:
     def load(self) -> Bundle:
         with self._lock:
             if time.monotonic() - self._read_at >= self.ttl:
+                from ..store import bundles
+
                 row = bundles.latest(self.db)
                 if row is not None and row.version != self._bundle.version:
                     self._bundle = _bundle(row)

@@ -23,6 +23,7 @@ import secrets
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import tomli_w
 from cryptography import x509
@@ -33,7 +34,8 @@ from ..environments import check_name
 from ..errors import Code, ConfigError, Conflict
 from ..files import write_atomic, write_exclusive, write_private
 from ..policy.patterns import name_limits, parse_patterns
-from ..store import SqlStore, open_store, version
+from ..store import version
+from ..store.lite import LiteStore, sqlite_file
 from ..store.seal import AuditSeal, create_key
 from ..units import parse_duration
 from ..x509.keys import KeyType, PrivateKey, generate_private_key, load_private_key_pem, private_key_pem, public_key_pem
@@ -44,6 +46,9 @@ from . import bundle
 from .alerts import Alerter, ca_lifetime
 from .authority import Authority, Provisioner
 from .config import CONFIG_NAME, DEFAULT_ALLOW, Config, ProvisionerConfig, load_config
+
+if TYPE_CHECKING:  # the SQL engine is imported where a store is opened on it
+    from ..store import SqlStore
 
 PASSWORD_ENV = "TRUSTYARD_PASSWORD"
 
@@ -183,9 +188,22 @@ def open_home_store(config: Config, migrate: bool = True) -> SqlStore:
     """The home's database, its audit log keyed with the home's ``ca/audit.key``. ``migrate``
     brings its schema to the newest revision (``init``, ``serve``, ``db upgrade``); without it
     an old schema is refused with the command to run (``store.version.check``)."""
+    from ..store import open_store
+
     if not migrate:
         version.check(config.db_url, config.home)
     return open_store(config.db_url, migrate=migrate, seal=AuditSeal(config.path("ca")))
+
+
+def open_quick_store(config: Config) -> SqlStore | LiteStore:
+    """The home's database for a command that only mints a token or reads the ledger: a SQLite
+    file on the standard library's ``sqlite3`` (``store.lite``, no SQLAlchemy to import), any
+    other database as ``open_home_store`` opens it. The schema must be the newest already."""
+    path = sqlite_file(config.db_url)
+    if path is None:
+        return open_home_store(config, migrate=False)
+    version.check(config.db_url, config.home)
+    return LiteStore(path, seal=AuditSeal(config.path("ca")))
 
 
 def load_key(config: Config, relative: str, password: bytes | None) -> PrivateKey:
@@ -208,10 +226,22 @@ def load_certs(config: Config, relative: str) -> list[x509.Certificate]:
         raise ConfigError(f"cannot read certificates from {path}: {exc}") from None
 
 
+@overload
+def load_authority(home: Path, password: bytes | None, *, minting: bool = False, config: Config | None = None,
+                   migrate: bool = True, quick: Literal[False] = False) -> Authority[SqlStore]: ...
+
+
+@overload
+def load_authority(home: Path, password: bytes | None, *, minting: bool = False, config: Config | None = None,
+                   migrate: bool = True, quick: bool) -> Authority[Any]: ...
+
+
 def load_authority(home: Path, password: bytes | None, *, minting: bool = False,
-                   config: Config | None = None, migrate: bool = True) -> Authority[SqlStore]:
+                   config: Config | None = None, migrate: bool = True, quick: bool = False) -> Authority[Any]:
     """Everything the authority needs: the intermediate's key, never the root's. ``migrate``:
-    as in ``open_home_store``."""
+    as in ``open_home_store``; ``quick``: on ``open_quick_store``, for an authority that only
+    mints tokens (``store.audit``, ``store.note_refusal``) and lists the ledger (``store.list``):
+    on a SQLite home its store is a ``LiteStore``, which keeps no other part of the ledger."""
     config = config or load_config(home)
     if config.encrypted_keys and password is None:
         raise ConfigError("the CA keys are encrypted: give --password-file or TRUSTYARD_PASSWORD",
@@ -229,6 +259,12 @@ def load_authority(home: Path, password: bytes | None, *, minting: bool = False,
             private_key = load_key(config, pc.key, password)
         provisioners[pc.name] = Provisioner(name=pc.name, policy=pc.policy(config.backdate),
                                             public_key=public_key, private_key=private_key)  # type: ignore[arg-type]
+    if quick:  # mints tokens, reads the ledger: the home's own intermediate, no rotation lookup
+        from .signer import KeySigner
+
+        inter = load_certs(config, config.intermediate_cert)[0]
+        signer = KeySigner(inter, load_key(config, config.intermediate_key, password))
+        return Authority(signer, [inter], roots, open_quick_store(config), provisioners)
     store = open_home_store(config, migrate=migrate)
     # The issuing material: the home's intermediate, or the one the newest active rotation made.
     from ..store.rotations import RotationStore

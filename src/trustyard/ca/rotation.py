@@ -27,14 +27,16 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from cryptography import x509
 
 from ..errors import BadRequest, Code, RotationRefused
 from ..store.records import AuditEvent
-from ..store.rotations import RotationRow, RotationStore
 from ..units import format_duration, format_time
+
+if TYPE_CHECKING:  # the table's module imports SQLAlchemy; config loading imports this module
+    from ..store.rotations import RotationRow, RotationStore
 
 STATES = ("prepared", "published", "adopted", "active", "retiring", "retired")
 ROLLED_BACK = "rolled_back"

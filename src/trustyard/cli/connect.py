@@ -101,13 +101,15 @@ def password_for(config: Config, password_file: str | None) -> bytes | None:
     return read_password(password_file, insecure_no_password=not config.encrypted_keys)
 
 
-def local_ca(home: str | None, password_file: str | None, minting: bool = False) -> LocalCA:
+def local_ca(home: str | None, password_file: str | None, minting: bool = False, quick: bool = False) -> LocalCA:
+    """The home's authority; ``quick`` for a command that only mints tokens or lists the ledger
+    (on a SQLite home it runs on ``sqlite3`` alone, see ``store.lite``)."""
     from ..ca.home import load_authority
 
     path = resolve_home(home)
     config = load_config(path)
     authority = load_authority(path, password_for(config, password_file), minting=minting, config=config,
-                               migrate=False)
+                               migrate=False, quick=quick)
     return LocalCA(authority, actor=f"cli:{cli_user()}")
 
 
@@ -138,11 +140,11 @@ def remote_ca(ca_url: str | None, root: str | None) -> CAClient:
 
 
 def connect(home: str | None, ca_url: str | None, root: str | None, password_file: str | None = None,
-            minting: bool = False) -> CA:
+            minting: bool = False, quick: bool = False) -> CA:
     ca_url, root = client_defaults(home, ca_url, root)
     if ca_url:
         return remote_ca(ca_url, root)
-    return local_ca(home, password_file, minting=minting)
+    return local_ca(home, password_file, minting=minting, quick=quick)
 
 
 def admin_token_from(home: str | None, token_file: str | None) -> str:

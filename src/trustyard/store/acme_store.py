@@ -27,7 +27,8 @@ from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..acme.model import AccountRow, AuthzRow, ChallengeRow, NewAuthz, OrderRow
-from .engine import Database, utc
+from .engine import Database
+from .records import utc
 from .schema import acme_accounts, acme_authzs, acme_challenges, acme_nonces, acme_orders
 
 __all__ = ["AccountRow", "AcmeStore", "AuthzRow", "ChallengeRow", "NewAuthz", "OrderRow", "new_id"]

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from .records import AuditEntry
+from .records import AuditEntry, AuditEvent
 
 GENESIS = "0" * 64
 TEXT_MAX = 255  # the actor and target columns (schema.audit_log)
@@ -65,6 +65,17 @@ def entry_hash(prev_hash: str, seq: int, at: datetime, actor: str, action: str, 
     if key is None:
         return hashlib.sha256(message).hexdigest()
     return hmac.new(key, _ENTRY_DOMAIN + message, hashlib.sha256).hexdigest()
+
+
+def next_entry(head_seq: int, head_hash: str, event_: AuditEvent, at: datetime,
+               key: bytes | None = None) -> dict[str, Any]:
+    """The ``audit_log`` row that follows the head ``(head_seq, head_hash)``, column by column:
+    what every writer of the log inserts (``SqlStore`` and the quick ``LiteStore`` alike)."""
+    row = stored(event_.actor, event_.action, event_.target, event_.outcome, event_.detail)
+    seq = head_seq + 1
+    digest = entry_hash(head_hash, seq, at, row.actor, row.action, row.target, row.outcome, row.detail, key)
+    return {"seq": seq, "at": at, "actor": row.actor, "action": row.action, "target": row.target,
+            "outcome": row.outcome, "detail": row.detail_text, "prev_hash": head_hash, "hash": digest}
 
 
 def checkpoint_mac(key: bytes, seq: int, hash_: str) -> str:

@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
-from .engine import Database, utc
+from .engine import Database
+from .records import utc
 from .schema import bundle_versions
 
 ATTEMPTS = 20

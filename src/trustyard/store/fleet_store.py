@@ -17,7 +17,8 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..errors import Code, Unauthorized
-from .engine import Database, utc
+from .engine import Database
+from .records import utc
 from .schema import relying_parties
 
 __all__ = ["CheckinRow", "FleetStore", "PartyRow"]

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from ..errors import Code, Conflict
 from ..units import format_time
+
+
+def utc(value: datetime | None) -> datetime | None:
+    """A time read back from the database, in UTC (SQLite keeps UTC wall times without a zone)."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -90,6 +102,24 @@ class AuditEntry:
             "target": self.target, "outcome": self.outcome, "detail": self.detail,
             "prev_hash": self.prev_hash, "hash": self.hash,
         }
+
+
+def cert_record(row: Any) -> CertRecord:
+    """A ``certificates`` row (columns as attributes, times as datetimes) as a record."""
+    return CertRecord(
+        serial=row.serial, provisioner=row.provisioner, subject=row.subject, sans=tuple(json.loads(row.sans)),
+        status=row.status, not_before=utc(row.not_before), not_after=utc(row.not_after),  # type: ignore[arg-type]
+        requested_at=utc(row.requested_at), der=row.der, fingerprint_sha256=row.fingerprint_sha256,  # type: ignore[arg-type]
+        renewed_from=row.renewed_from, revoked_at=utc(row.revoked_at), revocation_reason=row.revocation_reason,
+        superseded_by=row.superseded_by,
+    )
+
+
+def audit_entry(row: Any) -> AuditEntry:
+    """An ``audit_log`` row (columns as attributes, ``at`` a datetime) as an entry."""
+    return AuditEntry(seq=row.seq, at=utc(row.at), actor=row.actor, action=row.action,  # type: ignore[arg-type]
+                      target=row.target, outcome=row.outcome, detail=json.loads(row.detail),
+                      prev_hash=row.prev_hash, hash=row.hash)
 
 
 class SerialCollision(Exception):

@@ -15,8 +15,8 @@ from typing import Any
 
 from sqlalchemy import delete, select
 
-from .engine import Database, utc
-from .records import AuditEvent
+from .engine import Database
+from .records import AuditEvent, utc
 from .schema import refusals
 
 INTERVAL = timedelta(hours=1)

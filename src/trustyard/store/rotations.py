@@ -13,8 +13,7 @@ from typing import Any
 from sqlalchemy import insert, select, text, update
 
 from ..errors import Code, Conflict
-from .engine import utc
-from .records import AuditEvent
+from .records import AuditEvent, utc
 from .schema import certificates, rotations
 from .sql import SqlStore
 

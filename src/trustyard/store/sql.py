@@ -11,7 +11,6 @@ import json
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection
@@ -20,8 +19,18 @@ from sqlalchemy.exc import IntegrityError
 from ..errors import Code, Conflict, Forbidden, NotFound, Unauthorized
 from . import audit as chain
 from . import refusals
-from .engine import Database, utc, utc_now
-from .records import AuditEntry, AuditEvent, CertRecord, Intent, SerialCollision, superseded
+from .engine import Database
+from .records import (
+    AuditEntry,
+    AuditEvent,
+    CertRecord,
+    Intent,
+    SerialCollision,
+    audit_entry,
+    cert_record,
+    superseded,
+    utc_now,
+)
 from .schema import audit_head, audit_log, certificates, used_tokens
 from .seal import AuditSeal
 
@@ -74,7 +83,7 @@ class SqlStore(Database):
         with self.transaction(write=False) as conn:
             row = self.run(conn, _GET, {"serial_": serial}).first()
             child = self.run(conn, _GET, {"serial_": row.superseded_by}).first() if row and row.superseded_by else None
-        return _record(child) if child else None
+        return cert_record(child) if child else None
 
     def use_token(self, jti: str, kind: str, expires_at: datetime) -> None:
         """Redeem a one-time credential (a renewal or revocation proof) on its own."""
@@ -137,7 +146,7 @@ class SqlStore(Database):
                 event_ = replace(event_, detail={**event_.detail, "descendants": descendants})
             row = conn.execute(select(certificates).where(certificates.c.serial == serial)).one()
             self._append(conn, replace(event_, detail={**event_.detail, "sans": json.loads(row.sans)}))
-        return _record(row)
+        return cert_record(row)
 
     def _revoke_descendants(self, conn: Connection, serial: str, reason: str, now: datetime) -> list[str]:
         """Revoke every issued or still-signing certificate renewed from ``serial``, at any depth;
@@ -163,7 +172,7 @@ class SqlStore(Database):
     def get(self, serial: str) -> CertRecord | None:
         with self.transaction(write=False) as conn:
             row = self.run(conn, _GET, {"serial_": serial}).first()
-        return _record(row) if row else None
+        return cert_record(row) if row else None
 
     def list(self, status: str | None = None, limit: int = 100, offset: int = 0) -> list[CertRecord]:
         query = select(certificates).order_by(certificates.c.requested_at, certificates.c.serial)
@@ -171,7 +180,7 @@ class SqlStore(Database):
             query = query.where(certificates.c.status == status)
         with self.transaction(write=False) as conn:
             rows = conn.execute(query.limit(limit).offset(offset)).fetchall()
-        return [_record(r) for r in rows]
+        return [cert_record(r) for r in rows]
 
     def counts(self) -> dict[str, int]:
         with self.transaction(write=False) as conn:
@@ -195,15 +204,10 @@ class SqlStore(Database):
                 pass  # another replica created it first
             head = self.run(conn, query).one()
         key = self.seal.ensure(head.seq, head.hash)[0] if self.seal is not None else None
-        seq, at = head.seq + 1, utc_now()
-        row = chain.stored(event_.actor, event_.action, event_.target, event_.outcome, event_.detail)
-        digest = chain.entry_hash(head.hash, seq, at, row.actor, row.action, row.target, row.outcome, row.detail, key)
-        self.run(conn, _INSERT_AUDIT, dict(
-            seq=seq, at=at, actor=row.actor, action=row.action, target=row.target, outcome=row.outcome,
-            detail=row.detail_text, prev_hash=head.hash, hash=digest,
-        ))
-        self.run(conn, _MOVE_HEAD, {"b_seq": seq, "b_hash": digest})
-        self.appended(conn, seq, digest)
+        entry = chain.next_entry(head.seq, head.hash, event_, utc_now(), key)
+        self.run(conn, _INSERT_AUDIT, entry)
+        self.run(conn, _MOVE_HEAD, {"b_seq": entry["seq"], "b_hash": entry["hash"]})
+        self.appended(conn, entry["seq"], entry["hash"])
         self.recorded(conn, event_)
 
     def audit_entries(self, since: int = 0, limit: int | None = None) -> Iterator[AuditEntry]:
@@ -212,7 +216,7 @@ class SqlStore(Database):
             query = query.limit(limit)
         with self.transaction(write=False) as conn:
             rows = conn.execute(query).fetchall()
-        return map(_entry, rows)
+        return map(audit_entry, rows)
 
     def verify_audit(self) -> chain.ChainReport:
         """The chain, the head row and, with the seal, every keyed hash and the signed checkpoint
@@ -224,7 +228,7 @@ class SqlStore(Database):
             head = conn.execute(_HEAD).first()
             rows = conn.execute(select(audit_log).order_by(audit_log.c.seq)).fetchall()
         key, keyed_from = loaded if loaded is not None else (None, 1)
-        return chain.verify_chain(map(_entry, rows), (head.seq, head.hash) if head else None, key, keyed_from,
+        return chain.verify_chain(map(audit_entry, rows), (head.seq, head.hash) if head else None, key, keyed_from,
                                   checkpoint, why)
 
     # -- refusals ---------------------------------------------------------------------------
@@ -253,22 +257,6 @@ _CLAIM = (update(certificates)
 _HEAD = select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)
 _HEAD_FOR_UPDATE = _HEAD.with_for_update()
 _MOVE_HEAD = update(audit_head).where(audit_head.c.id == 1).values(seq=bindparam("b_seq"), hash=bindparam("b_hash"))
-
-
-def _entry(row: Any) -> AuditEntry:
-    return AuditEntry(seq=row.seq, at=utc(row.at), actor=row.actor, action=row.action,  # type: ignore[arg-type]
-                      target=row.target, outcome=row.outcome, detail=json.loads(row.detail),
-                      prev_hash=row.prev_hash, hash=row.hash)
-
-
-def _record(row: Any) -> CertRecord:
-    return CertRecord(
-        serial=row.serial, provisioner=row.provisioner, subject=row.subject, sans=tuple(json.loads(row.sans)),
-        status=row.status, not_before=utc(row.not_before), not_after=utc(row.not_after),  # type: ignore[arg-type]
-        requested_at=utc(row.requested_at), der=row.der, fingerprint_sha256=row.fingerprint_sha256,  # type: ignore[arg-type]
-        renewed_from=row.renewed_from, revoked_at=utc(row.revoked_at), revocation_reason=row.revocation_reason,
-        superseded_by=row.superseded_by,
-    )
 
 
 def open_store(url: str, migrate: bool = True, seal: AuditSeal | None = None) -> SqlStore:
