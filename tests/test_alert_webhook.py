@@ -17,11 +17,14 @@ from typing import Any
 
 import pytest
 import tomli_w
+from cryptography import x509
 
 from trustyard.ca.alerts import Alert, Alerter, ca_lifetime
 from trustyard.ca.config import load_config
-from trustyard.ca.home import InitOptions, init_home
+from trustyard.ca.home import InitOptions, home_alerter, init_home, open_home_store
+from trustyard.ca.rotation_watch import home_journal
 from trustyard.errors import ConfigError
+from trustyard.store.fleet_store import CheckinRow, FleetStore
 from trustyard.testing import TestCA
 
 from .agent.helpers import mint, wait_for
@@ -178,3 +181,39 @@ def test_issuance_latency_is_unaffected_while_the_webhook_hangs(tmp_path: Path) 
             server.stop()
     assert statistics.median(during) < baseline * 3 + 0.05, (baseline, during)
     assert max(during) < 2
+
+
+def test_the_ca_alerts_on_its_issuing_intermediate_stale_parties_and_a_stuck_rotation(tmp_path: Path) -> None:
+    """``home_alerter`` on a real home: a party silent for an hour (60 s interval) is stale, a
+    rotation left in ``prepared`` past its deadline is stuck; neither fires before its time."""
+    home = tmp_path / "ca"
+    init_home(home, PASSWORD, InitOptions(allow=("*.internal",)))
+    doc = tomllib.loads((home / "trustyard.toml").read_text())
+    doc["alerts"] = {"webhook": "http://127.0.0.1:9/hook"}
+    (home / "trustyard.toml").write_text(tomli_w.dumps(doc))
+    config = load_config(home)
+    store = open_home_store(config, migrate=False)
+    try:
+        now = datetime.now(UTC)
+        FleetStore(store).checkin(CheckinRow(
+            party="api.internal#a1", identity="api.internal", instance="a1", kind="agent", serial="1f",
+            not_after=now + timedelta(hours=1), bundle_version=1, bundle_sha256=None, endpoint_serial=None,
+            failures=0, last_error=None, agent_version="test", interval_seconds=60), "jti-1", now - timedelta(hours=1))
+        row = home_journal(config, PASSWORD, store).prepare("intermediate", "test", "alert test")
+        alerter = home_alerter(config, store)
+        assert alerter is not None and row.deadline_at is not None
+        names = {a.name for c in alerter.conditions for a in c(now)}
+        assert names == {"TrustyardAgentsStale"}  # the rotation is within its deadline; the CA is young
+        late = row.deadline_at + timedelta(minutes=1)
+        firing = {a.name: a for c in alerter.conditions for a in c(late)}
+        assert set(firing) == {"TrustyardAgentsStale", "TrustyardRotationStuck"}
+        assert "api.internal#a1" in firing["TrustyardAgentsStale"].summary
+        assert firing["TrustyardRotationStuck"].labels == {"rotation": f"intermediate-{row.id}", "state": "prepared"}
+        # the intermediate watched is the one that issues: the home's own until a rotation is active
+        inter = x509.load_pem_x509_certificate((home / "ca" / "intermediate.crt").read_bytes())
+        years = inter.not_valid_after_utc + timedelta(days=1)
+        expiring = {a.labels.get("role") for c in alerter.conditions for a in c(years)
+                    if a.name.startswith("TrustyardCACertificateExpiring")}
+        assert expiring == {"intermediate"}
+    finally:
+        store.close()

@@ -127,6 +127,33 @@ def ca_lifetime(certs: Callable[[], Sequence[tuple[str, x509.Certificate]]], war
     return check
 
 
+def fleet_stale(stale_parties: Callable[[datetime], Sequence[str]]) -> Condition:
+    """Relying parties that missed three check-ins: the rules' TrustyardAgentsStale."""
+    def check(now: datetime) -> list[Alert]:
+        stale = sorted(stale_parties(now))
+        if not stale:
+            return []
+        named = ", ".join(stale[:10]) + (f" and {len(stale) - 10} more" if len(stale) > 10 else "")
+        return [Alert("TrustyardAgentsStale", "warning",
+                      f"{len(stale)} relying part{'y has' if len(stale) == 1 else 'ies have'} not checked in "
+                      f"with the CA in time: {named} (see `trustyard fleet --stale`)", {})]
+    return check
+
+
+def rotation_stuck(deadline: Callable[[], tuple[str, str, datetime] | None]) -> Condition:
+    """The rotation in progress is past the deadline of its state: the rules' TrustyardRotationStuck."""
+    def check(now: datetime) -> list[Alert]:
+        found = deadline()
+        if found is None or now <= found[2]:
+            return []
+        rotation, state, at = found
+        return [Alert("TrustyardRotationStuck", "critical",
+                      f"Rotation {rotation} is stuck in state {state} past its deadline "
+                      "(`trustyard rotate status` says what it waits for)", {"rotation": rotation, "state": state},
+                      at)]
+    return check
+
+
 class Alerter:
     """Evaluates ``conditions`` every ``interval`` seconds and posts changes to ``url``."""
 

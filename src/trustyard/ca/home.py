@@ -43,7 +43,7 @@ from ..x509.names import parse_names
 from ..x509.profiles import LeafSpec, intermediate_builder, leaf_builder, new_serial, root_builder, sign
 from ..x509.summary import fingerprint_sha256, load_pem_bundle
 from . import bundle
-from .alerts import Alerter, ca_lifetime
+from .alerts import Alerter, ca_lifetime, fleet_stale, rotation_stuck
 from .authority import Authority, Provisioner
 from .config import CONFIG_NAME, DEFAULT_ALLOW, Config, ProvisionerConfig, load_config
 
@@ -280,16 +280,31 @@ def load_authority(home: Path, password: bytes | None, *, minting: bool = False,
     return authority
 
 
-def home_alerter(config: Config) -> Alerter | None:
-    """The webhook alerter of ``[alerts]`` (None without a webhook), over the home's roots and
-    intermediate as they are on disk at each evaluation (a rotation is picked up)."""
+def home_alerter(config: Config, store: SqlStore) -> Alerter | None:
+    """The webhook alerter of ``[alerts]`` (None without a webhook): the CA's roots and the
+    intermediate that issues now (a rotation's, once active), the fleet's stale parties, and a
+    rotation past its state's deadline, each read afresh at every evaluation."""
     if not config.alerts.webhook:
         return None
+    from ..store.fleet_store import FleetStore
+    from ..store.rotations import RotationStore
+    from .fleet import party_state
+    from .rotation_material import HomeMaterial
+
+    rotations, fleet = RotationStore(store), FleetStore(store)
 
     def certs() -> list[tuple[str, x509.Certificate]]:
-        roots_file = "ca/roots.pem" if config.path("ca/roots.pem").exists() else config.root_cert
-        return [*(("root", c) for c in load_certs(config, roots_file)),
-                ("intermediate", load_certs(config, config.intermediate_cert)[0])]
+        issuing = HomeMaterial(config, None, rotations).issuing_paths()[0]
+        return [*(("root", c) for c in bundle.roots_of(config) if c.subject == c.issuer),
+                ("intermediate", load_certs(config, issuing)[0])]
 
-    return Alerter.from_config(config.alerts, [ca_lifetime(certs, config.alerts.ca_warning_left,
-                                                           config.alerts.ca_critical_left)])
+    def stale(now: datetime) -> list[str]:
+        return [p.party for p in fleet.parties() if party_state(p, now) == "stale"]
+
+    def deadline() -> tuple[str, str, datetime] | None:
+        row = rotations.unfinished()
+        return (f"{row.kind}-{row.id}", row.state, row.deadline_at) if row and row.deadline_at else None
+
+    return Alerter.from_config(config.alerts, [
+        ca_lifetime(certs, config.alerts.ca_warning_left, config.alerts.ca_critical_left),
+        fleet_stale(stale), rotation_stuck(deadline)])

@@ -179,7 +179,7 @@ def serve(home: str | None, password_file: str | None, init_missing: bool, insec
     autopilot = Autopilot(config, password, open_home_store(config, migrate=False)).start()
     # Webhook alerts run beside the server, in this process only (not once per worker), and
     # never on the issuance path.
-    alerter = home_alerter(config)
+    alerter = home_alerter(config, autopilot.store)
     if alerter is not None:
         alerter.start()
     try:
