@@ -121,3 +121,23 @@ def test_bad_trust_settings_exit_2_and_write_nothing(ca: Server, tmp_path: Path,
     with ca.client() as c:  # the token was not spent either
         assert c.get("/v1/certificates", headers={
             "Authorization": "Bearer " + (ca.home / "admin.token").read_text().strip()}).json()["certificates"] == []
+
+
+def test_trust_formats_and_password_file_come_from_the_agent_config_too(ca: Server, tmp_path: Path) -> None:
+    """``trust_formats`` / ``trust_password_file`` in the TOML file (a relative path is the file's)."""
+    out, token = tmp_path / "out", tmp_path / "token"
+    token.write_text(mint(ca.home, "orders.internal"))
+    (tmp_path / "trust.pass").write_text(PASSWORD + "\n")
+    config = tmp_path / "agent.toml"
+    config.write_text(f'ca_url = "{ca.url}"\nroot = "{ca.root}"\ntrust_formats = "pem,p12"\n'
+                      f'trust_password_file = "trust.pass"\n\n[[certificate]]\nname = "orders.internal"\n'
+                      f'token_file = "{token}"\nout = "{out}"\n')
+    done = subprocess.run([sys.executable, "-m", "trustyard", "agent", "--config", str(config), "--once"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (out / "truststore.p12").exists() and not (out / "truststore.jks").exists()
+    assert "1 entry" in keytool_list(out / "truststore.p12", "PKCS12", PASSWORD)
+    config.write_text(config.read_text().replace('trust_formats = "pem,p12"', 'trust_formats = "pem,pkcs7"'))
+    refused = subprocess.run([sys.executable, "-m", "trustyard", "agent", "--config", str(config), "--once"],
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "unknown format(s) 'pkcs7'" in refused.stderr

@@ -5,6 +5,8 @@
     metrics_listen = "127.0.0.1:9465"       # optional
     roots_interval = "1m"                   # how often to ask whether the trust bundle changed
     checkin = "60s"                         # how often to check in with the CA (+-10%)
+    trust_formats = "pem,p12,jks"           # trust files beside ca.crt (default: pem alone)
+    trust_password_file = "/run/secrets/truststore.pass"  # for p12/jks
 
     [[certificate]]
     name = "orders.internal"
@@ -127,6 +129,8 @@ class AgentConfig:
     metrics_listen: tuple[str, int] | None = None
     roots_interval: timedelta = timedelta(minutes=1)
     checkin_interval: timedelta | None = None  # how often to check in with the CA (the CLI: 60s)
+    trust_formats: str | None = None  # --trust-formats (None: pem)
+    trust_password_file: Path | None = None
 
 
 def parse_signal(text: str) -> signal.Signals:
@@ -175,7 +179,8 @@ _CERT_KEYS = {"name", "sans", "token_file", "token_env", "out", "ttl", "key_type
               "outage_budget", "error_before", "reload_cmd", "reload_signal", "pid_file", "pid",
               "verify_endpoint", "verify_grace", "follow_symlinks"}
 _TEXT_KEYS = _CERT_KEYS - {"sans", "pid", "follow_symlinks"}  # TOML lets any key hold any type
-_TOP_KEYS = {"ca_url", "root", "metrics_listen", "roots_interval", "checkin", "certificate"}
+_TOP_KEYS = {"ca_url", "root", "metrics_listen", "roots_interval", "checkin", "trust_formats", "trust_password_file",
+             "certificate"}
 
 
 def cert_spec(values: dict[str, Any], base: Path | None = None) -> CertSpec:
@@ -296,6 +301,10 @@ def build(values: dict[str, Any], specs: tuple[CertSpec, ...], base: Path | None
         raise ConfigError(str(exc)) from None
     if checkin <= timedelta(0):
         raise ConfigError("checkin: the interval must be positive")
+    password_file = Path(str(values["trust_password_file"])).expanduser() if values.get("trust_password_file") else None
+    if password_file is not None and base is not None and not password_file.is_absolute():
+        password_file = base / password_file
     return AgentConfig(ca_url=str(values["ca_url"]), root=root, certificates=specs,
                        metrics_listen=parse_host_port(listen, "metrics_listen") if listen else None,
-                       roots_interval=interval, checkin_interval=checkin)
+                       roots_interval=interval, checkin_interval=checkin,
+                       trust_formats=values.get("trust_formats") or None, trust_password_file=password_file)

@@ -81,9 +81,10 @@ def _setup_logging(as_json: bool, level: str) -> None:
               help="How often to check in with the CA (+-10%), which lists the agent in `trustyard fleet` "
                    "and may answer refresh-bundle, renew-now or retry-after N, obeyed at once; also at start "
                    "and after each renewal or bundle change [default: 60s].")
-@click.option("--trust-formats", default="pem", show_default=True, metavar="pem,p12,jks",
+@click.option("--trust-formats", default=None, metavar="pem,p12,jks",
               help="Trust bundle files to write beside ca.crt (always written): p12 = truststore.p12 "
-                   "(PKCS#12), jks = truststore.jks (Java KeyStore); all in the certificate's generation.")
+                   "(PKCS#12), jks = truststore.jks (Java KeyStore); all in the certificate's generation "
+                   "[default: pem].")
 @click.option("--trust-password-file", type=click.Path(dir_okay=False), default=None,
               help="File holding the p12/jks truststore password (read once at start, never logged).")
 @click.option("--once", is_flag=True, help="Get or renew what is due, refresh ca.crt, then exit.")
@@ -96,7 +97,7 @@ def agent(config_file: str | None, name: str | None, sans: tuple[str, ...], toke
           renew_at: str | None, jitter: str | None, outage_budget: str | None, error_before: str | None,
           reload_cmd: str | None, reload_signal: str | None, pid_file: str | None, verify_endpoint: str | None,
           verify_grace: str | None, metrics_listen: str | None, roots_interval: str | None, checkin: str | None,
-          trust_formats: str, trust_password_file: str | None, once: bool,
+          trust_formats: str | None, trust_password_file: str | None, once: bool,
           log_level: str, as_json: bool) -> int:
     """Keep certificates issued, renewed, written and reloaded.
 
@@ -160,9 +161,8 @@ def agent(config_file: str | None, name: str | None, sans: tuple[str, ...], toke
     from ..agent.trust import TrustOutput
 
     _setup_logging(as_json, log_level)
-    trust = TrustOutput.parse(trust_formats, trust_password_file)  # before anything is written
     top = {"ca_url": ca_url, "root": root, "metrics_listen": metrics_listen, "roots_interval": roots_interval,
-           "checkin": checkin}
+           "checkin": checkin, "trust_formats": trust_formats, "trust_password_file": trust_password_file}
     saved = clientconfig.load()  # `roots --save`: used for what neither the flags nor --config give
     defaults = {"ca_url": saved.ca_url, "root": str(saved.root)} if saved else {}
     if config_file:
@@ -181,6 +181,7 @@ def agent(config_file: str | None, name: str | None, sans: tuple[str, ...], toke
             "follow_symlinks": follow_symlinks,
         })
         config = cfg.build({**defaults, **{k: v for k, v in top.items() if v}}, (spec,))
+    trust = TrustOutput.parse(config.trust_formats, config.trust_password_file)  # before anything is written
     clock = SystemClock()
     backend = HTTPBackend(config.ca_url, config.root)
     environ = dict(os.environ)
