@@ -108,3 +108,32 @@ def _replace_symlink(link: Path, target: str) -> None:
         os.unlink(tmp)
     os.symlink(target, tmp)
     os.replace(tmp, link)
+
+
+def fsync_if_present(path: str | os.PathLike[str]) -> None:
+    """fsync ``path`` if it exists (a SQLite ``-wal`` file that a checkpoint may have removed:
+    then its frames are already in the synced database file)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def kept_id(path: Path) -> str:
+    """The id in ``path``, made (16 hex digits) and written there the first time; an id for this
+    process only where it cannot be written (a read-only directory)."""
+    import secrets
+
+    with contextlib.suppress(OSError):
+        text = path.read_text().strip()
+        if text:
+            return text
+    text = secrets.token_hex(8)
+    with contextlib.suppress(OSError):
+        write_atomic(path, text + "\n")
+    return text
+

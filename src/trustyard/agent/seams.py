@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -17,7 +16,7 @@ from typing import Any, Protocol
 from cryptography import x509
 
 from ..client import CAClient, IssuedFiles, TrustBundle
-from ..files import swap_generation, write_atomic
+from ..files import kept_id, swap_generation, write_atomic
 from ..units import format_duration
 from ..x509.keys import PrivateKey, load_private_key_pem, private_key_pem, same_public_key
 from .config import check_out_dir
@@ -157,18 +156,9 @@ class FileOutput:
         return bundle_version_of(self.directory)
 
     def instance_id(self) -> str:
-        path = self.directory / INSTANCE_FILE
-        try:
-            text = path.read_text().strip()
-            if text:
-                return text
-        except OSError:
-            pass
         check_out_dir(self.directory, self.follow_symlinks)
         self.directory.mkdir(parents=True, exist_ok=True)
-        text = secrets.token_hex(8)
-        write_atomic(path, text + "\n")
-        return text
+        return kept_id(self.directory / INSTANCE_FILE)
 
     def has_bundle(self, bundle: TrustBundle) -> bool:
         return self.trust.in_place(self.directory, bundle)

@@ -45,6 +45,7 @@ from sqlalchemy import create_engine, event, func, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import StaticPool
 
+from ..files import fsync_if_present
 from .prepared import Plan, PlanResult
 from .records import AuditEvent
 from .schema import certificates
@@ -300,14 +301,7 @@ class Database:
 
     def _flush_wal(self) -> None:
         assert self._lock_path is not None
-        try:
-            fd = os.open(self._lock_path[: -len(".lock")] + "-wal", os.O_RDONLY)
-        except FileNotFoundError:
-            return  # checkpointed and removed: the frames are in the synced database file
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_if_present(self._lock_path[: -len(".lock")] + "-wal")
 
     def _lock_file(self) -> int:
         if self._lock_fd is None or self._lock_pid != _pid:  # a forked child needs its own

@@ -44,20 +44,9 @@ class CheckinRow:
 
 
 @dataclass(frozen=True)
-class PartyRow:
-    party: str
-    identity: str
-    instance: str
-    kind: str
-    serial: str
-    not_after: datetime
-    bundle_version: int | None
-    bundle_sha256: str | None
-    endpoint_serial: str | None
-    failures: int
-    last_error: str | None
-    agent_version: str
-    interval_seconds: int
+class PartyRow(CheckinRow):
+    """A party's row: its last check-in's report, and what the CA keeps beside it."""
+
     first_seen: datetime
     last_checkin: datetime
     last_jti: str | None

@@ -29,6 +29,7 @@ from collections import namedtuple
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from ..files import fsync_if_present
 from . import audit as chain
 from .records import AuditEvent, CertRecord, cert_record, utc_now
 from .seal import AuditSeal
@@ -122,14 +123,7 @@ class LiteStore:
         return entry["seq"], entry["hash"]
 
     def _flush_wal(self) -> None:
-        try:
-            fd = os.open(f"{self.path}-wal", os.O_RDONLY)
-        except FileNotFoundError:
-            return  # checkpointed and removed: the frames are in the synced database file
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_if_present(f"{self.path}-wal")
 
     # -- the ledger ------------------------------------------------------------------------------
 

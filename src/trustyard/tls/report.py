@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import secrets
 import threading
 from datetime import timedelta
 from pathlib import Path
@@ -110,21 +109,9 @@ def report_to(ca_url: str, *contexts: ReloadingContext, root: str | Path, interv
 
 
 def _instance_for(directory: Path) -> str:
-    path = directory / INSTANCE_FILE
-    try:
-        text = path.read_text().strip()
-        if text:
-            return text
-    except OSError:
-        pass
-    text = secrets.token_hex(8)
-    try:
-        from ..files import write_atomic
+    from ..files import kept_id
 
-        write_atomic(path, text + "\n")
-    except OSError:
-        pass  # a read-only directory: an id for this process only
-    return text
+    return kept_id(directory / INSTANCE_FILE)
 
 
 def _version_for(directory: Path, sha: str | None) -> int | None:
