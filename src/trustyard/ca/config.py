@@ -185,7 +185,7 @@ class RotationConfig:
     ``server_cert_renewal``)."""
 
     auto: bool = False
-    checkin_interval: str = "1h"
+    checkin_interval: str = "60s"  # the agents' --checkin default
     dwell: str = ""
     renew_window: str = "1h"
     stall: str = "7d"
