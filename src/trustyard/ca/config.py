@@ -315,7 +315,8 @@ class Config:
             "database": {"url": self.database_url},
             "admin": {"token_sha256": self.admin_token_sha256},
             "provisioners": [
-                {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(p).items() if v is not None}
+                {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(p).items()
+                 if v is not None and not (k == "ocsp" and v is False)}
                 for p in self.provisioners
             ],
             **({"acme": self.acme.to_toml()} if self.acme != AcmeConfig() else {}),
