@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -368,7 +368,7 @@ def create_app(authority: Authority, config: Config | None = None) -> Starlette:
     ]
     handlers: dict[Any, Any] = {TrustyardError: trustyard_error, HTTPException: http_error, Exception: unexpected_error}
     responder = OcspResponder(authority)
-    tasks: list[Callable[[], Awaitable[None]]] = [lambda: ocsp_upkeep(responder)]
+    tasks: list[Callable[[], Coroutine[Any, Any, None]]] = [lambda: ocsp_upkeep(responder)]
     if config is not None:  # the ACME server (RFC 8555), one directory per provisioner of type "acme"
         from ..acme import AcmeFailure
         from ..store.acme_store import AcmeStore

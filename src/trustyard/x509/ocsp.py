@@ -90,7 +90,8 @@ def responder_builder(public_key: PublicKey, issuer: x509.Certificate, not_befor
     not asked for: it is short-lived instead)."""
     cn = issuer.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     org = issuer.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
-    name = f"{cn[0].value if cn else 'trustyard'} OCSP Responder"
+    base = cn[0].value if cn else "trustyard"
+    name = f"{base.decode() if isinstance(base, bytes) else base} OCSP Responder"
     attrs = [*(org[:1]), x509.NameAttribute(NameOID.COMMON_NAME, name)]
     usage = x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
                           data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
@@ -130,7 +131,7 @@ def signed_response(question: Question, status: str, this_update: datetime, next
         # RFC 5280: the reason code is omitted rather than "unspecified".
         revocation_reason=flag if flag is not None and flag != x509.ReasonFlags.unspecified else None,
     ).responder_id(ocsp.OCSPResponderEncoding.HASH, responder).certificates([responder])
-    return builder.sign(key, signature_hash(key)).public_bytes(Encoding.DER)  # type: ignore[arg-type]
+    return builder.sign(key, signature_hash(key)).public_bytes(Encoding.DER)
 
 
 def unsuccessful(status: ocsp.OCSPResponseStatus) -> bytes:
