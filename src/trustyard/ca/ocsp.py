@@ -110,6 +110,8 @@ class OcspResponder:
         self._issuers: dict[proto.IssuerKey, _Issuer] = {}
         self._material: IssuingMaterial | None = None
         self._cache: dict[int, dict[proto.IssuerKey, Answer]] = {}
+        # A request's bytes always ask the same question: a repeated request skips the parse.
+        self._questions: dict[bytes, tuple[proto.Question, _Issuer]] = {}
         self._stale: dict[tuple[int, proto.IssuerKey], Miss] = {}
         self._dropped: dict[int, int] = {}  # serial -> epoch of its last drop
         self._epoch = 0
@@ -124,13 +126,22 @@ class OcspResponder:
     def lookup(self, der: bytes) -> bytes | Answer | Miss:
         """The answer from memory (``Answer``), an unsuccessful response (bytes), or a ``Miss``.
         Never signs and never touches the database."""
-        try:
-            question = proto.parse_request(der)
-        except ValueError:
-            return proto.MALFORMED
-        issuer = self._issuers.get(question.issuer)
-        if issuer is None:
-            return proto.UNAUTHORIZED  # not one of ours (RFC 5019 2.2.3)
+        known = self._questions.get(der)
+        if known is not None:
+            question, issuer = known
+        else:
+            try:
+                question = proto.parse_request(der)
+            except ValueError:
+                return proto.MALFORMED
+            found = self._issuers.get(question.issuer)
+            if found is None:
+                return proto.UNAUTHORIZED  # not one of ours (RFC 5019 2.2.3)
+            issuer = found
+            if question.nonce is None:  # with a nonce, the bytes are never seen again
+                if len(self._questions) >= self.cache_size:
+                    self._questions.clear()
+                self._questions[der] = (question, issuer)
         answers = self._cache.get(question.serial)
         answer = answers.get(question.issuer) if answers is not None else None
         if answer is not None:
