@@ -20,6 +20,7 @@ from trustyard.ca.authority import Authority, Issued
 from trustyard.ca.config import load_config
 from trustyard.ca.home import load_authority
 from trustyard.ca.ocsp import OcspResponder
+from trustyard.store.records import AuditEvent
 from trustyard.testing import TestCA
 
 from ..support import PASSWORD, new_csr
@@ -107,6 +108,38 @@ def test_a_steady_state_request_costs_no_signature(authority: Authority, client:
         assert client.post("/ocsp", content=der).content == first
         assert client.get("/ocsp/" + base64.b64encode(der).decode()).content == first
     assert responder.signatures == signed
+    authority.revoke(issued.record.serial, "superseded", admin=True)
+    revoked = client.post("/ocsp", content=der).content
+    assert parse(revoked).certificate_status == ocsp.OCSPCertStatus.REVOKED
+    responder.tick()  # the poll finds the revocation again: the revoked answer stays
+    for _ in range(20):
+        assert client.post("/ocsp", content=der).content == revoked
+    assert responder.signatures == signed + 1
+
+
+def test_a_mass_revocation_clears_the_cache_once_and_the_poll_moves_past_it(authority: Authority,
+                                                                           client: TestClient) -> None:
+    from trustyard.ca import ocsp as module
+
+    issued = [issue(authority, f"n{i}.internal") for i in range(4)]
+    responder: OcspResponder = client.app.state.ocsp  # type: ignore[attr-defined]
+    ders = [request_der(i.certificate, i.chain[0]) for i in issued]
+    for der in ders[1:]:
+        post(client, der)
+    for i in issued[:3]:
+        authority.store.revoke(i.record.serial, "superseded", AuditEvent("t", "test", i.record.serial))
+    limit, module.POLL_LIMIT = module.POLL_LIMIT, 2  # three rows: over the limit
+    try:
+        responder.poll_revocations()
+        assert post(client, ders[1]).certificate_status == ocsp.OCSPCertStatus.REVOKED
+        assert post(client, ders[3]).certificate_status == ocsp.OCSPCertStatus.GOOD
+        signed = responder.signatures
+        responder.poll_revocations()  # nothing new: the cache stays
+        post(client, ders[1])
+        post(client, ders[3])
+        assert responder.signatures == signed
+    finally:
+        module.POLL_LIMIT = limit
 
 
 def test_the_get_form_has_rfc5019_cache_headers_and_answers_304_to_its_etag(authority: Authority,

@@ -177,7 +177,7 @@ class OcspResponder:
                         this_update.timestamp() + lifetime / 2, next_update.timestamp())
         if keep:
             with self._lock:
-                if self._dropped.get(question.serial, -1) < epoch:  # no revocation since the read
+                if self._dropped.get(question.serial, -1) <= epoch:  # not dropped since the read began
                     self._store(question.serial, question.issuer, answer)
         return answer
 
@@ -276,11 +276,14 @@ class OcspResponder:
     def poll_revocations(self) -> None:
         rows = ocsp_store.revoked_since(self.store, self._watermark - POLL_OVERLAP, POLL_LIMIT)
         if len(rows) >= POLL_LIMIT:
+            # A mass revocation (or a bulk load): forget every answer, and look only past the
+            # newest revocation from now on (the next poll must not find the same rows again).
+            newest = ocsp_store.newest_revocation(self.store) or rows[-1][1]
             with self._lock:
                 self._epoch += 1
                 self._cache.clear()
                 self._dropped.clear()
-            self._watermark = rows[-1][1]
+            self._watermark = newest + POLL_OVERLAP
             return
         changed = []
         for serial, _at in rows:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, func, select
 
 from .engine import Database
 from .records import utc
@@ -38,6 +38,17 @@ def status(db: Database, serial: str) -> LedgerStatus | None:
         return None
     return LedgerStatus(row.status, row.issuer_sha256, utc(row.revoked_at), row.revocation_reason,
                         None if row.issuer_sha256 else row.der)
+
+
+_NEWEST = select(func.max(certificates.c.revoked_at).label("newest"))
+
+
+def newest_revocation(db: Database) -> datetime | None:
+    """The time of the latest revocation in the ledger (the index's last entry)."""
+    with db.transaction(write=False) as conn:
+        row = db.run(conn, _NEWEST).first()
+    value = row.newest if row is not None else None
+    return utc(datetime.fromisoformat(value) if isinstance(value, str) else value)
 
 
 def revoked_since(db: Database, since: datetime, limit: int) -> list[tuple[str, datetime]]:
