@@ -192,6 +192,8 @@ def test_an_oversized_or_undecodable_request_gets_malformed_request(authority: A
         assert answer.status_code == 200
         assert parse(answer.content).response_status == ocsp.OCSPResponseStatus.MALFORMED_REQUEST
     assert client.put("/ocsp", content=b"x").status_code == 405
+    metrics = client.get("/metrics").text
+    assert 'trustyard_ocsp_responses_total{status="malformedRequest"}' in metrics
 
 
 def test_a_nonce_is_not_echoed_by_a_presigned_answer(authority: Authority, client: TestClient) -> None:

@@ -24,6 +24,7 @@ from starlette.types import Receive, Scope, Send
 
 from ..ca.ocsp import Answer, Miss, OcspResponder
 from ..x509 import ocsp as proto
+from .metrics import OCSP_RESPONSES
 
 log = logging.getLogger("trustyard.ocsp")
 
@@ -31,6 +32,12 @@ PATH = "/ocsp"
 MAX_REQUEST_BYTES = 10 * 1024
 MEDIA_TYPE = b"application/ocsp-response"
 _MAX_GET_CHARS = (MAX_REQUEST_BYTES * 4) // 3 + 4
+
+
+_COUNTED = {status: OCSP_RESPONSES.labels(status) for status in ("good", "revoked", "unknown")}
+_ERRORS = {proto.MALFORMED: OCSP_RESPONSES.labels("malformedRequest"),
+           proto.UNAUTHORIZED: OCSP_RESPONSES.labels("unauthorized"),
+           proto.TRY_LATER: OCSP_RESPONSES.labels("tryLater")}
 
 
 def is_ocsp_path(path: str) -> bool:
@@ -61,9 +68,13 @@ class OcspEndpoint:
             log.exception("OCSP: request failed")
             result = proto.TRY_LATER
         if isinstance(result, bytes):
+            counter = _ERRORS.get(result)
+            if counter is not None:
+                counter.inc()
             await _send(send, 200, result, [(b"content-type", MEDIA_TYPE), (b"cache-control", b"no-store")],
                         head=method == "HEAD")
             return
+        _COUNTED[result.status].inc()
         headers = [(b"content-type", MEDIA_TYPE)]
         if method != "POST":  # RFC 5019 6: only GET answers are cacheable by HTTP caches
             headers += _cache_headers(result)
