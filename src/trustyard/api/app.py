@@ -435,6 +435,13 @@ def app_from_env() -> Starlette:
 
     watch(authority, config, password)  # a rotation's switch reaches this worker without a restart
     app = create_app(authority, config)
+    try:  # the intermediates rotations replaced: their certificates still get OCSP answers
+        from ..ca.rotation_material import HomeMaterial
+        from ..store.rotations import RotationStore
+
+        app.state.ocsp.add_issuers(HomeMaterial(config, password, RotationStore(authority.store)).earlier_signers())
+    except Exception:
+        log.exception("OCSP: could not load the replaced intermediates; their certificates get unauthorized")
     # Everything loaded so far lives as long as the worker: keep it out of the cyclic GC's
     # scans, and collect less often (requests free their objects by reference counting);
     # full collections otherwise show up as latency spikes under load.

@@ -242,6 +242,18 @@ class OcspResponder:
                  issuer.certificate.subject.rfc4514_string(), cert.not_valid_after_utc)
         return issuer.responder
 
+    def add_issuers(self, signers: list[Signer]) -> None:
+        """Answer for these intermediates too (ones a rotation replaced before this process began)."""
+        known = {i.fingerprint for i in self._issuers.values()}
+        for signer in signers:
+            issuer = _Issuer(signer)
+            if issuer.fingerprint in known:
+                continue
+            known.add(issuer.fingerprint)
+            with self._lock:
+                for key in proto.issuer_keys(issuer.certificate):
+                    self._issuers[key] = issuer
+
     def _learn_material(self) -> None:
         """Answer for the intermediate that issues now, and keep answering for earlier ones this
         process issued with (a rotation swaps the material; their certificates live on)."""
