@@ -8,7 +8,8 @@
   for a P-256 key kept in memory only: every worker (and replica) makes its own on its first
   OCSP request, so no key is shared through files or raced for, and each answer carries the
   certificate that verifies it. It is renewed at 2/3 of its life by ``tick``; making one is
-  audited (``ocsp.responder``).
+  audited (``ocsp.responder``). Intermediates a rotation replaced keep answering
+  (``add_issuers``, from ``HomeMaterial.earlier_signers`` at worker start).
 - **Signed once, served many times.** An answer is signed on the first request for a
   (issuer, serial) and cached in memory (``cache_size`` serials, oldest dropped first) until
   half of its ``RESPONSE_LIFETIME``; after that it is still served while ``tick`` (in the
