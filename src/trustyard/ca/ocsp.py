@@ -107,7 +107,7 @@ class OcspResponder:
         self.store = authority.store
         self.clock = clock
         self.cache_size = cache_size
-        self.signatures = 0  # responses signed by this process (tests and metrics read it)
+        self.signatures = 0  # responses signed by this process (a steady state adds none)
         self._issuers: dict[proto.IssuerKey, _Issuer] = {}
         self._material: IssuingMaterial | None = None
         self._cache: dict[int, dict[proto.IssuerKey, Answer]] = {}
@@ -118,7 +118,6 @@ class OcspResponder:
         self._epoch = 0
         self._lock = threading.Lock()  # writers of the cache and the issuers; readers take none
         self._watermark = self.clock() - POLL_OVERLAP
-        self._next_poll = 0.0
         self._learn_material()
         self.store.observers.append(self._observe)
 
