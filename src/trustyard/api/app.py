@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -29,12 +29,14 @@ from ..ca import bundle, oplog
 from ..ca.authority import Authority, Issued, duration_field
 from ..ca.config import Config
 from ..ca.fleet import Fleet
+from ..ca.ocsp import POLL_SECONDS, OcspResponder
 from ..errors import BadRequest, Code, Forbidden, TrustyardError, Unauthorized
 from ..store.fleet_store import FleetStore
 from ..units import format_time
 from ..x509 import truststore
 from . import metrics
 from .durability import durably
+from .ocsp_routes import OcspEndpoint, is_ocsp_path
 from .openapi import SPEC
 from .problems import http_error, trustyard_error, unexpected_error
 
@@ -322,11 +324,16 @@ def _timed(route: str, handler: Callable[[Request], Awaitable[Response]]) -> Cal
 class CAApp(Starlette):
     """The CA's ASGI app: Starlette, which routes every request (ACME POSTs included) through
     its middleware and exception handlers; this layer only names the client for the
-    operations log."""
+    operations log, and hands ``/ocsp`` to the OCSP endpoint directly."""
+
+    ocsp: OcspEndpoint | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
+            return
+        if self.ocsp is not None and is_ocsp_path(scope["path"]):
+            await self.ocsp(scope, receive, send)  # before the router: the hot path stays short
             return
         client = scope.get("client")
         token = oplog.client_address.set(client[0] if client else None)  # for the operations log
@@ -360,7 +367,8 @@ def create_app(authority: Authority, config: Config | None = None) -> Starlette:
         Route("/openapi.json", api.openapi, methods=["GET"]),
     ]
     handlers: dict[Any, Any] = {TrustyardError: trustyard_error, HTTPException: http_error, Exception: unexpected_error}
-    lifespan = None
+    responder = OcspResponder(authority)
+    tasks: list[Callable[[], Coroutine[Any, Any, None]]] = [lambda: ocsp_upkeep(responder)]
     if config is not None:  # the ACME server (RFC 8555), one directory per provisioner of type "acme"
         from ..acme import AcmeFailure
         from ..store.acme_store import AcmeStore
@@ -372,19 +380,33 @@ def create_app(authority: Authority, config: Config | None = None) -> Starlette:
         handlers[AcmeFailure] = acme_failure
         store, interval = AcmeStore(authority.store), config.acme.purge_seconds
 
-        @contextlib.asynccontextmanager
-        async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-            purging = asyncio.get_running_loop().create_task(purge_periodically(store, interval))
-            try:
-                yield
-            finally:
-                purging.cancel()
+        tasks.append(lambda: purge_periodically(store, interval))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        running = [loop.create_task(task()) for task in tasks]
+        try:
+            yield
+        finally:
+            for task in running:
+                task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await purging
+                    await task
 
     app = CAApp(routes=routes, exception_handlers=handlers, lifespan=lifespan)
+    app.ocsp = OcspEndpoint(responder)
     app.state.api = api
+    app.state.ocsp = responder
     return app
+
+
+async def ocsp_upkeep(responder: OcspResponder) -> None:
+    """The responder's ``tick`` every ``POLL_SECONDS``, in a thread (it reads the ledger and signs)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        await loop.run_in_executor(None, responder.tick)
+        await asyncio.sleep(POLL_SECONDS)
 
 
 PASSWORD_FILE_ENV = "TRUSTYARD_PASSWORD_FILE"
@@ -413,6 +435,13 @@ def app_from_env() -> Starlette:
 
     watch(authority, config, password)  # a rotation's switch reaches this worker without a restart
     app = create_app(authority, config)
+    try:  # the intermediates rotations replaced: their certificates still get OCSP answers
+        from ..ca.rotation_material import HomeMaterial
+        from ..store.rotations import RotationStore
+
+        app.state.ocsp.add_issuers(HomeMaterial(config, password, RotationStore(authority.store)).earlier_signers())
+    except Exception:
+        log.exception("OCSP: could not load the replaced intermediates; their certificates get unauthorized")
     # Everything loaded so far lives as long as the worker: keep it out of the cyclic GC's
     # scans, and collect less often (requests free their objects by reference counting);
     # full collections otherwise show up as latency spikes under load.

@@ -35,6 +35,9 @@ LATENCY = Histogram("trustyard_request_duration_seconds", "Request latency", ["r
 
 CHECKINS = Counter("trustyard_fleet_checkins_total", "Relying-party check-ins by result (ok, refused, invalid, shed)",
                    ["result"], **_registry_kwargs())  # type: ignore[arg-type]
+OCSP_RESPONSES = Counter("trustyard_ocsp_responses_total",
+                         "OCSP responses by certificate status (good, revoked, unknown) or error status",
+                         ["status"], **_registry_kwargs())  # type: ignore[arg-type]
 MAX_PARTY_SERIES = 5000  # past this many parties, no per-party series (label cardinality)
 
 _BY_EVENT = {"issued": ISSUED, "renewed": RENEWED, "revoked": REVOKED, "denied": DENIED}

@@ -38,6 +38,7 @@ class Provisioner:
     policy: Policy
     public_key: PublicKey | None = None
     private_key: PrivateKey | None = None  # only where tokens are minted (the CLI), never needed to serve
+    ocsp_url: str | None = None  # put in its leaves' AIA (provisioner setting ocsp = true)
 
 
 @dataclass(frozen=True)
@@ -357,6 +358,7 @@ class Authority(Generic[L]):
             cert = material.signer.sign(leaf_builder(LeafSpec(
                 public_key=request.public_key, names=decision.names, not_before=decision.not_before,
                 not_after=decision.not_after, serial=serial, eku=decision.eku, common_name=cn,
+                ocsp_url=prov.ocsp_url,
             ), material.signer.certificate))
         except Exception:
             self.store.record_failed(intent.serial)

@@ -5,11 +5,11 @@
     [environments]  NAME = ["sha256:<root fingerprint>" | "PEM file", ...]  other environments' roots
     [alerts]        webhook, interval  (see ``ca/alerts.py``)
     [server]        listen, url, tls_cert, tls_key, workers, max_body_bytes,
-                    header_timeout, body_timeout, max_connections
+                    header_timeout, body_timeout, max_connections, ocsp_url
     [database]      url  (sqlite:///trustyard.db relative to the home, or postgresql://...)
     [admin]         token_sha256
     [[provisioners]] name, type, key, public_key, allow, wildcards, default_ttl, min_ttl, max_ttl,
-                    key_types, eku
+                    key_types, eku, ocsp
     [acme]          http_port, tls_port, resolver, allow_targets, validation_timeout,
                     validation_workers, validation_account_workers, validations_per_account,
                     validations_per_order, nonces_per_client, purge_interval, nonce_reject_percent
@@ -68,6 +68,7 @@ class ProvisionerConfig:
     key_types: tuple[str, ...] = tuple(k.value for k in KeyType)
     eku: tuple[str, ...] = ("serverAuth", "clientAuth")
     wildcards: bool = False
+    ocsp: bool = False  # leaves carry the AIA OCSP URL ([server] ocsp_url, else <url>/ocsp)
 
     def policy(self, backdate: str) -> Policy:
         where = f"[[provisioners]] {self.name!r}"
@@ -243,6 +244,7 @@ class Config:
     body_timeout: str = "30s"  # and its body within this once the headers are in
     max_connections: int = 1000  # open connections per worker; past it, 503 and close
     max_checkins_per_second: int = 0  # per worker; past it, check-ins are told retry-after (0: no limit)
+    ocsp_url: str = ""  # the AIA OCSP URL of provisioners with ocsp = true ("": <url>/ocsp)
     database_url: str = "sqlite:///trustyard.db"
     admin_token_sha256: str = ""
     provisioners: tuple[ProvisionerConfig, ...] = field(default_factory=tuple)
@@ -288,6 +290,11 @@ class Config:
         except ValueError:
             raise ConfigError(f"[server] listen = {self.listen!r}: expected HOST:PORT") from None
 
+    @property
+    def ocsp_responder_url(self) -> str:
+        """Where leaves of a provisioner with ``ocsp = true`` send OCSP requests (AIA)."""
+        return self.ocsp_url or self.url.rstrip("/") + "/ocsp"
+
     def provisioner(self, name: str) -> ProvisionerConfig:
         for p in self.provisioners:
             if p.name == name:
@@ -303,11 +310,13 @@ class Config:
             "server": {"listen": self.listen, "url": self.url, "tls_cert": self.tls_cert,
                        "tls_key": self.tls_key, "workers": self.workers, "max_body_bytes": self.max_body_bytes,
                        "header_timeout": self.header_timeout, "body_timeout": self.body_timeout,
-                       "max_connections": self.max_connections},
+                       "max_connections": self.max_connections,
+                       **({"ocsp_url": self.ocsp_url} if self.ocsp_url else {})},
             "database": {"url": self.database_url},
             "admin": {"token_sha256": self.admin_token_sha256},
             "provisioners": [
-                {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(p).items() if v is not None}
+                {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(p).items()
+                 if v is not None and not (k == "ocsp" and v is False)}
                 for p in self.provisioners
             ],
             **({"acme": self.acme.to_toml()} if self.acme != AcmeConfig() else {}),
@@ -326,7 +335,7 @@ _SECTIONS = {
     "ca": {"root_cert", "root_key", "intermediate_cert", "intermediate_key", "encrypted_keys", "backdate",
            "environment"},
     "server": {"listen", "url", "tls_cert", "tls_key", "workers", "max_body_bytes", "header_timeout",
-               "body_timeout", "max_connections", "max_checkins_per_second"},
+               "body_timeout", "max_connections", "max_checkins_per_second", "ocsp_url"},
     "database": {"url"},
     "admin": {"token_sha256"},
 }

@@ -258,7 +258,8 @@ def load_authority(home: Path, password: bytes | None, *, minting: bool = False,
         if minting and pc.key:
             private_key = load_key(config, pc.key, password)
         provisioners[pc.name] = Provisioner(name=pc.name, policy=pc.policy(config.backdate),
-                                            public_key=public_key, private_key=private_key)  # type: ignore[arg-type]
+                                            public_key=public_key, private_key=private_key,  # type: ignore[arg-type]
+                                            ocsp_url=config.ocsp_responder_url if pc.ocsp else None)
     if quick:  # mints tokens, reads the ledger: the home's own intermediate, no rotation lookup
         from .signer import KeySigner
 

@@ -86,6 +86,27 @@ class HomeMaterial:
                         if row.state in ISSUING and "old_intermediate" in row.paths)
         return IssuingMaterial.of(signer, [inter, *(self._load_cert(p) for p in extra)], roots, tag or "", earlier)
 
+    def earlier_signers(self) -> list[KeySigner]:
+        """Signers of the intermediates rotations replaced whose keys are still in the home: the
+        OCSP responder answers for the certificates they issued (``ca/ocsp.py``)."""
+        from .home import load_key
+
+        rows = self.store.all()
+        pairs = [(self.config.intermediate_cert, self.config.intermediate_key),
+                 *((r.paths["intermediate_cert"], r.paths["intermediate_key"]) for r in rows
+                   if "intermediate_cert" in r.paths and "intermediate_key" in r.paths)]
+        signers = []
+        for row in rows:
+            if row.state not in ISSUING or "old_intermediate" not in row.paths:
+                continue
+            old = self._load_cert(row.paths["old_intermediate"])
+            for cert_path, key_path in pairs:
+                if not self.config.path(key_path).exists() or self._load_cert(cert_path) != old:
+                    continue
+                signers.append(KeySigner(old, load_key(self.config, key_path, self.password)))
+                break
+        return signers
+
     def make(self, kind: str, rotation_id: int, now: datetime) -> Made:
         from .home import load_key
 

@@ -28,6 +28,7 @@ certificates = Table(
     Index("ix_certificates_status_not_after", "status", "not_after"),
     Index("ix_certificates_renewed_from", "renewed_from"),
     Index("ix_certificates_issuer", "issuer_sha256", "status", "not_after"),
+    Index("ix_certificates_revoked_at", "revoked_at"),  # migration 0008: the OCSP responders' poll
 )
 
 used_tokens = Table(

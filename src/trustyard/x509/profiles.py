@@ -152,6 +152,7 @@ class LeafSpec:
     eku: tuple[str, ...] = ("serverAuth", "clientAuth")
     common_name: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    ocsp_url: str | None = None  # Authority Information Access: the OCSP responder
 
 
 def leaf_builder(spec: LeafSpec, issuer: x509.Certificate) -> x509.CertificateBuilder:
@@ -185,6 +186,9 @@ def leaf_builder(spec: LeafSpec, issuer: x509.Certificate) -> x509.CertificateBu
         except KeyError as exc:
             raise ValueError(f"unknown extended key usage {exc.args[0]!r}") from None
         builder = builder.add_extension(x509.ExtendedKeyUsage(oids), critical=False)
+    if spec.ocsp_url:
+        builder = builder.add_extension(x509.AuthorityInformationAccess([x509.AccessDescription(
+            x509.AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(spec.ocsp_url))]), critical=False)
     return builder
 
 
