@@ -13,8 +13,8 @@ from pathlib import Path
 
 import httpx
 
-from trustyard.tls import client_context
 from trustyard.testing import need
+from trustyard.tls import client_context
 
 NODE_CLIENT = r"""
 const https = require('https'), fs = require('fs');
