@@ -292,7 +292,8 @@ def test_renewal_requests_start_after_the_workers_poll_interval() -> None:
 
     db = open_store("sqlite://")
     try:
-        row = CheckinRow(party="", identity="", instance="01", kind="agent", serial="", not_after=T0 + timedelta(hours=1),
+        row = CheckinRow(party="", identity="", instance="01", kind="agent", serial="",
+                         not_after=T0 + timedelta(hours=1),
                          bundle_version=3, bundle_sha256=None, endpoint_serial=None, failures=0, last_error=None,
                          agent_version="0.1.0", interval_seconds=2)
         for i in range(3):
