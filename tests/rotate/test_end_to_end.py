@@ -102,6 +102,19 @@ def served_chain(port: int) -> list[x509.Certificate]:
     return [x509.load_pem_x509_certificate(b.encode()) for b in blocks]
 
 
+def uvicorn_leaf(port: int, cert_dir: Path) -> x509.Certificate:
+    """The certificate the uvicorn service presents to a client of ``cert_dir``."""
+    import socket
+
+    from trustyard.tls import client_context
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+            client_context(cert_dir).wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der)
+
+
 def curl_with(cafile: Path, url: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([need("curl", package="curl"), "-sS", "--cacert", str(cafile), "-o", "/dev/null", url],
                           capture_output=True, text=True, timeout=30)
@@ -210,7 +223,7 @@ def test_intermediate_then_root_rotation_under_load_with_zero_failed_requests(tm
         chain = wait_for(lambda: (c := served_chain(edge_port)) and c[0].issuer == new_inter.subject and c,
                          timeout=30, what="nginx serving a leaf of the new intermediate")
         assert [c.subject for c in chain[1:]] == [new_inter.subject]
-        assert cert_at(fleet.out("api") / "tls.crt").issuer == new_inter.subject
+        assert uvicorn_leaf(api_port, fleet.out("web")).issuer == new_inter.subject
         assert cert_at(fleet.out("web") / "tls.crt").issuer == new_inter.subject
 
         # -- the root, with one agent stopped while the new root is published -------------------
@@ -237,6 +250,8 @@ def test_intermediate_then_root_rotation_under_load_with_zero_failed_requests(tm
         chain = wait_for(lambda: (c := served_chain(edge_port)) and c[0].issuer == newer_inter.subject and c,
                          timeout=30, what="nginx serving a leaf of the new root's intermediate")
         assert [c.subject for c in chain[1:]] == [newer_inter.subject, cross.subject]  # the cross-certificate too
+        wait_for(lambda: uvicorn_leaf(api_port, fleet.out("web")).issuer == newer_inter.subject, timeout=30,
+                 what="the uvicorn service presenting a leaf of the new root's intermediate")
         advance(home, "retiring")
         advance(home, "retired", timeout=90)
         # At retired every party is asked to renew: the new leaves come without the cross-certificate.
