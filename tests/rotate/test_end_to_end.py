@@ -26,7 +26,7 @@ from trustyard.testing import free_port, need
 
 from ..agent.helpers import AgentProcess, agent_args, mint, serve, short_ttl_home, wait_for
 from ..support import PASSWORD, Server, run_cli
-from .relying import CurlLoop, HttpxLoop, JavaLoop, NodeLoop, compile_java
+from .relying import CurlLoop, HttpxLoop, JavaLoop, Loop, NodeLoop, compile_java
 
 HERE = Path(__file__).parent
 ROTATION = '\n[rotation]\npoll_interval = "1s"\ncheckin_interval = "2s"\ndwell = "4s"\nrenew_window = "3s"\n'
@@ -184,7 +184,7 @@ def test_intermediate_then_root_rotation_under_load_with_zero_failed_requests(tm
     conf = run_dir / "nginx.conf"
     service = None
     service_log = (tmp_path / "service.log").open("wb")
-    loops: list = []  # type: ignore[type-arg]
+    loops: list[Loop] = []
     try:
         classes = compile_java(tmp_path)
         fleet.bootstrap("edge", "edge.internal", ("edge.internal", "127.0.0.1"), "--reload-signal", "HUP",
