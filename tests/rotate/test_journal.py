@@ -247,3 +247,60 @@ def test_rotation_settings_are_checked_when_the_configuration_loads(tmp_path, ta
     with pytest.raises(ConfigError) as info:
         load_config(tmp_path)
     assert complaint in info.value.detail
+
+
+def test_retiring_a_root_asks_every_party_to_renew_again_without_the_cross_certificate(world) -> None:  # type: ignore[no-untyped-def]
+    journal, clock, fleet, bundle, maker, _vouched, store = world
+    r = journal.prepare("root", "grace", "new root")
+    for why in ("publish", "adopt"):
+        journal.advance("grace", why)
+        clock.tick(minutes=21)
+    journal.advance("grace", "switch")
+    assert fleet.renewals == [(f"issuer:{r.old_intermediate_sha256}", timedelta(minutes=30))]
+    clock.tick(minutes=31)
+    journal.advance("grace", "window over")
+    r = journal.advance("grace", "all replaced")
+    assert r.state == "retired" and maker.old.root not in bundle.certs
+    # The leaves of the new intermediate were issued with the cross-certificate: renewed now.
+    assert fleet.renewals[1:] == [(f"issuer:{r.new_intermediate_sha256}", timedelta(minutes=30))]
+    asks = [d for a, _, d in audit_actions(store) if a == "rotation.renew-now"]
+    assert [d["selector"] for d in asks] == [f"issuer:{r.old_intermediate_sha256}",
+                                             f"issuer:{r.new_intermediate_sha256}"]
+
+
+def test_an_intermediate_rotation_asks_for_renewals_only_at_active(world) -> None:  # type: ignore[no-untyped-def]
+    journal, clock, fleet, *_ = world
+    journal.prepare("intermediate", "heidi", "yearly")
+    for why in ("publish", "adopt", "switch"):
+        journal.advance("heidi", why)
+        clock.tick(minutes=31)
+    journal.advance("heidi", "window over")
+    assert journal.advance("heidi", "all replaced").state == "retired"
+    assert len(fleet.renewals) == 1
+
+
+def test_renewal_requests_start_after_the_workers_poll_interval() -> None:
+    """A worker sees a switched signer only at its next poll: the first renew-now is due after it."""
+    from dataclasses import replace
+
+    from trustyard.ca.rotation_seams import FleetParties
+    from trustyard.store.fleet_store import CheckinRow, FleetStore
+
+    class Vouched:  # every party's serial was signed by the issuer asked about
+        def vouched_serials(self, issuer: str, now: datetime, legacy: object) -> set[str]:
+            return {"a0", "a1", "a2"}
+
+    db = open_store("sqlite://")
+    try:
+        row = CheckinRow(party="", identity="", instance="01", kind="agent", serial="",
+                         not_after=T0 + timedelta(hours=1),
+                         bundle_version=3, bundle_sha256=None, endpoint_serial=None, failures=0, last_error=None,
+                         agent_version="0.1.0", interval_seconds=2)
+        for i in range(3):
+            FleetStore(db).checkin(replace(row, party=f"p{i}", identity=f"p{i}", serial=f"a{i}"), f"j{i}", T0)
+        fleet = FleetParties(db, Vouched(), clock=lambda: T0, lead=timedelta(seconds=5))  # type: ignore[arg-type]
+        assert fleet.request_renewal("issuer:ab", timedelta(seconds=30)) == 3
+        due = sorted(p.renew_after for p in FleetStore(db).parties() if p.renew_after is not None)
+        assert due == [T0 + timedelta(seconds=5 + 10 * i) for i in range(3)]
+    finally:
+        db.close()

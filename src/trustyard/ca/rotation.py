@@ -15,7 +15,9 @@
   ``ca/rotation_watch.py``); parties are asked to ``renew-now`` over a window.
 - ``retiring``: once that window has passed; the old material stays in the bundle while a
   certificate it signed is unexpired and not replaced by a renewal.
-- ``retired``: none is left; the old material is withdrawn from the bundle.
+- ``retired``: none is left; the old material is withdrawn from the bundle. After a root
+  rotation the parties are asked to ``renew-now`` again, over the same window: their leaves
+  still carry the cross-certificate, which clients holding only the old root would accept.
 
 The journal is pure logic over four seams: the rotation table (``store.rotations``), a
 ``FleetView`` (who relies on the bundle, and what they have), a ``BundleSource`` (the bundle's
@@ -319,10 +321,7 @@ class Journal:
         moved = self.store.move(r.id, "adopted", {
             "state": "active", "active_at": now, "deadline_at": now + self.settings.renew_window + self.settings.stall,
         }, self._event(actor, "active", r.id, why, {"renew_window": format_duration(self.settings.renew_window)}))
-        asked = self.fleet.request_renewal(f"issuer:{r.old_intermediate_sha256}", self.settings.renew_window)
-        self.store.sql.audit(AuditEvent(actor, "rotation.renew-now", f"rotation/{r.id}",
-                                        detail={"asked": asked, "window": format_duration(self.settings.renew_window),
-                                                "selector": f"issuer:{r.old_intermediate_sha256}"}))
+        self._renew_now(r, actor, f"issuer:{r.old_intermediate_sha256}", "switch to the new intermediate")
         return moved
 
     def _to_retiring(self, r: RotationRow, actor: str, why: str, gate: Gate, forced: bool) -> RotationRow:
@@ -337,8 +336,19 @@ class Journal:
         now = self.clock()
         old = self._old_material(r)
         version = self.bundle.withdraw(old, f"rotation {r.id}: withdraw the old {r.kind}") if old else None
-        return self.store.move(r.id, "retiring", {"state": "retired", "retired_at": now, "deadline_at": None},
-                               self._event(actor, "retired", r.id, why, {"bundle_version": version}))
+        moved = self.store.move(r.id, "retiring", {"state": "retired", "retired_at": now, "deadline_at": None},
+                                self._event(actor, "retired", r.id, why, {"bundle_version": version}))
+        if r.kind == "root" and r.new_intermediate_sha256:
+            # Leaves issued until now carry the cross-certificate, which the old root vouches for:
+            # renewed, they chain to the new root alone, and clients holding only the old root fail.
+            self._renew_now(r, actor, f"issuer:{r.new_intermediate_sha256}", "drop the cross-certificate")
+        return moved
+
+    def _renew_now(self, r: RotationRow, actor: str, selector: str, purpose: str) -> None:
+        asked = self.fleet.request_renewal(selector, self.settings.renew_window)
+        self.store.sql.audit(AuditEvent(actor, "rotation.renew-now", f"rotation/{r.id}",
+                                        detail={"asked": asked, "window": format_duration(self.settings.renew_window),
+                                                "selector": selector, "purpose": purpose}))
 
     def rollback(self, actor: str, why: str) -> RotationRow:
         """Undo a rotation before ``active``: its material leaves the bundle, its new keys are deleted."""

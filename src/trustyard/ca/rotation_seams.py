@@ -62,13 +62,18 @@ class HomeBundle:
 class FleetParties:
     """The fleet table (``store/fleet_store.py``: the parties that check in) as the journal's
     ``FleetView``; a renewal request for ``issuer:<sha256>`` asks the parties whose current
-    certificate that CA signed, spread over the window (``ca/fleet.py`` ``spread_renewals``)."""
+    certificate that CA signed, spread over the window (``ca/fleet.py`` ``spread_renewals``).
+    The window starts ``lead`` from now (the workers' ``poll_interval``): a worker notices that a
+    rotation switched the signer or the chain only at its next poll, and a party renewing before
+    that would be issued the material it was asked to replace."""
 
     def __init__(self, db: Database, rotations: RotationStore,
                  legacy_issuer: Callable[[str], Callable[[bytes], bool] | None] = lambda _sha: None,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC), rng: random.Random | None = None) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC), rng: random.Random | None = None,
+                 lead: timedelta = timedelta(0)) -> None:
         self.store, self.rotations = FleetStore(db), rotations
         self.legacy_issuer, self.clock, self.rng = legacy_issuer, clock, rng or random.Random()
+        self.lead = lead
 
     def parties(self, now: datetime) -> list[Party]:
         return [Party(r.party, r.last_checkin, r.bundle_version, party_state(r, now) == "stale")
@@ -81,7 +86,7 @@ class FleetParties:
         now = self.clock()
         serials = self.rotations.vouched_serials(issuer, now, self.legacy_issuer(issuer))
         rows = [r for r in self.store.parties() if r.serial in serials]
-        return spread_renewals(self.store, rows, now, window, self.rng)
+        return spread_renewals(self.store, rows, now + self.lead, window, self.rng)
 
 
 class MemoryFleet:

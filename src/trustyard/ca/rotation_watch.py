@@ -61,7 +61,8 @@ def home_journal(config: Config, password: bytes | None, store: SqlStore, fleet:
         old = next((c for c in _candidates(maker) if fingerprint_sha256(c) == issuer), None)
         return signed_by(old) if old is not None else None
 
-    fleet = fleet or FleetParties(store, rotations, legacy_issuer, clock)
+    fleet = fleet or FleetParties(store, rotations, legacy_issuer, clock,
+                                  lead=timedelta(seconds=config.rotation.poll_seconds))
     return Journal(rotations, fleet, HomeBundle(config, store), maker, still_vouched,
                    config.rotation.settings(), clock)
 

@@ -1,0 +1,43 @@
+"""The uvicorn service of the rotation end-to-end test, run as its own process:
+
+    python service.py CERT_DIR PORT CA_URL CA_ROOT
+
+A hot-reloading ``trustyard.tls.server_context`` over its agent's directory that requires a
+client certificate, and ``trustyard.tls.report_to`` checking in every two seconds with the
+bundle its context has loaded. Answers ``ok`` to every request.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import timedelta
+
+import uvicorn
+
+from trustyard.tls import report_to, server_context
+from trustyard.tls.uvicorn import config
+
+
+async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/plain"), (b"content-length", b"3")]})
+    await send({"type": "http.response.body", "body": b"ok\n"})
+
+
+def main() -> None:
+    cert_dir, port, ca_url, root = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+    ctx = server_context(cert_dir, client_auth="required")
+    report_to(ca_url, ctx, root=root, interval=timedelta(seconds=2), instance="uvicorn-1")
+    uvicorn.Server(config(app, ctx, host="127.0.0.1", port=port, log_level="warning")).run()
+
+
+if __name__ == "__main__":
+    main()
