@@ -46,6 +46,7 @@ from . import bundle
 from .alerts import Alerter, ca_lifetime, fleet_stale, rotation_stuck
 from .authority import Authority, Provisioner
 from .config import CONFIG_NAME, DEFAULT_ALLOW, Config, ProvisionerConfig, load_config
+from .crl import CrlScheme
 
 if TYPE_CHECKING:  # the SQL engine is imported where a store is opened on it
     from ..store import SqlStore
@@ -258,7 +259,8 @@ def load_authority(home: Path, password: bytes | None, *, minting: bool = False,
         if minting and pc.key:
             private_key = load_key(config, pc.key, password)
         provisioners[pc.name] = Provisioner(name=pc.name, policy=pc.policy(config.backdate),
-                                            public_key=public_key, private_key=private_key)  # type: ignore[arg-type]
+                                            public_key=public_key, private_key=private_key,  # type: ignore[arg-type]
+                                            crl=pc.crl)
     if quick:  # mints tokens, reads the ledger: the home's own intermediate, no rotation lookup
         from .signer import KeySigner
 
@@ -277,6 +279,7 @@ def load_authority(home: Path, password: bytes | None, *, minting: bool = False,
         raise
     authority = Authority(material.signer, list(material.chain), roots, store, provisioners)
     authority.use(material)
+    authority.crl = CrlScheme.of(config.url, config.crl)
     return authority
 
 

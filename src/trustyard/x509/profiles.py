@@ -152,6 +152,7 @@ class LeafSpec:
     eku: tuple[str, ...] = ("serverAuth", "clientAuth")
     common_name: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    crl_url: str | None = None  # for a CRL Distribution Points extension
 
 
 def leaf_builder(spec: LeafSpec, issuer: x509.Certificate) -> x509.CertificateBuilder:
@@ -185,6 +186,10 @@ def leaf_builder(spec: LeafSpec, issuer: x509.Certificate) -> x509.CertificateBu
         except KeyError as exc:
             raise ValueError(f"unknown extended key usage {exc.args[0]!r}") from None
         builder = builder.add_extension(x509.ExtendedKeyUsage(oids), critical=False)
+    if spec.crl_url:
+        builder = builder.add_extension(x509.CRLDistributionPoints([x509.DistributionPoint(
+            full_name=[x509.UniformResourceIdentifier(spec.crl_url)], relative_name=None, reasons=None,
+            crl_issuer=None)]), critical=False)
     return builder
 
 
