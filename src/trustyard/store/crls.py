@@ -18,6 +18,7 @@ from datetime import datetime
 
 from sqlalchemy import and_, bindparam, insert, or_, select, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.exc import IntegrityError
 
 from ..errors import Code, ConfigError
@@ -143,10 +144,10 @@ class CrlStore:
         with self.db.transaction(write=False) as conn:
             return [tuple(r) for r in conn.execute(select(crls.c.issuer_id, crls.c.shard, crls.c.number,
                                                           crls.c.der_number).order_by(crls.c.issuer_id,
-                                                                                      crls.c.shard))]  # type: ignore[misc]
+                                                                                      crls.c.shard))]
 
 
-def _due(period: int, stale_before: datetime):  # type: ignore[no-untyped-def]
+def _due(period: int, stale_before: datetime) -> ColumnElement[bool]:
     return or_(crls.c.period < period, crls.c.dirty_at.is_not(None),
                and_(crls.c.der_number < crls.c.number, crls.c.claimed_at < stale_before))
 

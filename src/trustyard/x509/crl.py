@@ -42,7 +42,8 @@ def sign_crl(issuer: x509.Certificate, key: PrivateKey, url: str, number: int, t
     entries = []
     for item in revoked:
         flag = REASON_FLAGS.get(item.reason or "")
-        extensions = [x509.Extension(x509.CRLReason.oid, False, x509.CRLReason(flag))] if flag else []
+        extensions: list[x509.Extension[x509.ExtensionType]] = (
+            [x509.Extension(x509.CRLReason.oid, False, x509.CRLReason(flag))] if flag else [])
         # The constructor takes the whole list: add_revoked_certificate copies it each time.
         entries.append(x509.RevokedCertificateBuilder(item.serial, item.revoked_at.replace(microsecond=0),
                                                       extensions).build())
