@@ -4,7 +4,7 @@ Every tick (a quarter of ``[crl] delay``, at most 5 s) it asks the ``crls`` tabl
 are due (``store/crls.py``): a period not yet generated, a revocation since the last claim,
 or a claim whose CRL never arrived. For each it claims the next CRL number (a compare-and-set:
 of several replicas on one PostgreSQL exactly one wins), reads the shard's unexpired revoked
-certificates through ``ix_certificates_crl``, signs the CRL with the intermediate that issued
+certificates from ``ix_certificates_crl`` alone, signs the CRL with the intermediate that issued
 them and stores it; every replica then serves those bytes. It signs for the home's
 intermediate and every intermediate a rotation made current (their keys are in the home).
 """
@@ -24,7 +24,7 @@ from ..store import SqlStore
 from ..store.crls import CrlStore, Due
 from ..x509.crl import Revoked, sign_crl
 from ..x509.keys import PrivateKey
-from ..x509.summary import fingerprint_sha256, serial_int
+from ..x509.summary import fingerprint_sha256
 from .config import Config
 from .crl import CrlScheme
 
@@ -102,7 +102,7 @@ class CrlJob:
         entries = self.crls.entries(due.issuer_sha256, due.shard, now)
         crl = sign_crl(issuer.certificate, issuer.key, self.scheme.url(due.issuer_sha256, due.shard), number, now,
                        now + self.next_update,
-                       (Revoked(serial_int(e.serial), e.revoked_at, e.reason) for e in entries))
+                       (Revoked(int(e.serial, 16), e.revoked_at, e.reason) for e in entries))
         self.crls.publish(due, number, crl.public_bytes(Encoding.DER), now, now + self.next_update, len(entries))
         log.debug("CRL %s/%d number %d: %d entries", due.issuer_id, due.shard, number, len(entries))
         return crl

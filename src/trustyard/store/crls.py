@@ -118,8 +118,9 @@ class CrlStore:
     def entries(self, issuer_sha256: str, shard: int, now: datetime) -> list[Entry]:
         """The unexpired revoked certificates of one shard (``ix_certificates_crl``)."""
         with self.db.transaction(write=False) as conn:
-            rows = conn.execute(_ENTRIES, {"b_issuer": issuer_sha256, "b_shard": shard, "b_now": now}).fetchall()
-        return [Entry(r.serial, utc(r.revoked_at), r.revocation_reason) for r in rows]  # type: ignore[arg-type]
+            rows = self.db.run(conn, _ENTRIES, {"b_issuer": issuer_sha256, "b_shard": shard, "b_now": now}).fetchall()
+        # No time zone conversion: cryptography reads a naive time as UTC, the way SQLite keeps it.
+        return [Entry(r.serial, r.revoked_at, r.revocation_reason) for r in rows]
 
     def publish(self, due: Due, number: int, der: bytes, this_update: datetime, next_update: datetime,
                 entries: int) -> bool:

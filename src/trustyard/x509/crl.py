@@ -44,9 +44,9 @@ def sign_crl(issuer: x509.Certificate, key: PrivateKey, url: str, number: int, t
         flag = REASON_FLAGS.get(item.reason or "")
         extensions: list[x509.Extension[x509.ExtensionType]] = (
             [x509.Extension(x509.CRLReason.oid, False, x509.CRLReason(flag))] if flag else [])
-        # The constructor takes the whole list: add_revoked_certificate copies it each time.
-        entries.append(x509.RevokedCertificateBuilder(item.serial, item.revoked_at.replace(microsecond=0),
-                                                      extensions).build())
+        # The constructor takes the whole list (add_revoked_certificate copies it each time);
+        # the time is written in whole seconds.
+        entries.append(x509.RevokedCertificateBuilder(item.serial, item.revoked_at, extensions).build())
     scope = x509.IssuingDistributionPoint(
         full_name=[x509.UniformResourceIdentifier(url)], relative_name=None, only_contains_user_certs=True,
         only_contains_ca_certs=False, only_some_reasons=None, indirect_crl=False,

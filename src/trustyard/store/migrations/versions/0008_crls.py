@@ -1,5 +1,5 @@
-"""Revocation lists: each certificate's CRL shard (``certificates.crl_shard``, indexed with its
-issuer, status and expiry for the shard's query) and one row per issuer and shard (``crls``):
+"""Revocation lists: each certificate's CRL shard (``certificates.crl_shard``, in a partial
+index of revoked certificates that covers the shard's query) and one row per issuer and shard (``crls``):
 the newest CRL every replica serves, and the claim that lets one replica generate it.
 
 Revision ID: 0008_crls
@@ -18,7 +18,11 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("certificates") as batch:
         batch.add_column(sa.Column("crl_shard", sa.Integer, nullable=True))
-    op.create_index("ix_certificates_crl", "certificates", ["issuer_sha256", "crl_shard", "status", "not_after"])
+    # Partial and covering: a shard's CRL entries are read from the index alone.
+    where = sa.text("status = 'revoked' AND crl_shard IS NOT NULL")
+    op.create_index("ix_certificates_crl", "certificates",
+                    ["issuer_sha256", "crl_shard", "status", "not_after", "serial", "revoked_at", "revocation_reason"],
+                    sqlite_where=where, postgresql_where=where)
     op.create_table(
         "crls",
         sa.Column("issuer_id", sa.String(16), primary_key=True),
