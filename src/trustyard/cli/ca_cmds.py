@@ -108,8 +108,8 @@ def serve(home: str | None, password_file: str | None, init_missing: bool, insec
           listen: str | None, workers: int | None, header_timeout: str | None, body_timeout: str | None,
           max_connections: int | None, log_level: str) -> None:
     """Run the CA's HTTPS API: REST (/v1/roots, /v1/sign, /v1/renew, /v1/revoke, /v1/certificates,
-    /healthz, /metrics, /openapi.json), the CRLs (/crl/ISSUER/SHARD.crl) and ACME (RFC 8555) at /acme/PROVISIONER/directory for
-    certbot, lego, cert-manager and friends. Stops cleanly on SIGTERM/SIGINT.
+    /healthz, /metrics, /openapi.json), the CRLs (/crl/ISSUER/SHARD.crl) and ACME (RFC 8555) at
+    /acme/PROVISIONER/directory for certbot, lego, cert-manager and friends. Stops cleanly on SIGTERM/SIGINT.
 
     Slow and greedy clients: a request's headers must arrive within the header timeout and its
     body within the body timeout (else 408 and the connection is closed), and each worker keeps
