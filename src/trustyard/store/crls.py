@@ -18,8 +18,8 @@ from datetime import datetime
 
 from sqlalchemy import and_, bindparam, insert, or_, select, update
 from sqlalchemy.engine import Connection
-from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.elements import ColumnElement
 
 from ..errors import Code, ConfigError
 from .engine import Database
