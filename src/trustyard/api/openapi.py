@@ -80,7 +80,7 @@ SPEC: dict[str, Any] = {
                                   {"name": "stale", "in": "query", "schema": {"type": "string", "enum": ["1"]}}],
                               "responses": {"200": {"description": "parties"}, **_errors(401, 403)}}},
         "/crl/{issuer}/{shard}.crl": {"get": {
-            "summary": "A shard's CRL (DER, application/pkix-crl), the URL in its certificates' CRL Distribution Points",
+            "summary": "A shard's CRL (DER), the URL in its certificates' CRL Distribution Points",
             "parameters": [{"name": "issuer", "in": "path", "required": True,
                             "schema": {"type": "string", "pattern": "^[0-9a-f]{16}$"}},
                            {"name": "shard", "in": "path", "required": True, "schema": {"type": "integer"}}],
