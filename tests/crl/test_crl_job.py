@@ -203,3 +203,28 @@ def test_two_replicas_on_postgresql_generate_exactly_one_crl_per_shard_per_perio
     finally:
         for store in stores:
             store.close()
+
+
+def test_a_shards_entries_are_read_from_the_partial_index(tmp_path: Path, db_url: str) -> None:
+    """The query a generation runs uses ix_certificates_crl (revoked certificates with a shard
+    only), on SQLite and PostgreSQL alike, so its cost follows the shard, not the ledger."""
+    from sqlalchemy import text
+
+    from trustyard.store.crls import _ENTRIES
+
+    home = crl_home(tmp_path / "ca", db_url, crl={"shards": SHARDS})
+    store = open_home_store(load_config(home))
+    try:
+        with store.transaction() as conn:
+            compiled = _ENTRIES.compile(conn)
+            params = {"b_issuer": "ab" * 32, "b_shard": 1, "b_now": datetime.now(UTC)}
+            if store.is_sqlite:
+                plan = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}", tuple(
+                    params[k] for k in compiled.positiontup or ())).fetchall()
+            else:
+                conn.execute(text("SET LOCAL enable_seqscan = off"))  # a near-empty table is scanned otherwise
+                plan = conn.exec_driver_sql(f"EXPLAIN {compiled}", params).fetchall()
+        text_plan = " ".join(str(row) for row in plan)
+        assert "ix_certificates_crl" in text_plan, text_plan
+    finally:
+        store.close()

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, bindparam, insert, or_, select, update
+from sqlalchemy import and_, bindparam, insert, literal_column, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
@@ -157,7 +157,9 @@ _DIRTY = (update(crls).where(crls.c.issuer_id == bindparam("b_id"), crls.c.shard
           .values(dirty_at=bindparam("b_now")))
 _ENTRIES = (select(certificates.c.serial, certificates.c.revoked_at, certificates.c.revocation_reason)
             .where(certificates.c.issuer_sha256 == bindparam("b_issuer"),
-                   certificates.c.crl_shard == bindparam("b_shard"), certificates.c.status == "revoked",
+                   certificates.c.crl_shard == bindparam("b_shard"),
+                   # A literal, not a parameter: the partial index's condition must be provable from it.
+                   certificates.c.status == literal_column("'revoked'"),
                    certificates.c.not_after > bindparam("b_now")))
 _GET = (select(crls.c.der, crls.c.der_number, crls.c.this_update, crls.c.next_update)
         .where(crls.c.issuer_id == bindparam("b_id"), crls.c.shard == bindparam("b_shard")))
