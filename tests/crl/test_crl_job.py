@@ -228,3 +228,27 @@ def test_a_shards_entries_are_read_from_the_partial_index(tmp_path: Path, db_url
         assert "ix_certificates_crl" in text_plan, text_plan
     finally:
         store.close()
+
+
+def test_a_key_compromise_puts_the_renewals_on_their_own_shards_crls_too(tmp_path: Path) -> None:
+    from trustyard.ca import proofs
+
+    from ..support import new_csr
+
+    home = crl_home(tmp_path / "ca", crl={"shards": SHARDS})
+    authority = load_authority(home, PASSWORD, minting=True)
+    job = CrlJob(load_config(home), PASSWORD, authority.store)
+    try:
+        job.tick()
+        first, key = issue(authority, "r.internal")
+        new_key, csr = new_csr("r.internal")
+        der = x509.load_pem_x509_csr(csr).public_bytes(Encoding.DER)
+        proof = proofs.make(key, [first.certificate], proofs.RENEW, csr_sha256=proofs.csr_digest(der))
+        second = authority.renew(csr, proof)
+        authority.revoke(first.record.serial, "keyCompromise", admin=True)
+        job.tick()
+        for issued in (first, second):
+            crl = _served(CrlStore(authority.store), cdp_url(issued.certificate))
+            assert crl.get_revoked_certificate_by_serial_number(issued.certificate.serial_number) is not None
+    finally:
+        authority.store.close()

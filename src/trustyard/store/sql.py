@@ -142,11 +142,12 @@ class SqlStore(Database):
                                    if row.status == "revoked" else Code.CONFLICT)
                 conn.execute(update(certificates).where(certificates.c.serial == serial)
                              .values(revocation_reason=reason))
+            descendants: list[str] = []
             if cascade:
                 descendants = self._revoke_descendants(conn, serial, reason, now)
                 event_ = replace(event_, detail={**event_.detail, "descendants": descendants})
             row = conn.execute(select(certificates).where(certificates.c.serial == serial)).one()
-            crl_entries.mark_dirty(conn, [serial, *event_.detail.get("descendants", [])], now)
+            crl_entries.mark_dirty(conn, [serial, *descendants], now)  # their CRLs are due: no CRL built here
             self._append(conn, replace(event_, detail={**event_.detail, "sans": json.loads(row.sans)}))
         return cert_record(row)
 
