@@ -241,7 +241,7 @@ def test_a_key_compromise_puts_the_renewals_on_their_own_shards_crls_too(tmp_pat
     try:
         job.tick()
         first, key = issue(authority, "r.internal")
-        new_key, csr = new_csr("r.internal")
+        _new_key, csr = new_csr("r.internal")
         der = x509.load_pem_x509_csr(csr).public_bytes(Encoding.DER)
         proof = proofs.make(key, [first.certificate], proofs.RENEW, csr_sha256=proofs.csr_digest(der))
         second = authority.renew(csr, proof)
