@@ -7,6 +7,8 @@ Makes a throwaway CA home (SQLite in $TMPDIR unless ``--db-url``) whose provisio
 straight into the ledger (spread over the shards by serial, as issuance does), then times
 200 revocations through ``Authority.revoke`` (p50, p99: they mark a shard dirty and build no
 CRL) and the regeneration of one shard (query, build, sign, store) by ``CrlJob.generate``.
+
+Writes bench/out/crl.json.
 """
 
 from __future__ import annotations
@@ -95,6 +97,9 @@ def main() -> None:
               "revoke_p99_ms": round(latencies[197] * 1000, 2), "shard_entries": len(entries),
               "shard_query_seconds": round(query, 3), "shard_generate_seconds": round(generate, 3)}
     print(json.dumps(result, indent=2))
+    out = ROOT / "bench" / "out"
+    out.mkdir(exist_ok=True)
+    (out / "crl.json").write_text(json.dumps(result, indent=2) + "\n")
     authority.store.close()
 
 
