@@ -24,7 +24,7 @@ from ..errors import NotFound
 from ..store.crls import CrlStore
 
 _ISSUER = re.compile(r"[0-9a-f]{16}")
-_NAME = re.compile(r"([0-9]{1,4})\.crl")
+_SHARD = re.compile(r"[0-9]{1,4}")
 CONTENT_TYPE = "application/pkix-crl"  # RFC 2585
 
 
@@ -35,14 +35,14 @@ class CrlRoutes:
         self.max_age = int(config.crl.duration("delay").total_seconds())
 
     async def get(self, request: Request) -> Response:
-        issuer, name = request.path_params["issuer"], request.path_params["name"]
-        match = _NAME.fullmatch(name)
-        if not _ISSUER.fullmatch(issuer) or match is None or int(match[1]) >= self.shards:
+        issuer, text = request.path_params["issuer"], request.path_params["shard"]
+        if not _ISSUER.fullmatch(issuer) or not _SHARD.fullmatch(text) or int(text) >= self.shards:
             raise NotFound("no such CRL: /crl/<issuer id: 16 hex digits>/<shard>.crl")
-        published = await run_in_threadpool(self.store.get, issuer, int(match[1]))
+        shard = int(text)
+        published = await run_in_threadpool(self.store.get, issuer, shard)
         if published is None:
-            raise NotFound(f"no CRL {issuer}/{int(match[1])} (yet)")
-        tag = f'"{issuer}-{int(match[1])}-{published.number}"'
+            raise NotFound(f"no CRL {issuer}/{shard} (yet)")
+        tag = f'"{issuer}-{shard}-{published.number}"'
         left = int((published.next_update - datetime.now(UTC)).total_seconds())
         headers = {"ETag": tag, "Last-Modified": format_datetime(published.this_update, usegmt=True),
                    "Cache-Control": f"public, max-age={max(0, min(left, self.max_age))}"}
@@ -53,4 +53,4 @@ class CrlRoutes:
 
 
 def crl_routes(authority: Authority, config: Config) -> list[Route]:
-    return [Route("/crl/{issuer}/{name}", CrlRoutes(authority, config).get, methods=["GET"])]
+    return [Route("/crl/{issuer}/{shard}.crl", CrlRoutes(authority, config).get, methods=["GET"])]
