@@ -373,6 +373,9 @@ def create_app(authority: Authority, config: Config | None = None) -> Starlette:
         from ..acme import AcmeFailure
         from ..store.acme_store import AcmeStore
         from .acme_routes import acme_failure, acme_routes, purge_periodically
+        from .crl_routes import crl_routes
+
+        routes += crl_routes(authority, config)
 
         # First: the router tries routes in order, and ACME POSTs, eight to an order, are the
         # bulk of the traffic (behind the REST routes they paid ~6 us each in failed matches).

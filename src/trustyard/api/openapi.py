@@ -79,6 +79,13 @@ SPEC: dict[str, Any] = {
                               "security": _ADMIN, "parameters": [
                                   {"name": "stale", "in": "query", "schema": {"type": "string", "enum": ["1"]}}],
                               "responses": {"200": {"description": "parties"}, **_errors(401, 403)}}},
+        "/crl/{issuer}/{shard}.crl": {"get": {
+            "summary": "A shard's CRL (DER), the URL in its certificates' CRL Distribution Points",
+            "parameters": [{"name": "issuer", "in": "path", "required": True,
+                            "schema": {"type": "string", "pattern": "^[0-9a-f]{16}$"}},
+                           {"name": "shard", "in": "path", "required": True, "schema": {"type": "integer"}}],
+            "responses": {"200": {"description": "the CRL, with ETag, Last-Modified and Cache-Control"},
+                          "304": {"description": "not modified (If-None-Match)"}, **_errors(404)}}},
         "/healthz": {"get": {"summary": "Health", "responses": {"200": {"description": "healthy"},
                                                                  "503": {"description": "unhealthy"}}}},
         "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text format"}}}},

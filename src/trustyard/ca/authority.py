@@ -28,6 +28,7 @@ from ..x509.profiles import LeafSpec, leaf_builder, new_serial
 from ..x509.revocation import REVOCATION_REASONS
 from ..x509.summary import fingerprint_sha256, pem_bundle, serial_text
 from . import proofs, tokens
+from .crl import CrlScheme
 from .ledger import Ledger
 from .signer import Signer
 
@@ -39,6 +40,7 @@ class Provisioner:
     public_key: PublicKey | None = None
     private_key: PrivateKey | None = None  # only where tokens are minted (the CLI), never needed to serve
     ocsp_url: str | None = None  # put in its leaves' AIA (provisioner setting ocsp = true)
+    crl: bool = False  # its leaves name their CRL (``Authority.crl`` says where)
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,7 @@ class Authority(Generic[L]):
         self.clock = clock
         self.listeners: list[Listener] = []
         self._token_keys = {p.name: p.public_key for p in provisioners.values() if p.public_key is not None}
+        self.crl: CrlScheme | None = None  # the CRL shards and URLs, for provisioners with crl = true
 
     # -- the issuing material (swapped whole by a rotation) --------------------------------
 
@@ -341,11 +344,13 @@ class Authority(Generic[L]):
             issuer_not_after=material.signer.certificate.not_valid_after_utc, ttl_cap=ttl_cap, cap_source=cap_source,
         ))
         sans = tuple(name_text(n) for n in decision.names)
+        crl = self.crl if prov.crl else None
         for _attempt in range(3):
             serial = new_serial()
             intent = Intent(serial=serial_text(serial), provisioner=prov.name, subject=subject, sans=sans,
                             not_before=decision.not_before, not_after=decision.not_after, requested_at=now,
-                            renewed_from=renewed_from, token_jti=token_jti, token_expires_at=token_expires_at)
+                            renewed_from=renewed_from, token_jti=token_jti, token_expires_at=token_expires_at,
+                            crl_shard=crl.shard(serial) if crl else None)
             try:
                 self.store.record_intent(intent)
                 break
@@ -359,6 +364,8 @@ class Authority(Generic[L]):
                 public_key=request.public_key, names=decision.names, not_before=decision.not_before,
                 not_after=decision.not_after, serial=serial, eku=decision.eku, common_name=cn,
                 ocsp_url=prov.ocsp_url,
+                crl_url=crl.url(material.issuer_sha256, intent.crl_shard) if crl and intent.crl_shard is not None
+                else None,
             ), material.signer.certificate))
         except Exception:
             self.store.record_failed(intent.serial)

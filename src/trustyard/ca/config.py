@@ -14,6 +14,7 @@
                     validation_workers, validation_account_workers, validations_per_account,
                     validations_per_order, nonces_per_client, purge_interval, nonce_reject_percent
     [acme.eab.NAME] KID = "base64url HMAC key"  (External Account Binding required for provisioner NAME)
+    [crl]           shards, period, next_update, delay  (see ``ca/crl.py``)
     [rotation]      auto, checkin_interval, dwell, renew_window, stall, poll_interval,
                     server_cert_renewal
 
@@ -38,6 +39,7 @@ from ..policy import Policy, parse_patterns
 from ..units import parse_duration
 from ..x509.keys import KeyType
 from .alerts import AlertsConfig, load_alerts
+from .crl import CrlConfig, load_crl
 
 if TYPE_CHECKING:
     from .rotation import RotationSettings
@@ -69,6 +71,7 @@ class ProvisionerConfig:
     eku: tuple[str, ...] = ("serverAuth", "clientAuth")
     wildcards: bool = False
     ocsp: bool = False  # leaves carry the AIA OCSP URL ([server] ocsp_url, else <url>/ocsp)
+    crl: bool = False  # its leaves name their CRL shard in a CRL Distribution Points extension
 
     def policy(self, backdate: str) -> Policy:
         where = f"[[provisioners]] {self.name!r}"
@@ -250,6 +253,7 @@ class Config:
     provisioners: tuple[ProvisionerConfig, ...] = field(default_factory=tuple)
     acme: AcmeConfig = field(default_factory=AcmeConfig)
     rotation: RotationConfig = field(default_factory=RotationConfig)
+    crl: CrlConfig = field(default_factory=CrlConfig)
 
     def path(self, relative: str) -> Path:
         p = Path(relative).expanduser()
@@ -323,6 +327,7 @@ class Config:
             **({"rotation": dict(vars(self.rotation))} if self.rotation != RotationConfig() else {}),
             **({"environments": dict(self.environments)} if self.environments else {}),
             **({"alerts": vars(self.alerts)} if self.alerts != AlertsConfig() else {}),
+            **({"crl": vars(self.crl)} if self.crl != CrlConfig() else {}),
         }
 
     def environments_view(self) -> Environments:
@@ -364,7 +369,8 @@ def load_config(home: Path) -> Config:
                           else key)
             _check_type(path, f"[{section}] {key}", value, _DEFAULTS[field_name])
             values[field_name] = value
-    unknown_sections = set(data) - set(_SECTIONS) - {"provisioners", "acme", "rotation", "environments", "alerts"}
+    unknown_sections = set(data) - set(_SECTIONS) - {"provisioners", "acme", "rotation", "environments", "alerts",
+                                                                      "crl"}
     if unknown_sections:
         raise ConfigError(f"{path}: unknown section(s): {', '.join(sorted(unknown_sections))}")
     provisioners = []
@@ -391,7 +397,7 @@ def load_config(home: Path) -> Config:
     rotation = _load_rotation(path, data.get("rotation", {}))
     environments = data.get("environments", {})
     config = Config(home=home, provisioners=tuple(provisioners), acme=acme, rotation=rotation,
-                    alerts=load_alerts(path, data.get("alerts", {})),
+                    alerts=load_alerts(path, data.get("alerts", {})), crl=load_crl(path, data.get("crl", {})),
                     environments=environments if isinstance(environments, dict) else {}, **values)
     if not isinstance(environments, dict):
         raise ConfigError(f"{path}: [environments] must be a table of environment = [root fingerprints]")

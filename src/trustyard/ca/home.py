@@ -46,6 +46,7 @@ from . import bundle
 from .alerts import Alerter, ca_lifetime, fleet_stale, rotation_stuck
 from .authority import Authority, Provisioner
 from .config import CONFIG_NAME, DEFAULT_ALLOW, Config, ProvisionerConfig, load_config
+from .crl import CrlScheme
 
 if TYPE_CHECKING:  # the SQL engine is imported where a store is opened on it
     from ..store import SqlStore
@@ -259,7 +260,7 @@ def load_authority(home: Path, password: bytes | None, *, minting: bool = False,
             private_key = load_key(config, pc.key, password)
         provisioners[pc.name] = Provisioner(name=pc.name, policy=pc.policy(config.backdate),
                                             public_key=public_key, private_key=private_key,  # type: ignore[arg-type]
-                                            ocsp_url=config.ocsp_responder_url if pc.ocsp else None)
+                                            ocsp_url=config.ocsp_responder_url if pc.ocsp else None, crl=pc.crl)
     if quick:  # mints tokens, reads the ledger: the home's own intermediate, no rotation lookup
         from .signer import KeySigner
 
@@ -278,6 +279,7 @@ def load_authority(home: Path, password: bytes | None, *, minting: bool = False,
         raise
     authority = Authority(material.signer, list(material.chain), roots, store, provisioners)
     authority.use(material)
+    authority.crl = CrlScheme.of(config.url, config.crl)
     return authority
 
 

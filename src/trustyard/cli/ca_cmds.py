@@ -108,8 +108,8 @@ def serve(home: str | None, password_file: str | None, init_missing: bool, insec
           listen: str | None, workers: int | None, header_timeout: str | None, body_timeout: str | None,
           max_connections: int | None, log_level: str) -> None:
     """Run the CA's HTTPS API: REST (/v1/roots, /v1/sign, /v1/renew, /v1/revoke, /v1/certificates,
-    /healthz, /metrics, /openapi.json) and ACME (RFC 8555) at /acme/PROVISIONER/directory for
-    certbot, lego, cert-manager and friends. Stops cleanly on SIGTERM/SIGINT.
+    /healthz, /metrics, /openapi.json), the CRLs (/crl/ISSUER/SHARD.crl) and ACME (RFC 8555) at
+    /acme/PROVISIONER/directory for certbot, lego, cert-manager and friends. Stops cleanly on SIGTERM/SIGINT.
 
     Slow and greedy clients: a request's headers must arrive within the header timeout and its
     body within the body timeout (else 408 and the connection is closed), and each worker keeps
@@ -173,10 +173,21 @@ def serve(home: str | None, password_file: str | None, init_missing: bool, insec
                    err=True)
     # One per CA, not per worker: automatic rotation ([rotation] auto) and the renewal of the
     # server's own certificate, which every worker's reloading TLS context picks up.
+    from ..ca.crl_job import CrlJob
     from ..ca.home import open_home_store
     from ..ca.rotation_watch import Autopilot
 
-    autopilot = Autopilot(config, password, open_home_store(config, migrate=False)).start()
+    store = open_home_store(config, migrate=False)
+    # The CRLs, generated here (one thread per CA process; replicas share the work through the
+    # database). A changed [crl] shards is refused before the workers start.
+    crl_job = CrlJob(config, password, store)
+    try:
+        crl_job.load_issuers()
+    except BaseException:
+        store.close()
+        raise
+    crl_job.start()
+    autopilot = Autopilot(config, password, store).start()
     # Webhook alerts run beside the server, in this process only (not once per worker), and
     # never on the issuance path.
     alerter = home_alerter(config, autopilot.store)
@@ -195,6 +206,7 @@ def serve(home: str | None, password_file: str | None, init_missing: bool, insec
             proxy_headers=False,
         )
     finally:
+        crl_job.stop()
         autopilot.stop()
         autopilot.store.close()
         if alerter is not None:

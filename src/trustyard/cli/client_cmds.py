@@ -277,9 +277,10 @@ def _revoked_text(record: dict[str, Any], already: bool) -> str:
     if reason == "keyCompromise":
         lines.append("          and every certificate renewed from it")
     lines += [
-        "told      the CA: it refuses to renew this certificate from now on",
-        f"not told  services that trust this CA: trustyard publishes no CRL or OCSP yet, so they accept it "
-        f"until it expires at {format_time(not_after)}"
+        "told      the CA: it refuses to renew this certificate from now on; its OCSP responder answers "
+        "revoked at once, and its CRL shard lists it within [crl] delay",
+        "not told  services that check neither OCSP nor the CRL, or when the certificate names no OCSP or CRL URL "
+        f"(its provisioner's ocsp / crl = true): they accept it until it expires at {format_time(not_after)}"
         + (f" (in {humanize(left)})" if left.total_seconds() > 0 else ""),
         f"next      replace it where it is used: trustyard token {name}, then trustyard issue {name} --token T",
     ]

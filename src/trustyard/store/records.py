@@ -36,6 +36,7 @@ class Intent:
     renewed_from: str | None = None
     token_jti: str | None = None
     token_expires_at: datetime | None = None
+    crl_shard: int | None = None  # the CRL shard its CRL Distribution Points name, if any
 
 
 @dataclass(frozen=True)

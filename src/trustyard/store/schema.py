@@ -3,9 +3,10 @@ is what the code reads and writes through."""
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, DateTime, Index, Integer, LargeBinary, MetaData, String, Table, Text
+from sqlalchemy import BigInteger, Column, DateTime, Index, Integer, LargeBinary, MetaData, String, Table, Text, text
 
 metadata = MetaData()
+_REVOKED_WITH_SHARD = "status = 'revoked' AND crl_shard IS NOT NULL"
 
 certificates = Table(
     "certificates", metadata,
@@ -25,10 +26,16 @@ certificates = Table(
     Column("revocation_reason", String(64), nullable=True),
     Column("superseded_by", String(40), nullable=True),  # migration 0004: the renewal of this one
     Column("issuer_sha256", String(64), nullable=True),  # migration 0005: the signing CA's fingerprint
+    # migration 0009: the CRL shard named in the certificate's CRL Distribution Points (NULL: none)
+    Column("crl_shard", Integer, nullable=True),
     Index("ix_certificates_status_not_after", "status", "not_after"),
     Index("ix_certificates_renewed_from", "renewed_from"),
     Index("ix_certificates_issuer", "issuer_sha256", "status", "not_after"),
     Index("ix_certificates_revoked_at", "revoked_at"),  # migration 0008: the OCSP responders' poll
+    # A shard's CRL entries (store/crls.py): revoked certificates with a shard only, and covering
+    # the query, so generating a shard reads just its entries, however large the ledger.
+    Index("ix_certificates_crl", "issuer_sha256", "crl_shard", "status", "not_after", "serial", "revoked_at",
+          "revocation_reason", sqlite_where=text(_REVOKED_WITH_SHARD), postgresql_where=text(_REVOKED_WITH_SHARD)),
 )
 
 used_tokens = Table(
@@ -210,4 +217,26 @@ bundle_versions = Table(
     Column("sha256", String(64), nullable=False),  # hex SHA-256 of the PEM bytes served
     Column("pem", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+
+# -- revocation lists: migration 0009 -----------------------------------------------------------
+
+crls = Table(
+    "crls", metadata,
+    # One row per issuing intermediate and shard: the newest CRL (what every replica serves) and
+    # the bookkeeping that makes exactly one replica generate it (``store/crls.py``).
+    Column("issuer_id", String(16), primary_key=True),  # the first 16 hex digits of issuer_sha256: the URL's
+    Column("shard", Integer, primary_key=True, autoincrement=False),
+    Column("issuer_sha256", String(64), nullable=False),
+    Column("shards", Integer, nullable=False),  # how many shards the issuer's certificates are spread over
+    Column("number", BigInteger, nullable=False),  # the CRL number claimed last (0: none yet)
+    Column("period", BigInteger, nullable=False),  # the generation period it was claimed for (-1: none)
+    Column("claimed_at", DateTime(timezone=True), nullable=True),
+    Column("dirty_at", DateTime(timezone=True), nullable=True),  # a revocation since the claim
+    Column("der_number", BigInteger, nullable=False),  # the CRL number of der (0: none yet)
+    Column("der", LargeBinary, nullable=True),
+    Column("this_update", DateTime(timezone=True), nullable=True),
+    Column("next_update", DateTime(timezone=True), nullable=True),
+    Column("entries", Integer, nullable=False),
 )

@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ..errors import Code, Conflict, Forbidden, NotFound, Unauthorized
 from . import audit as chain
+from . import crls as crl_entries
 from . import refusals
 from .engine import Database
 from .records import (
@@ -58,7 +59,7 @@ class SqlStore(Database):
                     serial=intent.serial, provisioner=intent.provisioner, subject=intent.subject,
                     sans=json.dumps(list(intent.sans)), status="pending", requested_at=intent.requested_at,
                     not_before=intent.not_before, not_after=intent.not_after, renewed_from=intent.renewed_from,
-                    token_jti=intent.token_jti,
+                    token_jti=intent.token_jti, crl_shard=intent.crl_shard,
                 ))
             except IntegrityError:
                 raise SerialCollision(intent.serial) from None
@@ -141,10 +142,12 @@ class SqlStore(Database):
                                    if row.status == "revoked" else Code.CONFLICT)
                 conn.execute(update(certificates).where(certificates.c.serial == serial)
                              .values(revocation_reason=reason))
+            descendants: list[str] = []
             if cascade:
                 descendants = self._revoke_descendants(conn, serial, reason, now)
                 event_ = replace(event_, detail={**event_.detail, "descendants": descendants})
             row = conn.execute(select(certificates).where(certificates.c.serial == serial)).one()
+            crl_entries.mark_dirty(conn, [serial, *descendants], now)  # their CRLs are due: no CRL built here
             self._append(conn, replace(event_, detail={**event_.detail, "sans": json.loads(row.sans)}))
         return cert_record(row)
 

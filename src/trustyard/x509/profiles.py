@@ -153,6 +153,7 @@ class LeafSpec:
     common_name: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
     ocsp_url: str | None = None  # Authority Information Access: the OCSP responder
+    crl_url: str | None = None  # for a CRL Distribution Points extension
 
 
 def leaf_builder(spec: LeafSpec, issuer: x509.Certificate) -> x509.CertificateBuilder:
@@ -189,6 +190,10 @@ def leaf_builder(spec: LeafSpec, issuer: x509.Certificate) -> x509.CertificateBu
     if spec.ocsp_url:
         builder = builder.add_extension(x509.AuthorityInformationAccess([x509.AccessDescription(
             x509.AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(spec.ocsp_url))]), critical=False)
+    if spec.crl_url:
+        builder = builder.add_extension(x509.CRLDistributionPoints([x509.DistributionPoint(
+            full_name=[x509.UniformResourceIdentifier(spec.crl_url)], relative_name=None, reasons=None,
+            crl_issuer=None)]), critical=False)
     return builder
 
 
