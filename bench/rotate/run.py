@@ -47,6 +47,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
 from cryptography import x509  # noqa: E402
+from cryptography.exceptions import InvalidSignature  # noqa: E402
 
 from trustyard.agent.config import AgentConfig, cert_spec  # noqa: E402
 from trustyard.agent.runner import Agent, ManagedCert  # noqa: E402
@@ -138,7 +139,7 @@ class CountingBackend:
             try:
                 leaf.verify_directly_issued_by(new)
                 self.stats.renewed_at[self.index] = time.time()
-            except (ValueError, TypeError, Exception):
+            except (ValueError, TypeError, InvalidSignature):
                 pass
         return issued
 
@@ -152,7 +153,8 @@ class CountingBackend:
             for d in answer.get("directives") or []:
                 self.stats.directives[d.get("name")] = self.stats.directives.get(d.get("name"), 0) + 1
         wanted = self.stats.wanted_version
-        if wanted is not None and version is not None and version >= wanted and self.stats.adopted_at[self.index] is None:
+        if wanted is not None and version is not None and version >= wanted \
+                and self.stats.adopted_at[self.index] is None:
             self.stats.adopted_at[self.index] = time.time()
         return answer
 
@@ -306,8 +308,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             spec = cert_spec({"name": name, "out": f"/nonexistent/{name}", "ttl": "24h"})
             m = ManagedCert(spec, backend, out, clock, rng=random.Random(rng.random()),
                             environ={"TRUSTYARD_TOKEN": tokens[i]})
-            config = AgentConfig(ca_url=url, root=root, certificates=(spec,),
-                                 roots_interval=timedelta(seconds=interval), checkin_interval=timedelta(seconds=interval))
+            every = timedelta(seconds=interval)
+            config = AgentConfig(ca_url=url, root=root, certificates=(spec,), roots_interval=every,
+                                 checkin_interval=every)
             agent = Agent(config, backend, [m], clock, rng=random.Random(rng.random()))
             agent.start()
             agents.append(agent)
