@@ -352,7 +352,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         phases["published"] = time.time()
         stats.wanted_version = published["bundle_version"]
         cpu_pub = tree_cpu_seconds(serve.pid)
-        until(lambda: all(t is not None for t in stats.adopted_at), 2 * interval + dwell + 120, "adoption")
+        try:
+            until(lambda: all(t is not None for t in stats.adopted_at), 2 * interval + dwell + 120, "adoption")
+        except RuntimeError:
+            laggards = [i for i, t in enumerate(stats.adopted_at) if t is None]
+            for i in laggards[:10]:
+                a, m = agents[i], agents[i].managed[0]
+                print(f"laggard {i}: bundle {m.output.bundle_version()[0]} next check-in {a.checkin_next} hold "
+                      f"{a.checkin_hold} roots_next {a.roots_next} failures {m.failures} {m.last_error} "
+                      f"in heap {any(j == i for _, j in fleet.heap)}", file=sys.stderr)
+            print(f"{len(laggards)} laggards; failures {stats.failures[:5]}; now {datetime.now(UTC)}", file=sys.stderr)
+            raise
         phases["adopted_100"] = max(t for t in stats.adopted_at if t is not None)
         coverage = ""
 

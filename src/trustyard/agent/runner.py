@@ -648,6 +648,8 @@ class Agent:
                 self.checkin(self.clock.now())
                 if any(m.due(self.clock.now()) for m in self.managed):
                     continue  # renew-now: at once
+                if self.checkin_due(self.clock.now()):
+                    continue  # refresh-bundle changed the bundle: report it at once
             now = self.clock.now()
             wakes = [m.next_at for m in self.managed] + [self.roots_next, now + self.MAX_NAP]
             if self.checkin_interval is not None:
