@@ -317,3 +317,23 @@ def test_flags_reach_the_workers(sqlite_home: Path) -> None:
             s.close()
     finally:
         server.stop()
+
+
+def test_sigterm_with_an_idle_kept_alive_client_exits_at_once(sqlite_home: Path) -> None:
+    """A pooled client that keeps its connection open and never reads it (so never answers
+    the TLS close_notify) does not hold ``serve``'s exit until the graceful-shutdown timeout:
+    the server exits within a few seconds and logs no cancelled shutdown."""
+    server = start_server(sqlite_home, workers=1)
+    client = server.client()
+    try:
+        assert client.get("/healthz").status_code == 200  # the connection stays in the pool, idle
+        started = time.monotonic()
+        server.process.terminate()
+        server.process.wait(30)
+        took = time.monotonic() - started
+    finally:
+        client.close()
+        server.stop()
+    log = server.log.read_text()
+    assert "timeout graceful shutdown exceeded" not in log, log
+    assert took < 1.0 + 2 * SLACK, f"serve took {took:.1f} s to exit"

@@ -24,7 +24,8 @@ for ever. :class:`ServerLimits` adds what it lacks, per connection and so on eve
   handshake is done, without waiting for (or reading) its request, and closed.
 
 A closing connection whose peer does not finish the TLS shutdown is dropped after
-``CLOSE_GRACE`` seconds, so a slow client cannot hold a descriptor past its deadline.
+``CLOSE_GRACE`` seconds, so a slow client cannot hold a descriptor past its deadline, nor an
+idle kept-alive client hold ``serve``'s exit on SIGTERM.
 """
 
 from __future__ import annotations
@@ -201,8 +202,30 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             cycle.message_event.set()
         self._close()
 
+    # -- shutting down ------------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """``serve`` stops (SIGTERM): an idle connection is closed at once, a busy one after its
+        response, each through ``_close``. A kept-alive client that does not read (a pooled
+        HTTP client between requests) never answers the TLS close_notify; without the grace it
+        would hold the exit until the graceful-shutdown timeout."""
+        if self._refused or self._lost:
+            return
+        if self.cycle is None or self.cycle.response_complete:
+            self._close()
+        else:
+            self.cycle.keep_alive = False  # on_response_complete closes it
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.transport.is_closing():  # Connection: close, or shutting down
+            self._arm_grace()
+
     def _close(self) -> None:
         self.transport.close()
+        self._arm_grace()
+
+    def _arm_grace(self) -> None:
         if self._grace is None and not self._lost:
             self._grace = self.loop.call_later(CLOSE_GRACE, self._abort)
 

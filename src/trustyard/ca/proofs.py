@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -61,7 +63,7 @@ def certificate_of(token: str) -> x509.Certificate:
     if not isinstance(token, str) or not token or len(token) > MAX_PROOF_BYTES:
         raise Unauthorized("missing or oversized proof", code=Code.BAD_PROOF)
     try:
-        header = jwt.get_unverified_header(token)
+        header = _unverified_header(token)
         x5c = header.get("x5c")
         if not isinstance(x5c, list) or not x5c or not isinstance(x5c[0], str):
             raise Unauthorized("the proof carries no certificate (x5c header)", code=Code.BAD_PROOF)
@@ -70,6 +72,23 @@ def certificate_of(token: str) -> x509.Certificate:
         raise
     except Exception as exc:
         raise Unauthorized(f"malformed proof: {type(exc).__name__}", code=Code.BAD_PROOF) from None
+
+
+_SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _unverified_header(token: str) -> dict[str, Any]:
+    """The JOSE header, read as PyJWT reads it (base64url, no junk, a JSON object), at C speed:
+    PyJWT checks the segment character by character in Python, and ``verify`` parses the token
+    once more anyway. The header of a check-in proof carries the certificate (about 1 kB); the
+    check-in path spent a fifth of its CPU on this check, done twice."""
+    head, dot, _rest = token.partition(".")
+    if not dot or not _SEGMENT.fullmatch(head) or len(head) % 4 == 1:
+        raise ValueError("not a compact JWS")
+    header = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
+    if not isinstance(header, dict):
+        raise ValueError("the header is not a JSON object")
+    return header
 
 
 def verify(token: str, audience: str, certificate: x509.Certificate | None = None) -> Proof:

@@ -9,7 +9,7 @@ INSERT of a new party). Runs on the engine's public API (``transaction``, ``run`
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
@@ -70,7 +70,7 @@ class FleetStore:
         """Record ``row``; a proof (``jti``) already used for this party's last check-in is refused
         and changes nothing. A pending renew-now is cleared once the party reports a certificate
         other than the one it was asked to renew."""
-        values = asdict(row)
+        values = {f.name: getattr(row, f.name) for f in fields(row)}  # flat: asdict deep-copies, slowly
         with self.db.transaction(durable=False) as conn:
             prior = self.db.run(conn, _GET, {"party_": row.party}).first()
             if prior is None:
