@@ -24,7 +24,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from ..errors import ConfigError
-from ..units import parse_duration
+from .sections import duration, section
 
 log = logging.getLogger("trustyard.alerts")
 
@@ -51,26 +51,14 @@ class AlertsConfig:
     ca_critical_left: float = 1 / 6
 
     def seconds(self, key: str) -> float:
-        try:
-            return parse_duration(getattr(self, key)).total_seconds()
-        except (ValueError, OverflowError) as exc:
-            raise ConfigError(f"[alerts] {key}: {exc}") from None
+        return duration(f"[alerts] {key}", getattr(self, key)).total_seconds()
 
 
 def load_alerts(path: Path, table: Any) -> AlertsConfig:
-    if not isinstance(table, dict):
-        raise ConfigError(f"{path}: [alerts] must be a table")
-    known = {f.name: f.default for f in fields(AlertsConfig)}
-    unknown = set(table) - set(known)
-    if unknown:
-        raise ConfigError(f"{path}: unknown key(s) in [alerts]: {', '.join(sorted(unknown))}")
-    for key, value in table.items():
-        number = isinstance(known[key], float)
-        if (number and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1)) or \
-                (not number and not isinstance(value, str)):
-            raise ConfigError(f"{path}: [alerts] {key} must be " + ("a share between 0 and 1" if number else
-                                                                  "a string") + f", not {value!r}")
-    config = AlertsConfig(**table)
+    config = AlertsConfig(**section(path, "alerts", table, AlertsConfig))
+    for key in ("ca_warning_left", "ca_critical_left"):
+        if not 0 < getattr(config, key) < 1:
+            raise ConfigError(f"{path}: [alerts] {key} must be a share between 0 and 1, not {getattr(config, key)!r}")
     for key in ("interval", "timeout", "retry", "max_retry"):
         config.seconds(key)
     if config.webhook and not config.webhook.startswith(("http://", "https://")):

@@ -28,7 +28,7 @@ import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,6 +40,7 @@ from ..units import parse_duration
 from ..x509.keys import KeyType
 from .alerts import AlertsConfig, load_alerts
 from .crl import CrlConfig, load_crl
+from .sections import check_type, duration, field_defaults, section
 
 if TYPE_CHECKING:
     from .rotation import RotationSettings
@@ -98,10 +99,7 @@ class ProvisionerConfig:
 
 def _duration(key: str, text: Any, allow_zero: bool = False) -> timedelta:
     """A duration from trustyard.toml; a ConfigError naming the key when it is not one."""
-    try:
-        return parse_duration(text, allow_zero=allow_zero)
-    except ValueError as exc:
-        raise ConfigError(f"{CONFIG_NAME}: {key}: {exc}") from None
+    return duration(f"{CONFIG_NAME}: {key}", text, allow_zero)
 
 
 DEFAULT_ACME_TARGETS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
@@ -216,13 +214,7 @@ class RotationConfig:
 
 
 def _rotation_duration(key: str, text: str) -> timedelta:
-    try:
-        value = parse_duration(text)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"[rotation] {key}: {exc}") from None
-    if value <= timedelta(0):
-        raise ConfigError(f"[rotation] {key} must be more than 0s")
-    return value
+    return duration(f"[rotation] {key}", text)
 
 
 @dataclass(frozen=True)
@@ -357,17 +349,17 @@ def load_config(home: Path) -> Config:
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from None
     values: dict[str, Any] = {}
-    for section, allowed in _SECTIONS.items():
-        table = data.get(section, {})
+    for name, allowed in _SECTIONS.items():
+        table = data.get(name, {})
         if not isinstance(table, dict):
-            raise ConfigError(f"{path}: [{section}] must be a table")
+            raise ConfigError(f"{path}: [{name}] must be a table")
         unknown = set(table) - allowed
         if unknown:
-            raise ConfigError(f"{path}: unknown key(s) in [{section}]: {', '.join(sorted(unknown))}")
+            raise ConfigError(f"{path}: unknown key(s) in [{name}]: {', '.join(sorted(unknown))}")
         for key, value in table.items():
-            field_name = ("database_url" if section == "database" else "admin_token_sha256" if section == "admin"
+            field_name = ("database_url" if name == "database" else "admin_token_sha256" if name == "admin"
                           else key)
-            _check_type(path, f"[{section}] {key}", value, _DEFAULTS[field_name])
+            check_type(path, f"[{name}] {key}", value, _DEFAULTS[field_name])
             values[field_name] = value
     unknown_sections = set(data) - set(_SECTIONS) - {"provisioners", "acme", "rotation", "environments", "alerts",
                                                                       "crl"}
@@ -383,7 +375,7 @@ def load_config(home: Path) -> Config:
             raise ConfigError(f"{path}: provisioner entry {entry.get('name', '?')!r}: "
                               f"unknown key(s) {sorted(unknown)} or missing name")
         for key, value in entry.items():
-            _check_type(path, f"provisioner {entry['name']!r}: {key}", value, _PROVISIONER_DEFAULTS[key])
+            check_type(path, f"provisioner {entry['name']!r}: {key}", value, _PROVISIONER_DEFAULTS[key])
         settings: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in entry.items()}
         provisioners.append(ProvisionerConfig(**settings))
     if os.environ.get("TRUSTYARD_DATABASE_URL"):
@@ -413,54 +405,15 @@ _ACME_KEYS = set(AcmeConfig.__dataclass_fields__)
 
 
 def _load_rotation(path: Path, table: Any) -> RotationConfig:
-    if not isinstance(table, dict):
-        raise ConfigError(f"{path}: [rotation] must be a table")
-    defaults = _field_defaults(RotationConfig)
-    unknown = set(table) - set(defaults)
-    if unknown:
-        raise ConfigError(f"{path}: unknown key(s) in [rotation]: {', '.join(sorted(unknown))}")
-    for key, value in table.items():
-        _check_type(path, f"[rotation] {key}", value, defaults[key])
-    config = RotationConfig(**table)
+    config = RotationConfig(**section(path, "rotation", table, RotationConfig))
     config.settings()  # fail at load time, naming the key
     _checked = config.poll_seconds
     return config
 
 
-def _field_defaults(cls: Any) -> dict[str, Any]:
-    return {f.name: f.default_factory() if f.default_factory is not MISSING else f.default
-            for f in fields(cls)}
-
-
-_DEFAULTS = _field_defaults(Config) | {"database_url": "", "admin_token_sha256": ""}
-_PROVISIONER_DEFAULTS = _field_defaults(ProvisionerConfig) | {"name": "", "key": "", "public_key": ""}
-_ACME_DEFAULTS = _field_defaults(AcmeConfig)
-
-
-def _check_type(path: Path, where: str, value: Any, default: Any) -> None:
-    """A value of the type the setting's default has: TOML lets any key hold any type."""
-    if isinstance(default, bool):
-        ok, wanted = isinstance(value, bool), "true or false"
-    elif isinstance(default, int):
-        ok, wanted = isinstance(value, int) and not isinstance(value, bool), "an integer"
-    elif isinstance(default, float):
-        ok, wanted = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
-    elif isinstance(default, tuple):
-        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
-        wanted = "a list of strings"
-    elif isinstance(default, dict):
-        ok = isinstance(value, dict) and all(isinstance(keys, dict) and all(isinstance(k, str) for k in keys.values())
-                                             for keys in value.values())
-        wanted = "tables of strings"
-    else:
-        ok, wanted = isinstance(value, str), "a string"
-    if not ok:
-        raise ConfigError(f"{path}: {where} must be {wanted}, not {_short(value)}")
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:60] + "..."
+_DEFAULTS = field_defaults(Config) | {"database_url": "", "admin_token_sha256": ""}
+_PROVISIONER_DEFAULTS = field_defaults(ProvisionerConfig) | {"name": "", "key": "", "public_key": ""}
+_ACME_DEFAULTS = field_defaults(AcmeConfig)
 
 
 def dns_server(text: str) -> str:
@@ -492,7 +445,7 @@ def _load_acme(path: Path, table: Any) -> AcmeConfig:
         raise ConfigError(f"{path}: unknown key(s) in [acme]: {', '.join(sorted(unknown))}")
     for key, value in table.items():
         if key != "resolver":  # dns_server says what a resolver looks like
-            _check_type(path, f"[acme] {key}", value, _ACME_DEFAULTS[key])
+            check_type(path, f"[acme] {key}", value, _ACME_DEFAULTS[key])
     values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in table.items()}
     eab = values.get("eab", {})
     if not isinstance(eab, dict) or not all(isinstance(v, dict) for v in eab.values()):

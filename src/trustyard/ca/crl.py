@@ -15,13 +15,13 @@ purpose (no SQL): the authority imports it; the generation job is ``ca/crl_job.p
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..units import parse_duration
+from .sections import duration, section
 
 MAX_SHARDS = 4096
 
@@ -34,25 +34,11 @@ class CrlConfig:
     delay: str = "60s"
 
     def duration(self, key: str) -> timedelta:
-        try:
-            return parse_duration(getattr(self, key))
-        except (ValueError, OverflowError) as exc:
-            raise ConfigError(f"[crl] {key}: {exc}") from None
+        return duration(f"[crl] {key}", getattr(self, key))
 
 
 def load_crl(path: Path, table: Any) -> CrlConfig:
-    if not isinstance(table, dict):
-        raise ConfigError(f"{path}: [crl] must be a table")
-    known = {f.name: f.default for f in fields(CrlConfig)}
-    unknown = set(table) - set(known)
-    if unknown:
-        raise ConfigError(f"{path}: unknown key(s) in [crl]: {', '.join(sorted(unknown))}")
-    for key, value in table.items():
-        wanted = int if key == "shards" else str
-        if isinstance(value, bool) or not isinstance(value, wanted):
-            raise ConfigError(f"{path}: [crl] {key} must be {'an integer' if wanted is int else 'a string'}, "
-                              f"not {value!r}"[:200])
-    config = CrlConfig(**table)
+    config = CrlConfig(**section(path, "crl", table, CrlConfig))
     if not 1 <= config.shards <= MAX_SHARDS:
         raise ConfigError(f"{path}: [crl] shards = {config.shards}: must be from 1 to {MAX_SHARDS}")
     if config.duration("next_update") <= config.duration("period"):
