@@ -54,14 +54,7 @@ def write_exclusive(path: str | os.PathLike[str], data: bytes | str, mode: int =
 
 
 def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    _fsync(directory, OSError)  # a directory that cannot be opened (some filesystems): nothing to sync
 
 
 DATA = "..data"
@@ -113,9 +106,13 @@ def _replace_symlink(link: Path, target: str) -> None:
 def fsync_if_present(path: str | os.PathLike[str]) -> None:
     """fsync ``path`` if it exists (a SQLite ``-wal`` file that a checkpoint may have removed:
     then its frames are already in the synced database file)."""
+    _fsync(path, FileNotFoundError)
+
+
+def _fsync(path: str | os.PathLike[str], absent: type[OSError]) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
+    except absent:
         return
     try:
         os.fsync(fd)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import warnings
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,9 +14,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from trustyard.api.app import create_app
 from trustyard.ca.authority import Authority, Issued
-from trustyard.ca.config import load_config
 from trustyard.ca.home import load_authority
 from trustyard.ca.ocsp import OcspResponder
 from trustyard.store.records import AuditEvent
@@ -34,21 +31,14 @@ OK = ocsp.OCSPResponseStatus.SUCCESSFUL
 
 
 @pytest.fixture
-def home(tmp_path: Path) -> Path:
+def ca_home(tmp_path: Path) -> Path:
+    """The home conftest's ``authority`` and ``client`` fixtures run on: one with OCSP on."""
     return ocsp_home(tmp_path / "ca")
 
 
 @pytest.fixture
-def authority(home: Path) -> Iterator[Authority]:
-    a = load_authority(home, PASSWORD, minting=True)
-    yield a
-    a.store.close()
-
-
-@pytest.fixture
-def client(authority: Authority, home: Path) -> Iterator[TestClient]:
-    with TestClient(create_app(authority, load_config(home)), raise_server_exceptions=False) as c:
-        yield c
+def home(ca_home: Path) -> Path:
+    return ca_home
 
 
 def issue(authority: Authority, name: str = "orders.internal") -> Issued:
