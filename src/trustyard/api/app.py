@@ -55,6 +55,8 @@ class Api:
         # The trust bundle and its version (ca/bundle.py): the newest published one, read from the
         # database so what another replica or a rotation publishes is served here too.
         self.bundle = bundle.Current(authority.store, bundle.ensure(authority.store, authority.roots))
+        # Check-ins compare against the bundle this server serves (ca/bundle.py), not the one it loaded.
+        self.fleet.current_sha256 = lambda: (self.bundle.cached() or self.bundle.load()).sha256
         self._rendered: dict[tuple[int, str], bytes] = {}  # truststores of the current version
         authority.listeners.append(metrics.on_authority_event)
 
@@ -349,8 +351,6 @@ def create_app(authority: Authority, config: Config | None = None) -> Starlette:
                   flag_file=config.home / FLEET_FLAG_FILE if config else None)
     api = Api(authority, config.admin_token_sha256 if config else "",
               config.max_body_bytes if config else 64 * 1024, config.environment if config else "", fleet)
-    # Check-ins compare against the bundle this server serves (ca/bundle.py), not the one it loaded.
-    fleet.current_sha256 = lambda: (api.bundle.cached() or api.bundle.load()).sha256
     # One line per issuance, renewal, revocation and refusal (trustyard.ca), from what is recorded.
     authority.store.observers.append(oplog.OperationsLog().record)
     routes = [

@@ -25,7 +25,6 @@ A party not seen for ``STALE_INTERVALS`` of its own check-in interval is ``stale
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import math
 import random
 import re
@@ -43,12 +42,12 @@ from ..errors import BadRequest, Code, Forbidden, TrustyardError, Unauthorized
 from ..store.fleet_store import CheckinRow, FleetStore, PartyRow
 from ..units import format_time
 from ..x509.summary import serial_text
-from . import proofs
+from . import bundle, proofs
 
 if TYPE_CHECKING:
     from .authority import Authority
 
-__all__ = ["Answer", "Directive", "Fleet", "PartyRow", "Selector", "bundle_sha256", "party_state", "spread_renewals"]
+__all__ = ["Answer", "Directive", "Fleet", "PartyRow", "Selector", "party_state", "spread_renewals"]
 
 MAX_CHECKIN_PROOF_LIFETIME = timedelta(minutes=2)
 SUPERSEDED_GRACE = timedelta(hours=1)  # a renewed certificate may still check in this long (a slow reload)
@@ -60,11 +59,6 @@ _HEX = re.compile(r"[0-9a-f]{1,64}")
 
 Selector = Callable[[PartyRow], bool] | str | None
 """Which parties: a predicate, a glob on the identity (``*.internal``), or None for all."""
-
-
-def bundle_sha256(pem: str | bytes) -> str:
-    """The bundle's identity as parties report it: SHA-256 of the PEM bytes ``/v1/roots`` serves."""
-    return hashlib.sha256(pem.encode() if isinstance(pem, str) else pem).hexdigest()
 
 
 def spread_renewals(store: FleetStore, rows: list[PartyRow], now: datetime, window: timedelta,
@@ -149,8 +143,9 @@ class Fleet:
                  flag_file: Path | None = None, rng: random.Random | None = None,
                  current_sha256: Callable[[], str] | None = None) -> None:
         self.authority, self.store = authority, store
-        # The SHA-256 of the bundle the CA serves now (a rotation or another replica may change it).
-        self.current_sha256 = current_sha256 or (lambda: bundle_sha256(authority.roots_pem))
+        # The SHA-256 of the bundle the CA serves now (a rotation or another replica may change it):
+        # the server's (``Api`` sets it); standalone, the authority's roots as loaded.
+        self.current_sha256 = current_sha256 or (lambda: bundle.digest(authority.roots_pem))
         self.shedder = _Shedder(max_per_second, flag_file)
         self.rng = rng or random.Random()
         self.listeners: list[Callable[[str], None]] = []  # told each check-in's result (metrics)
