@@ -1,6 +1,5 @@
 """``/ocsp``: the OCSP responder over HTTP (RFC 6960 appendix A, RFC 5019), as a bare ASGI
-endpoint ``CAApp`` calls before Starlette's router and middleware (the hot path is a parse and
-a dict lookup).
+endpoint, first in the app's routes (the hot path is a parse and a dict lookup).
 
 POST ``/ocsp`` with the DER request as body (at most ``MAX_REQUEST_BYTES``), or GET
 ``/ocsp/{base64 of the DER}``. Every answer is HTTP 200 with an OCSP response, errors included
@@ -38,10 +37,6 @@ _COUNTED = {status: OCSP_RESPONSES.labels(status) for status in ("good", "revoke
 _ERRORS = {proto.MALFORMED: OCSP_RESPONSES.labels("malformedRequest"),
            proto.UNAUTHORIZED: OCSP_RESPONSES.labels("unauthorized"),
            proto.TRY_LATER: OCSP_RESPONSES.labels("tryLater")}
-
-
-def is_ocsp_path(path: str) -> bool:
-    return path == PATH or path.startswith(PATH + "/")
 
 
 class OcspEndpoint:
