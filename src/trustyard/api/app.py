@@ -236,7 +236,7 @@ class Api:
         return problems
 
     async def metrics_endpoint(self, request: Request) -> Response:
-        self.authority.refresh()
+        await run_in_threadpool(self.authority.refresh)  # a due rotation poll queries the database
         certs = [("root", c) for c in self.authority.roots] + [("intermediate", self.authority.signer.certificate)]
         deadlines = await run_in_threadpool(self._rotation_deadlines)
         parties = await run_in_threadpool(self.fleet.parties)
