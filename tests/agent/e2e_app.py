@@ -11,22 +11,21 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import uvicorn
 
 from trustyard.tls import IdentityMiddleware, IdentityPolicy, client_certificate, server_context
 from trustyard.tls.uvicorn import config
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script: make ``tests`` importable
+from tests.asgi_lifespan import handle_lifespan
+
 
 async def app(scope, receive, send):  # type: ignore[no-untyped-def]
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await handle_lifespan(receive, send)
+        return
     cert = client_certificate(scope)
     body = json.dumps({"identity": scope["trustyard.peer_identity"].name,
                        "client_serial": format(cert.serial_number, "x") if cert else None}).encode()

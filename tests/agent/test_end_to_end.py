@@ -22,6 +22,7 @@ from trustyard.tls import client_context
 from trustyard.x509.keys import KeyType, generate_private_key, private_key_pem
 from trustyard.x509.profiles import root_builder, sign
 
+from ..nginx import nginx_conf, start_nginx, stop_nginx
 from ..support import Server
 from .helpers import AgentProcess, agent_args, mint, serial_of, wait_for
 
@@ -152,29 +153,6 @@ def _answers(url: str, ctx: ssl.SSLContext) -> bool:
         return False
 
 
-NGINX_CONF = """
-daemon on;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
-    server {{
-        listen 127.0.0.1:{port} ssl;
-        server_name edge.internal;
-        ssl_certificate {certs}/tls.crt;
-        ssl_certificate_key {certs}/tls.key;
-        location / {{ return 200 "ok\\n"; }}
-    }}
-}}
-"""
-
-
 def curl_serial(port: int, certs: Path) -> str:
     done = subprocess.run(["curl", "-sS", "--cacert", str(certs / "ca.crt"), "--resolve",
                            f"edge.internal:{port}:127.0.0.1", "-w", "%{certs}", "-o", "/dev/null",
@@ -191,9 +169,7 @@ def test_nginx_reloaded_by_the_agent_serves_each_new_certificate(tmp_path: Path,
     token = tmp_path / "token"
     token.write_text(mint(ca.home, "edge.internal"))
     once(ca, certs, "edge.internal", token, "--ttl", "20s")
-    conf = run_dir / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(dir=run_dir, port=port, certs=certs))
-    subprocess.run(["nginx", "-p", str(run_dir), "-c", str(conf)], check=True, capture_output=True)
+    start_nginx(run_dir, nginx_conf(run_dir, port, certs))
     pid_file = run_dir / "nginx.pid"
     agent = None
     try:
@@ -213,4 +189,4 @@ def test_nginx_reloaded_by_the_agent_serves_each_new_certificate(tmp_path: Path,
     finally:
         if agent is not None:
             agent.stop()
-        subprocess.run(["nginx", "-p", str(run_dir), "-c", str(conf), "-s", "quit"], capture_output=True)
+        stop_nginx(run_dir)

@@ -15,39 +15,18 @@ import pytest
 
 from trustyard.testing import free_port, need
 
+from ..nginx import nginx_conf, start_nginx, stop_nginx
 from ..support import run_cli, start_server
 from .helpers import ocsp_home
 
-NGINX_CONF = """
-daemon on;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log info;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
-    server {{
-        listen 127.0.0.1:{tls_port} ssl;
-        server_name edge.internal;
-        ssl_certificate {certs}/tls.crt;
-        ssl_certificate_key {certs}/tls.key;
-        ssl_stapling on;
-        ssl_stapling_verify on;
-        ssl_trusted_certificate {dir}/trusted.pem;
-        location / {{ return 200 "ok\\n"; }}
-    }}
-    server {{
-        listen 127.0.0.1:{ocsp_port};
-        location /ocsp {{
-            proxy_pass https://127.0.0.1:{ca_port};
-            proxy_ssl_trusted_certificate {root};
-            proxy_ssl_verify on;
-            proxy_ssl_name localhost;  # the CA server certificate covers it (nginx checks host names only)
-        }}
+OCSP_FRONT = """
+server {{
+    listen 127.0.0.1:{ocsp_port};
+    location /ocsp {{
+        proxy_pass https://127.0.0.1:{ca_port};
+        proxy_ssl_trusted_certificate {root};
+        proxy_ssl_verify on;
+        proxy_ssl_name localhost;  # the CA server certificate covers it (nginx checks host names only)
     }}
 }}
 """
@@ -62,16 +41,17 @@ def test_nginx_staples_a_good_response_from_trustyard(tmp_path: Path) -> None:
     server = start_server(home, workers=1, port=ca_port)
     run_dir, certs = tmp_path / "nginx", tmp_path / "edge"
     run_dir.mkdir()
-    conf = run_dir / "nginx.conf"
     try:
         code, out, err = run_cli("issue", "edge.internal", "--home", str(home), "--out", str(certs), "--json")
         assert code == 0, err
         assert json.loads(out)["serial"]
         root = home / "ca" / "root.crt"
         (run_dir / "trusted.pem").write_bytes(root.read_bytes() + (home / "ca" / "intermediate.crt").read_bytes())
-        conf.write_text(NGINX_CONF.format(dir=run_dir, tls_port=tls_port, ocsp_port=ocsp_port, ca_port=ca_port,
-                                          certs=certs, root=root))
-        subprocess.run([nginx, "-p", str(run_dir), "-c", str(conf)], check=True, capture_output=True)
+        conf = nginx_conf(run_dir, tls_port, certs, error_level="info",
+                          server_extra=f"ssl_stapling on;\nssl_stapling_verify on;\n"
+                                       f"ssl_trusted_certificate {run_dir}/trusted.pem;",
+                          http_extra=OCSP_FRONT.format(ocsp_port=ocsp_port, ca_port=ca_port, root=root))
+        start_nginx(run_dir, conf, nginx)
         seen = ""
         for _ in range(20):  # nginx staples lazily: the first handshakes go out without a response
             done = subprocess.run([openssl, "s_client", "-status", "-connect", f"127.0.0.1:{tls_port}",
@@ -85,5 +65,5 @@ def test_nginx_staples_a_good_response_from_trustyard(tmp_path: Path) -> None:
         assert "Cert Status: good" in seen
         assert "Responder Id:" in seen and "OCSP Responder" in seen  # the delegated responder signed it
     finally:
-        subprocess.run([nginx, "-p", str(run_dir), "-c", str(conf), "-s", "quit"], capture_output=True)
+        stop_nginx(run_dir, nginx)
         server.stop()

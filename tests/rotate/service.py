@@ -11,22 +11,21 @@ from __future__ import annotations
 
 import sys
 from datetime import timedelta
+from pathlib import Path
 
 import uvicorn
 
 from trustyard.tls import report_to, server_context
 from trustyard.tls.uvicorn import config
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script: make ``tests`` importable
+from tests.asgi_lifespan import handle_lifespan
+
 
 async def app(scope, receive, send):  # type: ignore[no-untyped-def]
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await handle_lifespan(receive, send)
+        return
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"text/plain"), (b"content-length", b"3")]})
     await send({"type": "http.response.body", "body": b"ok\n"})

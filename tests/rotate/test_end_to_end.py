@@ -25,34 +25,13 @@ from trustyard.errors import ExitCode
 from trustyard.testing import free_port, need
 
 from ..agent.helpers import AgentProcess, agent_args, mint, serve, short_ttl_home, wait_for
+from ..nginx import nginx_conf, start_nginx, stop_nginx
 from ..support import PASSWORD, Server, run_cli
 from .relying import CurlLoop, HttpxLoop, JavaLoop, Loop, NodeLoop, compile_java
 
 HERE = Path(__file__).parent
 ROTATION = '\n[rotation]\npoll_interval = "1s"\ncheckin_interval = "2s"\ndwell = "4s"\nrenew_window = "3s"\n'
 TRUST_PASSWORD = "e2e-truststore-pass"
-
-NGINX_CONF = """
-daemon on;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
-    server {{
-        listen 127.0.0.1:{port} ssl;
-        server_name edge.internal;
-        ssl_certificate {certs}/tls.crt;
-        ssl_certificate_key {certs}/tls.key;
-        location / {{ return 200 "ok\\n"; }}
-    }}
-}}
-"""
 
 
 # -- the rotation, driven as an operator would ------------------------------------------------
@@ -181,7 +160,6 @@ def test_intermediate_then_root_rotation_under_load_with_zero_failed_requests(tm
     secret.write_text(TRUST_PASSWORD + "\n")
     fleet = Fleet(ca, tmp_path, secret)
     edge_port, api_port = free_port(), free_port()
-    conf = run_dir / "nginx.conf"
     service = None
     service_log = (tmp_path / "service.log").open("wb")
     loops: list[Loop] = []
@@ -195,8 +173,7 @@ def test_intermediate_then_root_rotation_under_load_with_zero_failed_requests(tm
         # The Java client's agent checks in less often: stopped, it stays a (non-stale) laggard
         # for 3 intervals, long enough to see adoption refused because of it.
         fleet.bootstrap("java", "java.internal", ("java.internal",), checkin="10s")
-        conf.write_text(NGINX_CONF.format(dir=run_dir, port=edge_port, certs=fleet.out("edge")))
-        subprocess.run([nginx, "-p", str(run_dir), "-c", str(conf)], check=True, capture_output=True, timeout=30)
+        start_nginx(run_dir, nginx_conf(run_dir, edge_port, fleet.out("edge"), worker_connections=256), nginx)
         service = subprocess.Popen([sys.executable, str(HERE / "service.py"), str(fleet.out("api")), str(api_port),
                                     ca.url, str(old_root)], stdout=service_log, stderr=subprocess.STDOUT)
         for label in ("edge", "api", "web", "java"):
@@ -283,9 +260,7 @@ def test_intermediate_then_root_rotation_under_load_with_zero_failed_requests(tm
             service.terminate()
             service.wait(10)
         service_log.close()
-        if conf.exists():
-            subprocess.run([nginx, "-p", str(run_dir), "-c", str(conf), "-s", "quit"], capture_output=True,
-                           timeout=30)
+        stop_nginx(run_dir, nginx)
         ca.stop()
 
 
