@@ -395,7 +395,8 @@ def create_app(authority: Authority, config: Config | None = None) -> Starlette:
 
     # OCSP first of all: its answers are cached bytes, so matching is a large share of its cost.
     ocsp = OcspEndpoint(responder)
-    routes[:0] = [Route(OCSP_PATH, ocsp), Route(OCSP_PATH + "/{request:path}", ocsp)]  # it answers 405 itself
+    methods = ["GET", "HEAD", "POST"]
+    routes[:0] = [Route(OCSP_PATH, ocsp, methods=methods), Route(OCSP_PATH + "/{request:path}", ocsp, methods=methods)]
     app = CAApp(routes=routes, exception_handlers=handlers, lifespan=lifespan)
     app.state.api = api
     app.state.ocsp = responder

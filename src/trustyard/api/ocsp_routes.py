@@ -4,7 +4,7 @@ endpoint, first in the app's routes (the hot path is a parse and a dict lookup).
 POST ``/ocsp`` with the DER request as body (at most ``MAX_REQUEST_BYTES``), or GET
 ``/ocsp/{base64 of the DER}``. Every answer is HTTP 200 with an OCSP response, errors included
 (malformedRequest, unauthorized for an issuer that is not ours, tryLater when the ledger or the
-signing fails), never a 500; other methods get 405. A successful GET answer carries the RFC
+signing fails), never a 500; other methods get the router's 405 problem. A successful GET answer carries the RFC
 5019 caching headers (max-age up to the time trustyard re-signs it, ETag, Last-Modified,
 Expires) and If-None-Match gives 304.
 """
@@ -45,10 +45,6 @@ class OcspEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope["method"]
-        if method not in ("GET", "HEAD", "POST"):
-            await _send(send, 405, b"method not allowed\n", [(b"allow", b"GET, POST"),
-                                                               (b"content-type", b"text/plain")])
-            return
         try:
             if method == "POST":
                 der = await _body(scope, receive)

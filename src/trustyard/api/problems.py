@@ -37,4 +37,4 @@ async def http_error(request: Request, exc: Exception) -> JSONResponse:
                            .get(status, Code.HTTP_ERROR))
     error.status = status
     error.title = {404: "Not found", 405: "Method not allowed"}.get(status, "HTTP error")
-    return problem_response(error)
+    return problem_response(error, getattr(exc, "headers", None))  # a 405 keeps its Allow
