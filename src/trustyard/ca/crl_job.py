@@ -121,8 +121,12 @@ class CrlJob:
         self.stopped.set()
 
     def _run(self) -> None:
-        while not self.stopped.wait(self.interval):
+        # The first round runs at once: a CDP URL the CA already hands out must not be a 404
+        # for a tick's length after a start.
+        while True:
             try:
                 self.tick()
             except Exception:
                 log.exception("CRL generation failed (next try in %.1fs)", self.interval)
+            if self.stopped.wait(self.interval):
+                return
