@@ -79,10 +79,30 @@ def make_estate(root: Path) -> Estate:
     return Estate(root, server_dir, cert, key, bundle, jks, p12, secret, pw)
 
 
+class Reloader:
+    """The files a server loaded, and the operator's hand that makes it load them again."""
+
+    def __init__(self, estate: Estate, every_connection: bool) -> None:
+        self.estate, self.every_connection = estate, every_connection
+        self.ctx = self._load()
+
+    def _load(self) -> ssl.SSLContext:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(self.estate.cert, self.estate.key)
+        return ctx
+
+    def context(self) -> ssl.SSLContext:
+        return self._load() if self.every_connection else self.ctx
+
+    def reload(self) -> None:
+        self.ctx = self._load()
+
+
 @contextmanager
-def https_server(estate: Estate) -> Iterator[Estate]:
-    """A TLS server on 127.0.0.1 that loads server.crt and server.key afresh for each connection,
-    as a server reloaded by its operator would; it answers one line and closes."""
+def https_server(estate: Estate, reload_every_connection: bool = True) -> Iterator[Reloader]:
+    """A TLS server on 127.0.0.1 serving server.crt and server.key: loaded afresh for each
+    connection, or (``reload_every_connection=False``) only when the test calls ``reload()``,
+    as an operator reloads a server; it answers one line and closes."""
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     port = free_port()
@@ -90,6 +110,7 @@ def https_server(estate: Estate) -> Iterator[Estate]:
     listener.listen(16)
     listener.settimeout(0.2)
     estate.port = port
+    loaded = Reloader(estate, reload_every_connection)
     stop = threading.Event()
 
     def serve() -> None:
@@ -104,8 +125,7 @@ def https_server(estate: Estate) -> Iterator[Estate]:
 
     def one(conn: socket.socket) -> None:
         try:
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            ctx.load_cert_chain(estate.cert, estate.key)
+            ctx = loaded.context()
             conn.settimeout(5)
             with ctx.wrap_socket(conn, server_side=True) as tls:
                 with suppress(OSError, ssl.SSLError):
@@ -119,7 +139,7 @@ def https_server(estate: Estate) -> Iterator[Estate]:
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     try:
-        yield estate
+        yield loaded
     finally:
         stop.set()
         listener.close()

@@ -38,8 +38,8 @@ def home(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def estate(tmp_path: Path) -> Iterator[Estate]:
-    with https_server(make_estate(tmp_path / "estate")) as e:
-        yield e
+    with https_server(make_estate(tmp_path / "estate")) as server:
+        yield server.estate
 
 
 def tm(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -149,6 +149,12 @@ def test_every_step_to_done_then_rollback_restores_bytes(capsys, home, estate) -
     # a step past done is a no-op, and re-running is safe
     code, out, _ = tm(capsys, "migrate", "step", bid, "--home", str(home))
     assert code == 0 and "already done" in out
+    code, out, _ = tm(capsys, "audit", "--home", str(home), "--json")
+    moves = [(e["detail"]["from"], e["detail"]["to"]) for e in json.loads(out)["entries"]
+             if e["action"] == "migrate.step"]
+    assert moves[-5:] == [("issued", "trusted"), ("trusted", "switched"), ("switched", "verified"),
+                          ("verified", "retired"), ("retired", "done")]
+    assert any(e["action"] == "migrate.rollback" for e in json.loads(out)["entries"])
 
 
 def test_dry_run_changes_nothing(capsys, home, estate) -> None:
@@ -278,7 +284,8 @@ def test_bad_input_is_named_and_nothing_is_written(capsys, home, estate, tmp_pat
 
 def test_switched_refuses_an_endpoint_that_is_down(capsys, home, tmp_path) -> None:
     """The endpoint does not answer: `switched` names it and leaves the server's files alone."""
-    with https_server(make_estate(tmp_path / "estate")) as e:
+    with https_server(make_estate(tmp_path / "estate")) as server:
+        e = server.estate
         bid = plan_saved(capsys, home, e)
         code, out, err = tm(capsys, "migrate", "step", bid, "--to", "trusted", "--home", str(home))
         assert code == 0, err + out
@@ -287,3 +294,59 @@ def test_switched_refuses_an_endpoint_that_is_down(capsys, home, tmp_path) -> No
     assert code != 0 and e.endpoint in err and "unreachable" in err
     assert e.files() == before
     assert status(capsys, home)["state"] == "trusted"
+
+
+def test_switched_waits_for_the_operator_to_reload(capsys, home, tmp_path) -> None:
+    """A server that reads its files only when reloaded: `switched` replaces them, says to reload,
+    and stays at trusted; after the reload the re-run finds the files written and moves on."""
+    with https_server(make_estate(tmp_path / "estate"), reload_every_connection=False) as server:
+        e = server.estate
+        bid = plan_saved(capsys, home, e)
+        assert tm(capsys, "migrate", "step", bid, "--to", "trusted", "--home", str(home))[0] == 0
+        code, out, err = tm(capsys, "migrate", "step", bid, "--wait", "1s", "--home", str(home))
+        assert code == 1, err
+        assert "reload the server" in out and "still serves" in out
+        row = status(capsys, home)
+        assert row["state"] == "trusted" and "reload the server" in row["blocking"]
+        new_cert = (e.server_dir / "trustyard-server.crt").read_bytes()
+        assert e.cert.read_bytes() == new_cert  # the files are in place, waiting for the reload
+        server.reload()
+        code, out, err = tm(capsys, "migrate", "step", bid, "--home", str(home))
+        assert code == 0, err + out
+        row = status(capsys, home)
+        assert row["state"] == "switched" and row["blocking"] is None
+        # the rollback of switched puts the self-signed files back
+        assert tm(capsys, "migrate", "rollback", bid, "--home", str(home))[0] == 0
+        assert e.cert.read_bytes() != new_cert and status(capsys, home)["state"] == "trusted"
+
+
+def test_plan_orders_by_risk(tmp_path) -> None:
+    """Fewest client locations first, then non-production before production, then boundaries
+    without disabled verification before those with it."""
+    from trustyard.inventory.findings import Rules
+    from trustyard.inventory.scan import ScanOptions, run_scan
+    from trustyard.migrate import plan as planning
+    from trustyard.testing import self_signed
+
+    def service(env: str, name: str, clients: int) -> None:
+        leaf = self_signed(name)
+        d = tmp_path / env / name.split(".")[0]
+        d.mkdir(parents=True)
+        leaf.write_pair(d, "tls", chain=False)
+        for n in range(clients):
+            (d / f"client{n}-ca-bundle.pem").write_bytes(leaf.cert_pem())
+
+    service("dev", "a.internal", 1)
+    service("dev", "b.internal", 1)
+    service("prod", "c.internal", 1)
+    service("dev", "d.internal", 2)
+    from datetime import UTC, datetime
+
+    inv = run_scan(ScanOptions(environments=(("dev", str(tmp_path / "dev")), ("prod", str(tmp_path / "prod"))),
+                               rules=Rules(now=datetime.now(UTC))))
+    insecure = {"code": "verification_disabled", "host": "b.internal", "file": "app.py", "line": 7}
+    boundaries = planning.build(inv, [insecure])
+    assert [b.names[0] for b in boundaries] == ["a.internal", "b.internal", "c.internal", "d.internal"]
+    assert [b.environment for b in boundaries] == ["dev", "dev", "prod", "dev"]
+    assert [len(b.insecure) for b in boundaries] == [0, 1, 0, 0]
+    assert "needs fixing: app.py:7 (verification off for b.internal)" in planning.render(boundaries)

@@ -104,6 +104,11 @@ def _event(s: Settings, action: str, b: Boundary, outcome: str = "ok", **detail:
     return AuditEvent(s.actor, action, f"migrate/{b.id}", outcome, detail)
 
 
+def _moved(s: Settings, b: Boundary, from_state: str, to_state: str, seq: int, files: list[str]) -> AuditEvent:
+    return AuditEvent(s.actor, "migrate.step", f"migrate/{b.id}", "ok",
+                      {"from": from_state, "to": to_state, "journal": seq, "files": files})
+
+
 def _one(s: Settings, row: BoundaryRow, step: str) -> Outcome:
     b = Boundary.from_json(row.plan)
     out = Outcome(b.id, step, True, row.state, row.state)
@@ -156,8 +161,7 @@ def _one(s: Settings, row: BoundaryRow, step: str) -> Outcome:
             s.store.block(b.id, exc.detail, _event(s, "migrate.blocked", b, "denied", step=step, why=exc.detail))
         raise
     written = [w["path"] for w in s.store.journal_get(seq).writes]
-    s.store.move(b.id, row.state, step, _event(s, "migrate.step", b, **{"from": row.state, "to": step,
-                                                                      "journal": seq, "files": written}), journal=seq)
+    s.store.move(b.id, row.state, step, _moved(s, b, row.state, step, seq, written), journal=seq)
     out.state = step
     return out
 
