@@ -125,7 +125,8 @@ class _File:
 
     def marker(self, line: int) -> str | None:
         for n in (line, line - 1):
-            if n >= 1:
+            # a marker on the line before counts when it is all that line holds
+            if n == line or (n >= 1 and not self.code[self.starts[n - 1]:self.starts[n]].strip()):
                 m = MARKER.search(self.line_text(n))
                 reason = m and re.sub(r"\s*(?:\*/|-->|#}|%>)\s*$", "", m.group(1)).strip()
                 if reason:

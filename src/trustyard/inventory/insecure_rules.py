@@ -59,15 +59,15 @@ RULES: tuple[Rule, ...] = (
     # ---- Python
     Rule("verify=False", "verify", _rx(r"\bverify\s*=\s*False\b"),
          f'verify="DIR/ca.crt" {BUNDLE}', PY, "bare"),
+    Rule("verify_ssl=False (aiohttp)", "verify_ssl", _rx(r"\bverify_ssl\s*=\s*False\b"),
+         'ssl=ssl.create_default_context(cafile="DIR/ca.crt") ' + BUNDLE, PY, "bare"),
     Rule("ssl=False (aiohttp)", "ssl",
          _rx(r"(?:TCPConnector|ClientSession|\.(?:get|post|put|patch|delete|head|request|ws_connect))\("
              r"[^\n]*?\b(?:verify_)?ssl\s*=\s*False\b"),
          'ssl=ssl.create_default_context(cafile="DIR/ca.crt") ' + BUNDLE, PY, "bare"),
-    Rule("verify_ssl=False (aiohttp)", "verify_ssl", _rx(r"\bverify_ssl\s*=\s*False\b"),
-         'ssl=ssl.create_default_context(cafile="DIR/ca.crt") ' + BUNDLE, PY, "bare"),
     Rule("ssl._create_unverified_context", "_create_unverified_context", _rx(r"\b_create_unverified_context\b"),
          'ssl.create_default_context(cafile="DIR/ca.crt") ' + BUNDLE, PY, "bare"),
-    Rule("urllib3 cert_reqs NONE", "cert_reqs", _rx(r"""\bcert_reqs\s*=\s*(?:ssl\.)?["']?(?:CERT_)?NONE\b"""),
+    Rule("urllib3 cert_reqs NONE", "cert_reqs", _rx(r"""\bcert_reqs\s*=\s*["'](?:CERT_)?NONE["']"""),
          'cert_reqs="CERT_REQUIRED", ca_certs="DIR/ca.crt" ' + BUNDLE, PY),
     Rule("CERT_NONE", "cert_none", _rx(r"\bCERT_NONE\b"),
          'ssl.create_default_context(cafile="DIR/ca.crt") (CERT_REQUIRED, hostname checked) ' + BUNDLE,
