@@ -89,7 +89,8 @@ def test_ignore_patterns_report_as_suppressed_and_do_not_fail_the_scan(tmp_path:
 
 
 def test_real_cli_json_names_file_line_language_construct_host_and_fix(tmp_path: Path) -> None:
-    for name in ("python/requests_post_multiline.py", "docker/Dockerfile", "config/kubeconfig.yaml", "nginx/proxy_default.conf"):
+    for name in ("python/requests_post_multiline.py", "docker/Dockerfile", "config/kubeconfig.yaml",
+                 "nginx/proxy_default.conf"):
         dest = tmp_path / name
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_bytes((CORPUS / "pos" / name).read_bytes())
@@ -97,8 +98,8 @@ def test_real_cli_json_names_file_line_language_construct_host_and_fix(tmp_path:
     assert result.returncode == 1, result.stderr
     findings = [f for f in json.loads(result.stdout)["findings"] if f["code"] == "verification_disabled"]
     by_file = {(Path(f["file"]).relative_to(tmp_path).as_posix(), f["line"]): f for f in findings}
-    assert set(by_file) == {("python/requests_post_multiline.py", 6), ("docker/Dockerfile", 3), ("docker/Dockerfile", 4),
-                            ("config/kubeconfig.yaml", 6), ("nginx/proxy_default.conf", 4)}
+    assert set(by_file) == {("python/requests_post_multiline.py", 6), ("docker/Dockerfile", 3),
+                            ("docker/Dockerfile", 4), ("config/kubeconfig.yaml", 6), ("nginx/proxy_default.conf", 4)}
     py = by_file["python/requests_post_multiline.py", 6]
     assert (py["severity"], py["language"], py["construct"], py["match"]) == ("error", "python", "verify=False",
                                                                               "verify=False")
