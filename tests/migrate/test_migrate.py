@@ -350,3 +350,27 @@ def test_plan_orders_by_risk(tmp_path) -> None:
     assert [b.environment for b in boundaries] == ["dev", "dev", "prod", "dev"]
     assert [len(b.insecure) for b in boundaries] == [0, 1, 0, 0]
     assert "needs fixing: app.py:7 (verification off for b.internal)" in planning.render(boundaries)
+
+
+def test_disabled_verification_found_by_the_scan_blocks_verified_until_fixed(capsys, home, estate) -> None:
+    """A client script calling the boundary's host with verify=False is in the plan (the scan's
+    verification_disabled finding, by its host); `verified` names its file and line and stays
+    blocked until the script verifies again."""
+    app = estate.root / "app"
+    app.mkdir()
+    script = app / "client.py"
+    script.write_text(f'import requests\n\nrequests.get("https://{NAME}/orders", verify=False)\n')
+    (app / "other.py").write_text('import requests\n\nrequests.get("https://elsewhere.internal/", verify=False)\n')
+    bid = plan_saved(capsys, home, estate)
+    code, out, _ = tm(capsys, "migrate", "plan", str(estate.root), "--endpoint", estate.endpoint, "--password-file",
+                      f"{estate.jks}={estate.jks_password_file}", "--json")
+    [b] = json.loads(out)["boundaries"]
+    assert [(i["file"], i["line"]) for i in b["insecure"]] == [(str(script), 3)]
+    assert tm(capsys, "migrate", "step", bid, "--to", "switched", "--home", str(home))[0] == 0
+    code, out, _ = tm(capsys, "migrate", "step", bid, "--home", str(home))
+    assert code == 1 and f"{script}:3" in out
+    assert status(capsys, home)["state"] == "switched"
+    script.write_text(f'import requests\n\nrequests.get("https://{NAME}/orders", verify="/etc/ca.crt")\n')
+    code, out, err = tm(capsys, "migrate", "step", bid, "--home", str(home))
+    assert code == 0, err + out
+    assert status(capsys, home)["state"] == "verified"
