@@ -1,6 +1,6 @@
 """A small self-signed estate on loopback: one HTTPS server that re-reads its files on every
 connection, and its certificate copied into a PEM bundle, a JKS (made by keytool), a PKCS#12
-truststore and a Kubernetes Secret manifest."""
+truststore, a Kubernetes Secret manifest and a ConfigMap beside a Deployment."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ class Estate:
     p12: Path
     secret: Path
     jks_password_file: Path
+    configmap: Path
     port: int = 0
 
     @property
@@ -40,7 +41,11 @@ class Estate:
         return f"127.0.0.1:{self.port}/{NAME}"
 
     def files(self) -> dict[str, bytes]:
-        return {str(p): p.read_bytes() for p in (self.cert, self.key, self.bundle, self.jks, self.p12, self.secret)}
+        return {str(p): p.read_bytes() for p in (self.cert, self.key, *self.clients)}
+
+    @property
+    def clients(self) -> tuple[Path, ...]:
+        return (self.bundle, self.jks, self.p12, self.secret, self.configmap)
 
 
 def make_estate(root: Path) -> Estate:
@@ -76,7 +81,13 @@ def make_estate(root: Path) -> Estate:
         "apiVersion: v1\nkind: Secret\nmetadata:\n  name: client-trust\n  namespace: shop\ntype: Opaque\ndata:\n"
         f"  ca.crt: {base64.b64encode(leaf.cert_pem()).decode()}\n"
         f"  api-token: {base64.b64encode(b'hunter2').decode()}\n")
-    return Estate(root, server_dir, cert, key, bundle, jks, p12, secret, pw)
+    configmap = k8s / "app.yaml"  # two documents: a Deployment, then the ConfigMap the client reads
+    block = "".join(f"    {line}\n" for line in leaf.cert_pem().decode().splitlines())
+    configmap.write_text(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: shop\n  namespace: shop\nspec:\n  replicas: 2\n"
+        "---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: shop-trust\n  namespace: shop\ndata:\n"
+        f"  ca.crt: |\n{block}  mode: strict\n")
+    return Estate(root, server_dir, cert, key, bundle, jks, p12, secret, pw, configmap)
 
 
 class Reloader:
@@ -91,7 +102,15 @@ class Reloader:
         ctx.load_cert_chain(self.estate.cert, self.estate.key)
         return ctx
 
+    @property
+    def flag(self) -> Path:
+        """Touching this file asks the server to reload (what a reload command does)."""
+        return self.estate.root / "reload-now"
+
     def context(self) -> ssl.SSLContext:
+        if self.flag.exists():
+            self.flag.unlink()
+            self.reload()
         return self._load() if self.every_connection else self.ctx
 
     def reload(self) -> None:

@@ -89,7 +89,7 @@ def test_plan_names_every_location_each_step_touches_and_saves_it(capsys, home, 
     assert b["cert_files"] == [str(estate.cert)] and b["key_files"] == [str(estate.key)]
     assert {(c["path"], c["kind"]) for c in b["clients"]} == {
         (str(estate.bundle), "pem"), (str(estate.jks), "jks"), (str(estate.p12), "p12"),
-        (str(estate.secret), "manifest")}
+        (str(estate.secret), "manifest"), (str(estate.configmap), "manifest")}
     assert f"replace {estate.cert}" in b["steps"]["switched"]
     assert f"add the CA root to {estate.secret}#Secret/shop/client-trust/ca.crt" in b["steps"]["trusted"]
     assert b["saved"] is None
@@ -123,11 +123,14 @@ def test_every_step_to_done_then_rollback_restores_bytes(capsys, home, estate) -
     values = secret_values(estate.secret)
     assert values["api-token"] == b"hunter2" and values["ca.crt"].count(b"BEGIN CERTIFICATE") == 2
     assert estate.bundle.read_bytes().startswith(original[str(estate.bundle)])  # appended next to the old copy
+    deployment, configmap = yaml.safe_load_all(estate.configmap.read_text())
+    assert deployment == next(yaml.safe_load_all(original[str(estate.configmap)]))
+    assert configmap["data"]["mode"] == "strict" and configmap["data"]["ca.crt"].count("BEGIN CERTIFICATE") == 2
 
     # rollback: back to issued, every client file as it was
     code, out, err = tm(capsys, "migrate", "rollback", bid, "--home", str(home))
     assert code == 0, err + out
-    for path in (estate.bundle, estate.jks, estate.p12, estate.secret):
+    for path in estate.clients:
         assert path.read_bytes() == original[str(path)], path
     assert status(capsys, home)["state"] == "issued"
 
@@ -146,6 +149,7 @@ def test_every_step_to_done_then_rollback_restores_bytes(capsys, home, estate) -
     p12 = pkcs12.load_pkcs12(estate.p12.read_bytes(), b"changeit")
     assert old not in [c.certificate for c in p12.additional_certs]
     assert secret_values(estate.secret)["ca.crt"].count(b"BEGIN CERTIFICATE") == 1
+    assert list(yaml.safe_load_all(estate.configmap.read_text()))[1]["data"]["ca.crt"].count("BEGIN CERT") == 1
     # a step past done is a no-op, and re-running is safe
     code, out, _ = tm(capsys, "migrate", "step", bid, "--home", str(home))
     assert code == 0 and "already done" in out
@@ -171,10 +175,18 @@ def test_dry_run_changes_nothing(capsys, home, estate) -> None:
     assert f"would write {estate.jks} (after a backup)" in out
     assert estate.files() == {**original, **{k: v for k, v in estate.files().items() if "server" in k}}
     assert status(capsys, home)["state"] == "issued"
+    # rolling back issued removes the CA-issued files it wrote
+    code, out, err = tm(capsys, "migrate", "rollback", bid, "--home", str(home))
+    assert code == 0, err + out
+    assert not (estate.server_dir / "trustyard-server.crt").exists()
+    assert not (estate.server_dir / "trustyard-server.key").exists()
+    assert estate.files() == original and status(capsys, home)["state"] == "planned"
+    code, out, _ = tm(capsys, "migrate", "rollback", bid, "--home", str(home))
+    assert code == 1 and "nothing to roll back" in out
 
 
 def test_a_crash_between_two_writes_is_completed_by_the_rerun(capsys, home, estate) -> None:
-    """The process dies (os._exit) after the first of four renames of `trusted`; the state is
+    """The process dies (os._exit) after the first of five renames of `trusted`; the state is
     still issued; re-running the step finishes the writes, moves to trusted, and the backups
     hold the original bytes."""
     original = estate.files()
@@ -185,17 +197,17 @@ def test_a_crash_between_two_writes_is_completed_by_the_rerun(capsys, home, esta
     crashed = subprocess.run([sys.executable, "-m", "trustyard", "migrate", "step", bid, "--home", str(home)],
                              env=env, capture_output=True, text=True, timeout=120)
     assert crashed.returncode == 97, crashed.stderr
-    changed = [p for p in (estate.bundle, estate.jks, estate.p12, estate.secret) if p.read_bytes() != original[str(p)]]
+    changed = [p for p in estate.clients if p.read_bytes() != original[str(p)]]
     assert len(changed) == 1  # killed between the first and the second write
     assert status(capsys, home)["state"] == "issued"
     code, out, err = tm(capsys, "migrate", "step", bid, "--home", str(home))
     assert code == 0, err + out
     assert "finished the interrupted writes" in out
     assert status(capsys, home)["state"] == "trusted"
-    assert all(p.read_bytes() != original[str(p)] for p in (estate.bundle, estate.jks, estate.p12, estate.secret))
+    assert all(p.read_bytes() != original[str(p)] for p in estate.clients)
     backups = sorted((home / "migrate" / "backups" / bid).rglob("*"))
     kept = {p.read_bytes() for p in backups if p.is_file()}
-    assert {original[str(p)] for p in (estate.bundle, estate.jks, estate.p12, estate.secret)} <= kept
+    assert {original[str(p)] for p in estate.clients} <= kept
     assert tm(capsys, "migrate", "rollback", bid, "--home", str(home))[0] == 0
     assert estate.files() == {**original, **{k: v for k, v in estate.files().items() if "server" in k}}
 
@@ -315,9 +327,17 @@ def test_switched_waits_for_the_operator_to_reload(capsys, home, tmp_path) -> No
         assert code == 0, err + out
         row = status(capsys, home)
         assert row["state"] == "switched" and row["blocking"] is None
-        # the rollback of switched puts the self-signed files back
+        # the rollback of switched puts the self-signed files back; --reload-cmd reloads for us
         assert tm(capsys, "migrate", "rollback", bid, "--home", str(home))[0] == 0
         assert e.cert.read_bytes() != new_cert and status(capsys, home)["state"] == "trusted"
+        server.reload()
+        code, out, err = tm(capsys, "migrate", "step", bid, "--wait", "1s", "--reload-cmd", f"touch {server.flag}",
+                            "--home", str(home))
+        assert code == 0, err + out
+        assert "ran 'touch" in out and status(capsys, home)["state"] == "switched"
+        code, out, err = tm(capsys, "migrate", "rollback", bid, "--home", str(home))
+        code, out, err = tm(capsys, "migrate", "step", bid, "--reload-cmd", "false", "--home", str(home))
+        assert code == 1 and "the reload command 'false' failed" in out
 
 
 def test_plan_orders_by_risk(tmp_path) -> None:

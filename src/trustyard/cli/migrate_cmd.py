@@ -83,7 +83,8 @@ def plan(paths: tuple[str, ...], endpoints: tuple[Any, ...], environments: tuple
     Kubernetes objects stop the plan, naming the location.
 
     \b
-    Exit status: 0 planned (and saved with --save), 2 bad input.
+    Exit status: 0 planned (and saved with --save), 1 a location cannot be used (the message
+    names it), 2 usage error.
     """
     from ..inventory.findings import Rules
     from ..inventory.scan import ScanOptions, run_scan
@@ -131,14 +132,16 @@ def plan(paths: tuple[str, ...], endpoints: tuple[Any, ...], environments: tuple
 @click.option("--ca-password-file", type=click.Path(dir_okay=False), default=None,
               help="File holding the CA key password, for `issued` (else $TRUSTYARD_PASSWORD).")
 @click.option("--provisioner", default="default", show_default=True, help="Provisioner whose policy issues.")
+@click.option("--reload-cmd", default=None, metavar="COMMAND",
+              help="Shell command `switched` runs after replacing the server's files (e.g. 'nginx -s reload').")
 @click.option("--wait", type=DURATION, default="10s", show_default=True,
               help="How long `switched` waits for the endpoint to serve the CA certificate.")
 @click.option("--timeout", type=DURATION, default="5s", show_default=True, help="Connect and handshake timeout.")
 @home_option
 @json_option
 def step(boundary_id: str, to_state: str | None, dry_run: bool, passwords: dict[str, str],
-         ca_password_file: str | None, provisioner: str, wait: str, timeout: str, home: str | None,
-         as_json: bool) -> int:
+         ca_password_file: str | None, provisioner: str, reload_cmd: str | None, wait: str, timeout: str,
+         home: str | None, as_json: bool) -> int:
     """Advance boundary ID by one state (--to: by several).
 
     \b
@@ -152,7 +155,8 @@ def step(boundary_id: str, to_state: str | None, dry_run: bool, passwords: dict[
     A step whose check fails changes nothing further and says what to fix.
 
     \b
-    Exit status: 0 moved, 1 a check failed (the boundary's `blocking` says why), 2 bad input.
+    Exit status: 0 moved, 1 a check failed (the boundary's `blocking` says why) or a location
+    or endpoint cannot be used (the message names it), 2 usage error.
     """
     from ..migrate.steps import Settings, advance
 
@@ -162,7 +166,7 @@ def step(boundary_id: str, to_state: str | None, dry_run: bool, passwords: dict[
                             passwords=read_passwords(passwords),
                             ca_password_file=ca_password_file, provisioner=provisioner,
                             wait=parse_duration(wait).total_seconds(), timeout=parse_duration(timeout).total_seconds(),
-                            dry_run=dry_run)
+                            dry_run=dry_run, reload_cmd=reload_cmd)
         outcomes = advance(settings, boundary_id, to_state)
     finally:
         store.sql.close()
@@ -180,7 +184,7 @@ def rollback(boundary_id: str, home: str | None, as_json: bool) -> int:
     """Return boundary ID to its previous state, restoring the backups byte for byte.
 
     \b
-    Exit status: 0 rolled back, 1 nothing to roll back, 2 a file changed since (named).
+    Exit status: 0 rolled back, 1 nothing to roll back, or a file changed since the step (named).
     """
     from ..migrate.steps import roll_back
 

@@ -52,6 +52,7 @@ class Settings:
     timeout: float = 5.0
     dry_run: bool = False
     rescan: Callable[[Boundary], list[Insecure]] | None = None  # default: the scan over the findings' files
+    reload_cmd: str | None = None  # run by `switched` once the server's files are replaced
 
     @property
     def backups(self) -> Path:
@@ -135,6 +136,8 @@ def _one(s: Settings, row: BoundaryRow, step: str) -> Outcome:
                 out.lines += ["dry run: nothing is changed", *notes]
                 out.lines += [f"would write {w['path']}" + (" (after a backup)" if w["backup"] else " (new file)")
                               for w in writes]
+                if step == "switched" and s.reload_cmd:
+                    out.lines.append(f"then: run {s.reload_cmd!r}")
                 out.lines += [f"then: {c}" for c in _CHECKS[step]]
                 return out
             seq = s.store.journal_open(b.id, step, row.state, writes)
@@ -143,6 +146,8 @@ def _one(s: Settings, row: BoundaryRow, step: str) -> Outcome:
             out.lines += [f"wrote {w['path']}" + (f" (backup {w['backup'].replace('{seq}', str(seq))})"
                                                  if w["backup"] else "") for w in writes]
             expected = _expected(b, s.store.journal(b.id))
+        if step == "switched" and s.reload_cmd:
+            out.lines.append(_reload(s.reload_cmd, s.timeout))
         try:
             out.lines += _check(s, b, step, expected)
         except Blocked:
@@ -317,6 +322,21 @@ def _switch(s: Settings, b: Boundary, expected: dict[str, str | None]) -> tuple[
             [f"replace {cert_file} and {key_file} with the CA-issued ones"])
 
 
+def _reload(command: str, timeout: float) -> str:
+    """Run the operator's reload command; a failure blocks the step (the files stay replaced)."""
+    import subprocess
+
+    try:
+        done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=max(timeout, 60.0))
+    except subprocess.TimeoutExpired:
+        raise Blocked(f"the reload command {command!r} did not finish: reload the server by hand, then re-run "
+                      "the step") from None
+    if done.returncode != 0:
+        raise Blocked(f"the reload command {command!r} failed (exit {done.returncode}): "
+                      f"{(done.stderr or done.stdout).strip()[:300]}")
+    return f"ran {command!r}"
+
+
 def _check(s: Settings, b: Boundary, step: str, expected: dict[str, str | None]) -> list[str]:
     if step == "switched":
         assert b.endpoint is not None
@@ -328,7 +348,12 @@ def _check(s: Settings, b: Boundary, step: str, expected: dict[str, str | None])
             files = ", ".join(dict.fromkeys(b.cert_files[:1] + b.key_files[:1]))
             raise Blocked(f"{problem}: reload the server so it reads {files}, then re-run "
                           f"`trustyard migrate step {b.id}`")
-        return [f"{b.endpoint} serves the CA-issued certificate"]
+        from ..ca.bundle import roots_of
+
+        failure = handshake(b.endpoint, b.names[0], roots_of(s.config), s.timeout)
+        if failure:  # e.g. the intermediate left out of the served chain
+            raise Blocked(f"{b.endpoint} serves the new certificate but a client trusting the CA fails: {failure}")
+        return [f"{b.endpoint} serves the CA-issued certificate, and its chain verifies to the CA root"]
     if step in ("verified", "retired"):
         return _verify(s, b, expected)
     return []
