@@ -185,31 +185,54 @@ def test_dry_run_changes_nothing(capsys, home, estate) -> None:
     assert code == 1 and "nothing to roll back" in out
 
 
-def test_a_crash_between_two_writes_is_completed_by_the_rerun(capsys, home, estate) -> None:
-    """The process dies (os._exit) after the first of five renames of `trusted`; the state is
-    still issued; re-running the step finishes the writes, moves to trusted, and the backups
-    hold the original bytes."""
+def crash(home: Path, after: int, *args: str) -> None:
+    """Run a migrate command in a process that dies (os._exit) after ``after`` file writes."""
+    env = {**os.environ, "TRUSTYARD_PASSWORD": PASSWORD.decode(), "TRUSTYARD_TEST_CRASH_AFTER_WRITES": str(after),
+           "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-m", "trustyard", "migrate", *args, "--home", str(home)],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 97, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("after", [1, 5], ids=["after-first-write", "after-last-write"])
+def test_a_crash_between_writes_is_completed_by_the_rerun(capsys, home, estate, after) -> None:
+    """The process dies after the first of the five writes of `trusted`, or after the last one
+    but before the state moved: the state is still issued; re-running the step finishes the
+    writes, moves to trusted, and the backups hold the original bytes."""
     original = estate.files()
     bid = plan_saved(capsys, home, estate)
     assert tm(capsys, "migrate", "step", bid, "--home", str(home))[0] == 0
-    env = {**os.environ, "TRUSTYARD_PASSWORD": PASSWORD.decode(), "TRUSTYARD_TEST_CRASH_AFTER_WRITES": "1",
-           "PYTHONPATH": os.pathsep.join(sys.path)}
-    crashed = subprocess.run([sys.executable, "-m", "trustyard", "migrate", "step", bid, "--home", str(home)],
-                             env=env, capture_output=True, text=True, timeout=120)
-    assert crashed.returncode == 97, crashed.stderr
+    crash(home, after, "step", bid)
     changed = [p for p in estate.clients if p.read_bytes() != original[str(p)]]
-    assert len(changed) == 1  # killed between the first and the second write
+    assert len(changed) == after  # killed between two writes (or after all of them)
     assert status(capsys, home)["state"] == "issued"
     code, out, err = tm(capsys, "migrate", "step", bid, "--home", str(home))
     assert code == 0, err + out
     assert "finished the interrupted writes" in out
     assert status(capsys, home)["state"] == "trusted"
     assert all(p.read_bytes() != original[str(p)] for p in estate.clients)
+    assert len(keytool_list(estate.jks, JKS_PASSWORD, "JKS").split("trustedcertentry")) == 4  # 3 entries
     backups = sorted((home / "migrate" / "backups" / bid).rglob("*"))
     kept = {p.read_bytes() for p in backups if p.is_file()}
     assert {original[str(p)] for p in estate.clients} <= kept
+    assert not list(estate.root.rglob("*.trustyard-*"))  # no staged copy left behind
     assert tm(capsys, "migrate", "rollback", bid, "--home", str(home))[0] == 0
     assert estate.files() == {**original, **{k: v for k, v in estate.files().items() if "server" in k}}
+
+
+def test_a_crash_during_rollback_is_completed_by_the_rerun(capsys, home, estate) -> None:
+    """Rollback dies after restoring two of five files: the state has not moved, and re-running
+    the rollback restores the rest byte for byte and returns the boundary to issued."""
+    original = estate.files()
+    bid = plan_saved(capsys, home, estate)
+    assert tm(capsys, "migrate", "step", bid, "--to", "trusted", "--home", str(home))[0] == 0
+    crash(home, 2, "rollback", bid)
+    assert len([p for p in estate.clients if p.read_bytes() == original[str(p)]]) == 2
+    assert status(capsys, home)["state"] == "trusted"
+    code, out, err = tm(capsys, "migrate", "rollback", bid, "--home", str(home))
+    assert code == 0, err + out
+    assert all(p.read_bytes() == original[str(p)] for p in estate.clients)
+    assert status(capsys, home)["state"] == "issued"
 
 
 def test_verified_is_blocked_by_disabled_verification_and_names_it(capsys, home, estate) -> None:
@@ -225,8 +248,7 @@ def test_verified_is_blocked_by_disabled_verification_and_names_it(capsys, home,
 
     bid = plan_saved(capsys, home, estate)
     finding = Finding("verification_disabled", Severity.ERROR, (f"{estate.root}/app/client.py:12",),
-                      "verify=False")
-    object.__setattr__(finding, "host", f"https://{NAME}:8443/api")
+                      "verify=False", facts=(("target", f"https://{NAME}:8443/api"),))
     other = {"code": "verification_disabled", "host": "elsewhere.internal", "file": "x.py", "line": 3}
     [b] = planning.build(Inventory(), [finding, other]) or [None]  # no server identity: no boundary
     assert b is None
