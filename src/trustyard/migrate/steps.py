@@ -25,6 +25,7 @@ from ..ca.config import Config
 from ..errors import BadRequest, Code, Conflict, TrustyardError
 from ..store.migrate_store import BoundaryRow, JournalRow, MigrateStore
 from ..store.records import AuditEvent
+from ..units import format_time
 from . import journal
 from .locations import add_anchors, remove_cert, trusted_certs
 from .plan import Boundary, Insecure, Location, host_matches, insecure_findings, kind_of
@@ -75,6 +76,8 @@ class Outcome:
 
     def render(self) -> str:
         head = f"{self.boundary}: {self.step}: " + ("ok" if self.ok else "blocked")
+        if any(line.startswith("dry run") for line in self.lines):
+            head = f"{self.boundary}: {self.step}: dry run"
         head += f" (state {self.state})"
         out = [head] + [f"  {line}" for line in self.lines]
         if self.blocking:
@@ -274,8 +277,9 @@ def _issue(s: Settings, b: Boundary, expected: dict[str, str | None]) -> tuple[C
     for path in b.cert_files + b.key_files:
         _read(path, expected, "server file")
     new_cert, new_key = b.new_files()
-    agent = (f"trustyard agent --name {b.names[0]} " + " ".join(f"--san {n}" for n in b.names)
-             + f" --out {Path(new_cert).parent} --token-file TOKEN")
+    sans = " ".join(f"--san {n}" for n in b.names)
+    agent = (f"trustyard token {b.names[0]} {sans} > TOKEN && trustyard agent --name {b.names[0]} {sans}"
+             f" --token-file TOKEN --out {Path(new_cert).parent}/trustyard")
     notes = [f"issue for {', '.join(b.names)} through provisioner {s.provisioner!r} (key made here)",
              f"or let the agent manage it: {agent}"]
     if s.dry_run:
@@ -294,7 +298,7 @@ def _issue(s: Settings, b: Boundary, expected: dict[str, str | None]) -> tuple[C
         issued = authority.issue_for_token(csr, token, actor=s.actor)
     finally:
         authority.store.close()
-    notes.append(f"issued serial {issued.record.serial}, valid until {issued.record.not_after:%Y-%m-%d %H:%M}Z")
+    notes.append(f"issued serial {issued.record.serial}, valid until {format_time(issued.record.not_after)}")
     return {new_cert: ((issued.certificate_pem + issued.chain_pem).encode(), 0o644),
             new_key: (private_key_pem(key), 0o600)}, notes
 
