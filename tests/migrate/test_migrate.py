@@ -101,11 +101,12 @@ def test_plan_names_every_location_each_step_touches_and_saves_it(capsys, home, 
     assert (row["id"], row["state"], row["names"], row["blocking"]) == (bid, "planned", [NAME], None)
 
 
-def test_every_step_to_done_then_rollback_restores_bytes(capsys, home, estate) -> None:
+def test_every_step_to_done_then_rollback_restores_bytes(capsys, ca_home, estate) -> None:
     """issued -> trusted -> switched -> verified -> retired -> done on real files and a live
     server: each location keeps its other entries (keytool reads the JKS and PKCS#12), the
     server ends up serving the CA chain, the old copy leaves every client location; rollback
     from trusted puts every file back byte for byte."""
+    home = ca_home  # on SQLite and on PostgreSQL
     original = estate.files()
     bid = plan_saved(capsys, home, estate)
     code, out, err = tm(capsys, "migrate", "step", bid, "--home", str(home))
