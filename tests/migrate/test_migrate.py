@@ -297,6 +297,9 @@ def test_bad_input_is_named_and_nothing_is_written(capsys, home, estate, tmp_pat
         f"    {line}\n" for line in estate.cert.read_text().splitlines()))
     code, _, err = tm(capsys, "migrate", "plan", str(junk), "--home", str(home))
     assert code != 0 and "broken.jks" in err and "notk8s.yaml" in err and "not a Kubernetes" in err
+    code, out, err = tm(capsys, "migrate", "plan", str(junk), "--exclude", "*/broken.jks", "--exclude",
+                        str(junk / "notk8s.yaml"), "--home", str(home))
+    assert code == 0 and "nothing to migrate" in out, err
     assert tm(capsys, "migrate", "status", "--home", str(home), "--json")[1].count('"id"') == 0
 
     bid = plan_saved(capsys, home, estate)

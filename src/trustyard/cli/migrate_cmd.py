@@ -69,12 +69,15 @@ def migrate() -> None:
 @click.option("--env", "environments", multiple=True, callback=_env, metavar="NAME=PATH",
               help="Scan PATH as environment NAME (production boundaries are planned last).")
 @password_files_option
+@click.option("--exclude", "excludes", multiple=True, metavar="GLOB",
+              help="Leave files matching GLOB out of the plan, e.g. '*/legacy/*' (repeatable).")
 @click.option("--save", is_flag=True, help="Save the plan in the CA's database, so steps can name boundaries by id.")
 @click.option("--timeout", type=DURATION, default="5s", show_default=True, help="Per-endpoint timeout.")
 @home_option
 @json_option
 def plan(paths: tuple[str, ...], endpoints: tuple[Any, ...], environments: tuple[tuple[str, str], ...],
-         passwords: dict[str, str], save: bool, timeout: str, home: str | None, as_json: bool) -> int:
+         passwords: dict[str, str], excludes: tuple[str, ...], save: bool, timeout: str, home: str | None,
+         as_json: bool) -> int:
     """Build, from one scan, the boundaries to migrate, ordered by risk.
 
     Fewest client locations first, non-production before production, boundaries without
@@ -99,7 +102,8 @@ def plan(paths: tuple[str, ...], endpoints: tuple[Any, ...], environments: tuple
                           passwords=tuple(p.encode() for p in read_passwords(passwords).values()) + DEFAULT_PASSWORDS,
                           rules=Rules(now=datetime.now(UTC)), timeout=parse_duration(timeout).total_seconds())
     inv = run_scan(options)
-    planning.refuse_unreadable(inv, list(paths) + [p for _, p in environments])
+    planning.exclude(inv, excludes)
+    planning.refuse_unreadable(inv, list(paths) + [p for _, p in environments], excludes)
     boundaries = planning.build(inv)
     for b in boundaries:  # the files, not the passwords, are kept with the plan
         b.password_files = {c.path: passwords[c.path] for c in b.clients if c.path in passwords}

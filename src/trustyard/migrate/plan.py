@@ -9,8 +9,8 @@ certificates make boundaries: those are what the migration replaces.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
-import ipaddress
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -242,7 +242,25 @@ def build(inv: Inventory, extra_findings: Iterable[Finding | dict[str, Any]] = (
     return sorted(out, key=Boundary.risk)
 
 
-def refuse_unreadable(inv: Inventory, paths: Sequence[str]) -> None:
+def excluded(path: str, globs: Sequence[str]) -> bool:
+    return any(fnmatch.fnmatch(path, g) or fnmatch.fnmatch(path, os.path.abspath(g)) for g in globs)
+
+
+def exclude(inv: Inventory, globs: Sequence[str]) -> None:
+    """Leave out every certificate, key and read error in files matching one of ``globs``
+    (``fnmatch`` on the absolute path): what the operator said is not part of the migration."""
+    if not globs:
+        return
+
+    def kept(location: str) -> bool:
+        return location.startswith("tls://") or not excluded(file_of(location), globs)
+
+    inv.certificates = [c for c in inv.certificates if kept(c.location)]
+    inv.keys = [k for k in inv.keys if kept(k.location)]
+    inv.errors = [e for e in inv.errors if kept(e.location)]
+
+
+def refuse_unreadable(inv: Inventory, paths: Sequence[str], globs: Sequence[str] = ()) -> None:
     """Locations the plan cannot stand on: keystores no password opens, corrupt files, and
     manifests holding PEM that are not Kubernetes objects. Nothing is saved while any remains."""
     problems = [f"{e.location}: {e.detail}" for e in inv.errors]
@@ -253,6 +271,8 @@ def refuse_unreadable(inv: Inventory, paths: Sequence[str]) -> None:
         for p in files:
             if p.suffix.lower() not in _MANIFEST_SUFFIXES or os.path.abspath(p) in seen:
                 continue
+            if excluded(os.path.abspath(p), globs):
+                continue
             try:
                 data = p.read_bytes()
             except OSError:
@@ -262,16 +282,8 @@ def refuse_unreadable(inv: Inventory, paths: Sequence[str]) -> None:
                                 "(apiVersion, kind, metadata, data)")
     if problems:
         raise BadRequest("cannot plan over unreadable locations (fix them, give --password-file LOCATION=FILE, "
-                         "or leave them out):\n  " + "\n  ".join(problems), code=Code.MIGRATE_LOCATION,
-                         locations=problems)
-
-
-def is_ip(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    return True
+                         "or leave them out with --exclude GLOB):\n  " + "\n  ".join(problems),
+                         code=Code.MIGRATE_LOCATION, locations=problems)
 
 
 def render(boundaries: Sequence[Boundary]) -> str:
