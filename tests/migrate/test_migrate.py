@@ -420,3 +420,36 @@ def test_disabled_verification_found_by_the_scan_blocks_verified_until_fixed(cap
     code, out, err = tm(capsys, "migrate", "step", bid, "--home", str(home))
     assert code == 0, err + out
     assert status(capsys, home)["state"] == "verified"
+
+
+def test_plan_pairs_a_certificate_with_its_key_across_directories_and_old_copies(tmp_path) -> None:
+    """certs/svc.pem beside private/svc.key is the server's certificate; a client bundle holding an
+    earlier self-signed certificate of the same key is a client location of the same boundary,
+    and retiring removes that copy too."""
+    from datetime import UTC, datetime, timedelta
+
+    from trustyard.inventory.findings import Rules
+    from trustyard.inventory.scan import ScanOptions, run_scan
+    from trustyard.migrate import plan as planning
+    from trustyard.migrate.locations import remove_cert
+    from trustyard.testing import TestCA, self_signed
+
+    current = self_signed(NAME)
+    earlier = self_signed(NAME, key=current.key, ttl=timedelta(days=30))
+    (tmp_path / "certs").mkdir()
+    (tmp_path / "private").mkdir()
+    (tmp_path / "certs" / "svc.pem").write_bytes(current.cert_pem())
+    (tmp_path / "private" / "svc.key").write_bytes(current.key_pem())
+    bundle = tmp_path / "client-ca.pem"
+    other = TestCA("Other").issue("other.internal").cert_pem()
+    bundle.write_bytes(other + earlier.cert_pem())
+    inv = run_scan(ScanOptions(paths=(str(tmp_path),), rules=Rules(now=datetime.now(UTC))))
+    [b] = planning.build(inv)
+    assert b.cert_files == [str(tmp_path / "certs" / "svc.pem")]
+    assert b.key_files == [str(tmp_path / "private" / "svc.key")]
+    assert [c.path for c in b.clients] == [str(bundle)]
+    data = bundle.read_bytes()
+    for fingerprint in b.old_fingerprints:
+        data = remove_cert(b.clients[0], data, fingerprint, "")
+    assert data == other
+

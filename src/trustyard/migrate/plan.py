@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from ..errors import BadRequest, Code
 from ..inventory.model import CertItem, Finding, Inventory
-from ..inventory.roles import hostname_cn, unit
+from ..inventory.roles import hostname_cn, stem, unit
 from ..x509.names import name_text
 
 INSECURE_CODE = "verification_disabled"
@@ -77,6 +77,7 @@ class Boundary:
     checksums: dict[str, str] = field(default_factory=dict)  # every file the steps touch, at plan time
     old_cert_pem: str = ""
     password_files: dict[str, str] = field(default_factory=dict)  # keystore -> the file holding its password
+    old_fingerprints: list[str] = field(default_factory=list)  # every self-signed certificate of this key
 
     @property
     def production(self) -> bool:
@@ -198,8 +199,11 @@ def build(inv: Inventory, extra_findings: Iterable[Finding | dict[str, Any]] = (
         if k.spki:
             keyed.setdefault(k.spki, []).append(k.location)
     by_spki: dict[str, list[CertItem]] = {}
+    per_file: dict[str, int] = {}
     for c in inv.certificates:
         by_spki.setdefault(c.spki, []).append(c)
+        if not c.served:
+            per_file[file_of(c.location)] = per_file.get(file_of(c.location), 0) + 1
     out = []
     for spki, items in by_spki.items():
         servers = [c for c in items if c.leaf_self_signed and (c.served or spki in keyed)]
@@ -210,9 +214,10 @@ def build(inv: Inventory, extra_findings: Iterable[Finding | dict[str, Any]] = (
         key_files = sorted({file_of(k) for k in keyed.get(spki, [])})
         endpoint = next((c.location.removeprefix("tls://").split("#")[0] for c in items if c.served
                          and c.position == 0), None)
+        olds = sorted({c.fingerprint for c in items if c.self_signed})  # a re-made self-signed cert, same key
         cert_files, clients = [], []
         for c in items:
-            if c.served or c.fingerprint != servers[0].fingerprint:
+            if c.served or c.fingerprint not in olds:
                 continue
             path = file_of(c.location)
             if unit(path) in key_units or c.group in keyed.get(spki, []):
@@ -223,13 +228,20 @@ def build(inv: Inventory, extra_findings: Iterable[Finding | dict[str, Any]] = (
             if kind == "manifest":
                 member = re.sub(r"#\d+$", "", member)
             clients.append(Location(path, kind, member, c.environment))
+        if not cert_files:  # certs/NAME.pem beside private/NAME.key: the key's name, one certificate alone
+            key_names = {stem(file_of(k))[1] for k in keyed.get(spki, []) if "#" not in k}
+            for c in list(clients):
+                if c.kind == "pem" and stem(c.path)[1] in key_names and per_file.get(c.path) == 1:
+                    clients.remove(c)
+                    cert_files.append(c.path)
         clients = list({c.name: c for c in clients}.values())
         if not cert_files and not endpoint:
             continue
         names = names_of(cert)
         env = next((c.environment for c in items if c.environment), None)
         b = Boundary(
-            id=spki[:ID_DIGITS], spki=spki, fingerprint=servers[0].fingerprint, names=names, endpoint=endpoint,
+            id=spki[:ID_DIGITS], spki=spki, fingerprint=servers[0].fingerprint, old_fingerprints=olds,
+            names=names, endpoint=endpoint,
             environment=env, cert_files=sorted(set(cert_files)), key_files=key_files, clients=clients,
             insecure=[i for i in insecure if host_matches(i.host, names)],
             old_cert_pem=cert.public_bytes(Encoding.PEM).decode(),

@@ -261,7 +261,8 @@ def _contents(s: Settings, b: Boundary, step: str, expected: dict[str, str | Non
                     have = {c.fingerprint(_SHA256) for c in trusted_certs(loc, new, password)}
                     if not all(r.fingerprint(_SHA256) in have for r in roots):
                         raise Blocked(f"{loc.name} does not hold the CA root: re-run the trusted step first")
-                    new = remove_cert(loc, new, b.fingerprint, password)
+                    for fingerprint in b.old_fingerprints or [b.fingerprint]:
+                        new = remove_cert(loc, new, fingerprint, password)
             contents[path] = (new, _mode(path))
         verb = "add the CA root to" if step == "trusted" else "remove the self-signed copy from"
         return contents, [f"{verb} {loc.name}" for loc in b.clients]
