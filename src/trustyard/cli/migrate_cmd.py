@@ -15,8 +15,6 @@ from ..units import format_time, parse_duration
 from .output import DURATION, emit, home_option, json_option
 from .scan import _endpoints, _env
 
-STATES_HELP = "issued, trusted, switched, verified, retired, done"
-
 
 def _password_files(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
     """LOCATION=FILE pairs -> {absolute location: absolute file}, each file readable now."""
