@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import click
 
 from ..ca.config import load_config, resolve_home
 from ..errors import BadRequest, Code
+from ..units import parse_duration
 from ..x509.revocation import REVOCATION_REASONS
 from .connect import cli_user, password_for
 from .output import DURATION, emit, home_option, json_option, password_file_option, table
@@ -49,7 +49,7 @@ def _emergencies(home: str | None) -> Iterator[Any]:
 @json_option
 @click.pass_context
 def emergency(ctx: click.Context, spki: str | None, serials: tuple[str, ...], name: str | None, issuer: str | None,
-              all_: bool, reason: str | None, grace: timedelta, require_bootstrap: bool, home: str | None,
+              all_: bool, reason: str | None, grace: str, require_bootstrap: bool, home: str | None,
               as_json: bool) -> None:
     """Replace certificates now: new keys everywhere, then the old certificates revoked.
 
@@ -88,7 +88,7 @@ def emergency(ctx: click.Context, spki: str | None, serials: tuple[str, ...], na
     kind, values = chosen[0]
     selector = Selector.of(kind, () if kind == "all" else values)
     with _emergencies(home) as (emergencies, store):
-        row, asked = emergencies.start(selector, reason, grace, require_bootstrap=require_bootstrap,
+        row, asked = emergencies.start(selector, reason, parse_duration(grace), require_bootstrap=require_bootstrap,
                                        actor=f"cli:{cli_user()}", fleet=FleetStore(store))
     shown = emergency_json(row)
     emit(as_json, {"emergency": shown, "renew_now": asked}, lambda: "\n".join([
@@ -132,7 +132,7 @@ def status_text(report: dict[str, Any]) -> str:
 @home_option
 @password_file_option
 @json_option
-def tokens(out: Path | None, ttl: timedelta, home: str | None, password_file: str | None, as_json: bool) -> None:
+def tokens(out: Path | None, ttl: str, home: str | None, password_file: str | None, as_json: bool) -> None:
     """Mint one bootstrap token per identity of the last emergency not replaced yet, for the
     operator to deliver (`trustyard agent --token-file`); the certificate a token buys counts as
     the replacement when it checks in. Needs --out DIR or --json (tokens are secrets)."""
@@ -146,7 +146,7 @@ def tokens(out: Path | None, ttl: timedelta, home: str | None, password_file: st
     authority = load_authority(path, password_for(config, password_file), minting=True, config=config)
     try:
         assert authority.guard is not None
-        minted = authority.guard.tokens(authority, ttl, actor=f"cli:{cli_user()}")  # type: ignore[attr-defined]
+        minted = authority.guard.tokens(authority, parse_duration(ttl), actor=f"cli:{cli_user()}")  # type: ignore[attr-defined]
     finally:
         authority.store.close()
     if out is not None:
