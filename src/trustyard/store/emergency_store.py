@@ -95,7 +95,9 @@ class EmergencyStore:
         with self.db.transaction() as conn:
             result = conn.execute(insert(emergencies).values(
                 **{**emergency, "selector": json.dumps(emergency["selector"], sort_keys=True)}))
-            new_id = int(result.inserted_primary_key[0])
+            key = result.inserted_primary_key
+            assert key is not None
+            new_id = int(key[0])
             conn.execute(insert(emergency_certs), [
                 {**c, "emergency_id": new_id, "sans": json.dumps(list(c["sans"])), "state": PENDING,
                  "replacement": None, "claimed_at": None, "revoked_at": None, "token_jti": None} for c in certs])
@@ -119,7 +121,7 @@ class EmergencyStore:
             return None
         return EmergencyRow(id=row.id, started_at=_when(row.started_at), actor=row.actor,
                             selector=json.loads(row.selector), reason=row.reason, grace_seconds=row.grace_seconds,
-                            require_bootstrap=bool(row.require_bootstrap), count=row.count)
+                            require_bootstrap=bool(row.require_bootstrap), count=int(row._mapping["count"]))
 
     def certs(self, emergency_id: int) -> list[Affected]:
         query = (select(emergency_certs).where(emergency_certs.c.emergency_id == emergency_id)
