@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from trustyard.ca import proofs
+from trustyard.ca import emergency, proofs
 from trustyard.ca.authority import Authority
 from trustyard.ca.home import load_authority
 from trustyard.errors import Unauthorized
@@ -22,9 +22,16 @@ from .helpers import checkin, em, fleet_of, issue, renew, renew_now, report, sta
 
 
 @pytest.fixture
-def ca(sqlite_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Authority[Any]]:
+def home(ca_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A CA home on SQLite and on PostgreSQL; every worker sees a new emergency at once."""
     monkeypatch.setenv("TRUSTYARD_PASSWORD", PASSWORD.decode())
-    authority = load_authority(sqlite_home, PASSWORD, minting=True)
+    monkeypatch.setattr(emergency, "ACTIVE_RECHECK", 0.0)
+    return ca_home
+
+
+@pytest.fixture
+def ca(home: Path) -> Iterator[Authority[Any]]:
+    authority = load_authority(home, PASSWORD, minting=True)
     yield authority
     authority.store.close()
 
@@ -63,13 +70,13 @@ def test_a_replayed_checkin_proof_is_refused_and_clears_nothing(ca: Authority[An
     assert renew_now(fleet.checkin(old))  # accepted (not the last proof), and the request is intact
 
 
-def test_an_emergency_for_one_instance_neither_reaches_nor_retires_another(ca: Authority[Any], sqlite_home: Path,
+def test_an_emergency_for_one_instance_neither_reaches_nor_retires_another(ca: Authority[Any], home: Path,
                                                                            capsys: Any) -> None:
     fleet = fleet_of(ca)
     honest, attacker, _other = issue(ca, "web.internal"), issue(ca, "web.internal"), issue(ca, "x.internal")
     checkin(fleet, honest, "inst-a")
     checkin(fleet, attacker, "inst-a")  # poses as inst-a
-    assert em(capsys, sqlite_home, "--serial", attacker.serial, "--reason", "keyCompromise")[0] == 0
+    assert em(capsys, home, "--serial", attacker.serial, "--reason", "keyCompromise")[0] == 0
     assert not renew_now(checkin(fleet, honest, "inst-a"))  # the honest holder is not dragged in
     assert renew_now(checkin(fleet, attacker, "inst-b"))
     # the attacker's replacement reports the honest instance's serial as its endpoint: not serving it
@@ -77,7 +84,7 @@ def test_an_emergency_for_one_instance_neither_reaches_nor_retires_another(ca: A
     checkin(fleet, replacement, "inst-a", endpoint_serial=honest.serial)
     assert ca.get(attacker.serial).status == "issued"  # type: ignore[union-attr]
     assert ca.get(honest.serial).status == "issued"  # type: ignore[union-attr]
-    report_ = status(capsys, sqlite_home)
+    report_ = status(capsys, home)
     assert report_["identities"] == [{"identity": "web.internal", "serial": attacker.serial, "state": "pending",
                                       "replacement": replacement.serial}]
     # serving its own certificate, it retires the old one

@@ -91,3 +91,54 @@ def test_agents_renew_to_new_keys_and_old_certificates_are_revoked(ca: Server, t
         assert leaf(out).serial_number == renewed.serial_number  # type: ignore[union-attr]
     finally:
         agent.stop()
+
+
+def test_require_bootstrap_refuses_renewal_over_https_and_a_token_bootstraps_the_replacement(
+        ca: Server, tmp_path: Path, capsys: Any) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from trustyard.ca import proofs
+    from trustyard.client import make_csr
+    from trustyard.x509.keys import load_private_key_pem
+
+    bystander, _ = _agent(ca, tmp_path, "bystander.internal", "--once")
+    assert bystander.process.wait(60) == 0, bystander.text()
+    agent, out = _agent(ca, tmp_path, "inv.internal")
+    try:
+        wait_for(lambda: (out / "agent-instance").exists(), what="the agent's first certificate")
+    finally:
+        agent.stop()
+    chain = x509.load_pem_x509_certificates((out / "tls.crt").read_bytes())
+    key = load_private_key_pem((out / "tls.key").read_bytes())
+    old_serial = serial_text(chain[0].serial_number)
+    code, _out, err = em(capsys, ca.home, "--name", "inv.internal", "--reason", "keyCompromise",
+                         "--require-bootstrap", "--grace", "1h")
+    assert code == 0, err
+
+    from trustyard.x509.keys import KeyType, generate_private_key
+
+    csr = make_csr(generate_private_key(KeyType.EC_P256), [])
+    digest = proofs.csr_digest(x509.load_pem_x509_csr(csr).public_bytes(Encoding.DER))
+    with ca.client() as c:
+        refused = c.post("/v1/renew", json={"csr": csr.decode(), "proof": proofs.make(
+            key, chain, proofs.RENEW, csr_sha256=digest)})
+    assert refused.status_code == 403 and refused.json()["type"] == "urn:trustyard:error:bootstrapRequired", \
+        refused.text
+    assert "bootstrap token" in refused.json()["detail"]
+
+    code, _out, err = em(capsys, ca.home, "tokens", "--out", str(tmp_path / "tokens"))
+    assert code == 0, err
+    fresh_out = tmp_path / "inv-new"
+    fresh = AgentProcess(agent_args(ca, fresh_out, "inv.internal", tmp_path / "tokens" / "inv.internal.token",
+                                    "--checkin", "1s", "--ttl", "10m"), tmp_path / "inv-new.log")
+    try:
+        wait_for(lambda: _states(capsys, ca).get("inv.internal") == "replaced", timeout=20,
+                 what="the bootstrapped replacement to be seen")
+        new = leaf(fresh_out)
+        assert new is not None and spki_sha256(new.public_key()) != spki_sha256(chain[0].public_key())
+        assert _status(capsys, ca)["identities"][0]["replacement"] == serial_text(new.serial_number)
+        old = _record(ca, old_serial)
+        assert old.status == "revoked" and old.revocation_reason == "keyCompromise"
+    finally:
+        fresh.stop()

@@ -121,7 +121,7 @@ class Emergencies:
     def __init__(self, store: SqlStore, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.ledger, self.clock = store, clock
         self.store = EmergencyStore(store)
-        self._open_until = 0.0  # monotonic time until which "something is open" is trusted
+        self._open, self._checked_until = False, 0.0  # whether something is open, trusted until (monotonic)
         self._emergency_cache: dict[int, EmergencyRow] = {}  # an emergency's row never changes
 
     # -- starting one --------------------------------------------------------------------------
@@ -166,7 +166,7 @@ class Emergencies:
         self.ledger.audit(AuditEvent(actor=actor, action="emergency.start", target=str(new_id), detail={
             "selector": selector.to_json(), "reason": reason, "count": len(chosen), "grace": format_duration(grace),
             "require_bootstrap": require_bootstrap, "renew_now": asked, "deadline": format_time(deadline)}))
-        self._open_until = 0.0
+        self._checked_until = 0.0
         row = self.store.latest()
         assert row is not None
         return row, asked
@@ -202,6 +202,8 @@ class Emergencies:
         for row in rows:
             if row.serial == record.serial:
                 renew = row.state == PENDING and record.superseded_by is None
+                if not row.fleet:  # a party holds it: replaced only when its replacement is seen
+                    self.store.mark_fleet(row.serial)
             elif row.state == PENDING:
                 self._replacement_checked_in(row, record.serial, endpoint_serial, now)
         if not rows:  # a certificate bootstrapped with a token `emergency tokens` minted?
@@ -307,14 +309,14 @@ class Emergencies:
     # -- helpers --------------------------------------------------------------------------------
 
     def _active(self) -> bool:
-        """Whether any emergency certificate is not revoked yet: asked at most once a second
-        while none is (a check-in costs nothing more when no emergency runs)."""
-        if time.monotonic() < self._open_until:
-            return True
-        if self.store.open_count() > 0:
-            self._open_until = time.monotonic() + ACTIVE_RECHECK
-            return True
-        return False
+        """Whether any emergency certificate is not revoked yet, asked of the database at most
+        once per ``ACTIVE_RECHECK`` (a check-in costs nothing more when no emergency runs; a
+        worker notices a new one within that time)."""
+        now = time.monotonic()
+        if now >= self._checked_until:
+            self._open = self.store.open_count() > 0
+            self._checked_until = now + ACTIVE_RECHECK
+        return self._open
 
     def _emergency(self, emergency_id: int) -> EmergencyRow:
         row = self._emergency_cache.get(emergency_id)

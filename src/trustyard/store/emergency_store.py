@@ -196,6 +196,10 @@ class EmergencyStore:
                                 .values(claimed_at=now)).rowcount
         return done == 1
 
+    def mark_fleet(self, serial: str) -> None:
+        with self.db.transaction(durable=False) as conn:
+            conn.execute(update(emergency_certs).where(emergency_certs.c.serial == serial).values(fleet=1))
+
     def mark_revoked(self, serial: str, now: datetime) -> None:
         with self.db.transaction() as conn:
             conn.execute(update(emergency_certs).where(emergency_certs.c.serial == serial).values(revoked_at=now))
