@@ -280,6 +280,7 @@ def load_authority(home: Path, password: bytes | None, *, minting: bool = False,
     authority = Authority(material.signer, list(material.chain), roots, store, provisioners)
     authority.use(material)
     authority.crl = CrlScheme.of(config.url, config.crl)
+    authority.renew_after_expiry = config.renewal.after_expiry
     return authority
 
 
