@@ -286,10 +286,12 @@ class Config:
 
     def admission_limits(self) -> tuple[float, int]:
         """(latency target s, max pending signing requests per worker), checked."""
-        try:
-            target = parse_duration(self.latency_target).total_seconds()
+        text = self.latency_target
+        try:  # "250ms" too: a target is often below a second
+            target = (int(text[:-2]) / 1000 if isinstance(text, str) and text[:-2].isdigit() and text.endswith("ms")
+                      else parse_duration(text).total_seconds())
         except (ValueError, OverflowError, TypeError) as exc:
-            raise ConfigError(f"[server] latency_target: {exc}") from None
+            raise ConfigError(f"[server] latency_target: {exc} (or milliseconds, e.g. 250ms)") from None
         if not 0 < target <= 600:
             raise ConfigError(f"[server] latency_target = {self.latency_target!r}: must be more than 0s and at "
                               "most 10m")
