@@ -8,6 +8,7 @@ CLI's exit statuses.
     +-- Forbidden (403)            authenticated but not allowed (not admin, revoked cert)
     +-- NotFound (404)
     +-- Conflict (409)             state forbids it (already revoked, CA exists)
+    +-- Overloaded (503)           the CA sheds signing load; ``retry_after`` seconds go in Retry-After
     +-- ConfigError (500)          trustyard.toml or the home is wrong (CLI exit 2)
 
 Every code is a member of :class:`Code` (``urn:trustyard:error:<code>`` on the wire): the CA
@@ -52,6 +53,7 @@ class Code(StrEnum):
     NOT_ADMIN = "notAdmin"
     REQUEST_TIMEOUT = "requestTimeout"
     TOO_MANY_CONNECTIONS = "tooManyConnections"
+    OVERLOADED = "overloaded"  # the signing queue is deeper than the latency target allows (503, Retry-After)
     # requests the authority refuses (ca/, store/)
     BAD_CSR = "badCSR"
     BAD_SIGNATURE = "badSignature"
@@ -68,10 +70,10 @@ class Code(StrEnum):
     EXPIRED = "expired"
     REVOKED = "revoked"
     SUPERSEDED = "superseded"
+    BOOTSTRAP_REQUIRED = "bootstrapRequired"  # renewal refused: the holder must bootstrap with a new token (403)
     ALREADY_REVOKED = "alreadyRevoked"
     BAD_REVOCATION_REASON = "badRevocationReason"
     # an emergency replacement (ca/emergency.py)
-    BOOTSTRAP_REQUIRED = "bootstrapRequired"  # renewal by the certificate refused: bootstrap with a new token
     KEY_BLOCKED = "keyBlocked"  # the CSR's public key belongs to a certificate an emergency replaces
     EMERGENCY_SELECTION = "emergencySelection"  # the selector matched nothing, or everything without --all
     NO_EMERGENCY = "noEmergency"
@@ -239,6 +241,19 @@ class Conflict(TrustyardError):
     status = 409
     code = Code.CONFLICT
     title = "Conflict"
+
+
+class Overloaded(TrustyardError):
+    """A signing request refused before any work because the queue is too deep; the client may
+    send the same request again after ``retry_after`` seconds (the Retry-After header)."""
+
+    status = 503
+    code = Code.OVERLOADED
+    title = "Overloaded"
+
+    def __init__(self, detail: str, retry_after: int, **fields: Any) -> None:
+        super().__init__(detail, **fields)
+        self.retry_after = max(1, int(retry_after))
 
 
 class RotationRefused(Conflict):
