@@ -176,7 +176,7 @@ def build(root: Path, files: int, total_mb: int, copies: int, seed: int = 7) -> 
     weights = [w for _, _, w in MIX]
     while made < files or total < total_mb * 1024 * 1024:
         ext, lang, _ = r.choices(MIX, weights)[0]
-        dest = tree / f"svc{made % 500:03d}" / f"m{made // 5000}" / f"{_name(r)}{ext}"
+        dest = tree / f"svc{made % 500:03d}" / f"m{made // 5000}" / f"{_name(r)}_{made}{ext}"
         text = _body(r, lang, r.randrange(avg // 5, avg * 9 // 5))
         if lang == "go":
             text = "package main\n" + text
