@@ -139,3 +139,16 @@ def test_files_the_finder_does_not_read_and_shebangs() -> None:
     assert scan_bytes(b"#!/bin/sh\ncurl -k https://x.internal/\n", "run", "")[0].language == "shell"
     assert scan_bytes(b"curl -k https://x.internal/\n", "notes", "") == []  # no extension, no shebang
     assert scan_file(CORPUS / "neg" / "docs" / "README.md") == []
+
+
+def test_trustyard_itself_turns_verification_off_only_where_it_says_why() -> None:
+    """Every place in trustyard's own code that switches verification off (probes that read what
+    an endpoint serves, fingerprint-pinned fetches) carries the allow-insecure marker with its
+    reason; the finder's own rule table is the only file left out."""
+    src = Path(__file__).resolve().parents[2] / "src" / "trustyard"
+    result = subprocess.run([*SCAN, str(src), "--json", "--ignore", "*/inventory/insecure*.py"],
+                            capture_output=True, text=True, timeout=300)
+    report = json.loads(result.stdout)
+    found = [f["locations"] for f in report["findings"] if f["code"] == "verification_disabled"]
+    assert not found, f"verification switched off without a reason: {found}"
+    assert len(report["suppressed"]) >= 8  # the markers are seen, and reported as suppressed

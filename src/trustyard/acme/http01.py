@@ -32,8 +32,9 @@ class ResponseTooLarge(Exception):
 def unverified_context() -> ssl.SSLContext:
     """A TLS client context that checks no certificate (http-01 over https, tls-alpn-01)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    # trustyard: allow-insecure validation reads the challenge response; RFC 8555 8.3 does not verify the certificate
     context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
+    context.verify_mode = ssl.CERT_NONE  # trustyard: allow-insecure (as above)
     return context
 
 

@@ -136,8 +136,9 @@ def served_serial(host: str, port: int, server_name: str | None, cert_file: Path
     certificate is offered in case the service requires a client certificate.
     """
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    # trustyard: allow-insecure the probe reads what the endpoint serves; the serial is compared, not trusted
     context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
+    context.verify_mode = ssl.CERT_NONE  # trustyard: allow-insecure (as above)
     if cert_file is not None and key_file is not None:
         # a mismatched pair mid-rotation: probe without a client certificate
         with contextlib.suppress(OSError, ssl.SSLError):

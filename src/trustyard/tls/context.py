@@ -48,6 +48,7 @@ from ..x509.summary import serial_text
 log = logging.getLogger("trustyard.tls")
 
 ClientAuth = Literal["none", "optional", "required"]
+# trustyard: allow-insecure client_auth="none" means no client certificate is asked for
 _VERIFY_MODES = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
 
 CERT_FILE = "tls.crt"
