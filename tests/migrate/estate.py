@@ -7,6 +7,7 @@ process, reloads a service the way its operator would, and reads the clients' lo
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import os
 import signal
 import subprocess
@@ -27,13 +28,20 @@ NODE_SERVICE = r"""
 // An HTTPS service answering "ok"; SIGHUP swaps in tls.crt and tls.key for new connections.
 const https = require('https'), fs = require('fs'), path = require('path');
 const [dir, port, pidFile] = process.argv.slice(2);
-const pair = () => ({key: fs.readFileSync(path.join(dir, 'tls.key')), cert: fs.readFileSync(path.join(dir, 'tls.crt'))});
-const server = https.createServer(pair(), (req, res) => { res.writeHead(200, {Connection: 'close'}); res.end('ok\n'); });
+const read = name => fs.readFileSync(path.join(dir, name));
+const pair = () => ({key: read('tls.key'), cert: read('tls.crt')});
+const server = https.createServer(pair(), (req, res) => {
+  res.writeHead(200, {Connection: 'close'});
+  res.end('ok\n');
+});
 process.on('SIGHUP', () => {
   try { server.setSecureContext(pair()); console.log('reloaded'); }
   catch (e) { console.log('reload failed, keeping the certificate loaded before: ' + e.message); }
 });
-server.listen(Number(port), '127.0.0.1', () => { fs.writeFileSync(pidFile, process.pid + '\n'); console.log('serving'); });
+server.listen(Number(port), '127.0.0.1', () => {
+  fs.writeFileSync(pidFile, process.pid + '\n');
+  console.log('serving');
+});
 """
 
 JAVA_CLIENT = r"""
@@ -53,6 +61,8 @@ import javax.net.ssl.TrustManagerFactory;
 
 /** Requests URL every 200 ms trusting the JKS truststore, read again for each request; logs each. */
 public class Client {
+    static final DateTimeFormatter CLOCK = DateTimeFormatter.ofPattern("HH:mm:ss.SSS");
+
     public static void main(String[] args) throws Exception {
         String store = args[0], url = args[1];
         char[] password = args[2].toCharArray();
@@ -63,7 +73,8 @@ public class Client {
                 try {
                     KeyStore trust = KeyStore.getInstance("JKS");
                     try (InputStream in = Files.newInputStream(Paths.get(store))) { trust.load(in, password); }
-                    TrustManagerFactory tmf = TrustManagerFactory.getInstance(TrustManagerFactory.getDefaultAlgorithm());
+                    String algorithm = TrustManagerFactory.getDefaultAlgorithm();
+                    TrustManagerFactory tmf = TrustManagerFactory.getInstance(algorithm);
                     tmf.init(trust);
                     SSLContext tls = SSLContext.getInstance("TLS");
                     tls.init(null, tmf.getTrustManagers(), null);
@@ -78,7 +89,7 @@ public class Client {
                 } catch (Exception e) {
                     line = ("FAIL " + e).replace('\n', ' ');
                 }
-                log.println(LocalTime.now(ZoneOffset.UTC).format(DateTimeFormatter.ofPattern("HH:mm:ss.SSS")) + " " + line);
+                log.println(LocalTime.now(ZoneOffset.UTC).format(CLOCK) + " " + line);
                 long left = 200 - (System.nanoTime() - start) / 1_000_000;
                 if (left > 0) Thread.sleep(left);
             }
@@ -122,8 +133,8 @@ class Running:
         for s in self.estate.services:
             pid_file = self.estate.pid_file(s.name)
             if s.runtime == "python":
-                self._spawn(s.name, [sys.executable, str(root / "bin/https_service.py"), str(self.estate.cert_dir(s.name)),
-                                     str(s.port), str(pid_file)])
+                self._spawn(s.name, [sys.executable, str(root / "bin/https_service.py"),
+                                     str(self.estate.cert_dir(s.name)), str(s.port), str(pid_file)])
             elif s.runtime == "node":
                 self._spawn(s.name, [need("node"), str(root / "bin/payments.js"), str(self.estate.cert_dir(s.name)),
                                      str(s.port), str(pid_file)])
@@ -186,7 +197,7 @@ class Running:
     def longest_gap(self, client: str) -> float:
         """The longest time between two logged requests of ``client``, in seconds."""
         times = [dt.datetime.strptime(line.split(" ", 1)[0][:12], "%H:%M:%S.%f") for line in self.lines(client)]
-        return max(((b - a).total_seconds() for a, b in zip(times, times[1:], strict=False)), default=0.0)
+        return max(((b - a).total_seconds() for a, b in itertools.pairwise(times)), default=0.0)
 
     def summary(self) -> str:
         return ", ".join(f"{c.name}: {len(self.lines(c.name))} requests, {len(self.failures()[c.name])} failed"
