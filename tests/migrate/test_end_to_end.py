@@ -1,0 +1,175 @@
+"""Every boundary of an estate of self-signed services migrates to the CA with the
+``trustyard migrate`` CLI alone, while every client keeps requesting every 200 ms, each from
+its own process: nginx, a Python and a Node.js HTTPS service; curl with a copied ``--cacert``,
+requests with a copied bundle, a PKCS#12 and a JKS (keytool) truststore, a ``verify=False``
+client, and a Secret manifest holding a copy. Not one request fails; the ``verified`` step
+names the client that does not verify, which the operator then points at the CA's root;
+afterwards the old copies are gone, every trust store holds the CA root, every service
+presents a chain to it, and ``trustyard scan`` reports none of ``self_signed_leaf``,
+``leaf_in_trust_store``, ``verification_disabled``."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import ssl
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from cryptography import x509
+
+from trustyard.ca.home import InitOptions, init_home
+from trustyard.migrate.demo import Estate
+from trustyard.testing import need
+from trustyard.x509.summary import fingerprint_sha256
+
+from ..support import PASSWORD
+from .estate import Running, build
+
+pytestmark = pytest.mark.slow
+
+STATES = ("issued", "trusted", "switched", "verified", "retired", "done")
+GONE = {"self_signed_leaf", "leaf_in_trust_store", "verification_disabled"}
+INSECURE = "clients/dashboard/client.py"
+
+
+class Operator:
+    """The CLI as its own process, from the estate's directory, with the CA home in the environment."""
+
+    def __init__(self, estate: Estate, home: Path) -> None:
+        self.estate, self.home = estate, home
+        self.transcript: list[str] = []
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "TRUSTYARD_HOME": str(self.home), "TRUSTYARD_PASSWORD": PASSWORD.decode(),
+               "TRUSTYARD_NO_PROGRESS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+        done = subprocess.run([sys.executable, "-m", "trustyard", *args], cwd=self.estate.root, env=env,
+                              capture_output=True, text=True, timeout=120)
+        self.transcript.append(f"$ trustyard {' '.join(args)}  -> {done.returncode}\n{done.stdout}{done.stderr}")
+        return done
+
+    def ok(self, *args: str) -> str:
+        done = self.run(*args)
+        assert done.returncode == 0, "\n".join(self.transcript[-3:])
+        return done.stdout + done.stderr
+
+    def boundaries(self) -> list[dict]:  # type: ignore[type-arg]
+        return json.loads(self.ok("migrate", "status", "--json"))["boundaries"]  # type: ignore[no-any-return]
+
+    def scan(self) -> dict:  # type: ignore[type-arg]
+        endpoints = [a for s in self.estate.services for a in ("--endpoint", f"{s.endpoint}/{s.host}")]
+        done = self.run("scan", "services", "clients", "k8s", *endpoints, "--json")
+        assert done.returncode in (0, 1), done.stderr
+        return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+
+def fp_of(cert: x509.Certificate) -> str:
+    """The SHA-256 fingerprint as ``scan --json`` spells it."""
+    return fingerprint_sha256(cert).replace(":", "").lower()
+
+
+def codes_for(report: dict, fingerprints: set[str]) -> set[str]:  # type: ignore[type-arg]
+    return {f["code"] for f in report["findings"] if f.get("fingerprint_sha256") in fingerprints}
+
+
+def use_the_ca(client: Path, root: Path) -> None:
+    """What the operator does to the verify=False client: verify against the CA's root."""
+    text = client.read_text()
+    assert "verify=False" in text
+    fixed = text.replace("verify=False", f"verify={str(root)!r}").replace("urllib3.disable_warnings()\n", "")
+    staged = client.with_suffix(".new")
+    staged.write_text(fixed)
+    staged.replace(client)  # the client loop reloads it whole at its next request
+
+
+def presented_root_chain(host: str, port: int, root: Path) -> list[x509.Certificate]:
+    """The chain a client trusting only ``root`` verifies for ``host`` on ``port``, leaf first."""
+    import socket
+
+    context = ssl.create_default_context(cafile=str(root))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+            context.wrap_socket(raw, server_hostname=host) as tls:
+        chain = tls.get_verified_chain()  # type: ignore[attr-defined]
+    return [x509.load_der_x509_certificate(c) for c in chain]
+
+
+def test_every_boundary_migrates_with_the_cli_alone_and_no_client_request_fails(tmp_path: Path) -> None:
+    for tool in ("nginx", "node", "java", "keytool", "curl"):
+        need(tool)
+    estate = build(tmp_path / "estate")
+    home = tmp_path / "ca"
+    init_home(home, PASSWORD, InitOptions(allow=("*.internal",)))
+    root = home / "ca" / "root.crt"
+    root_fp = fp_of(x509.load_pem_x509_certificate(root.read_bytes()))
+    old = {s.host: fp_of(x509.load_pem_x509_certificate((estate.cert_dir(s.name) / "tls.crt").read_bytes()))
+           for s in estate.services}
+    operator = Operator(estate, home)
+    running = Running(estate).start()
+    try:
+        running.wait_for_requests(5)
+        before = operator.scan()
+        assert {"self_signed_leaf", "leaf_in_trust_store"} <= codes_for(before, set(old.values())), before["findings"]
+
+        endpoints = [a for s in estate.services for a in ("--endpoint", s.endpoint)]
+        operator.ok("migrate", "plan", "services", "clients", "k8s", *endpoints, "--save")
+        boundaries = operator.boundaries()
+        by_host = {name: b for b in boundaries for name in b["names"]}
+        assert set(by_host) >= {s.host for s in estate.services}, boundaries
+
+        named_insecure = []
+        for service in estate.services:
+            boundary = by_host[service.host]
+            for state in STATES[STATES.index(boundary["state"]) + 1:] if boundary["state"] in STATES else STATES:
+                if state == "verified":
+                    done = operator.run("migrate", "step", boundary["id"], "--to", state)
+                    said = done.stdout + done.stderr
+                    if service.name == "billing":  # the service the verify=False client calls
+                        assert INSECURE in said, "\n".join(operator.transcript[-2:])
+                        named_insecure.append(service.name)
+                        use_the_ca(estate.root / INSECURE, root)
+                        running.wait_for_requests(3)
+                        if done.returncode != 0:
+                            operator.ok("migrate", "step", boundary["id"], "--to", state)
+                    else:
+                        assert done.returncode == 0, "\n".join(operator.transcript[-2:])
+                        assert INSECURE not in said
+                else:
+                    operator.ok("migrate", "step", boundary["id"], "--to", state)
+                if state == "switched":
+                    running.reload(service.name)
+                running.wait_for_requests(2)
+            final = next(b for b in operator.boundaries() if b["id"] == boundary["id"])
+            assert final["state"] == "done", final
+        assert named_insecure == ["billing"]
+        running.wait_for_requests(10)  # every client, on the CA's chain alone, a while longer
+
+        failures = running.failures()
+        print("requests:", running.summary())  # shown with -s
+        assert failures == {c.name: [] for c in estate.clients}, "\n".join(operator.transcript)
+        assert all(len(running.lines(c.name)) >= 50 for c in estate.clients), running.summary()
+        gaps = {c.name: running.longest_gap(c.name) for c in estate.clients}
+        assert all(gap < 1.5 for gap in gaps.values()), gaps  # a request started every 200 ms, none hung
+
+        # Every service presents a chain to the CA root; no trust store holds an old copy, each holds the root.
+        for s in estate.services:
+            chain = presented_root_chain(s.host, s.port, root)
+            assert len(chain) >= 2 and fp_of(chain[-1]) == root_fp, [c.subject for c in chain]
+        after = operator.scan()
+        where: dict[str, set[str]] = {}
+        for item in after["certificates"]:
+            where.setdefault(item["fingerprint_sha256"], set()).add(item["location"].split("#")[0])
+        for fp in old.values():
+            assert fp not in where, where.get(fp)
+        trust_files = {c.trust for c in estate.clients if c.trust} | set(estate.manifests)
+        assert trust_files <= where.get(root_fp, set()), (trust_files, where.get(root_fp))
+        assert not codes_for(after, set(old.values())) & GONE
+        assert not {f["code"] for f in after["findings"]} & GONE, after["findings"]
+        secret = yaml.safe_load((estate.root / estate.manifests[0]).read_text())
+        held = x509.load_pem_x509_certificates(base64.b64decode(secret["data"]["ca.crt"]))
+        assert [fp_of(c) for c in held] == [root_fp]
+    finally:
+        running.stop()
