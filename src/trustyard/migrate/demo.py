@@ -177,11 +177,24 @@ def plan_command(estate: Estate) -> str:
     return f"trustyard migrate plan services clients k8s {endpoints} --save"
 
 
+def insecure_fix(estate: Estate, client: Client) -> str:
+    """The edit its owner makes to a verify=False client once its service has the CA's certificate."""
+    return (f"sed -i \"s|verify=False|verify='$TRUSTYARD_HOME/ca/root.crt'|\" clients/{client.name}/client.py")
+
+
+def step_commands(estate: Estate) -> list[str]:
+    """Moving one boundary ID from issued to done (its service reloaded after ``switched``)."""
+    return [f"trustyard migrate step ID --to {state}" for state in STATES]
+
+
+STATES = ("issued", "trusted", "switched", "verified", "retired", "done")
+
+
 def instructions(estate: Estate) -> str:
     """What ``trustyard migrate demo`` prints: the commands, in order, from making the CA to done."""
     root = shlex.quote(str(estate.root))
-    reload_lines = "\n".join(f"    kill -HUP $(cat run/{s.name}.pid)    # {s.host}" for s in estate.services)
-    failures = "grep -c FAIL logs/*.log"
+    steps = step_commands(estate)
+    insecure = [c for c in estate.clients if c.kind == "insecure"]
     return "\n".join([
         f"Built a demo estate in {estate.root}:",
         *(f"  service {s.host} on {s.endpoint}: self-signed services/{s.name}/tls.crt" for s in estate.services),
@@ -189,27 +202,34 @@ def instructions(estate: Estate) -> str:
           + (f"trusts the copy {c.trust}" if c.trust else "verify=False") for c in estate.clients),
         *(f"  manifest {m}: a Secret holding another copy" for m in estate.manifests),
         "",
-        "1. A CA and the estate running (every client requests every 200 ms, logs/NAME.log):",
+        "1. A CA, and the estate running (each client requests every 200 ms and logs it in logs/NAME.log):",
         f"    cd {root}",
         "    export TRUSTYARD_HOME=$PWD/ca",
         "    trustyard init --insecure-no-password --allow '*.internal'",
         *(f"    {line}" for line in start_commands(estate)),
         "",
-        "2. What is wrong, and the plan (one boundary per self-signed certificate):",
+        "2. What is wrong, and the plan (one boundary per self-signed certificate, with its ID):",
         "    trustyard scan services clients k8s",
         f"    {plan_command(estate)}",
         "    trustyard migrate status",
         "",
-        "3. Each boundary, one state at a time (ID from the status; --dry-run shows a step first):",
-        "    trustyard migrate step ID --to issued",
-        "    trustyard migrate step ID --to trusted",
-        "    trustyard migrate step ID --to switched    # then reload the service:",
-        reload_lines,
-        "    trustyard migrate step ID --to verified    # names the clients still not verifying",
-        "    trustyard migrate step ID --to retired",
-        "    trustyard migrate step ID --to done",
-        "   (trustyard migrate rollback ID goes back a step.)",
+        "3. Each boundary ID, one state at a time (--dry-run shows what a step would do):",
+        *(f"    {line}" for line in steps[:3]),
+        "   then reload the boundary's service so it serves its new certificate:",
+        *(f"    kill -HUP $(cat run/{s.name}.pid)    # {s.host}" for s in estate.services),
+        *(f"    {line}" for line in steps[3:]),
+        *(line for c in insecure for line in (
+            f"   The verified step of {estate.service(c.service).host} is refused, naming clients/{c.name}/client.py"
+            " (verify=False).",
+            "   Point it at the CA, as its owner would, and step again:",
+            f"    {insecure_fix(estate, c)}",
+            "    trustyard migrate step ID --to verified    # then retired and done as above",
+        )),
+        "   (trustyard migrate rollback ID goes back one state.)",
         "",
-        f"4. Not one failed request: {failures} (0 in each); then stop it all:",
+        "4. Not one request failed (every count 0), and the scan finds no self-signed certificate:",
+        "    grep -c FAIL logs/*.log",
+        "    trustyard scan services clients k8s",
+        "   Stop it all:",
         "    kill $(cat run/*.pid)",
     ])
