@@ -97,6 +97,21 @@ def test_bad_input_is_refused_and_changes_nothing(tmp_path: Path) -> None:
     assert not (tmp_path / "new").exists()
 
 
+def test_the_readme_shows_what_the_demo_prints(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("## Migrating an estate: `trustyard migrate demo`"):].split("\n## ", 1)[0]
+    assert "trustyard migrate demo estate" in section
+    shown = re.search(r"```text\n(.*?)```", section, re.S)
+    assert shown is not None
+    monkeypatch.chdir(tmp_path)
+    code, out = run_demo("estate")
+    assert code == 0, out
+    printed = out.splitlines()
+    for line in shown.group(1).splitlines():
+        if line.strip() != "...":
+            assert line in printed, line
+
+
 @pytest.mark.slow
 def test_the_printed_commands_migrate_it_without_a_failed_request(tmp_path: Path) -> None:
     need("curl")

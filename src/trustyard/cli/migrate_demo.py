@@ -40,4 +40,4 @@ def demo(directory: Path, ports: str, as_json: bool) -> None:
     doc = {"directory": str(estate.root), "services": [asdict(s) for s in estate.services],
            "clients": [asdict(c) for c in estate.clients], "manifests": estate.manifests,
            "start": estate_demo.start_commands(estate), "plan": estate_demo.plan_command(estate)}
-    emit(as_json, doc, lambda: estate_demo.instructions(estate))
+    emit(as_json, doc, lambda: estate_demo.instructions(estate, str(directory)))

@@ -190,9 +190,10 @@ def step_commands(estate: Estate) -> list[str]:
 STATES = ("issued", "trusted", "switched", "verified", "retired", "done")
 
 
-def instructions(estate: Estate) -> str:
-    """What ``trustyard migrate demo`` prints: the commands, in order, from making the CA to done."""
-    root = shlex.quote(str(estate.root))
+def instructions(estate: Estate, shown: str | None = None) -> str:
+    """What ``trustyard migrate demo`` prints: the commands, in order, from making the CA to done;
+    ``shown`` is the directory as the person typed it (default: the estate's absolute path)."""
+    root = shlex.quote(shown or str(estate.root))
     steps = step_commands(estate)
     insecure = [c for c in estate.clients if c.kind == "insecure"]
     return "\n".join([
