@@ -60,7 +60,7 @@ def test_it_builds_the_mess_a_newcomer_recognises(tmp_path: Path) -> None:
     assert "https://billing.internal:9441/" in (root / "clients/dashboard/client.py").read_text()
     assert "--cacert" in (root / "clients/ledger-poll/client.py").read_text()
     # what it prints: how to start it, the plan with both endpoints, each step, the fix of the insecure client
-    assert "python3 bin/https_service.py services/billing 9441 run/billing.pid" in out
+    assert "python3 bin/https_service.py services/billing 9441 run/billing.pid --watch" in out
     assert ("trustyard migrate plan services clients k8s --endpoint 127.0.0.1:9441 --endpoint 127.0.0.1:9442 "
             "--save") in commands(out, 2)
     steps = commands(out, 3)
@@ -135,9 +135,8 @@ def test_the_printed_commands_migrate_it_without_a_failed_request(tmp_path: Path
         return done.returncode
 
     steps = commands(out, 3)
-    moves = [s for s in steps if s.startswith("trustyard migrate step ID")]
+    moves = [s.split("  #")[0] for s in steps if s.startswith("trustyard migrate step ID")]
     fix = next(s for s in steps if s.startswith("sed -i"))
-    reload = {s.rsplit("# ", 1)[1]: s for s in steps if s.startswith("kill -HUP")}
     try:
         assert sh("\n".join(commands(out, 1))) == 0, transcript
         time.sleep(2)
@@ -152,9 +151,6 @@ def test_the_printed_commands_migrate_it_without_a_failed_request(tmp_path: Path
                     assert sh(fix) == 0
                     time.sleep(1)
                     assert sh(move, boundary["id"]) == 0, "\n".join(transcript)
-                if move.endswith("--to switched"):
-                    assert sh(next(v for k, v in reload.items() if k in boundary["names"])) == 0
-                    time.sleep(1)
         time.sleep(2)
         assert sh("grep -c FAIL logs/*.log > fail-counts.txt") == 1, (root / "fail-counts.txt").read_text()
         sh("trustyard migrate status --json > status.json")

@@ -158,12 +158,12 @@ def write_client(estate: Estate, name: str, of: str, kind: str, cert_pem: bytes)
 # -- the commands a person runs --------------------------------------------------------------
 
 def start_commands(estate: Estate) -> list[str]:
-    """Shell lines (run from the estate root) that start its Python services and client loops in
-    the background, each logging under logs/."""
+    """Shell lines (run from the estate root) that start its Python services (reloading their
+    certificate when its files change) and client loops in the background, logging under logs/."""
     lines = []
     for s in estate.services:
         if s.runtime == "python":
-            lines.append(f"python3 bin/https_service.py services/{s.name} {s.port} run/{s.name}.pid "
+            lines.append(f"python3 bin/https_service.py services/{s.name} {s.port} run/{s.name}.pid --watch "
                          f">logs/{s.name}-service.log 2>&1 &")
     for c in estate.clients:
         if c.kind in TEMPLATES:
@@ -215,9 +215,10 @@ def instructions(estate: Estate, shown: str | None = None) -> str:
         "    trustyard migrate status",
         "",
         "3. Each boundary ID, one state at a time (--dry-run shows what a step would do):",
-        *(f"    {line}" for line in steps[:3]),
-        "   then reload the boundary's service so it serves its new certificate:",
-        *(f"    kill -HUP $(cat run/{s.name}.pid)    # {s.host}" for s in estate.services),
+        *(f"    {line}" for line in steps[:2]),
+        f"    {steps[2]}    # replaces the service's files, waits until it serves them",
+        "   (The demo's services reload by themselves. Yours: reload while the step waits, e.g.",
+        f"   kill -HUP $(cat run/{estate.services[0].name}.pid) or nginx -s reload; or reload and run it again.)",
         *(f"    {line}" for line in steps[3:]),
         *(line for c in insecure for line in (
             f"   The verified step of {estate.service(c.service).host} is refused, naming clients/{c.name}/client.py"

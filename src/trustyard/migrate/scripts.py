@@ -5,12 +5,15 @@ service the usual wrong ways. Plain text here; ``demo.py`` fills in names, ports
 
 from __future__ import annotations
 
-# The service: one TLS handshake per connection with the context loaded last; SIGHUP loads
-# tls.crt and tls.key again (a pair that does not load keeps the old one), so a reload never
-# drops a request: a connection already accepted finishes on the context it started with.
+# The service: one TLS handshake per connection with the context loaded last; SIGHUP (or, with
+# --watch, a change of the files seen at the next connection) loads tls.crt and tls.key again (a
+# pair that does not load, half replaced, keeps the old one), so a reload never drops a request:
+# a connection already accepted finishes on the context it started with.
 SERVICE = r'''"""An HTTPS service answering "ok" on every path; SIGHUP reloads tls.crt and tls.key.
 
-    python3 https_service.py CERT_DIR PORT PID_FILE
+    python3 https_service.py CERT_DIR PORT PID_FILE [--watch]
+
+With --watch it also reloads them by itself when they change (checked at each connection).
 """
 
 import os
@@ -21,6 +24,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 cert_dir, port, pid_file = Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
+watch = "--watch" in sys.argv[4:]
+
+
+def stamp():
+    return tuple(os.stat(cert_dir / name).st_mtime_ns for name in ("tls.crt", "tls.key"))
 
 
 def load() -> ssl.SSLContext:
@@ -29,16 +37,24 @@ def load() -> ssl.SSLContext:
     return context
 
 
-current = load()
+current, loaded = load(), stamp()
 
 
-def reload(signum, frame):
-    global current
+def reload(signum=None, frame=None):
+    global current, loaded
     try:
-        current = load()
+        seen = stamp()
+        current, loaded = load(), seen
         print("reloaded", cert_dir / "tls.crt", flush=True)
     except (OSError, ssl.SSLError) as exc:
         print("reload failed, keeping the certificate loaded before:", exc, flush=True)
+
+
+def changed():
+    try:
+        return stamp() != loaded
+    except OSError:
+        return False
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -58,6 +74,8 @@ class Server(ThreadingHTTPServer):
 
     def finish_request(self, request, client_address):
         request.settimeout(10)
+        if watch and changed():
+            reload()
         try:
             tls = current.wrap_socket(request, server_side=True)  # the handshake, in this connection's thread
         except (OSError, ssl.SSLError):
