@@ -64,7 +64,7 @@ def test_it_builds_the_mess_a_newcomer_recognises(tmp_path: Path) -> None:
     assert ("trustyard migrate plan services clients k8s --endpoint 127.0.0.1:9441 --endpoint 127.0.0.1:9442 "
             "--save") in commands(out, 2)
     steps = commands(out, 3)
-    assert [s.split("  #")[0] for s in steps if s.startswith("trustyard migrate step ID --to ")][:6] == [
+    assert [s.split("#")[0].strip() for s in steps if s.startswith("trustyard migrate step ID --to ")][:6] == [
         f"trustyard migrate step ID --to {state}"
         for state in ("issued", "trusted", "switched", "verified", "retired", "done")]
     assert "naming clients/dashboard/client.py (verify=False)" in out
@@ -135,7 +135,7 @@ def test_the_printed_commands_migrate_it_without_a_failed_request(tmp_path: Path
         return done.returncode
 
     steps = commands(out, 3)
-    moves = [s.split("  #")[0] for s in steps if s.startswith("trustyard migrate step ID")]
+    moves = [s.split("#")[0].strip() for s in steps if s.startswith("trustyard migrate step ID")]
     fix = next(s for s in steps if s.startswith("sed -i"))
     try:
         assert sh("\n".join(commands(out, 1))) == 0, transcript
