@@ -16,6 +16,8 @@ import os
 import ssl
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,7 +25,7 @@ import yaml
 from cryptography import x509
 
 from trustyard.ca.home import InitOptions, init_home
-from trustyard.migrate.demo import Estate
+from trustyard.migrate.demo import Estate, Service
 from trustyard.testing import need
 from trustyard.x509.summary import fingerprint_sha256
 
@@ -44,13 +46,24 @@ class Operator:
         self.estate, self.home = estate, home
         self.transcript: list[str] = []
 
-    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def start(self, *args: str) -> subprocess.Popen[str]:
         env = {**os.environ, "TRUSTYARD_HOME": str(self.home), "TRUSTYARD_PASSWORD": PASSWORD.decode(),
                "TRUSTYARD_NO_PROGRESS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
-        done = subprocess.run([sys.executable, "-m", "trustyard", *args], cwd=self.estate.root, env=env,
-                              capture_output=True, text=True, timeout=120)
-        self.transcript.append(f"$ trustyard {' '.join(args)}  -> {done.returncode}\n{done.stdout}{done.stderr}")
-        return done
+        process = subprocess.Popen([sys.executable, "-m", "trustyard", *args], cwd=self.estate.root, env=env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        process.args = args
+        return process
+
+    def finish(self, process: subprocess.Popen[str]) -> int:
+        out, err = process.communicate(timeout=120)
+        self.transcript.append(f"$ trustyard {' '.join(process.args)}  -> {process.returncode}\n{out}{err}")
+        self.last = out + err
+        return process.returncode
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        process = self.start(*args)
+        code = self.finish(process)
+        return subprocess.CompletedProcess(args, code, self.last, "")
 
     def ok(self, *args: str) -> str:
         done = self.run(*args)
@@ -65,6 +78,25 @@ class Operator:
         done = self.run("scan", "services", "clients", "k8s", *endpoints, "--json")
         assert done.returncode in (0, 1), done.stderr
         return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+
+def wait_until(condition: Callable[[], object], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def switch(operator: Operator, running: Running, service: Service, boundary: str) -> None:
+    """The switched step replaces the service's files, then waits for the endpoint to serve them:
+    the operator reloads the service meanwhile, as soon as the files changed."""
+    cert = running.estate.cert_dir(service.name) / "tls.crt"
+    served = cert.read_bytes()
+    stepping = operator.start("migrate", "step", boundary, "--to", "switched")
+    wait_until(lambda: cert.read_bytes() != served or stepping.poll() is not None,
+               what=f"{service.host}'s files replaced")
+    running.reload(service.name)
+    assert operator.finish(stepping) == 0, "\n".join(operator.transcript[-2:])
 
 
 def fp_of(cert: x509.Certificate) -> str:
@@ -137,10 +169,10 @@ def test_every_boundary_migrates_with_the_cli_alone_and_no_client_request_fails(
                     else:
                         assert done.returncode == 0, "\n".join(operator.transcript[-2:])
                         assert INSECURE not in said
+                elif state == "switched":
+                    switch(operator, running, service, boundary["id"])
                 else:
                     operator.ok("migrate", "step", boundary["id"], "--to", state)
-                if state == "switched":
-                    running.reload(service.name)
                 running.wait_for_requests(2)
             final = next(b for b in operator.boundaries() if b["id"] == boundary["id"])
             assert final["state"] == "done", final
