@@ -30,7 +30,7 @@ from trustyard.testing import need
 from trustyard.x509.summary import fingerprint_sha256
 
 from ..support import PASSWORD
-from .estate import Running, build
+from .live_estate import Running, build
 
 pytestmark = pytest.mark.slow
 
