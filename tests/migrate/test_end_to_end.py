@@ -90,11 +90,12 @@ def wait_until(condition: Callable[[], object], what: str, timeout: float = 60) 
 def switch(operator: Operator, running: Running, service: Service, boundary: str) -> None:
     """The switched step replaces the service's files, then waits for the endpoint to serve them:
     the operator reloads the service meanwhile, as soon as the files changed."""
-    cert = running.estate.cert_dir(service.name) / "tls.crt"
-    served = cert.read_bytes()
+    files = [running.estate.cert_dir(service.name) / name for name in ("tls.crt", "tls.key")]
+    before = [f.read_bytes() for f in files]
     stepping = operator.start("migrate", "step", boundary, "--to", "switched")
-    wait_until(lambda: cert.read_bytes() != served or stepping.poll() is not None,
-               what=f"{service.host}'s files replaced")
+    # both replaced: a reload between the two renames would load a certificate with the old key
+    wait_until(lambda: all(f.read_bytes() != b for f, b in zip(files, before, strict=True))
+               or stepping.poll() is not None, what=f"{service.host}'s certificate and key replaced")
     running.reload(service.name)
     assert operator.finish(stepping) == 0, "\n".join(operator.transcript[-2:])
 
