@@ -99,6 +99,10 @@ class Code(StrEnum):
     USAGE = "usage"
     NAME = "name"
     STATUS_UNKNOWN = "statusUnknown"
+    # migrating off self-signed certificates (migrate/)
+    MIGRATE_LOCATION = "migrateLocation"  # a location cannot be read or written (names it)
+    LOCATION_CHANGED = "locationChanged"  # a file changed since the plan or the last step recorded it
+    MIGRATE_BLOCKED = "migrateBlocked"  # a step's check failed; the detail says what to fix
 
 
 class ExitCode(IntEnum):

@@ -39,6 +39,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "explain": ("trustyard.cli.doctor", "explain", "Map a TLS error message to its layer and cause."),
     "check": ("trustyard.cli.check", "check", "Startup validation of a certificate, key and trust bundle."),
     "agent": ("trustyard.cli.agent", "agent", "Keep certificates renewed, written and reloaded."),
+    "migrate": ("trustyard.cli.migrate_cmd", "migrate",
+                "Move services off self-signed certificates, one boundary at a time."),
 }
 
 

@@ -240,3 +240,35 @@ crls = Table(
     Column("next_update", DateTime(timezone=True), nullable=True),
     Column("entries", Integer, nullable=False),
 )
+
+
+# -- migrating off self-signed certificates: migration 0010 ---------------------------------------
+
+migrate_boundaries = Table(
+    "migrate_boundaries", metadata,
+    # One server identity (by SPKI) and every client location that trusts it, as `migrate plan
+    # --save` found them (``plan``: JSON, with the checksums each location must still have).
+    Column("id", String(16), primary_key=True),  # the first hex digits of the SPKI SHA-256
+    Column("spki_sha256", String(64), nullable=False),
+    Column("state", String(16), nullable=False),  # planned issued trusted switched verified retired done
+    Column("plan", Text, nullable=False),
+    Column("rank", Integer, nullable=False),  # the plan's risk order, lowest first
+    Column("blocking", Text, nullable=True),  # what the last refused step said to fix
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("moved_at", DateTime(timezone=True), nullable=False),
+)
+
+migrate_journal = Table(
+    "migrate_journal", metadata,
+    # Each step's intent, recorded before any file is written: the files it writes with their
+    # checksums before and after, the backups and the staged copies (``migrate/journal.py``).
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("boundary_id", String(16), nullable=False),
+    Column("step", String(16), nullable=False),  # the state the step leads to
+    Column("from_state", String(16), nullable=False),
+    Column("status", String(16), nullable=False),  # pending | done | rolled_back | abandoned
+    Column("writes", Text, nullable=False),  # JSON list
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("done_at", DateTime(timezone=True), nullable=True),
+    Index("ix_migrate_journal_boundary", "boundary_id", "seq"),
+)

@@ -1,0 +1,289 @@
+"""`trustyard migrate` over a small self-signed estate on loopback: plan, every step, rollback,
+status, a crash between two writes, and bad input that must change nothing."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, pkcs12
+
+from trustyard.ca.home import InitOptions, init_home
+from trustyard.cli import cli
+from trustyard.cli.output import run
+from trustyard.diagnose.probe import probe
+from trustyard.migrate.verify import handshake
+from trustyard.testing import need
+
+from ..support import PASSWORD
+from .estate import JKS_PASSWORD, NAME, Estate, https_server, make_estate
+
+pytestmark = pytest.mark.xdist_group("migrate")
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    home = tmp_path / "ca"
+    init_home(home, PASSWORD, InitOptions(allow=("*.internal",)))
+    return home
+
+
+@pytest.fixture
+def estate(tmp_path: Path) -> Iterator[Estate]:
+    with https_server(make_estate(tmp_path / "estate")) as e:
+        yield e
+
+
+def tm(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    os.environ["TRUSTYARD_PASSWORD"] = PASSWORD.decode()
+    code = run(cli, list(args))
+    out = capsys.readouterr()
+    return int(code), out.out, out.err
+
+
+def plan_saved(capsys: pytest.CaptureFixture[str], home: Path, e: Estate) -> str:
+    code, out, err = tm(capsys, "migrate", "plan", str(e.root), "--endpoint", e.endpoint, "--password-file",
+                        f"{e.jks}={e.jks_password_file}", "--save", "--home", str(home), "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert len(doc["boundaries"]) == 1
+    return str(doc["boundaries"][0]["id"])
+
+
+def status(capsys: pytest.CaptureFixture[str], home: Path) -> dict:  # type: ignore[type-arg]
+    code, out, err = tm(capsys, "migrate", "status", "--home", str(home), "--json")
+    assert code == 0, err
+    return json.loads(out)["boundaries"][0]
+
+
+def keytool_list(store: Path, password: str, storetype: str) -> str:
+    result = subprocess.run([need("keytool", package="default-jdk-headless"), "-list", "-keystore", str(store),
+                             "-storepass", password, "-storetype", storetype], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout.lower()
+
+
+def secret_values(path: Path) -> dict[str, bytes]:
+    doc = yaml.safe_load(path.read_text())
+    return {k: base64.b64decode(v) for k, v in doc["data"].items()}
+
+
+def test_plan_names_every_location_each_step_touches_and_saves_it(capsys, home, estate) -> None:
+    """One boundary per self-signed server identity: its endpoint, certificate and key files,
+    and the four client locations holding a copy; --save puts it in the CA's database."""
+    code, out, err = tm(capsys, "migrate", "plan", str(estate.root), "--endpoint", estate.endpoint,
+                        "--password-file", f"{estate.jks}={estate.jks_password_file}", "--json")
+    assert code == 0, err
+    [b] = json.loads(out)["boundaries"]
+    assert b["names"] == [NAME] and b["endpoint"] == estate.endpoint
+    assert b["cert_files"] == [str(estate.cert)] and b["key_files"] == [str(estate.key)]
+    assert {(c["path"], c["kind"]) for c in b["clients"]} == {
+        (str(estate.bundle), "pem"), (str(estate.jks), "jks"), (str(estate.p12), "p12"),
+        (str(estate.secret), "manifest")}
+    assert f"replace {estate.cert}" in b["steps"]["switched"]
+    assert f"add the CA root to {estate.secret}#Secret/shop/client-trust/ca.crt" in b["steps"]["trusted"]
+    assert b["saved"] is None
+    code, out, _ = tm(capsys, "migrate", "status", "--home", str(home), "--json")
+    assert json.loads(out) == {"boundaries": []}  # not saved without --save
+    bid = plan_saved(capsys, home, estate)
+    row = status(capsys, home)
+    assert set(row) == {"id", "state", "names", "endpoint", "blocking", "moved_at"}
+    assert (row["id"], row["state"], row["names"], row["blocking"]) == (bid, "planned", [NAME], None)
+
+
+def test_every_step_to_done_then_rollback_restores_bytes(capsys, home, estate) -> None:
+    """issued -> trusted -> switched -> verified -> retired -> done on real files and a live
+    server: each location keeps its other entries (keytool reads the JKS and PKCS#12), the
+    server ends up serving the CA chain, the old copy leaves every client location; rollback
+    from trusted puts every file back byte for byte."""
+    original = estate.files()
+    bid = plan_saved(capsys, home, estate)
+    code, out, err = tm(capsys, "migrate", "step", bid, "--home", str(home))
+    assert code == 0, err + out
+    new_cert = estate.server_dir / "trustyard-server.crt"
+    assert new_cert.exists() and (estate.server_dir / "trustyard-server.key").stat().st_mode & 0o777 == 0o600
+    assert "trustyard agent --name svc.internal" in out
+    code, out, err = tm(capsys, "migrate", "step", bid, "--home", str(home))
+    assert code == 0, err + out
+    assert status(capsys, home)["state"] == "trusted"
+    listing = keytool_list(estate.jks, JKS_PASSWORD, "JKS")
+    assert "svc," in listing and "other," in listing and "trustyard-" in listing
+    listing = keytool_list(estate.p12, "changeit", "PKCS12")
+    assert "svc," in listing and "other," in listing and "trustyard-" in listing
+    values = secret_values(estate.secret)
+    assert values["api-token"] == b"hunter2" and values["ca.crt"].count(b"BEGIN CERTIFICATE") == 2
+    assert estate.bundle.read_bytes().startswith(original[str(estate.bundle)])  # appended next to the old copy
+
+    # rollback: back to issued, every client file as it was
+    code, out, err = tm(capsys, "migrate", "rollback", bid, "--home", str(home))
+    assert code == 0, err + out
+    for path in (estate.bundle, estate.jks, estate.p12, estate.secret):
+        assert path.read_bytes() == original[str(path)], path
+    assert status(capsys, home)["state"] == "issued"
+
+    code, out, err = tm(capsys, "migrate", "step", bid, "--to", "verified", "--home", str(home), "--json")
+    assert code == 0, err + out
+    assert [s["step"] for s in json.loads(out)["steps"]] == ["trusted", "switched", "verified"]
+    leaf = probe("127.0.0.1", estate.port, sni=NAME).chain[0]
+    assert leaf.issuer != leaf.subject and leaf == x509.load_pem_x509_certificate(new_cert.read_bytes())
+    code, out, err = tm(capsys, "migrate", "step", bid, "--to", "done", "--home", str(home))
+    assert code == 0, err + out
+    row = status(capsys, home)
+    assert row["state"] == "done" and row["blocking"] is None
+    old = x509.load_pem_x509_certificate(original[str(estate.cert)])
+    assert old.public_bytes(Encoding.PEM) not in estate.bundle.read_bytes()
+    assert "svc," not in keytool_list(estate.jks, JKS_PASSWORD, "JKS")
+    p12 = pkcs12.load_pkcs12(estate.p12.read_bytes(), b"changeit")
+    assert old not in [c.certificate for c in p12.additional_certs]
+    assert secret_values(estate.secret)["ca.crt"].count(b"BEGIN CERTIFICATE") == 1
+    # a step past done is a no-op, and re-running is safe
+    code, out, _ = tm(capsys, "migrate", "step", bid, "--home", str(home))
+    assert code == 0 and "already done" in out
+
+
+def test_dry_run_changes_nothing(capsys, home, estate) -> None:
+    """--dry-run names the files a step would write and writes none, nor moves the state."""
+    original = estate.files()
+    bid = plan_saved(capsys, home, estate)
+    code, out, err = tm(capsys, "migrate", "step", bid, "--dry-run", "--home", str(home))
+    assert code == 0, err
+    assert "trustyard-server.crt" in out and "dry run" in out
+    assert not (estate.server_dir / "trustyard-server.crt").exists()
+    assert tm(capsys, "migrate", "step", bid, "--home", str(home))[0] == 0
+    code, out, err = tm(capsys, "migrate", "step", bid, "--dry-run", "--home", str(home))
+    assert code == 0, err
+    assert f"would write {estate.jks} (after a backup)" in out
+    assert estate.files() == {**original, **{k: v for k, v in estate.files().items() if "server" in k}}
+    assert status(capsys, home)["state"] == "issued"
+
+
+def test_a_crash_between_two_writes_is_completed_by_the_rerun(capsys, home, estate) -> None:
+    """The process dies (os._exit) after the first of four renames of `trusted`; the state is
+    still issued; re-running the step finishes the writes, moves to trusted, and the backups
+    hold the original bytes."""
+    original = estate.files()
+    bid = plan_saved(capsys, home, estate)
+    assert tm(capsys, "migrate", "step", bid, "--home", str(home))[0] == 0
+    env = {**os.environ, "TRUSTYARD_PASSWORD": PASSWORD.decode(), "TRUSTYARD_TEST_CRASH_AFTER_WRITES": "1",
+           "PYTHONPATH": os.pathsep.join(sys.path)}
+    crashed = subprocess.run([sys.executable, "-m", "trustyard", "migrate", "step", bid, "--home", str(home)],
+                             env=env, capture_output=True, text=True, timeout=120)
+    assert crashed.returncode == 97, crashed.stderr
+    changed = [p for p in (estate.bundle, estate.jks, estate.p12, estate.secret) if p.read_bytes() != original[str(p)]]
+    assert len(changed) == 1  # killed between the first and the second write
+    assert status(capsys, home)["state"] == "issued"
+    code, out, err = tm(capsys, "migrate", "step", bid, "--home", str(home))
+    assert code == 0, err + out
+    assert "finished the interrupted writes" in out
+    assert status(capsys, home)["state"] == "trusted"
+    assert all(p.read_bytes() != original[str(p)] for p in (estate.bundle, estate.jks, estate.p12, estate.secret))
+    backups = sorted((home / "migrate" / "backups" / bid).rglob("*"))
+    kept = {p.read_bytes() for p in backups if p.is_file()}
+    assert {original[str(p)] for p in (estate.bundle, estate.jks, estate.p12, estate.secret)} <= kept
+    assert tm(capsys, "migrate", "rollback", bid, "--home", str(home))[0] == 0
+    assert estate.files() == {**original, **{k: v for k, v in estate.files().items() if "server" in k}}
+
+
+def test_verified_is_blocked_by_disabled_verification_and_names_it(capsys, home, estate) -> None:
+    """A verification_disabled finding (code and host, as the scan reports it) for the
+    boundary's host joins the plan, blocks `verified` naming the file and line, and the
+    state does not move."""
+    from trustyard.ca.config import load_config
+    from trustyard.ca.home import open_home_store
+    from trustyard.inventory.model import Finding, Inventory, Severity
+    from trustyard.migrate import plan as planning
+    from trustyard.migrate.steps import Settings, advance
+    from trustyard.store.migrate_store import MigrateStore
+
+    bid = plan_saved(capsys, home, estate)
+    finding = Finding("verification_disabled", Severity.ERROR, (f"{estate.root}/app/client.py:12",),
+                      "verify=False")
+    object.__setattr__(finding, "host", f"https://{NAME}:8443/api")
+    other = {"code": "verification_disabled", "host": "elsewhere.internal", "file": "x.py", "line": 3}
+    [b] = planning.build(Inventory(), [finding, other]) or [None]  # no server identity: no boundary
+    assert b is None
+    found = planning.insecure_findings([finding, other])
+    assert [i.host for i in found if planning.host_matches(i.host, [NAME])] == [f"https://{NAME}:8443/api"]
+    config = load_config(home)
+    store = MigrateStore(open_home_store(config, migrate=False))
+    try:
+        s = Settings(home=home, config=config, store=store, actor="test",
+                     passwords={str(estate.jks): JKS_PASSWORD}, rescan=lambda b: found[:1])
+        assert all(o.ok for o in advance(s, bid, "switched"))
+        [outcome] = advance(s, bid, "verified")
+        assert not outcome.ok and f"{estate.root}/app/client.py:12" in (outcome.blocking or "")
+        assert store.get(bid).state == "switched" and store.get(bid).blocking == outcome.blocking
+        s.rescan = lambda b: []
+        [outcome] = advance(s, bid, "verified")
+        assert outcome.ok and store.get(bid).blocking is None
+    finally:
+        store.sql.close()
+
+
+def test_a_location_without_the_ca_fails_verification_with_the_doctor_layer(estate) -> None:
+    """Only the old self-signed copy as trust: the handshake fails and the doctor names the layer."""
+    old = x509.load_pem_x509_certificate(estate.cert.read_bytes())
+    assert handshake(estate.endpoint, NAME, [old], 5.0) is None
+    other = x509.load_pem_x509_certificate(estate.bundle.read_bytes())  # the unrelated CA's leaf
+    failure = handshake(estate.endpoint, NAME, [other], 5.0)
+    assert failure is not None and failure.startswith("trust/"), failure
+    failure = handshake(estate.endpoint, "wrong.internal", [old], 5.0)
+    assert failure is not None and failure.startswith("identity/"), failure
+
+
+def test_bad_input_is_named_and_nothing_is_written(capsys, home, estate, tmp_path) -> None:
+    """A wrong keystore password, a corrupt keystore, a manifest that is not a Kubernetes object,
+    a location changed since the plan, an endpoint that is down: each a clear error naming the
+    location, and no file changes."""
+    # plan time: the JKS without its password
+    code, _, err = tm(capsys, "migrate", "plan", str(estate.root), "--save", "--home", str(home))
+    assert code != 0 and str(estate.jks) in err and "password" in err
+    # a corrupt keystore and a YAML file holding a certificate that is no Kubernetes object
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "broken.jks").write_bytes(b"\xfe\xed\xfe\xed" + b"\x00" * 40)
+    (junk / "notk8s.yaml").write_text("certs:\n  - |\n" + "".join(
+        f"    {line}\n" for line in estate.cert.read_text().splitlines()))
+    code, _, err = tm(capsys, "migrate", "plan", str(junk), "--home", str(home))
+    assert code != 0 and "broken.jks" in err and "notk8s.yaml" in err and "not a Kubernetes" in err
+    assert tm(capsys, "migrate", "status", "--home", str(home), "--json")[1].count('"id"') == 0
+
+    bid = plan_saved(capsys, home, estate)
+    assert tm(capsys, "migrate", "step", bid, "--home", str(home))[0] == 0
+    before = estate.files()
+    # a wrong password given at step time
+    wrong = tmp_path / "wrong.pw"
+    wrong.write_text("nope\n")
+    code, _, err = tm(capsys, "migrate", "step", bid, "--password-file", f"{estate.jks}={wrong}", "--home", str(home))
+    assert code != 0 and str(estate.jks) in err and "wrong keystore password" in err
+    assert estate.files() == before
+    # a location changed since the plan
+    estate.bundle.write_bytes(estate.bundle.read_bytes() + b"\n")
+    before = estate.files()
+    code, _, err = tm(capsys, "migrate", "step", bid, "--home", str(home))
+    assert code != 0 and str(estate.bundle) in err and "changed since the plan" in err
+    assert estate.files() == before
+    assert str(estate.bundle) in (status(capsys, home)["blocking"] or "")
+
+
+def test_switched_refuses_an_endpoint_that_is_down(capsys, home, tmp_path) -> None:
+    """The endpoint does not answer: `switched` names it and leaves the server's files alone."""
+    with https_server(make_estate(tmp_path / "estate")) as e:
+        bid = plan_saved(capsys, home, e)
+        code, out, err = tm(capsys, "migrate", "step", bid, "--to", "trusted", "--home", str(home))
+        assert code == 0, err + out
+    before = e.files()
+    code, _, err = tm(capsys, "migrate", "step", bid, "--home", str(home), "--timeout", "2s")
+    assert code != 0 and e.endpoint in err and "unreachable" in err
+    assert e.files() == before
+    assert status(capsys, home)["state"] == "trusted"
