@@ -73,14 +73,18 @@ def _threshold(ctx: click.Context, param: click.Parameter, value: str | None) ->
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json: one JSON document.")
 @click.option("--fail-on", type=click.Choice(["info", "warning", "error", "critical"]), default="error",
               show_default=True, help="Exit 1 when a finding is at least this severe.")
+@click.option("--ignore", "ignore", multiple=True, metavar="GLOB",
+              help="Report verification_disabled in files matching GLOB (the path or a trailing part of it: "
+                   "'tests/*', '*.md') as suppressed, not as findings (repeatable).")
+@click.option("--no-code", is_flag=True, help="Do not look for code and configuration that turn verification off.")
 @click.option("--timeout", type=DURATION, default="5s", show_default=True,
               help="Per-endpoint connect + handshake timeout.")
 @click.option("--concurrency", default=DEFAULT_CONCURRENCY, show_default=True, help="Endpoints probed at once.")
 @environments_option
 def scan(paths: tuple[str, ...], endpoints: tuple[Endpoint, ...], environments: tuple[tuple[str, str], ...],
          ca_bundles: tuple[str, ...], warn: Threshold | None, max_validity: str, passwords: tuple[str, ...],
-         where_sha256: str | None, fmt: str, as_json: bool, fail_on: str, timeout: str, concurrency: int,
-         environments_file: str | None) -> int:
+         where_sha256: str | None, fmt: str, as_json: bool, fail_on: str, ignore: tuple[str, ...], no_code: bool,
+         timeout: str, concurrency: int, environments_file: str | None) -> int:
     """Inventory certificates and private keys, and report what is wrong with them.
 
     Reads PEM (certificates, bundles, keys, PKCS#7), DER, PKCS#7, PKCS#12, Java keystores,
@@ -89,6 +93,13 @@ def scan(paths: tuple[str, ...], endpoints: tuple[Endpoint, ...], environments: 
     shared_key, cross_environment, shared_cert, weak_key, no_san, long_validity,
     leaf_in_trust_store, key_unprotected, key_mismatch, untrusted_chain, missing_intermediate,
     wrong_environment (a chain leading to another environment's root: --environments).
+
+    Code, configuration and scripts under PATHS that switch certificate verification off
+    are findings too: verification_disabled (error), with file, line, language, the
+    construct, the host or URL it talks to and the fix (Python, Go, Node, Java/Kotlin, Rust,
+    .NET, Ruby, PHP, shell, Dockerfiles, YAML/INI/TOML/JSON, nginx). A comment
+    `trustyard: allow-insecure <reason>` on the same or the previous line, or --ignore,
+    reports one as suppressed instead.
 
     The table has one row per distinct certificate (CERTIFICATE is the start of its SHA-256
     fingerprint, which --where accepts) with its locations beneath, then the findings with a
@@ -119,7 +130,7 @@ def scan(paths: tuple[str, ...], endpoints: tuple[Endpoint, ...], environments: 
     options = ScanOptions(
         paths=paths, environments=environments, endpoints=endpoints, ca_bundles=ca_bundles,
         passwords=tuple(p.encode() for p in passwords) + DEFAULT_PASSWORDS, rules=rules,
-        timeout=timeout_s, concurrency=concurrency,
+        timeout=timeout_s, concurrency=concurrency, code=not no_code, ignore=ignore,
     )
     inv = scan_with_progress(options, sys.stderr)
     if where_sha256:

@@ -3,6 +3,7 @@ interesting findings (shared keys, copies across environments) are about several
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -16,7 +17,7 @@ from ..units import Threshold, format_time, humanize
 from ..x509.chain import weakness
 from ..x509.verify import Usage, verify
 from .fixes import fix_for
-from .model import CertItem, Finding, Inventory, KeyItem, Severity
+from .model import CertItem, Finding, InsecureUse, Inventory, KeyItem, Severity
 from .roles import classify
 from .roles import unit as _unit
 
@@ -37,6 +38,7 @@ SEVERITY: dict[str, Severity] = {
     "untrusted_chain": Severity.ERROR,
     "missing_intermediate": Severity.ERROR,
     "wrong_environment": Severity.ERROR,
+    InsecureUse.CODE: Severity.ERROR,
 }
 
 
@@ -237,7 +239,20 @@ def _usage(cert: x509.Certificate) -> Usage:
     return "server"
 
 
-RULES: tuple[Callable[[Inventory, Rules], Iterator[Finding]], ...] = (window, shape, copies, keys, chains)
+def verification(inv: Inventory, rules: Rules) -> Iterator[Finding]:
+    """Code, configuration and scripts that switch certificate verification off (``insecure.py``)."""
+    for use in inv.insecure:
+        if not use.suppressed_by:
+            yield use.finding(SEVERITY[use.CODE])
+
+
+def suppressed(inv: Inventory) -> list[Finding]:
+    """What an allow-insecure marker or an --ignore pattern silenced, reported apart."""
+    return [u.finding(SEVERITY[u.CODE]) for u in inv.insecure if u.suppressed_by]
+
+
+RULES: tuple[Callable[[Inventory, Rules], Iterator[Finding]], ...] = (window, shape, copies, keys, chains,
+                                                                      verification)
 
 
 def evaluate(inv: Inventory, rules: Rules) -> list[Finding]:
@@ -250,4 +265,9 @@ def evaluate(inv: Inventory, rules: Rules) -> list[Finding]:
         merged[key] = f if old is None else replace(old, locations=tuple(dict.fromkeys(old.locations + f.locations)))
     by_fp = {c.fingerprint: c for c in inv.certificates}
     found = [replace(f, fix=fix_for(f, by_fp.get(f.fingerprint or ""))) for f in merged.values()]
-    return sorted(found, key=lambda f: (-f.severity, f.code, f.locations))
+    return sorted(found, key=lambda f: (-f.severity, f.code, [_natural(loc) for loc in f.locations]))
+
+
+def _natural(location: str) -> list[str | int]:
+    """``app.py:9`` before ``app.py:12``."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", location)]

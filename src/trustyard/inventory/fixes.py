@@ -26,6 +26,8 @@ def _issue(name: str) -> str:
 
 
 def fix_for(finding: Finding, item: CertItem | None) -> str:
+    if finding.fix:  # a finding that brings its own (verification_disabled: per construct)
+        return finding.fix
     name = service_name(item)
     code = finding.code
     if code == "key_unprotected":

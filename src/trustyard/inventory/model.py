@@ -130,10 +130,44 @@ class Finding:
     subject: str | None = None
     fingerprint: str | None = None  # the certificate it is about (SHA-256), when it is about one
     fix: str = ""  # the trustyard commands that replace what is wrong
+    facts: tuple[tuple[str, Any], ...] = ()  # more fields for the JSON form (file, line, ... of code)
 
     def to_json(self) -> dict[str, Any]:
         return {"code": self.code, "severity": str(self.severity), "locations": list(self.locations),
-                "detail": self.detail, "fingerprint_sha256": self.fingerprint, "fix": self.fix}
+                "detail": self.detail, "fingerprint_sha256": self.fingerprint, "fix": self.fix, **dict(self.facts)}
+
+
+@dataclass(frozen=True)
+class InsecureUse:
+    """A place in code, configuration or a script that switches certificate verification off.
+    ``suppressed_by`` is the reason it is not a finding: an inline ``trustyard: allow-insecure
+    <reason>`` marker or an ``--ignore`` pattern."""
+
+    path: str
+    line: int
+    language: str
+    construct: str
+    match: str  # the matched text (its first line)
+    target: str | None  # the host or URL it talks to, when the same line or call names it
+    fix: str
+    suppressed_by: str | None = None
+
+    CODE = "verification_disabled"
+
+    @property
+    def location(self) -> str:
+        return f"{self.path}:{self.line}"
+
+    def finding(self, severity: Severity) -> Finding:
+        to = f" for {self.target}" if self.target else ""
+        facts: tuple[tuple[str, Any], ...] = (
+            ("file", self.path), ("line", self.line), ("language", self.language), ("construct", self.construct),
+            ("match", self.match), ("target", self.target))
+        if self.suppressed_by:
+            facts += (("suppressed_by", self.suppressed_by),)
+        return Finding(self.CODE, severity, (self.location,),
+                       f"{self.construct} turns certificate verification off{to} ({self.language}): {self.match}",
+                       fix=self.fix, facts=facts)
 
 
 @dataclass
@@ -151,16 +185,20 @@ class Inventory:
     keys: list[KeyItem] = field(default_factory=list)
     errors: list[ReadError] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
+    insecure: list[InsecureUse] = field(default_factory=list)
+    suppressed: list[Finding] = field(default_factory=list)  # findings an allow marker or --ignore silenced
 
     def extend(self, other: Inventory) -> None:
         self.certificates += other.certificates
         self.keys += other.keys
         self.errors += other.errors
+        self.insecure += other.insecure
 
     def to_json(self) -> dict[str, Any]:
         return {
             "certificates": [c.to_json() for c in self.certificates],
             "keys": [k.to_json() for k in self.keys],
             "findings": [f.to_json() for f in self.findings],
+            "suppressed": [f.to_json() for f in self.suppressed],
             "errors": [e.to_json() for e in self.errors],
         }

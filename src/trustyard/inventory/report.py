@@ -37,7 +37,8 @@ def summary(inv: Inventory) -> str:
     found = _count(len(inv.findings), "finding")
     if by_severity:
         found += " (" + ", ".join(f"{by_severity[str(s)]} {s}" for s in reversed(Severity) if by_severity[str(s)]) + ")"
-    return ", ".join([*parts, found, f"{len(inv.errors)} unreadable"])
+    tail = [f"{len(inv.suppressed)} suppressed"] if inv.suppressed else []
+    return ", ".join([*parts, found, f"{len(inv.errors)} unreadable", *tail])
 
 
 def _count(n: int, noun: str) -> str:
@@ -101,6 +102,12 @@ def to_table(inv: Inventory, now: datetime | None = None) -> str:
                 lines.append(f"{'':9} fix: {f.fix}")
     else:
         lines.append("No findings.")
+    if inv.suppressed:
+        lines.append("")
+        lines.append(f"SUPPRESSED ({len(inv.suppressed)}, not counted)")
+        for f in inv.suppressed:
+            facts = dict(f.facts)
+            lines.append(f"{'':9} {f.locations[0]}  {facts.get('construct', f.code)}  ({facts.get('suppressed_by')})")
     lines.append("")
     lines.append(summary(inv))
     for err in inv.errors:
@@ -109,7 +116,7 @@ def to_table(inv: Inventory, now: datetime | None = None) -> str:
 
 
 def _row(cols: list[str], widths: list[int]) -> str:
-    return "  ".join(c.ljust(w) for c, w in zip(cols, widths)).rstrip()
+    return "  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip()
 
 
 CSV_FIELDS = ["location", "subject", "issuer", "sans", "not_before", "not_after", "serial",

@@ -11,7 +11,8 @@ from cryptography import x509
 
 from ..x509.chain import check_chain
 from .endpoints import DEFAULT_CONCURRENCY, Endpoint, scan_endpoints
-from .findings import Rules, evaluate
+from .findings import Rules, evaluate, suppressed
+from .insecure import ignore, scan_file
 from .model import Inventory, ReadError
 from .sources import DEFAULT_PASSWORDS, ReadOptions, iter_files, read_file
 
@@ -26,18 +27,22 @@ class ScanOptions:
     rules: Rules = field(default_factory=lambda: Rules(now=datetime.now(UTC)))
     timeout: float = 5.0
     concurrency: int = DEFAULT_CONCURRENCY
+    code: bool = True  # also look for code and configuration that switch verification off
+    ignore: tuple[str, ...] = ()  # globs: verification_disabled in these files is reported as suppressed
 
 
 Progress = Callable[[int], None]
 
 
 def _read_tree(paths: list[str], options: ReadOptions, inv: Inventory, progress: Progress | None,
-               seen: set[tuple[int, int]]) -> None:
+               seen: set[tuple[int, int]], code: bool = False) -> None:
     def on_error(location: str, detail: str) -> None:
         inv.errors.append(ReadError(location, detail))
 
     for path in iter_files(paths, on_error, seen):
         inv.extend(read_file(path, options))
+        if code:
+            inv.insecure += scan_file(path)
         if progress:
             progress(1)
 
@@ -53,8 +58,9 @@ def run_scan(options: ScanOptions, progress: Progress | None = None) -> Inventor
         anchors += [c.cert for c in part.certificates]
         inv.extend(part)
     for name, path in options.environments:
-        _read_tree([path], ReadOptions(passwords=passwords, environment=name), inv, progress, seen)
-    _read_tree(list(options.paths), ReadOptions(passwords=passwords), inv, progress, seen)
+        _read_tree([path], ReadOptions(passwords=passwords, environment=name), inv, progress, seen, options.code)
+    _read_tree(list(options.paths), ReadOptions(passwords=passwords), inv, progress, seen, options.code)
+    inv.insecure = ignore(inv.insecure, options.ignore)
     if options.endpoints:
         inv.extend(scan_endpoints(options.endpoints, timeout=options.timeout, concurrency=options.concurrency,
                                   on_done=(lambda: progress(1)) if progress else None))
@@ -62,6 +68,7 @@ def run_scan(options: ScanOptions, progress: Progress | None = None) -> Inventor
     if anchors and not rules.anchors:
         rules = replace(rules, anchors=tuple(anchors))
     inv.findings = evaluate(inv, rules)
+    inv.suppressed = suppressed(inv)
     return inv
 
 

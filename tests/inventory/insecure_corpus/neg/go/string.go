@@ -1,0 +1,3 @@
+package main
+
+const help = "InsecureSkipVerify: true disables verification"

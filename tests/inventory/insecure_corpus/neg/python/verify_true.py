@@ -1,0 +1,3 @@
+import requests
+
+requests.get("https://api.internal/v1", verify=True)

@@ -1,0 +1,3 @@
+def call(session, url, verify_tls):
+    verify = verify_tls
+    return session.get(url, verify=verify)

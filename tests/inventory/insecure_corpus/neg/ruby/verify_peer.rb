@@ -1,0 +1,2 @@
+http.verify_mode = OpenSSL::SSL::VERIFY_PEER
+# VERIFY_NONE is banned here

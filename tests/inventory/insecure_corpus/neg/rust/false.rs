@@ -1,0 +1,3 @@
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().danger_accept_invalid_certs(false).build().unwrap()
+}

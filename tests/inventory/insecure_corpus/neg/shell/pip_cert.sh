@@ -1,0 +1,2 @@
+pip install --cert /etc/trustyard/ca.crt --index-url https://pypi.internal/simple app
+npm config set strict-ssl true

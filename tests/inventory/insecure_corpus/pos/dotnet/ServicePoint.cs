@@ -1,0 +1,3 @@
+using System.Net;
+
+ServicePointManager.ServerCertificateValidationCallback += delegate { return true; };

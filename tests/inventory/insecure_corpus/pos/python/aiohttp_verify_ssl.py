@@ -1,0 +1,4 @@
+import aiohttp
+
+async def main(session: aiohttp.ClientSession):
+    return await session.get("https://search.internal/q", verify_ssl=False)

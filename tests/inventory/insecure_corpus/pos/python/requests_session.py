@@ -1,0 +1,5 @@
+import requests
+
+session = requests.Session()
+session.verify = False
+session.get("https://billing.internal/")

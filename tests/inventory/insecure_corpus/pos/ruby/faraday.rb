@@ -1,0 +1,3 @@
+require "faraday"
+
+conn = Faraday.new(url: "https://crm.internal", ssl: { verify: false })

@@ -1,0 +1,2 @@
+curl --silent --insecure \
+  https://vault.internal/v1/sys/health

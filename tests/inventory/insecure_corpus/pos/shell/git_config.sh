@@ -1,0 +1,1 @@
+git -c http.sslVerify=false clone https://git.internal/team/repo.git

@@ -1,0 +1,2 @@
+npm config set strict-ssl false
+npm install

@@ -1,0 +1,1 @@
+pip install --trusted-host pypi.internal --index-url http://pypi.internal/simple app

@@ -1,0 +1,1 @@
+wget --no-check-certificate https://mirror.internal/file.tar.gz
