@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import BadRequest, Conflict
+from ..errors import Conflict
 from .output import emit, json_option
 
 
@@ -33,7 +33,7 @@ def demo(directory: Path, ports: str, as_json: bool) -> None:
     except ValueError:
         numbers = ()
     if len(numbers) != 2 or not all(0 < p < 65536 for p in numbers) or numbers[0] == numbers[1]:
-        raise BadRequest(f"--ports wants two different TCP ports, BILLING,LEDGER; got {ports!r}")
+        raise click.BadParameter(f"two different TCP ports, BILLING,LEDGER; got {ports!r}", param_hint="--ports")
     if directory.exists() and any(directory.iterdir()):
         raise Conflict(f"{directory} is not empty: the demo builds its estate in a new or empty directory")
     estate = estate_demo.build(directory.resolve(), estate_demo.demo_services(numbers))
