@@ -171,19 +171,20 @@ def host_matches(host: str, names: Sequence[str]) -> bool:
 
 
 def insecure_findings(findings: Iterable[Finding | dict[str, Any]]) -> list[Insecure]:
-    """The ``verification_disabled`` findings of a scan, by their code and ``host`` field."""
+    """The ``verification_disabled`` findings of a scan, by their code and ``host`` (the scan's ``target``) field."""
     out = []
     for f in findings:
         doc = f if isinstance(f, dict) else {**f.to_json(), **{k: getattr(f, k) for k in
                                                               ("host", "file", "line", "construct", "language")
                                                               if hasattr(f, k)}}
-        if doc.get("code") != INSECURE_CODE or not doc.get("host"):
+        host = doc.get("host") or doc.get("target")  # the scan's finding calls it ``target``
+        if doc.get("code") != INSECURE_CODE or not host:
             continue
         where = str((doc.get("locations") or [""])[0])
         at = re.fullmatch(r"(.*?):(\d+)(?::\d+)?", where)  # file:line[:column]
         file = doc.get("file") or (at.group(1) if at else where)
         line = doc.get("line") or (int(at.group(2)) if at else None)
-        out.append(Insecure(file=str(file), host=str(doc["host"]), line=line,
+        out.append(Insecure(file=str(file), host=str(host), line=line,
                             construct=str(doc.get("construct") or ""), language=str(doc.get("language") or "")))
     return out
 
