@@ -137,9 +137,11 @@ def test_the_printed_commands_migrate_it_without_a_failed_request(tmp_path: Path
     transcript: list[str] = []
 
     def sh(line: str, boundary: str = "") -> int:
-        done = subprocess.run(["bash", "-c", line.replace(" ID ", f" {boundary} ")], cwd=root, env=env,
-                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
-        transcript.append(f"$ {line}  [{boundary}] -> {done.returncode}\n{done.stdout}{done.stderr}")
+        out = tmp_path / "sh.out"  # a file, not a pipe: the background processes keep theirs open
+        with out.open("wb") as sink:
+            done = subprocess.run(["bash", "-c", line.replace(" ID ", f" {boundary} ")], cwd=root, env=env,
+                                  stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT, timeout=120)
+        transcript.append(f"$ {line}  [{boundary}] -> {done.returncode}\n{out.read_text()}")
         return done.returncode
 
     steps = commands(out, 3)
@@ -148,8 +150,8 @@ def test_the_printed_commands_migrate_it_without_a_failed_request(tmp_path: Path
     try:
         assert sh("\n".join(commands(out, 1))) == 0, transcript
         time.sleep(2)
-        for line in commands(out, 2):
-            assert sh(line) == 0, "\n".join(transcript)
+        for line in commands(out, 2):  # scan exits 1: it finds what is wrong
+            assert sh(line) == (1 if line.startswith("trustyard scan") else 0), "\n".join(transcript)
         sh("trustyard migrate status --json > status.json")
         for boundary in json.loads((root / "status.json").read_text())["boundaries"]:
             for move in moves[:6]:

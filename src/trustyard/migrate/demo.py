@@ -165,6 +165,10 @@ def start_commands(estate: Estate) -> list[str]:
         if s.runtime == "python":
             lines.append(f"python3 bin/https_service.py services/{s.name} {s.port} run/{s.name}.pid --watch "
                          f">logs/{s.name}-service.log 2>&1 &")
+    python = [s for s in estate.services if s.runtime == "python"]
+    if python:  # a service writes its pid file once it listens: no client starts before it
+        ready = " && ".join(f"[ -s run/{s.name}.pid ]" for s in python)
+        lines.append(f"until {ready}; do sleep 0.2; done")
     for c in estate.clients:
         if c.kind in TEMPLATES:
             lines.append(f"python3 bin/client_loop.py clients/{c.name}/client.py logs/{c.name}.log "

@@ -82,6 +82,8 @@ class Server(ThreadingHTTPServer):
             return  # the client went away or refused the certificate: its problem to log
         try:
             Handler(tls, client_address, self)
+        except OSError:
+            pass  # the client went away mid-answer (a probe that only wanted the handshake)
         finally:
             tls.close()
 
