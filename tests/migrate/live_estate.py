@@ -194,10 +194,10 @@ class Running:
         return {c.name: [line for line in self.lines(c.name) if line.partition(" ")[2] != "ok"]
                 for c in self.estate.clients}
 
-    def longest_gap(self, client: str) -> float:
-        """The longest time between two logged requests of ``client``, in seconds."""
+    def gaps(self, client: str) -> list[float]:
+        """The times between two logged requests of ``client``, in seconds."""
         times = [dt.datetime.strptime(line.split(" ", 1)[0][:12], "%H:%M:%S.%f") for line in self.lines(client)]
-        return max(((b - a).total_seconds() for a, b in itertools.pairwise(times)), default=0.0)
+        return [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
 
     def summary(self) -> str:
         return ", ".join(f"{c.name}: {len(self.lines(c.name))} requests, {len(self.failures()[c.name])} failed"
