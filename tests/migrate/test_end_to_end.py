@@ -150,17 +150,20 @@ def test_every_boundary_migrates_with_the_cli_alone_and_no_client_request_fails(
         running.wait_for_requests(5)
         before = operator.scan()
         assert {"self_signed_leaf", "leaf_in_trust_store"} <= codes_for(before, set(old.values())), before["findings"]
+        assert [f["locations"] for f in before["findings"] if f["code"] == "verification_disabled"] == [
+            [f"{INSECURE}:10"]], before["findings"]
 
         endpoints = [a for s in estate.services for a in ("--endpoint", s.endpoint)]
         operator.ok("migrate", "plan", "services", "clients", "k8s", *endpoints, "--save")
         boundaries = operator.boundaries()
         by_host = {name: b for b in boundaries for name in b["names"]}
         assert set(by_host) >= {s.host for s in estate.services}, boundaries
+        assert {b["state"] for b in boundaries} == {"planned"}, boundaries
 
         named_insecure = []
         for service in estate.services:
             boundary = by_host[service.host]
-            for state in STATES[STATES.index(boundary["state"]) + 1:] if boundary["state"] in STATES else STATES:
+            for state in STATES:
                 if state == "verified":
                     done = operator.run("migrate", "step", boundary["id"], "--to", state)
                     said = done.stdout + done.stderr
