@@ -101,6 +101,10 @@ def switch(operator: Operator, running: Running, service: Service, boundary: str
     assert operator.finish(stepping) == 0, "\n".join(operator.transcript[-2:])
 
 
+def line_of(path: Path, text: str) -> int:
+    return next(n for n, line in enumerate(path.read_text().splitlines(), 1) if text in line)
+
+
 def fp_of(cert: x509.Certificate) -> str:
     """The SHA-256 fingerprint as ``scan --json`` spells it."""
     return fingerprint_sha256(cert).replace(":", "").lower()
@@ -151,7 +155,7 @@ def test_every_boundary_migrates_with_the_cli_alone_and_no_client_request_fails(
         before = operator.scan()
         assert {"self_signed_leaf", "leaf_in_trust_store"} <= codes_for(before, set(old.values())), before["findings"]
         assert [f["locations"] for f in before["findings"] if f["code"] == "verification_disabled"] == [
-            [f"{INSECURE}:10"]], before["findings"]
+            [f"{INSECURE}:{line_of(estate.root / INSECURE, 'verify=False')}"]], before["findings"]
 
         endpoints = [a for s in estate.services for a in ("--endpoint", s.endpoint)]
         operator.ok("migrate", "plan", "services", "clients", "k8s", *endpoints, "--save")
