@@ -1,6 +1,6 @@
 """A small self-signed estate on loopback: one HTTPS server that re-reads its files on every
 connection, and its certificate copied into a PEM bundle, a JKS (made by keytool), a PKCS#12
-truststore and a Kubernetes Secret manifest."""
+truststore, a Kubernetes Secret manifest and a ConfigMap beside a Deployment."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ class Estate:
     p12: Path
     secret: Path
     jks_password_file: Path
+    configmap: Path
     port: int = 0
 
     @property
@@ -40,7 +41,11 @@ class Estate:
         return f"127.0.0.1:{self.port}/{NAME}"
 
     def files(self) -> dict[str, bytes]:
-        return {str(p): p.read_bytes() for p in (self.cert, self.key, self.bundle, self.jks, self.p12, self.secret)}
+        return {str(p): p.read_bytes() for p in (self.cert, self.key, *self.clients)}
+
+    @property
+    def clients(self) -> tuple[Path, ...]:
+        return (self.bundle, self.jks, self.p12, self.secret, self.configmap)
 
 
 def make_estate(root: Path) -> Estate:
@@ -76,13 +81,47 @@ def make_estate(root: Path) -> Estate:
         "apiVersion: v1\nkind: Secret\nmetadata:\n  name: client-trust\n  namespace: shop\ntype: Opaque\ndata:\n"
         f"  ca.crt: {base64.b64encode(leaf.cert_pem()).decode()}\n"
         f"  api-token: {base64.b64encode(b'hunter2').decode()}\n")
-    return Estate(root, server_dir, cert, key, bundle, jks, p12, secret, pw)
+    configmap = k8s / "app.yaml"  # two documents: a Deployment, then the ConfigMap the client reads
+    block = "".join(f"    {line}\n" for line in leaf.cert_pem().decode().splitlines())
+    configmap.write_text(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: shop\n  namespace: shop\nspec:\n  replicas: 2\n"
+        "---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: shop-trust\n  namespace: shop\ndata:\n"
+        f"  ca.crt: |\n{block}  mode: strict\n")
+    return Estate(root, server_dir, cert, key, bundle, jks, p12, secret, pw, configmap)
+
+
+class Reloader:
+    """The files a server loaded, and the operator's hand that makes it load them again."""
+
+    def __init__(self, estate: Estate, every_connection: bool) -> None:
+        self.estate, self.every_connection = estate, every_connection
+        self.ctx = self._load()
+
+    def _load(self) -> ssl.SSLContext:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(self.estate.cert, self.estate.key)
+        return ctx
+
+    @property
+    def flag(self) -> Path:
+        """Touching this file asks the server to reload (what a reload command does)."""
+        return self.estate.root / "reload-now"
+
+    def context(self) -> ssl.SSLContext:
+        if self.flag.exists():
+            self.flag.unlink()
+            self.reload()
+        return self._load() if self.every_connection else self.ctx
+
+    def reload(self) -> None:
+        self.ctx = self._load()
 
 
 @contextmanager
-def https_server(estate: Estate) -> Iterator[Estate]:
-    """A TLS server on 127.0.0.1 that loads server.crt and server.key afresh for each connection,
-    as a server reloaded by its operator would; it answers one line and closes."""
+def https_server(estate: Estate, reload_every_connection: bool = True) -> Iterator[Reloader]:
+    """A TLS server on 127.0.0.1 serving server.crt and server.key: loaded afresh for each
+    connection, or (``reload_every_connection=False``) only when the test calls ``reload()``,
+    as an operator reloads a server; it answers one line and closes."""
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     port = free_port()
@@ -90,6 +129,7 @@ def https_server(estate: Estate) -> Iterator[Estate]:
     listener.listen(16)
     listener.settimeout(0.2)
     estate.port = port
+    loaded = Reloader(estate, reload_every_connection)
     stop = threading.Event()
 
     def serve() -> None:
@@ -104,8 +144,7 @@ def https_server(estate: Estate) -> Iterator[Estate]:
 
     def one(conn: socket.socket) -> None:
         try:
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            ctx.load_cert_chain(estate.cert, estate.key)
+            ctx = loaded.context()
             conn.settimeout(5)
             with ctx.wrap_socket(conn, server_side=True) as tls:
                 with suppress(OSError, ssl.SSLError):
@@ -119,7 +158,7 @@ def https_server(estate: Estate) -> Iterator[Estate]:
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     try:
-        yield estate
+        yield loaded
     finally:
         stop.set()
         listener.close()

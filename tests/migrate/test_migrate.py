@@ -38,8 +38,8 @@ def home(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def estate(tmp_path: Path) -> Iterator[Estate]:
-    with https_server(make_estate(tmp_path / "estate")) as e:
-        yield e
+    with https_server(make_estate(tmp_path / "estate")) as server:
+        yield server.estate
 
 
 def tm(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -89,7 +89,7 @@ def test_plan_names_every_location_each_step_touches_and_saves_it(capsys, home, 
     assert b["cert_files"] == [str(estate.cert)] and b["key_files"] == [str(estate.key)]
     assert {(c["path"], c["kind"]) for c in b["clients"]} == {
         (str(estate.bundle), "pem"), (str(estate.jks), "jks"), (str(estate.p12), "p12"),
-        (str(estate.secret), "manifest")}
+        (str(estate.secret), "manifest"), (str(estate.configmap), "manifest")}
     assert f"replace {estate.cert}" in b["steps"]["switched"]
     assert f"add the CA root to {estate.secret}#Secret/shop/client-trust/ca.crt" in b["steps"]["trusted"]
     assert b["saved"] is None
@@ -101,11 +101,12 @@ def test_plan_names_every_location_each_step_touches_and_saves_it(capsys, home, 
     assert (row["id"], row["state"], row["names"], row["blocking"]) == (bid, "planned", [NAME], None)
 
 
-def test_every_step_to_done_then_rollback_restores_bytes(capsys, home, estate) -> None:
+def test_every_step_to_done_then_rollback_restores_bytes(capsys, ca_home, estate) -> None:
     """issued -> trusted -> switched -> verified -> retired -> done on real files and a live
     server: each location keeps its other entries (keytool reads the JKS and PKCS#12), the
     server ends up serving the CA chain, the old copy leaves every client location; rollback
     from trusted puts every file back byte for byte."""
+    home = ca_home  # on SQLite and on PostgreSQL
     original = estate.files()
     bid = plan_saved(capsys, home, estate)
     code, out, err = tm(capsys, "migrate", "step", bid, "--home", str(home))
@@ -123,11 +124,14 @@ def test_every_step_to_done_then_rollback_restores_bytes(capsys, home, estate) -
     values = secret_values(estate.secret)
     assert values["api-token"] == b"hunter2" and values["ca.crt"].count(b"BEGIN CERTIFICATE") == 2
     assert estate.bundle.read_bytes().startswith(original[str(estate.bundle)])  # appended next to the old copy
+    deployment, configmap = yaml.safe_load_all(estate.configmap.read_text())
+    assert deployment == next(yaml.safe_load_all(original[str(estate.configmap)]))
+    assert configmap["data"]["mode"] == "strict" and configmap["data"]["ca.crt"].count("BEGIN CERTIFICATE") == 2
 
     # rollback: back to issued, every client file as it was
     code, out, err = tm(capsys, "migrate", "rollback", bid, "--home", str(home))
     assert code == 0, err + out
-    for path in (estate.bundle, estate.jks, estate.p12, estate.secret):
+    for path in estate.clients:
         assert path.read_bytes() == original[str(path)], path
     assert status(capsys, home)["state"] == "issued"
 
@@ -146,9 +150,16 @@ def test_every_step_to_done_then_rollback_restores_bytes(capsys, home, estate) -
     p12 = pkcs12.load_pkcs12(estate.p12.read_bytes(), b"changeit")
     assert old not in [c.certificate for c in p12.additional_certs]
     assert secret_values(estate.secret)["ca.crt"].count(b"BEGIN CERTIFICATE") == 1
+    assert list(yaml.safe_load_all(estate.configmap.read_text()))[1]["data"]["ca.crt"].count("BEGIN CERT") == 1
     # a step past done is a no-op, and re-running is safe
     code, out, _ = tm(capsys, "migrate", "step", bid, "--home", str(home))
     assert code == 0 and "already done" in out
+    code, out, _ = tm(capsys, "audit", "--home", str(home), "--json")
+    moves = [(e["detail"]["from"], e["detail"]["to"]) for e in json.loads(out)["entries"]
+             if e["action"] == "migrate.step"]
+    assert moves[-5:] == [("issued", "trusted"), ("trusted", "switched"), ("switched", "verified"),
+                          ("verified", "retired"), ("retired", "done")]
+    assert any(e["action"] == "migrate.rollback" for e in json.loads(out)["entries"])
 
 
 def test_dry_run_changes_nothing(capsys, home, estate) -> None:
@@ -165,33 +176,64 @@ def test_dry_run_changes_nothing(capsys, home, estate) -> None:
     assert f"would write {estate.jks} (after a backup)" in out
     assert estate.files() == {**original, **{k: v for k, v in estate.files().items() if "server" in k}}
     assert status(capsys, home)["state"] == "issued"
+    # rolling back issued removes the CA-issued files it wrote
+    code, out, err = tm(capsys, "migrate", "rollback", bid, "--home", str(home))
+    assert code == 0, err + out
+    assert not (estate.server_dir / "trustyard-server.crt").exists()
+    assert not (estate.server_dir / "trustyard-server.key").exists()
+    assert estate.files() == original and status(capsys, home)["state"] == "planned"
+    code, out, _ = tm(capsys, "migrate", "rollback", bid, "--home", str(home))
+    assert code == 1 and "nothing to roll back" in out
 
 
-def test_a_crash_between_two_writes_is_completed_by_the_rerun(capsys, home, estate) -> None:
-    """The process dies (os._exit) after the first of four renames of `trusted`; the state is
-    still issued; re-running the step finishes the writes, moves to trusted, and the backups
-    hold the original bytes."""
+def crash(home: Path, after: int, *args: str) -> None:
+    """Run a migrate command in a process that dies (os._exit) after ``after`` file writes."""
+    env = {**os.environ, "TRUSTYARD_PASSWORD": PASSWORD.decode(), "TRUSTYARD_TEST_CRASH_AFTER_WRITES": str(after),
+           "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-m", "trustyard", "migrate", *args, "--home", str(home)],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 97, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("after", [1, 5], ids=["after-first-write", "after-last-write"])
+def test_a_crash_between_writes_is_completed_by_the_rerun(capsys, home, estate, after) -> None:
+    """The process dies after the first of the five writes of `trusted`, or after the last one
+    but before the state moved: the state is still issued; re-running the step finishes the
+    writes, moves to trusted, and the backups hold the original bytes."""
     original = estate.files()
     bid = plan_saved(capsys, home, estate)
     assert tm(capsys, "migrate", "step", bid, "--home", str(home))[0] == 0
-    env = {**os.environ, "TRUSTYARD_PASSWORD": PASSWORD.decode(), "TRUSTYARD_TEST_CRASH_AFTER_WRITES": "1",
-           "PYTHONPATH": os.pathsep.join(sys.path)}
-    crashed = subprocess.run([sys.executable, "-m", "trustyard", "migrate", "step", bid, "--home", str(home)],
-                             env=env, capture_output=True, text=True, timeout=120)
-    assert crashed.returncode == 97, crashed.stderr
-    changed = [p for p in (estate.bundle, estate.jks, estate.p12, estate.secret) if p.read_bytes() != original[str(p)]]
-    assert len(changed) == 1  # killed between the first and the second write
+    crash(home, after, "step", bid)
+    changed = [p for p in estate.clients if p.read_bytes() != original[str(p)]]
+    assert len(changed) == after  # killed between two writes (or after all of them)
     assert status(capsys, home)["state"] == "issued"
     code, out, err = tm(capsys, "migrate", "step", bid, "--home", str(home))
     assert code == 0, err + out
     assert "finished the interrupted writes" in out
     assert status(capsys, home)["state"] == "trusted"
-    assert all(p.read_bytes() != original[str(p)] for p in (estate.bundle, estate.jks, estate.p12, estate.secret))
+    assert all(p.read_bytes() != original[str(p)] for p in estate.clients)
+    assert len(keytool_list(estate.jks, JKS_PASSWORD, "JKS").split("trustedcertentry")) == 4  # 3 entries
     backups = sorted((home / "migrate" / "backups" / bid).rglob("*"))
     kept = {p.read_bytes() for p in backups if p.is_file()}
-    assert {original[str(p)] for p in (estate.bundle, estate.jks, estate.p12, estate.secret)} <= kept
+    assert {original[str(p)] for p in estate.clients} <= kept
+    assert not list(estate.root.rglob("*.trustyard-*"))  # no staged copy left behind
     assert tm(capsys, "migrate", "rollback", bid, "--home", str(home))[0] == 0
     assert estate.files() == {**original, **{k: v for k, v in estate.files().items() if "server" in k}}
+
+
+def test_a_crash_during_rollback_is_completed_by_the_rerun(capsys, home, estate) -> None:
+    """Rollback dies after restoring two of five files: the state has not moved, and re-running
+    the rollback restores the rest byte for byte and returns the boundary to issued."""
+    original = estate.files()
+    bid = plan_saved(capsys, home, estate)
+    assert tm(capsys, "migrate", "step", bid, "--to", "trusted", "--home", str(home))[0] == 0
+    crash(home, 2, "rollback", bid)
+    assert len([p for p in estate.clients if p.read_bytes() == original[str(p)]]) == 2
+    assert status(capsys, home)["state"] == "trusted"
+    code, out, err = tm(capsys, "migrate", "rollback", bid, "--home", str(home))
+    assert code == 0, err + out
+    assert all(p.read_bytes() == original[str(p)] for p in estate.clients)
+    assert status(capsys, home)["state"] == "issued"
 
 
 def test_verified_is_blocked_by_disabled_verification_and_names_it(capsys, home, estate) -> None:
@@ -207,8 +249,7 @@ def test_verified_is_blocked_by_disabled_verification_and_names_it(capsys, home,
 
     bid = plan_saved(capsys, home, estate)
     finding = Finding("verification_disabled", Severity.ERROR, (f"{estate.root}/app/client.py:12",),
-                      "verify=False")
-    object.__setattr__(finding, "host", f"https://{NAME}:8443/api")
+                      "verify=False", facts=(("target", f"https://{NAME}:8443/api"),))
     other = {"code": "verification_disabled", "host": "elsewhere.internal", "file": "x.py", "line": 3}
     [b] = planning.build(Inventory(), [finding, other]) or [None]  # no server identity: no boundary
     assert b is None
@@ -256,6 +297,9 @@ def test_bad_input_is_named_and_nothing_is_written(capsys, home, estate, tmp_pat
         f"    {line}\n" for line in estate.cert.read_text().splitlines()))
     code, _, err = tm(capsys, "migrate", "plan", str(junk), "--home", str(home))
     assert code != 0 and "broken.jks" in err and "notk8s.yaml" in err and "not a Kubernetes" in err
+    code, out, err = tm(capsys, "migrate", "plan", str(junk), "--exclude", "*/broken.jks", "--exclude",
+                        str(junk / "notk8s.yaml"), "--home", str(home))
+    assert code == 0 and "nothing to migrate" in out, err
     assert tm(capsys, "migrate", "status", "--home", str(home), "--json")[1].count('"id"') == 0
 
     bid = plan_saved(capsys, home, estate)
@@ -278,7 +322,8 @@ def test_bad_input_is_named_and_nothing_is_written(capsys, home, estate, tmp_pat
 
 def test_switched_refuses_an_endpoint_that_is_down(capsys, home, tmp_path) -> None:
     """The endpoint does not answer: `switched` names it and leaves the server's files alone."""
-    with https_server(make_estate(tmp_path / "estate")) as e:
+    with https_server(make_estate(tmp_path / "estate")) as server:
+        e = server.estate
         bid = plan_saved(capsys, home, e)
         code, out, err = tm(capsys, "migrate", "step", bid, "--to", "trusted", "--home", str(home))
         assert code == 0, err + out
@@ -287,3 +332,124 @@ def test_switched_refuses_an_endpoint_that_is_down(capsys, home, tmp_path) -> No
     assert code != 0 and e.endpoint in err and "unreachable" in err
     assert e.files() == before
     assert status(capsys, home)["state"] == "trusted"
+
+
+def test_switched_waits_for_the_operator_to_reload(capsys, home, tmp_path) -> None:
+    """A server that reads its files only when reloaded: `switched` replaces them, says to reload,
+    and stays at trusted; after the reload the re-run finds the files written and moves on."""
+    with https_server(make_estate(tmp_path / "estate"), reload_every_connection=False) as server:
+        e = server.estate
+        bid = plan_saved(capsys, home, e)
+        assert tm(capsys, "migrate", "step", bid, "--to", "trusted", "--home", str(home))[0] == 0
+        code, out, err = tm(capsys, "migrate", "step", bid, "--wait", "1s", "--home", str(home))
+        assert code == 1, err
+        assert "reload the server" in out and "still serves" in out
+        row = status(capsys, home)
+        assert row["state"] == "trusted" and "reload the server" in row["blocking"]
+        new_cert = (e.server_dir / "trustyard-server.crt").read_bytes()
+        assert e.cert.read_bytes() == new_cert  # the files are in place, waiting for the reload
+        server.reload()
+        code, out, err = tm(capsys, "migrate", "step", bid, "--home", str(home))
+        assert code == 0, err + out
+        row = status(capsys, home)
+        assert row["state"] == "switched" and row["blocking"] is None
+        # the rollback of switched puts the self-signed files back; --reload-cmd reloads for us
+        assert tm(capsys, "migrate", "rollback", bid, "--home", str(home))[0] == 0
+        assert e.cert.read_bytes() != new_cert and status(capsys, home)["state"] == "trusted"
+        server.reload()
+        code, out, err = tm(capsys, "migrate", "step", bid, "--wait", "1s", "--reload-cmd", f"touch {server.flag}",
+                            "--home", str(home))
+        assert code == 0, err + out
+        assert "ran 'touch" in out and status(capsys, home)["state"] == "switched"
+        code, out, err = tm(capsys, "migrate", "rollback", bid, "--home", str(home))
+        code, out, err = tm(capsys, "migrate", "step", bid, "--reload-cmd", "false", "--home", str(home))
+        assert code == 1 and "the reload command 'false' failed" in out
+
+
+def test_plan_orders_by_risk(tmp_path) -> None:
+    """Fewest client locations first, then non-production before production, then boundaries
+    without disabled verification before those with it."""
+    from trustyard.inventory.findings import Rules
+    from trustyard.inventory.scan import ScanOptions, run_scan
+    from trustyard.migrate import plan as planning
+    from trustyard.testing import self_signed
+
+    def service(env: str, name: str, clients: int) -> None:
+        leaf = self_signed(name)
+        d = tmp_path / env / name.split(".")[0]
+        d.mkdir(parents=True)
+        leaf.write_pair(d, "tls", chain=False)
+        for n in range(clients):
+            (d / f"client{n}-ca-bundle.pem").write_bytes(leaf.cert_pem())
+
+    service("dev", "a.internal", 1)
+    service("dev", "b.internal", 1)
+    service("prod", "c.internal", 1)
+    service("dev", "d.internal", 2)
+    from datetime import UTC, datetime
+
+    inv = run_scan(ScanOptions(environments=(("dev", str(tmp_path / "dev")), ("prod", str(tmp_path / "prod"))),
+                               rules=Rules(now=datetime.now(UTC))))
+    insecure = {"code": "verification_disabled", "host": "b.internal", "file": "app.py", "line": 7}
+    boundaries = planning.build(inv, [insecure])
+    assert [b.names[0] for b in boundaries] == ["a.internal", "b.internal", "c.internal", "d.internal"]
+    assert [b.environment for b in boundaries] == ["dev", "dev", "prod", "dev"]
+    assert [len(b.insecure) for b in boundaries] == [0, 1, 0, 0]
+    assert "needs fixing: app.py:7 (verification off for b.internal)" in planning.render(boundaries)
+
+
+def test_disabled_verification_found_by_the_scan_blocks_verified_until_fixed(capsys, home, estate) -> None:
+    """A client script calling the boundary's host with verify=False is in the plan (the scan's
+    verification_disabled finding, by its host); `verified` names its file and line and stays
+    blocked until the script verifies again."""
+    app = estate.root / "app"
+    app.mkdir()
+    script = app / "client.py"
+    script.write_text(f'import requests\n\nrequests.get("https://{NAME}/orders", verify=False)\n')
+    (app / "other.py").write_text('import requests\n\nrequests.get("https://elsewhere.internal/", verify=False)\n')
+    bid = plan_saved(capsys, home, estate)
+    code, out, _ = tm(capsys, "migrate", "plan", str(estate.root), "--endpoint", estate.endpoint, "--password-file",
+                      f"{estate.jks}={estate.jks_password_file}", "--json")
+    [b] = json.loads(out)["boundaries"]
+    assert [(i["file"], i["line"]) for i in b["insecure"]] == [(str(script), 3)]
+    assert tm(capsys, "migrate", "step", bid, "--to", "switched", "--home", str(home))[0] == 0
+    code, out, _ = tm(capsys, "migrate", "step", bid, "--home", str(home))
+    assert code == 1 and f"{script}:3" in out
+    assert status(capsys, home)["state"] == "switched"
+    script.write_text(f'import requests\n\nrequests.get("https://{NAME}/orders", verify="/etc/ca.crt")\n')
+    code, out, err = tm(capsys, "migrate", "step", bid, "--home", str(home))
+    assert code == 0, err + out
+    assert status(capsys, home)["state"] == "verified"
+
+
+def test_plan_pairs_a_certificate_with_its_key_across_directories_and_old_copies(tmp_path) -> None:
+    """certs/svc.pem beside private/svc.key is the server's certificate; a client bundle holding an
+    earlier self-signed certificate of the same key is a client location of the same boundary,
+    and retiring removes that copy too."""
+    from datetime import UTC, datetime, timedelta
+
+    from trustyard.inventory.findings import Rules
+    from trustyard.inventory.scan import ScanOptions, run_scan
+    from trustyard.migrate import plan as planning
+    from trustyard.migrate.locations import remove_cert
+    from trustyard.testing import TestCA, self_signed
+
+    current = self_signed(NAME)
+    earlier = self_signed(NAME, key=current.key, ttl=timedelta(days=30))
+    (tmp_path / "certs").mkdir()
+    (tmp_path / "private").mkdir()
+    (tmp_path / "certs" / "svc.pem").write_bytes(current.cert_pem())
+    (tmp_path / "private" / "svc.key").write_bytes(current.key_pem())
+    bundle = tmp_path / "client-ca.pem"
+    other = TestCA("Other").issue("other.internal").cert_pem()
+    bundle.write_bytes(other + earlier.cert_pem())
+    inv = run_scan(ScanOptions(paths=(str(tmp_path),), rules=Rules(now=datetime.now(UTC))))
+    [b] = planning.build(inv)
+    assert b.cert_files == [str(tmp_path / "certs" / "svc.pem")]
+    assert b.key_files == [str(tmp_path / "private" / "svc.key")]
+    assert [c.path for c in b.clients] == [str(bundle)]
+    data = bundle.read_bytes()
+    for fingerprint in b.old_fingerprints:
+        data = remove_cert(b.clients[0], data, fingerprint, "")
+    assert data == other
+

@@ -12,6 +12,7 @@
     server/tls.crt, tls.key   the CA server's own TLS certificate (issued by the root)
     provisioners/NAME.key     bootstrap-token signing key (and NAME.pub)
     admin.token               the administrator's bearer token (only its hash is in the config)
+    migrate/backups/ID/SEQ/   `trustyard migrate`'s backups of every file a step wrote (0600)
 """
 
 from __future__ import annotations

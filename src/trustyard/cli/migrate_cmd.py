@@ -74,12 +74,15 @@ migrate.add_command(demo)
 @click.option("--env", "environments", multiple=True, callback=_env, metavar="NAME=PATH",
               help="Scan PATH as environment NAME (production boundaries are planned last).")
 @password_files_option
+@click.option("--exclude", "excludes", multiple=True, metavar="GLOB",
+              help="Leave files matching GLOB out of the plan, e.g. '*/legacy/*' (repeatable).")
 @click.option("--save", is_flag=True, help="Save the plan in the CA's database, so steps can name boundaries by id.")
 @click.option("--timeout", type=DURATION, default="5s", show_default=True, help="Per-endpoint timeout.")
 @home_option
 @json_option
 def plan(paths: tuple[str, ...], endpoints: tuple[Any, ...], environments: tuple[tuple[str, str], ...],
-         passwords: dict[str, str], save: bool, timeout: str, home: str | None, as_json: bool) -> int:
+         passwords: dict[str, str], excludes: tuple[str, ...], save: bool, timeout: str, home: str | None,
+         as_json: bool) -> int:
     """Build, from one scan, the boundaries to migrate, ordered by risk.
 
     Fewest client locations first, non-production before production, boundaries without
@@ -88,7 +91,8 @@ def plan(paths: tuple[str, ...], endpoints: tuple[Any, ...], environments: tuple
     Kubernetes objects stop the plan, naming the location.
 
     \b
-    Exit status: 0 planned (and saved with --save), 2 bad input.
+    Exit status: 0 planned (and saved with --save), 1 a location cannot be used (the message
+    names it), 2 usage error.
     """
     from ..inventory.findings import Rules
     from ..inventory.scan import ScanOptions, run_scan
@@ -103,7 +107,8 @@ def plan(paths: tuple[str, ...], endpoints: tuple[Any, ...], environments: tuple
                           passwords=tuple(p.encode() for p in read_passwords(passwords).values()) + DEFAULT_PASSWORDS,
                           rules=Rules(now=datetime.now(UTC)), timeout=parse_duration(timeout).total_seconds())
     inv = run_scan(options)
-    planning.refuse_unreadable(inv, list(paths) + [p for _, p in environments])
+    planning.exclude(inv, excludes)
+    planning.refuse_unreadable(inv, list(paths) + [p for _, p in environments], excludes)
     boundaries = planning.build(inv)
     for b in boundaries:  # the files, not the passwords, are kept with the plan
         b.password_files = {c.path: passwords[c.path] for c in b.clients if c.path in passwords}
@@ -136,14 +141,16 @@ def plan(paths: tuple[str, ...], endpoints: tuple[Any, ...], environments: tuple
 @click.option("--ca-password-file", type=click.Path(dir_okay=False), default=None,
               help="File holding the CA key password, for `issued` (else $TRUSTYARD_PASSWORD).")
 @click.option("--provisioner", default="default", show_default=True, help="Provisioner whose policy issues.")
+@click.option("--reload-cmd", default=None, metavar="COMMAND",
+              help="Shell command `switched` runs after replacing the server's files (e.g. 'nginx -s reload').")
 @click.option("--wait", type=DURATION, default="10s", show_default=True,
               help="How long `switched` waits for the endpoint to serve the CA certificate.")
 @click.option("--timeout", type=DURATION, default="5s", show_default=True, help="Connect and handshake timeout.")
 @home_option
 @json_option
 def step(boundary_id: str, to_state: str | None, dry_run: bool, passwords: dict[str, str],
-         ca_password_file: str | None, provisioner: str, wait: str, timeout: str, home: str | None,
-         as_json: bool) -> int:
+         ca_password_file: str | None, provisioner: str, reload_cmd: str | None, wait: str, timeout: str,
+         home: str | None, as_json: bool) -> int:
     """Advance boundary ID by one state (--to: by several).
 
     \b
@@ -157,7 +164,8 @@ def step(boundary_id: str, to_state: str | None, dry_run: bool, passwords: dict[
     A step whose check fails changes nothing further and says what to fix.
 
     \b
-    Exit status: 0 moved, 1 a check failed (the boundary's `blocking` says why), 2 bad input.
+    Exit status: 0 moved, 1 a check failed (the boundary's `blocking` says why) or a location
+    or endpoint cannot be used (the message names it), 2 usage error.
     """
     from ..migrate.steps import Settings, advance
 
@@ -167,7 +175,7 @@ def step(boundary_id: str, to_state: str | None, dry_run: bool, passwords: dict[
                             passwords=read_passwords(passwords),
                             ca_password_file=ca_password_file, provisioner=provisioner,
                             wait=parse_duration(wait).total_seconds(), timeout=parse_duration(timeout).total_seconds(),
-                            dry_run=dry_run)
+                            dry_run=dry_run, reload_cmd=reload_cmd)
         outcomes = advance(settings, boundary_id, to_state)
     finally:
         store.sql.close()
@@ -185,7 +193,7 @@ def rollback(boundary_id: str, home: str | None, as_json: bool) -> int:
     """Return boundary ID to its previous state, restoring the backups byte for byte.
 
     \b
-    Exit status: 0 rolled back, 1 nothing to roll back, 2 a file changed since (named).
+    Exit status: 0 rolled back, 1 nothing to roll back, or a file changed since the step (named).
     """
     from ..migrate.steps import roll_back
 

@@ -11,7 +11,8 @@
 A re-run after a crash reads the pending row: when every staged copy is there (or its target
 already has the new content) the renames are finished; otherwise no target was touched yet and
 the row is abandoned, so the step starts over. ``TRUSTYARD_TEST_CRASH_AFTER_WRITES=N`` (tests
-only, read in ``_crash_point`` alone) ends the process with ``os._exit`` after N renames.
+only, read in ``_crash_point`` alone) ends the process with ``os._exit`` after N renames (or N
+files restored by a rollback).
 """
 
 from __future__ import annotations
@@ -145,6 +146,7 @@ def undo(row: JournalRow) -> list[str]:
             Path(w["path"]).unlink(missing_ok=True)
             _sync_dir(w["path"])
         restored.append(w["path"])
+        _crash_point()
     return restored
 
 

@@ -168,7 +168,8 @@ def _member(loc: Location, docs: list[Any]) -> tuple[dict[str, Any], str, str]:
     name, _, key = rest.partition("/")
     for doc in docs:
         for obj in _objects(doc):
-            meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+            found = obj.get("metadata")
+            meta: dict[str, Any] = found if isinstance(found, dict) else {}
             if obj.get("kind") != kind or meta.get("namespace", "default") != namespace or meta.get("name") != name:
                 continue
             if not obj.get("apiVersion"):

@@ -9,8 +9,8 @@ certificates make boundaries: those are what the migration replaces.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
-import ipaddress
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from ..errors import BadRequest, Code
 from ..inventory.model import CertItem, Finding, Inventory
-from ..inventory.roles import hostname_cn, unit
+from ..inventory.roles import hostname_cn, stem, unit
 from ..x509.names import name_text
 
 INSECURE_CODE = "verification_disabled"
@@ -77,6 +77,7 @@ class Boundary:
     checksums: dict[str, str] = field(default_factory=dict)  # every file the steps touch, at plan time
     old_cert_pem: str = ""
     password_files: dict[str, str] = field(default_factory=dict)  # keystore -> the file holding its password
+    old_fingerprints: list[str] = field(default_factory=list)  # every self-signed certificate of this key
 
     @property
     def production(self) -> bool:
@@ -171,13 +172,14 @@ def host_matches(host: str, names: Sequence[str]) -> bool:
 
 
 def insecure_findings(findings: Iterable[Finding | dict[str, Any]]) -> list[Insecure]:
-    """The ``verification_disabled`` findings of a scan, by their code and ``host`` (the scan's ``target``) field."""
+    """The ``verification_disabled`` findings of a scan, by their code and ``host`` (or ``target``) field;
+    one naming no host cannot be tied to a boundary and is left out."""
     out = []
     for f in findings:
         doc = f if isinstance(f, dict) else {**f.to_json(), **{k: getattr(f, k) for k in
                                                               ("host", "file", "line", "construct", "language")
                                                               if hasattr(f, k)}}
-        host = doc.get("host") or doc.get("target")  # the scan's finding calls it ``target``
+        host = doc.get("host") or doc.get("target")  # the scan's finder calls it target: a host or URL
         if doc.get("code") != INSECURE_CODE or not host:
             continue
         where = str((doc.get("locations") or [""])[0])
@@ -197,8 +199,11 @@ def build(inv: Inventory, extra_findings: Iterable[Finding | dict[str, Any]] = (
         if k.spki:
             keyed.setdefault(k.spki, []).append(k.location)
     by_spki: dict[str, list[CertItem]] = {}
+    per_file: dict[str, int] = {}
     for c in inv.certificates:
         by_spki.setdefault(c.spki, []).append(c)
+        if not c.served:
+            per_file[file_of(c.location)] = per_file.get(file_of(c.location), 0) + 1
     out = []
     for spki, items in by_spki.items():
         servers = [c for c in items if c.leaf_self_signed and (c.served or spki in keyed)]
@@ -209,9 +214,10 @@ def build(inv: Inventory, extra_findings: Iterable[Finding | dict[str, Any]] = (
         key_files = sorted({file_of(k) for k in keyed.get(spki, [])})
         endpoint = next((c.location.removeprefix("tls://").split("#")[0] for c in items if c.served
                          and c.position == 0), None)
+        olds = sorted({c.fingerprint for c in items if c.self_signed})  # a re-made self-signed cert, same key
         cert_files, clients = [], []
         for c in items:
-            if c.served or c.fingerprint != servers[0].fingerprint:
+            if c.served or c.fingerprint not in olds:
                 continue
             path = file_of(c.location)
             if unit(path) in key_units or c.group in keyed.get(spki, []):
@@ -222,13 +228,20 @@ def build(inv: Inventory, extra_findings: Iterable[Finding | dict[str, Any]] = (
             if kind == "manifest":
                 member = re.sub(r"#\d+$", "", member)
             clients.append(Location(path, kind, member, c.environment))
+        if not cert_files:  # certs/NAME.pem beside private/NAME.key: the key's name, one certificate alone
+            key_names = {stem(file_of(k))[1] for k in keyed.get(spki, []) if "#" not in k}
+            for c in list(clients):
+                if c.kind == "pem" and stem(c.path)[1] in key_names and per_file.get(c.path) == 1:
+                    clients.remove(c)
+                    cert_files.append(c.path)
         clients = list({c.name: c for c in clients}.values())
         if not cert_files and not endpoint:
             continue
         names = names_of(cert)
         env = next((c.environment for c in items if c.environment), None)
         b = Boundary(
-            id=spki[:ID_DIGITS], spki=spki, fingerprint=servers[0].fingerprint, names=names, endpoint=endpoint,
+            id=spki[:ID_DIGITS], spki=spki, fingerprint=servers[0].fingerprint, old_fingerprints=olds,
+            names=names, endpoint=endpoint,
             environment=env, cert_files=sorted(set(cert_files)), key_files=key_files, clients=clients,
             insecure=[i for i in insecure if host_matches(i.host, names)],
             old_cert_pem=cert.public_bytes(Encoding.PEM).decode(),
@@ -241,7 +254,25 @@ def build(inv: Inventory, extra_findings: Iterable[Finding | dict[str, Any]] = (
     return sorted(out, key=Boundary.risk)
 
 
-def refuse_unreadable(inv: Inventory, paths: Sequence[str]) -> None:
+def excluded(path: str, globs: Sequence[str]) -> bool:
+    return any(fnmatch.fnmatch(path, g) or fnmatch.fnmatch(path, os.path.abspath(g)) for g in globs)
+
+
+def exclude(inv: Inventory, globs: Sequence[str]) -> None:
+    """Leave out every certificate, key and read error in files matching one of ``globs``
+    (``fnmatch`` on the absolute path): what the operator said is not part of the migration."""
+    if not globs:
+        return
+
+    def kept(location: str) -> bool:
+        return location.startswith("tls://") or not excluded(file_of(location), globs)
+
+    inv.certificates = [c for c in inv.certificates if kept(c.location)]
+    inv.keys = [k for k in inv.keys if kept(k.location)]
+    inv.errors = [e for e in inv.errors if kept(e.location)]
+
+
+def refuse_unreadable(inv: Inventory, paths: Sequence[str], globs: Sequence[str] = ()) -> None:
     """Locations the plan cannot stand on: keystores no password opens, corrupt files, and
     manifests holding PEM that are not Kubernetes objects. Nothing is saved while any remains."""
     problems = [f"{e.location}: {e.detail}" for e in inv.errors]
@@ -252,6 +283,8 @@ def refuse_unreadable(inv: Inventory, paths: Sequence[str]) -> None:
         for p in files:
             if p.suffix.lower() not in _MANIFEST_SUFFIXES or os.path.abspath(p) in seen:
                 continue
+            if excluded(os.path.abspath(p), globs):
+                continue
             try:
                 data = p.read_bytes()
             except OSError:
@@ -261,16 +294,8 @@ def refuse_unreadable(inv: Inventory, paths: Sequence[str]) -> None:
                                 "(apiVersion, kind, metadata, data)")
     if problems:
         raise BadRequest("cannot plan over unreadable locations (fix them, give --password-file LOCATION=FILE, "
-                         "or leave them out):\n  " + "\n  ".join(problems), code=Code.MIGRATE_LOCATION,
-                         locations=problems)
-
-
-def is_ip(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    return True
+                         "or leave them out with --exclude GLOB):\n  " + "\n  ".join(problems),
+                         code=Code.MIGRATE_LOCATION, locations=problems)
 
 
 def render(boundaries: Sequence[Boundary]) -> str:

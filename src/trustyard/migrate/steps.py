@@ -25,6 +25,7 @@ from ..ca.config import Config
 from ..errors import BadRequest, Code, Conflict, TrustyardError
 from ..store.migrate_store import BoundaryRow, JournalRow, MigrateStore
 from ..store.records import AuditEvent
+from ..units import format_time
 from . import journal
 from .locations import add_anchors, remove_cert, trusted_certs
 from .plan import Boundary, Insecure, Location, host_matches, insecure_findings, kind_of
@@ -52,6 +53,7 @@ class Settings:
     timeout: float = 5.0
     dry_run: bool = False
     rescan: Callable[[Boundary], list[Insecure]] | None = None  # default: the scan over the findings' files
+    reload_cmd: str | None = None  # run by `switched` once the server's files are replaced
 
     @property
     def backups(self) -> Path:
@@ -74,6 +76,8 @@ class Outcome:
 
     def render(self) -> str:
         head = f"{self.boundary}: {self.step}: " + ("ok" if self.ok else "blocked")
+        if any(line.startswith("dry run") for line in self.lines):
+            head = f"{self.boundary}: {self.step}: dry run"
         head += f" (state {self.state})"
         out = [head] + [f"  {line}" for line in self.lines]
         if self.blocking:
@@ -104,6 +108,11 @@ def _event(s: Settings, action: str, b: Boundary, outcome: str = "ok", **detail:
     return AuditEvent(s.actor, action, f"migrate/{b.id}", outcome, detail)
 
 
+def _moved(s: Settings, b: Boundary, from_state: str, to_state: str, seq: int, files: list[str]) -> AuditEvent:
+    return AuditEvent(s.actor, "migrate.step", f"migrate/{b.id}", "ok",
+                      {"from": from_state, "to": to_state, "journal": seq, "files": files})
+
+
 def _one(s: Settings, row: BoundaryRow, step: str) -> Outcome:
     b = Boundary.from_json(row.plan)
     out = Outcome(b.id, step, True, row.state, row.state)
@@ -130,6 +139,8 @@ def _one(s: Settings, row: BoundaryRow, step: str) -> Outcome:
                 out.lines += ["dry run: nothing is changed", *notes]
                 out.lines += [f"would write {w['path']}" + (" (after a backup)" if w["backup"] else " (new file)")
                               for w in writes]
+                if step == "switched" and s.reload_cmd:
+                    out.lines.append(f"then: run {s.reload_cmd!r}")
                 out.lines += [f"then: {c}" for c in _CHECKS[step]]
                 return out
             seq = s.store.journal_open(b.id, step, row.state, writes)
@@ -138,6 +149,8 @@ def _one(s: Settings, row: BoundaryRow, step: str) -> Outcome:
             out.lines += [f"wrote {w['path']}" + (f" (backup {w['backup'].replace('{seq}', str(seq))})"
                                                  if w["backup"] else "") for w in writes]
             expected = _expected(b, s.store.journal(b.id))
+        if step == "switched" and s.reload_cmd:
+            out.lines.append(_reload(s.reload_cmd, s.timeout))
         try:
             out.lines += _check(s, b, step, expected)
         except Blocked:
@@ -156,8 +169,7 @@ def _one(s: Settings, row: BoundaryRow, step: str) -> Outcome:
             s.store.block(b.id, exc.detail, _event(s, "migrate.blocked", b, "denied", step=step, why=exc.detail))
         raise
     written = [w["path"] for w in s.store.journal_get(seq).writes]
-    s.store.move(b.id, row.state, step, _event(s, "migrate.step", b, **{"from": row.state, "to": step,
-                                                                      "journal": seq, "files": written}), journal=seq)
+    s.store.move(b.id, row.state, step, _moved(s, b, row.state, step, seq, written), journal=seq)
     out.state = step
     return out
 
@@ -249,7 +261,8 @@ def _contents(s: Settings, b: Boundary, step: str, expected: dict[str, str | Non
                     have = {c.fingerprint(_SHA256) for c in trusted_certs(loc, new, password)}
                     if not all(r.fingerprint(_SHA256) in have for r in roots):
                         raise Blocked(f"{loc.name} does not hold the CA root: re-run the trusted step first")
-                    new = remove_cert(loc, new, b.fingerprint, password)
+                    for fingerprint in b.old_fingerprints or [b.fingerprint]:
+                        new = remove_cert(loc, new, fingerprint, password)
             contents[path] = (new, _mode(path))
         verb = "add the CA root to" if step == "trusted" else "remove the self-signed copy from"
         return contents, [f"{verb} {loc.name}" for loc in b.clients]
@@ -265,8 +278,9 @@ def _issue(s: Settings, b: Boundary, expected: dict[str, str | None]) -> tuple[C
     for path in b.cert_files + b.key_files:
         _read(path, expected, "server file")
     new_cert, new_key = b.new_files()
-    agent = (f"trustyard agent --name {b.names[0]} " + " ".join(f"--san {n}" for n in b.names)
-             + f" --out {Path(new_cert).parent} --token-file TOKEN")
+    sans = " ".join(f"--san {n}" for n in b.names)
+    agent = (f"trustyard token {b.names[0]} {sans} > TOKEN && trustyard agent --name {b.names[0]} {sans}"
+             f" --token-file TOKEN --out {Path(new_cert).parent}/trustyard")
     notes = [f"issue for {', '.join(b.names)} through provisioner {s.provisioner!r} (key made here)",
              f"or let the agent manage it: {agent}"]
     if s.dry_run:
@@ -285,7 +299,7 @@ def _issue(s: Settings, b: Boundary, expected: dict[str, str | None]) -> tuple[C
         issued = authority.issue_for_token(csr, token, actor=s.actor)
     finally:
         authority.store.close()
-    notes.append(f"issued serial {issued.record.serial}, valid until {issued.record.not_after:%Y-%m-%d %H:%M}Z")
+    notes.append(f"issued serial {issued.record.serial}, valid until {format_time(issued.record.not_after)}")
     return {new_cert: ((issued.certificate_pem + issued.chain_pem).encode(), 0o644),
             new_key: (private_key_pem(key), 0o600)}, notes
 
@@ -313,6 +327,21 @@ def _switch(s: Settings, b: Boundary, expected: dict[str, str | None]) -> tuple[
             [f"replace {cert_file} and {key_file} with the CA-issued ones"])
 
 
+def _reload(command: str, timeout: float) -> str:
+    """Run the operator's reload command; a failure blocks the step (the files stay replaced)."""
+    import subprocess
+
+    try:
+        done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=max(timeout, 60.0))
+    except subprocess.TimeoutExpired:
+        raise Blocked(f"the reload command {command!r} did not finish: reload the server by hand, then re-run "
+                      "the step") from None
+    if done.returncode != 0:
+        raise Blocked(f"the reload command {command!r} failed (exit {done.returncode}): "
+                      f"{(done.stderr or done.stdout).strip()[:300]}")
+    return f"ran {command!r}"
+
+
 def _check(s: Settings, b: Boundary, step: str, expected: dict[str, str | None]) -> list[str]:
     if step == "switched":
         assert b.endpoint is not None
@@ -324,7 +353,12 @@ def _check(s: Settings, b: Boundary, step: str, expected: dict[str, str | None])
             files = ", ".join(dict.fromkeys(b.cert_files[:1] + b.key_files[:1]))
             raise Blocked(f"{problem}: reload the server so it reads {files}, then re-run "
                           f"`trustyard migrate step {b.id}`")
-        return [f"{b.endpoint} serves the CA-issued certificate"]
+        from ..ca.bundle import roots_of
+
+        failure = handshake(b.endpoint, b.names[0], roots_of(s.config), s.timeout)
+        if failure:  # e.g. the intermediate left out of the served chain
+            raise Blocked(f"{b.endpoint} serves the new certificate but a client trusting the CA fails: {failure}")
+        return [f"{b.endpoint} serves the CA-issued certificate, and its chain verifies to the CA root"]
     if step in ("verified", "retired"):
         return _verify(s, b, expected)
     return []
