@@ -166,15 +166,16 @@ class Running:
                                                 cwd=self.estate.root, start_new_session=True)
         out.close()
 
+    def reload_command(self, service: str) -> str:
+        """The shell command that makes ``service`` load its certificate files again."""
+        if self.estate.service(service).runtime == "nginx":
+            assert self.nginx_dir is not None
+            return f"{need('nginx')} -p {self.nginx_dir} -c {self.nginx_dir / 'nginx.conf'} -s reload"
+        return f"kill -HUP $(cat {self.estate.pid_file(service)})"
+
     def reload(self, service: str) -> None:
         """What its operator does after the certificate files changed: nginx -s reload, SIGHUP."""
-        s = self.estate.service(service)
-        if s.runtime == "nginx":
-            assert self.nginx_dir is not None
-            subprocess.run([need("nginx"), "-p", str(self.nginx_dir), "-c", str(self.nginx_dir / "nginx.conf"),
-                            "-s", "reload"], check=True, capture_output=True, timeout=30)
-        else:
-            os.kill(int(self.estate.pid_file(service).read_text()), signal.SIGHUP)
+        subprocess.run(["sh", "-c", self.reload_command(service)], check=True, capture_output=True, timeout=30)
 
     def wait_for_requests(self, n: int, timeout: float = 60) -> None:
         """Until every client has logged ``n`` requests more than now."""
