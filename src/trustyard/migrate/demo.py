@@ -221,8 +221,8 @@ def instructions(estate: Estate, shown: str | None = None) -> str:
         "3. Each boundary ID, one state at a time (--dry-run shows what a step would do):",
         *(f"    {line}" for line in steps[:2]),
         f"    {steps[2]}    # replaces the service's files, waits until it serves them",
-        "   (The demo's services reload by themselves. Yours: reload while the step waits, e.g.",
-        f"   kill -HUP $(cat run/{estate.services[0].name}.pid) or nginx -s reload; or reload and run it again.)",
+        "   (The demo's services reload by themselves. Yours: --reload-cmd 'nginx -s reload', or reload",
+        "   it while the step waits, or reload it and run the step again.)",
         *(f"    {line}" for line in steps[3:]),
         *(line for c in insecure for line in (
             f"   The verified step of {estate.service(c.service).host} is refused, naming clients/{c.name}/client.py"
