@@ -16,8 +16,6 @@ from .migrate_demo import demo
 from .output import DURATION, emit, home_option, json_option
 from .scan import _endpoints, _env
 
-STATES_HELP = "issued, trusted, switched, verified, retired, done"
-
 
 def _password_files(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
     """LOCATION=FILE pairs -> {absolute location: absolute file}, each file readable now."""

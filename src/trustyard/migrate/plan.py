@@ -230,10 +230,10 @@ def build(inv: Inventory, extra_findings: Iterable[Finding | dict[str, Any]] = (
             clients.append(Location(path, kind, member, c.environment))
         if not cert_files:  # certs/NAME.pem beside private/NAME.key: the key's name, one certificate alone
             key_names = {stem(file_of(k))[1] for k in keyed.get(spki, []) if "#" not in k}
-            for c in list(clients):
-                if c.kind == "pem" and stem(c.path)[1] in key_names and per_file.get(c.path) == 1:
-                    clients.remove(c)
-                    cert_files.append(c.path)
+            for loc in list(clients):
+                if loc.kind == "pem" and stem(loc.path)[1] in key_names and per_file.get(loc.path) == 1:
+                    clients.remove(loc)
+                    cert_files.append(loc.path)
         clients = list({c.name: c for c in clients}.values())
         if not cert_files and not endpoint:
             continue
