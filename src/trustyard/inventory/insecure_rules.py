@@ -26,6 +26,10 @@ class Rule:
     langs: frozenset[str] | None = None
     view: str = "code"
     skip_imports: bool = False  # Java/Kotlin: `import ...NoopHostnameVerifier;` uses nothing yet
+    # The pattern over the raw text finds a superset of what it finds over its view (blanking
+    # comments and strings only removes text), so a file where it finds nothing needs no views.
+    # Not so where a comment may sit inside the construct (`{ // trust all }`): those say False.
+    raw_gate: bool = True
 
 
 BUNDLE = ("(DIR/ca.crt: the trust bundle `trustyard agent --out DIR` keeps current; once by hand: "
@@ -90,7 +94,8 @@ RULES: tuple[Rule, ...] = (
     Rule("trust-all X509TrustManager", "servertrusted",
          _rx(r"\bcheckServerTrusted\s*\([^()]*\)\s*(?:throws\s+[\w.]+(?:\s*,\s*[\w.]+)*\s*)?"
              r"(?:\{\s*(?:return\s*;?\s*)?\}|=\s*Unit\b)"),
-         "delete the trust manager; a TrustManagerFactory over a KeyStore holding DIR/ca.crt " + BUNDLE, JVM, "bare"),
+         "delete the trust manager; a TrustManagerFactory over a KeyStore holding DIR/ca.crt " + BUNDLE, JVM, "bare",
+         raw_gate=False),
     Rule("trust-all strategy", "trust",
          _rx(r"\b(?:TrustAllStrategy|TrustSelfSignedStrategy|InsecureTrustManagerFactory)\b"
              r"|\bloadTrustMaterial\s*\([^\n]*\(\s*\w+\s*,\s*\w+\s*\)\s*->\s*true\b"),
@@ -102,7 +107,7 @@ RULES: tuple[Rule, ...] = (
     Rule("HostnameVerifier returning true", "hostnameverifier",
          _rx(r"[Hh]ostnameVerifier\b[^\n]*?(?:\(\s*\w+\s*,\s*\w+\s*\)\s*->\s*true\b|\{\s*\w+\s*,\s*\w+\s*->\s*true\s*\})"
              r"|\bboolean\s+verify\s*\(\s*String\s+\w+\s*,\s*SSLSession\s+\w+\s*\)\s*\{\s*return\s+true\s*;\s*\}"),
-         f"drop it (the default verifier checks the name); {ISSUE}", JVM, "bare"),
+         f"drop it (the default verifier checks the name); {ISSUE}", JVM, "bare", raw_gate=False),
     # ---- Rust
     Rule("danger_accept_invalid_certs(true)", "danger_accept_invalid",
          _rx(r"\bdanger_accept_invalid_(?:certs|hostnames)\s*\(\s*true\s*\)"),
@@ -115,7 +120,7 @@ RULES: tuple[Rule, ...] = (
              r"|delegate\s*(?:\([^()]*\))?\s*\{\s*return\s+true\s*;\s*\}"
              r"|HttpClientHandler\.DangerousAcceptAnyServerCertificateValidator\b)"),
          "remove the callback; put the trustyard root in the machine's trust store, or an X509ChainPolicy with "
-         "TrustMode = CustomRootTrust over DIR/ca.crt " + BUNDLE, frozenset({"csharp"}), "bare"),
+         "TrustMode = CustomRootTrust over DIR/ca.crt " + BUNDLE, frozenset({"csharp"}), "bare", raw_gate=False),
     # ---- Ruby
     Rule("VERIFY_NONE", "verify_none", _rx(r"\bVERIFY_NONE\b"),
          'verify_mode: OpenSSL::SSL::VERIFY_PEER, ca_file: "DIR/ca.crt" ' + BUNDLE, frozenset({"ruby"}), "bare"),
@@ -193,6 +198,7 @@ SHEBANGS = (("python", "python"), ("node", "javascript"), ("ruby", "ruby"), ("ph
             ("/sh", "shell"), (" sh", "shell"), ("zsh", "shell"), ("ksh", "shell"))
 _NGINX_DIRS = {"nginx", "sites-available", "sites-enabled", "conf.d", "http.d"}
 NGINX_CONTENT = re.compile(rb"^[ \t]*(?:server|location|upstream|http)\b[^\n{;]*\{", re.M)
+NGINX_PASS = re.compile(r"\bproxy_pass\s+https://")
 
 
 def language_by_name(path: PurePath) -> str | None:
@@ -254,5 +260,6 @@ FAMILY = {
 
 MARKER = re.compile(r"trustyard:\s*allow-insecure\b[ \t]*([^\n]*)")
 
-__all__ = ["FAMILY", "MARKER", "NGINX_CONTENT", "NGINX_PASS_FIX", "RULES", "SYNTAX", "Rule", "language_by_name",
+__all__ = ["FAMILY", "MARKER", "NGINX_CONTENT", "NGINX_PASS", "NGINX_PASS_FIX", "RULES", "SYNTAX", "Rule",
+           "language_by_name",
            "language_by_shebang"]
