@@ -81,12 +81,6 @@ class Estate:
                "manifests": self.manifests}
         write_atomic(self.root / "estate.json", json.dumps(doc, indent=2).encode() + b"\n")
 
-    @classmethod
-    def load(cls, root: Path) -> Estate:
-        doc = json.loads((root / "estate.json").read_text())
-        return cls(root, [Service(**s) for s in doc["services"]], [Client(**c) for c in doc["clients"]],
-                   list(doc["manifests"]))
-
 
 DEMO_PORTS = (8441, 8442)
 
@@ -186,19 +180,19 @@ def insecure_fix(estate: Estate, client: Client) -> str:
     return (f"sed -i \"s|verify=False|verify='$TRUSTYARD_HOME/ca/root.crt'|\" clients/{client.name}/client.py")
 
 
-def step_commands(estate: Estate) -> list[str]:
-    """Moving one boundary ID from issued to done (its service reloaded after ``switched``)."""
-    return [f"trustyard migrate step ID --to {state}" for state in STATES]
-
-
 STATES = ("issued", "trusted", "switched", "verified", "retired", "done")
+
+
+def step_commands() -> list[str]:
+    """Moving one boundary ID from planned to done, one state per command."""
+    return [f"trustyard migrate step ID --to {state}" for state in STATES]
 
 
 def instructions(estate: Estate, shown: str | None = None) -> str:
     """What ``trustyard migrate demo`` prints: the commands, in order, from making the CA to done;
     ``shown`` is the directory as the person typed it (default: the estate's absolute path)."""
     root = shlex.quote(shown or str(estate.root))
-    steps = step_commands(estate)
+    steps = step_commands()
     insecure = [c for c in estate.clients if c.kind == "insecure"]
     return "\n".join([
         f"Built a demo estate in {estate.root}:",
