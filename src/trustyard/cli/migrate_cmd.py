@@ -12,6 +12,7 @@ import click
 from ..ca.config import load_config, resolve_home
 from ..errors import ExitCode
 from ..units import format_time, parse_duration
+from .migrate_demo import demo
 from .output import DURATION, emit, home_option, json_option
 from .scan import _endpoints, _env
 
@@ -57,7 +58,11 @@ def migrate() -> None:
     client location that trusts it. Its states, in order: planned, issued, trusted,
     switched, verified, retired, done. Each step writes files atomically after a backup,
     is audited, and can be re-run; `rollback` restores the backups byte for byte.
+    `trustyard migrate demo DIR` builds a small estate to try it on.
     """
+
+
+migrate.add_command(demo)
 
 
 @migrate.command()
