@@ -341,7 +341,7 @@ def main() -> int:
                           "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}}
     out = ROOT / "bench" / "out"
     out.mkdir(exist_ok=True)
-    (out / "revoke.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / ("revoke-quick.json" if args.quick else "revoke.json")).write_text(json.dumps(result, indent=2) + "\n")
     if args.json:
         print(json.dumps(result))
     else:
