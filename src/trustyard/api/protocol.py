@@ -19,6 +19,9 @@ for ever. :class:`ServerLimits` adds what it lacks, per connection and so on eve
 - past either, the server answers ``408`` (a problem document, ``Connection: close``) unless
   the application has started its response, and closes the connection; the application
   sees ``http.disconnect``;
+- a response sent before its request's body has arrived in full (a refusal: too large, not
+  found, unauthorised) ends the connection: the rest of the body is not read and thrown away
+  (uvicorn would read it all, up to the body deadline, to keep the connection alive);
 - a worker holds at most ``max_connections`` open connections; one more is answered ``503``
   with a problem document, ``Retry-After: 1`` and ``Connection: close`` as soon as its TLS
   handshake is done, without waiting for (or reading) its request, and closed.
@@ -217,8 +220,11 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             self.cycle.keep_alive = False  # on_response_complete closes it
 
     def on_response_complete(self) -> None:
+        cycle = self.cycle
+        if cycle is not None and cycle.more_body and not self.transport.is_closing():
+            self.transport.close()  # answered before the whole body came: read no more of it
         super().on_response_complete()
-        if self.transport.is_closing():  # Connection: close, or shutting down
+        if self.transport.is_closing():  # Connection: close, a refused body, or shutting down
             self._arm_grace()
 
     def _close(self) -> None:
