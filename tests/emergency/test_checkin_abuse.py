@@ -4,36 +4,18 @@ can neither clear it, nor receive it, nor retire an old certificate an emergency
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from trustyard.ca import emergency, proofs
+from trustyard.ca import proofs
 from trustyard.ca.authority import Authority
-from trustyard.ca.home import load_authority
 from trustyard.errors import Unauthorized
 from trustyard.store.fleet_store import FleetStore
 
-from ..support import PASSWORD
 from .helpers import checkin, em, fleet_of, issue, renew, renew_now, report, status
-
-
-@pytest.fixture
-def home(ca_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A CA home on SQLite and on PostgreSQL; every worker sees a new emergency at once."""
-    monkeypatch.setenv("TRUSTYARD_PASSWORD", PASSWORD.decode())
-    monkeypatch.setattr(emergency, "ACTIVE_RECHECK", 0.0)
-    return ca_home
-
-
-@pytest.fixture
-def ca(home: Path) -> Iterator[Authority[Any]]:
-    authority = load_authority(home, PASSWORD, minting=True)
-    yield authority
-    authority.store.close()
 
 
 def test_another_instance_reporting_my_instance_id_cannot_clear_my_renew_now(ca: Authority[Any]) -> None:

@@ -5,7 +5,6 @@ when the grace runs out (claimed once among several sweepers), status and tokens
 from __future__ import annotations
 
 import stat
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,27 +15,11 @@ from sqlalchemy import update
 from trustyard.ca import emergency
 from trustyard.ca.authority import Authority
 from trustyard.ca.emergency import Emergencies, Selector, spki_sha256
-from trustyard.ca.home import load_authority
 from trustyard.errors import Code, ExitCode, Forbidden, SelectionRefused
 from trustyard.store.schema import certificates
 
-from ..support import PASSWORD, csr_pem
+from ..support import csr_pem
 from .helpers import audit, checkin, em, fleet_of, issue, renew, renew_now, status
-
-
-@pytest.fixture
-def home(ca_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A CA home on SQLite and on PostgreSQL; every worker sees a new emergency at once."""
-    monkeypatch.setenv("TRUSTYARD_PASSWORD", PASSWORD.decode())
-    monkeypatch.setattr(emergency, "ACTIVE_RECHECK", 0.0)
-    return ca_home
-
-
-@pytest.fixture
-def ca(home: Path) -> Iterator[Authority[Any]]:
-    authority = load_authority(home, PASSWORD, minting=True)
-    yield authority
-    authority.store.close()
 
 
 def _state(authority: Authority[Any], serial: str) -> tuple[str, str | None]:
