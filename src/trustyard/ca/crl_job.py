@@ -12,7 +12,6 @@ intermediate and every intermediate a rotation made current (their keys are in t
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,6 +26,7 @@ from ..x509.keys import PrivateKey
 from ..x509.summary import fingerprint_sha256
 from .config import Config
 from .crl import CrlScheme
+from .periodic import Periodic
 
 log = logging.getLogger("trustyard.crl")
 
@@ -37,7 +37,7 @@ class IssuerKey:
     key: PrivateKey
 
 
-class CrlJob:
+class CrlJob(Periodic):
     """Generates the due CRLs of this CA's intermediates (``tick``), on a thread (``start``)."""
 
     def __init__(self, config: Config, password: bytes | None, store: SqlStore,
@@ -51,8 +51,7 @@ class CrlJob:
         self.issuers: dict[str, IssuerKey] = {}
         self._loaded: set[tuple[str, str]] = set()  # (certificate, key) paths loaded
         self.generated = 0  # CRLs this job generated (for tests and the log)
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="trustyard-crl", daemon=True)
+        super().__init__()
 
     # -- which intermediates ------------------------------------------------------------------
 
@@ -109,24 +108,11 @@ class CrlJob:
 
     # -- the thread -------------------------------------------------------------------------
 
+    name, what, log = "trustyard-crl", "CRL generation", log
+    # The first round runs at once: a CDP URL the CA already hands out must not be a 404 for a
+    # tick's length after a start.
+    first_at_once = True
+
     @property
     def interval(self) -> float:
         return min(max(self.delay.total_seconds() / 4, 0.2), 5.0)
-
-    def start(self) -> CrlJob:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.stopped.set()
-
-    def _run(self) -> None:
-        # The first round runs at once: a CDP URL the CA already hands out must not be a 404
-        # for a tick's length after a start.
-        while True:
-            try:
-                self.tick()
-            except Exception:
-                log.exception("CRL generation failed (next try in %.1fs)", self.interval)
-            if self.stopped.wait(self.interval):
-                return

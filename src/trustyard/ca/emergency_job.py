@@ -10,23 +10,28 @@ is retired at check-in time instead, in the worker that received the check-in.
 from __future__ import annotations
 
 import logging
-import threading
 
 from ..store import SqlStore
 from .emergency import Emergencies
+from .periodic import Periodic
 
 log = logging.getLogger("trustyard.emergency")
 
 INTERVAL = 1.0
 
 
-class EmergencyJob:
+class EmergencyJob(Periodic):
+    name, what, log = "trustyard-emergency", "emergency sweep", log
+
     def __init__(self, store: SqlStore, interval: float = INTERVAL) -> None:
         self.emergencies = Emergencies(store)
-        self.interval = interval
+        self._interval = interval
         self.revoked = 0  # for tests and the log
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="trustyard-emergency", daemon=True)
+        super().__init__()
+
+    @property
+    def interval(self) -> float:
+        return self._interval
 
     def tick(self) -> int:
         done = self.emergencies.sweep()
@@ -34,17 +39,3 @@ class EmergencyJob:
             log.info("emergency: %d certificate(s) revoked as their grace ran out", done)
         self.revoked += done
         return done
-
-    def start(self) -> EmergencyJob:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.stopped.set()
-
-    def _run(self) -> None:
-        while not self.stopped.wait(self.interval):
-            try:
-                self.tick()
-            except Exception:
-                log.exception("emergency sweep failed (next try in %.1fs)", self.interval)

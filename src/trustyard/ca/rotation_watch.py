@@ -34,6 +34,7 @@ from ..x509.profiles import LeafSpec, leaf_builder, new_serial, sign
 from ..x509.summary import fingerprint_sha256, load_pem_bundle
 from .authority import Authority
 from .config import Config
+from .periodic import Periodic
 from .rotation import FleetView, Journal
 from .rotation_material import HomeMaterial, signed_by
 from .rotation_seams import FleetParties, HomeBundle
@@ -198,25 +199,23 @@ def renew_server_certificate(config: Config, password: bytes | None, now: dateti
     return cert
 
 
-class Autopilot:
+class Autopilot(Periodic):
     """A daemon thread in the serve process: ``auto_step`` (with ``[rotation] auto``) and the
     server certificate's renewal, every ``poll_interval``."""
+
+    name, what, log = "trustyard-autopilot", "autopilot step", log
 
     def __init__(self, config: Config, password: bytes | None, store: SqlStore,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.config, self.password, self.store, self.clock = config, password, store, clock
         self.journal = home_journal(config, password, store, clock=clock)
-        self.stopped = threading.Event()
         self._auto_after: datetime | None = None  # after a failed step, wait before the next try
         self._said = ""  # the last warning about the server certificate, logged once
-        self.thread = threading.Thread(target=self._run, name="trustyard-autopilot", daemon=True)
+        super().__init__()
 
-    def start(self) -> Autopilot:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.stopped.set()
+    @property
+    def interval(self) -> float:
+        return self.config.rotation.poll_seconds
 
     def tick(self) -> None:
         now = self.clock()
@@ -240,10 +239,3 @@ class Autopilot:
                 if exc.detail != self._said:
                     self._said = exc.detail
                     log.warning("server certificate: %s", exc.detail)
-
-    def _run(self) -> None:
-        while not self.stopped.wait(self.config.rotation.poll_seconds):
-            try:
-                self.tick()
-            except Exception:
-                log.exception("autopilot step failed")

@@ -1,0 +1,48 @@
+"""The background jobs of the ``serve`` process (the CRL job, the emergency sweep, the
+autopilot): one daemon thread each that runs ``tick`` every ``interval`` seconds until
+``stop``, logging a failed round and going on with the next."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Self
+
+
+class Periodic:
+    """Subclasses set ``name`` and ``what`` (for the log), define ``tick`` and ``interval``,
+    and say whether the first round runs at once (``first_at_once``) or after an interval."""
+
+    name = "trustyard-job"
+    what = "background job"
+    first_at_once = False
+    log = logging.getLogger("trustyard")
+
+    def __init__(self) -> None:
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+
+    @property
+    def interval(self) -> float:
+        raise NotImplementedError
+
+    def tick(self) -> object:
+        raise NotImplementedError
+
+    def start(self) -> Self:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    def _run(self) -> None:
+        if not self.first_at_once and self.stopped.wait(self.interval):
+            return
+        while True:
+            try:
+                self.tick()
+            except Exception:
+                self.log.exception("%s failed (next try in %.1fs)", self.what, self.interval)
+            if self.stopped.wait(self.interval):
+                return
