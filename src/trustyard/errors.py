@@ -70,6 +70,11 @@ class Code(StrEnum):
     SUPERSEDED = "superseded"
     ALREADY_REVOKED = "alreadyRevoked"
     BAD_REVOCATION_REASON = "badRevocationReason"
+    # an emergency replacement (ca/emergency.py)
+    BOOTSTRAP_REQUIRED = "bootstrapRequired"  # renewal by the certificate refused: bootstrap with a new token
+    KEY_BLOCKED = "keyBlocked"  # the CSR's public key belongs to a certificate an emergency replaces
+    EMERGENCY_SELECTION = "emergencySelection"  # the selector matched nothing, or everything without --all
+    NO_EMERGENCY = "noEmergency"
     # the CA's home and configuration
     NO_CA = "noCA"
     CA_EXISTS = "caExists"
@@ -111,6 +116,7 @@ class ExitCode(IntEnum):
     NEEDS_TOKEN = 3
     UNKNOWN = 4
     GATE_CLOSED = 5
+    NOTHING_SELECTED = 6
     CHECK_INPUT = 9
     KEY_MISMATCH = 10
     CHAIN = 11
@@ -131,6 +137,8 @@ EXIT_MEANINGS: dict[ExitCode, str] = {
     ExitCode.NEEDS_TOKEN: "agent: only a new bootstrap token helps",
     ExitCode.UNKNOWN: "explain: the text matches no known error",
     ExitCode.GATE_CLOSED: "rotate: the step was refused, its gate is closed (the message names why)",
+    ExitCode.NOTHING_SELECTED: ("emergency: the selector matched no unexpired certificate, or every one without "
+                                "--all; nothing changed"),
     ExitCode.CHECK_INPUT: "check: a file is missing or not a certificate, key or bundle",
     ExitCode.KEY_MISMATCH: "check: the key does not belong to the certificate",
     ExitCode.CHAIN: "check: no valid path to the trust bundle",
@@ -236,6 +244,15 @@ class RotationRefused(Conflict):
     code = Code.ROTATION_GATE
     title = "Rotation step refused"
     exit_code = ExitCode.GATE_CLOSED
+
+
+class SelectionRefused(Conflict):
+    """An emergency whose selector matched nothing, or everything without ``--all``: nothing
+    changed; the CLI exits with ``ExitCode.NOTHING_SELECTED``."""
+
+    code = Code.EMERGENCY_SELECTION
+    title = "Emergency selection refused"
+    exit_code = ExitCode.NOTHING_SELECTED
 
 
 class ConfigError(TrustyardError):

@@ -1,6 +1,6 @@
 """The relying-party table on SQLite and PostgreSQL: a check-in inserts then updates one row per
 party, the proof of the last check-in is not accepted again, and a renew-now request is due from
-its time, only for the serial it names, and cleared once the party reports another serial."""
+its time, only for the serial it names, and cleared only by a check-in with that serial's renewal."""
 
 from __future__ import annotations
 
@@ -39,7 +39,14 @@ def test_checkins_renewal_requests_and_replays(db_url: str) -> None:
         assert not store.checkin(ROW, "j3", NOW + timedelta(minutes=2)).renew_due  # not yet
         assert store.checkin(ROW, "j4", NOW + timedelta(minutes=6)).renew_due
         assert store.checkin(ROW, "j5", NOW + timedelta(minutes=7)).renew_due  # until it renews
-        assert not store.checkin(replace(ROW, serial="2b"), "j6", NOW + timedelta(minutes=8)).renew_due
+        # another certificate reporting this party's instance id neither receives nor clears it
+        assert not store.checkin(replace(ROW, serial="3c"), "j6a", NOW + timedelta(minutes=7)).renew_due
+        assert not store.checkin(replace(ROW, serial="3d"), "j6b", NOW + timedelta(minutes=7),
+                                 renewed_from="3c").renew_due
+        assert store.checkin(ROW, "j6c", NOW + timedelta(minutes=7)).renew_due  # still pending for 1a
+        # the renewal of 1a clears it
+        assert not store.checkin(replace(ROW, serial="2b"), "j6", NOW + timedelta(minutes=8),
+                                 renewed_from="1a").renew_due
         renewed = store.get(ROW.party)
         assert renewed is not None and renewed.renew_after is None and renewed.renew_serial is None
         assert [p.party for p in store.parties()] == [ROW.party]

@@ -2,8 +2,8 @@
 
 A certificate's ARI id is ``base64url(AKI keyIdentifier) "." base64url(serial)``. The suggested
 renewal window follows trustyard's renewal rule: it opens at 2/3 of the lifetime and closes
-at 3/4, so renewal lands well before expiry with room to retry; a revoked certificate's window
-is already open (renew now).
+at 3/4, so renewal lands well before expiry with room to retry; the window of a revoked
+certificate, or of one an emergency replaces (``ca.emergency``), is already open (renew now).
 """
 
 from __future__ import annotations

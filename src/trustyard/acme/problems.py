@@ -128,5 +128,5 @@ def from_trustyard(exc: TrustyardError) -> AcmeError:
         return AcmeError(AcmeCode.MALFORMED, exc.detail, status=404)
     if exc.status >= 500:
         return AcmeError.internal()
-    return AcmeError(AcmeCode.BAD_C_S_R if exc.code in (Code.BAD_CSR, Code.BAD_SIGNATURE, Code.BAD_NAME)
-                     else AcmeCode.MALFORMED, exc.detail)
+    bad_csr = (Code.BAD_CSR, Code.BAD_SIGNATURE, Code.BAD_NAME, Code.KEY_BLOCKED)  # blocked: an emergency's key
+    return AcmeError(AcmeCode.BAD_C_S_R if exc.code in bad_csr else AcmeCode.MALFORMED, exc.detail)

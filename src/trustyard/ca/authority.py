@@ -8,10 +8,11 @@ Every refusal is audited with the rule and value that caused it.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
@@ -95,6 +96,20 @@ class IssuingMaterial:
 
 Listener = Callable[[str, str], None]  # (event, provisioner) for metrics
 
+
+class Guard(Protocol):
+    """What an emergency (``ca.emergency``) asks of issuance, ARI and check-ins."""
+
+    def check_issue(self, spki: str, renewed_from: str | None) -> None:
+        """Raise ``Forbidden`` for a key or a renewal an emergency refuses."""
+        ...
+
+    def renew_now(self, serial: str) -> bool:
+        ...
+
+    def on_checkin(self, record: CertRecord, endpoint_serial: str | None) -> bool:
+        ...
+
 L = TypeVar("L", bound=Ledger)
 
 
@@ -114,6 +129,7 @@ class Authority(Generic[L]):
         self.listeners: list[Listener] = []
         self._token_keys = {p.name: p.public_key for p in provisioners.values() if p.public_key is not None}
         self.crl: CrlScheme | None = None  # the CRL shards and URLs, for provisioners with crl = true
+        self.guard: Guard | None = None  # ca.emergency: keys and renewals an emergency refuses
 
     # -- the issuing material (swapped whole by a rotation) --------------------------------
 
@@ -279,6 +295,10 @@ class Authority(Generic[L]):
         return Issued(record=child, certificate=cert, chain=chain, roots=material.roots,
                       chain_pem=material.chain_pem_for(child.der), roots_pem=material.roots_pem)
 
+    def must_renew(self, serial: str) -> bool:
+        """Whether an emergency replaces ``serial`` (its holder should renew now)."""
+        return self.guard is not None and self.guard.renew_now(serial)
+
     def honoured(self, cert: x509.Certificate) -> CertRecord:
         """The ledger's record of this exact certificate, if it is issued and unexpired (it may be
         superseded: the caller decides); else 401 (not this CA's) or 403 (revoked, expired)."""
@@ -336,6 +356,8 @@ class Authority(Generic[L]):
                subject: str, token_jti: str | None = None, token_expires_at: datetime | None = None,
                renewed_from: str | None = None, ttl_cap: timedelta | None = None, cap_source: str = "") -> Issued:
         now = self.clock()
+        if self.guard is not None:
+            self.guard.check_issue(hashlib.sha256(_spki(request.public_key)).hexdigest(), renewed_from)
         self.refresh()
         material = self._material  # one signer and chain for the whole issuance
         decision = prov.policy.decide(IssuanceRequest(

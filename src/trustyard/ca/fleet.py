@@ -14,7 +14,11 @@ The answer carries directives, obeyed at once:
 - ``refresh-bundle``: the SHA-256 of the bundle the party reports differs from the bundle the
   CA serves (``GET /v1/roots``);
 - ``renew-now``: one is pending for the party (``Fleet.request_renewal``), due, and the party
-  still holds the certificate it was asked to renew;
+  still holds the certificate it was asked to renew; or an emergency replaces the certificate
+  the check-in is authenticated by (``ca.emergency``). A request is cleared only by a check-in
+  authenticated by the renewal of the certificate it names: another certificate reporting the
+  party's instance id (a second instance of the identity, a replayed or forged report) neither
+  clears it nor receives it;
 - ``retry-after N``: the CA sheds load (more than ``max_per_second`` check-ins this second in
   this worker, or the operator's flag file holds N): nothing is verified or written, the party
   waits N seconds before its next check-in.
@@ -178,11 +182,15 @@ class Fleet:
         if proof.claims["exp"] - proof.claims["iat"] > MAX_CHECKIN_PROOF_LIFETIME.total_seconds():
             raise Unauthorized("a check-in proof lives at most 2 minutes", code=Code.BAD_PROOF)
         row = _report_row(proof.claims.get("report"), claimed, record.subject or (record.sans or ("",))[0])
-        recorded = self.store.checkin(row, proof.jti, now)
+        recorded = self.store.checkin(row, proof.jti, now, renewed_from=record.renewed_from)
         directives = []
         if row.bundle_sha256 != self.current_sha256():
             directives.append(Directive("refresh-bundle"))
-        if recorded.renew_due:
+        # An emergency (``ca.emergency``) asks the holder of an affected certificate to renew,
+        # and retires the old certificate once its replacement checks in serving.
+        guard = self.authority.guard
+        urgent = guard is not None and guard.on_checkin(record, row.endpoint_serial)
+        if recorded.renew_due or urgent:
             directives.append(Directive("renew-now"))
         return Answer(True, tuple(directives), row.party)
 

@@ -280,6 +280,9 @@ def load_authority(home: Path, password: bytes | None, *, minting: bool = False,
     authority = Authority(material.signer, list(material.chain), roots, store, provisioners)
     authority.use(material)
     authority.crl = CrlScheme.of(config.url, config.crl)
+    from .emergency import Emergencies
+
+    authority.guard = Emergencies(store, clock=authority.clock)
     return authority
 
 

@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "token": ("trustyard.cli.ca_cmds", "token", "Mint a one-time bootstrap token bound to names."),
     "audit": ("trustyard.cli.ca_cmds", "audit", "List the audit log, or verify its hash chain."),
     "rotate": ("trustyard.cli.rotate_cmds", "rotate", "Rotate the intermediate or root, one audited state at a time."),
+    "emergency": ("trustyard.cli.emergency_cmd", "emergency",
+                  "Replace certificates now: new keys, renew-now to agents, old ones revoked."),
     "db": ("trustyard.cli.db", "db", "Database schema: `db upgrade` migrates it to this version's."),
     "roots": ("trustyard.cli.client_cmds", "roots",
               "Fetch the trust bundle pinned by fingerprint; --save sets the client up."),

@@ -187,6 +187,10 @@ def serve(home: str | None, password_file: str | None, init_missing: bool, insec
         store.close()
         raise
     crl_job.start()
+    # Emergencies (`trustyard emergency`): the old certificates whose grace ran out are revoked here.
+    from ..ca.emergency_job import EmergencyJob
+
+    emergency_job = EmergencyJob(store).start()
     autopilot = Autopilot(config, password, store).start()
     # Webhook alerts run beside the server, in this process only (not once per worker), and
     # never on the issuance path.
@@ -207,6 +211,7 @@ def serve(home: str | None, password_file: str | None, init_missing: bool, insec
         )
     finally:
         crl_job.stop()
+        emergency_job.stop()
         autopilot.stop()
         autopilot.store.close()
         if alerter is not None:

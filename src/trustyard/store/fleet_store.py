@@ -66,10 +66,12 @@ class FleetStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def checkin(self, row: CheckinRow, jti: str, now: datetime) -> Recorded:
+    def checkin(self, row: CheckinRow, jti: str, now: datetime, renewed_from: str | None = None) -> Recorded:
         """Record ``row``; a proof (``jti``) already used for this party's last check-in is refused
-        and changes nothing. A pending renew-now is cleared once the party reports a certificate
-        other than the one it was asked to renew."""
+        and changes nothing. A pending renew-now for certificate S is due only to a check-in
+        authenticated by S, and cleared only by one authenticated by the renewal of S
+        (``renewed_from``, from the ledger): a check-in by any other certificate that reports
+        this party's instance id (another instance of the identity) leaves it as it is."""
         values = {f.name: getattr(row, f.name) for f in fields(row)}  # flat: asdict deep-copies, slowly
         with self.db.transaction(durable=False) as conn:
             prior = self.db.run(conn, _GET, {"party_": row.party}).first()
@@ -84,13 +86,14 @@ class FleetStore:
             if prior.last_jti == jti:
                 raise Unauthorized("this check-in proof was already used", code=Code.BAD_PROOF)
             renew_after, renew_serial = utc(prior.renew_after), prior.renew_serial
-            if renew_serial is not None and renew_serial != row.serial:
+            if renew_serial is not None and renewed_from is not None and renewed_from == renew_serial:
                 renew_after = renew_serial = None  # it renewed: the request is done
             params = {f"b_{k}": v for k, v in values.items() if k not in ("party", "identity", "instance")}
             params.update(party_=row.party, b_last_checkin=now, b_last_jti=jti, b_renew_after=renew_after,
                           b_renew_serial=renew_serial)
             self.db.run(conn, _UPDATE, params)
-        return Recorded(renew_due=renew_after is not None and renew_after <= now, new_party=False)
+        due = renew_after is not None and renew_serial == row.serial and renew_after <= now
+        return Recorded(renew_due=due, new_party=False)
 
     def request_renewals(self, wanted: Iterable[tuple[str, str, datetime]]) -> int:
         """``(party, serial, renew_after)`` each: a renew-now for that party's certificate

@@ -200,8 +200,8 @@ relying_parties = Table(
     Column("first_seen", DateTime(timezone=True), nullable=False),
     Column("last_checkin", DateTime(timezone=True), nullable=False),
     Column("last_jti", String(128), nullable=True),  # a check-in proof is not accepted twice in a row
-    # A pending renew-now: due from renew_after, for the certificate renew_serial (cleared once the
-    # party reports another serial, i.e. it renewed).
+    # A pending renew-now: due from renew_after, for the certificate renew_serial (cleared by a
+    # check-in authenticated by that certificate's renewal).
     Column("renew_after", DateTime(timezone=True), nullable=True),
     Column("renew_serial", String(40), nullable=True),
     Index("ix_relying_parties_last_checkin", "last_checkin"),
@@ -239,4 +239,42 @@ crls = Table(
     Column("this_update", DateTime(timezone=True), nullable=True),
     Column("next_update", DateTime(timezone=True), nullable=True),
     Column("entries", Integer, nullable=False),
+)
+
+
+# -- emergency replacement: migration 0010 ------------------------------------------------------
+
+emergencies = Table(
+    "emergencies", metadata,
+    # One `trustyard emergency`: what it selected and why, and how long the old certificates live on.
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("selector", Text, nullable=False),  # JSON: {"kind": ..., "value": ...}
+    Column("reason", String(64), nullable=False),  # the revocation reason of the old certificates
+    Column("grace_seconds", Integer, nullable=False),
+    Column("require_bootstrap", Integer, nullable=False),  # 1: the old certificate renews nothing
+    Column("count", Integer, nullable=False),
+)
+
+emergency_certs = Table(
+    "emergency_certs", metadata,
+    # One row per certificate an emergency replaces (a certificate is in at most one emergency).
+    Column("serial", String(40), primary_key=True),
+    Column("emergency_id", Integer, nullable=False),
+    Column("identity", String(255), nullable=False),
+    Column("sans", Text, nullable=False),  # JSON list
+    Column("provisioner", String(128), nullable=False),
+    Column("spki_sha256", String(64), nullable=False),  # its key: refused for any further issuance
+    Column("fleet", Integer, nullable=False),  # 1: a relying party checked in with it (replaced = seen serving)
+    Column("deadline_at", DateTime(timezone=True), nullable=False),  # the grace runs out
+    Column("state", String(16), nullable=False),  # pending | replaced | unreachable
+    Column("replacement", String(40), nullable=True),
+    Column("claimed_at", DateTime(timezone=True), nullable=True),  # the revocation claim (compare-and-set)
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Column("token_jti", String(128), nullable=True),  # the bootstrap token `emergency tokens` minted for it
+    Index("ix_emergency_certs_spki", "spki_sha256"),
+    Index("ix_emergency_certs_emergency", "emergency_id", "state"),
+    Index("ix_emergency_certs_deadline", "state", "deadline_at"),
+    Index("ix_emergency_certs_token", "token_jti"),
 )
