@@ -2,15 +2,27 @@
 
 Used by the CLI and the renewal agent. The private key is generated here and never
 leaves the machine: only the CSR is sent.
+
+A CA that sheds load answers 503 (or 429) with ``Retry-After`` (``api/admission.py``): the
+request did nothing there. ``CAClient`` sends it again after Retry-After plus jitter
+(``retry_delay``), at most ``retries`` times (3 by default) and only when Retry-After is at
+most ``max_retry_wait`` (60 s); then it raises ``CAUnavailable`` saying the CA is busy and
+when to try again (its ``retry_after``). The agent passes ``retries=0`` and schedules the
+next attempt itself.
 """
 
 from __future__ import annotations
 
 import hashlib
+import random
 import re
 import socket
 import ssl
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,15 +46,46 @@ class CAUnavailable(errors.TrustyardError):
 
     ``maybe_delivered``: the request may have reached the CA and taken effect (the connection
     broke or timed out after it was sent, or the CA answered 5xx); False when no connection
-    was made at all."""
+    was made at all, or the CA shed it (``overloaded``, 429). ``retry_after``: the seconds the
+    CA's Retry-After asked to wait (None without one)."""
 
     status = 503
     code = "caUnavailable"
     title = "CA unavailable"
 
-    def __init__(self, detail: str, *, maybe_delivered: bool = False, **fields: Any) -> None:
+    def __init__(self, detail: str, *, maybe_delivered: bool = False, retry_after: float | None = None,
+                 **fields: Any) -> None:
         super().__init__(detail, **fields)
         self.maybe_delivered = maybe_delivered
+        self.retry_after = retry_after
+
+
+RETRY_AFTER_JITTER = 0.5  # share of Retry-After added at random (at least 1 s, at most 60 s)
+RETRY_AFTER_JITTER_CAP = 60.0
+
+
+def retry_delay(retry_after: float, rng: random.Random | None = None) -> float:
+    """When to ask again after a ``Retry-After`` of ``retry_after`` seconds: never earlier, and
+    later by a uniform pick in ``[0, min(60, max(1, retry_after / 2))]`` seconds, so the clients
+    a CA refused together do not come back together."""
+    spread = min(RETRY_AFTER_JITTER_CAP, max(1.0, retry_after * RETRY_AFTER_JITTER))
+    return max(retry_after, 0.0) + (rng or random).uniform(0, spread)
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds from a Retry-After header (delay-seconds or an HTTP date); None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(int(value))
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 class UntrustedServer(CAUnavailable):
@@ -153,8 +196,16 @@ class IssuedFiles:
 
 
 class CAClient:
-    def __init__(self, url: str, verify: ssl.SSLContext | str | bool = True, timeout: float = 10.0) -> None:
+    """The CA's REST API. A 503 or 429 with Retry-After is sent again after Retry-After plus
+    jitter (``retry_delay``), at most ``retries`` times and only for a Retry-After of at most
+    ``max_retry_wait`` seconds; then ``CAUnavailable`` (with ``retry_after``) says the CA is busy."""
+
+    def __init__(self, url: str, verify: ssl.SSLContext | str | bool = True, timeout: float = 10.0,
+                 retries: int = 3, max_retry_wait: float = 60.0, sleep: Callable[[float], None] = time.sleep,
+                 rng: random.Random | None = None) -> None:
         self.url = url.rstrip("/")
+        self.retries, self.max_retry_wait, self.sleep = retries, max_retry_wait, sleep
+        self.rng = rng or random.Random()
         self.root_file = verify if isinstance(verify, str) else None
         if isinstance(verify, str):
             try:
@@ -176,6 +227,22 @@ class CAClient:
         self.close()
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        attempt = 0
+        while True:
+            try:
+                return self._request_once(method, path, **kwargs)
+            except CAUnavailable as exc:
+                wait = exc.retry_after
+                if wait is None or wait > self.max_retry_wait or attempt >= self.retries:
+                    if wait is not None and attempt:
+                        exc.detail = (f"{exc.detail} (still refused after {attempt + 1} attempts; the CA asks to "
+                                      f"wait {wait:g}s: try again later)")
+                        exc.args = (exc.detail,)
+                    raise
+                attempt += 1
+                self.sleep(retry_delay(wait, self.rng))
+
+    def _request_once(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
@@ -282,8 +349,10 @@ def _problem_error(response: httpx.Response) -> errors.TrustyardError:
         code = _known_code(str(doc.get("type", "")))
     except ValueError:
         detail, code, doc = response.text[:200] or response.reason_phrase, None, {}
-    if response.status_code >= 500:
-        return CAUnavailable(f"the CA answered {response.status_code}: {detail}", maybe_delivered=True)
+    if response.status_code >= 500 or response.status_code == 429:
+        shed = code == errors.Code.OVERLOADED or response.status_code == 429  # refused before any work
+        return CAUnavailable(f"the CA answered {response.status_code}: {detail}", maybe_delivered=not shed,
+                             retry_after=parse_retry_after(response.headers.get("retry-after")))
     cls = _BY_STATUS.get(response.status_code, errors.TrustyardError)
     extra = {k: doc[k] for k in ("rule", "value") if isinstance(doc, dict) and k in doc}
     error = cls(detail, code=code, **extra)
@@ -374,7 +443,8 @@ def load_cert_chain_file(path: Path) -> list[x509.Certificate]:
         raise errors.ConfigError(f"cannot load the certificate {path}: no PEM certificate in it") from None
 
 
-__all__ = ["CAClient", "CAUnavailable", "IssuedFiles", "UntrustedServer", "make_csr", "new_key_and_csr"]
+__all__ = ["CAClient", "CAUnavailable", "IssuedFiles", "UntrustedServer", "make_csr", "new_key_and_csr",
+           "parse_retry_after", "retry_delay"]
 
 
 def _is_sha256(text: str) -> bool:

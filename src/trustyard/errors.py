@@ -8,6 +8,7 @@ CLI's exit statuses.
     +-- Forbidden (403)            authenticated but not allowed (not admin, revoked cert)
     +-- NotFound (404)
     +-- Conflict (409)             state forbids it (already revoked, CA exists)
+    +-- Overloaded (503)           the CA sheds signing load; ``retry_after`` seconds go in Retry-After
     +-- ConfigError (500)          trustyard.toml or the home is wrong (CLI exit 2)
 
 Every code is a member of :class:`Code` (``urn:trustyard:error:<code>`` on the wire): the CA
@@ -52,6 +53,7 @@ class Code(StrEnum):
     NOT_ADMIN = "notAdmin"
     REQUEST_TIMEOUT = "requestTimeout"
     TOO_MANY_CONNECTIONS = "tooManyConnections"
+    OVERLOADED = "overloaded"  # the signing queue is deeper than the latency target allows (503, Retry-After)
     # requests the authority refuses (ca/, store/)
     BAD_CSR = "badCSR"
     BAD_SIGNATURE = "badSignature"
@@ -235,6 +237,19 @@ class Conflict(TrustyardError):
     status = 409
     code = Code.CONFLICT
     title = "Conflict"
+
+
+class Overloaded(TrustyardError):
+    """A signing request refused before any work because the queue is too deep; the client may
+    send the same request again after ``retry_after`` seconds (the Retry-After header)."""
+
+    status = 503
+    code = Code.OVERLOADED
+    title = "Overloaded"
+
+    def __init__(self, detail: str, retry_after: int, **fields: Any) -> None:
+        super().__init__(detail, **fields)
+        self.retry_after = max(1, int(retry_after))
 
 
 class RotationRefused(Conflict):

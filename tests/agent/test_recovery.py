@@ -1,7 +1,8 @@
 """One agent through a CA outage on a fake clock, against the real authority in-process:
-it keeps its certificate, and once the CA answers again it schedules the renewal at the
-recovery point (status OK, saying when), renews there, and moves its next renewal earlier by
-as much as it was late."""
+it keeps its certificate, retries at most a minute apart, renews at its first attempt after
+the CA answers again, and moves its next renewal earlier by as much as it was late. A
+Retry-After from the CA sets the next attempt; an expired certificate renews when the CA
+allows it; a renewal refused with ``bootstrapRequired`` waits for a new token."""
 
 from __future__ import annotations
 
@@ -10,15 +11,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
+import jwt
+
+from trustyard.agent import metrics
 from trustyard.agent.config import cert_spec
 from trustyard.agent.runner import ManagedCert
-from trustyard.agent.schedule import RECOVERY_MARGIN, Level, Schedule
+from trustyard.agent.schedule import Level, Schedule
 from trustyard.agent.seams import Current, FakeClock
 from trustyard.ca.home import InitOptions, init_home, load_authority
 from trustyard.cli.connect import issued_files
 from trustyard.client import CAUnavailable, IssuedFiles
-from trustyard.units import format_time
+from trustyard.errors import Code, Forbidden
 from trustyard.x509.keys import PrivateKey
 
 
@@ -68,10 +73,18 @@ class Memory:
     def write_ca(self, pem: str) -> None:
         pass
 
+    def bundle_version(self) -> tuple[int | None, str | None]:
+        return None, None
+
+    def instance_id(self) -> str:
+        return "memory"
+
 
 @contextmanager
-def one_agent(tmp_path: Path, name: str, seed: int) -> Iterator[tuple[ManagedCert, SwitchableCA, Memory, FakeClock]]:
-    """One agent for ``name`` (1 h certificates) against a fresh CA, all on one fake clock."""
+def one_agent(tmp_path: Path, name: str, seed: int,
+              **settings: str) -> Iterator[tuple[ManagedCert, SwitchableCA, Memory, FakeClock]]:
+    """One agent for ``name`` (1 h certificates) against a fresh CA, all on one fake clock;
+    ``settings``: more of the certificate's agent settings (``token_file``)."""
     home = tmp_path / "ca"
     init_home(home, None, InitOptions(allow=("*.internal",)))
     authority = load_authority(home, None, minting=True)
@@ -80,20 +93,19 @@ def one_agent(tmp_path: Path, name: str, seed: int) -> Iterator[tuple[ManagedCer
     authority.clock = clock.now
     ca, out = SwitchableCA(authority), Memory()
     try:
-        yield (ManagedCert(cert_spec({"name": name, "out": str(tmp_path / "out"), "ttl": "1h"}), ca, out, clock,
-                           rng=random.Random(seed), environ={"TRUSTYARD_TOKEN": token}), ca, out, clock)
+        spec = cert_spec({"name": name, "out": str(tmp_path / "out"), "ttl": "1h", **settings})
+        yield (ManagedCert(spec, ca, out, clock, rng=random.Random(seed), environ={"TRUSTYARD_TOKEN": token}),
+               ca, out, clock)
     finally:
         authority.store.close()
 
 
-def test_outage_recovery_spreads_the_renewal_and_restores_the_rhythm(tmp_path: Path) -> None:
-    with one_agent(tmp_path, "late.internal", seed=4) as (m, ca, out, clock):
+def test_after_an_outage_the_agent_renews_within_a_minute_and_restores_the_rhythm(tmp_path: Path) -> None:
+    with one_agent(tmp_path, "late.internal", seed=4) as (m, ca, _out, clock):
         m.start()
         m.step()
-        assert out.writes == 1 and m.current is not None and m.renew_point is not None
-        first_serial, not_after, issued_at = m.serial, m.not_after, m.current.issued_at
-        assert not_after is not None
-        lifetime = not_after - issued_at
+        assert m.current is not None and m.renew_point is not None
+        first_serial = m.serial
 
         ca.up = False  # the outage starts before the renewal point and lasts 10 minutes
         clock.current = m.next_at
@@ -102,24 +114,18 @@ def test_outage_recovery_spreads_the_renewal_and_restores_the_rhythm(tmp_path: P
         while clock.current < outage_ends:
             m.step()
             assert m.serial == first_serial and m.failures >= 1
+            assert m.next_at - clock.current <= timedelta(minutes=1)  # retries at most a minute apart
             clock.current = max(m.next_at, clock.current)
         assert m.status().level is Level.WARNING and "renewal failing since" in m.status().message
 
         ca.up = True
-        m.step()  # the probe: the CA answers, the renewal is scheduled, nothing issued yet
-        assert m.serial == first_serial and ca.renewals == 0
-        planned = m.next_at
-        room = not_after - clock.current - lifetime * RECOVERY_MARGIN
-        assert clock.current + room * 0.9 <= planned <= clock.current + room
-        status = m.status()
-        assert status.level is Level.OK and "the CA answers again" in status.message
-        assert format_time(planned) in status.message
-
-        clock.current = planned
+        answered = outage_ends
+        renewed_at = clock.current  # the first attempt after the CA answers renews: no further wait
         m.step()
         assert ca.renewals == 1 and m.serial != first_serial and m.failures == 0
+        assert renewed_at - answered <= timedelta(minutes=1)
         assert m.current is not None and m.not_after is not None
-        late_by = planned - missed
+        late_by = renewed_at - missed
         on_time = Schedule().plan(m.current.issued_at, m.not_after)
         assert on_time.earliest - late_by <= m.renew_point <= on_time.latest - late_by
         assert m.next_at == m.renew_point
@@ -132,38 +138,33 @@ def test_outage_recovery_spreads_the_renewal_and_restores_the_rhythm(tmp_path: P
         assert again.earliest <= m.renew_point <= again.latest
 
 
-def test_recovery_is_never_put_off_again_and_warns_close_to_expiry(tmp_path: Path) -> None:
-    """The CA answers with 5 minutes left (less than error_before, 10% of an hour): the
-    renewal is planned within the time left short of the margin, and the status is a warning
-    that says when. The CA fails again at that moment: once it answers, the agent renews at
-    once instead of planning another wait."""
-    with one_agent(tmp_path, "flaky.internal", seed=9) as (m, ca, _out, clock):
+def test_a_retry_after_from_the_ca_sets_the_next_attempt(tmp_path: Path) -> None:
+    """A 503 with Retry-After: 2 makes the next attempt come 2 to 3 seconds later (Retry-After
+    plus jitter), not at the backoff's pick, and never earlier."""
+    with one_agent(tmp_path, "busy.internal", seed=3) as (m, ca, _out, clock):
         m.start()
         m.step()
-        assert m.not_after is not None and m.current is not None
-        first, not_after, lifetime = m.serial, m.not_after, m.not_after - m.current.issued_at
-        ca.up = False
-        clock.current = m.next_at
-        while clock.current < not_after - timedelta(minutes=5):
-            m.step()
-            clock.current = min(max(m.next_at, clock.current), not_after - timedelta(minutes=5))
-        ca.up = True
-        m.step()  # the probe, with 5 minutes left
-        planned = m.next_at
-        assert clock.current < planned <= not_after - lifetime * RECOVERY_MARGIN and m.serial == first
-        status = m.status()
-        assert status.level is Level.WARNING and format_time(planned) in status.message
+        first = m.serial
+        renew = ca.renew
+        shed: list[datetime] = []
 
-        ca.up = False  # down again exactly when the renewal was planned
-        clock.current = planned
-        m.step()
-        assert m.failures >= 1 and m.serial == first
-        ca.up = True
+        def busy(csr_pem: bytes, proof: str) -> IssuedFiles:
+            shed.append(clock.now())
+            raise CAUnavailable("the CA answered 503: the CA is busy", retry_after=2)
+
+        ca.renew = busy  # type: ignore[method-assign]
+        waits = []
+        for _ in range(20):  # every refusal alike, however many failures came before
+            clock.current = m.next_at
+            m.step()
+            waits.append(m.next_at - clock.current)
+        assert len(shed) == 20 and m.serial == first
+        assert all(timedelta(seconds=2) <= w <= timedelta(seconds=3) for w in waits)
+        assert len(set(waits)) == 20  # jittered
+        ca.renew = renew  # type: ignore[method-assign]
         clock.current = m.next_at
-        m.step()  # the probe: the planned point has passed, so no new wait
-        assert m.next_at == clock.current
         m.step()
-        assert ca.renewals == 1 and m.serial != first
+        assert m.serial != first and m.failures == 0
 
 
 def test_a_renewal_whose_answer_was_lost_is_retried_with_the_same_key(tmp_path: Path) -> None:
@@ -192,3 +193,69 @@ def test_a_renewal_whose_answer_was_lost_is_retried_with_the_same_key(tmp_path: 
                 break
         assert m.failures == 0 and m.serial is not None and format(m.serial, "x") == lost[0].serial
         assert len(ca.authority.store.list()) == 2  # the bootstrap and one renewal, nothing signed twice
+
+
+def test_an_expired_certificate_renews_when_the_ca_allows_it_and_else_needs_a_token(tmp_path: Path) -> None:
+    """Back after its certificate expired, the agent asks for a renewal first: with
+    ``allow_after_expiry`` the CA renews it; without, the CA's ``expired`` refusal makes the
+    agent wait for a new bootstrap token."""
+    with one_agent(tmp_path, "weekend.internal", seed=2) as (m, ca, _out, clock):
+        m.start()
+        m.step()
+        first, not_after = m.serial, m.not_after
+        assert not_after is not None
+        clock.current = not_after + timedelta(minutes=30)
+        ca.authority.renew_after_expiry = timedelta(hours=1)
+        m.step()
+        assert ca.renewals == 1 and m.serial != first and not m.needs_bootstrap and m.failures == 0
+        assert m.status().level is Level.OK
+
+        second, not_after = m.serial, m.not_after
+        assert not_after is not None
+        clock.current = not_after + timedelta(minutes=90)  # longer ago than allowed
+        m.step()
+        assert m.serial == second and m.needs_bootstrap and "[expired]" in (m.last_error or "")
+
+
+def test_bootstrap_required_stops_renewal_reports_it_and_takes_a_new_token(tmp_path: Path) -> None:
+    """A renewal refused with ``bootstrapRequired`` (403): the agent renews no more, says it
+    needs a new bootstrap token in its status, metrics and check-in report, and bootstraps
+    with the token the operator then puts in its token file."""
+    token_file = tmp_path / "token"
+    with one_agent(tmp_path, "replaced.internal", seed=6, token_file=str(token_file)) as (m, ca, _out, clock):
+        first_token, second_token = (ca.authority.mint_token("default", "replaced.internal", ["replaced.internal"],
+                                                             ttl=timedelta(hours=2)) for _ in range(2))
+        token_file.write_text(first_token)
+        m.start()
+        m.step()
+        first = m.serial
+        refused: list[str] = []
+
+        def replaced(csr_pem: bytes, proof: str) -> IssuedFiles:
+            refused.append(proof)
+            raise Forbidden("the CA's intermediate was replaced in an emergency: bootstrap again",
+                            code=Code.BOOTSTRAP_REQUIRED)
+
+        ca.renew = replaced  # type: ignore[method-assign]
+        clock.current = m.next_at
+        m.step()
+        assert len(refused) == 1 and m.needs_bootstrap and m.refusal is None and m.serial == first
+        assert "[bootstrapRequired]" in (m.last_error or "") and str(token_file) in (m.last_error or "")
+        assert m.status().level is Level.ERROR and m.report()["needs_bootstrap"] is True
+        text = metrics.render(SimpleNamespace(managed=[m], clock=clock))  # type: ignore[arg-type]
+        assert 'trustyard_agent_needs_bootstrap{name="replaced.internal"} 1' in text
+        proof = m.checkin_proof(timedelta(minutes=1))
+        assert proof is not None
+        report = jwt.decode(proof, options={"verify_signature": False})["report"]
+        assert "[bootstrapRequired]" in report["last_error"] and report["failures"] >= 1
+
+        for _ in range(5):  # the spent token is still in the file: no renewal, no bootstrap
+            clock.current = m.next_at
+            m.step()
+        assert len(refused) == 1 and m.needs_bootstrap and m.serial == first
+
+        token_file.write_text(second_token)  # the operator delivers a new one
+        clock.current = m.next_at
+        m.step()
+        assert not m.needs_bootstrap and m.serial != first and m.counters.bootstraps == 2
+        assert m.status().level is Level.OK

@@ -1,4 +1,5 @@
-"""The pure schedule: renewal point, jitter, outage budget, backoff, alert levels."""
+"""The pure schedule: renewal point, jitter, outage budget, backoff, retries after an outage
+and after a Retry-After, alert levels."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from trustyard.agent.schedule import RECOVERY_MARGIN, Backoff, Level, Schedule, assess, recovery_point
+from trustyard.agent.schedule import RETRY_CAP, Backoff, Level, Schedule, assess
+from trustyard.client import retry_delay
 from trustyard.units import Threshold
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
@@ -70,49 +72,50 @@ class TestRenewalPoint:
             Schedule(jitter=1.5)
 
 
-class TestRecoveryPoint:
-    def test_proportional_to_the_time_left_short_of_the_margin(self) -> None:
-        rng = random.Random(3)
-        now, not_after = T0 + HOUR * 0.8, T0 + HOUR
-        room = (not_after - now) - HOUR * RECOVERY_MARGIN
-        points = [recovery_point(now, T0, not_after, rng) for _ in range(500)]
-        assert all(now + room * 0.9 <= p <= now + room for p in points)
-        assert len(set(points)) == 500
+class TestAfterAnOutage:
+    def test_the_default_retry_cap_is_one_minute(self) -> None:
+        assert RETRY_CAP == timedelta(minutes=1)
+        assert Backoff().ceiling(30) == RETRY_CAP
+        assert Backoff().ceiling(30, left=timedelta(hours=5)) == RETRY_CAP
 
-    def test_at_once_when_less_than_the_margin_is_left(self) -> None:
-        now = T0 + HOUR * (1 - RECOVERY_MARGIN / 2)
-        assert recovery_point(now, T0, T0 + HOUR, random.Random(1)) == now
-
-    def test_the_outage_budget_is_kept_after_an_outage_too(self) -> None:
-        """30-day certificates with a 7-day budget renew with at least 7.7 days left; a short
-        CA blip late in the plan must not move the renewal past that."""
-        schedule = Schedule(outage_budget=timedelta(days=7))
-        issued, not_after = T0, T0 + timedelta(days=30)
-        now = not_after - timedelta(days=8)
-        rng = random.Random(5)
-        points = [schedule.recovery_point(now, issued, not_after, rng) for _ in range(200)]
-        assert all(now <= p <= not_after - timedelta(days=7) * 1.1 for p in points)
-        # already inside the budget: at once
-        inside = not_after - timedelta(days=6)
-        assert schedule.recovery_point(inside, issued, not_after, rng) == inside
-
-    def test_a_fleet_backlog_reaches_the_ca_at_about_the_rate_it_piled_up(self) -> None:
-        """600 agents missed their renewal points (66% of a 1 h lifetime) during a 15-minute outage.
-        After it, their renewals spread with no 1-minute bucket above 1.5x the rate at which
-        they piled up, and each keeps the margin before its notAfter."""
-        rng, recovered = random.Random(11), T0 + timedelta(minutes=200)
-        outage = timedelta(minutes=15)
-        buckets: dict[int, int] = {}
+    def test_every_overdue_agent_renews_within_a_minute_of_the_ca_answering(self) -> None:
+        """600 agents whose renewal points (66% of a 1 h lifetime) fell in a 15-minute outage
+        retry with the default backoff; the first attempt of each after the CA answers again
+        comes within one minute of it, whatever its time left, and the attempts spread over
+        that minute rather than arriving at once."""
+        rng, outage = random.Random(11), timedelta(minutes=15)
+        recovered = T0 + timedelta(minutes=200)
+        backoff = Backoff()
+        firsts = []
         for _ in range(600):
             missed = recovered - outage * rng.random()
-            issued = missed - HOUR * 0.66
-            point = recovery_point(recovered, issued, issued + HOUR, rng)
-            assert issued + HOUR - point >= HOUR * RECOVERY_MARGIN
-            minute = int((point - recovered).total_seconds() // 60)
-            buckets[minute] = buckets.get(minute, 0) + 1
-        piled_up_per_minute = 600 / 15
-        assert max(buckets.values()) <= 1.5 * piled_up_per_minute
-        assert max(buckets) - min(buckets) >= 14  # spread over about as long as the outage
+            not_after = missed + HOUR * 0.34
+            at, failures = missed, 0
+            while at < recovered:  # every attempt before the CA answers fails
+                failures += 1
+                at += backoff.delay(failures, rng, not_after - at)
+            firsts.append(at - recovered)
+        assert max(firsts) <= timedelta(minutes=1)
+        seconds = sorted(f.total_seconds() for f in firsts)
+        assert seconds[len(seconds) // 2] >= 15  # half of them later than 15 s: spread, not a burst
+        assert max(sum(1 for s in seconds if b <= s < b + 10) for b in range(0, 60, 10)) <= 0.35 * 600
+
+    def test_the_renewal_after_a_late_one_moves_back_to_the_fleet_rhythm(self) -> None:
+        """The certificate an overdue renewal produced plans its renewal earlier by the
+        lateness: a fleet whose renewals bunched after an outage spreads out again."""
+        late = timedelta(minutes=9)
+        on_time = Schedule(jitter=0).plan(T0, T0 + HOUR)
+        after = Schedule(jitter=0).plan(T0, T0 + HOUR, late_by=late)
+        assert after.nominal == on_time.nominal - late
+
+
+class TestRetryAfter:
+    def test_never_earlier_than_retry_after_and_jittered_within_bounds(self) -> None:
+        rng = random.Random(2)
+        delays = [retry_delay(2, rng) for _ in range(500)]
+        assert all(2 <= d <= 3 for d in delays) and max(delays) - min(delays) > 0.8
+        assert all(30 <= retry_delay(30, rng) <= 45 for _ in range(100))
+        assert all(600 <= retry_delay(600, rng) <= 660 for _ in range(100))  # jitter at most a minute
 
 
 class TestBackoff:

@@ -9,9 +9,17 @@ when it wants the next step. In each step it does exactly one of:
   action, then with a verify endpoint confirm the new serial is served, reloading once
   more after the grace period before calling it a failure.
 
-Every failure keeps the current files, counts, and schedules a retry with backoff, except
-what retrying cannot fix: a policy refusal or a bad request (400/403 problems) sets
-``refusal``, and the Agent stops with exit status 2 and the CA's message.
+Every failure keeps the current files, counts, and schedules a retry with backoff (capped at
+a minute, so after a CA outage an overdue renewal reaches the CA within a minute of its
+return), or, when the CA answered 503/429 with Retry-After, at Retry-After plus jitter
+(``client.retry_delay``), never earlier. What retrying cannot fix: a policy refusal or a bad
+request (400/403 problems) sets ``refusal``, and the Agent stops with exit status 2 and the
+CA's message. A certificate the CA will not renew (expired, revoked, superseded, or
+``bootstrapRequired`` after an emergency replacement) makes the agent wait for a new
+bootstrap token in its token file (``needs_bootstrap``, in its status, metrics and check-ins).
+
+An expired certificate is renewed first (the CA may allow it, ``[renewal]
+allow_after_expiry``); only the CA's ``expired`` refusal sends the agent to a bootstrap token.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from .. import __version__, errors
 from ..ca import proofs
-from ..client import CAUnavailable, IssuedFiles, TrustBundle, make_csr, new_key_and_csr
+from ..client import CAUnavailable, IssuedFiles, TrustBundle, make_csr, new_key_and_csr, retry_delay
 from ..errors import Code, ExitCode
 from ..units import format_time, humanize
 from ..x509.keys import KeyType, PrivateKey, generate_private_key, key_type_of
@@ -49,8 +57,9 @@ PROBE_INTERVAL_SECONDS = 0.25
 CHECKIN_JITTER = 0.10  # +- share of the check-in interval
 CHECKIN_PROOF_LIFETIME = timedelta(minutes=1)
 # Problem codes after which only a new bootstrap token helps (every one is raised by the CA:
-# tests/test_error_vocabulary.py checks).
-_DEAD_CODES = {Code.EXPIRED, Code.REVOKED, Code.UNKNOWN_CERTIFICATE, Code.SUPERSEDED}
+# tests/test_error_vocabulary.py checks). BOOTSTRAP_REQUIRED: the CA replaced its material in an
+# emergency and asks every holder to bootstrap again.
+_DEAD_CODES = {Code.EXPIRED, Code.REVOKED, Code.UNKNOWN_CERTIFICATE, Code.SUPERSEDED, Code.BOOTSTRAP_REQUIRED}
 # Problem codes that refuse the bootstrap token itself.
 _TOKEN_CODES = {Code.TOKEN_EXPIRED, Code.BAD_TOKEN, Code.TOKEN_REPLAYED, Code.TOKEN_NAME_MISMATCH}
 # What to change when the CA refuses by policy, per rule (the problem's ``rule`` field).
@@ -105,11 +114,8 @@ class ManagedCert:
         self.refusal: str | None = None       # a refusal retrying cannot fix: the agent stops
         self.counters = Counters()
         self._warned_budget = False
-        self._recovering = False   # the CA answers again; the renewal waits for next_at
         self._late_by = timedelta(0)  # how late the renewal in flight is, for the next plan
-        self._recovery_at: datetime | None = None  # the renewal planned when the CA answered again
         self._renewal: tuple[int, PrivateKey, bytes] | None = None  # (serial renewed, key, CSR) of the last attempt
-        self._unanswered = False  # the last renewal reached the CA but got no answer: it may have renewed
 
     # -- state -------------------------------------------------------------------------
 
@@ -129,14 +135,6 @@ class ManagedCert:
             return Status(Level.ERROR, self.last_error or "needs a new bootstrap token")
         status = assess(now, self.current.issued_at if self.current else None, self.not_after,
                         self.failing_since, self.spec.error_before)
-        if self._recovering and status.level is not Level.OK and self.not_after and self.not_after > now:
-            # The CA answers; the renewal waits on purpose (spreading an outage's backlog). Not
-            # an error, but a warning once little time is left.
-            assert self.current is not None
-            low = self.not_after - now < self.spec.error_before.of(self.not_after - self.current.issued_at)
-            return Status(Level.WARNING if low else Level.OK,
-                          f"expires in {humanize(self.not_after - now)}; the CA answers again after an outage, "
-                          f"renewing at {format_time(self.next_at)}")
         if self.verify_ok is False and status.level is Level.OK:
             return Status(Level.WARNING, f"{status.message}; the endpoint does not serve the new certificate yet")
         return status
@@ -178,18 +176,21 @@ class ManagedCert:
 
     def step(self, now: datetime | None = None) -> None:
         now = now or self.clock.now()
+        needed_token = self.needs_bootstrap
+        self._step(now)
+        if self.needs_bootstrap and not needed_token and self.due(now):
+            self._step(now)  # the CA will not renew, and a new token is waiting already: use it now
+
+    def _step(self, now: datetime) -> None:
         try:
             if self.pending_serial is not None:
                 self._activate(now, self.pending_serial)
-            elif self.current is None or self.current.chain[0].not_valid_after_utc <= now or self.needs_bootstrap:
+            elif self.current is None or self.needs_bootstrap:
                 self._bootstrap(now)
-            elif self.failures and not self._recovering:
-                self._probe_recovery(now)
-            else:
-                self._recovering = False
+            else:  # an expired certificate too: the CA may renew it (allow_after_expiry), else says expired
                 self._renew(now)
         except CAUnavailable as exc:
-            self._failed(now, str(exc.detail))
+            self._failed(now, str(exc.detail), retry_after=exc.retry_after)
         except errors.TrustyardError as exc:
             if exc.code in _DEAD_CODES:
                 self._dead(now, exc)
@@ -203,23 +204,6 @@ class ManagedCert:
             self._failed(now, f"cannot write to {self.output.describe()}: {exc}", level=logging.ERROR)
 
     # -- the three actions -------------------------------------------------------------
-
-    def _probe_recovery(self, now: datetime) -> None:
-        """After failures, a cheap request first. When the CA answers again, the renewal goes to
-        ``schedule.recovery_point`` instead of right now: the whole fleet failed during the
-        outage and would otherwise renew in one burst."""
-        self.backend.roots(None)  # raises CAUnavailable while the CA is still down
-        assert self.current is not None and self.not_after is not None
-        self._recovering = True
-        point = self.spec.schedule.recovery_point(now, self.current.issued_at, self.not_after, self.rng)
-        if self._unanswered:  # ask again now, within the CA's retry window, or the certificate is lost
-            point = now
-        if self._recovery_at is not None:  # never later than a recovery already planned
-            point = min(point, max(self._recovery_at, now))
-        self.next_at = self._recovery_at = point
-        delay = self.next_at - now
-        log.info("%s: the CA answers again; renewing in %s (spreading the backlog of the outage)",
-                 self.spec.name, humanize(delay))
 
     def _bootstrap(self, now: datetime) -> None:
         self._late_by = timedelta(0)  # a new certificate starts a new rhythm
@@ -264,12 +248,7 @@ class ManagedCert:
         csr_der = x509.load_pem_x509_csr(csr).public_bytes(Encoding.DER)
         proof = proofs.make(self.current.key, self.current.chain, proofs.RENEW,
                             csr_sha256=proofs.csr_digest(csr_der))
-        self._unanswered = False
-        try:
-            issued = self.backend.renew(csr, proof)
-        except CAUnavailable as exc:
-            self._unanswered = exc.maybe_delivered
-            raise
+        issued = self.backend.renew(csr, proof)
         self.counters.renewals += 1
         self._install(now, issued, key, "renewed")
 
@@ -350,7 +329,6 @@ class ManagedCert:
 
     def _schedule_renewal(self, now: datetime) -> None:
         assert self.current is not None
-        self._recovery_at = None
         late_by, self._late_by = self._late_by, timedelta(0)
         plan = self.spec.schedule.plan(self.current.issued_at, self.current.chain[0].not_valid_after_utc, late_by)
         if plan.warning and not self._warned_budget:
@@ -362,14 +340,17 @@ class ManagedCert:
                  humanize(self.renew_point - now), plan.explain(self.renew_point),
                  extra={"event": "planned", "certificate": self.spec.name, "renew_at": format_time(self.renew_point)})
 
-    def _failed(self, now: datetime, why: str, level: int = logging.WARNING) -> None:
-        self._recovering = False
+    def _failed(self, now: datetime, why: str, level: int = logging.WARNING, retry_after: float | None = None) -> None:
+        """Count the failure and retry: with backoff, or after the CA's Retry-After plus jitter."""
         self.failures += 1
         self.counters.failures += 1
         self.failing_since = self.failing_since or now
         self.last_error = why
-        left = self.not_after - now if self.not_after else None
-        delay = self.backoff.delay(self.failures, self.rng, left if left and left > timedelta(0) else None)
+        if retry_after is not None:  # the CA said when: not earlier, and not all of us at once
+            delay = timedelta(seconds=retry_delay(retry_after, self.rng))
+        else:
+            left = self.not_after - now if self.not_after else None
+            delay = self.backoff.delay(self.failures, self.rng, left if left and left > timedelta(0) else None)
         self.next_at = now + delay
         status = self.status(now)
         if status.level is Level.ERROR:
@@ -379,7 +360,12 @@ class ManagedCert:
                        "consecutive_failures": self.failures})
 
     def _dead(self, now: datetime, exc: errors.TrustyardError) -> None:
-        self._needs_token(now, f"{exc.detail} [{exc.code}]. " + self._rebootstrap_text(now))
+        why = ("the CA asks this agent to bootstrap again (its certificate will not be renewed)"
+               if exc.code == Code.BOOTSTRAP_REQUIRED else exc.detail)
+        self._needs_token(now, f"{why} [{exc.code}]. " + self._rebootstrap_text(now))
+        token = self._token()
+        if token is not None and token != self.used_token:  # a new token is waiting already: use it now
+            self.next_at = now
 
     def _needs_token(self, now: datetime, why: str) -> None:
         self.needs_bootstrap = True
@@ -446,8 +432,8 @@ class ManagedCert:
     def checkin_proof(self, interval: timedelta) -> str | None:
         """A check-in proof (``ca.fleet``) signed by the current key, carrying this certificate's
         report; None while there is no certificate to authenticate with."""
-        if self.current is None or self.needs_bootstrap:
-            return None
+        if self.current is None or self.current.chain[0].not_valid_after_utc <= self.clock.now():
+            return None  # (while it needs a token, its valid certificate still reports last_error)
         version, sha = self.output.bundle_version()
         leaf = self.current.chain[0]
         report = {
@@ -473,7 +459,6 @@ class ManagedCert:
             return
         log.info("%s: the CA asks for a renewal now", self.spec.name,
                  extra={"event": "renew_now", "certificate": self.spec.name})
-        self._recovering = self._recovering or bool(self.failures)  # renew, not probe
         self.next_at = now
 
     # -- trust bundle ------------------------------------------------------------------

@@ -16,14 +16,14 @@ at least B (plus a margin for the retry that follows the outage) before notAfter
 point moves earlier when needed. When the lifetime is too short for that, the plan says
 so (``Plan.warning``) and renews as early as it reasonably can.
 
-After an outage. Every certificate whose renewal point fell inside a CA outage is due when
-the CA answers again. If each renewed at once, or at a uniform pick in its time left (the
-picks of the agents with little time left pile up at the start), the CA would see the
-whole backlog in a burst. Instead each renews at a point proportional to the time it has
-left, short of a safety margin (``recovery_point``): the backlog then reaches the CA at
-about the rate it piled up. The certificate issued after the outage then renews early by as
-much as it was late (``plan(late_by=...)``), so the fleet returns to its rhythm instead of
-repeating the outage's burst and gap one lifetime later.
+After an outage. Every certificate whose renewal point fell inside a CA outage renews as
+soon as the CA answers again: its retries (below) are at most ``Backoff.cap`` (1 minute)
+apart, uniformly jittered, so the backlog reaches the CA spread over that minute. Waiting
+longer would trade the certificates' safety margin for a smoother peak; the CA protects
+itself instead (503 with Retry-After when its signing queue is too deep, which the agent
+honours with jitter, ``client.retry_delay``). The certificate issued after the outage then
+renews early by as much as it was late (``plan(late_by=...)``), so the fleet returns to its
+rhythm instead of repeating the outage's burst one lifetime later.
 
 Retries. Capped exponential backoff with jitter, and never longer than a quarter of the
 time left: as expiry approaches, attempts get closer together, so the first attempt
@@ -46,9 +46,8 @@ DEFAULT_ERROR_BEFORE = Threshold(fraction=0.10)
 OUTAGE_MARGIN = 0.10
 # Renewing earlier than this share of the lifetime only multiplies CA load.
 EARLIEST_FRACTION = 0.10
-# After an outage: renew at 90-100% of the time left short of 5% of the lifetime.
-RECOVERY_MARGIN = 0.05
-RECOVERY_SHARE = (0.9, 1.0)
+# The longest wait between retries: an overdue renewal reaches a CA that answers again within it.
+RETRY_CAP = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -140,40 +139,17 @@ class Schedule:
             reason += f", moved {humanize(late_by)} earlier because the last renewal came that late"
         return Plan(issued_at, not_after, nominal, earliest, latest, warning, reason)
 
-    def recovery_point(self, now: datetime, issued_at: datetime, not_after: datetime,
-                       rng: random.Random) -> datetime:
-        """``recovery_point`` keeping this schedule's outage budget (with its margin) before
-        notAfter, as far as the lifetime allows."""
-        keep = timedelta(0)
-        if self.outage_budget:
-            keep = min(self.outage_budget * (1 + OUTAGE_MARGIN), (not_after - issued_at) * (1 - EARLIEST_FRACTION))
-        return recovery_point(now, issued_at, not_after, rng, keep)
-
-
-def recovery_point(now: datetime, issued_at: datetime, not_after: datetime, rng: random.Random,
-                   keep: timedelta = timedelta(0)) -> datetime:
-    """When to renew once the CA answers again after failures: at 90-100% of the time left
-    minus a margin (5% of the lifetime, or ``keep`` if longer); at once when less than the
-    margin is left.
-
-    The delay is proportional to the time left, so a fleet whose missed renewal points were
-    spread over the outage renews spread over about as long again, each before its margin."""
-    room = (not_after - now) - max((not_after - issued_at) * RECOVERY_MARGIN, keep)
-    if room <= timedelta(0):
-        return now
-    return now + room * rng.uniform(*RECOVERY_SHARE)
-
 
 @dataclass(frozen=True)
 class Backoff:
     """``min(cap, base * 2**(n-1), left/4)``, then a uniform pick in its upper 90%.
 
     The jitter keeps a fleet that failed together (one CA outage) from retrying in
-    lockstep when the CA comes back.
+    lockstep when the CA comes back; the cap (1 minute) bounds how long after its return.
     """
 
     base: timedelta = timedelta(seconds=5)
-    cap: timedelta = timedelta(minutes=10)
+    cap: timedelta = RETRY_CAP
     floor: timedelta = timedelta(seconds=1)
 
     def ceiling(self, failures: int, left: timedelta | None = None) -> timedelta:
@@ -219,4 +195,4 @@ def assess(now: datetime, issued_at: datetime | None, not_after: datetime | None
     return Status(Level.WARNING, text)
 
 
-__all__ = ["Backoff", "Level", "Plan", "Schedule", "Status", "assess", "recovery_point"]
+__all__ = ["RETRY_CAP", "Backoff", "Level", "Plan", "Schedule", "Status", "assess"]

@@ -40,10 +40,12 @@ class CABackend(Protocol):
 
 
 class HTTPBackend:
-    """The CA's REST API (``CAClient``); ``/v1/roots`` is polled with If-None-Match."""
+    """The CA's REST API (``CAClient``); ``/v1/roots`` is polled with If-None-Match. A 503/429
+    with Retry-After is not retried here (``retries=0``): it reaches the run loop as
+    ``CAUnavailable.retry_after``, which schedules the next attempt."""
 
     def __init__(self, url: str, root: Path, timeout: float = 10.0) -> None:
-        self.client = CAClient(url, verify=str(root), timeout=timeout)
+        self.client = CAClient(url, verify=str(root), timeout=timeout, retries=0)
 
     def sign(self, csr_pem: bytes, token: str, ttl: timedelta | None) -> IssuedFiles:
         return self.client.sign(csr_pem, token, format_duration(ttl) if ttl is not None else None)

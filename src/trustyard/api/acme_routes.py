@@ -19,13 +19,18 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from ..acme import AcmeError, AcmeFailure, AcmeRequest, AcmeResponse, AcmeService
+from ..acme.envelope import REPLAY_NONCE
 from ..acme.guard import TargetGuard
+from ..acme.model import Urls
 from ..acme.probes import Checker, Resolver
+from ..acme.problems import AcmeCode
 from ..acme.validation import POLL_HOLD, ValidationAuthority
 from ..ca.authority import Authority
 from ..ca.config import Config
+from ..errors import Overloaded
 from ..store import refusals
 from ..store.acme_store import AcmeStore
+from .admission import Admission
 from .durability import durably
 
 log = logging.getLogger("trustyard.api")
@@ -85,8 +90,9 @@ def base_url(scope: Scope, host: str | None) -> str:
 
 
 class AcmeRoutes:
-    def __init__(self, service: AcmeService) -> None:
+    def __init__(self, service: AcmeService, admission: Admission | None = None) -> None:
         self.service = service
+        self.admission = admission or Admission()  # finalize signs: it queues with REST sign and renew
 
     async def directory(self, request: Request) -> Response:
         return self._safe(lambda: self.service.directory(self._request_base(request),
@@ -131,6 +137,32 @@ class AcmePost:
         self.routes, self.resource = routes, resource
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.resource != "finalize":
+            await self._serve(scope, receive, send)
+            return
+        try:
+            with self.routes.admission.admit("acme-finalize"):  # before the body: a refusal costs nothing
+                await self._serve(scope, receive, send)
+        except Overloaded as exc:
+            await _send(self._overloaded(scope, exc), send)
+
+    def _overloaded(self, scope: Scope, exc: Overloaded) -> AcmeResponse:
+        """The ACME form of the load shed: ``rateLimited`` with 503, Retry-After and a fresh nonce."""
+        error = AcmeError(AcmeCode.RATE_LIMITED, exc.detail, status=503)
+        headers = {"Retry-After": str(exc.retry_after), "Cache-Control": "no-store"}
+        service = self.routes.service
+        try:
+            headers[REPLAY_NONCE] = service.store.mint_nonce(retry=True, source=_source(scope),
+                                                             keep=service.config.nonces_per_client)
+        except Exception:  # the database is down: the problem document still goes out
+            log.exception("cannot mint a nonce")
+        provisioner = scope["path_params"].get("provisioner", "")
+        if provisioner in service.provisioners:
+            host = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"host"), None)
+            headers["Link"] = f'<{Urls(base_url(scope, host), provisioner).directory()}>;rel="index"'
+        return AcmeResponse(503, error.problem(), "application/problem+json", headers)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         routes = self.routes
         host = content_type = accept = None
         declared = b""
@@ -171,7 +203,8 @@ class AcmePost:
         # On the event loop, like the REST issuance path: short database transactions and one
         # signature; only the WAL flush waits in a thread (api.durability).
         try:
-            answer = await durably(routes.service.post, acme_request)
+            post = routes.admission.timed(routes.service.post) if self.resource == "finalize" else routes.service.post
+            answer = await durably(post, acme_request)
         except AcmeFailure:
             raise
         except Exception as exc:  # the flush failed: the writes may not be on disk, so promise nothing
@@ -215,9 +248,9 @@ def _source(scope: Scope) -> str:
     return refusals.source_key(client[0] if client else None)
 
 
-def acme_routes(authority: Authority, config: Config) -> list[Route]:
+def acme_routes(authority: Authority, config: Config, admission: Admission | None = None) -> list[Route]:
     service = build_service(authority, config)
-    routes = AcmeRoutes(service)
+    routes = AcmeRoutes(service, admission)
     p = "/acme/{provisioner}"
     # The router tries routes in order: the POSTs of every order first, the most frequent
     # (polls) at the head; no two paths overlap, so the order changes only the cost.

@@ -35,6 +35,7 @@ from ..store.fleet_store import FleetStore
 from ..units import format_time
 from ..x509 import truststore
 from . import metrics
+from .admission import Admission
 from .durability import durably
 from .ocsp_routes import PATH as OCSP_PATH
 from .ocsp_routes import OcspEndpoint
@@ -46,13 +47,14 @@ log = logging.getLogger("trustyard.api")
 
 class Api:
     def __init__(self, authority: Authority, admin_token_sha256: str, max_body_bytes: int = 64 * 1024,
-                 environment: str = "", fleet: Fleet | None = None) -> None:
+                 environment: str = "", fleet: Fleet | None = None, admission: Admission | None = None) -> None:
         self.environment = environment  # init --environment: told with the roots (Trustyard-Environment)
         self.authority = authority
         self.fleet = fleet or Fleet(authority, FleetStore(authority.store))
         self.fleet.listeners.append(metrics.on_checkin)
         self.admin_token_sha256 = admin_token_sha256
         self.max_body_bytes = max_body_bytes
+        self.admission = admission or Admission()  # signing requests past the queue's limits get 503
         # The trust bundle and its version (ca/bundle.py): the newest published one, read from the
         # database so what another replica or a rotation publishes is served here too.
         self.bundle = bundle.Current(authority.store, bundle.ensure(authority.store, authority.roots))
@@ -149,14 +151,18 @@ class Api:
         return Response(store, media_type=ROOTS_MEDIA_TYPES[fmt], headers=headers)
 
     async def sign(self, request: Request) -> Response:
-        body = await self.json_body(request, {"csr", "token"}, {"ttl"})
-        ttl = duration_field("ttl", body["ttl"]) if body.get("ttl") else None  # "" means the default
-        issued = await durably(self.authority.issue_for_token, body["csr"], body["token"], ttl, _actor(request))
+        with self.admission.admit("sign"):  # before the body is read: a refusal costs nothing
+            body = await self.json_body(request, {"csr", "token"}, {"ttl"})
+            ttl = duration_field("ttl", body["ttl"]) if body.get("ttl") else None  # "" means the default
+            issued = await durably(self.admission.timed(self.authority.issue_for_token), body["csr"], body["token"],
+                                   ttl, _actor(request))
         return _issued_response(issued, await self.current_bundle())
 
     async def renew(self, request: Request) -> Response:
-        body = await self.json_body(request, {"csr", "proof"}, set())
-        issued = await durably(self.authority.renew, body["csr"], body["proof"], _actor(request))
+        with self.admission.admit("renew"):
+            body = await self.json_body(request, {"csr", "proof"}, set())
+            issued = await durably(self.admission.timed(self.authority.renew), body["csr"], body["proof"],
+                                   _actor(request))
         return _issued_response(issued, await self.current_bundle())
 
     async def revoke(self, request: Request) -> Response:
@@ -345,8 +351,10 @@ def create_app(authority: Authority, config: Config | None = None) -> Starlette:
     fleet = Fleet(authority, FleetStore(authority.store),
                   max_per_second=config.max_checkins_per_second if config else 0,
                   flag_file=config.home / FLEET_FLAG_FILE if config else None)
+    admission = Admission(*config.admission_limits()) if config else Admission()  # one per worker
     api = Api(authority, config.admin_token_sha256 if config else "",
-              config.max_body_bytes if config else 64 * 1024, config.environment if config else "", fleet)
+              config.max_body_bytes if config else 64 * 1024, config.environment if config else "", fleet,
+              admission)
     # One line per issuance, renewal, revocation and refusal (trustyard.ca), from what is recorded.
     authority.store.observers.append(oplog.OperationsLog().record)
     routes = [
@@ -375,7 +383,7 @@ def create_app(authority: Authority, config: Config | None = None) -> Starlette:
 
         # First: the router tries routes in order, and ACME POSTs, eight to an order, are the
         # bulk of the traffic (behind the REST routes they paid ~6 us each in failed matches).
-        routes[:0] = acme_routes(authority, config)
+        routes[:0] = acme_routes(authority, config, admission)
         handlers[AcmeFailure] = acme_failure
         store, interval = AcmeStore(authority.store), config.acme.purge_seconds
 

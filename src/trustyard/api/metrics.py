@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from ..ca.fleet import party_state
 from ..store.fleet_store import PartyRow
@@ -38,6 +38,12 @@ CHECKINS = Counter("trustyard_fleet_checkins_total", "Relying-party check-ins by
 OCSP_RESPONSES = Counter("trustyard_ocsp_responses_total",
                          "OCSP responses by certificate status (good, revoked, unknown) or error status",
                          ["status"], **_registry_kwargs())  # type: ignore[arg-type]
+SHED = Counter("trustyard_signing_shed_total",
+               "Signing requests refused with 503 and Retry-After because the queue was too deep (api/admission.py)",
+               ["route"], **_registry_kwargs())  # type: ignore[arg-type]
+PENDING_PEAK = Gauge("trustyard_signing_pending_peak",
+                     "The most signing requests one worker had admitted and not finished at once",
+                     multiprocess_mode="max", **_registry_kwargs())  # type: ignore[arg-type]
 MAX_PARTY_SERIES = 5000  # past this many parties, no per-party series (label cardinality)
 
 _BY_EVENT = {"issued": ISSUED, "renewed": RENEWED, "revoked": REVOKED, "denied": DENIED}

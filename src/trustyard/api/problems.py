@@ -7,7 +7,7 @@ import logging
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from ..errors import Code, TrustyardError
+from ..errors import Code, Overloaded, TrustyardError
 
 log = logging.getLogger("trustyard.api")
 
@@ -20,6 +20,8 @@ def problem_response(exc: TrustyardError, headers: dict[str, str] | None = None)
 
 async def trustyard_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, TrustyardError)
+    if isinstance(exc, Overloaded):  # load shed on purpose: counted (api.metrics), not an error to log
+        return problem_response(exc, {"Retry-After": str(exc.retry_after)})
     if exc.status >= 500:
         log.error("%s %s: %s", request.method, request.url.path, exc.detail)
     return problem_response(exc)
@@ -33,8 +35,8 @@ async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def http_error(request: Request, exc: Exception) -> JSONResponse:
     status = getattr(exc, "status_code", 500)
-    error = TrustyardError(str(getattr(exc, "detail", "")) or "error", code={404: Code.NOT_FOUND, 405: Code.METHOD_NOT_ALLOWED}
-                           .get(status, Code.HTTP_ERROR))
+    code = {404: Code.NOT_FOUND, 405: Code.METHOD_NOT_ALLOWED}.get(status, Code.HTTP_ERROR)
+    error = TrustyardError(str(getattr(exc, "detail", "")) or "error", code=code)
     error.status = status
     error.title = {404: "Not found", 405: "Method not allowed"}.get(status, "HTTP error")
     return problem_response(error, getattr(exc, "headers", None))  # a 405 keeps its Allow

@@ -130,6 +130,8 @@ class Authority(Generic[L]):
         self._token_keys = {p.name: p.public_key for p in provisioners.values() if p.public_key is not None}
         self.crl: CrlScheme | None = None  # the CRL shards and URLs, for provisioners with crl = true
         self.guard: Guard | None = None  # ca.emergency: keys and renewals an emergency refuses
+        # [renewal] allow_after_expiry: a certificate expired less than this long ago still renews
+        self.renew_after_expiry = timedelta(0)
 
     # -- the issuing material (swapped whole by a rotation) --------------------------------
 
@@ -248,13 +250,14 @@ class Authority(Generic[L]):
         A certificate renews once: the renewal supersedes it, and a second renewal with it is
         refused (``superseded``), unless it is a retry of the first: the same CSR key within
         ``RENEWAL_RETRY_WINDOW``, with a fresh proof, gets the same new certificate back. The
-        new certificate lives at most as long as the renewed one was granted.
+        new certificate lives at most as long as the renewed one was granted. A certificate
+        that expired less than ``renew_after_expiry`` ago still renews (a revoked one never).
         """
         with self._denials("certificate.renew", actor):
             # The ledger first, then the signatures: a proof for a certificate this CA did not
             # issue, and a CSR key the provisioner never signs, cost no public-key operation.
             claimed = proofs.certificate_of(proof_token)
-            current = self._honoured(claimed)
+            current = self._honoured(claimed, self.renew_after_expiry)
             proof = proofs.verify(proof_token, proofs.RENEW, certificate=claimed)
             prov = self._provisioner(current.provisioner)
             request = _parse_csr(csr_pem, prov.policy)
@@ -304,8 +307,9 @@ class Authority(Generic[L]):
         superseded: the caller decides); else 401 (not this CA's) or 403 (revoked, expired)."""
         return self._honoured(cert)
 
-    def _honoured(self, cert: x509.Certificate) -> CertRecord:
-        """The ledger's record of this exact certificate, if it is issued and unexpired."""
+    def _honoured(self, cert: x509.Certificate, after_expiry: timedelta = timedelta(0)) -> CertRecord:
+        """The ledger's record of this exact certificate, if it is issued and unexpired (or expired
+        less than ``after_expiry`` ago)."""
         serial = serial_text(cert.serial_number)
         record = self.store.get(serial)
         if record is None or record.der != cert.public_bytes(Encoding.DER):
@@ -314,9 +318,10 @@ class Authority(Generic[L]):
             raise Forbidden(f"certificate {serial} is revoked and can never be renewed", code=Code.REVOKED)
         if record.status != "issued":
             raise Unauthorized(f"certificate {serial} is {record.status}", code=Code.UNKNOWN_CERTIFICATE)
-        if record.not_after <= self.clock():
+        if record.not_after + after_expiry <= self.clock():
+            grace = f" (renewal is allowed up to {format_duration(after_expiry)} after expiry)" if after_expiry else ""
             raise Forbidden(f"certificate {serial} expired at {format_time(record.not_after)}: it cannot be "
-                            "renewed; bootstrap again with a new token", code=Code.EXPIRED)
+                            f"renewed{grace}; bootstrap again with a new token", code=Code.EXPIRED)
         return record
 
     # -- revoke ---------------------------------------------------------------------------

@@ -5,7 +5,9 @@
     [environments]  NAME = ["sha256:<root fingerprint>" | "PEM file", ...]  other environments' roots
     [alerts]        webhook, interval  (see ``ca/alerts.py``)
     [server]        listen, url, tls_cert, tls_key, workers, max_body_bytes,
-                    header_timeout, body_timeout, max_connections, ocsp_url
+                    header_timeout, body_timeout, max_connections, ocsp_url,
+                    latency_target, max_pending  (signing admission per worker, ``api/admission.py``)
+    [renewal]       allow_after_expiry  (see ``ca/renewal.py``)
     [database]      url  (sqlite:///trustyard.db relative to the home, or postgresql://...)
     [admin]         token_sha256
     [[provisioners]] name, type, key, public_key, allow, wildcards, default_ttl, min_ttl, max_ttl,
@@ -40,6 +42,7 @@ from ..units import parse_duration
 from ..x509.keys import KeyType
 from .alerts import AlertsConfig, load_alerts
 from .crl import CrlConfig, load_crl
+from .renewal import RenewalConfig, load_renewal
 from .sections import check_type, duration, field_defaults, section
 
 if TYPE_CHECKING:
@@ -239,6 +242,8 @@ class Config:
     body_timeout: str = "30s"  # and its body within this once the headers are in
     max_connections: int = 1000  # open connections per worker; past it, 503 and close
     max_checkins_per_second: int = 0  # per worker; past it, check-ins are told retry-after (0: no limit)
+    latency_target: str = "1s"  # per worker: refuse signing (503) when the expected wait exceeds this
+    max_pending: int = 64  # per worker: signing requests admitted and not finished, at most
     ocsp_url: str = ""  # the AIA OCSP URL of provisioners with ocsp = true ("": <url>/ocsp)
     database_url: str = "sqlite:///trustyard.db"
     admin_token_sha256: str = ""
@@ -246,6 +251,7 @@ class Config:
     acme: AcmeConfig = field(default_factory=AcmeConfig)
     rotation: RotationConfig = field(default_factory=RotationConfig)
     crl: CrlConfig = field(default_factory=CrlConfig)
+    renewal: RenewalConfig = field(default_factory=RenewalConfig)
 
     def path(self, relative: str) -> Path:
         p = Path(relative).expanduser()
@@ -278,6 +284,22 @@ class Config:
             raise ConfigError(f"[server] max_connections = {count!r}: must be a whole number of at least 1")
         return seconds[0], seconds[1], count
 
+    def admission_limits(self) -> tuple[float, int]:
+        """(latency target s, max pending signing requests per worker), checked."""
+        text = self.latency_target
+        try:  # "250ms" too: a target is often below a second
+            target = (int(text[:-2]) / 1000 if isinstance(text, str) and text[:-2].isdigit() and text.endswith("ms")
+                      else parse_duration(text).total_seconds())
+        except (ValueError, OverflowError, TypeError) as exc:
+            raise ConfigError(f"[server] latency_target: {exc} (or milliseconds, e.g. 250ms)") from None
+        if not 0 < target <= 600:
+            raise ConfigError(f"[server] latency_target = {self.latency_target!r}: must be more than 0s and at "
+                              "most 10m")
+        count = self.max_pending
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 100_000:
+            raise ConfigError(f"[server] max_pending = {count!r}: must be a whole number from 1 to 100000")
+        return target, count
+
     @property
     def listen_host_port(self) -> tuple[str, int]:
         host, _, port = self.listen.rpartition(":")
@@ -307,6 +329,8 @@ class Config:
                        "tls_key": self.tls_key, "workers": self.workers, "max_body_bytes": self.max_body_bytes,
                        "header_timeout": self.header_timeout, "body_timeout": self.body_timeout,
                        "max_connections": self.max_connections,
+                       **({"latency_target": self.latency_target} if self.latency_target != "1s" else {}),
+                       **({"max_pending": self.max_pending} if self.max_pending != 64 else {}),
                        **({"ocsp_url": self.ocsp_url} if self.ocsp_url else {})},
             "database": {"url": self.database_url},
             "admin": {"token_sha256": self.admin_token_sha256},
@@ -320,6 +344,7 @@ class Config:
             **({"environments": dict(self.environments)} if self.environments else {}),
             **({"alerts": vars(self.alerts)} if self.alerts != AlertsConfig() else {}),
             **({"crl": vars(self.crl)} if self.crl != CrlConfig() else {}),
+            **({"renewal": vars(self.renewal)} if self.renewal != RenewalConfig() else {}),
         }
 
     def environments_view(self) -> Environments:
@@ -332,7 +357,8 @@ _SECTIONS = {
     "ca": {"root_cert", "root_key", "intermediate_cert", "intermediate_key", "encrypted_keys", "backdate",
            "environment"},
     "server": {"listen", "url", "tls_cert", "tls_key", "workers", "max_body_bytes", "header_timeout",
-               "body_timeout", "max_connections", "max_checkins_per_second", "ocsp_url"},
+               "body_timeout", "max_connections", "max_checkins_per_second", "ocsp_url", "latency_target",
+               "max_pending"},
     "database": {"url"},
     "admin": {"token_sha256"},
 }
@@ -362,7 +388,7 @@ def load_config(home: Path) -> Config:
             check_type(path, f"[{name}] {key}", value, _DEFAULTS[field_name])
             values[field_name] = value
     unknown_sections = set(data) - set(_SECTIONS) - {"provisioners", "acme", "rotation", "environments", "alerts",
-                                                                      "crl"}
+                                                                      "crl", "renewal"}
     if unknown_sections:
         raise ConfigError(f"{path}: unknown section(s): {', '.join(sorted(unknown_sections))}")
     provisioners = []
@@ -390,6 +416,7 @@ def load_config(home: Path) -> Config:
     environments = data.get("environments", {})
     config = Config(home=home, provisioners=tuple(provisioners), acme=acme, rotation=rotation,
                     alerts=load_alerts(path, data.get("alerts", {})), crl=load_crl(path, data.get("crl", {})),
+                    renewal=load_renewal(path, data.get("renewal", {})),
                     environments=environments if isinstance(environments, dict) else {}, **values)
     if not isinstance(environments, dict):
         raise ConfigError(f"{path}: [environments] must be a table of environment = [root fingerprints]")
@@ -398,6 +425,7 @@ def load_config(home: Path) -> Config:
     for p in config.provisioners:
         p.policy(config.backdate)  # fail at load time, not at the first request
     config.server_limits()
+    config.admission_limits()
     return config
 
 

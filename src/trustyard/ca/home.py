@@ -283,6 +283,7 @@ def load_authority(home: Path, password: bytes | None, *, minting: bool = False,
     from .emergency import Emergencies
 
     authority.guard = Emergencies(store, clock=authority.clock)
+    authority.renew_after_expiry = config.renewal.after_expiry
     return authority
 
 

@@ -118,10 +118,13 @@ def agent(config_file: str | None, name: str | None, sans: tuple[str, ...], toke
     them with yours.
 
     While the CA is unreachable the current files stay in place and attempts back off
-    (capped, jittered, never longer than a quarter of the time left); the log says
-    "expires in X, renewal failing since Y", a warning that turns into an error below
-    --error-before. An expired or revoked certificate cannot be renewed: the agent says
-    to put a new token in place and picks it up without a restart.
+    (jittered, at most a minute apart, never longer than a quarter of the time left), so an
+    overdue renewal goes through within a minute of the CA's return; a 503/429 with
+    Retry-After is retried after it plus jitter. The log says "expires in X, renewal failing
+    since Y", a warning that turns into an error below --error-before. An expired
+    certificate is renewed if the CA allows it ([renewal] allow_after_expiry); one the CA
+    will not renew (expired, revoked, bootstrapRequired): the agent says to put a new token
+    in place and picks it up without a restart.
 
     \b
     One certificate:
