@@ -65,6 +65,7 @@ from fleetsim import (  # noqa: E402
     percentile,
     start_serve,
     stop_serve,
+    tree_cpu_seconds,
     until,
     wait_healthy,
 )
@@ -92,7 +93,7 @@ class FleetStats(Stats):
         self.checked: list[int] = [0] * n
         self.outputs: list[MemoryOutput] = []
         self.timings: list[tuple[str, float, float]] = []  # (kind, started, ended), answered requests
-        self.failed_at: list[tuple[str, float, str]] = []  # (kind, started, reason)
+        self.failed_at: list[tuple[str, float, str]] = []  # (kind, failed at, reason)
         self.responses: Counter[str] = Counter()  # "path status retry-after?" of every answer >= 400
 
     def failed(self, what: str, exc: BaseException, kind: str = "", index: int = -1, started: float = 0.0) -> None:
@@ -107,7 +108,7 @@ class FleetStats(Stats):
         else:
             reason = f"{getattr(exc, 'status', '?')} {getattr(exc, 'code', type(exc).__name__)}"
         with self.lock:
-            self.failed_at.append((kind, started, reason))
+            self.failed_at.append((kind, time.time(), reason))  # when it failed: a kill breaks requests in flight
 
     def done(self, kind: str, index: int, started: float, ended: float) -> None:
         with self.lock:
@@ -126,9 +127,10 @@ class FleetStats(Stats):
 
     def response(self, response: httpx.Response) -> None:
         if response.status_code >= 400:
-            retry = "with Retry-After" if response.headers.get("retry-after") else "no Retry-After"
+            retry = "" if response.status_code not in (429, 503) else \
+                (" with Retry-After" if response.headers.get("retry-after") else " no Retry-After")
             with self.lock:
-                self.responses[f"{response.request.url.path} {response.status_code} {retry}"] += 1
+                self.responses[f"{response.request.url.path} {response.status_code}{retry}"] += 1
 
 
 class Setup:
@@ -246,6 +248,7 @@ def emergency(setup: Setup, args: argparse.Namespace, interval: float) -> dict[s
             stats.old[i] = a.managed[0].serial
         before = dict(stats.requests)
         counts: list[tuple[float, dict[str, int]]] = []
+        cpu0 = tree_cpu_seconds(setup.serve.pid)
         t0 = time.time()
         if setup.has_emergency:
             command = ["emergency", "--all", "--reason", args.reason, "--grace", args.grace]
@@ -287,10 +290,17 @@ def emergency(setup: Setup, args: argparse.Namespace, interval: float) -> dict[s
             revoked = setup.ledger_status([s for s in stats.old if s is not None])
         stop.set()
         poller.join(timeout=60)
+        cpu = tree_cpu_seconds(setup.serve.pid) - cpu0
+        t_done = time.time()
+        if setup.has_emergency:  # the CA's own count once everything is done
+            final = cli(setup.home, "emergency", "status", "--json", check=False)
+            if final.returncode == 0:
+                counts.append((time.time() - t0, json.loads(final.stdout).get("counts", {})))
     finally:
         fleet.stop()
         http.close()
     replaced = [t - t0 for t in stats.replaced_at if t is not None]
+    latency = {k: [e - b for kind, b, e in stats.timings if kind == k and b >= t0] for k in ("renew", "checkin")}
     reported = [t - t0 for t in stats.reported_at if t is not None]
 
     def first(share: float) -> float | None:
@@ -311,6 +321,9 @@ def emergency(setup: Setup, args: argparse.Namespace, interval: float) -> dict[s
         "status_replaced_99_s": first(0.99), "status_replaced_100_s": first(1.0),
         "status_last": counts[-1][1] if counts else None,
         "old_status": dict(revoked), "all_revoked_s": round(t_revoked - t0, 1) if t_revoked else None,
+        "ca_cpu_s": round(cpu, 1), "wall_s": round(t_done - t0, 1),
+        "client_p50_p99_ms": {k: [round(1000 * (percentile(v, q) or 0), 1) for q in (0.5, 0.99)]
+                              for k, v in latency.items()},
         "requests": {k: v - before[k] for k, v in stats.requests.items()}, "directives": stats.directives,
         "failed_requests": len(stats.failures), "failures": stats.failures[:30],
         "failure_kinds": dict(Counter(f"{k}: {r}" for k, _, r in stats.failed_at)),
@@ -366,21 +379,29 @@ def outage(setup: Setup, args: argparse.Namespace, interval: float) -> dict[str,
     def when(t: float) -> str:
         return "before the outage" if t < t_down else ("during it" if t < t_back else "after it")
 
-    for out in stats.outputs:
+    lost: list[str] = []  # what became of each certificate that expired in service
+    for i, out in enumerate(stats.outputs):
+        gone = None
         for (_, not_after, _), (next_at, _, _) in zip(out.installs, out.installs[1:], strict=False):
             margin = not_after.timestamp() - next_at
             worst = margin if worst is None else min(worst, margin)
             if margin < 0:
                 expired[when(not_after.timestamp())] += 1
+                gone = not_after.timestamp()
         if not out.installs:
             expired["never issued"] += 1
         elif out.installs[-1][1].timestamp() < t_end:
-            expired[when(out.installs[-1][1].timestamp())] += 1
+            gone = out.installs[-1][1].timestamp()
+            expired[when(gone)] += 1
+        if gone is not None and len(lost) < 10:
+            m = agents[i].managed[0]
+            lost.append(f"agent {i}: notAfter at {gone - t_down:+.1f} s from the kill; installs at "
+                        f"{[round(t - t_down, 1) for t, _, _ in out.installs]}; failures {m.failures}: {m.last_error}")
     waits = sorted(t - t_back for i in overdue if (t := renewed_after(i)) is not None)
     burst = [(e - s, k) for k, s, e in stats.timings if t_back <= s <= t_burst]
     windows: Counter[str] = Counter()
-    for kind, started, reason in stats.failed_at:
-        window = "before" if started < t_down else ("outage" if started < t_back else "after")
+    for kind, at, reason in stats.failed_at:
+        window = "before" if at < t_down else ("outage" if at < t_back else "after")
         windows[f"{window}: {kind}: {reason}"] += 1
     bad_after = {k: v for k, v in windows.items() if k.startswith("after") and "HTTP 503" not in k}
     no_retry_after = {k: v for k, v in stats.responses.items() if "no Retry-After" in k}
@@ -392,7 +413,8 @@ def outage(setup: Setup, args: argparse.Namespace, interval: float) -> dict[str,
         "ca_startup_s": round(setup.startup, 2), "ca_restart_to_healthy_s": round(t_back - t_restart, 2),
         "ca_down_s": round(t_back - t_down, 1),
         "renewals": stats.requests["renew"], "bootstraps": stats.requests["sign"],
-        "expired_in_service": sum(expired.values()), "expired_when": dict(expired),
+        "expired_in_service": sum(expired.values()), "expired_when": dict(expired), "expired_detail": lost,
+        "tick_lag_p99_s": round(percentile(stats.lag, 0.99) or 0, 3),
         "tightest_margin_s": round(worst, 1) if worst is not None else None,
         "overdue_agents": len(overdue), "overdue_renewed": len(waits),
         "back_to_renewed_p50_s": round(percentile(waits, 0.5), 2) if waits else None,
@@ -426,6 +448,9 @@ def table(r: dict[str, Any]) -> str:
              f"revoked {e['agents']}"),
             ("  all revoked after", f"{e['all_revoked_s']} s", ""),
             ("failed requests", str(e["failed_requests"]), "0"),
+            ("client latency p50/p99: renew, check-in",
+             ", ".join(f"{a}/{b} ms" for a, b in e["client_p50_p99_ms"].values()), ""),
+            ("CA CPU, emergency -> all revoked", f"{e['ca_cpu_s']} s in {e['wall_s']} s", ""),
         ]
     o = r.get("outage")
     if o:
@@ -476,11 +501,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="serve worker processes")
     parser.add_argument("--threads", type=int, default=16, help="threads ticking the agents")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--quick", action="store_true", help="a smoke run: 20 agents, 2 s check-ins, scale 120")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 20 agents, 2 s check-ins, scale 60")
     parser.add_argument("--json", action="store_true", help="print the JSON document instead of the table")
     args = parser.parse_args(argv)
     if args.quick:
-        args.agents, args.interval, args.time_scale = min(args.agents, 20), "2s", 120
+        args.agents, args.interval, args.time_scale = min(args.agents, 20), "2s", 60
         args.grace, args.status_every, args.threads = "10s", 1, 4
     logging.basicConfig(level=logging.CRITICAL)  # thousands of agents' logs are not the point
     interval = parse_duration(args.interval).total_seconds()
