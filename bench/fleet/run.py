@@ -248,7 +248,7 @@ def emergency(setup: Setup, args: argparse.Namespace, interval: float) -> dict[s
             stats.old[i] = a.managed[0].serial
         before = dict(stats.requests)
         counts: list[tuple[float, dict[str, int]]] = []
-        cpu0 = tree_cpu_seconds(setup.serve.pid)
+        cpu0, lag0 = tree_cpu_seconds(setup.serve.pid), len(stats.lag)
         t0 = time.time()
         if setup.has_emergency:
             command = ["emergency", "--all", "--reason", args.reason, "--grace", args.grace]
@@ -322,6 +322,7 @@ def emergency(setup: Setup, args: argparse.Namespace, interval: float) -> dict[s
         "status_last": counts[-1][1] if counts else None,
         "old_status": dict(revoked), "all_revoked_s": round(t_revoked - t0, 1) if t_revoked else None,
         "ca_cpu_s": round(cpu, 1), "wall_s": round(t_done - t0, 1),
+        "tick_lag_p99_s": round(percentile(stats.lag[lag0:], 0.99) or 0, 3),
         "client_p50_p99_ms": {k: [round(1000 * (percentile(v, q) or 0), 1) for q in (0.5, 0.99)]
                               for k, v in latency.items()},
         "requests": {k: v - before[k] for k, v in stats.requests.items()}, "directives": stats.directives,
@@ -451,6 +452,7 @@ def table(r: dict[str, Any]) -> str:
             ("client latency p50/p99: renew, check-in",
              ", ".join(f"{a}/{b} ms" for a, b in e["client_p50_p99_ms"].values()), ""),
             ("CA CPU, emergency -> all revoked", f"{e['ca_cpu_s']} s in {e['wall_s']} s", ""),
+            ("bench: agents' tick lag p99", f"{e['tick_lag_p99_s']} s", "<< the interval"),
         ]
     o = r.get("outage")
     if o:
@@ -469,6 +471,7 @@ def table(r: dict[str, Any]) -> str:
             ("recovery burst: length, requests", f"{o['burst_s']} s, {o['burst_requests']}", ""),
             ("  p99 at the client (all / renew)", f"{o['burst_client_p99_ms']} / {o['burst_client_renew_p99_ms']} ms",
              ""),
+            ("bench: agents' tick lag p99", f"{o['tick_lag_p99_s']} s", "<< the margin"),
             ("  p99 in serve (all / renew, bucket <=)",
              f"{o['burst_server_p99_le_s']} / {o['burst_server_renew_p99_le_s']} s", ""),
         ]
