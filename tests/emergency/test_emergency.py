@@ -205,3 +205,18 @@ def test_emergency_help_names_the_selectors_and_the_exit_status(capsys: Any) -> 
     for word in ("--spki", "--serial", "--name", "--issuer", "--all", "--reason", "--grace", "--require-bootstrap",
                  "status", "tokens", "exits 6"):
         assert word in text
+
+
+def test_a_renewal_right_after_the_start_meets_the_emergency(ca: Authority[Any], home: Path, capsys: Any,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker trusts "no emergency open" for a while at check-in; never at issuance."""
+    monkeypatch.setattr(emergency, "ACTIVE_RECHECK", 3600.0)
+    old, _other = issue(ca, "race.internal"), issue(ca, "other.internal")
+    assert not renew_now(checkin(fleet_of(ca), old, "r1"))  # this worker now believes none is open
+    assert em(capsys, home, "--serial", old.serial, "--reason", "keyCompromise", "--require-bootstrap")[0] == 0
+    with pytest.raises(Forbidden) as refused:
+        renew(ca, old)
+    assert refused.value.code == Code.BOOTSTRAP_REQUIRED
+    with pytest.raises(Forbidden) as blocked:
+        issue(ca, "race.internal", key=old.key)
+    assert blocked.value.code == Code.KEY_BLOCKED

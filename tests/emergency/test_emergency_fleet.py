@@ -6,11 +6,15 @@ background job) and shown unreachable."""
 from __future__ import annotations
 
 import json
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
+import tomli_w
+from cryptography import x509
 
 from trustyard.ca.emergency import spki_sha256
 from trustyard.ca.home import load_authority
@@ -23,10 +27,26 @@ from .helpers import em
 
 @pytest.fixture
 def ca(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
+    """A CA whose leaves name their CRL, which reflects a revocation within a second."""
     monkeypatch.setenv("TRUSTYARD_PASSWORD", PASSWORD.decode())
-    server = serve(short_ttl_home(tmp_path / "ca"))
+    home = short_ttl_home(tmp_path / "ca")
+    doc = tomllib.loads((home / "trustyard.toml").read_text())
+    for prov in doc["provisioners"]:
+        prov["crl"] = True
+    doc["crl"] = {"delay": "1s"}
+    (home / "trustyard.toml").write_text(tomli_w.dumps(doc))
+    server = serve(home)
     yield server
     server.stop()
+
+
+def _crl_serials(ca: Server, cert: x509.Certificate) -> set[int]:
+    url = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value[0].full_name[0].value  # type: ignore[index]
+    with ca.client() as c:
+        response = c.get(urlsplit(url).path)
+    if response.status_code != 200:
+        return set()
+    return {r.serial_number for r in x509.load_der_x509_crl(response.content)}
 
 
 def _agent(ca: Server, tmp_path: Path, name: str, *extra: str) -> tuple[AgentProcess, Path]:
@@ -78,6 +98,9 @@ def test_agents_renew_to_new_keys_and_old_certificates_are_revoked(ca: Server, t
         old = _record(ca, old_serial)
         assert old.status == "revoked" and old.revocation_reason == "keyCompromise"
         assert _record(ca, serial_text(renewed.serial_number)).status == "issued"
+        crl = wait_for(lambda: (got := _crl_serials(ca, before)) and before.serial_number in got and got,
+                       timeout=15, what="the old certificate on its CRL")
+        assert renewed.serial_number not in crl
 
         report = wait_for(lambda: (r := _status(capsys, ca))["counts"]["unreachable"] == 1 and r, timeout=20,
                           what="the grace to run out for the agent that is gone")
@@ -95,7 +118,6 @@ def test_agents_renew_to_new_keys_and_old_certificates_are_revoked(ca: Server, t
 
 def test_require_bootstrap_refuses_renewal_over_https_and_a_token_bootstraps_the_replacement(
         ca: Server, tmp_path: Path, capsys: Any) -> None:
-    from cryptography import x509
     from cryptography.hazmat.primitives.serialization import Encoding
 
     from trustyard.ca import proofs

@@ -12,7 +12,7 @@ import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
@@ -30,7 +30,7 @@ from ..x509.revocation import REVOCATION_REASONS
 from ..x509.summary import fingerprint_sha256, pem_bundle, serial_text
 from . import proofs, tokens
 from .crl import CrlScheme
-from .ledger import Ledger
+from .ledger import Guard, Ledger
 from .signer import Signer
 
 
@@ -95,20 +95,6 @@ class IssuingMaterial:
 
 
 Listener = Callable[[str, str], None]  # (event, provisioner) for metrics
-
-
-class Guard(Protocol):
-    """What an emergency (``ca.emergency``) asks of issuance, ARI and check-ins."""
-
-    def check_issue(self, spki: str, renewed_from: str | None) -> None:
-        """Raise ``Forbidden`` for a key or a renewal an emergency refuses."""
-        ...
-
-    def renew_now(self, serial: str) -> bool:
-        ...
-
-    def on_checkin(self, record: CertRecord, endpoint_serial: str | None) -> bool:
-        ...
 
 L = TypeVar("L", bound=Ledger)
 

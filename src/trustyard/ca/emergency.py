@@ -175,7 +175,9 @@ class Emergencies:
 
     def check_issue(self, spki: str, renewed_from: str | None) -> None:
         """Refuse a renewal an emergency forbids, and any certificate for a blocked key."""
-        if renewed_from is not None and self._active():
+        # Asked of the database each time (not the ``_active`` cache): a renewal in the second
+        # after an emergency starts must meet it too.
+        if renewed_from is not None:
             for row in self.store.by_serials([renewed_from]):
                 if self._require_bootstrap(row.emergency_id):
                     raise Forbidden(f"certificate {renewed_from} is being replaced in an emergency and may not "

@@ -1,4 +1,5 @@
-"""What the authority needs of its storage: the certificate ledger and the audit log.
+"""What the authority needs of its storage: the certificate ledger and the audit log; and of the
+emergencies (``Guard``, implemented by ``ca.emergency.Emergencies`` on the SQL store).
 
 ``Authority`` is written against this protocol, not against a storage class; ``store.SqlStore``
 is the implementation the composition roots (CLI, app factory) hand it. A ledger keeps the
@@ -54,4 +55,20 @@ class Ledger(Protocol):
 
     def note_refusal(self, source: str, reason: str, message: str = "") -> None:
         """Count one refusal of a caller that never authenticated, in aggregate (not audited)."""
+        ...
+
+
+class Guard(Protocol):
+    """What an emergency asks of issuance, ACME Renewal Information and check-ins."""
+
+    def check_issue(self, spki: str, renewed_from: str | None) -> None:
+        """Raise ``Forbidden`` for a CSR key (SPKI SHA-256, hex) or a renewal an emergency refuses."""
+        ...
+
+    def renew_now(self, serial: str) -> bool:
+        """Whether an emergency replaces ``serial``."""
+        ...
+
+    def on_checkin(self, record: CertRecord, endpoint_serial: str | None) -> bool:
+        """A check-in authenticated by ``record``: True when its holder must renew now."""
         ...
