@@ -74,7 +74,8 @@ class TestRenewalPoint:
 
 class TestAfterAnOutage:
     def test_the_default_retry_cap_is_one_minute(self) -> None:
-        assert RETRY_CAP == timedelta(minutes=1)
+        assert Backoff().cap == timedelta(minutes=1)
+        assert Backoff().cap is RETRY_CAP
         assert Backoff().ceiling(30) == RETRY_CAP
         assert Backoff().ceiling(30, left=timedelta(hours=5)) == RETRY_CAP
 

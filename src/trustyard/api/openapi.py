@@ -21,6 +21,9 @@ def _json_body(ref: str) -> dict[str, Any]:
 _ISSUED = {"201": {"description": "issued", "content": {"application/json": {
     "schema": {"$ref": "#/components/schemas/Issued"}}}}}
 _ADMIN: list[dict[str, list[str]]] = [{"admin": []}]
+_SHED = {"503": {"description": "overloaded: the signing queue is too deep; nothing was done, send it again "
+                                "after Retry-After", "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+                 "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}}
 
 SPEC: dict[str, Any] = {
     "openapi": "3.1.0",
@@ -44,12 +47,12 @@ SPEC: dict[str, Any] = {
                 "304": {"description": "not modified"}, **_errors(400)}}},
         "/v1/sign": {"post": {"summary": "Sign a CSR with a one-time bootstrap token",
                               "requestBody": _json_body("SignRequest"),
-                              "responses": {**_ISSUED, **_errors(400, 401, 403)}}},
+                              "responses": {**_ISSUED, **_errors(400, 401, 403), **_SHED}}},
         "/v1/renew": {"post": {"summary": "Renew, authenticated by a proof signed with the current certificate's key",
                                "description": "A certificate renews once (then 409 superseded); a retry with "
                                               "the same CSR key within 5 minutes returns the same certificate.",
                                "requestBody": _json_body("RenewRequest"),
-                               "responses": {**_ISSUED, **_errors(400, 401, 403, 409)}}},
+                               "responses": {**_ISSUED, **_errors(400, 401, 403, 409), **_SHED}}},
         "/v1/revoke": {"post": {"summary": "Revoke (administrator bearer token, or proof by the key holder)",
                                 "requestBody": _json_body("RevokeRequest"),
                                 "responses": {"200": {"description": "revoked", "content": {"application/json": {
