@@ -365,8 +365,12 @@ def outage(setup: Setup, args: argparse.Namespace, interval: float) -> dict[str,
         def renewed_after(i: int) -> float | None:
             return next((t for t, _, _ in stats.outputs[i].installs if t >= t_back), None)
 
+        def settled(i: int) -> bool:  # renewed, or expired (a lost certificate renews no more)
+            na = agents[i].managed[0].not_after
+            return renewed_after(i) is not None or (na is not None and na.timestamp() <= time.time())
+
         with contextlib.suppress(RuntimeError):  # the figures say who did not
-            until(lambda: all(renewed_after(i) is not None for i in overdue), 2 * life, "overdue renewals", step=0.2)
+            until(lambda: all(settled(i) for i in overdue), 2 * life, "overdue renewals", step=0.2)
         t_burst = max([t for i in overdue if (t := renewed_after(i)) is not None], default=t_back + goal)
         scraped1 = setup.scrape()
         time.sleep(max(0.0, t_back + 1.2 * life - time.time()))  # every certificate renews after it
