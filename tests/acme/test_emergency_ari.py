@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from trustyard.acme import ari
+from trustyard.ca import emergency
 from trustyard.ca.emergency import Emergencies, Selector
 from trustyard.x509.summary import serial_text
 
@@ -26,8 +28,10 @@ def _window(env: Env, acme: object, cert: object) -> tuple[datetime, datetime]:
             datetime.fromisoformat(window["end"].replace("Z", "+00:00")))
 
 
-def test_renewal_info_of_an_affected_certificate_is_in_the_past(env: Env) -> None:
+def test_renewal_info_of_an_affected_certificate_is_in_the_past(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     from trustyard.x509.names import parse_name
+
+    monkeypatch.setattr(emergency, "ACTIVE_RECHECK", 0.0)  # the worker sees the new emergency at once
 
     acme = env.account()
     _order, pem, key = issue(acme, env.srv, "hit.internal")

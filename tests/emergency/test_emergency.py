@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import stat
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -145,7 +145,9 @@ def test_grace_expiry_revokes_once_across_sweepers_and_marks_unreachable(ca: Aut
     assert _state(ca, seen.serial) == ("revoked", "keyCompromise")
     assert _state(ca, lost.serial) == ("issued", None)
 
-    later = lambda: ca.clock() + timedelta(minutes=6)
+    def later() -> datetime:
+        return ca.clock() + timedelta(minutes=6)
+
     one, two = Emergencies(ca.store, clock=later), Emergencies(ca.store, clock=later)
     assert one.sweep() + two.sweep() == 2  # two replicas: each certificate revoked once
     assert _state(ca, lost.serial) == ("revoked", "keyCompromise")

@@ -4,7 +4,7 @@ grace ran out is revoked exactly once, with one audit entry each."""
 from __future__ import annotations
 
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -28,7 +28,10 @@ def test_two_replicas_revoke_each_certificate_once(tmp_path: Path, postgres: str
         issue(authority, "keep.internal")
         Emergencies(authority.store).start(Selector.of("name", ["s*.internal"]), "keyCompromise",
                                            timedelta(minutes=5))
-        later = lambda: authority.clock() + timedelta(minutes=6)
+
+        def later() -> datetime:
+            return authority.clock() + timedelta(minutes=6)
+
         replicas = [Emergencies(store, clock=later) for store in stores]
         barrier, revoked = threading.Barrier(2), [0, 0]
 

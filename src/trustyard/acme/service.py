@@ -109,8 +109,7 @@ class AcmeService:
         record = self.authority.get(cid.serial_text)
         if cid.key_identifier != ski.value.key_identifier or record is None or record.status == "pending":
             raise AcmeError.not_found("certificate")
-        # A certificate an emergency replaces is due now, like a revoked one (``ca.emergency``).
-        urgent = record.status == "revoked" or self.authority.must_renew(record.serial)
+        urgent = record.status == "revoked" or self.authority.must_renew(record.serial)  # ca.emergency: due now
         window = ari.suggested_window(record.not_before, record.not_after, urgent, self.clock())
         return AcmeResponse(200, {"suggestedWindow": {"start": rfc3339(window.start), "end": rfc3339(window.end)}},
                             headers={"Retry-After": str(int(window.retry_after.total_seconds()))})

@@ -247,15 +247,13 @@ class Emergencies:
         child = self.ledger.renewal_of(row.serial)
         if child is not None and child.status == "issued":
             return "replaced", child.serial
-        if row.emergency_id not in issued:
-            emergency = self._emergency(row.emergency_id)
-            issued[row.emergency_id] = self.store.issued_since(emergency.started_at)
+        if row.emergency_id not in issued:  # once per sweep: what was issued since, unaffected
+            since = self.store.issued_since(self._emergency(row.emergency_id).started_at)
+            affected = {a.serial for a in self.store.by_serials(s for s, _ in since)}
+            issued[row.emergency_id] = [(s, sans) for s, sans in since if s not in affected]
         names = set(row.sans)
-        affected = {a.serial for a in self.store.by_serials(s for s, _ in issued[row.emergency_id])}
-        for serial, sans in issued[row.emergency_id]:
-            if set(sans) == names and serial not in affected:
-                return "replaced", serial
-        return "unreachable", None
+        return next((("replaced", s) for s, sans in issued[row.emergency_id] if set(sans) == names),
+                    ("unreachable", None))
 
     def _retire(self, row: Affected, outcome: str, replacement: str | None, now: datetime) -> int:
         if not self.store.claim(row.serial, outcome, replacement, now):

@@ -130,9 +130,10 @@ class EmergencyStore:
 
     def by_serials(self, serials: Iterable[str | None]) -> list[Affected]:
         wanted = [s for s in serials if s]
-        if not wanted:
-            return []
-        return self._affected(select(emergency_certs).where(emergency_certs.c.serial.in_(wanted)))
+        found: list[Affected] = []
+        for at in range(0, len(wanted), 500):  # bounded statements, whatever the database's limit
+            found += self._affected(select(emergency_certs).where(emergency_certs.c.serial.in_(wanted[at:at + 500])))
+        return found
 
     def by_token(self, jti: str) -> list[Affected]:
         return self._affected(select(emergency_certs).where(emergency_certs.c.token_jti == jti))
