@@ -28,240 +28,65 @@ printed beside the figures instead of a ratio. Writes bench/out/rotate.json.
 from __future__ import annotations
 
 import argparse
-import heapq
 import json
 import logging
-import os
-import platform
 import random
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from cryptography import x509  # noqa: E402
 from cryptography.exceptions import InvalidSignature  # noqa: E402
+from fleetsim import (  # noqa: E402
+    PASSWORD,
+    CountingBackend,
+    Fleet,
+    MemoryOutput,
+    Stats,
+    cli,
+    machine,
+    start_serve,
+    stop_serve,
+    tree_cpu_seconds,
+    until,
+    wait_healthy,
+)
 
 from trustyard.agent.config import AgentConfig, cert_spec  # noqa: E402
 from trustyard.agent.runner import Agent, ManagedCert  # noqa: E402
-from trustyard.agent.seams import Current, HTTPBackend, SystemClock  # noqa: E402
-from trustyard.client import IssuedFiles, TrustBundle  # noqa: E402
+from trustyard.agent.seams import HTTPBackend, SystemClock  # noqa: E402
 from trustyard.units import format_duration, parse_duration  # noqa: E402
-from trustyard.x509.keys import PrivateKey  # noqa: E402
-
-PASSWORD = "bench-password-not-a-secret"
-TICK = os.sysconf("SC_CLK_TCK")
 
 
-class MemoryOutput:
-    """The agent's ``Output`` in memory: the certificate, its key and the trust bundle written."""
-
-    def __init__(self, name: str) -> None:
-        self.name, self.current = name, None  # type: Current | None
-        self.bundle: TrustBundle | None = None
-        self.leaf: x509.Certificate | None = None
-
-    def describe(self) -> str:
-        return f"memory:{self.name}"
-
-    def load(self) -> Current | None:
-        return None
-
-    def write(self, issued: IssuedFiles, key: PrivateKey) -> None:
-        self.leaf = x509.load_pem_x509_certificate(issued.certificate_pem.encode())
-        self.bundle = issued.bundle
-
-    def read_ca(self) -> str | None:
-        return self.bundle.pem if self.bundle else None
-
-    def has_bundle(self, bundle: TrustBundle) -> bool:
-        return self.bundle is not None and self.bundle.sha256 == bundle.sha256
-
-    def write_ca(self, bundle: TrustBundle | str) -> None:
-        self.bundle = bundle if isinstance(bundle, TrustBundle) else TrustBundle(bundle)
-
-    def bundle_version(self) -> tuple[int | None, str | None]:
-        return (self.bundle.version, self.bundle.sha256) if self.bundle else (None, None)
-
-    def instance_id(self) -> str:
-        return "bench"
-
-
-class Stats:
-    """Requests by kind, every failure with its message, and when each agent got where."""
+class RotateStats(Stats):
+    """When each agent reported the wanted bundle version and got a leaf of the new intermediate."""
 
     def __init__(self, n: int) -> None:
-        self.lock = threading.Lock()
-        self.requests: dict[str, int] = {"sign": 0, "renew": 0, "roots": 0, "checkin": 0}
-        self.failures: list[str] = []
-        self.directives: dict[str, int] = {}
+        super().__init__(n)
         self.wanted_version: int | None = None
         self.adopted_at: list[float | None] = [None] * n  # reported the wanted bundle version
         self.new_issuer: x509.Certificate | None = None
         self.renewed_at: list[float | None] = [None] * n  # holds a leaf of the new intermediate
-        self.lag: list[float] = []  # how late each tick ran, seconds
 
-    def failed(self, what: str, exc: BaseException) -> None:
-        with self.lock:
-            self.failures.append(f"{what}: {type(exc).__name__}: {getattr(exc, 'detail', exc)}")
-
-
-class CountingBackend:
-    """One agent's view of the shared HTTPS backend: every request counted, every failure kept."""
-
-    def __init__(self, http: HTTPBackend, stats: Stats, index: int, output: MemoryOutput) -> None:
-        self.http, self.stats, self.index, self.output = http, stats, index, output
-
-    def _call(self, kind: str, fn: Any, *args: Any) -> Any:
-        with self.stats.lock:
-            self.stats.requests[kind] += 1
-        try:
-            return fn(*args)
-        except Exception as exc:
-            self.stats.failed(f"agent {self.index} {kind}", exc)
-            raise
-
-    def sign(self, csr_pem: bytes, token: str, ttl: timedelta | None) -> IssuedFiles:
-        return self._call("sign", self.http.sign, csr_pem, token, ttl)
-
-    def renew(self, csr_pem: bytes, proof: str) -> IssuedFiles:
-        issued = self._call("renew", self.http.renew, csr_pem, proof)
-        new = self.stats.new_issuer
-        leaf = x509.load_pem_x509_certificate(issued.certificate_pem.encode())
-        if new is not None and self.stats.renewed_at[self.index] is None:
+    def renewed(self, index: int, leaf: x509.Certificate) -> None:
+        new = self.new_issuer
+        if new is not None and self.renewed_at[index] is None:
             try:
                 leaf.verify_directly_issued_by(new)
-                self.stats.renewed_at[self.index] = time.time()
+                self.renewed_at[index] = time.time()
             except (ValueError, TypeError, InvalidSignature):
                 pass
-        return issued
 
-    def roots(self, etag: str | None) -> TrustBundle | None:
-        return self._call("roots", self.http.roots, etag)
-
-    def checkin(self, proof: str) -> dict[str, Any]:
-        version = self.output.bundle_version()[0]  # what the proof just made reports
-        answer = self._call("checkin", self.http.checkin, proof)
-        with self.stats.lock:
-            for d in answer.get("directives") or []:
-                self.stats.directives[d.get("name")] = self.stats.directives.get(d.get("name"), 0) + 1
-        wanted = self.stats.wanted_version
-        if wanted is not None and version is not None and version >= wanted \
-                and self.stats.adopted_at[self.index] is None:
-            self.stats.adopted_at[self.index] = time.time()
-        return answer
-
-
-class Fleet:
-    """N agents on a heap of wake times, ticked by a pool of threads."""
-
-    def __init__(self, agents: list[Agent], stats: Stats, threads: int, ramp: float) -> None:
-        self.agents, self.stats = agents, stats
-        self.cond = threading.Condition()
-        start = time.time()
-        self.heap = [(start + ramp * i / len(agents), i) for i in range(len(agents))]
-        self.stopping = False
-        self.threads = [threading.Thread(target=self._work, daemon=True) for _ in range(threads)]
-
-    def start(self) -> None:
-        for t in self.threads:
-            t.start()
-
-    def stop(self) -> None:
-        with self.cond:
-            self.stopping = True
-            self.cond.notify_all()
-        for t in self.threads:
-            t.join(timeout=30)
-
-    def _work(self) -> None:
-        while True:
-            with self.cond:
-                while True:
-                    if self.stopping:
-                        return
-                    now = time.time()
-                    if self.heap and self.heap[0][0] <= now:
-                        at, i = heapq.heappop(self.heap)
-                        break
-                    self.cond.wait(timeout=min(self.heap[0][0] - now, 0.5) if self.heap else 0.5)
-            lag = now - at
-            try:
-                wake = self.agents[i].tick()
-            except Exception as exc:  # the agent catches what it expects; anything else is a failure
-                self.stats.failed(f"agent {i} tick", exc)
-                wake = datetime.now(UTC) + timedelta(seconds=5)
-            with self.cond:
-                self.stats.lag.append(lag)
-                if wake is None:
-                    self.stats.failures.append(f"agent {i}: refused: {self.agents[i].managed[0].refusal}")
-                else:
-                    heapq.heappush(self.heap, (wake.timestamp(), i))
-                    self.cond.notify()
-
-
-# -- the CA and its processes -------------------------------------------------------------------
-
-def cli(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "TRUSTYARD_PASSWORD": PASSWORD, "PYTHONPATH": str(ROOT / "src")}
-    result = subprocess.run([sys.executable, "-m", "trustyard", *args, "--home", str(home)], env=env,
-                            capture_output=True, text=True, timeout=120)
-    if check and result.returncode != 0:
-        raise RuntimeError(f"trustyard {' '.join(args)} exited {result.returncode}: {result.stderr}{result.stdout}")
-    return result
-
-
-def tree_cpu_seconds(pid: int) -> float:
-    """utime + stime of ``pid`` and every descendant, from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            children.setdefault(int(fields[1]), []).append(int(entry.name))
-    total, todo = 0.0, [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / TICK
-        except OSError:
-            pass
-        todo.extend(children.get(p, []))
-    return total
-
-
-def wait_healthy(url: str, root: Path, process: subprocess.Popen[bytes], log: Path) -> None:
-    import httpx
-
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"serve exited {process.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(url + "/healthz", verify=str(root), timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    raise RuntimeError(f"serve did not become healthy:\n{log.read_text()}")
-
-
-def until(predicate: Any, timeout: float, what: str, step: float = 0.5) -> float:
-    deadline = time.time() + timeout
-    while not predicate():
-        if time.time() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}")
-        time.sleep(step)
-    return time.time()
+    def checked_in(self, index: int, version: int | None, answer: dict[str, Any]) -> None:
+        wanted = self.wanted_version
+        if wanted is not None and version is not None and version >= wanted and self.adopted_at[index] is None:
+            self.adopted_at[index] = time.time()
 
 
 # -- the run ------------------------------------------------------------------------------------
@@ -285,11 +110,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                    f'renew_window = "{format_duration(timedelta(seconds=window))}"\npoll_interval = "1s"\n')
     root = home / "ca" / "root.crt"
     log = work / "serve.log"
-    env = {**os.environ, "TRUSTYARD_PASSWORD": PASSWORD, "PYTHONPATH": str(ROOT / "src")}
-    with log.open("wb") as log_file:
-        serve = subprocess.Popen([sys.executable, "-m", "trustyard", "serve", "--home", str(home), "--workers",
-                                  str(args.workers), "--log-level", "warning"], stdout=log_file,
-                                 stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    serve = start_serve(home, args.workers, log)
     fleet: Fleet | None = None
     http: HTTPBackend | None = None
     try:
@@ -303,7 +124,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         tokens = [authority.mint_token("default", n, [n], ttl=timedelta(hours=2)) for n in names]
         authority.store.close()
 
-        stats = Stats(args.agents)
+        stats = RotateStats(args.agents)
         http = HTTPBackend(url, root, timeout=30)
         clock, agents = SystemClock(), []
         rng = random.Random(args.seed)
@@ -393,11 +214,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             fleet.stop()
         if http is not None:
             http.close()
-        serve.terminate()
-        try:
-            serve.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            serve.kill()
+        stop_serve(serve)
     errors_logged = [line for line in log.read_text().splitlines() if "Traceback" in line or " ERROR " in line]
     holders = {a.managed[0].output.leaf.issuer.rfc4514_string() for a in agents if a.managed[0].output.leaf}
     return {
@@ -419,14 +236,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "serve_log_errors": errors_logged[:20],
         "total_wall_s": round(time.time() - phases["start"], 1),
     }
-
-
-def machine() -> dict[str, str]:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    return {"cpu": cpu, "cores": str(os.cpu_count()), "python": platform.python_version(),
-            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg())}
 
 
 def table(r: dict[str, Any]) -> str:
