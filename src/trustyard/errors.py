@@ -70,6 +70,7 @@ class Code(StrEnum):
     EXPIRED = "expired"
     REVOKED = "revoked"
     SUPERSEDED = "superseded"
+    BOOTSTRAP_REQUIRED = "bootstrapRequired"  # renewal refused: the holder must bootstrap with a new token (403)
     ALREADY_REVOKED = "alreadyRevoked"
     BAD_REVOCATION_REASON = "badRevocationReason"
     # an emergency replacement (ca/emergency.py)
