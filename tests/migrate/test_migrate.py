@@ -453,3 +453,44 @@ def test_plan_pairs_a_certificate_with_its_key_across_directories_and_old_copies
         data = remove_cert(b.clients[0], data, fingerprint, "")
     assert data == other
 
+
+
+def test_verified_checks_every_name_of_the_server(capsys, home, tmp_path) -> None:
+    """A server named svc.internal and api.svc.internal that still serves the old self-signed
+    certificate when a client asks for api.svc.internal (one virtual host not switched):
+    `switched` passes on the first name, `verified` is blocked naming the second, with every
+    location; once that host serves the new certificate too, `verified` passes for both."""
+    from trustyard.ca.config import load_config
+    from trustyard.ca.home import open_home_store
+    from trustyard.migrate.steps import Settings, advance
+    from trustyard.store.migrate_store import MigrateStore
+
+    second = "api.svc.internal"
+    e = make_estate(tmp_path / "estate", names=(NAME, second))
+    pinned = tmp_path / "vhost"  # outside the scanned tree: the left-behind virtual host's files
+    pinned.mkdir()
+    (pinned / "old.crt").write_bytes(e.cert.read_bytes())
+    (pinned / "old.key").write_bytes(e.key.read_bytes())
+    e.pinned = {second: (pinned / "old.crt", pinned / "old.key")}
+    with https_server(e):
+        bid = plan_saved(capsys, home, e)
+        config = load_config(home)
+        store = MigrateStore(open_home_store(config, migrate=False))
+        try:
+            s = Settings(home=home, config=config, store=store, actor="test",
+                         passwords={str(e.jks): JKS_PASSWORD}, rescan=lambda b: [])
+            assert all(o.ok for o in advance(s, bid, "switched"))
+            [outcome] = advance(s, bid, "verified")
+            assert not outcome.ok and store.get(bid).state == "switched"
+            blocking = outcome.blocking or ""
+            assert f"{second}: {e.endpoint} still serves CN={NAME}" in blocking, blocking
+            assert f"to a client asking for {second}, not the CA-issued certificate" in blocking
+            assert f"asking for {NAME}" not in blocking
+            (pinned / "old.crt").write_bytes(e.cert.read_bytes())  # the operator switches that host too
+            (pinned / "old.key").write_bytes(e.key.read_bytes())
+            [outcome] = advance(s, bid, "verified")
+            assert outcome.ok, outcome.blocking
+            assert f"{e.bundle}: verifies {second} at {e.endpoint}" in outcome.lines
+            assert f"{e.bundle}: verifies {NAME} at {e.endpoint}" in outcome.lines
+        finally:
+            store.sql.close()

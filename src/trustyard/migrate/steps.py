@@ -29,7 +29,7 @@ from ..units import format_time
 from . import journal
 from .locations import add_anchors, remove_cert, trusted_certs
 from .plan import Boundary, Insecure, Location, host_matches, insecure_findings, kind_of
-from .verify import handshake, served, wait_for_leaf
+from .verify import handshake, leaf_for, served, wait_for_leaf
 
 _SHA256 = hashes.SHA256()
 STATES = ("planned", "issued", "trusted", "switched", "verified", "retired", "done")
@@ -178,7 +178,9 @@ _CHECKS = {
     "issued": [],
     "trusted": [],
     "switched": ["probe the endpoint until it serves the CA-issued certificate"],
-    "verified": ["a handshake per client location with only its trust, hostname checked",
+    "verified": ["the endpoint sends the CA-issued certificate for every name of the server",
+                 "a handshake per client location and per name of the server, with only the location's "
+                 "trust, that name as SNI and hostname",
                  "no verification_disabled finding left for the boundary's hosts"],
     "retired": ["the verified checks again (the removals are undone if they fail)"],
     "done": [],
@@ -371,15 +373,24 @@ def _verify(s: Settings, b: Boundary, expected: dict[str, str | None]) -> list[s
     if down:
         raise Blocked(f"{down}: start it, then re-run the step")
     problems, lines = [], []
-    name = b.names[0]
+    new_cert, _ = b.new_files()
+    want = _spki_der(x509.load_pem_x509_certificate(Path(new_cert).read_bytes()))
+    for name in b.names:  # a server choosing its certificate by SNI may still send the old one for a name
+        leaf, problem = leaf_for(b.endpoint, name, s.timeout)
+        if leaf is not None and _spki_der(leaf) != want:
+            problem = (f"{b.endpoint} still serves {leaf.subject.rfc4514_string()} (issuer "
+                       f"{leaf.issuer.rfc4514_string()}) to a client asking for {name}, not the CA-issued certificate")
+        if problem:
+            problems.append(f"{name}: {problem}")
     for loc in b.clients:
         data = _read(loc.path, expected, "client location")
         certs = trusted_certs(loc, data, _password(s, b, loc, data))
-        failure = handshake(b.endpoint, name, certs, s.timeout)
-        if failure:
-            problems.append(f"{loc.name}: {failure}")
-        else:
-            lines.append(f"{loc.name}: verifies {name} at {b.endpoint}")
+        for name in b.names:  # each name a client may dial: SNI and the hostname checked
+            failure = handshake(b.endpoint, name, certs, s.timeout)
+            if failure:
+                problems.append(f"{loc.name} as {name}: {failure}")
+            else:
+                lines.append(f"{loc.name}: verifies {name} at {b.endpoint}")
     left = (s.rescan or _rescan)(b)
     for finding in left:
         problems.append(f"{finding.name}: verification is disabled for {finding.host} "
@@ -387,6 +398,10 @@ def _verify(s: Settings, b: Boundary, expected: dict[str, str | None]) -> list[s
     if problems:
         raise Blocked("; ".join(problems))
     return lines
+
+
+def _spki_der(cert: x509.Certificate) -> bytes:
+    return cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
 
 
 def _rescan(b: Boundary) -> list[Insecure]:
