@@ -186,7 +186,8 @@ def bench(certs: int, locations: int, endpoints: int, rebuild: bool) -> dict[str
             from trustyard.ca.home import InitOptions, init_home
 
             init_home(home, PASSWORD.encode(), InitOptions(allow=("*.bench.internal",)))
-            cmd = [*TRUSTYARD, "migrate", "plan", str(root), "--save", "--home", str(home), "--json", "--timeout", "30s"]
+            cmd = [*TRUSTYARD, "migrate", "plan", str(root), "--save", "--home", str(home), "--json",
+                   "--timeout", "30s"]
             for i, port in enumerate(ports):
                 cmd += ["--endpoint", f"127.0.0.1:{port}/{host(i)}"]
             env = {**os.environ, "TRUSTYARD_PASSWORD": PASSWORD,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-
 import hashlib
 import itertools
 from collections.abc import Iterable
