@@ -494,3 +494,41 @@ def test_verified_checks_every_name_of_the_server(capsys, home, tmp_path) -> Non
             assert f"{e.bundle}: verifies {NAME} at {e.endpoint}" in outcome.lines
         finally:
             store.sql.close()
+
+
+def test_rolling_back_issued_revokes_the_certificate_it_issued(capsys, home, estate) -> None:
+    """Rollback from issued removes the new files and revokes the CA-issued certificate
+    (reason superseded, by the CLI user, in the audit log beside the rollback); a second
+    issue after it gets a fresh certificate that is valid."""
+    from trustyard.ca.config import load_config
+    from trustyard.ca.home import open_home_store
+    from trustyard.x509.summary import serial_text
+
+    bid = plan_saved(capsys, home, estate)
+    assert tm(capsys, "migrate", "step", bid, "--home", str(home))[0] == 0
+    new_cert = estate.server_dir / "trustyard-server.crt"
+    serial = serial_text(x509.load_pem_x509_certificate(new_cert.read_bytes()).serial_number)
+    code, out, err = tm(capsys, "migrate", "rollback", bid, "--home", str(home))
+    assert code == 0, err + out
+    assert f"revoked serial {serial} (reason superseded)" in out
+    assert not new_cert.exists() and status(capsys, home)["state"] == "planned"
+    store = open_home_store(load_config(home), migrate=False)
+    try:
+        record = store.get(serial)
+        assert record is not None and record.status == "revoked" and record.revocation_reason == "superseded"
+        entries = list(store.audit_entries())
+        [revoke] = [e for e in entries if e.action == "certificate.revoke"]
+        assert revoke.target == serial and revoke.detail["reason"] == "superseded"
+        assert revoke.actor.startswith("cli:")
+        [rollback] = [e for e in entries if e.action == "migrate.rollback"]
+        assert rollback.seq > revoke.seq and serial in rollback.detail["revoked"]
+    finally:
+        store.close()
+    assert tm(capsys, "migrate", "step", bid, "--home", str(home))[0] == 0
+    again = serial_text(x509.load_pem_x509_certificate(new_cert.read_bytes()).serial_number)
+    store = open_home_store(load_config(home), migrate=False)
+    try:
+        record = store.get(again)
+        assert again != serial and record is not None and record.status == "issued"
+    finally:
+        store.close()

@@ -180,19 +180,23 @@ def step(boundary_id: str, to_state: str | None, dry_run: bool, passwords: dict[
 
 @migrate.command()
 @click.argument("boundary_id", metavar="ID")
+@click.option("--ca-password-file", type=click.Path(dir_okay=False), default=None,
+              help="File holding the CA key password, to revoke what `issued` issued (else $TRUSTYARD_PASSWORD).")
 @home_option
 @json_option
-def rollback(boundary_id: str, home: str | None, as_json: bool) -> int:
+def rollback(boundary_id: str, ca_password_file: str | None, home: str | None, as_json: bool) -> int:
     """Return boundary ID to its previous state, restoring the backups byte for byte.
+
+    Rolling back `issued` also revokes the certificate it issued (reason superseded).
 
     \b
     Exit status: 0 rolled back, 1 nothing to roll back, or a file changed since the step (named).
     """
-    from ..migrate.steps import roll_back
+    from ..migrate.steps import Revoker, roll_back
 
-    _config, store = _store(home)
+    config, store = _store(home)
     try:
-        outcome = roll_back(store, _actor(), boundary_id)
+        outcome = roll_back(store, _actor(), boundary_id, Revoker(config.home, config, ca_password_file))
     finally:
         store.sql.close()
     emit(as_json, outcome.to_json(), outcome.render)

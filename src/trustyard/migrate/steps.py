@@ -418,8 +418,46 @@ def _rescan(b: Boundary) -> list[Insecure]:
     return [i for i in insecure_findings(inv.findings) if host_matches(i.host, b.names)]
 
 
-def roll_back(store: MigrateStore, actor: str, text_id: str) -> Outcome:
-    """Undo the boundary's last step: its files back from the backups, its state the one before."""
+@dataclass
+class Revoker:
+    """What rolling back ``issued`` needs to revoke the certificate it issued: the CA home."""
+
+    home: Path
+    config: Config
+    ca_password_file: str | None = None
+
+    def __call__(self, cert_file: str, actor: str) -> str:
+        """Revoke (reason superseded, through the authority's revoke, audited) the CA-issued
+        certificate in ``cert_file``; a line saying what was done."""
+        from ..ca.home import load_authority, read_password
+        from ..x509.summary import serial_text
+
+        data = journal.current(cert_file)
+        if data is None:
+            return f"{cert_file} is gone: no certificate to revoke"
+        cert = x509.load_pem_x509_certificate(data)
+        serial = serial_text(cert.serial_number)
+        password = read_password(self.ca_password_file, insecure_no_password=not self.config.encrypted_keys)
+        authority = load_authority(self.home, password, config=self.config, migrate=False)
+        try:
+            record = authority.store.get(serial)
+            if record is None or record.der != cert.public_bytes(Encoding.DER):
+                return f"{cert_file} holds serial {serial}, which this CA did not issue: not revoked"
+            if record.status == "revoked":
+                return f"serial {serial} was already revoked ({record.revocation_reason})"
+            authority.revoke(serial, REVOKE_REASON, admin=True, actor=actor)
+        finally:
+            authority.store.close()
+        return f"revoked serial {serial} (reason {REVOKE_REASON}): the certificate issued for the boundary"
+
+
+REVOKE_REASON = "superseded"
+
+
+def roll_back(store: MigrateStore, actor: str, text_id: str, revoker: Revoker | None = None) -> Outcome:
+    """Undo the boundary's last step: its files back from the backups, its state the one before.
+    Rolling back ``issued`` revokes the certificate it issued (``revoker``; without one, the
+    rollback is refused, so no valid certificate is left behind unsaid)."""
     row = store.resolve(text_id)
     b = Boundary.from_json(row.plan)
     entries = [j for j in store.journal(b.id) if j.status in ("done", "pending")]
@@ -430,17 +468,25 @@ def roll_back(store: MigrateStore, actor: str, text_id: str) -> Outcome:
     if entry.status == "pending" and not journal.resume(store, entry):
         out.lines.append(f"discarded the interrupted {entry.step} step (it had written nothing)")
         return out
+    journal.check_undo(entry)
+    detail: dict[str, Any] = {}
+    if entry.step == "issued":  # before the files go: the certificate file names the serial
+        if revoker is None:
+            raise BadRequest("rolling back issued revokes the certificate it issued: give the CA home",
+                             code=Code.MIGRATE_LOCATION)
+        revoked = revoker(b.new_files()[0], actor)
+        out.lines.append(revoked)
+        detail["revoked"] = revoked
     restored = journal.undo(entry)
     to_state = entry.from_state if row.state == entry.step else row.state
     store.rolled_back(b.id, entry.seq, row.state, to_state,
                       AuditEvent(actor, "migrate.rollback", f"migrate/{b.id}", "ok",
-                                 {"from": row.state, "to": to_state, "journal": entry.seq, "restored": restored}))
+                                 {"from": row.state, "to": to_state, "journal": entry.seq, "restored": restored,
+                                  **detail}))
     out.state = to_state
     out.lines += [f"restored {p}" for p in restored] or ["no file to restore"]
-    if entry.step == "issued":
-        out.lines.append("the certificate issued for it stays valid until it expires (`trustyard revoke` ends it)")
     return out
 
 
-__all__ = ["STATES", "Blocked", "Outcome", "Settings", "advance", "roll_back"]
+__all__ = ["STATES", "Blocked", "Outcome", "Revoker", "Settings", "advance", "roll_back"]
 
