@@ -61,7 +61,7 @@ _LAUNCHER = (  # forks and execs the command, then reports the child's own peak 
     "if pid == 0:\n"
     "    os.execvp(sys.argv[2], sys.argv[2:])\n"
     "_, status, usage = os.wait4(pid, 0)\n"
-    "os.write(int(sys.argv[1]), str(usage.ru_maxrss).encode())\n"
+    "os.write(int(sys.argv[1]), f'{usage.ru_maxrss} {usage.ru_utime + usage.ru_stime}'.encode())\n"
     "sys.exit(os.waitstatus_to_exitcode(status))\n"
 )
 
@@ -154,8 +154,9 @@ async def _serve(root: Path, count: int) -> None:
 
 # ------------------------------------------------------------------ the measured run
 
-def run_measured(cmd: list[str], env: dict[str, str], timeout: float) -> tuple[float, int, int, bytes, bytes]:
-    """Wall seconds, exit status, peak RSS (KiB), stdout and stderr of one command."""
+def run_measured(cmd: list[str], env: dict[str, str], timeout: float
+                 ) -> tuple[float, int, int, float, bytes, bytes]:
+    """Wall seconds, exit status, peak RSS (KiB), CPU seconds, stdout and stderr of one command."""
     rfd, wfd = os.pipe()
     started = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", _LAUNCHER, str(wfd), *cmd], stdout=subprocess.PIPE,
@@ -164,8 +165,8 @@ def run_measured(cmd: list[str], env: dict[str, str], timeout: float) -> tuple[f
     out, err = proc.communicate(timeout=timeout)
     wall = time.perf_counter() - started
     with os.fdopen(rfd, "rb") as r:
-        rss = int(r.read() or 0)
-    return wall, proc.returncode, rss, out, err
+        rss, cpu = (r.read().decode() or "0 0").split()
+    return wall, proc.returncode, int(rss), float(cpu), out, err
 
 
 def bench(certs: int, locations: int, endpoints: int, rebuild: bool) -> dict[str, object]:
@@ -193,7 +194,7 @@ def bench(certs: int, locations: int, endpoints: int, rebuild: bool) -> dict[str
             env = {**os.environ, "TRUSTYARD_PASSWORD": PASSWORD,
                    "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
             load = os.getloadavg()
-            wall, code, rss, out, err = run_measured(cmd, env, timeout=1800)
+            wall, code, rss, cpu, out, err = run_measured(cmd, env, timeout=1800)
     finally:
         if farm.stdin:
             farm.stdin.close()
@@ -220,7 +221,7 @@ def bench(certs: int, locations: int, endpoints: int, rebuild: bool) -> dict[str
         problems.append("not every boundary was saved")
     return {
         "certificates": certs, "locations": locations, "endpoints": endpoints,
-        "estate_build_s": round(built, 1), "wall_s": round(wall, 2), "peak_rss_mib": round(rss / 1024, 1),
+        "estate_build_s": round(built, 1), "wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "peak_rss_mib": round(rss / 1024, 1),
         "boundaries": len(boundaries), "client_locations": clients, "locations_by_kind": by_kind,
         "boundaries_with_endpoint": with_endpoint, "goal_s": GOAL_S, "goal_mib": GOAL_MIB,
         "met": wall < GOAL_S and rss / 1024 < GOAL_MIB and not problems, "problems": problems,
@@ -234,6 +235,7 @@ def table(r: dict[str, object]) -> str:
         ("estate", f"{r['certificates']:,} self-signed identities (cert + key files), {r['locations']:,} client "
                    f"locations {r['locations_by_kind']}, {r['endpoints']} real loopback TLS listeners", ""),
         ("**wall time** of `migrate plan --save`", f"**{r['wall_s']} s**", f"< {GOAL_S:.0f} s"),
+        ("CPU time of its process (user + system)", f"{r['cpu_s']} s", ""),
         ("**peak RSS** of its process", f"**{r['peak_rss_mib']} MiB**", f"< {GOAL_MIB} MiB"),
         ("boundaries / client locations placed", f"{r['boundaries']:,} / {r['client_locations']:,}", "all"),
         ("endpoints probed and tied to their files", f"{r['boundaries_with_endpoint']} of {r['endpoints']}", "all"),

@@ -106,14 +106,16 @@ def plan(paths: tuple[str, ...], endpoints: tuple[Any, ...], environments: tuple
     for b in boundaries:  # the files, not the passwords, are kept with the plan
         b.password_files = {c.path: passwords[c.path] for c in b.clients if c.path in passwords}
     saved: dict[str, str] = {}
+    docs = [b.to_json() for b in boundaries]
     if save:
         _config, store = _store(home)
         try:
-            saved = store.save_plan([(b.id, b.spki, b.to_json()) for b in boundaries], _actor())
+            saved = store.save_plan([(b.id, b.spki, d) for b, d in zip(boundaries, docs, strict=True)], _actor())
         finally:
             store.sql.close()
-    doc = {"boundaries": [{**{k: v for k, v in b.to_json().items() if k != "old_cert_pem"},
-                           "steps": b.touches(), "saved": saved.get(b.id)} for b in boundaries]}
+    doc = {"boundaries": [{**{k: v for k, v in d.items() if k != "old_cert_pem"},
+                           "steps": b.touches(), "saved": saved.get(b.id)}
+                          for b, d in zip(boundaries, docs, strict=True)]}
 
     def text() -> str:
         out = planning.render(boundaries)
