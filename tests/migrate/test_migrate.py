@@ -532,3 +532,42 @@ def test_rolling_back_issued_revokes_the_certificate_it_issued(capsys, home, est
         assert again != serial and record is not None and record.status == "issued"
     finally:
         store.close()
+
+
+def test_a_second_command_on_a_boundary_being_moved_is_refused_naming_the_first(capsys, home, estate,
+                                                                                 tmp_path) -> None:
+    """While one `migrate step` process runs (its reload command is sleeping), a second `step`
+    or `rollback` on the same boundary is refused naming the first one's pid, and changes
+    nothing; the first finishes. A process killed while holding the lock does not keep it."""
+    import time
+
+    bid = plan_saved(capsys, home, estate)
+    assert tm(capsys, "migrate", "step", bid, "--to", "trusted", "--home", str(home))[0] == 0
+    flag = tmp_path / "reloading"
+    env = {**os.environ, "TRUSTYARD_PASSWORD": PASSWORD.decode(), "PYTHONPATH": os.pathsep.join(sys.path)}
+    first = subprocess.Popen([sys.executable, "-m", "trustyard", "migrate", "step", bid, "--home", str(home),
+                              "--reload-cmd", f"touch {flag} && sleep 5"], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while not flag.exists() and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert flag.exists(), first.communicate(timeout=60)
+        before = estate.files()
+        for command in ("step", "rollback"):
+            code, out, err = tm(capsys, "migrate", command, bid, "--home", str(home))
+            assert code != 0, out
+            assert f"boundary {bid} is being moved by another process (pid {first.pid} since " in err, err
+        assert first.poll() is None  # refused while the first was still running
+        assert estate.files() == before and status(capsys, home)["state"] == "trusted"
+    finally:
+        out, err = first.communicate(timeout=120)
+    assert first.returncode == 0, out + err
+    assert status(capsys, home)["state"] == "switched"
+    # killed between two writes of `retired`, holding the lock: the lock goes with the process
+    assert tm(capsys, "migrate", "step", bid, "--home", str(home))[0] == 0  # verified
+    crash(home, 1, "step", bid)
+    assert b'"pid"' in (home / "migrate" / "locks" / f"{bid}.lock").read_bytes()  # left as the crash left it
+    code, out, err = tm(capsys, "migrate", "step", bid, "--home", str(home))
+    assert code == 0, err + out
+    assert status(capsys, home)["state"] == "retired"

@@ -198,7 +198,8 @@ def rollback(boundary_id: str, ca_password_file: str | None, home: str | None, a
 
     config, store = _store(home)
     try:
-        outcome = roll_back(store, _actor(), boundary_id, Revoker(config.home, config, ca_password_file))
+        outcome = roll_back(store, _actor(), boundary_id, Revoker(config.home, config, ca_password_file),
+                            home=config.home)
     finally:
         store.sql.close()
     emit(as_json, outcome.to_json(), outcome.render)

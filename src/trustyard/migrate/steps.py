@@ -28,7 +28,9 @@ from ..store.records import AuditEvent
 from ..units import format_time
 from . import journal
 from .locations import add_anchors, remove_cert, trusted_certs
+from .lock import boundary_lock
 from .plan import Boundary, Insecure, Location, host_matches, insecure_findings, kind_of
+from .revoke import Revoker
 from .verify import handshake, leaf_for, served, wait_for_leaf
 
 _SHA256 = hashes.SHA256()
@@ -86,7 +88,17 @@ class Outcome:
 
 
 def advance(s: Settings, text_id: str, to: str | None = None) -> list[Outcome]:
-    row = s.store.resolve(text_id)
+    """Move the boundary to the next state (or through each state up to ``to``), holding its
+    lock (``migrate/lock.py``): a second process on the same boundary is refused, naming this one."""
+    bid = s.store.resolve(text_id).id
+    if s.dry_run:
+        return _advance(s, bid, to)
+    with boundary_lock(s.home, bid, f"step --to {to}" if to else "step"):
+        return _advance(s, bid, to)
+
+
+def _advance(s: Settings, bid: str, to: str | None) -> list[Outcome]:
+    row = s.store.get(bid)  # read under the lock: another process may have moved it just before
     index = STATES.index(row.state)
     target = STATES.index(to) if to else min(index + 1, len(STATES) - 1)
     if index >= target:
@@ -418,47 +430,21 @@ def _rescan(b: Boundary) -> list[Insecure]:
     return [i for i in insecure_findings(inv.findings) if host_matches(i.host, b.names)]
 
 
-@dataclass
-class Revoker:
-    """What rolling back ``issued`` needs to revoke the certificate it issued: the CA home."""
-
-    home: Path
-    config: Config
-    ca_password_file: str | None = None
-
-    def __call__(self, cert_file: str, actor: str) -> str:
-        """Revoke (reason superseded, through the authority's revoke, audited) the CA-issued
-        certificate in ``cert_file``; a line saying what was done."""
-        from ..ca.home import load_authority, read_password
-        from ..x509.summary import serial_text
-
-        data = journal.current(cert_file)
-        if data is None:
-            return f"{cert_file} is gone: no certificate to revoke"
-        cert = x509.load_pem_x509_certificate(data)
-        serial = serial_text(cert.serial_number)
-        password = read_password(self.ca_password_file, insecure_no_password=not self.config.encrypted_keys)
-        authority = load_authority(self.home, password, config=self.config, migrate=False)
-        try:
-            record = authority.store.get(serial)
-            if record is None or record.der != cert.public_bytes(Encoding.DER):
-                return f"{cert_file} holds serial {serial}, which this CA did not issue: not revoked"
-            if record.status == "revoked":
-                return f"serial {serial} was already revoked ({record.revocation_reason})"
-            authority.revoke(serial, REVOKE_REASON, admin=True, actor=actor)
-        finally:
-            authority.store.close()
-        return f"revoked serial {serial} (reason {REVOKE_REASON}): the certificate issued for the boundary"
-
-
-REVOKE_REASON = "superseded"
-
-
-def roll_back(store: MigrateStore, actor: str, text_id: str, revoker: Revoker | None = None) -> Outcome:
+def roll_back(store: MigrateStore, actor: str, text_id: str, revoker: Revoker | None = None,
+              home: Path | None = None) -> Outcome:
     """Undo the boundary's last step: its files back from the backups, its state the one before.
     Rolling back ``issued`` revokes the certificate it issued (``revoker``; without one, the
-    rollback is refused, so no valid certificate is left behind unsaid)."""
-    row = store.resolve(text_id)
+    rollback is refused, so no valid certificate is left behind unsaid). With the CA ``home``,
+    under the boundary's lock, as a step."""
+    bid = store.resolve(text_id).id
+    if home is None:
+        return _roll_back(store, actor, bid, revoker)
+    with boundary_lock(home, bid, "rollback"):
+        return _roll_back(store, actor, bid, revoker)
+
+
+def _roll_back(store: MigrateStore, actor: str, bid: str, revoker: Revoker | None) -> Outcome:
+    row = store.get(bid)
     b = Boundary.from_json(row.plan)
     entries = [j for j in store.journal(b.id) if j.status in ("done", "pending")]
     if not entries:
