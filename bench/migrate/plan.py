@@ -169,8 +169,8 @@ def run_measured(cmd: list[str], env: dict[str, str], timeout: float
     return wall, proc.returncode, int(rss), float(cpu), out, err
 
 
-def bench(certs: int, locations: int, endpoints: int, rebuild: bool) -> dict[str, object]:
-    base = CACHE / f"{certs}-{locations}"
+def bench(certs: int, locations: int, endpoints: int, rebuild: bool, cache: Path = CACHE) -> dict[str, object]:
+    base = cache / f"{certs}-{locations}"
     if rebuild:
         shutil.rmtree(base, ignore_errors=True)
     started = time.perf_counter()
@@ -221,7 +221,8 @@ def bench(certs: int, locations: int, endpoints: int, rebuild: bool) -> dict[str
         problems.append("not every boundary was saved")
     return {
         "certificates": certs, "locations": locations, "endpoints": endpoints,
-        "estate_build_s": round(built, 1), "wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "peak_rss_mib": round(rss / 1024, 1),
+        "estate_build_s": round(built, 1), "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
+        "peak_rss_mib": round(rss / 1024, 1),
         "boundaries": len(boundaries), "client_locations": clients, "locations_by_kind": by_kind,
         "boundaries_with_endpoint": with_endpoint, "goal_s": GOAL_S, "goal_mib": GOAL_MIB,
         "met": wall < GOAL_S and rss / 1024 < GOAL_MIB and not problems, "problems": problems,
@@ -258,12 +259,13 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--quick", action="store_true", help="50 certificates, 200 locations, 5 endpoints")
     ap.add_argument("--rebuild", action="store_true", help="make the cached estate again")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
+    ap.add_argument("--cache", type=Path, default=CACHE, help=f"where the estates are kept [{CACHE}]")
     args = ap.parse_args(argv)
     if args.quick:
         args.certs, args.locations, args.endpoints = 50, 200, 5
     if not 0 < args.endpoints <= args.certs <= args.locations:
         ap.error("need 0 < endpoints <= certs <= locations")
-    result = bench(args.certs, args.locations, args.endpoints, args.rebuild)
+    result = bench(args.certs, args.locations, args.endpoints, args.rebuild, args.cache)
     OUT.mkdir(exist_ok=True)
     (OUT / f"migrate-plan-{args.certs}.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2) if args.json else table(result))
