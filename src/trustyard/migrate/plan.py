@@ -14,7 +14,7 @@ import hashlib
 import os
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +95,12 @@ class Boundary:
         return str(cert.with_name(f"trustyard-{cert.name}")), str(key.with_name(f"trustyard-{key.name}"))
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """``asdict`` by hand: its deep copy was a fifth of a large plan's time."""
+        doc = {k: (list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict) else v)
+               for k, v in vars(self).items()}
+        doc["clients"] = [dict(vars(c)) for c in self.clients]
+        doc["insecure"] = [dict(vars(i)) for i in self.insecure]
+        return doc
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> Boundary:
