@@ -110,6 +110,7 @@ class Code(StrEnum):
     MIGRATE_LOCATION = "migrateLocation"  # a location cannot be read or written (names it)
     LOCATION_CHANGED = "locationChanged"  # a file changed since the plan or the last step recorded it
     MIGRATE_BLOCKED = "migrateBlocked"  # a step's check failed; the detail says what to fix
+    MIGRATE_BUSY = "migrateBusy"  # another process is moving the boundary (its lock names the pid)
 
 
 class ExitCode(IntEnum):

@@ -11,7 +11,7 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import BestAvailableEncryption, pkcs12
@@ -35,6 +35,8 @@ class Estate:
     jks_password_file: Path
     configmap: Path
     port: int = 0
+    # SNI name -> (certificate, key) the server keeps serving for that name: a virtual host left behind
+    pinned: dict[str, tuple[Path, Path]] = field(default_factory=dict)
 
     @property
     def endpoint(self) -> str:
@@ -48,8 +50,8 @@ class Estate:
         return (self.bundle, self.jks, self.p12, self.secret, self.configmap)
 
 
-def make_estate(root: Path) -> Estate:
-    leaf = self_signed(NAME)
+def make_estate(root: Path, names: tuple[str, ...] = (NAME,)) -> Estate:
+    leaf = self_signed(*names)
     other = TestCA("Unrelated").issue("other.internal")  # another entry every location keeps
     server_dir = root / "server"
     server_dir.mkdir(parents=True)
@@ -100,6 +102,17 @@ class Reloader:
     def _load(self) -> ssl.SSLContext:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(self.estate.cert, self.estate.key)
+        if self.estate.pinned:
+            others = {}
+            for name, (cert, key) in self.estate.pinned.items():
+                others[name] = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+                others[name].load_cert_chain(cert, key)
+
+            def pick(tls: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> None:
+                if name in others:
+                    tls.context = others[name]
+
+            ctx.sni_callback = pick
         return ctx
 
     @property

@@ -453,3 +453,121 @@ def test_plan_pairs_a_certificate_with_its_key_across_directories_and_old_copies
         data = remove_cert(b.clients[0], data, fingerprint, "")
     assert data == other
 
+
+
+def test_verified_checks_every_name_of_the_server(capsys, home, tmp_path) -> None:
+    """A server named svc.internal and api.svc.internal that still serves the old self-signed
+    certificate when a client asks for api.svc.internal (one virtual host not switched):
+    `switched` passes on the first name, `verified` is blocked naming the second, with every
+    location; once that host serves the new certificate too, `verified` passes for both."""
+    from trustyard.ca.config import load_config
+    from trustyard.ca.home import open_home_store
+    from trustyard.migrate.steps import Settings, advance
+    from trustyard.store.migrate_store import MigrateStore
+
+    second = "api.svc.internal"
+    e = make_estate(tmp_path / "estate", names=(NAME, second))
+    pinned = tmp_path / "vhost"  # outside the scanned tree: the left-behind virtual host's files
+    pinned.mkdir()
+    (pinned / "old.crt").write_bytes(e.cert.read_bytes())
+    (pinned / "old.key").write_bytes(e.key.read_bytes())
+    e.pinned = {second: (pinned / "old.crt", pinned / "old.key")}
+    with https_server(e):
+        bid = plan_saved(capsys, home, e)
+        config = load_config(home)
+        store = MigrateStore(open_home_store(config, migrate=False))
+        try:
+            s = Settings(home=home, config=config, store=store, actor="test",
+                         passwords={str(e.jks): JKS_PASSWORD}, rescan=lambda b: [])
+            assert all(o.ok for o in advance(s, bid, "switched"))
+            [outcome] = advance(s, bid, "verified")
+            assert not outcome.ok and store.get(bid).state == "switched"
+            blocking = outcome.blocking or ""
+            assert f"{second}: {e.endpoint} still serves CN={NAME}" in blocking, blocking
+            assert f"to a client asking for {second}, not the CA-issued certificate" in blocking
+            assert f"asking for {NAME}" not in blocking
+            (pinned / "old.crt").write_bytes(e.cert.read_bytes())  # the operator switches that host too
+            (pinned / "old.key").write_bytes(e.key.read_bytes())
+            [outcome] = advance(s, bid, "verified")
+            assert outcome.ok, outcome.blocking
+            assert f"{e.bundle}: verifies {second} at {e.endpoint}" in outcome.lines
+            assert f"{e.bundle}: verifies {NAME} at {e.endpoint}" in outcome.lines
+        finally:
+            store.sql.close()
+
+
+def test_rolling_back_issued_revokes_the_certificate_it_issued(capsys, home, estate) -> None:
+    """Rollback from issued removes the new files and revokes the CA-issued certificate
+    (reason superseded, by the CLI user, in the audit log beside the rollback); a second
+    issue after it gets a fresh certificate that is valid."""
+    from trustyard.ca.config import load_config
+    from trustyard.ca.home import open_home_store
+    from trustyard.x509.summary import serial_text
+
+    bid = plan_saved(capsys, home, estate)
+    assert tm(capsys, "migrate", "step", bid, "--home", str(home))[0] == 0
+    new_cert = estate.server_dir / "trustyard-server.crt"
+    serial = serial_text(x509.load_pem_x509_certificate(new_cert.read_bytes()).serial_number)
+    code, out, err = tm(capsys, "migrate", "rollback", bid, "--home", str(home))
+    assert code == 0, err + out
+    assert f"revoked serial {serial} (reason superseded)" in out
+    assert not new_cert.exists() and status(capsys, home)["state"] == "planned"
+    store = open_home_store(load_config(home), migrate=False)
+    try:
+        record = store.get(serial)
+        assert record is not None and record.status == "revoked" and record.revocation_reason == "superseded"
+        entries = list(store.audit_entries())
+        [revoke] = [e for e in entries if e.action == "certificate.revoke"]
+        assert revoke.target == serial and revoke.detail["reason"] == "superseded"
+        assert revoke.actor.startswith("cli:")
+        [rollback] = [e for e in entries if e.action == "migrate.rollback"]
+        assert rollback.seq > revoke.seq and serial in rollback.detail["revoked"]
+    finally:
+        store.close()
+    assert tm(capsys, "migrate", "step", bid, "--home", str(home))[0] == 0
+    again = serial_text(x509.load_pem_x509_certificate(new_cert.read_bytes()).serial_number)
+    store = open_home_store(load_config(home), migrate=False)
+    try:
+        record = store.get(again)
+        assert again != serial and record is not None and record.status == "issued"
+    finally:
+        store.close()
+
+
+def test_a_second_command_on_a_boundary_being_moved_is_refused_naming_the_first(capsys, home, estate,
+                                                                                 tmp_path) -> None:
+    """While one `migrate step` process runs (its reload command is sleeping), a second `step`
+    or `rollback` on the same boundary is refused naming the first one's pid, and changes
+    nothing; the first finishes. A process killed while holding the lock does not keep it."""
+    import time
+
+    bid = plan_saved(capsys, home, estate)
+    assert tm(capsys, "migrate", "step", bid, "--to", "trusted", "--home", str(home))[0] == 0
+    flag = tmp_path / "reloading"
+    env = {**os.environ, "TRUSTYARD_PASSWORD": PASSWORD.decode(), "PYTHONPATH": os.pathsep.join(sys.path)}
+    first = subprocess.Popen([sys.executable, "-m", "trustyard", "migrate", "step", bid, "--home", str(home),
+                              "--reload-cmd", f"touch {flag} && sleep 5"], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while not flag.exists() and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert flag.exists(), first.communicate(timeout=60)
+        before = estate.files()
+        for command in ("step", "rollback"):
+            code, out, err = tm(capsys, "migrate", command, bid, "--home", str(home))
+            assert code != 0, out
+            assert f"boundary {bid} is being moved by another process (pid {first.pid} since " in err, err
+        assert first.poll() is None  # refused while the first was still running
+        assert estate.files() == before and status(capsys, home)["state"] == "trusted"
+    finally:
+        out, err = first.communicate(timeout=120)
+    assert first.returncode == 0, out + err
+    assert status(capsys, home)["state"] == "switched"
+    # killed between two writes of `retired`, holding the lock: the lock goes with the process
+    assert tm(capsys, "migrate", "step", bid, "--home", str(home))[0] == 0  # verified
+    crash(home, 1, "step", bid)
+    assert b'"pid"' in (home / "migrate" / "locks" / f"{bid}.lock").read_bytes()  # left as the crash left it
+    code, out, err = tm(capsys, "migrate", "step", bid, "--home", str(home))
+    assert code == 0, err + out
+    assert status(capsys, home)["state"] == "retired"

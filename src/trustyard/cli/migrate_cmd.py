@@ -111,14 +111,16 @@ def plan(paths: tuple[str, ...], endpoints: tuple[Any, ...], environments: tuple
     for b in boundaries:  # the files, not the passwords, are kept with the plan
         b.password_files = {c.path: passwords[c.path] for c in b.clients if c.path in passwords}
     saved: dict[str, str] = {}
+    docs = [b.to_json() for b in boundaries]
     if save:
         _config, store = _store(home)
         try:
-            saved = store.save_plan([(b.id, b.spki, b.to_json()) for b in boundaries], _actor())
+            saved = store.save_plan([(b.id, b.spki, d) for b, d in zip(boundaries, docs, strict=True)], _actor())
         finally:
             store.sql.close()
-    doc = {"boundaries": [{**{k: v for k, v in b.to_json().items() if k != "old_cert_pem"},
-                           "steps": b.touches(), "saved": saved.get(b.id)} for b in boundaries]}
+    doc = {"boundaries": [{**{k: v for k, v in d.items() if k != "old_cert_pem"},
+                           "steps": b.touches(), "saved": saved.get(b.id)}
+                          for b, d in zip(boundaries, docs, strict=True)]}
 
     def text() -> str:
         out = planning.render(boundaries)
@@ -185,19 +187,24 @@ def step(boundary_id: str, to_state: str | None, dry_run: bool, passwords: dict[
 
 @migrate.command()
 @click.argument("boundary_id", metavar="ID")
+@click.option("--ca-password-file", type=click.Path(dir_okay=False), default=None,
+              help="File holding the CA key password, to revoke what `issued` issued (else $TRUSTYARD_PASSWORD).")
 @home_option
 @json_option
-def rollback(boundary_id: str, home: str | None, as_json: bool) -> int:
+def rollback(boundary_id: str, ca_password_file: str | None, home: str | None, as_json: bool) -> int:
     """Return boundary ID to its previous state, restoring the backups byte for byte.
+
+    Rolling back `issued` also revokes the certificate it issued (reason superseded).
 
     \b
     Exit status: 0 rolled back, 1 nothing to roll back, or a file changed since the step (named).
     """
-    from ..migrate.steps import roll_back
+    from ..migrate.steps import Revoker, roll_back
 
-    _config, store = _store(home)
+    config, store = _store(home)
     try:
-        outcome = roll_back(store, _actor(), boundary_id)
+        outcome = roll_back(store, _actor(), boundary_id, Revoker(config.home, config, ca_password_file),
+                            home=config.home)
     finally:
         store.sql.close()
     emit(as_json, outcome.to_json(), outcome.render)

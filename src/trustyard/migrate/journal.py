@@ -127,15 +127,7 @@ def resume(store: MigrateStore, row: JournalRow) -> bool:
 def undo(row: JournalRow) -> list[str]:
     """Put every file of a done row back as its backup holds it (or remove what it created).
     A file changed since the step is refused, naming it, before anything is restored."""
-    for w in row.writes:
-        now = sha256(current(w["path"]))
-        if now not in (w["after"], w["before"]):
-            raise Conflict(f"{w['path']} changed since the step wrote it: restore it by hand from {w['backup']}"
-                           if w["backup"] else f"{w['path']} changed since the step wrote it",
-                           code=Code.LOCATION_CHANGED, location=w["path"])
-        if w["backup"] and sha256(current(w["backup"])) != w["before"]:
-            raise Conflict(f"the backup {w['backup']} of {w['path']} is missing or damaged", code=Code.LOCATION_CHANGED,
-                           location=w["path"])
+    check_undo(row)
     restored = []
     for w in reversed(row.writes):
         if sha256(current(w["path"])) == w["before"]:
@@ -148,6 +140,19 @@ def undo(row: JournalRow) -> list[str]:
         restored.append(w["path"])
         _crash_point()
     return restored
+
+
+def check_undo(row: JournalRow) -> None:
+    """Refuse (naming the file) when ``undo`` could not put every file of the row back."""
+    for w in row.writes:
+        now = sha256(current(w["path"]))
+        if now not in (w["after"], w["before"]):
+            raise Conflict(f"{w['path']} changed since the step wrote it: restore it by hand from {w['backup']}"
+                           if w["backup"] else f"{w['path']} changed since the step wrote it",
+                           code=Code.LOCATION_CHANGED, location=w["path"])
+        if w["backup"] and sha256(current(w["backup"])) != w["before"]:
+            raise Conflict(f"the backup {w['backup']} of {w['path']} is missing or damaged", code=Code.LOCATION_CHANGED,
+                           location=w["path"])
 
 
 def _sync_dir(path: str) -> None:

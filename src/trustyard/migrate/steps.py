@@ -28,8 +28,10 @@ from ..store.records import AuditEvent
 from ..units import format_time
 from . import journal
 from .locations import add_anchors, remove_cert, trusted_certs
+from .lock import boundary_lock
 from .plan import Boundary, Insecure, Location, host_matches, insecure_findings, kind_of
-from .verify import handshake, served, wait_for_leaf
+from .revoke import Revoker
+from .verify import handshake, leaf_for, served, wait_for_leaf
 
 _SHA256 = hashes.SHA256()
 STATES = ("planned", "issued", "trusted", "switched", "verified", "retired", "done")
@@ -86,7 +88,17 @@ class Outcome:
 
 
 def advance(s: Settings, text_id: str, to: str | None = None) -> list[Outcome]:
-    row = s.store.resolve(text_id)
+    """Move the boundary to the next state (or through each state up to ``to``), holding its
+    lock (``migrate/lock.py``): a second process on the same boundary is refused, naming this one."""
+    bid = s.store.resolve(text_id).id
+    if s.dry_run:
+        return _advance(s, bid, to)
+    with boundary_lock(s.home, bid, f"step --to {to}" if to else "step"):
+        return _advance(s, bid, to)
+
+
+def _advance(s: Settings, bid: str, to: str | None) -> list[Outcome]:
+    row = s.store.get(bid)  # read under the lock: another process may have moved it just before
     index = STATES.index(row.state)
     target = STATES.index(to) if to else min(index + 1, len(STATES) - 1)
     if index >= target:
@@ -178,7 +190,9 @@ _CHECKS = {
     "issued": [],
     "trusted": [],
     "switched": ["probe the endpoint until it serves the CA-issued certificate"],
-    "verified": ["a handshake per client location with only its trust, hostname checked",
+    "verified": ["the endpoint sends the CA-issued certificate for every name of the server",
+                 "a handshake per client location and per name of the server, with only the location's "
+                 "trust, that name as SNI and hostname",
                  "no verification_disabled finding left for the boundary's hosts"],
     "retired": ["the verified checks again (the removals are undone if they fail)"],
     "done": [],
@@ -371,15 +385,24 @@ def _verify(s: Settings, b: Boundary, expected: dict[str, str | None]) -> list[s
     if down:
         raise Blocked(f"{down}: start it, then re-run the step")
     problems, lines = [], []
-    name = b.names[0]
+    new_cert, _ = b.new_files()
+    want = _spki_der(x509.load_pem_x509_certificate(Path(new_cert).read_bytes()))
+    for name in b.names:  # a server choosing its certificate by SNI may still send the old one for a name
+        leaf, problem = leaf_for(b.endpoint, name, s.timeout)
+        if leaf is not None and _spki_der(leaf) != want:
+            problem = (f"{b.endpoint} still serves {leaf.subject.rfc4514_string()} (issuer "
+                       f"{leaf.issuer.rfc4514_string()}) to a client asking for {name}, not the CA-issued certificate")
+        if problem:
+            problems.append(f"{name}: {problem}")
     for loc in b.clients:
         data = _read(loc.path, expected, "client location")
         certs = trusted_certs(loc, data, _password(s, b, loc, data))
-        failure = handshake(b.endpoint, name, certs, s.timeout)
-        if failure:
-            problems.append(f"{loc.name}: {failure}")
-        else:
-            lines.append(f"{loc.name}: verifies {name} at {b.endpoint}")
+        for name in b.names:  # each name a client may dial: SNI and the hostname checked
+            failure = handshake(b.endpoint, name, certs, s.timeout)
+            if failure:
+                problems.append(f"{loc.name} as {name}: {failure}")
+            else:
+                lines.append(f"{loc.name}: verifies {name} at {b.endpoint}")
     left = (s.rescan or _rescan)(b)
     for finding in left:
         problems.append(f"{finding.name}: verification is disabled for {finding.host} "
@@ -387,6 +410,10 @@ def _verify(s: Settings, b: Boundary, expected: dict[str, str | None]) -> list[s
     if problems:
         raise Blocked("; ".join(problems))
     return lines
+
+
+def _spki_der(cert: x509.Certificate) -> bytes:
+    return cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
 
 
 def _rescan(b: Boundary) -> list[Insecure]:
@@ -403,9 +430,21 @@ def _rescan(b: Boundary) -> list[Insecure]:
     return [i for i in insecure_findings(inv.findings) if host_matches(i.host, b.names)]
 
 
-def roll_back(store: MigrateStore, actor: str, text_id: str) -> Outcome:
-    """Undo the boundary's last step: its files back from the backups, its state the one before."""
-    row = store.resolve(text_id)
+def roll_back(store: MigrateStore, actor: str, text_id: str, revoker: Revoker | None = None,
+              home: Path | None = None) -> Outcome:
+    """Undo the boundary's last step: its files back from the backups, its state the one before.
+    Rolling back ``issued`` revokes the certificate it issued (``revoker``; without one, the
+    rollback is refused, so no valid certificate is left behind unsaid). With the CA ``home``,
+    under the boundary's lock, as a step."""
+    bid = store.resolve(text_id).id
+    if home is None:
+        return _roll_back(store, actor, bid, revoker)
+    with boundary_lock(home, bid, "rollback"):
+        return _roll_back(store, actor, bid, revoker)
+
+
+def _roll_back(store: MigrateStore, actor: str, bid: str, revoker: Revoker | None) -> Outcome:
+    row = store.get(bid)
     b = Boundary.from_json(row.plan)
     entries = [j for j in store.journal(b.id) if j.status in ("done", "pending")]
     if not entries:
@@ -415,17 +454,25 @@ def roll_back(store: MigrateStore, actor: str, text_id: str) -> Outcome:
     if entry.status == "pending" and not journal.resume(store, entry):
         out.lines.append(f"discarded the interrupted {entry.step} step (it had written nothing)")
         return out
+    journal.check_undo(entry)
+    detail: dict[str, Any] = {}
+    if entry.step == "issued":  # before the files go: the certificate file names the serial
+        if revoker is None:
+            raise BadRequest("rolling back issued revokes the certificate it issued: give the CA home",
+                             code=Code.MIGRATE_LOCATION)
+        revoked = revoker(b.new_files()[0], actor)
+        out.lines.append(revoked)
+        detail["revoked"] = revoked
     restored = journal.undo(entry)
     to_state = entry.from_state if row.state == entry.step else row.state
     store.rolled_back(b.id, entry.seq, row.state, to_state,
                       AuditEvent(actor, "migrate.rollback", f"migrate/{b.id}", "ok",
-                                 {"from": row.state, "to": to_state, "journal": entry.seq, "restored": restored}))
+                                 {"from": row.state, "to": to_state, "journal": entry.seq, "restored": restored,
+                                  **detail}))
     out.state = to_state
     out.lines += [f"restored {p}" for p in restored] or ["no file to restore"]
-    if entry.step == "issued":
-        out.lines.append("the certificate issued for it stays valid until it expires (`trustyard revoke` ends it)")
     return out
 
 
-__all__ = ["STATES", "Blocked", "Outcome", "Settings", "advance", "roll_back"]
+__all__ = ["STATES", "Blocked", "Outcome", "Revoker", "Settings", "advance", "roll_back"]
 

@@ -29,6 +29,18 @@ def served(endpoint: str, name: str | None, timeout: float) -> tuple[list[x509.C
     return result.chain, None
 
 
+def leaf_for(endpoint: str, name: str, timeout: float) -> tuple[x509.Certificate | None, str | None]:
+    """The leaf the endpoint sends a client asking for ``name`` (SNI ``name``, whatever SNI the
+    endpoint was given with), or why there is none."""
+    ep = Endpoint.parse(endpoint)
+    result = probe(ep.host, ep.port, sni=name, timeout=timeout)
+    if result.network_error:
+        return None, f"{endpoint} is unreachable ({result.network_error}: {result.network_detail})"
+    if not result.chain:
+        return None, f"{endpoint} sent no certificate for {name} ({result.tls_error})"
+    return result.chain[0], None
+
+
 def wait_for_leaf(endpoint: str, name: str | None, spki_der: bytes, wait: float, timeout: float) -> str | None:
     """Poll until the endpoint serves a leaf with this public key; the last problem otherwise."""
     deadline = time.monotonic() + wait

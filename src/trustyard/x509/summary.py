@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 from collections.abc import Iterable
@@ -58,7 +59,10 @@ def is_ca(cert: x509.Certificate) -> bool:
         return False
 
 
+@functools.lru_cache(maxsize=16384)
 def is_self_signed(cert: x509.Certificate) -> bool:
+    """Signed by its own key. Remembered per certificate (by its DER): a scan meets the same root
+    or self-signed copy in thousands of bundles, and a signature check costs more than the parse."""
     if cert.issuer != cert.subject:
         return False
     try:
