@@ -251,7 +251,7 @@ def test_the_log_hears_of_an_event_once_it_is_committed(tmp_path: Path) -> None:
     with store.unit():
         # one step of the unit, undone by its SAVEPOINT
         with pytest.raises(RuntimeError), store.transaction() as conn:
-            store._append(conn, AuditEvent(actor="a", action="step-undone", target="t"))
+            store.append_audit(conn, AuditEvent(actor="a", action="step-undone", target="t"))
             raise RuntimeError
         store.audit(AuditEvent(actor="a", action="in-unit", target="t"))
         assert heard == ["kept"]  # not before the unit commits

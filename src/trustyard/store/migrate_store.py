@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Connection, insert, select, update
 
 from ..errors import Code, Conflict, NotFound
 from .records import AuditEvent, utc, utc_now
@@ -60,7 +60,7 @@ class MigrateStore:
                     out[bid] = "replanned"
                 else:
                     out[bid] = f"kept ({row.state})"
-            self.sql._append(conn, AuditEvent(actor, "migrate.plan", "migrate", "ok", {"boundaries": out}))
+            self.sql.append_audit(conn, AuditEvent(actor, "migrate.plan", "migrate", "ok", {"boundaries": out}))
         return out
 
     def resolve(self, text: str) -> BoundaryRow:
@@ -90,21 +90,16 @@ class MigrateStore:
     def move(self, bid: str, from_state: str, to_state: str, event: AuditEvent, journal: int | None = None) -> None:
         """Set the state if it is still ``from_state`` (and mark the step's journal entry done)."""
         with self.sql.transaction() as conn:
-            moved = conn.execute(update(migrate_boundaries).where(migrate_boundaries.c.id == bid,
-                                                                  migrate_boundaries.c.state == from_state)
-                                 .values(state=to_state, blocking=None, moved_at=utc_now()))
-            if moved.rowcount != 1:
-                raise Conflict(f"boundary {bid} is no longer {from_state}: another command moved it",
-                               code=Code.CONFLICT)
+            _move(conn, bid, from_state, to_state)
             if journal is not None:
                 conn.execute(update(migrate_journal).where(migrate_journal.c.seq == journal)
                              .values(status="done", done_at=utc_now()))
-            self.sql._append(conn, event)
+            self.sql.append_audit(conn, event)
 
     def block(self, bid: str, text: str, event: AuditEvent) -> None:
         with self.sql.transaction() as conn:
             conn.execute(update(migrate_boundaries).where(migrate_boundaries.c.id == bid).values(blocking=text))
-            self.sql._append(conn, event)
+            self.sql.append_audit(conn, event)
 
     # -- the journal ------------------------------------------------------------------------------
 
@@ -140,13 +135,8 @@ class MigrateStore:
         with self.sql.transaction() as conn:
             conn.execute(update(migrate_journal).where(migrate_journal.c.seq == seq)
                          .values(status="rolled_back", done_at=utc_now()))
-            moved = conn.execute(update(migrate_boundaries).where(migrate_boundaries.c.id == bid,
-                                                                  migrate_boundaries.c.state == from_state)
-                                 .values(state=to_state, blocking=None, moved_at=utc_now()))
-            if moved.rowcount != 1:
-                raise Conflict(f"boundary {bid} is no longer {from_state}: another command moved it",
-                               code=Code.CONFLICT)
-            self.sql._append(conn, event)
+            _move(conn, bid, from_state, to_state)
+            self.sql.append_audit(conn, event)
 
 
 def _boundary(row: Any) -> BoundaryRow:
@@ -157,3 +147,12 @@ def _boundary(row: Any) -> BoundaryRow:
 def _journal(row: Any) -> JournalRow:
     return JournalRow(seq=row.seq, boundary_id=row.boundary_id, step=row.step, from_state=row.from_state,
                       status=row.status, writes=json.loads(row.writes))
+
+
+def _move(conn: Connection, bid: str, from_state: str, to_state: str) -> None:
+    """Compare-and-set the boundary's state: a Conflict when another command moved it first."""
+    moved = conn.execute(update(migrate_boundaries).where(migrate_boundaries.c.id == bid,
+                                                          migrate_boundaries.c.state == from_state)
+                         .values(state=to_state, blocking=None, moved_at=utc_now()))
+    if moved.rowcount != 1:
+        raise Conflict(f"boundary {bid} is no longer {from_state}: another command moved it", code=Code.CONFLICT)

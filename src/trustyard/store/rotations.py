@@ -64,7 +64,7 @@ class RotationStore:
             key = conn.execute(insert(rotations).values(**row_values)).inserted_primary_key
             assert key is not None
             new_id = key[0]
-            self.sql._append(conn, AuditEvent(event_.actor, event_.action, f"rotation/{new_id}",
+            self.sql.append_audit(conn, AuditEvent(event_.actor, event_.action, f"rotation/{new_id}",
                                               event_.outcome, event_.detail))
             row = conn.execute(select(rotations).where(rotations.c.id == new_id)).one()
         return _row(row)
@@ -81,7 +81,7 @@ class RotationStore:
             if moved.rowcount != 1:
                 raise Conflict(f"rotation {rotation_id} is no longer {from_state}: someone else moved it",
                                code=Code.ROTATION_MOVED, rotation=rotation_id)
-            self.sql._append(conn, event_)
+            self.sql.append_audit(conn, event_)
             row = conn.execute(select(rotations).where(rotations.c.id == rotation_id)).one()
         return _row(row)
 

@@ -110,7 +110,7 @@ class SqlStore(Database):
             if not issued:
                 self.run(conn, _STORE_DER, params)
                 event_ = replace(event_, outcome="denied", detail={**event_.detail, "revoked_while_signing": True})
-            self._append(conn, event_)
+            self.append_audit(conn, event_)
         return issued
 
     def record_failed(self, serial: str) -> None:
@@ -148,7 +148,7 @@ class SqlStore(Database):
                 event_ = replace(event_, detail={**event_.detail, "descendants": descendants})
             row = conn.execute(select(certificates).where(certificates.c.serial == serial)).one()
             crl_entries.mark_dirty(conn, [serial, *descendants], now)  # their CRLs are due: no CRL built here
-            self._append(conn, replace(event_, detail={**event_.detail, "sans": json.loads(row.sans)}))
+            self.append_audit(conn, replace(event_, detail={**event_.detail, "sans": json.loads(row.sans)}))
         return cert_record(row)
 
     def _revoke_descendants(self, conn: Connection, serial: str, reason: str, now: datetime) -> list[str]:
@@ -194,9 +194,11 @@ class SqlStore(Database):
 
     def audit(self, event_: AuditEvent) -> None:
         with self.transaction() as conn:
-            self._append(conn, event_)
+            self.append_audit(conn, event_)
 
-    def _append(self, conn: Connection, event_: AuditEvent) -> None:
+    def append_audit(self, conn: Connection, event_: AuditEvent) -> None:
+        """Append ``event_`` to the audit chain inside the caller's transaction ``conn``, so the
+        entry commits (or rolls back) with the change it records."""
         query = _HEAD if self.is_sqlite else _HEAD_FOR_UPDATE
         head = self.run(conn, query).first()
         if head is None:
