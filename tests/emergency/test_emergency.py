@@ -205,3 +205,46 @@ def test_a_renewal_right_after_the_start_meets_the_emergency(ca: Authority[Any],
     with pytest.raises(Forbidden) as blocked:
         issue(ca, "race.internal", key=old.key)
     assert blocked.value.code == Code.KEY_BLOCKED
+
+
+def test_a_certificate_renewed_already_is_selected_revoked_at_once_and_its_key_blocked(
+        ca: Authority[Any], home: Path, capsys: Any) -> None:
+    """The key of a certificate that was renewed last week leaks: the old certificate still
+    works until it expires, so the emergency takes it too, with no grace."""
+    old, _other = issue(ca, "pay.internal"), issue(ca, "other.internal")
+    new = renew(ca, old)
+    spki = spki_sha256(old.chain[0].public_key())
+    code, _out, err = em(capsys, home, "--spki", spki, "--reason", "keyCompromise", "--grace", "1h")
+    assert code == 0, err
+    assert Emergencies(ca.store, clock=ca.clock).sweep() == 1  # no grace: its replacement exists
+    assert _state(ca, old.serial) == ("revoked", "keyCompromise")
+    assert _state(ca, new.serial) == ("issued", None)
+    report = status(capsys, home)
+    assert report["identities"] == [{"identity": "pay.internal", "serial": old.serial, "state": "replaced",
+                                     "replacement": new.serial}]
+    with pytest.raises(Forbidden) as blocked:
+        issue(ca, "pay.internal", key=old.key)
+    assert blocked.value.code == Code.KEY_BLOCKED
+
+
+def test_a_certificate_expired_but_still_renewable_is_in_the_emergency(ca: Authority[Any]) -> None:
+    """With ``[renewal] allow_after_expiry``, a certificate expired 20 minutes ago may still
+    renew: an emergency must select it, or its (stolen) key renews around the emergency."""
+    lapsed, _a, _b = issue(ca, "lapsed.internal"), issue(ca, "a.internal"), issue(ca, "b.internal")
+    with ca.store.transaction() as conn:  # type: ignore[attr-defined]
+        conn.execute(update(certificates).where(certificates.c.serial == lapsed.serial)
+                     .values(not_after=ca.clock() - timedelta(minutes=20)))
+    spki = spki_sha256(lapsed.chain[0].public_key())
+    with pytest.raises(SelectionRefused):  # renewal after expiry off: it is dead, nothing to replace
+        Emergencies(ca.store, clock=ca.clock).start(Selector.of("spki", [spki]), "keyCompromise",
+                                                    timedelta(minutes=5))
+    row, _asked = Emergencies(ca.store, clock=ca.clock, renewable_for=timedelta(hours=1)).start(
+        Selector.of("spki", [spki]), "keyCompromise", timedelta(minutes=5), require_bootstrap=True)
+    assert row.count == 1
+    guard = Emergencies(ca.store, clock=ca.clock)
+    with pytest.raises(Forbidden) as refused:
+        guard.check_issue(spki_sha256(_a.chain[0].public_key()), renewed_from=lapsed.serial)
+    assert refused.value.code == Code.BOOTSTRAP_REQUIRED
+    with pytest.raises(Forbidden) as blocked:
+        guard.check_issue(spki, renewed_from=None)
+    assert blocked.value.code == Code.KEY_BLOCKED

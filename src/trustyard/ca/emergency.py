@@ -118,8 +118,12 @@ class Emergencies:
     """Start, follow and finish emergencies on the CA's database; also the authority's
     ``guard`` (``check_issue``, ``renew_now``, ``on_checkin``)."""
 
-    def __init__(self, store: SqlStore, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(self, store: SqlStore, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 renewable_for: timedelta = timedelta(0)) -> None:
         self.ledger, self.clock = store, clock
+        # [renewal] allow_after_expiry: a certificate expired less than this long ago may still
+        # renew, so an emergency selects it too
+        self.renewable_for = renewable_for
         self.store = EmergencyStore(store)
         self._open, self._checked_until = False, 0.0  # whether something is open, trusted until (monotonic)
         self._emergency_cache: dict[int, EmergencyRow] = {}  # an emergency's row never changes
@@ -137,7 +141,7 @@ class Emergencies:
         if grace <= timedelta(0):
             raise BadRequest("--grace must be positive", code=Code.BAD_TTL, field="grace")
         now = self.clock()
-        candidates = self.store.candidates(now)
+        candidates = self.store.candidates(now, self.renewable_for)
         chosen = []
         for cert in candidates:
             spki = spki_sha256(x509.load_der_x509_certificate(cert.der).public_key())
@@ -145,8 +149,8 @@ class Emergencies:
                 chosen.append((cert, spki))
         total = len(candidates)
         if not chosen:
-            raise SelectionRefused(f"{selector.text()} matched none of the {total} unexpired certificates not yet "
-                                   "replaced: nothing changed", matched=0, total=total)
+            raise SelectionRefused(f"{selector.text()} matched none of the {total} unexpired certificates (or "
+                                   "still renewable) in no emergency: nothing changed", matched=0, total=total)
         if len(chosen) == total and selector.kind != "all":
             raise SelectionRefused(f"{selector.text()} matched all {total} unexpired certificates: say --all to "
                                    "replace every one; nothing changed", matched=total, total=total)
@@ -155,9 +159,12 @@ class Emergencies:
         emergency = {"started_at": now, "actor": actor, "selector": selector.to_json(), "reason": reason,
                      "grace_seconds": int(grace.total_seconds()), "require_bootstrap": int(require_bootstrap),
                      "count": len(chosen)}
+        # A certificate renewed already has its replacement: no grace, it is revoked at the next
+        # sweep (its renewal, if selected too, goes the way of every other).
         certs = [{"serial": c.serial, "identity": (c.subject or (c.sans or ("",))[0])[:255], "sans": c.sans,
-                  "provisioner": c.provisioner, "spki_sha256": spki, "fleet": int(c.serial in seen),
-                  "deadline_at": deadline} for c, spki in chosen]
+                  "provisioner": c.provisioner, "spki_sha256": spki,
+                  "fleet": int(c.serial in seen and c.superseded_by is None),
+                  "deadline_at": now if c.superseded_by else deadline} for c, spki in chosen]
         new_id = self.store.start(emergency, certs)
         asked = 0
         if fleet is not None:

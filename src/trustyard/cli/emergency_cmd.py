@@ -23,9 +23,10 @@ def _emergencies(home: str | None) -> Iterator[Any]:
     from ..ca.emergency import Emergencies
     from ..ca.home import open_home_store
 
-    store = open_home_store(load_config(resolve_home(home)))
+    config = load_config(resolve_home(home))
+    store = open_home_store(config)
     try:
-        yield Emergencies(store), store
+        yield Emergencies(store, renewable_for=config.renewal.after_expiry), store
     finally:
         store.close()
 

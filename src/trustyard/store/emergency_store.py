@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
@@ -27,7 +27,8 @@ PENDING = "pending"
 
 @dataclass(frozen=True)
 class Candidate:
-    """An unexpired, issued, unrenewed certificate an emergency may select."""
+    """An issued certificate an emergency may select: unexpired, or expired so recently that it
+    may still renew (``[renewal] allow_after_expiry``); renewed already or not."""
 
     serial: str
     provisioner: str
@@ -35,6 +36,7 @@ class Candidate:
     sans: tuple[str, ...]
     der: bytes
     issuer_sha256: str | None
+    superseded_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -72,17 +74,21 @@ class EmergencyStore:
 
     # -- selection and start ----------------------------------------------------------------
 
-    def candidates(self, now: datetime) -> list[Candidate]:
-        """Every issued, unexpired certificate not renewed yet and in no emergency."""
+    def candidates(self, now: datetime, renewable_for: timedelta = timedelta(0)) -> list[Candidate]:
+        """Every issued certificate in no emergency that still works: unexpired, or expired less
+        than ``renewable_for`` ago (it may still renew). Renewed ones are in: their key is as
+        exposed as any, and they stay valid until they expire."""
         taken = select(emergency_certs.c.serial)
         query = (select(certificates.c.serial, certificates.c.provisioner, certificates.c.subject,
-                        certificates.c.sans, certificates.c.der, certificates.c.issuer_sha256)
-                 .where(certificates.c.status == "issued", certificates.c.not_after > now,
-                        certificates.c.superseded_by.is_(None), certificates.c.serial.not_in(taken))
+                        certificates.c.sans, certificates.c.der, certificates.c.issuer_sha256,
+                        certificates.c.superseded_by)
+                 .where(certificates.c.status == "issued", certificates.c.not_after > now - renewable_for,
+                        certificates.c.serial.not_in(taken))
                  .order_by(certificates.c.subject, certificates.c.serial))
         with self.db.transaction(write=False) as conn:
             rows = conn.execute(query).fetchall()
-        return [Candidate(r.serial, r.provisioner, r.subject, tuple(json.loads(r.sans)), r.der, r.issuer_sha256)
+        return [Candidate(r.serial, r.provisioner, r.subject, tuple(json.loads(r.sans)), r.der, r.issuer_sha256,
+                          r.superseded_by)
                 for r in rows if r.der is not None]
 
     def party_serials(self) -> set[str]:
