@@ -14,6 +14,7 @@ next attempt itself.
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 import re
 import socket
@@ -72,20 +73,27 @@ def retry_delay(retry_after: float, rng: random.Random | None = None) -> float:
     return max(retry_after, 0.0) + (rng or random).uniform(0, spread)
 
 
+MAX_RETRY_AFTER = 86400.0  # a Retry-After longer than a day is taken for a mistake, not obeyed
+
+
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds from a Retry-After header (delay-seconds or an HTTP date); None when absent or unreadable."""
+    """Seconds from a Retry-After header (delay-seconds or an HTTP date); None when absent,
+    unreadable or longer than ``MAX_RETRY_AFTER`` (a proxy's or a broken server's value must not
+    park a client past its certificate's expiry, nor overflow its arithmetic)."""
     if not value:
         return None
     value = value.strip()
     if value.isascii() and value.isdigit():
-        return float(int(value))
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+        seconds = float(int(value)) if len(value) <= 12 else math.inf
+    else:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, OverflowError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+    return seconds if seconds <= MAX_RETRY_AFTER else None
 
 
 class UntrustedServer(CAUnavailable):

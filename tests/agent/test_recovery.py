@@ -22,7 +22,7 @@ from trustyard.agent.schedule import Level, Schedule
 from trustyard.agent.seams import Current, FakeClock
 from trustyard.ca.home import InitOptions, init_home, load_authority
 from trustyard.cli.connect import issued_files
-from trustyard.client import CAUnavailable, IssuedFiles
+from trustyard.client import CAUnavailable, IssuedFiles, parse_retry_after
 from trustyard.errors import Code, Forbidden
 from trustyard.x509.keys import PrivateKey
 
@@ -259,3 +259,23 @@ def test_bootstrap_required_stops_renewal_reports_it_and_takes_a_new_token(tmp_p
         m.step()
         assert not m.needs_bootstrap and m.serial != first and m.counters.bootstraps == 2
         assert m.status().level is Level.OK
+
+
+def test_an_absurd_retry_after_neither_crashes_the_agent_nor_outlasts_its_certificate(tmp_path: Path) -> None:
+    """Retry-After values past a day (400 digits, an HTTP date years ahead) are not obeyed, and
+    even an obeyed one never holds the next attempt past a quarter of the time left."""
+    assert parse_retry_after("9" * 400) is None
+    assert parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT") is None
+    assert parse_retry_after("86401") is None and parse_retry_after("120") == 120.0
+    with one_agent(tmp_path, "slow.internal", seed=5) as (m, ca, _out, clock):
+        m.start()
+        m.step()
+
+        def busy(csr_pem: bytes, proof: str) -> IssuedFiles:
+            raise CAUnavailable("the CA answered 503", retry_after=86400)
+
+        ca.renew = busy  # type: ignore[method-assign]
+        clock.current = m.next_at
+        m.step()
+        assert m.not_after is not None
+        assert m.next_at - clock.current <= max((m.not_after - clock.current) / 4, timedelta(seconds=1))

@@ -35,7 +35,15 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from .. import __version__, errors
 from ..ca import proofs
-from ..client import CAUnavailable, IssuedFiles, TrustBundle, make_csr, new_key_and_csr, retry_delay
+from ..client import (
+    MAX_RETRY_AFTER,
+    CAUnavailable,
+    IssuedFiles,
+    TrustBundle,
+    make_csr,
+    new_key_and_csr,
+    retry_delay,
+)
 from ..errors import Code, ExitCode
 from ..units import format_time, humanize
 from ..x509.keys import KeyType, PrivateKey, generate_private_key, key_type_of
@@ -56,6 +64,7 @@ EXIT_REBOOTSTRAP = ExitCode.NEEDS_TOKEN
 PROBE_INTERVAL_SECONDS = 0.25
 CHECKIN_JITTER = 0.10  # +- share of the check-in interval
 CHECKIN_PROOF_LIFETIME = timedelta(minutes=1)
+MAX_CHECKIN_HOLD = 3600  # the most a check-in retry-after directive may hold check-ins back, seconds
 # Problem codes after which only a new bootstrap token helps (every one is raised by the CA:
 # tests/test_error_vocabulary.py checks). BOOTSTRAP_REQUIRED: the CA replaced its material in an
 # emergency and asks every holder to bootstrap again.
@@ -346,11 +355,14 @@ class ManagedCert:
         self.counters.failures += 1
         self.failing_since = self.failing_since or now
         self.last_error = why
-        if retry_after is not None:  # the CA said when: not earlier, and not all of us at once
-            delay = timedelta(seconds=retry_delay(retry_after, self.rng))
+        left = self.not_after - now if self.not_after else None
+        left = left if left and left > timedelta(0) else None
+        if retry_after is not None:  # the CA said when: not earlier, and not all of us at once,
+            delay = timedelta(seconds=retry_delay(min(retry_after, MAX_RETRY_AFTER), self.rng))
+            if left is not None:  # but never so late that the certificate expires meanwhile
+                delay = min(delay, max(left / 4, self.backoff.floor))
         else:
-            left = self.not_after - now if self.not_after else None
-            delay = self.backoff.delay(self.failures, self.rng, left if left and left > timedelta(0) else None)
+            delay = self.backoff.delay(self.failures, self.rng, left)
         self.next_at = now + delay
         status = self.status(now)
         if status.level is Level.ERROR:
@@ -574,7 +586,8 @@ class Agent:
                     m.renew_now(now)
                 elif name == "retry-after":
                     seconds = directive.get("seconds")
-                    wait = timedelta(seconds=seconds if isinstance(seconds, (int, float)) and seconds > 0 else 60)
+                    wait = timedelta(seconds=min(seconds, MAX_CHECKIN_HOLD)
+                                     if isinstance(seconds, (int, float)) and seconds > 0 else 60)
                     log.info("the CA sheds load: next check-in in %s", humanize(wait),
                              extra={"event": "retry_after"})
                     self.checkin_hold = self.checkin_next = now + wait
