@@ -143,3 +143,38 @@ def _serve_exit(home: Path) -> tuple[int, str]:
                            f"127.0.0.1:{free_port()}"], capture_output=True, text=True, timeout=60,
                           env={**os.environ, "TRUSTYARD_PASSWORD": PASSWORD.decode()})
     return done.returncode, done.stderr
+
+
+def test_clients_sending_their_bodies_slowly_hold_no_admission_slot(tmp_path: Path) -> None:
+    """Four connections that send a sign request's headers and then dribble its body, against a
+    worker that admits 2 at once: a real request meanwhile is signed, not refused as overloaded
+    (no authentication is needed to send a slow body, so a slot must not be had that way)."""
+    import socket
+    import ssl
+
+    home = tmp_path / "ca"
+    init_home(home, PASSWORD, InitOptions(allow=("*.internal",)))
+    _configure(home, max_pending=2)
+    authority = load_authority(home, PASSWORD, minting=True)
+    try:
+        token = authority.mint_token("default", "real.internal", ["real.internal"], ttl=timedelta(minutes=10))
+    finally:
+        authority.store.close()
+    server = start_server(home, workers=1)
+    context = ssl.create_default_context(cafile=str(server.root))
+    slow = []
+    try:
+        host, port = server.url.removeprefix("https://").rsplit(":", 1)
+        for _ in range(4):
+            conn = context.wrap_socket(socket.create_connection((host, int(port)), timeout=10), server_hostname=host)
+            conn.sendall(b"POST /v1/sign HTTP/1.1\r\nHost: ca\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 4000\r\n\r\n{\"csr\": \"")
+            slow.append(conn)
+        _key, csr = new_csr("real.internal")
+        with server.client() as c:
+            answer = c.post("/v1/sign", json={"csr": csr.decode(), "token": token})
+        assert answer.status_code == 201, answer.text
+    finally:
+        for conn in slow:
+            conn.close()
+        server.stop()

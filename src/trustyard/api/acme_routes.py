@@ -137,14 +137,7 @@ class AcmePost:
         self.routes, self.resource = routes, resource
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.resource != "finalize":
-            await self._serve(scope, receive, send)
-            return
-        try:
-            with self.routes.admission.admit("acme-finalize"):  # before the body: a refusal costs nothing
-                await self._serve(scope, receive, send)
-        except Overloaded as exc:
-            await _send(self._overloaded(scope, exc), send)
+        await self._serve(scope, receive, send)
 
     def _overloaded(self, scope: Scope, exc: Overloaded) -> AcmeResponse:
         """The ACME form of the load shed: ``rateLimited`` with 503, Retry-After and a fresh nonce."""
@@ -203,8 +196,16 @@ class AcmePost:
         # On the event loop, like the REST issuance path: short database transactions and one
         # signature; only the WAL flush waits in a thread (api.durability).
         try:
-            post = routes.admission.timed(routes.service.post) if self.resource == "finalize" else routes.service.post
-            answer = await durably(post, acme_request)
+            if self.resource == "finalize":
+                # Admitted once the (capped) body is in: a client that sends its body slowly
+                # holds no admission slot, so it cannot keep the signing queue "full".
+                try:
+                    with routes.admission.admit("acme-finalize"):
+                        answer = await durably(routes.admission.timed(routes.service.post), acme_request)
+                except Overloaded as exc:
+                    answer = self._overloaded(scope, exc)
+            else:
+                answer = await durably(routes.service.post, acme_request)
         except AcmeFailure:
             raise
         except Exception as exc:  # the flush failed: the writes may not be on disk, so promise nothing

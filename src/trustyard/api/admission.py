@@ -1,8 +1,8 @@
 """Admission control for signing requests, per worker: refuse early (503, Retry-After) rather
 than queue without bound.
 
-Every signing request (REST sign and renew, ACME finalize) asks :meth:`Admission.admit` before
-its body is read. The worker counts the requests it admitted and has not finished, and keeps a
+Every signing request (REST sign and renew, ACME finalize) asks :meth:`Admission.admit` once
+its body (capped in size) is in, so a client that sends its body slowly holds no slot. The worker counts the requests it admitted and has not finished, and keeps a
 moving average of the time one of them holds the event loop (signing runs on the loop,
 ``api.durability``), which is what serialises them. A new request would wait about
 ``pending * average``; past ``[server] latency_target``, or with ``[server] max_pending``

@@ -151,16 +151,17 @@ class Api:
         return Response(store, media_type=ROOTS_MEDIA_TYPES[fmt], headers=headers)
 
     async def sign(self, request: Request) -> Response:
-        with self.admission.admit("sign"):  # before the body is read: a refusal costs nothing
-            body = await self.json_body(request, {"csr", "token"}, {"ttl"})
-            ttl = duration_field("ttl", body["ttl"]) if body.get("ttl") else None  # "" means the default
+        # The (capped) body first: a client that sends it slowly holds no admission slot.
+        body = await self.json_body(request, {"csr", "token"}, {"ttl"})
+        ttl = duration_field("ttl", body["ttl"]) if body.get("ttl") else None  # "" means the default
+        with self.admission.admit("sign"):
             issued = await durably(self.admission.timed(self.authority.issue_for_token), body["csr"], body["token"],
                                    ttl, _actor(request))
         return _issued_response(issued, await self.current_bundle())
 
     async def renew(self, request: Request) -> Response:
+        body = await self.json_body(request, {"csr", "proof"}, set())
         with self.admission.admit("renew"):
-            body = await self.json_body(request, {"csr", "proof"}, set())
             issued = await durably(self.admission.timed(self.authority.renew), body["csr"], body["proof"],
                                    _actor(request))
         return _issued_response(issued, await self.current_bundle())
