@@ -86,6 +86,11 @@ def emergency(ctx: click.Context, spki: str | None, serials: tuple[str, ...], na
         raise click.UsageError("--reason is required (why the old certificates are revoked)")
     kind, values = chosen[0]
     selector = Selector.of(kind, () if kind == "all" else values)
+    if reason == "keyCompromise" and not require_bootstrap:
+        click.echo("warning: keyCompromise without --require-bootstrap: each old certificate may still renew "
+                   "once, to a new key, and whoever holds the stolen key can do that first and become the "
+                   "trusted replacement. --require-bootstrap closes this (renewal refused; deliver "
+                   "`trustyard emergency tokens`).", err=True)
     with _emergencies(home) as (emergencies, store):
         row, asked = emergencies.start(selector, reason, parse_duration(grace), require_bootstrap=require_bootstrap,
                                        actor=f"cli:{cli_user()}", fleet=FleetStore(store))
