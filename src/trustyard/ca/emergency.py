@@ -302,7 +302,8 @@ class Emergencies:
             token = authority.mint_token(provisioner, identity, list(sans), ttl=ttl, actor=actor)
             claims = jwt.decode(token, options={"verify_signature": False})
             self.store.set_token(serials, str(claims["jti"]))
-            minted.append({"identity": identity, "sans": list(sans), "serials": serials, "token": token,
+            minted.append({"identity": identity, "sans": list(sans), "provisioner": provisioner,
+                           "serials": serials, "token": token,
                            "expires_at": format_time(datetime.fromtimestamp(int(claims["exp"]), UTC))})
         return minted
 
