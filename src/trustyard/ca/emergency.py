@@ -48,6 +48,8 @@ from ..x509.revocation import REVOCATION_REASONS
 from ..x509.summary import serial_text
 
 if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
     from ..store import SqlStore
     from ..store.fleet_store import FleetStore
     from .authority import Authority
@@ -158,14 +160,20 @@ class Emergencies:
         certs = [{"serial": c.serial, "identity": (c.subject or (c.sans or ("",))[0])[:255], "sans": c.sans,
                   "provisioner": c.provisioner, "spki_sha256": spki, "fleet": int(c.serial in seen),
                   "deadline_at": deadline} for c, spki in chosen]
-        new_id = self.store.start(emergency, certs)
+        serials = {c.serial for c, _ in chosen}
+        holders = [(p.party, p.serial, now) for p in fleet.parties() if p.serial in serials] if fleet else []
         asked = 0
-        if fleet is not None:
-            serials = {c.serial for c, _ in chosen}
-            asked = fleet.request_renewals((p.party, p.serial, now) for p in fleet.parties() if p.serial in serials)
-        self.ledger.audit(AuditEvent(actor=actor, action="emergency.start", target=str(new_id), detail={
-            "selector": selector.to_json(), "reason": reason, "count": len(chosen), "grace": format_duration(grace),
-            "require_bootstrap": require_bootstrap, "renew_now": asked, "deadline": format_time(deadline)}))
+
+        def record(conn: Connection, new_id: int) -> None:  # in the emergency's own transaction
+            nonlocal asked
+            asked = fleet.request_renewals_in(conn, holders) if fleet is not None else 0
+            self.ledger.append_audit(conn, AuditEvent(
+                actor=actor, action="emergency.start", target=str(new_id), detail={
+                    "selector": selector.to_json(), "reason": reason, "count": len(chosen),
+                    "grace": format_duration(grace), "require_bootstrap": require_bootstrap, "renew_now": asked,
+                    "deadline": format_time(deadline)}))
+
+        self.store.start(emergency, certs, record)
         self._checked_until = 0.0
         row = self.store.latest()
         assert row is not None
