@@ -120,8 +120,12 @@ class Emergencies:
     """Start, follow and finish emergencies on the CA's database; also the authority's
     ``guard`` (``check_issue``, ``renew_now``, ``on_checkin``)."""
 
-    def __init__(self, store: SqlStore, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(self, store: SqlStore, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 listeners: list[Callable[[str, str], None]] | None = None) -> None:
         self.ledger, self.clock = store, clock
+        # told ("revoked", provisioner) per revocation, as the authority's listeners are (metrics);
+        # the authority's guard shares the authority's list
+        self.listeners = listeners if listeners is not None else []
         self.store = EmergencyStore(store)
         self._open, self._checked_until = False, 0.0  # whether something is open, trusted until (monotonic)
         self._emergency_cache: dict[int, EmergencyRow] = {}  # an emergency's row never changes
@@ -278,6 +282,9 @@ class Emergencies:
         except (Conflict, NotFound):
             revoked = 0  # revoked by hand meanwhile
         self.store.mark_revoked(row.serial, now)
+        if revoked:
+            for listener in self.listeners:
+                listener("revoked", row.provisioner)
         return revoked
 
     # -- for the operator -----------------------------------------------------------------------

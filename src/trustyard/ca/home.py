@@ -283,7 +283,7 @@ def load_authority(home: Path, password: bytes | None, *, minting: bool = False,
     authority.crl = CrlScheme.of(config.url, config.crl)
     from .emergency import Emergencies
 
-    authority.guard = Emergencies(store, clock=authority.clock)
+    authority.guard = Emergencies(store, clock=authority.clock, listeners=authority.listeners)
     authority.renew_after_expiry = config.renewal.after_expiry
     return authority
 
