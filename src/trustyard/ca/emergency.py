@@ -48,6 +48,8 @@ from ..x509.revocation import REVOCATION_REASONS
 from ..x509.summary import serial_text
 
 if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
     from ..store import SqlStore
     from ..store.fleet_store import FleetStore
     from .authority import Authority
@@ -119,11 +121,15 @@ class Emergencies:
     ``guard`` (``check_issue``, ``renew_now``, ``on_checkin``)."""
 
     def __init__(self, store: SqlStore, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 renewable_for: timedelta = timedelta(0)) -> None:
+                 renewable_for: timedelta = timedelta(0),
+                 listeners: list[Callable[[str, str], None]] | None = None) -> None:
         self.ledger, self.clock = store, clock
         # [renewal] allow_after_expiry: a certificate expired less than this long ago may still
         # renew, so an emergency selects it too
         self.renewable_for = renewable_for
+        # told ("revoked", provisioner) per revocation, as the authority's listeners are (metrics);
+        # the authority's guard shares the authority's list
+        self.listeners = listeners if listeners is not None else []
         self.store = EmergencyStore(store)
         self._open, self._checked_until = False, 0.0  # whether something is open, trusted until (monotonic)
         self._emergency_cache: dict[int, EmergencyRow] = {}  # an emergency's row never changes
@@ -165,14 +171,20 @@ class Emergencies:
                   "provisioner": c.provisioner, "spki_sha256": spki,
                   "fleet": int(c.serial in seen and c.superseded_by is None),
                   "deadline_at": now if c.superseded_by else deadline} for c, spki in chosen]
-        new_id = self.store.start(emergency, certs)
+        serials = {c.serial for c, _ in chosen}
+        holders = [(p.party, p.serial, now) for p in fleet.parties() if p.serial in serials] if fleet else []
         asked = 0
-        if fleet is not None:
-            serials = {c.serial for c, _ in chosen}
-            asked = fleet.request_renewals((p.party, p.serial, now) for p in fleet.parties() if p.serial in serials)
-        self.ledger.audit(AuditEvent(actor=actor, action="emergency.start", target=str(new_id), detail={
-            "selector": selector.to_json(), "reason": reason, "count": len(chosen), "grace": format_duration(grace),
-            "require_bootstrap": require_bootstrap, "renew_now": asked, "deadline": format_time(deadline)}))
+
+        def record(conn: Connection, new_id: int) -> None:  # in the emergency's own transaction
+            nonlocal asked
+            asked = fleet.request_renewals_in(conn, holders) if fleet is not None else 0
+            self.ledger.append_audit(conn, AuditEvent(
+                actor=actor, action="emergency.start", target=str(new_id), detail={
+                    "selector": selector.to_json(), "reason": reason, "count": len(chosen),
+                    "grace": format_duration(grace), "require_bootstrap": require_bootstrap, "renew_now": asked,
+                    "deadline": format_time(deadline)}))
+
+        self.store.start(emergency, certs, record)
         self._checked_until = 0.0
         row = self.store.latest()
         assert row is not None
@@ -277,6 +289,9 @@ class Emergencies:
         except (Conflict, NotFound):
             revoked = 0  # revoked by hand meanwhile
         self.store.mark_revoked(row.serial, now)
+        if revoked:
+            for listener in self.listeners:
+                listener("revoked", row.provisioner)
         return revoked
 
     # -- for the operator -----------------------------------------------------------------------
@@ -309,7 +324,8 @@ class Emergencies:
             token = authority.mint_token(provisioner, identity, list(sans), ttl=ttl, actor=actor)
             claims = jwt.decode(token, options={"verify_signature": False})
             self.store.set_token(serials, str(claims["jti"]))
-            minted.append({"identity": identity, "sans": list(sans), "serials": serials, "token": token,
+            minted.append({"identity": identity, "sans": list(sans), "provisioner": provisioner,
+                           "serials": serials, "token": token,
                            "expires_at": format_time(datetime.fromtimestamp(int(claims["exp"]), UTC))})
         return minted
 

@@ -283,7 +283,8 @@ def load_authority(home: Path, password: bytes | None, *, minting: bool = False,
     authority.crl = CrlScheme.of(config.url, config.crl)
     from .emergency import Emergencies
 
-    authority.guard = Emergencies(store, clock=authority.clock, renewable_for=config.renewal.after_expiry)
+    authority.guard = Emergencies(store, clock=authority.clock, renewable_for=config.renewal.after_expiry,
+                                  listeners=authority.listeners)
     authority.renew_after_expiry = config.renewal.after_expiry
     return authority
 

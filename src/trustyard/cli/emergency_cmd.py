@@ -3,6 +3,7 @@ on the CA home; ``emergency status`` follows it, ``emergency tokens`` mints boot
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -87,6 +88,11 @@ def emergency(ctx: click.Context, spki: str | None, serials: tuple[str, ...], na
         raise click.UsageError("--reason is required (why the old certificates are revoked)")
     kind, values = chosen[0]
     selector = Selector.of(kind, () if kind == "all" else values)
+    if reason == "keyCompromise" and not require_bootstrap:
+        click.echo("warning: keyCompromise without --require-bootstrap: each old certificate may still renew "
+                   "once, to a new key, and whoever holds the stolen key can do that first and become the "
+                   "trusted replacement. --require-bootstrap closes this (renewal refused; deliver "
+                   "`trustyard emergency tokens`).", err=True)
     with _emergencies(home) as (emergencies, store):
         row, asked = emergencies.start(selector, reason, parse_duration(grace), require_bootstrap=require_bootstrap,
                                        actor=f"cli:{cli_user()}", fleet=FleetStore(store))
@@ -152,13 +158,32 @@ def tokens(out: Path | None, ttl: str, home: str | None, password_file: str | No
         authority.store.close()
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        for entry in minted:
-            entry["file"] = str(out / (_file_name(entry["identity"]) + ".token"))
+        for entry, file_name in zip(minted, _file_names(minted), strict=True):
+            entry["file"] = str(out / file_name)
             write_private(entry["file"], entry["token"] + "\n")
     shown = minted if out is None else [{k: v for k, v in e.items() if k != "token"} for e in minted]
     emit(as_json, {"tokens": shown}, lambda: "\n".join(
         [f"{len(minted)} bootstrap token(s), each redeemable until {minted[0]['expires_at'] if minted else '-'}:"]
         + [f"  {e['identity']}: {e['file']}" for e in shown]))
+
+
+def _file_names(minted: list[dict[str, Any]]) -> list[str]:
+    """One distinct ``NAME.token`` per minted token: the identity's file name, with a short hash of
+    the token's group (identity, names, provisioner) when several groups share that name."""
+    import hashlib
+    from collections import Counter
+
+    plain = [_file_name(e["identity"]) for e in minted]
+    shared = Counter(plain)
+    names = []
+    for entry, name in zip(minted, plain, strict=True):
+        if shared[name] > 1:
+            key = json.dumps([entry["identity"], entry["sans"], entry.get("provisioner", "")], sort_keys=True)
+            name = f"{name[:180]}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+        names.append(name + ".token")
+    if len(set(names)) != len(names):  # never one token file written over another
+        raise click.ClickException("two bootstrap tokens would be written to the same file; nothing written")
+    return names
 
 
 def _file_name(identity: str) -> str:

@@ -9,13 +9,15 @@ revocation never completed (a crash in between) is taken again after a while (``
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
+from ..errors import Conflict
 from .engine import Database
 from .records import utc
 from .schema import certificates, emergencies, emergency_certs, relying_parties
@@ -96,17 +98,30 @@ class EmergencyStore:
         with self.db.transaction(write=False) as conn:
             return {r[0] for r in conn.execute(select(relying_parties.c.serial).distinct())}
 
-    def start(self, emergency: dict[str, Any], certs: list[dict[str, Any]]) -> int:
-        """Insert the emergency and its certificates in one transaction; its id."""
-        with self.db.transaction() as conn:
-            result = conn.execute(insert(emergencies).values(
-                **{**emergency, "selector": json.dumps(emergency["selector"], sort_keys=True)}))
-            key = result.inserted_primary_key
-            assert key is not None
-            new_id = int(key[0])
-            conn.execute(insert(emergency_certs), [
-                {**c, "emergency_id": new_id, "sans": json.dumps(list(c["sans"])), "state": PENDING,
-                 "replacement": None, "claimed_at": None, "revoked_at": None, "token_jti": None} for c in certs])
+    def start(self, emergency: dict[str, Any], certs: list[dict[str, Any]],
+              within: Callable[[Connection, int], None] | None = None) -> int:
+        """Insert the emergency and its certificates, then ``within(conn, id)`` (its audit entry),
+        in one transaction; its id. A certificate another emergency took meanwhile (a start
+        racing this one) is a ``Conflict`` and nothing is recorded."""
+        try:
+            with self.db.transaction() as conn:
+                result = conn.execute(insert(emergencies).values(
+                    **{**emergency, "selector": json.dumps(emergency["selector"], sort_keys=True)}))
+                key = result.inserted_primary_key
+                assert key is not None
+                new_id = int(key[0])
+                conn.execute(insert(emergency_certs), [
+                    {**c, "emergency_id": new_id, "sans": json.dumps(list(c["sans"])), "state": PENDING,
+                     "replacement": None, "claimed_at": None, "revoked_at": None, "token_jti": None}
+                    for c in certs])
+                if within is not None:
+                    within(conn, new_id)
+        except IntegrityError as e:
+            taken = self.by_serials(c["serial"] for c in certs)
+            if not taken:
+                raise
+            raise Conflict(f"certificate {taken[0].serial} is already in emergency {taken[0].emergency_id} "
+                           "(another emergency started meanwhile): nothing changed; select again") from e
         return new_id
 
     # -- reading -----------------------------------------------------------------------------

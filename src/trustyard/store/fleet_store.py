@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..errors import Code, Unauthorized
@@ -103,9 +103,17 @@ class FleetStore:
         if not params:
             return 0
         with self.db.transaction() as conn:
-            done = 0
-            for p in params:  # one by one: a plan's executemany reports no per-row count
-                done += self.db.run(conn, _REQUEST_RENEWAL, p).rowcount
+            return self._request_renewals(conn, params)
+
+    def request_renewals_in(self, conn: Connection, wanted: Iterable[tuple[str, str, datetime]]) -> int:
+        """``request_renewals`` inside the caller's transaction ``conn``."""
+        return self._request_renewals(conn, [{"party_": p, "serial_": s, "b_renew_after": at, "b_renew_serial": s}
+                                             for p, s, at in wanted])
+
+    def _request_renewals(self, conn: Connection, params: list[dict[str, Any]]) -> int:
+        done = 0
+        for p in params:  # one by one: a plan's executemany reports no per-row count
+            done += self.db.run(conn, _REQUEST_RENEWAL, p).rowcount
         return done
 
     def get(self, party: str) -> PartyRow | None:
