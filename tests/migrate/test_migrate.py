@@ -496,6 +496,38 @@ def test_verified_checks_every_name_of_the_server(capsys, home, tmp_path) -> Non
             store.sql.close()
 
 
+def test_the_reload_command_runs_without_the_ca_password(capsys, home, tmp_path) -> None:
+    """`--reload-cmd` runs without TRUSTYARD_PASSWORD in its environment while the step that ran
+    it succeeds; a failing command's output reaches the terminal but not the blocking reason or
+    the audit log."""
+    from trustyard.ca.config import load_config
+    from trustyard.ca.home import open_home_store
+
+    with https_server(make_estate(tmp_path / "estate")) as server:
+        e = server.estate
+        bid = plan_saved(capsys, home, e)
+        assert tm(capsys, "migrate", "step", bid, "--to", "trusted", "--home", str(home))[0] == 0
+        env_file = tmp_path / "reload-env"
+        code, out, err = tm(capsys, "migrate", "step", bid, "--reload-cmd", f"env > {env_file}",
+                            "--home", str(home))
+        assert code == 0, err + out
+        assert status(capsys, home)["state"] == "switched"
+        seen = env_file.read_text()
+        assert "TRUSTYARD_PASSWORD=" not in seen and PASSWORD.decode() not in seen
+        assert "PATH=" in seen  # the rest of the environment is kept
+        assert tm(capsys, "migrate", "rollback", bid, "--home", str(home))[0] == 0
+        code, out, err = tm(capsys, "migrate", "step", bid, "--reload-cmd", "echo leaked-$((6*7)) >&2; exit 3",
+                            "--home", str(home))
+        assert code == 1 and "leaked-42" in err
+        row = status(capsys, home)
+        assert "exit 3" in row["blocking"] and "leaked-42" not in row["blocking"]
+    store = open_home_store(load_config(home), migrate=False)
+    try:
+        assert not [a for a in store.audit_entries() if "leaked-42" in json.dumps(a.detail)]
+    finally:
+        store.close()
+
+
 def test_rolling_back_issued_revokes_the_certificate_it_issued(capsys, home, estate) -> None:
     """Rollback from issued removes the new files and revokes the CA-issued certificate
     (reason superseded, by the CLI user, in the audit log beside the rollback); a second

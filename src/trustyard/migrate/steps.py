@@ -12,6 +12,7 @@ nothing further; re-running the step finds its writes already made and checks ag
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -342,17 +343,26 @@ def _switch(s: Settings, b: Boundary, expected: dict[str, str | None]) -> tuple[
 
 
 def _reload(command: str, timeout: float) -> str:
-    """Run the operator's reload command; a failure blocks the step (the files stay replaced)."""
+    """Run the operator's reload command; a failure blocks the step (the files stay replaced).
+
+    The command runs without TRUSTYARD_PASSWORD (the CA key password): a server it starts in the
+    background would otherwise keep it in its environment. TRUSTYARD_PASSWORD_FILE names a file
+    only, so it stays. The command's output goes to the operator's terminal, never into the
+    blocking reason or the audit log (it may print secrets)."""
+    import os
     import subprocess
 
+    env = {k: v for k, v in os.environ.items() if k != "TRUSTYARD_PASSWORD"}
     try:
-        done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=max(timeout, 60.0))
+        done = subprocess.run(command, shell=True, capture_output=True, text=True, env=env,
+                              timeout=max(timeout, 60.0))
     except subprocess.TimeoutExpired:
         raise Blocked(f"the reload command {command!r} did not finish: reload the server by hand, then re-run "
                       "the step") from None
     if done.returncode != 0:
-        raise Blocked(f"the reload command {command!r} failed (exit {done.returncode}): "
-                      f"{(done.stderr or done.stdout).strip()[:300]}")
+        sys.stderr.write(done.stdout + done.stderr)
+        sys.stderr.flush()
+        raise Blocked(f"the reload command {command!r} failed (exit {done.returncode}); its output is above")
     return f"ran {command!r}"
 
 
