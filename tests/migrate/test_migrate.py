@@ -528,6 +528,31 @@ def test_the_reload_command_runs_without_the_ca_password(capsys, home, tmp_path)
         store.close()
 
 
+def test_a_client_location_reached_through_a_symlink_is_refused(capsys, home, estate, tmp_path) -> None:
+    """A trust bundle found through a directory symlink and another that is a file symlink, both
+    below the scanned root: `step --to trusted` refuses naming both, and changes no file, neither
+    inside the estate nor where the links point."""
+    outside = tmp_path / "outside"
+    (outside / "dir").mkdir(parents=True)
+    leaf_pem = estate.bundle.read_bytes()
+    (outside / "dir" / "bundle.pem").write_bytes(leaf_pem)
+    (outside / "file.pem").write_bytes(leaf_pem)
+    (estate.root / "linked").symlink_to(outside / "dir", target_is_directory=True)
+    (estate.root / "clients" / "linked.pem").symlink_to(outside / "file.pem")
+    bid = plan_saved(capsys, home, estate)
+    before = {**estate.files(), **{str(p): p.read_bytes() for p in outside.rglob("*") if p.is_file()}}
+    code, _, err = tm(capsys, "migrate", "step", bid, "--to", "trusted", "--home", str(home))
+    assert code != 0
+    assert "[migrateLocation]" in err and "symbolic link" in err
+    assert f"{estate.root / 'linked' / 'bundle.pem'} (through {estate.root / 'linked'})" in err
+    assert str(estate.root / "clients" / "linked.pem") in err
+    after = {**estate.files(), **{str(p): p.read_bytes() for p in outside.rglob("*") if p.is_file()}}
+    assert after == before
+    assert (estate.root / "clients" / "linked.pem").is_symlink()
+    assert not list(outside.rglob(".*trustyard*")) and not list(estate.root.rglob(".*.trustyard-*"))
+    assert status(capsys, home)["state"] == "issued"
+
+
 def test_rolling_back_issued_revokes_the_certificate_it_issued(capsys, home, estate) -> None:
     """Rollback from issued removes the new files and revokes the CA-issued certificate
     (reason superseded, by the CLI user, in the audit log beside the rollback); a second

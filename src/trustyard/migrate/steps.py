@@ -147,7 +147,7 @@ def _one(s: Settings, row: BoundaryRow, step: str) -> Outcome:
         expected = _expected(b, s.store.journal(b.id))
         if seq is None:
             contents, notes = _contents(s, b, step, expected)
-            writes = journal.plan_writes(b.id, step, contents, s.backups)
+            writes = journal.plan_writes(b.id, step, contents, s.backups, b.roots)
             if s.dry_run:
                 out.lines += ["dry run: nothing is changed", *notes]
                 out.lines += [f"would write {w['path']}" + (" (after a backup)" if w["backup"] else " (new file)")
