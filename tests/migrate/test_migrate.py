@@ -591,6 +591,38 @@ def test_rolling_back_issued_revokes_the_certificate_it_issued(capsys, home, est
         store.close()
 
 
+def test_issued_revokes_the_certificate_when_its_files_cannot_be_written(capsys, home, estate) -> None:
+    """When `issued` cannot write the new files after the CA issued the certificate (here the
+    certificate's target is a directory), the certificate is revoked (superseded) so no valid
+    certificate whose key was only in memory is left; the re-run issues one that stays valid."""
+    from trustyard.ca.config import load_config
+    from trustyard.ca.home import open_home_store
+
+    bid = plan_saved(capsys, home, estate)
+    blocker = estate.server_dir / "trustyard-server.crt"
+    blocker.mkdir()
+    code, out, err = tm(capsys, "migrate", "step", bid, "--home", str(home))
+    assert code != 0 and "Is a directory" in err and "revoked serial" in err, err + out
+    assert status(capsys, home)["state"] == "planned"
+    store = open_home_store(load_config(home), migrate=False)
+    try:
+        records = store.list(limit=1000)
+        assert len(records) == 1  # the certificate was issued
+        assert records[0].status == "revoked" and records[0].revocation_reason == "superseded"
+    finally:
+        store.close()
+    assert not list(estate.server_dir.glob(".*trustyard-*"))
+    assert not (estate.server_dir / "trustyard-server.key").exists()
+    blocker.rmdir()
+    code, out, err = tm(capsys, "migrate", "step", bid, "--home", str(home))
+    assert code == 0, err + out
+    store = open_home_store(load_config(home), migrate=False)
+    try:
+        assert sorted(r.status for r in store.list(limit=1000)) == ["issued", "revoked"]
+    finally:
+        store.close()
+
+
 def test_a_second_command_on_a_boundary_being_moved_is_refused_naming_the_first(capsys, home, estate,
                                                                                  tmp_path) -> None:
     """While one `migrate step` process runs (its reload command is sleeping), a second `step`

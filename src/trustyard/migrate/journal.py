@@ -148,6 +148,22 @@ def resume(store: MigrateStore, row: JournalRow) -> bool:
     return False
 
 
+def abandon(store: MigrateStore, row: JournalRow) -> None:
+    """A step failed while writing row ``row``: remove its staged copies, put back (or remove) any
+    target already renamed, and mark the row abandoned so a re-run starts over."""
+    for w in reversed(row.writes):
+        if w["staged"]:
+            with contextlib.suppress(OSError):
+                Path(w["staged"]).unlink(missing_ok=True)
+        now = sha256(current(w["path"]))
+        if now == w["after"] and now != w["before"]:
+            if w["backup"] and sha256(current(w["backup"])) == w["before"]:
+                write_atomic(w["path"], Path(w["backup"]).read_bytes(), mode=w["old_mode"] or 0o600)
+            elif not w["backup"]:
+                Path(w["path"]).unlink(missing_ok=True)
+    store.journal_mark(row.seq, "abandoned")
+
+
 def undo(row: JournalRow) -> list[str]:
     """Put every file of a done row back as its backup holds it (or remove what it created).
     A file changed since the step is refused, naming it, before anything is restored."""
