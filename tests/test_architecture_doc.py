@@ -51,3 +51,10 @@ def test_acme_never_imports_the_web_framework() -> None:
     offenders = [str(f.relative_to(PACKAGE)) for f in (PACKAGE / "acme").rglob("*.py")
                  if re.search(r"^\s*(from|import) (starlette|uvicorn)\b", f.read_text(), re.M)]
     assert not offenders
+
+
+def test_x509_and_migrate_never_import_the_test_helpers() -> None:
+    """testing.py (the test PKI) builds on x509/; x509/ and migrate/ do not build on it."""
+    offenders = [str(f.relative_to(PACKAGE)) for part in ("x509", "migrate") for f in (PACKAGE / part).rglob("*.py")
+                 if "testing" in _imports(f)]
+    assert not offenders

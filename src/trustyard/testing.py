@@ -34,6 +34,7 @@ from trustyard.files import write_atomic, write_private
 from trustyard.x509 import keys, profiles
 from trustyard.x509.names import Name as SanName
 from trustyard.x509.names import parse_name
+from trustyard.x509.selfsigned import self_signed_certificate
 
 __all__ = ["Leaf", "TestCA", "free_port", "need", "pem", "self_signed"]
 
@@ -221,16 +222,9 @@ def self_signed(*names: str, cn: str | None = None, ttl: dt.timedelta = dt.timed
                 key: keys.PrivateKey | None = None, is_ca: bool = False,
                 algorithm: hashes.HashAlgorithm | None = None) -> Leaf:
     """The certificate trustyard replaces: its own issuer, CN ``cn`` (default: the first name)."""
-    private = key or keys.generate_private_key(keys.KeyType.EC_P256)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn or (names[0] if names else "self"))])
-    start = _now() - dt.timedelta(days=1)
-    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
-               .public_key(private.public_key()).serial_number(profiles.new_serial())
-               .not_valid_before(start).not_valid_after(start + ttl)
-               .add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True))
-    if names:
-        builder = builder.add_extension(x509.SubjectAlternativeName(list(_names(names))), critical=False)
-    return Leaf(builder.sign(private, algorithm or keys.signature_hash(private)), private)  # type: ignore[arg-type]
+    cert, private = self_signed_certificate(list(names), _now(), cn=cn, ttl=ttl, key=key, is_ca=is_ca,
+                                            algorithm=algorithm)
+    return Leaf(cert, private)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -496,6 +496,63 @@ def test_verified_checks_every_name_of_the_server(capsys, home, tmp_path) -> Non
             store.sql.close()
 
 
+def test_the_reload_command_runs_without_the_ca_password(capsys, home, tmp_path) -> None:
+    """`--reload-cmd` runs without TRUSTYARD_PASSWORD in its environment while the step that ran
+    it succeeds; a failing command's output reaches the terminal but not the blocking reason or
+    the audit log."""
+    from trustyard.ca.config import load_config
+    from trustyard.ca.home import open_home_store
+
+    with https_server(make_estate(tmp_path / "estate")) as server:
+        e = server.estate
+        bid = plan_saved(capsys, home, e)
+        assert tm(capsys, "migrate", "step", bid, "--to", "trusted", "--home", str(home))[0] == 0
+        env_file = tmp_path / "reload-env"
+        code, out, err = tm(capsys, "migrate", "step", bid, "--reload-cmd", f"env > {env_file}",
+                            "--home", str(home))
+        assert code == 0, err + out
+        assert status(capsys, home)["state"] == "switched"
+        seen = env_file.read_text()
+        assert "TRUSTYARD_PASSWORD=" not in seen and PASSWORD.decode() not in seen
+        assert "PATH=" in seen  # the rest of the environment is kept
+        assert tm(capsys, "migrate", "rollback", bid, "--home", str(home))[0] == 0
+        code, out, err = tm(capsys, "migrate", "step", bid, "--reload-cmd", "echo leaked-$((6*7)) >&2; exit 3",
+                            "--home", str(home))
+        assert code == 1 and "leaked-42" in err
+        row = status(capsys, home)
+        assert "exit 3" in row["blocking"] and "leaked-42" not in row["blocking"]
+    store = open_home_store(load_config(home), migrate=False)
+    try:
+        assert not [a for a in store.audit_entries() if "leaked-42" in json.dumps(a.detail)]
+    finally:
+        store.close()
+
+
+def test_a_client_location_reached_through_a_symlink_is_refused(capsys, home, estate, tmp_path) -> None:
+    """A trust bundle found through a directory symlink and another that is a file symlink, both
+    below the scanned root: `step --to trusted` refuses naming both, and changes no file, neither
+    inside the estate nor where the links point."""
+    outside = tmp_path / "outside"
+    (outside / "dir").mkdir(parents=True)
+    leaf_pem = estate.bundle.read_bytes()
+    (outside / "dir" / "bundle.pem").write_bytes(leaf_pem)
+    (outside / "file.pem").write_bytes(leaf_pem)
+    (estate.root / "linked").symlink_to(outside / "dir", target_is_directory=True)
+    (estate.root / "clients" / "linked.pem").symlink_to(outside / "file.pem")
+    bid = plan_saved(capsys, home, estate)
+    before = {**estate.files(), **{str(p): p.read_bytes() for p in outside.rglob("*") if p.is_file()}}
+    code, _, err = tm(capsys, "migrate", "step", bid, "--to", "trusted", "--home", str(home))
+    assert code != 0
+    assert "[migrateLocation]" in err and "symbolic link" in err
+    assert f"{estate.root / 'linked' / 'bundle.pem'} (through {estate.root / 'linked'})" in err
+    assert str(estate.root / "clients" / "linked.pem") in err
+    after = {**estate.files(), **{str(p): p.read_bytes() for p in outside.rglob("*") if p.is_file()}}
+    assert after == before
+    assert (estate.root / "clients" / "linked.pem").is_symlink()
+    assert not list(outside.rglob(".*trustyard*")) and not list(estate.root.rglob(".*.trustyard-*"))
+    assert status(capsys, home)["state"] == "issued"
+
+
 def test_rolling_back_issued_revokes_the_certificate_it_issued(capsys, home, estate) -> None:
     """Rollback from issued removes the new files and revokes the CA-issued certificate
     (reason superseded, by the CLI user, in the audit log beside the rollback); a second
@@ -530,6 +587,38 @@ def test_rolling_back_issued_revokes_the_certificate_it_issued(capsys, home, est
     try:
         record = store.get(again)
         assert again != serial and record is not None and record.status == "issued"
+    finally:
+        store.close()
+
+
+def test_issued_revokes_the_certificate_when_its_files_cannot_be_written(capsys, home, estate) -> None:
+    """When `issued` cannot write the new files after the CA issued the certificate (here the
+    certificate's target is a directory), the certificate is revoked (superseded) so no valid
+    certificate whose key was only in memory is left; the re-run issues one that stays valid."""
+    from trustyard.ca.config import load_config
+    from trustyard.ca.home import open_home_store
+
+    bid = plan_saved(capsys, home, estate)
+    blocker = estate.server_dir / "trustyard-server.crt"
+    blocker.mkdir()
+    code, out, err = tm(capsys, "migrate", "step", bid, "--home", str(home))
+    assert code != 0 and "Is a directory" in err and "revoked serial" in err, err + out
+    assert status(capsys, home)["state"] == "planned"
+    store = open_home_store(load_config(home), migrate=False)
+    try:
+        records = store.list(limit=1000)
+        assert len(records) == 1  # the certificate was issued
+        assert records[0].status == "revoked" and records[0].revocation_reason == "superseded"
+    finally:
+        store.close()
+    assert not list(estate.server_dir.glob(".*trustyard-*"))
+    assert not (estate.server_dir / "trustyard-server.key").exists()
+    blocker.rmdir()
+    code, out, err = tm(capsys, "migrate", "step", bid, "--home", str(home))
+    assert code == 0, err + out
+    store = open_home_store(load_config(home), migrate=False)
+    try:
+        assert sorted(r.status for r in store.list(limit=1000)) == ["issued", "revoked"]
     finally:
         store.close()
 

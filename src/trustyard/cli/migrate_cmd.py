@@ -108,8 +108,10 @@ def plan(paths: tuple[str, ...], endpoints: tuple[Any, ...], environments: tuple
     planning.exclude(inv, excludes)
     planning.refuse_unreadable(inv, list(paths) + [p for _, p in environments], excludes)
     boundaries = planning.build(inv)
+    roots = [os.path.abspath(p) for p in [*paths, *(p for _, p in environments)]]
     for b in boundaries:  # the files, not the passwords, are kept with the plan
         b.password_files = {c.path: passwords[c.path] for c in b.clients if c.path in passwords}
+        b.roots = roots  # a step refuses to write through a symlink below them
     saved: dict[str, str] = {}
     docs = [b.to_json() for b in boundaries]
     if save:

@@ -18,10 +18,14 @@ import json
 import shlex
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
-from ..files import write_atomic
-from ..testing import self_signed
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from ..files import write_atomic, write_private
+from ..x509.keys import private_key_pem
+from ..x509.selfsigned import self_signed_certificate
 from ..x509.truststore import PUBLIC_PASSWORD, render_p12
 from . import scripts
 
@@ -109,11 +113,12 @@ def build(root: Path, services: Sequence[Service] | None = None,
     write_atomic(root / "bin" / "client_loop.py", scripts.LOOP.encode())
     pems: dict[str, bytes] = {}
     for service in estate.services:
-        leaf = self_signed(service.host)
+        cert, key = self_signed_certificate([service.host], datetime.now(UTC).replace(microsecond=0))
         directory = estate.cert_dir(service.name)
         directory.mkdir(parents=True)
-        leaf.write_pair(directory)
-        pems[service.name] = leaf.cert_pem()
+        pems[service.name] = cert.public_bytes(Encoding.PEM)
+        write_atomic(directory / "tls.crt", pems[service.name])
+        write_private(directory / "tls.key", private_key_pem(key))
     for name, of, kind in clients:
         estate.clients.append(write_client(estate, name, of, kind, pems[of]))
     if secret_of is not None:

@@ -24,7 +24,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..errors import Code, Conflict
+from ..errors import BadRequest, Code, Conflict
 from ..files import write_atomic, write_private
 from ..store.migrate_store import JournalRow, MigrateStore
 
@@ -54,10 +54,34 @@ def _crash_point() -> None:
         os._exit(97)
 
 
+def refuse_symlinks(paths: list[str], roots: list[str]) -> None:
+    """Refuse (naming it) a location that is a symlink or lies in a directory reached through a
+    symlink below the scanned root it was found under: staging and rename(2) would land at the
+    link's target, or turn a file symlink into a regular file. A location under no recorded root
+    (a plan saved before roots were kept) is checked itself only."""
+    problems = []
+    for path in paths:
+        target = Path(os.path.abspath(path))
+        under = [Path(r) for r in roots if target.is_relative_to(r) and target != Path(r)]
+        stop = max(under, key=lambda r: len(r.parts)) if under else target.parent
+        p = target
+        while p not in (stop, p.parent):
+            if p.is_symlink():
+                problems.append(path if p == target else f"{path} (through {p})")
+                break
+            p = p.parent
+    if problems:
+        raise BadRequest("migrate does not write through symbolic links (point the plan at the real files "
+                         "and plan again):\n  " + "\n  ".join(problems),
+                         code=Code.MIGRATE_LOCATION, locations=problems)
+
+
 def plan_writes(bid: str, step: str, contents: dict[str, tuple[bytes | None, int]],
-                backups: Path) -> list[dict[str, Any]]:
+                backups: Path, roots: list[str] | None = None) -> list[dict[str, Any]]:
     """The journal's record of ``contents`` (path -> new bytes or None to remove, mode): only files
-    whose content changes. ``{seq}`` in the paths is filled in when the row is made."""
+    whose content changes. ``{seq}`` in the paths is filled in when the row is made. A location
+    reached through a symlink is refused before anything is recorded or written."""
+    refuse_symlinks(list(contents), roots or [])
     writes = []
     for n, (path, (data, mode)) in enumerate(contents.items()):
         before = current(path)
@@ -122,6 +146,22 @@ def resume(store: MigrateStore, row: JournalRow) -> bool:
             Path(w["staged"]).unlink(missing_ok=True)
     store.journal_mark(row.seq, "abandoned")
     return False
+
+
+def abandon(store: MigrateStore, row: JournalRow) -> None:
+    """A step failed while writing row ``row``: remove its staged copies, put back (or remove) any
+    target already renamed, and mark the row abandoned so a re-run starts over."""
+    for w in reversed(row.writes):
+        if w["staged"]:
+            with contextlib.suppress(OSError):
+                Path(w["staged"]).unlink(missing_ok=True)
+        now = sha256(current(w["path"]))
+        if now == w["after"] and now != w["before"]:
+            if w["backup"] and sha256(current(w["backup"])) == w["before"]:
+                write_atomic(w["path"], Path(w["backup"]).read_bytes(), mode=w["old_mode"] or 0o600)
+            elif not w["backup"]:
+                Path(w["path"]).unlink(missing_ok=True)
+    store.journal_mark(row.seq, "abandoned")
 
 
 def undo(row: JournalRow) -> list[str]:

@@ -78,6 +78,7 @@ class Boundary:
     old_cert_pem: str = ""
     password_files: dict[str, str] = field(default_factory=dict)  # keystore -> the file holding its password
     old_fingerprints: list[str] = field(default_factory=list)  # every self-signed certificate of this key
+    roots: list[str] = field(default_factory=list)  # the scanned paths (absolute) the locations were found under
 
     @property
     def production(self) -> bool:

@@ -24,20 +24,24 @@ class Revoker:
     def __call__(self, cert_file: str, actor: str) -> str:
         """Revoke (reason superseded, through the authority's revoke, audited) the CA-issued
         certificate in ``cert_file``; a line saying what was done."""
-        from ..ca.home import load_authority, read_password
-        from ..x509.summary import serial_text
-
         data = journal.current(cert_file)
         if data is None:
             return f"{cert_file} is gone: no certificate to revoke"
-        cert = x509.load_pem_x509_certificate(data)
+        return self.revoke_pem(data, actor, cert_file)
+
+    def revoke_pem(self, pem: bytes, actor: str, where: str) -> str:
+        """Revoke the CA-issued certificate in ``pem`` (found at ``where``, for the messages)."""
+        from ..ca.home import load_authority, read_password
+        from ..x509.summary import serial_text
+
+        cert = x509.load_pem_x509_certificate(pem)
         serial = serial_text(cert.serial_number)
         password = read_password(self.ca_password_file, insecure_no_password=not self.config.encrypted_keys)
         authority = load_authority(self.home, password, config=self.config, migrate=False)
         try:
             record = authority.store.get(serial)
             if record is None or record.der != cert.public_bytes(Encoding.DER):
-                return f"{cert_file} holds serial {serial}, which this CA did not issue: not revoked"
+                return f"{where} holds serial {serial}, which this CA did not issue: not revoked"
             if record.status == "revoked":
                 return f"serial {serial} was already revoked ({record.revocation_reason})"
             authority.revoke(serial, REVOKE_REASON, admin=True, actor=actor)

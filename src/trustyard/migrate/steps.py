@@ -12,6 +12,7 @@ nothing further; re-running the step finds its writes already made and checks ag
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,17 +147,22 @@ def _one(s: Settings, row: BoundaryRow, step: str) -> Outcome:
         expected = _expected(b, s.store.journal(b.id))
         if seq is None:
             contents, notes = _contents(s, b, step, expected)
-            writes = journal.plan_writes(b.id, step, contents, s.backups)
-            if s.dry_run:
-                out.lines += ["dry run: nothing is changed", *notes]
-                out.lines += [f"would write {w['path']}" + (" (after a backup)" if w["backup"] else " (new file)")
-                              for w in writes]
-                if step == "switched" and s.reload_cmd:
-                    out.lines.append(f"then: run {s.reload_cmd!r}")
-                out.lines += [f"then: {c}" for c in _CHECKS[step]]
-                return out
-            seq = s.store.journal_open(b.id, step, row.state, writes)
-            journal.execute(s.store, seq, contents)
+            try:
+                writes = journal.plan_writes(b.id, step, contents, s.backups, b.roots)
+                if s.dry_run:
+                    out.lines += ["dry run: nothing is changed", *notes]
+                    out.lines += [f"would write {w['path']}" + (" (after a backup)" if w["backup"] else
+                                                                 " (new file)") for w in writes]
+                    if step == "switched" and s.reload_cmd:
+                        out.lines.append(f"then: run {s.reload_cmd!r}")
+                    out.lines += [f"then: {c}" for c in _CHECKS[step]]
+                    return out
+                seq = s.store.journal_open(b.id, step, row.state, writes)
+                journal.execute(s.store, seq, contents)
+            except BaseException:
+                if step == "issued" and not s.dry_run:
+                    _withdraw(s, b, contents, seq)
+                raise
             out.lines += notes
             out.lines += [f"wrote {w['path']}" + (f" (backup {w['backup'].replace('{seq}', str(seq))})"
                                                  if w["backup"] else "") for w in writes]
@@ -318,6 +324,22 @@ def _issue(s: Settings, b: Boundary, expected: dict[str, str | None]) -> tuple[C
             new_key: (private_key_pem(key), 0o600)}, notes
 
 
+def _withdraw(s: Settings, b: Boundary, contents: Contents, seq: int | None) -> None:
+    """``issued`` failed after the CA issued the certificate but before its key was safely in
+    place: undo the partial writes and revoke the certificate (its key is lost with this process),
+    so no valid certificate is left without a key and the re-run issues a fresh one."""
+    new_cert, _ = b.new_files()
+    pem = contents[new_cert][0]
+    try:
+        if seq is not None:
+            journal.abandon(s.store, s.store.journal_get(seq))
+        assert pem is not None
+        line = Revoker(s.home, s.config, s.ca_password_file).revoke_pem(pem, s.actor, new_cert)
+    except Exception as exc:  # the original failure is the one to report; say what is left
+        line = f"could not revoke the certificate just issued for {', '.join(b.names)} ({exc}): revoke it by hand"
+    sys.stderr.write(f"trustyard: the issued step failed before the new key was saved; {line}\n")
+
+
 def _switch(s: Settings, b: Boundary, expected: dict[str, str | None]) -> tuple[Contents, list[str]]:
     if not b.endpoint:
         raise BadRequest(f"boundary {b.id} has no endpoint: plan again with --endpoint HOST:PORT",
@@ -342,17 +364,26 @@ def _switch(s: Settings, b: Boundary, expected: dict[str, str | None]) -> tuple[
 
 
 def _reload(command: str, timeout: float) -> str:
-    """Run the operator's reload command; a failure blocks the step (the files stay replaced)."""
+    """Run the operator's reload command; a failure blocks the step (the files stay replaced).
+
+    The command runs without TRUSTYARD_PASSWORD (the CA key password): a server it starts in the
+    background would otherwise keep it in its environment. TRUSTYARD_PASSWORD_FILE names a file
+    only, so it stays. The command's output goes to the operator's terminal, never into the
+    blocking reason or the audit log (it may print secrets)."""
+    import os
     import subprocess
 
+    env = {k: v for k, v in os.environ.items() if k != "TRUSTYARD_PASSWORD"}
     try:
-        done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=max(timeout, 60.0))
+        done = subprocess.run(command, shell=True, capture_output=True, text=True, env=env,
+                              timeout=max(timeout, 60.0))
     except subprocess.TimeoutExpired:
         raise Blocked(f"the reload command {command!r} did not finish: reload the server by hand, then re-run "
                       "the step") from None
     if done.returncode != 0:
-        raise Blocked(f"the reload command {command!r} failed (exit {done.returncode}): "
-                      f"{(done.stderr or done.stdout).strip()[:300]}")
+        sys.stderr.write(done.stdout + done.stderr)
+        sys.stderr.flush()
+        raise Blocked(f"the reload command {command!r} failed (exit {done.returncode}); its output is above")
     return f"ran {command!r}"
 
 
