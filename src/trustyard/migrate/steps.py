@@ -13,6 +13,7 @@ nothing further; re-running the step finds its writes already made and checks ag
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -400,7 +401,11 @@ def _check(s: Settings, b: Boundary, step: str, expected: dict[str, str | None])
                           f"`trustyard migrate step {b.id}`")
         from ..ca.bundle import roots_of
 
-        failure = handshake(b.endpoint, b.names[0], roots_of(s.config), s.timeout)
+        # Polled within --wait too: a server still reloading (nginx's old workers finishing) may
+        # answer one connection with the new certificate and the next with the old one.
+        anchors, deadline = roots_of(s.config), time.monotonic() + s.wait
+        while (failure := handshake(b.endpoint, b.names[0], anchors, s.timeout)) and time.monotonic() < deadline:
+            time.sleep(0.25)
         if failure:  # e.g. the intermediate left out of the served chain
             raise Blocked(f"{b.endpoint} serves the new certificate but a client trusting the CA fails: {failure}")
         return [f"{b.endpoint} serves the CA-issued certificate, and its chain verifies to the CA root"]
