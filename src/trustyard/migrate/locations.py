@@ -216,54 +216,44 @@ _BlockDumper.add_representer(str, _str)
 
 # -- the three operations ------------------------------------------------------------------------
 
-def trusted_certs(loc: Location, data: bytes, password: str) -> list[x509.Certificate]:
-    """What a client reading this location trusts."""
+def _by_format(loc: Location, doing: str, ops: dict[str, Callable[[], Any]]) -> Any:
+    """Run the operation for ``loc``'s format; any failure but our own is a ``BadRequest`` naming
+    the location and what was being done (``read``, ``rewrite``)."""
+    op = ops.get(loc.kind)
+    if op is None:
+        raise _fail(loc, f"unsupported location format {loc.kind!r}")
     try:
-        if loc.kind == "pem":
-            return _pem_certs(data)
-        if loc.kind == "jks":
-            return _jks_certs(_jks_open(loc, data, password))
-        if loc.kind == "p12":
-            return _p12_certs(_p12_open(loc, data, password))
-        if loc.kind == "manifest":
-            return _manifest_certs(loc, data)
+        return op()
     except BadRequest:
         raise
     except Exception as exc:
-        raise _fail(loc, f"cannot read: {type(exc).__name__}: {exc}") from None
-    raise _fail(loc, f"unsupported location format {loc.kind!r}")
+        raise _fail(loc, f"cannot {doing}: {type(exc).__name__}: {exc}") from None
+
+
+def trusted_certs(loc: Location, data: bytes, password: str) -> list[x509.Certificate]:
+    """What a client reading this location trusts."""
+    return _by_format(loc, "read", {
+        "pem": lambda: _pem_certs(data),
+        "jks": lambda: _jks_certs(_jks_open(loc, data, password)),
+        "p12": lambda: _p12_certs(_p12_open(loc, data, password)),
+        "manifest": lambda: _manifest_certs(loc, data),
+    })
 
 
 def add_anchors(loc: Location, data: bytes, certs: Sequence[x509.Certificate], password: str) -> bytes:
-    try:
-        if loc.kind == "pem":
-            return _pem_add(data, certs)
-        if loc.kind == "jks":
-            return _jks_add(loc, data, certs, password)
-        if loc.kind == "p12":
-            return _p12_add(loc, data, certs, password)
-        if loc.kind == "manifest":
-            return _manifest_edit(loc, data, lambda blob: _pem_add(blob, certs))
-    except BadRequest:
-        raise
-    except Exception as exc:
-        raise _fail(loc, f"cannot rewrite: {type(exc).__name__}: {exc}") from None
-    raise _fail(loc, f"unsupported location format {loc.kind!r}")
+    return _by_format(loc, "rewrite", {
+        "pem": lambda: _pem_add(data, certs),
+        "jks": lambda: _jks_add(loc, data, certs, password),
+        "p12": lambda: _p12_add(loc, data, certs, password),
+        "manifest": lambda: _manifest_edit(loc, data, lambda blob: _pem_add(blob, certs)),
+    })
 
 
 def remove_cert(loc: Location, data: bytes, fingerprint: str, password: str) -> bytes:
     fingerprint = fingerprint.replace(":", "").lower()
-    try:
-        if loc.kind == "pem":
-            return _pem_remove(data, fingerprint)
-        if loc.kind == "jks":
-            return _jks_remove(loc, data, fingerprint, password)
-        if loc.kind == "p12":
-            return _p12_remove(loc, data, fingerprint, password)
-        if loc.kind == "manifest":
-            return _manifest_edit(loc, data, lambda blob: _pem_remove(blob, fingerprint))
-    except BadRequest:
-        raise
-    except Exception as exc:
-        raise _fail(loc, f"cannot rewrite: {type(exc).__name__}: {exc}") from None
-    raise _fail(loc, f"unsupported location format {loc.kind!r}")
+    return _by_format(loc, "rewrite", {
+        "pem": lambda: _pem_remove(data, fingerprint),
+        "jks": lambda: _jks_remove(loc, data, fingerprint, password),
+        "p12": lambda: _p12_remove(loc, data, fingerprint, password),
+        "manifest": lambda: _manifest_edit(loc, data, lambda blob: _pem_remove(blob, fingerprint)),
+    })
