@@ -20,6 +20,9 @@ function init(args)
   for line in io.lines(os.getenv("REQUESTS")) do
     local kind, rest = line:sub(1, 1), line:sub(3)
     local headers = {["Host"] = "127.0.0.1"}
+    if os.getenv("CONNECTION_CLOSE") == "1" then
+      headers["Connection"] = "close"  -- a connection per request, as openssl ocsp serves
+    end
     if kind == "P" then
       headers["Content-Type"] = "application/ocsp-request"
       table.insert(reqs, wrk.format("POST", path, headers, unhex(rest)))

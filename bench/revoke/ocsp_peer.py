@@ -189,10 +189,11 @@ def stop(process: subprocess.Popen[bytes], group: bool = True) -> None:
 # -- load -----------------------------------------------------------------------------------------
 
 def wrk(url: str, requests: Path, ocsp_path: str, seconds: float, connections: int, threads: int,
-        ns: Namespace | None = None) -> dict[str, float]:
+        ns: Namespace | None = None, close: bool = False) -> dict[str, float]:
+    """wrk with ocsp.lua; ``close``: a connection per request (``Connection: close``)."""
     command = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(seconds))}s",
                "--timeout", "10s", "-s", str(LUA), url]
-    env = {**os.environ, "REQUESTS": str(requests), "OCSP_PATH": ocsp_path}
+    env = {**os.environ, "REQUESTS": str(requests), "OCSP_PATH": ocsp_path, "CONNECTION_CLOSE": "1" if close else "0"}
     result = subprocess.run(ns.wrap(command) if ns else command, capture_output=True, text=True, env=env,
                             timeout=seconds + 60)
     match = re.search(r"RESULT (.*)", result.stdout)

@@ -21,6 +21,8 @@ one request per connection, as it closes each after answering) with the same req
 POST and GET alternating over a mix of good and revoked serials, after a warm-up each;
 ``openssl ocsp -multi WORKERS`` (as many processes as serve has workers) is measured too.
 Answers are checked for a sample on both sides (ocsp_peer.check). Goal: >= 10x the reference.
+The same load against nginx answering every request with one fixed response (ceiling.py) is
+the most any responder could do here: its ratio over openssl bounds what the goal can reach.
 
 Writes bench/out/revoke.json. ``--quick``: a small run for the smoke test.
 """
@@ -43,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench" / "revoke"))
 sys.path.insert(0, str(ROOT / "src"))
 
+import ceiling  # noqa: E402
 import httpx  # noqa: E402
 import ledger as ledgers  # noqa: E402
 import ocsp_peer  # noqa: E402
@@ -200,8 +203,24 @@ def measure_ocsp(led: ledgers.Ledger, args: argparse.Namespace, work: Path, log:
         figures["server_cpu_ms_per_request"] = round(
             1000 * (serve.cpu_seconds() - cpu0) / max(1, figures["requests"]), 3)
         result["trustyard"] = figures
+        with serve.client() as client:  # one real answer, for the ceiling
+            fixed = client.post("/ocsp", content=ocsp_peer.request_der(serials[0], issuer),
+                                headers={"content-type": "application/ocsp-request"}).content
     finally:
         serve.stop()
+    if ceiling.available():
+        port = free_port()
+        front = ceiling.start(fixed, port, args.workers)
+        try:
+            for name, close in (("ceiling_keepalive", False), ("ceiling_per_connection", True)):
+                cpu0 = _tree_cpu(front.pid)
+                figures = ocsp_peer.wrk(f"http://127.0.0.1:{port}", work / "openssl.req", "/", args.seconds,
+                                        args.connections, 2, close=close)
+                figures["server_cpu_ms_per_request"] = round(
+                    1000 * (_tree_cpu(front.pid) - cpu0) / max(1, figures["requests"]), 3)
+                result[name] = figures
+        finally:
+            ceiling.stop(front)
     # openssl ocsp 3.0 busy-loops for good on a connection closed before its request (wrk
     # closes its fresh connections when its time is up), so every use gets a fresh start, and
     # it gets no warm-up (it has nothing to warm: it signs every answer, its index is loaded).
@@ -229,6 +248,11 @@ def measure_ocsp(led: ledgers.Ledger, args: argparse.Namespace, work: Path, log:
     result["ratio"] = round(result["trustyard"]["rps"] / result["openssl"]["rps"], 2)  # type: ignore[index]
     result[f"ratio_vs_multi{args.workers}"] = round(
         result["trustyard"]["rps"] / result[f"openssl_multi{args.workers}"]["rps"], 2)  # type: ignore[index]
+    if "ceiling_keepalive" in result:
+        # the most any responder could reach over openssl on this machine, with this load generator
+        result["ceiling_ratio"] = round(max(result["ceiling_keepalive"]["rps"],  # type: ignore[index]
+                                            result["ceiling_per_connection"]["rps"])  # type: ignore[index]
+                                        / result["openssl"]["rps"], 2)  # type: ignore[index]
     return result
 
 
@@ -276,14 +300,22 @@ def table(result: dict) -> str:  # type: ignore[type-arg]
         for name, transport, check in (("trustyard", "HTTPS, kept-alive", o["trustyard_check"]),
                                        ("openssl", "HTTP, a connection per request", o["openssl_check"]),
                                        (next(k for k in o if k.startswith("openssl_multi")),
-                                        "HTTP, a connection per request", None)):
+                                        "HTTP, a connection per request", None),
+                                       ("ceiling_keepalive", "HTTP, kept-alive", None),
+                                       ("ceiling_per_connection", "HTTP, a connection per request", None)):
+            if name not in o:
+                continue
             f = o[name]
-            checked = f"{check['ok']}/{check['checked']} right" if check else "(same responder)"
+            checked = (f"{check['ok']}/{check['checked']} right" if check else
+                       "(one fixed answer)" if name.startswith("ceiling") else "(same responder)")
             lines.append(f"| {name} | {transport} | {f['rps']:,.0f} | {f['p50_ms']:.2f} | {f['p99_ms']:.2f} | "
                          f"{int(f['errors'])} | {f['server_cpu_ms_per_request']} | {checked} |")
         multi = next(k for k in o if k.startswith("ratio_vs_multi"))
         lines += ["", f"**ratio trustyard / openssl ocsp: {o['ratio']}x** (goal >= 10x); "
                       f"against `-multi`: {o[multi]}x"]
+        if "ceiling_ratio" in o:
+            lines += [f"ceiling (nginx, one fixed answer, no lookup) / openssl ocsp: {o['ceiling_ratio']}x: "
+                      "no responder that reads the request can exceed this ratio with this load generator on these cores"]
     return "\n".join(lines)
 
 

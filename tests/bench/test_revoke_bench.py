@@ -21,7 +21,8 @@ def test_the_revocation_benchmark_measures_both_sizes_and_both_responders() -> N
     """The quick run exits 0 and reports the revoke API's latencies and the largest shard at
     both sizes (the second holding more revoked certificates), and OCSP responses per second
     from trustyard and openssl with no failed request and every checked answer right."""
-    for tool, package in (("wrk", "wrk"), ("openssl", "openssl"), ("unshare", "util-linux"), ("ip", "iproute2")):
+    for tool, package in (("wrk", "wrk"), ("openssl", "openssl"), ("unshare", "util-linux"), ("ip", "iproute2"),
+                          ("nginx", "nginx")):
         need(tool, package=package)
     result = subprocess.run([sys.executable, str(ROOT / "bench" / "revoke" / "run.py"), "--quick", "--json"],
                             capture_output=True, text=True, timeout=600, cwd=ROOT)
@@ -42,4 +43,8 @@ def test_the_revocation_benchmark_measures_both_sizes_and_both_responders() -> N
         assert check["checked"] == 40 and check["ok"] == 40, check["wrong"]
     assert ocsp["mix"]["good"] > 0 and ocsp["mix"]["revoked"] > 0
     assert ocsp["ratio"] > 0
+    # the ceiling: nginx serving one fixed answer, both transports, no request failed
+    for side in ("ceiling_keepalive", "ceiling_per_connection"):
+        assert ocsp[side]["requests"] > 0 and ocsp[side]["errors"] == 0, ocsp[side]
+    assert ocsp["ceiling_ratio"] > 0
     assert doc["serve_log_errors"] == []
