@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -251,4 +252,31 @@ def test_a_key_compromise_puts_the_renewals_on_their_own_shards_crls_too(tmp_pat
             crl = _served(CrlStore(authority.store), cdp_url(issued.certificate))
             assert crl.get_revoked_certificate_by_serial_number(issued.certificate.serial_number) is not None
     finally:
+        authority.store.close()
+
+
+def _nice_of_thread(native_id: int) -> int:
+    fields = Path(f"/proc/self/task/{native_id}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[16])  # the 19th field of stat(5): nice
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="per-thread priorities are read from Linux's /proc")
+def test_the_crl_thread_alone_runs_at_a_lower_priority_so_the_api_keeps_the_cores(tmp_path: Path) -> None:
+    """At a million revoked certificates a round costs seconds of CPU; the thread generating
+    CRLs is niced by 10 while the rest of the process keeps its priority."""
+    home = crl_home(tmp_path / "ca", "", crl={"shards": SHARDS})
+    authority = load_authority(home, PASSWORD, minting=True)
+    job = CrlJob(load_config(home), PASSWORD, authority.store)
+    process_nice = _nice_of_thread(threading.get_native_id())
+    job.start()
+    try:
+        deadline = time.monotonic() + 30
+        while job.generated < SHARDS and time.monotonic() < deadline:  # its first round ran
+            time.sleep(0.05)
+        assert job.generated == SHARDS
+        assert job.thread.native_id is not None
+        assert _nice_of_thread(job.thread.native_id) == min(19, process_nice + 10)
+        assert _nice_of_thread(threading.get_native_id()) == process_nice
+    finally:
+        job.stop()
         authority.store.close()
