@@ -223,7 +223,21 @@ class CAClient:
                                          "`trustyard roots` writes)") from None
             except OSError as exc:
                 raise errors.ConfigError(f"root {verify}: {exc.strerror or 'cannot read it'}") from None
+        self.context = verify if isinstance(verify, ssl.SSLContext) else None
         self.http = httpx.Client(base_url=self.url, verify=verify, timeout=timeout)
+
+    def add_trust(self, pem: str) -> bool:
+        """Also trust the certificates of ``pem`` for the CA's server certificate, on new
+        connections (a bundle the caller has accepted: after a root rotation retired the root it
+        started with, the CA's server certificate chains only to the new one). False when this
+        client has no context of its own (``verify`` True or False) or ``pem`` holds none."""
+        if self.context is None:
+            return False
+        try:
+            self.context.load_verify_locations(cadata=pem)
+        except (ssl.SSLError, ValueError):
+            return False
+        return True
 
     def close(self) -> None:
         self.http.close()

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -42,21 +43,47 @@ class CABackend(Protocol):
 class HTTPBackend:
     """The CA's REST API (``CAClient``); ``/v1/roots`` is polled with If-None-Match. A 503/429
     with Retry-After is not retried here (``retries=0``): it reaches the run loop as
-    ``CAUnavailable.retry_after``, which schedules the next attempt."""
+    ``CAUnavailable.retry_after``, which schedules the next attempt.
 
-    def __init__(self, url: str, root: Path, timeout: float = 10.0) -> None:
+    The CA's server certificate is verified against the bootstrap ``root`` and, from the next
+    connection on, every root in ``trust_files`` (the agent's own ``ca.crt`` files: bundles it
+    accepted, see ``anchors.py``). After a root rotation has retired the bootstrap root, the
+    CA's certificate chains only to the new root, which the agent got that way."""
+
+    def __init__(self, url: str, root: Path, timeout: float = 10.0, trust_files: Sequence[Path] = ()) -> None:
         self.client = CAClient(url, verify=str(root), timeout=timeout, retries=0)
+        self.trust_files = list(trust_files)
+        self._seen: dict[Path, tuple[int, int]] = {}
+        self._lock = threading.Lock()
+
+    def _trust_written_bundles(self) -> None:
+        with self._lock:
+            for path in self.trust_files:
+                try:
+                    stat = path.stat()
+                    stamp = (stat.st_mtime_ns, stat.st_size)
+                    if self._seen.get(path) == stamp:
+                        continue
+                    pem = path.read_text()
+                except OSError:
+                    continue  # not written yet (before the bootstrap)
+                self._seen[path] = stamp
+                self.client.add_trust(pem)
 
     def sign(self, csr_pem: bytes, token: str, ttl: timedelta | None) -> IssuedFiles:
+        self._trust_written_bundles()
         return self.client.sign(csr_pem, token, format_duration(ttl) if ttl is not None else None)
 
     def renew(self, csr_pem: bytes, proof: str) -> IssuedFiles:
+        self._trust_written_bundles()
         return self.client.renew(csr_pem, proof)
 
     def roots(self, etag: str | None) -> TrustBundle | None:
+        self._trust_written_bundles()
         return self.client.bundle_if_changed(etag)
 
     def checkin(self, proof: str) -> dict[str, Any]:
+        self._trust_written_bundles()
         return self.client.checkin(proof)
 
     def close(self) -> None:

@@ -186,7 +186,9 @@ def agent(config_file: str | None, name: str | None, sans: tuple[str, ...], toke
         config = cfg.build({**defaults, **{k: v for k, v in top.items() if v}}, (spec,))
     trust = TrustOutput.parse(config.trust_formats, config.trust_password_file)  # before anything is written
     clock = SystemClock()
-    backend = HTTPBackend(config.ca_url, config.root)
+    # The CA's certificate is also checked against the bundles the agent accepted and wrote:
+    # after a root rotation retires the --root it started with, that is where the new root is.
+    backend = HTTPBackend(config.ca_url, config.root, trust_files=[spec.out / "ca.crt" for spec in config.certificates])
     environ = dict(os.environ)
     managed = [ManagedCert(spec, backend, FileOutput(spec.out, spec.follow_symlinks, trust), clock, environ=environ,
                            anchors=Anchors.open(spec.out, config.root))
