@@ -20,6 +20,7 @@ so the value log is opened O_DSYNC and every write reaches the disk before it is
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -93,6 +94,13 @@ def _stamp() -> str:
 def ensure_step_ca() -> Path:
     """The step-ca binary, built first if it is missing or out of date (see the module doc)."""
     _install_packages()
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with (CACHE / "build.lock").open("w") as lock:  # two benchmarks starting at once build it once
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build()
+
+
+def _build() -> Path:
     stamp_file = CACHE / "stamp.json"
     stamp = _stamp()
     if BINARY.exists() and stamp_file.exists() and stamp_file.read_text() == stamp:
