@@ -1,12 +1,16 @@
-"""bench/acme: trustyard's ACME server vs Debian's Pebble, same load generator, same run.
+"""bench/acme: trustyard's ACME server vs step-ca and Debian's Pebble, same load generator, same run.
 
-    python3 bench/acme/run.py [--orders 300] [--rounds 5] [--concurrency 16] [--poll-ms 25]
+    python3 bench/acme/run.py [--orders 300] [--rounds 5] [--concurrency 16] [--poll-ms 25] [--quick] [--json]
 
-Both servers validate http-01 for real against the same pebble-challtestsrv (its DNS answers
-every name with 127.0.0.1, its HTTP server holds the key authorizations). trustyard runs as
-`trustyard serve` (SQLite with fsync: persistence on);
-Pebble runs in memory with PEBBLE_VA_NOSLEEP=1 (no artificial validation delay),
-PEBBLE_AUTHZREUSE=0 (every order validates, as on trustyard) and no nonce rejection.
+Every server validates http-01 for real against the same pebble-challtestsrv (its DNS answers
+every name with 127.0.0.1, its HTTP server holds the key authorizations). Its http-01 server
+listens on 127.0.0.1:80 for all of them, because step-ca validates on port 80 only (so the
+benchmark needs root, or the right to bind port 80). trustyard runs as `trustyard serve`
+(SQLite with fsync: persistence on). step-ca (smallstep/certificates 0.19, built from Debian's
+sources by `stepca.py`) runs the way it ships: Badger v2 database on disk with synced writes,
+one ACME provisioner, `--resolver` pointed at challtestsrv's DNS. Pebble runs in memory with
+PEBBLE_VA_NOSLEEP=1 (no artificial validation delay), PEBBLE_AUTHZREUSE=0 (every order
+validates, as on the others) and no nonce rejection.
 
 The load generator (asyncio on uvloop, one ACME account and one keep-alive connection per
 concurrent client, responses parsed by httptools: `connection.py`) runs the whole flow per
@@ -15,7 +19,9 @@ order, finalize, polling the order, certificate download. Polls sleep --poll-ms.
 about 2 ms of CPU per order, a third of what the cheaper server needs, so the server is the
 bottleneck; `load generator ... of a core` in the summary shows how far from it the load
 generator stayed. Prints and writes to bench/out/acme.json: orders/s, p50/p99 order latency,
-requests per order, CPU per order, and the trustyard/Pebble ratio.
+requests per order, CPU per order, and the ratios trustyard/step-ca and trustyard/Pebble.
+``--quick`` is a small run (one round of 20 orders, trustyard with its default workers only)
+for the smoke test; it writes bench/out/acme-quick.json.
 
 Every server runs --rounds times, in a rotating order, each on a fresh start; the
 figures are the medians over the rounds, because on a shared two-core machine one run can
@@ -47,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import stepca
 import uvloop
 from connection import Connection, Response
 from cryptography import x509
@@ -69,10 +76,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def ensure_tools() -> None:
+def ensure_tools() -> Path:
+    """Installs Pebble when it is missing; builds step-ca when it is missing (see stepca.py); its path."""
     if not shutil.which("pebble") or not shutil.which("pebble-challtestsrv"):
         subprocess.run(["apt-get", "update", "-qq"], check=True)
         subprocess.run(["apt-get", "install", "-y", "-qq", "pebble"], check=True, stdout=subprocess.DEVNULL)
+    return stepca.ensure_step_ca()
 
 
 # -- the load generator ------------------------------------------------------------------------------
@@ -242,8 +251,19 @@ async def drive(directory_url: str, verify: Any, challtest_url: str, orders: int
 
 # -- the servers -------------------------------------------------------------------------------------
 
+HTTP01_PORT = 80  # step-ca validates http-01 on port 80 only; the other servers are pointed there too
+
+
 def start_challtestsrv() -> tuple[subprocess.Popen[bytes], dict[str, int]]:
-    ports = {"management": free_port(), "http": free_port(), "dns": free_port(), "tls": free_port()}
+    with socket.socket() as probe:  # fail with the reason, not a challtestsrv that exits silently
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", HTTP01_PORT))
+        except OSError as exc:
+            raise SystemExit(f"bench/acme: cannot listen on 127.0.0.1:{HTTP01_PORT} for the http-01 "
+                             f"responder ({exc}); it needs root (step-ca validates on port 80 only) and "
+                             f"the port free") from exc
+    ports = {"management": free_port(), "http": HTTP01_PORT, "dns": free_port(), "tls": free_port()}
     process = subprocess.Popen(
         ["pebble-challtestsrv", "-management", f"127.0.0.1:{ports['management']}",
          "-http01", f"127.0.0.1:{ports['http']}", "-https01", "", "-tlsalpn01", f"127.0.0.1:{ports['tls']}",
@@ -322,6 +342,18 @@ def start_pebble(tmp: Path, ports: dict[str, int]) -> tuple[subprocess.Popen[byt
     return process, url, str(tmp / "pebble.crt")
 
 
+def start_step_ca(tmp: Path, ports: dict[str, int], binary: Path) -> tuple[subprocess.Popen[bytes], str, str]:
+    port = free_port()
+    config, root = stepca.write_config(tmp, port)
+    log = (tmp / "step-ca.log").open("wb")
+    # flags before the config file: urfave/cli v1 stops parsing flags at the first argument
+    process = subprocess.Popen([str(binary), "--resolver", f"127.0.0.1:{ports['dns']}", str(config)],
+                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"https://127.0.0.1:{port}/acme/acme/directory"
+    wait_until(lambda: httpx.get(url, verify=str(root), timeout=2).raise_for_status())
+    return process, url, str(root)
+
+
 def stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         process.terminate()
@@ -374,8 +406,12 @@ def one_round(where: Path, label: str, ports: dict[str, int], challtest_url: str
               interval: float) -> dict[str, Any]:
     """One server, freshly started in ``where``, under the load generator; its figures."""
     where.mkdir()
-    process, url, verify = (start_pebble(where, ports) if label == "pebble" else
-                            start_trustyard(where, ports, int(label.rsplit("-w", 1)[1])))
+    if label == "pebble":
+        process, url, verify = start_pebble(where, ports)
+    elif label == "step-ca":
+        process, url, verify = start_step_ca(where, ports, args.step_ca)
+    else:
+        process, url, verify = start_trustyard(where, ports, int(label.rsplit("-w", 1)[1]))
     try:
         server_before, own_before = session_cpu_seconds(process.pid), own_cpu_seconds()
         result = uvloop.run(drive(url, verify, challtest_url, args.orders, args.concurrency, interval, label))
@@ -388,7 +424,59 @@ def one_round(where: Path, label: str, ports: dict[str, int], challtest_url: str
         stop(process)
 
 
+PEERS = ("step-ca", "pebble")
+GOALS = {"step-ca": 1.5, "pebble": 1.0}  # issue 19: trustyard's orders/s at least this many times the peer's
+
+
+def ratios_to(results: dict[str, Any], label: str, peer: str) -> dict[str, Any]:
+    mine, theirs = results[label], results[peer]
+    return {
+        "median_ratio": round(mine["orders_per_s"] / theirs["orders_per_s"], 3) if theirs["orders_per_s"] else None,
+        "per_round": [round(t["orders_per_s"] / p["orders_per_s"], 3)
+                      for t, p in zip(mine["rounds"], theirs["rounds"]) if p["orders_per_s"]],
+    }
+
+
+def compare(results: dict[str, Any], labels: list[str]) -> dict[str, Any]:
+    """Each trustyard against each peer: the orders/s ratios, the p99s, and whether issue 19's goals hold."""
+    out: dict[str, Any] = {}
+    for label in labels:
+        if label in PEERS:
+            continue
+        mine = results[label]
+        entry: dict[str, Any] = {peer: ratios_to(results, label, peer) for peer in PEERS}
+        goals = {f"orders_per_s >= {GOALS[peer]}x {peer}": (entry[peer]["median_ratio"] or 0) >= GOALS[peer]
+                 for peer in PEERS}
+        step_p99 = results["step-ca"]["p99_ms"]
+        goals["p99 <= step-ca's"] = mine["p99_ms"] is not None and step_p99 is not None and mine["p99_ms"] <= step_p99
+        out[label] = {**entry, "p99_ms": mine["p99_ms"], "step_ca_p99_ms": step_p99, "goals": goals}
+    return out
+
+
+def print_summary(results: dict[str, Any], comparison: dict[str, Any], labels: list[str], width: int) -> None:
+    print(file=OUT)
+    for label in labels:
+        r = results[label]
+        print(f"{label:>{width}}: median {r['orders_per_s']:7.2f} orders/s  p50 {r['p50_ms']} ms  p99 {r['p99_ms']} ms  "
+              f"server CPU {r['server_cpu_ms_per_order']} ms/order  load generator "
+              f"{r['loadgen_core_share']:.0%} of a core"
+              + (f"  (stalled {r['stalls']}x, rounds rerun)" if r["stalls"] else ""), file=OUT)
+    print(file=OUT)
+    print(f"{'':>{width}}  {'/ step-ca orders/s (per round)':<40} {'/ Pebble orders/s (per round)':<40} "
+          f"{'p99 ms vs step-ca':>18}", file=OUT)
+    for label, c in comparison.items():
+        cells = [f"{c[peer]['median_ratio']}x ({', '.join(str(x) for x in c[peer]['per_round'])})" for peer in PEERS]
+        print(f"{label:>{width}}  {cells[0]:<40} {cells[1]:<40} {c['p99_ms']!s:>8} vs {c['step_ca_p99_ms']!s:<8}",
+              file=OUT)
+        print(f"{'':>{width}}  goals: " + ", ".join(f"{goal} {'met' if ok else 'NOT met'}"
+                                                    for goal, ok in c["goals"].items()), file=OUT)
+
+
+OUT = sys.stdout  # the human-readable table; stderr with --json, whose stdout is the JSON alone
+
+
 def main() -> int:
+    global OUT
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--orders", type=int, default=300, help="measured orders per server and round")
     parser.add_argument("--rounds", type=int, default=5, help="rounds; each runs every server, in a rotating order")
@@ -396,16 +484,24 @@ def main() -> int:
     parser.add_argument("--poll-ms", type=int, default=25, help="sleep between polls")
     parser.add_argument("--workers", default=f"{os.cpu_count() or 1},1",
                         help="trustyard worker counts to run, comma-separated (default: one per core, and 1)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a small run for the smoke test: 1 round of 20 orders, trustyard with one worker per core")
+    parser.add_argument("--json", action="store_true", help="print the JSON result alone on stdout (table on stderr)")
     args = parser.parse_args()
+    if args.quick:
+        args.orders, args.rounds, args.workers = 20, 1, str(os.cpu_count() or 1)
+    if args.json:
+        OUT = sys.stderr
     worker_counts = list(dict.fromkeys(int(w) for w in args.workers.split(",")))
-    ensure_tools()
+    args.step_ca = ensure_tools()
+    load_before = os.getloadavg()
     interval = args.poll_ms / 1000
-    labels = [f"trustyard-w{w}" for w in worker_counts] + ["pebble"]
+    labels = [f"trustyard-w{w}" for w in worker_counts] + list(PEERS)
     rounds: dict[str, list[dict[str, Any]]] = {label: [] for label in labels}
     stalls = dict.fromkeys(labels, 0)
     width = max(len(label) for label in labels)
     print(f"{'round':>5} {'server':>{width}} {'orders/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'requests/order':>15} "
-          f"{'server CPU ms/order':>20} {'load generator CPU ms/order':>28}", flush=True)
+          f"{'server CPU ms/order':>20} {'load generator CPU ms/order':>28}", file=OUT, flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-acme-") as tmp_text:
         tmp = Path(tmp_text)
         challtest, ports = start_challtestsrv()
@@ -421,51 +517,49 @@ def main() -> int:
                             break
                         except Stalled as exc:  # see Stalled: a fresh start, up to three times
                             stalls[label] += 1
-                            print(f"{n:>5} {label:>{width}} stopped answering ({exc}); restarting it", flush=True)
+                            print(f"{n:>5} {label:>{width}} stopped answering ({exc}); restarting it",
+                                  file=OUT, flush=True)
                     else:
                         raise SystemExit(f"{label} stalled three times in round {n}")
                     rounds[label].append({"round": n, **result})
                     print(f"{n:>5} {label:>{width}} {result['orders_per_s']:>9.2f} {result['p50_ms']!s:>7} "
                           f"{result['p99_ms']!s:>7} {result['requests_per_order']:>15} "
                           f"{result['server_cpu_ms_per_order']:>20} "
-                          f"{result['loadgen_cpu_ms_per_order']:>28}", flush=True)
+                          f"{result['loadgen_cpu_ms_per_order']:>28}", file=OUT, flush=True)
         finally:
             stop(challtest)
     results = {label: {**summary(runs), "stalls": stalls[label]} for label, runs in rounds.items()}
-    pebble = results["pebble"]
-    ratios: dict[str, Any] = {}
-    for label in labels[:-1]:
-        mine = results[label]
-        ratios[label] = {
-            "median_ratio": round(mine["orders_per_s"] / pebble["orders_per_s"], 3) if pebble["orders_per_s"] else None,
-            "per_round": [round(t["orders_per_s"] / p["orders_per_s"], 3)
-                          for t, p in zip(mine["rounds"], pebble["rounds"]) if p["orders_per_s"]],
-        }
+    comparison = compare(results, labels)
     doc = {
         "benchmark": "acme full flow (newOrder, authz, http-01 challenge, finalize, download)",
         "concurrency": args.concurrency, "poll_ms": args.poll_ms, "orders_per_server_and_round": args.orders,
-        "rounds": args.rounds,
+        "rounds": args.rounds, "quick": args.quick,
         "trustyard_storage": "SQLite, WAL, every certificate fsynced before it is answered (persistence on)",
-        "pebble_storage": "in memory", "challenge_responder": "pebble-challtestsrv (same for both)",
-        "servers": results, "ratio_to_pebble": ratios,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "step_ca_storage": "Badger v2 on disk, synced writes (as shipped)",
+        "pebble_storage": "in memory",
+        "challenge_responder": f"pebble-challtestsrv, http-01 on 127.0.0.1:{HTTP01_PORT} (same for all servers)",
+        "step_ca": {"binary": str(args.step_ca), "stamp": json.loads((args.step_ca.parent / "stamp.json").read_text())},
+        "servers": results, "comparison": comparison,
+        "machine": {"cpus": os.cpu_count(), "cpu_model": cpu_model(), "load_average_before": load_before,
+                    "load_average_after": os.getloadavg(),
+                    "python": platform.python_version(), "platform": platform.platform()},
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    out = ROOT / "bench/out/acme.json"
+    out = ROOT / "bench/out" / ("acme-quick.json" if args.quick else "acme.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2) + "\n")
-    print()
-    for label in labels:
-        r = results[label]
-        ratio = ratios.get(label)
-        tail = (f"  ratio {ratio['median_ratio']}x Pebble (per round "
-                f"{', '.join(f'{x}x' for x in ratio['per_round'])})" if ratio else "")
-        print(f"{label:>{width}}: median {r['orders_per_s']:7.2f} orders/s  p50 {r['p50_ms']} ms  p99 {r['p99_ms']} ms  "
-              f"server CPU {r['server_cpu_ms_per_order']} ms/order  load generator "
-              f"{r['loadgen_core_share']:.0%} of a core{tail}"
-              + (f"  (stalled {r['stalls']}x, rounds rerun)" if r["stalls"] else ""))
-    print(f"-> {out.relative_to(ROOT)}")
+    print_summary(results, comparison, labels, width)
+    print(f"-> {out.relative_to(ROOT)}", file=OUT)
+    if args.json:
+        print(json.dumps(doc))
     return 0 if all(r["errors"] == 0 for r in results.values()) else 1
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
 
 
 if __name__ == "__main__":
