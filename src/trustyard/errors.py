@@ -63,6 +63,8 @@ class Code(StrEnum):
     BAD_TOKEN = "badToken"
     TOKEN_EXPIRED = "tokenExpired"
     TOKEN_REPLAYED = "tokenReplayed"
+    # the same token or renewal is being signed right now (503, Retry-After): its retry gets the certificate
+    REDEMPTION_IN_PROGRESS = "redemptionInProgress"
     TOKEN_NAME_MISMATCH = "tokenNameMismatch"
     BAD_PROOF = "badProof"
     IDENTITY_MISMATCH = "identityMismatch"

@@ -9,8 +9,9 @@ Every refusal is audited with the rule and value that caused it.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Generic, TypeVar
 
@@ -20,7 +21,15 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ..errors import BadRequest, Code, Forbidden, TrustyardError, Unauthorized
 from ..policy import IssuanceRequest, Policy
-from ..store.records import AuditEvent, CertRecord, Intent, SerialCollision, superseded
+from ..store.records import (
+    AuditEvent,
+    CertRecord,
+    Intent,
+    RedemptionInProgress,
+    SerialCollision,
+    TokenRedeemed,
+    superseded,
+)
 from ..units import format_duration, format_time, parse_duration
 from ..x509.csr import CSRError, ParsedCSR, parse_csr
 from ..x509.keys import PrivateKey, PublicKey
@@ -254,6 +263,8 @@ class Authority(Generic[L]):
             if request.names and set(request.names) != set(names):
                 raise Forbidden("a renewal keeps the identity: the CSR names differ from the certificate's",
                                 code=Code.IDENTITY_MISMATCH, value=[name_text(n) for n in request.names])
+            if current.superseded_by is not None and self._release_cut_renewal(current):
+                current = replace(current, superseded_by=None)
             if current.superseded_by is not None:
                 issued = self._renewal_retry(current, request)
             else:
@@ -265,6 +276,19 @@ class Authority(Generic[L]):
                                      cap_source="the renewed certificate")
         self._emit("renewed", prov.name)
         return issued
+
+    def _release_cut_renewal(self, current: CertRecord) -> bool:
+        """Whether the renewal of ``current`` was left ``pending`` by a crash and is now released
+        (``current`` may renew again); 503 ``redemptionInProgress`` while it may still be signing."""
+        child = self.store.renewal_of(current.serial)
+        if child is None or child.status != "pending":
+            return False
+        stale_before = self.clock() - PENDING_INTENT_BOUND
+        if child.requested_at >= stale_before:
+            raise RedemptionInProgress(f"the renewal of {current.serial} is being signed: send the same request "
+                                       "again after Retry-After", retry_after=max(1, math.ceil(
+                                           (child.requested_at - stale_before).total_seconds())))
+        return bool(self.store.release_pending(stale_before, child.serial))
 
     def _renewal_retry(self, current: CertRecord, request: ParsedCSR) -> Issued:
         """The renewal of ``current`` again, for a client that did not get the answer: only for
@@ -283,6 +307,17 @@ class Authority(Generic[L]):
         chain = material.chain_for(child.der)
         return Issued(record=child, certificate=cert, chain=chain, roots=material.roots,
                       chain_pem=material.chain_pem_for(child.der), roots_pem=material.roots_pem)
+
+    def _redemption_retry(self, earlier: CertRecord) -> Issued:
+        """The certificate a bootstrap token bought, again, for a client that did not get the
+        answer (``store.redemptions``: the same token, a CSR of the same key)."""
+        assert earlier.der is not None
+        self.store.audit(AuditEvent(actor=earlier.provisioner, action="certificate.issue.retry",
+                                    target=earlier.serial, detail={"subject": earlier.subject}))
+        material = self._material
+        return Issued(record=earlier, certificate=x509.load_der_x509_certificate(earlier.der),
+                      chain=material.chain_for(earlier.der), roots=material.roots,
+                      chain_pem=material.chain_pem_for(earlier.der), roots_pem=material.roots_pem)
 
     def must_renew(self, serial: str) -> bool:
         """Whether an emergency replaces ``serial`` (its holder should renew now)."""
@@ -358,14 +393,20 @@ class Authority(Generic[L]):
         ))
         sans = tuple(name_text(n) for n in decision.names)
         crl = self.crl if prov.crl else None
+        spki_sha256 = hashlib.sha256(_spki(request.public_key)).hexdigest()
         for _attempt in range(3):
             serial = new_serial()
             intent = Intent(serial=serial_text(serial), provisioner=prov.name, subject=subject, sans=sans,
                             not_before=decision.not_before, not_after=decision.not_after, requested_at=now,
                             renewed_from=renewed_from, token_jti=token_jti, token_expires_at=token_expires_at,
-                            crl_shard=crl.shard(serial) if crl else None)
+                            crl_shard=crl.shard(serial) if crl else None, spki_sha256=spki_sha256)
             try:
-                self.store.record_intent(intent)
+                try:
+                    self.store.record_intent(intent)
+                except TokenRedeemed:
+                    earlier = self.store.redeem_again(intent, now - PENDING_INTENT_BOUND)
+                    if earlier is not None:
+                        return self._redemption_retry(earlier)
                 break
             except SerialCollision:
                 continue
@@ -423,6 +464,12 @@ class Authority(Generic[L]):
 
 RENEWAL_RETRY_WINDOW = timedelta(minutes=5)
 """How long a renewal may be asked for again (same certificate, same CSR key) and get the same answer."""
+
+PENDING_INTENT_BOUND = timedelta(seconds=10)
+"""How long an intent may stay ``pending``: signing takes milliseconds, so one older than this was
+cut by a crash. A retry of its redemption (or renewal) then releases it and issues anew, and the
+``serve`` sweep (``ca.intent_sweep``) releases the ones nobody retries; a younger one is being
+signed, and a retry is told to come back after Retry-After."""
 
 
 
