@@ -5,7 +5,8 @@ A replica killed between recording an intent and storing its certificate leaves 
 (``store.redemptions``); this sweep releases the ones nobody retries, at start and then every
 ``PENDING_INTENT_BOUND``, so no row stays ``pending`` longer than about twice that. Each release
 is a compare-and-set from ``pending``, so replicas sweep side by side, and a live signer never
-loses its row: an intent that old is not being signed.
+loses its row: an intent that old is not being signed. ACME orders a crash left ``processing``
+become ``invalid`` the same way (``AcmeStore.release_cut_finalizations``): the client orders again.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from ..store import SqlStore
+from ..store.acme_store import AcmeStore
 from .authority import PENDING_INTENT_BOUND
 from .periodic import Periodic
 
@@ -27,7 +29,9 @@ class IntentSweep(Periodic):
 
     def __init__(self, store: SqlStore, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.store, self.clock = store, clock
+        self.acme = AcmeStore(store)
         self.released = 0  # for tests and the log
+        self.orders_released = 0
         super().__init__()
 
     @property
@@ -35,8 +39,13 @@ class IntentSweep(Periodic):
         return PENDING_INTENT_BOUND.total_seconds()
 
     def tick(self) -> list[str]:
-        released = self.store.release_pending(self.clock() - PENDING_INTENT_BOUND)
+        before = self.clock() - PENDING_INTENT_BOUND
+        released = self.store.release_pending(before)
         if released:
             log.warning("released %d intent(s) left pending by a crash: %s", len(released), ", ".join(released))
         self.released += len(released)
+        orders = self.acme.release_cut_finalizations(before)
+        if orders:
+            log.warning("%d ACME order(s) left processing by a crash are now invalid", orders)
+        self.orders_released += orders
         return released

@@ -106,6 +106,8 @@ acme_orders = Table(
     Column("error", Text, nullable=True),  # JSON problem
     Column("cert_serial", String(40), nullable=True),
     Column("replaces", String(255), nullable=True),
+    # migration 0012: when the finalize began (an order processing for long was cut by a crash)
+    Column("finalize_started_at", DateTime(timezone=True), nullable=True),
     Index("ix_acme_orders_account", "account_id"),
     Index("ix_acme_orders_cert", "cert_serial"),
 )
