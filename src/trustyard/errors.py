@@ -54,6 +54,7 @@ class Code(StrEnum):
     REQUEST_TIMEOUT = "requestTimeout"
     TOO_MANY_CONNECTIONS = "tooManyConnections"
     OVERLOADED = "overloaded"  # the signing queue is deeper than the latency target allows (503, Retry-After)
+    DATABASE_UNAVAILABLE = "databaseUnavailable"  # the database is out of reach, restarting (503, Retry-After)
     # requests the authority refuses (ca/, store/)
     BAD_CSR = "badCSR"
     BAD_SIGNATURE = "badSignature"
