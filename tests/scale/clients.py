@@ -38,7 +38,7 @@ class Log:
     """What every client saw, shared by the threads."""
 
     errors: list[tuple[float, str]] = field(default_factory=list)  # (monotonic time, what) retryable ones
-    recovered: list[float] = field(default_factory=list)  # when a request that had failed was answered
+    recovered: list[tuple[float, float]] = field(default_factory=list)  # (first failure, answered) per request
     violations: list[str] = field(default_factory=list)
     issued: list[tuple[str, str, bytes]] = field(default_factory=list)  # (how, serial, DER) handed out
     tokens_done: int = 0
@@ -77,13 +77,13 @@ def http_client(url: str, root: str) -> httpx.Client:
 def send(log: Log, what: str, request: Any) -> httpx.Response | None:
     """``request()`` until it is answered with anything but a retryable error; None: gave up."""
     deadline = time.monotonic() + GIVE_UP_S
-    failed = False
+    failed: float | None = None  # when it first failed
     while time.monotonic() < deadline:
         try:
             response: httpx.Response = request()
         except RETRYABLE_IO as exc:
             log.error(f"{what}: {type(exc).__name__}")
-            failed = True
+            failed = failed or time.monotonic()
             time.sleep(0.1)
             continue
         except httpx.TimeoutException as exc:
@@ -92,8 +92,8 @@ def send(log: Log, what: str, request: Any) -> httpx.Response | None:
         wait = _retry_after(response)
         if wait is not None:
             log.error(f"{what}: 503 {response.json().get('type', '')} Retry-After {wait:g}")
-            failed = True
-            time.sleep(min(wait, 2.0))
+            failed = failed or time.monotonic()
+            time.sleep(min(wait, 10.0))
             continue
         if response.status_code == 503:
             log.violation(f"{what}: 503 without Retry-After: {response.text[:200]}")
@@ -101,7 +101,7 @@ def send(log: Log, what: str, request: Any) -> httpx.Response | None:
             continue
         if failed:
             with log.lock:
-                log.recovered.append(time.monotonic())
+                log.recovered.append((failed, time.monotonic()))
         return response
     log.violation(f"{what}: still failing after {GIVE_UP_S:g} s")
     return None
@@ -233,6 +233,7 @@ class AcmeClient(threading.Thread):
         key = generate_private_key(KeyType.EC_P256)
         csr = csr_der(key, [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
         # A finalize retried after its answer was lost finds the order processing or done: poll it.
+        finalize_sent = time.monotonic()
         finalized = self.post(acme, body["finalize"], {"csr": b64(csr)}, allow=("orderNotReady",))
         body = finalized.json() if finalized.status_code < 400 else self.post(acme, order_url).json()
         while body["status"] == "processing" and time.monotonic() < deadline:
@@ -241,7 +242,7 @@ class AcmeClient(threading.Thread):
         if body["status"] == "invalid" and "serverInternal" in json.dumps(body.get("error", {})):
             with self.log.lock:  # a crash cut the finalize: the order is over, place another
                 self.log.orders_replaced += 1
-                self.log.recovered.append(time.monotonic())  # the client knows what to do from here
+                self.log.recovered.append((finalize_sent, time.monotonic()))  # it knows what to do from here
             self.log.error(f"acme order invalid: {body['error'].get('detail', '')}")
             return
         if body["status"] != "valid" or not body.get("certificate"):
