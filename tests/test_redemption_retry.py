@@ -16,8 +16,9 @@ from sqlalchemy import func, select
 from starlette.testclient import TestClient
 
 from trustyard.ca import proofs, tokens
-from trustyard.ca.authority import PENDING_INTENT_BOUND, Authority
+from trustyard.ca.authority import Authority
 from trustyard.ca.intent_sweep import IntentSweep
+from trustyard.ca.retries import PENDING_INTENT_BOUND
 from trustyard.store.schema import used_tokens
 from trustyard.x509.keys import KeyType, generate_private_key
 

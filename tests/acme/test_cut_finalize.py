@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from trustyard.ca.authority import PENDING_INTENT_BOUND
 from trustyard.ca.intent_sweep import IntentSweep
+from trustyard.ca.retries import PENDING_INTENT_BOUND
 from trustyard.store.acme_store import AcmeStore
 
 from .conftest import Env, authorize, issue, poll

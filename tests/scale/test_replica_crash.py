@@ -23,8 +23,8 @@ import pytest
 import tomli_w
 from sqlalchemy import create_engine, text
 
-from trustyard.ca.authority import PENDING_INTENT_BOUND
 from trustyard.ca.home import InitOptions, init_home, load_authority
+from trustyard.ca.retries import PENDING_INTENT_BOUND
 from trustyard.store.engine import normalize_url
 
 from ..support import PASSWORD, create_database, postgres_server, run_cli

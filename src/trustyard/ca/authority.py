@@ -9,7 +9,6 @@ Every refusal is audited with the rule and value that caused it.
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -25,10 +24,8 @@ from ..store.records import (
     AuditEvent,
     CertRecord,
     Intent,
-    RedemptionInProgress,
     SerialCollision,
     TokenRedeemed,
-    superseded,
 )
 from ..units import format_duration, format_time, parse_duration
 from ..x509.csr import CSRError, ParsedCSR, parse_csr
@@ -37,9 +34,11 @@ from ..x509.names import Name, name_text, parse_name
 from ..x509.profiles import LeafSpec, leaf_builder, new_serial
 from ..x509.revocation import REVOCATION_REASONS
 from ..x509.summary import fingerprint_sha256, pem_bundle, serial_text
-from . import proofs, tokens
+from . import proofs, retries, tokens
 from .crl import CrlScheme
 from .ledger import Guard, Ledger
+from .retries import PENDING_INTENT_BOUND
+from .retries import RENEWAL_RETRY_WINDOW as RENEWAL_RETRY_WINDOW  # where it was named before
 from .signer import Signer
 
 
@@ -263,10 +262,11 @@ class Authority(Generic[L]):
             if request.names and set(request.names) != set(names):
                 raise Forbidden("a renewal keeps the identity: the CSR names differ from the certificate's",
                                 code=Code.IDENTITY_MISMATCH, value=[name_text(n) for n in request.names])
-            if current.superseded_by is not None and self._release_cut_renewal(current):
+            if current.superseded_by is not None and retries.release_cut_renewal(self.store, self.clock(), current):
                 current = replace(current, superseded_by=None)
             if current.superseded_by is not None:
-                issued = self._renewal_retry(current, request)
+                issued = self._again(retries.renewal_again(self.store, self.clock(), current,
+                                                           _spki(request.public_key), lambda c: _spki(c.public_key())))
             else:
                 # What the renewed certificate was granted (not_after is now + ttl at issuance, the
                 # backdate aside): a lineage never grows longer than its first certificate.
@@ -277,47 +277,13 @@ class Authority(Generic[L]):
         self._emit("renewed", prov.name)
         return issued
 
-    def _release_cut_renewal(self, current: CertRecord) -> bool:
-        """Whether the renewal of ``current`` was left ``pending`` by a crash and is now released
-        (``current`` may renew again); 503 ``redemptionInProgress`` while it may still be signing."""
-        child = self.store.renewal_of(current.serial)
-        if child is None or child.status != "pending":
-            return False
-        stale_before = self.clock() - PENDING_INTENT_BOUND
-        if child.requested_at >= stale_before:
-            raise RedemptionInProgress(f"the renewal of {current.serial} is being signed: send the same request "
-                                       "again after Retry-After", retry_after=max(1, math.ceil(
-                                           (child.requested_at - stale_before).total_seconds())))
-        return bool(self.store.release_pending(stale_before, child.serial))
-
-    def _renewal_retry(self, current: CertRecord, request: ParsedCSR) -> Issued:
-        """The renewal of ``current`` again, for a client that did not get the answer: only for
-        the same CSR key and within ``RENEWAL_RETRY_WINDOW`` of that renewal."""
-        assert current.superseded_by is not None
-        child = self.store.renewal_of(current.serial)
-        if (child is None or child.status != "issued" or child.der is None
-                or self.clock() - child.requested_at > RENEWAL_RETRY_WINDOW):
-            raise superseded(current.serial, current.superseded_by)
-        cert = x509.load_der_x509_certificate(child.der)
-        if _spki(cert.public_key()) != _spki(request.public_key):
-            raise superseded(current.serial, current.superseded_by)
-        self.store.audit(AuditEvent(actor=child.provisioner, action="certificate.renew.retry", target=child.serial,
-                                    detail={"renewed_from": current.serial}))
+    def _again(self, record: CertRecord) -> Issued:
+        """``record``'s certificate handed out again (a retry, ``ca.retries``), with its own chain."""
+        assert record.der is not None
         material = self._material
-        chain = material.chain_for(child.der)
-        return Issued(record=child, certificate=cert, chain=chain, roots=material.roots,
-                      chain_pem=material.chain_pem_for(child.der), roots_pem=material.roots_pem)
-
-    def _redemption_retry(self, earlier: CertRecord) -> Issued:
-        """The certificate a bootstrap token bought, again, for a client that did not get the
-        answer (``store.redemptions``: the same token, a CSR of the same key)."""
-        assert earlier.der is not None
-        self.store.audit(AuditEvent(actor=earlier.provisioner, action="certificate.issue.retry",
-                                    target=earlier.serial, detail={"subject": earlier.subject}))
-        material = self._material
-        return Issued(record=earlier, certificate=x509.load_der_x509_certificate(earlier.der),
-                      chain=material.chain_for(earlier.der), roots=material.roots,
-                      chain_pem=material.chain_pem_for(earlier.der), roots_pem=material.roots_pem)
+        return Issued(record=record, certificate=x509.load_der_x509_certificate(record.der),
+                      chain=material.chain_for(record.der), roots=material.roots,
+                      chain_pem=material.chain_pem_for(record.der), roots_pem=material.roots_pem)
 
     def must_renew(self, serial: str) -> bool:
         """Whether an emergency replaces ``serial`` (its holder should renew now)."""
@@ -406,7 +372,7 @@ class Authority(Generic[L]):
                 except TokenRedeemed:
                     earlier = self.store.redeem_again(intent, now - PENDING_INTENT_BOUND)
                     if earlier is not None:
-                        return self._redemption_retry(earlier)
+                        return self._again(retries.redemption_again(self.store, earlier))
                 break
             except SerialCollision:
                 continue
@@ -460,16 +426,6 @@ class Authority(Generic[L]):
     def get(self, serial: str) -> CertRecord | None:
         """The ledger's record of ``serial`` (hex text, any case, leading zeros allowed)."""
         return self.store.get(_serial(serial))
-
-
-RENEWAL_RETRY_WINDOW = timedelta(minutes=5)
-"""How long a renewal may be asked for again (same certificate, same CSR key) and get the same answer."""
-
-PENDING_INTENT_BOUND = timedelta(seconds=10)
-"""How long an intent may stay ``pending``: signing takes milliseconds, so one older than this was
-cut by a crash. A retry of its redemption (or renewal) then releases it and issues anew, and the
-``serve`` sweep (``ca.intent_sweep``) releases the ones nobody retries; a younger one is being
-signed, and a retry is told to come back after Retry-After."""
 
 
 

@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 
 from ..store import SqlStore
 from ..store.acme_store import AcmeStore
-from .authority import PENDING_INTENT_BOUND
 from .periodic import Periodic
+from .retries import PENDING_INTENT_BOUND
 
 log = logging.getLogger("trustyard.intents")
 

@@ -12,7 +12,7 @@ answer was lost holds a spent token. Both are repaired here, under the token's l
 - ``release_pending``: every intent ``pending`` since before a bound becomes ``failed``, the
   certificate it renews may renew again, and each release is audited.
 
-Signing takes milliseconds, so the bound (``ca.authority.PENDING_INTENT_BOUND``) can be short:
+Signing takes milliseconds, so the bound (``ca.retries.PENDING_INTENT_BOUND``) can be short:
 an intent that old was cut by a crash, and releasing it can race no live signer, because a
 signer's ``record_issued`` only completes a row that is still ``pending``.
 """
