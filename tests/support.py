@@ -106,9 +106,29 @@ def postgres_bindir() -> Path | None:
     return None
 
 
+class PostgresServer:
+    """A throwaway cluster started by ``postgres_server``: its base ``url``, and ``restart``."""
+
+    def __init__(self, bindir: Path, data: Path, log: Path, options: str, as_user: list[str], url: str) -> None:
+        self.bindir, self.data, self.log, self.options, self.as_user, self.url = \
+            bindir, data, log, options, as_user, url
+
+    def pg_ctl(self, *args: str) -> None:
+        subprocess.run([*self.as_user, str(self.bindir / "pg_ctl"), "-D", str(self.data), *args],
+                       check=True, capture_output=True)
+
+    def start(self) -> None:
+        self.pg_ctl("-l", str(self.log), "-w", "-t", "60", "-o", self.options, "start")
+
+    def restart(self, mode: str = "immediate") -> None:
+        """Stop (``immediate``: as a crash would, every connection cut) and start again."""
+        self.pg_ctl("-m", mode, "-w", "stop")
+        self.start()
+
+
 @contextmanager
-def postgres_cluster() -> Iterator[str]:
-    """initdb + pg_ctl in a temp dir on a free port, as a non-root user; yields a base URL."""
+def postgres_server() -> Iterator[PostgresServer]:
+    """initdb + pg_ctl in a temp dir on a free port, as a non-root user."""
     bindir = postgres_bindir()
     if bindir is None:
         raise RuntimeError("PostgreSQL binaries not found (apt-get install postgresql)")
@@ -119,16 +139,24 @@ def postgres_cluster() -> Iterator[str]:
     if os.geteuid() == 0:
         shutil.chown(root, "postgres", "postgres")
         as_user = ["runuser", "-u", "postgres", "--"]
-    run = lambda *args: subprocess.run([*as_user, *args], check=True, capture_output=True)
+    server = PostgresServer(bindir, data, root / "log", f"-p {port} -k {root} -h 127.0.0.1 -c fsync=off "
+                            "-c max_connections=200", as_user, f"postgresql://postgres@127.0.0.1:{port}")
     try:
-        run(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8")
-        run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "-t", "60", "-o",
-            f"-p {port} -k {root} -h 127.0.0.1 -c fsync=off -c max_connections=200", "start")
-        yield f"postgresql://postgres@127.0.0.1:{port}"
+        subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
+                        "--no-sync", "-E", "UTF8"], check=True, capture_output=True)
+        server.start()
+        yield server
     finally:
         subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
                        capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def postgres_cluster() -> Iterator[str]:
+    """initdb + pg_ctl in a temp dir on a free port, as a non-root user; yields a base URL."""
+    with postgres_server() as server:
+        yield server.url
 
 
 def create_database(base_url: str, name: str) -> str:

@@ -71,7 +71,8 @@ def test_replayed_token_is_refused_and_nothing_issued(client: TestClient, author
     token = authority.mint_token("default", "orders.internal", [])
     assert client.post("/v1/sign", json={"csr": csr.decode(), "token": token}).status_code == 201
     before = ledger(authority)
-    assert_problem(client.post("/v1/sign", json={"csr": csr.decode(), "token": token}), 401, "tokenReplayed")
+    _other_key, other = new_csr("orders.internal")  # the same CSR key would be a retry (test_redemption_retry)
+    assert_problem(client.post("/v1/sign", json={"csr": other.decode(), "token": token}), 401, "tokenReplayed")
     assert ledger(authority) == before
 
 

@@ -238,7 +238,7 @@ def _fill(authority: Authority) -> str:
     _, csr = new_csr("a.internal")
     issued = authority.issue_for_token(csr, token)
     with pytest.raises(Unauthorized):
-        authority.issue_for_token(csr, token)  # replay: a denial entry
+        authority.issue_for_token(new_csr("a.internal")[1], token)  # replay (another key): a denial entry
     authority.revoke(issued.record.serial, "superseded", admin=True, actor="admin")
     return issued.record.serial
 

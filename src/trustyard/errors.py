@@ -54,6 +54,7 @@ class Code(StrEnum):
     REQUEST_TIMEOUT = "requestTimeout"
     TOO_MANY_CONNECTIONS = "tooManyConnections"
     OVERLOADED = "overloaded"  # the signing queue is deeper than the latency target allows (503, Retry-After)
+    DATABASE_UNAVAILABLE = "databaseUnavailable"  # the database is out of reach, restarting (503, Retry-After)
     # requests the authority refuses (ca/, store/)
     BAD_CSR = "badCSR"
     BAD_SIGNATURE = "badSignature"
@@ -63,6 +64,8 @@ class Code(StrEnum):
     BAD_TOKEN = "badToken"
     TOKEN_EXPIRED = "tokenExpired"
     TOKEN_REPLAYED = "tokenReplayed"
+    # the same token or renewal is being signed right now (503, Retry-After): its retry gets the certificate
+    REDEMPTION_IN_PROGRESS = "redemptionInProgress"
     TOKEN_NAME_MISMATCH = "tokenNameMismatch"
     BAD_PROOF = "badProof"
     IDENTITY_MISMATCH = "identityMismatch"

@@ -28,7 +28,7 @@ from ..acme.validation import POLL_HOLD, ValidationAuthority
 from ..ca.authority import Authority
 from ..ca.config import Config
 from ..errors import Overloaded
-from ..store import refusals
+from ..store import outage, refusals
 from ..store.acme_store import AcmeStore
 from .admission import Admission
 from .durability import durably
@@ -218,6 +218,11 @@ async def acme_failure(request: Request, exc: Exception) -> Response:
     """The app's exception handler for ``AcmeFailure``: the cause goes to the log, the
     client gets the serverInternal problem (with its fresh nonce) the service prepared."""
     assert isinstance(exc, AcmeFailure)
+    if outage.unavailable(exc.__cause__):  # a database restart: 503 and Retry-After, the same problem type
+        log.warning("%s %s: the database is out of reach: %s", request.method, request.url.path, exc.__cause__)
+        answer = exc.answer
+        return _render(AcmeResponse(503, answer.body, answer.content_type,
+                                    {**answer.headers, "Retry-After": str(outage.RETRY_AFTER_SECONDS)}))
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc.__cause__ or exc)
     return _render(exc.answer)
 

@@ -427,6 +427,9 @@ FLEET_FLAG_FILE = "fleet-retry-after"
 LISTEN_ENV = "TRUSTYARD_LISTEN"
 """The address ``serve`` listens on (``--listen`` overrides trustyard.toml for one run)."""
 
+SIGN_DELAY_ENV = "TRUSTYARD_TEST_SIGN_DELAY_MS"
+"""A test knob: every signature takes this many milliseconds longer (``ca.signer.DelayedSigner``)."""
+
 
 def app_from_env() -> Starlette:
     """Factory for uvicorn workers: home from TRUSTYARD_HOME, password and listen address from the
@@ -445,6 +448,12 @@ def app_from_env() -> Starlette:
     from ..ca.rotation_watch import watch
 
     watch(authority, config, password)  # a rotation's switch reaches this worker without a restart
+    if os.environ.get(SIGN_DELAY_ENV):  # the crash tests' knob (ca.signer.DelayedSigner)
+        from ..ca.signer import DelayedSigner
+
+        material = authority.material
+        authority.use(replace(material, signer=DelayedSigner(material.signer,
+                                                             float(os.environ[SIGN_DELAY_ENV]) / 1000)))
     app = create_app(authority, config)
     try:  # the intermediates rotations replaced: their certificates still get OCSP answers
         from ..ca.rotation_material import HomeMaterial

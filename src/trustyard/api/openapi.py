@@ -21,8 +21,10 @@ def _json_body(ref: str) -> dict[str, Any]:
 _ISSUED = {"201": {"description": "issued", "content": {"application/json": {
     "schema": {"$ref": "#/components/schemas/Issued"}}}}}
 _ADMIN: list[dict[str, list[str]]] = [{"admin": []}]
-_SHED = {"503": {"description": "overloaded: the signing queue is too deep; nothing was done, send it again "
-                                "after Retry-After", "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+_SHED = {"503": {"description": "send the same request again after Retry-After: overloaded (the signing queue "
+                                "is too deep; nothing was done), redemptionInProgress (the same token or renewal "
+                                "is being signed, or was cut by a crash and is released within 10 s), "
+                                "databaseUnavailable (the database is restarting)", "headers": {"Retry-After": {"schema": {"type": "integer"}}},
                  "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}}
 
 SPEC: dict[str, Any] = {

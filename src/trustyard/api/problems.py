@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from ..errors import Code, Overloaded, TrustyardError
+from ..store import outage
 
 log = logging.getLogger("trustyard.api")
 
@@ -28,6 +29,12 @@ async def trustyard_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    if outage.unavailable(exc):  # a restart or failover of the database: sending it again is safe
+        log.warning("%s %s: the database is out of reach: %s", request.method, request.url.path, exc)
+        unavailable = TrustyardError("the database is out of reach (restarting?); send the same request again "
+                                     "after Retry-After", code=Code.DATABASE_UNAVAILABLE)
+        unavailable.status, unavailable.title = 503, "Database unavailable"
+        return problem_response(unavailable, {"Retry-After": str(outage.RETRY_AFTER_SECONDS)})
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     error = TrustyardError("internal error; the server log has the details")
     return problem_response(error)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Generic, TypeVar
 
@@ -20,7 +20,13 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ..errors import BadRequest, Code, Forbidden, TrustyardError, Unauthorized
 from ..policy import IssuanceRequest, Policy
-from ..store.records import AuditEvent, CertRecord, Intent, SerialCollision, superseded
+from ..store.records import (
+    AuditEvent,
+    CertRecord,
+    Intent,
+    SerialCollision,
+    TokenRedeemed,
+)
 from ..units import format_duration, format_time, parse_duration
 from ..x509.csr import CSRError, ParsedCSR, parse_csr
 from ..x509.keys import PrivateKey, PublicKey
@@ -28,9 +34,11 @@ from ..x509.names import Name, name_text, parse_name
 from ..x509.profiles import LeafSpec, leaf_builder, new_serial
 from ..x509.revocation import REVOCATION_REASONS
 from ..x509.summary import fingerprint_sha256, pem_bundle, serial_text
-from . import proofs, tokens
+from . import proofs, retries, tokens
 from .crl import CrlScheme
 from .ledger import Guard, Ledger
+from .retries import PENDING_INTENT_BOUND
+from .retries import RENEWAL_RETRY_WINDOW as RENEWAL_RETRY_WINDOW  # where it was named before
 from .signer import Signer
 
 
@@ -254,8 +262,11 @@ class Authority(Generic[L]):
             if request.names and set(request.names) != set(names):
                 raise Forbidden("a renewal keeps the identity: the CSR names differ from the certificate's",
                                 code=Code.IDENTITY_MISMATCH, value=[name_text(n) for n in request.names])
+            if current.superseded_by is not None and retries.release_cut_renewal(self.store, self.clock(), current):
+                current = replace(current, superseded_by=None)
             if current.superseded_by is not None:
-                issued = self._renewal_retry(current, request)
+                issued = self._again(retries.renewal_again(self.store, self.clock(), current,
+                                                           _spki(request.public_key), lambda c: _spki(c.public_key())))
             else:
                 # What the renewed certificate was granted (not_after is now + ttl at issuance, the
                 # backdate aside): a lineage never grows longer than its first certificate.
@@ -266,23 +277,13 @@ class Authority(Generic[L]):
         self._emit("renewed", prov.name)
         return issued
 
-    def _renewal_retry(self, current: CertRecord, request: ParsedCSR) -> Issued:
-        """The renewal of ``current`` again, for a client that did not get the answer: only for
-        the same CSR key and within ``RENEWAL_RETRY_WINDOW`` of that renewal."""
-        assert current.superseded_by is not None
-        child = self.store.renewal_of(current.serial)
-        if (child is None or child.status != "issued" or child.der is None
-                or self.clock() - child.requested_at > RENEWAL_RETRY_WINDOW):
-            raise superseded(current.serial, current.superseded_by)
-        cert = x509.load_der_x509_certificate(child.der)
-        if _spki(cert.public_key()) != _spki(request.public_key):
-            raise superseded(current.serial, current.superseded_by)
-        self.store.audit(AuditEvent(actor=child.provisioner, action="certificate.renew.retry", target=child.serial,
-                                    detail={"renewed_from": current.serial}))
+    def _again(self, record: CertRecord) -> Issued:
+        """``record``'s certificate handed out again (a retry, ``ca.retries``), with its own chain."""
+        assert record.der is not None
         material = self._material
-        chain = material.chain_for(child.der)
-        return Issued(record=child, certificate=cert, chain=chain, roots=material.roots,
-                      chain_pem=material.chain_pem_for(child.der), roots_pem=material.roots_pem)
+        return Issued(record=record, certificate=x509.load_der_x509_certificate(record.der),
+                      chain=material.chain_for(record.der), roots=material.roots,
+                      chain_pem=material.chain_pem_for(record.der), roots_pem=material.roots_pem)
 
     def must_renew(self, serial: str) -> bool:
         """Whether an emergency replaces ``serial`` (its holder should renew now)."""
@@ -358,14 +359,20 @@ class Authority(Generic[L]):
         ))
         sans = tuple(name_text(n) for n in decision.names)
         crl = self.crl if prov.crl else None
+        spki_sha256 = hashlib.sha256(_spki(request.public_key)).hexdigest()
         for _attempt in range(3):
             serial = new_serial()
             intent = Intent(serial=serial_text(serial), provisioner=prov.name, subject=subject, sans=sans,
                             not_before=decision.not_before, not_after=decision.not_after, requested_at=now,
                             renewed_from=renewed_from, token_jti=token_jti, token_expires_at=token_expires_at,
-                            crl_shard=crl.shard(serial) if crl else None)
+                            crl_shard=crl.shard(serial) if crl else None, spki_sha256=spki_sha256)
             try:
-                self.store.record_intent(intent)
+                try:
+                    self.store.record_intent(intent)
+                except TokenRedeemed:
+                    earlier = self.store.redeem_again(intent, now - PENDING_INTENT_BOUND)
+                    if earlier is not None:
+                        return self._again(retries.redemption_again(self.store, earlier))
                 break
             except SerialCollision:
                 continue
@@ -419,10 +426,6 @@ class Authority(Generic[L]):
     def get(self, serial: str) -> CertRecord | None:
         """The ledger's record of ``serial`` (hex text, any case, leading zeros allowed)."""
         return self.store.get(_serial(serial))
-
-
-RENEWAL_RETRY_WINDOW = timedelta(minutes=5)
-"""How long a renewal may be asked for again (same certificate, same CSR key) and get the same answer."""
 
 
 

@@ -19,8 +19,21 @@ class Ledger(Protocol):
     def record_intent(self, intent: Intent) -> None:
         """Reserve ``intent.serial``, redeem its token and claim the certificate it renews, in one
         transaction. Raises ``SerialCollision`` (draw another serial), ``Unauthorized``
-        (``tokenReplayed``), ``NotFound``, ``Forbidden`` (``revoked``) or ``Conflict``
+        (``TokenRedeemed``, ``tokenReplayed``), ``NotFound``, ``Forbidden`` (``revoked``) or ``Conflict``
         (``superseded``: renewed already)."""
+        ...
+
+    def redeem_again(self, intent: Intent, stale_before: datetime) -> CertRecord | None:
+        """``intent`` whose token was redeemed before (``record_intent`` raised ``TokenRedeemed``):
+        the certificate issued for that token to the same CSR key, to hand out again; or None once
+        ``intent`` is recorded in place of an attempt that never finished (``failed``, or
+        ``pending`` since before ``stale_before``). Raises ``TokenRedeemed`` (a replay: another
+        key, a revoked certificate) or ``RedemptionInProgress`` (503: it is being signed)."""
+        ...
+
+    def release_pending(self, before: datetime, serial: str | None = None) -> list[str]:
+        """Mark intents ``pending`` since before ``before`` (only ``serial``, if given) ``failed``,
+        releasing what they renew, audited; the serials released."""
         ...
 
     def record_issued(self, serial: str, der: bytes, fingerprint: str, event_: AuditEvent,

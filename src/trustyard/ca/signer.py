@@ -34,3 +34,23 @@ class KeySigner:
 
     def sign(self, builder: x509.CertificateBuilder) -> x509.Certificate:
         return sign(builder, self._key)
+
+
+class DelayedSigner:
+    """A test knob, like Pebble's: ``signer`` made ``delay_s`` slower per signature (the worker
+    is busy meanwhile, as with a slow HSM), so that a crash test's ``kill -9`` finds issuances
+    between their recorded intent and their stored certificate. ``serve`` wraps its signer in
+    one when ``TRUSTYARD_TEST_SIGN_DELAY_MS`` is set; never set it in production."""
+
+    def __init__(self, signer: Signer, delay_s: float) -> None:
+        self._signer, self.delay_s = signer, delay_s
+
+    @property
+    def certificate(self) -> x509.Certificate:
+        return self._signer.certificate
+
+    def sign(self, builder: x509.CertificateBuilder) -> x509.Certificate:
+        import time
+
+        time.sleep(self.delay_s)
+        return self._signer.sign(builder)

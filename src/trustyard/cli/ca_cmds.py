@@ -191,6 +191,10 @@ def serve(home: str | None, password_file: str | None, init_missing: bool, insec
     from ..ca.emergency_job import EmergencyJob
 
     emergency_job = EmergencyJob(store).start()
+    # Intents a crashed replica (or this CA's last run) left pending: released at start, then periodically.
+    from ..ca.intent_sweep import IntentSweep
+
+    intent_sweep = IntentSweep(store).start()
     autopilot = Autopilot(config, password, store).start()
     # Webhook alerts run beside the server, in this process only (not once per worker), and
     # never on the issuance path.
@@ -212,6 +216,7 @@ def serve(home: str | None, password_file: str | None, init_missing: bool, insec
     finally:
         crl_job.stop()
         emergency_job.stop()
+        intent_sweep.stop()
         autopilot.stop()
         autopilot.store.close()
         if alerter is not None:

@@ -294,6 +294,21 @@ class AcmeStore:
             self.sql.run(conn, _END_FINALIZE, {"b_id": order_id, "b_status": "valid" if serial else "invalid",
                                          "b_serial": serial, "b_error": json.dumps(error) if error else None})
 
+    def release_cut_finalizations(self, started_before: datetime) -> int:
+        """Orders left ``processing`` by a finalize a crash cut (begun before ``started_before``,
+        or before that was recorded) become ``invalid`` with ``serverInternal``: RFC 8555's
+        answer to a failed finalization, after which the client places a new order. Their
+        certificate, if it was stored, stays in the ledger (it was never handed out)."""
+        problem = {"type": "urn:ietf:params:acme:error:serverInternal", "status": 500,
+                   "detail": "the finalization was cut by a server crash: place a new order"}
+        with self.sql.transaction() as conn:
+            return int(conn.execute(
+                update(acme_orders)
+                .where(acme_orders.c.status == "processing",
+                       (acme_orders.c.finalize_started_at < started_before)
+                       | (acme_orders.c.finalize_started_at.is_(None) & (acme_orders.c.created_at < started_before)))
+                .values(status="invalid", error=json.dumps(problem))).rowcount)
+
     def restart_challenge(self, challenge_id: str, started_before: datetime) -> bool:
         """Claim a challenge stuck in ``processing`` since before ``started_before`` (one caller wins)."""
         with self.sql.transaction(durable=False) as conn:
@@ -381,7 +396,7 @@ _ORDER_READY = (update(acme_orders)  # pending -> ready once no authorization is
 _BEGIN_FINALIZE = (update(acme_orders)
                    .where(acme_orders.c.id == bindparam("b_id"), acme_orders.c.status == "ready",
                           acme_orders.c.expires_at > bindparam("b_now"))
-                   .values(status="processing"))
+                   .values(status="processing", finalize_started_at=bindparam("b_now")))
 _END_FINALIZE = (update(acme_orders)
                  .where(acme_orders.c.id == bindparam("b_id"), acme_orders.c.status == "processing")
                  .values(status=bindparam("b_status"), cert_serial=bindparam("b_serial"), error=bindparam("b_error")))

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 CERTIFICATE_COLUMNS = ("serial", "provisioner", "subject", "sans", "status", "requested_at", "not_before",
                        "not_after", "der", "fingerprint_sha256", "renewed_from", "token_jti", "revoked_at",
-                       "revocation_reason", "superseded_by", "issuer_sha256", "crl_shard")
+                       "revocation_reason", "superseded_by", "issuer_sha256", "crl_shard", "spki_sha256")
 AUDIT_COLUMNS = ("seq", "at", "actor", "action", "target", "outcome", "detail", "prev_hash", "hash")
 _CERTIFICATE_TIMES = frozenset({"requested_at", "not_before", "not_after", "revoked_at"})
 _CertRow = namedtuple("_CertRow", CERTIFICATE_COLUMNS)  # type: ignore[misc]

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ..errors import Code, Conflict
+from ..errors import Code, Conflict, Overloaded, Unauthorized
 from ..units import format_time
 
 
@@ -37,6 +37,7 @@ class Intent:
     token_jti: str | None = None
     token_expires_at: datetime | None = None
     crl_shard: int | None = None  # the CRL shard its CRL Distribution Points name, if any
+    spki_sha256: str | None = None  # the CSR key's SubjectPublicKeyInfo, SHA-256 hex: a redemption's retry matches it
 
 
 @dataclass(frozen=True)
@@ -132,3 +133,22 @@ def superseded(serial: str, by: str) -> Conflict:
     return Conflict(f"certificate {serial} was already renewed (by {by}): a certificate renews once; renew "
                     "the newer certificate, or bootstrap again with a new token", code=Code.SUPERSEDED,
                     superseded_by=by)
+
+
+class TokenRedeemed(Unauthorized):
+    """The bootstrap token was redeemed before: a replay, unless the authority finds it is a retry of
+    that redemption (the same CSR key, ``SqlStore.redeem_again``)."""
+
+    code = Code.TOKEN_REPLAYED
+
+    def __init__(self, detail: str = "this token was already used: bootstrap tokens are single-use") -> None:
+        super().__init__(detail)
+
+
+class RedemptionInProgress(Overloaded):
+    """The same redemption (or renewal) is being signed right now, by this replica or another: send
+    it again after ``retry_after`` seconds; by then it is issued (and handed out again) or, if a
+    crash cut it, released and issued anew."""
+
+    code = Code.REDEMPTION_IN_PROGRESS
+    title = "In progress"

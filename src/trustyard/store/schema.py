@@ -28,10 +28,13 @@ certificates = Table(
     Column("issuer_sha256", String(64), nullable=True),  # migration 0005: the signing CA's fingerprint
     # migration 0009: the CRL shard named in the certificate's CRL Distribution Points (NULL: none)
     Column("crl_shard", Integer, nullable=True),
+    # migration 0012: the CSR key (SPKI SHA-256), so a retry of a bootstrap redemption can match it
+    Column("spki_sha256", String(64), nullable=True),
     Index("ix_certificates_status_not_after", "status", "not_after"),
     Index("ix_certificates_renewed_from", "renewed_from"),
     Index("ix_certificates_issuer", "issuer_sha256", "status", "not_after"),
-    Index("ix_certificates_revoked_at", "revoked_at"),  # migration 0008: the OCSP responders' poll
+    Index("ix_certificates_revoked_at", "revoked_at"),
+    Index("ix_certificates_token_jti", "token_jti"),  # migration 0012: a redemption's retry finds its intent  # migration 0008: the OCSP responders' poll
     # A shard's CRL entries (store/crls.py): revoked certificates with a shard only, and covering
     # the query, so generating a shard reads just its entries, however large the ledger.
     Index("ix_certificates_crl", "issuer_sha256", "crl_shard", "status", "not_after", "serial", "revoked_at",
@@ -103,6 +106,8 @@ acme_orders = Table(
     Column("error", Text, nullable=True),  # JSON problem
     Column("cert_serial", String(40), nullable=True),
     Column("replaces", String(255), nullable=True),
+    # migration 0012: when the finalize began (an order processing for long was cut by a crash)
+    Column("finalize_started_at", DateTime(timezone=True), nullable=True),
     Index("ix_acme_orders_account", "account_id"),
     Index("ix_acme_orders_cert", "cert_serial"),
 )

@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from ..errors import Code, Conflict, Forbidden, NotFound, Unauthorized
 from . import audit as chain
 from . import crls as crl_entries
-from . import refusals
+from . import redemptions, refusals
 from .engine import Database
 from .records import (
     AuditEntry,
@@ -27,6 +27,7 @@ from .records import (
     CertRecord,
     Intent,
     SerialCollision,
+    TokenRedeemed,
     audit_entry,
     cert_record,
     superseded,
@@ -45,26 +46,40 @@ class SqlStore(Database):
 
     def record_intent(self, intent: Intent) -> None:
         """Reserve the serial, redeem the token (if any) and claim the renewed certificate (if
-        any) in one transaction: of two renewals of one certificate, only one gets this far."""
+        any) in one transaction: of two renewals of one certificate, only one gets this far. A
+        token redeemed before raises ``TokenRedeemed`` (``redeem_again`` tells a retry from a replay)."""
         alone = intent.token_jti is None and intent.renewed_from is None
         with self.transaction(durable=False, one_statement=alone) as conn:
             if intent.token_jti is not None:
                 try:
                     self._redeem(conn, intent.token_jti, "bootstrap", intent.token_expires_at or intent.not_after)
                 except IntegrityError:
-                    raise Unauthorized("this token was already used: bootstrap tokens are single-use",
-                                       code=Code.TOKEN_REPLAYED) from None
-            try:
-                self.run(conn, _INSERT_INTENT, dict(
-                    serial=intent.serial, provisioner=intent.provisioner, subject=intent.subject,
-                    sans=json.dumps(list(intent.sans)), status="pending", requested_at=intent.requested_at,
-                    not_before=intent.not_before, not_after=intent.not_after, renewed_from=intent.renewed_from,
-                    token_jti=intent.token_jti, crl_shard=intent.crl_shard,
-                ))
-            except IntegrityError:
-                raise SerialCollision(intent.serial) from None
-            if intent.renewed_from is not None:
-                self._claim_renewal(conn, intent.renewed_from, intent.serial)
+                    raise TokenRedeemed() from None
+            self.insert_intent(conn, intent)
+
+    def insert_intent(self, conn: Connection, intent: Intent) -> None:
+        """The ``pending`` row of ``intent`` (and its claim on the certificate it renews) in ``conn``'s
+        transaction; ``SerialCollision`` when the serial is taken."""
+        try:
+            self.run(conn, _INSERT_INTENT, dict(
+                serial=intent.serial, provisioner=intent.provisioner, subject=intent.subject,
+                sans=json.dumps(list(intent.sans)), status="pending", requested_at=intent.requested_at,
+                not_before=intent.not_before, not_after=intent.not_after, renewed_from=intent.renewed_from,
+                token_jti=intent.token_jti, crl_shard=intent.crl_shard, spki_sha256=intent.spki_sha256,
+            ))
+        except IntegrityError:
+            raise SerialCollision(intent.serial) from None
+        if intent.renewed_from is not None:
+            self._claim_renewal(conn, intent.renewed_from, intent.serial)
+
+    def redeem_again(self, intent: Intent, stale_before: datetime) -> CertRecord | None:
+        """``intent`` with a token redeemed before: the certificate issued for it to the same key,
+        or None once ``intent`` replaces an attempt that never finished (``store.redemptions``)."""
+        return redemptions.redeem_again(self, intent, stale_before)
+
+    def release_pending(self, before: datetime, serial: str | None = None) -> list[str]:
+        """Intents ``pending`` since before ``before`` (a crash cut them) become ``failed``, audited."""
+        return redemptions.release_pending(self, before, serial)
 
     def _claim_renewal(self, conn: Connection, parent: str, child: str) -> None:
         """Mark ``parent`` superseded by ``child``; refused unless it is issued and not yet renewed."""
