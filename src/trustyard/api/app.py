@@ -452,8 +452,11 @@ def app_from_env() -> Starlette:
         from ..ca.signer import DelayedSigner
 
         material = authority.material
-        authority.use(replace(material, signer=DelayedSigner(material.signer,
-                                                             float(os.environ[SIGN_DELAY_ENV]) / 1000)))
+        delay_ms = float(os.environ[SIGN_DELAY_ENV])
+        log.warning(
+            "%s=%g: every signature is delayed by that many milliseconds (a test knob; unset it in production)",
+            SIGN_DELAY_ENV, delay_ms)
+        authority.use(replace(material, signer=DelayedSigner(material.signer, delay_ms / 1000)))
     app = create_app(authority, config)
     try:  # the intermediates rotations replaced: their certificates still get OCSP answers
         from ..ca.rotation_material import HomeMaterial
