@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 import tomli_w
+from sqlalchemy import inspect
 
 from trustyard.ca.config import load_config
 from trustyard.store import open_store, refusals
@@ -168,6 +169,19 @@ def test_nonces_are_capped_per_client(acme_home: Path) -> None:
         # The successors of spent nonces (authenticated answers) are not what the cap counts.
         spent = [store.redeem_nonce(store.mint_nonce(source="203.0.113.5", keep=3))[1] for _ in range(6)]
         assert all(store.redeem_nonce(n)[0] for n in spent)
+    finally:
+        store.sql.close()
+
+
+def test_only_unauthenticated_nonces_are_indexed_by_client(acme_home: Path) -> None:
+    """Migration 0012: the per-client index holds the nonces the trim counts (retry = 1) and
+    no others, so the rewrite of a row that redeems a nonce moves no index entry."""
+    store = AcmeStore(open_store(load_config(acme_home).db_url))
+    try:
+        (index,) = inspect(store.sql.engine).get_indexes("acme_nonces")
+        where = index["dialect_options"]["sqlite_where" if store.sql.is_sqlite else "postgresql_where"]
+        assert index["name"] == "ix_acme_nonces_source" and index["column_names"] == ["source", "expires_at"]
+        assert str(where).replace("(", "").replace(")", "") == "retry = 1", where
     finally:
         store.sql.close()
 

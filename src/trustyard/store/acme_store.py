@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from operator import attrgetter
 from typing import Any
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, literal_column, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..acme.model import AccountRow, AuthzRow, ChallengeRow, NewAuthz, OrderRow
@@ -72,7 +72,9 @@ class AcmeStore:
         """Drop ``source``'s unspent nonces beyond the ``keep`` newest of those handed out without
         authentication (``retry``: from newNonce or a refusal). A nonce that succeeded a spent
         one answers an authenticated request and takes that one's row: those never add up."""
-        mine = (acme_nonces.c.source == source, acme_nonces.c.retry == 1)
+        # retry = 1 as a literal: the planner can then prove the partial index's condition
+        # (PostgreSQL's generic plans of prepared statements could not from a parameter).
+        mine = (acme_nonces.c.source == source, acme_nonces.c.retry == literal_column("1"))
         newest = select(acme_nonces.c.nonce).where(*mine).order_by(acme_nonces.c.expires_at.desc()).limit(keep)
         if not self.sql.is_sqlite:  # PostgreSQL takes no LIMIT inside IN: a derived table does
             newest = select(newest.subquery().c.nonce)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..errors import Conflict
@@ -160,9 +160,9 @@ class EmergencyStore:
         return self._affected(select(emergency_certs).where(emergency_certs.c.token_jti == jti))
 
     def blocked(self, spki_sha256: str) -> bool:
-        query = select(emergency_certs.c.serial).where(emergency_certs.c.spki_sha256 == spki_sha256).limit(1)
+        # Asked at every issuance: a prebuilt statement (a compiled plan on SQLite).
         with self.db.transaction(write=False) as conn:
-            return conn.execute(query).first() is not None
+            return self.db.run(conn, _BLOCKED, {"b_spki": spki_sha256}).first() is not None
 
     def open_count(self) -> int:
         """Certificates of any emergency not revoked yet."""
@@ -245,3 +245,6 @@ def _when(value: datetime) -> datetime:
     when = utc(value)
     assert when is not None
     return when
+
+
+_BLOCKED = select(emergency_certs.c.serial).where(emergency_certs.c.spki_sha256 == bindparam("b_spki")).limit(1)

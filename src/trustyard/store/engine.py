@@ -51,6 +51,12 @@ from .records import AuditEvent
 from .schema import certificates
 from .seal import AuditSeal
 
+# SQLite checkpoints the WAL by itself inside the COMMIT that takes it past 1000 pages: on
+# whatever thread committed (the event loop), with an fsync of the WAL and one of the database.
+# Connections here turn that off; every CHECKPOINT_EVERY write commits of a process, a passive
+# checkpoint (it blocks no reader or writer) runs in a thread of its own instead.
+CHECKPOINT_EVERY = 256
+
 _DEFERRED: ContextVar[list[Callable[[], None]] | None] = ContextVar("trustyard_deferred_flush", default=None)
 
 
@@ -118,6 +124,8 @@ class Database:
         self._lock_pid = 0
         self._kept: tuple[int, Connection] | None = None  # (pid, the main thread's SQLite connection)
         self._plans: dict[tuple[int, tuple[str, ...]], tuple[Any, Plan]] = {}
+        self._commits = 0  # write commits of this process since its last checkpoint
+        self._checkpointer: threading.Thread | None = None
         self.observers: list[Observer] = []  # told of each recorded event after its COMMIT
 
     def run(self, conn: Connection, statement: Any, params: dict[str, Any] | list[dict[str, Any]] | None = None,
@@ -188,8 +196,10 @@ class Database:
             finally:
                 tip = conn.info.pop(_TIP, None)
                 events = conn.info.pop(_EVENTS, None)
-        if write and (durable or tip) and self._lock_path is not None:
-            self._flush_or_defer()
+        if write and self._lock_path is not None:
+            self._committed()
+            if durable or tip:
+                self._flush_or_defer()
         if tip:
             self._checkpoint_or_defer(tip)
         if events:
@@ -260,6 +270,7 @@ class Database:
                 _UNIT.reset(token)
                 tip = conn.info.pop(_TIP, None)
                 events = conn.info.pop(_EVENTS, None)
+        self._committed()
         if unit.durable or tip:
             self._flush_or_defer()
         if tip:
@@ -299,6 +310,29 @@ class Database:
         with self.engine.connect() as conn:
             yield conn
 
+    def _committed(self) -> None:
+        """A write committed (SQLite file): every CHECKPOINT_EVERY, checkpoint in a thread."""
+        self._commits += 1
+        if self._commits >= CHECKPOINT_EVERY and (self._checkpointer is None or not self._checkpointer.is_alive()):
+            self._commits = 0
+            self._checkpointer = threading.Thread(target=self.checkpoint, name="trustyard-wal-checkpoint",
+                                                  daemon=True)
+            self._checkpointer.start()
+
+    def checkpoint(self) -> None:
+        """Copy the WAL's committed frames into the database file (``PASSIVE``: as far as no
+        reader still needs them; SQLite fsyncs the WAL first and the database after), so the
+        next writer starts the WAL over. On its own driver connection, outside any transaction."""
+        assert self._lock_path is not None
+        try:
+            raw = self.engine.raw_connection()
+            try:
+                raw.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")  # type: ignore[union-attr]
+            finally:
+                raw.close()
+        except Exception:  # a checkpoint left undone is done by the next one
+            logging.getLogger("trustyard.store").exception("the WAL checkpoint failed")
+
     def _flush_wal(self) -> None:
         assert self._lock_path is not None
         fsync_if_present(self._lock_path[: -len(".lock")] + "-wal")
@@ -326,6 +360,7 @@ class Database:
             cur = dbapi_conn.cursor()
             if not memory:
                 cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA wal_autocheckpoint=0")  # Database.checkpoint, in a thread
             # NORMAL: no flush inside the commit; Database.transaction flushes the WAL after the
             # write lock is released (group commit), before a durable write returns.
             cur.execute("PRAGMA synchronous=NORMAL" if not memory else "PRAGMA synchronous=FULL")
@@ -366,6 +401,8 @@ class Database:
         return [] if rows == ["ok"] else rows
 
     def close(self) -> None:
+        if self._checkpointer is not None and self._checkpointer.is_alive():
+            self._checkpointer.join(10)  # before the pool it uses goes
         self._drop_kept()
         self.engine.dispose()
         if self._lock_fd is not None and self._lock_pid == _pid:

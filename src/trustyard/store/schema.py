@@ -78,7 +78,10 @@ acme_nonces = Table(
     Column("retry", Integer, nullable=False),  # from newNonce or a refusal: exempt from the rejection test knob
     # Migration 0003: the client address (IPv6: its /64) it was minted for; each keeps a few.
     Column("source", String(64), nullable=False, server_default=""),
-    Index("ix_acme_nonces_source", "source", "expires_at"),
+    # Migration 0012: only the unauthenticated ones (retry = 1), the rows the per-client trim
+    # reads; a redemption rewrites its row as retry = 0 and then moves no index entry.
+    Index("ix_acme_nonces_source", "source", "expires_at", sqlite_where=text("retry = 1"),
+          postgresql_where=text("retry = 1")),
 )
 
 acme_accounts = Table(
