@@ -33,8 +33,8 @@ certificates = Table(
     Index("ix_certificates_status_not_after", "status", "not_after"),
     Index("ix_certificates_renewed_from", "renewed_from"),
     Index("ix_certificates_issuer", "issuer_sha256", "status", "not_after"),
-    Index("ix_certificates_revoked_at", "revoked_at"),
-    Index("ix_certificates_token_jti", "token_jti"),  # migration 0012: a redemption's retry finds its intent  # migration 0008: the OCSP responders' poll
+    Index("ix_certificates_revoked_at", "revoked_at"),  # migration 0008: the OCSP responders' poll
+    Index("ix_certificates_token_jti", "token_jti"),  # migration 0012: a redemption's retry finds its intent
     # A shard's CRL entries (store/crls.py): revoked certificates with a shard only, and covering
     # the query, so generating a shard reads just its entries, however large the ledger.
     Index("ix_certificates_crl", "issuer_sha256", "crl_shard", "status", "not_after", "serial", "revoked_at",
@@ -78,7 +78,7 @@ acme_nonces = Table(
     Column("retry", Integer, nullable=False),  # from newNonce or a refusal: exempt from the rejection test knob
     # Migration 0003: the client address (IPv6: its /64) it was minted for; each keeps a few.
     Column("source", String(64), nullable=False, server_default=""),
-    # Migration 0012: only the unauthenticated ones (retry = 1), the rows the per-client trim
+    # Migration 0013: only the unauthenticated ones (retry = 1), the rows the per-client trim
     # reads; a redemption rewrites its row as retry = 0 and then moves no index entry.
     Index("ix_acme_nonces_source", "source", "expires_at", sqlite_where=text("retry = 1"),
           postgresql_where=text("retry = 1")),

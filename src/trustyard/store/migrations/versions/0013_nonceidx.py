@@ -6,15 +6,15 @@ nonce by rewriting its row (new nonce, new expiry, ``retry = 0``); with every ro
 each rewrite also moved an index entry, about two of the five pages each commit wrote to the
 WAL. A partial index leaves those rows out.
 
-Revision ID: 0012_nonceidx
+Revision ID: 0013_nonceidx
 Revises: 0011_emergencies
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0012_nonceidx"
-down_revision = "0011_emergencies"
+revision = "0013_nonceidx"
+down_revision = "0012_redemption_retry"
 branch_labels = None
 depends_on = None
 
