@@ -6,7 +6,8 @@ import json
 import os
 import sys
 from datetime import UTC, datetime
-from typing import TextIO
+from collections.abc import Callable
+from typing import TextIO, TypeVar
 
 import click
 
@@ -14,9 +15,9 @@ from ..clientconfig import load_environments
 from ..errors import BadRequest, ExitCode
 from ..inventory.endpoints import DEFAULT_CONCURRENCY, Endpoint
 from ..inventory.findings import Rules
-from ..inventory.model import Inventory, Severity
-from ..inventory.report import to_csv, to_json, to_prometheus, to_table
-from ..inventory.scan import ScanOptions, count_files, run_scan, where
+from ..inventory.ledger_report import write_csv, write_json, write_prometheus, write_table
+from ..inventory.model import Severity
+from ..inventory.scan import ScanOptions, count_files, run_scan, stream_scan, where
 from ..inventory.sources import DEFAULT_PASSWORDS
 from ..units import Threshold, parse_duration
 from .output import DURATION, environments_option
@@ -132,8 +133,8 @@ def scan(paths: tuple[str, ...], endpoints: tuple[Endpoint, ...], environments: 
         passwords=tuple(p.encode() for p in passwords) + DEFAULT_PASSWORDS, rules=rules,
         timeout=timeout_s, concurrency=concurrency, code=not no_code, ignore=ignore,
     )
-    inv = scan_with_progress(options, sys.stderr)
     if where_sha256:
+        inv = scan_with_progress(options, sys.stderr)
         try:
             answer = where(inv, where_sha256)
         except ValueError as exc:
@@ -149,23 +150,35 @@ def scan(paths: tuple[str, ...], endpoints: tuple[Endpoint, ...], environments: 
         return ExitCode.OK if answer["locations"] else ExitCode.FAILED
     if as_json:
         fmt = "json"
-    if fmt == "table":
-        click.echo(to_table(inv, now=rules.now))
-    else:
-        render = {"json": to_json, "csv": to_csv, "prometheus": to_prometheus}[fmt]
-        click.echo(render(inv), nl=fmt == "json")
-    threshold = Severity.parse(fail_on)
-    return ExitCode.FAILED if any(f.severity >= threshold for f in inv.findings) else ExitCode.OK
+    result = scan_with_progress(options, sys.stderr, run=stream_scan)
+    try:
+        out = sys.stdout
+        if fmt == "table":
+            write_table(result, out, now=rules.now)
+            out.write("\n")
+        else:
+            {"json": write_json, "csv": write_csv, "prometheus": write_prometheus}[fmt](result, out)
+            if fmt == "json":
+                out.write("\n")
+        out.flush()
+        threshold = Severity.parse(fail_on)
+        return ExitCode.FAILED if any(f.severity >= threshold for f in result.findings) else ExitCode.OK
+    finally:
+        result.close()
 
 
-def scan_with_progress(options: ScanOptions, stream: TextIO) -> Inventory:
-    """Run the scan with a progress bar on ``stream`` when it is a terminal (and
-    $TRUSTYARD_NO_PROGRESS is unset); in a pipe or a log file, nothing is drawn."""
+R = TypeVar("R")
+
+
+def scan_with_progress(options: ScanOptions, stream: TextIO,
+                       run: Callable[..., R] = run_scan) -> R:  # type: ignore[assignment]
+    """Run the scan (``run_scan`` unless told) with a progress bar on ``stream`` when it is a
+    terminal (and $TRUSTYARD_NO_PROGRESS is unset); in a pipe or a log file, nothing is drawn."""
     if not stream.isatty() or os.environ.get("TRUSTYARD_NO_PROGRESS"):
-        return run_scan(options)
+        return run(options)
     total = count_files(list(options.paths) + [p for _, p in options.environments]) + len(options.endpoints)
     with click.progressbar(length=total, label="scanning", file=stream) as bar:
-        return run_scan(options, progress=bar.update)
+        return run(options, progress=bar.update)
 
 
 __all__ = ["scan", "scan_with_progress"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -257,14 +257,19 @@ RULES: tuple[Callable[[Inventory, Rules], Iterator[Finding]], ...] = (window, sh
 
 def evaluate(inv: Inventory, rules: Rules) -> list[Finding]:
     classify(inv)
+    by_fp = {c.fingerprint: c for c in inv.certificates}
+    return conclude((f for rule in RULES for f in rule(inv, rules)), lambda f: fix_for(f, by_fp.get(f.fingerprint or "")))
+
+
+def conclude(findings: Iterable[Finding], fix: Callable[[Finding], str]) -> list[Finding]:
+    """Merge, add the fix, sort: most severe first, then by code and (natural) location."""
     merged: dict[object, Finding] = {}
-    for n, f in enumerate(f for rule in RULES for f in rule(inv, rules)):
+    for n, f in enumerate(findings):
         # the same finding about one certificate at several copies is one finding, at all of them
         key = (f.code, f.fingerprint, f.detail) if f.fingerprint else n
         old = merged.get(key)
         merged[key] = f if old is None else replace(old, locations=tuple(dict.fromkeys(old.locations + f.locations)))
-    by_fp = {c.fingerprint: c for c in inv.certificates}
-    found = [replace(f, fix=fix_for(f, by_fp.get(f.fingerprint or ""))) for f in merged.values()]
+    found = [replace(f, fix=fix(f)) for f in merged.values()]
     return sorted(found, key=lambda f: (-f.severity, f.code, [_natural(loc) for loc in f.locations]))
 
 
