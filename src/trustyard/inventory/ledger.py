@@ -218,6 +218,7 @@ class Ledger:
         fd, path = tempfile.mkstemp(prefix="trustyard-scan-", suffix=".sqlite", dir=self.directory)
         os.close(fd)
         disk = sqlite3.connect(path)
+        self.db.commit()  # a backup waits for the source's open write transaction: forever, here
         self.db.backup(disk)
         self.db.close()
         disk.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-16000; "
