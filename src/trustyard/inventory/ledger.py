@@ -24,7 +24,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from ..x509.chain import weakness
@@ -149,7 +148,7 @@ def facts_of(item: CertItem, first: int) -> tuple[Any, ...]:
             format(c.serial_number, "x"), int(item.is_ca), int(item.self_signed),
             int(any(isinstance(n, (x509.DNSName, x509.IPAddress)) for n in sans)), int(names_a_host(item)),
             service_name(item), ", ".join(weakness(c)), int(_ca_only_key_usage(c)), _usage(c),
-            int(not item.is_ca), int(item.is_ca and item.self_signed), c.public_bytes(Encoding.DER))
+            int(not item.is_ca), int(item.is_ca and item.self_signed), item.der)
 
 
 class Ledger:
@@ -172,12 +171,19 @@ class Ledger:
 
     def add(self, part: Inventory) -> None:
         """The certificates and keys of one file (or endpoint); its errors are the caller's."""
+        units: dict[tuple[str, bool], str] = {}  # a file's items share a few groups: one unit each
         for item in part.certificates:
-            self.add_cert(item)
+            u = units.get((item.group, item.served))
+            if u is None:
+                u = units[(item.group, item.served)] = unit_key(item.group, item.served)
+            self.add_cert(item, u)
         for key in part.keys:
-            self.add_key(key)
+            u = units.get((key.group, False))
+            if u is None:
+                u = units[(key.group, False)] = unit_key(key.group)
+            self.add_key(key, u)
 
-    def add_cert(self, item: CertItem) -> None:
+    def add_cert(self, item: CertItem, unit: str | None = None) -> None:
         self.seq += 1
         fp = item.fingerprint
         if fp in self._recent:
@@ -190,14 +196,15 @@ class Ledger:
             if len(self._recent) > _RECENT:
                 self._recent.popitem(last=False)
         self._occ.append((self.seq, fp, item.location, item.group, item.environment, int(item.trust_store),
-                          int(item.served), item.position, unit_key(item.group, item.served)))
+                          int(item.served), item.position,
+                          unit if unit is not None else unit_key(item.group, item.served)))
         if len(self._occ) >= _BATCH:
             self._flush()
 
-    def add_key(self, key: KeyItem) -> None:
+    def add_key(self, key: KeyItem, unit: str | None = None) -> None:
         self.seq += 1
         self._keys.append((self.seq, key.location, key.group, key.spki, int(key.encrypted), key.mode,
-                           key.environment, key.description, unit_key(key.group)))
+                           key.environment, key.description, unit if unit is not None else unit_key(key.group)))
         if len(self._keys) >= _BATCH:
             self._flush()
 

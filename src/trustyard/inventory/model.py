@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import enum
+import hashlib
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from ..units import format_time
 from ..x509.chain import label
 from ..x509.names import name_text, sans_of
-from ..x509.summary import fingerprint_sha256, is_ca, is_self_signed, serial_text, spki_sha256
+from ..x509.summary import is_ca, is_self_signed, serial_text, spki_sha256
 
 
 class Severity(enum.IntEnum):
@@ -47,7 +49,10 @@ class CertItem:
 
     def __post_init__(self) -> None:
         c = self.cert
-        self.fingerprint = fingerprint_sha256(c)
+        # the DER once (cryptography re-encodes the certificate for a fingerprint too): a
+        # streamed scan's ledger keeps it, and hashing it here saves a second encoding
+        self.der = c.public_bytes(Encoding.DER)
+        self.fingerprint = hashlib.sha256(self.der).hexdigest()
         self.spki = spki_sha256(c)
         self.is_ca = is_ca(c)
         self.self_signed = is_self_signed(c)
