@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -80,3 +82,51 @@ def test_keystores_and_manifests_spilled_match(mess: Path, tmp_path: Path) -> No
         assert _rendered(scan)["table"] == to_table(inv, now=NOW)
     finally:
         scan.close()
+
+
+_LAUNCH = (  # fork + exec, so the child's ru_maxrss is its own and not this test process's
+    "import os, sys\n"
+    "pid = os.fork()\n"
+    "if pid == 0:\n"
+    "    os.dup2(os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), 1)\n"
+    "    os.execvp(sys.argv[2], sys.argv[2:])\n"
+    "_, status, usage = os.wait4(pid, 0)\n"
+    "print(usage.ru_maxrss, os.waitstatus_to_exitcode(status))\n"
+)
+
+
+def _peak_rss_kib(tree: Path, spill_rows: int, out: Path) -> int:
+    env = {**os.environ, "TRUSTYARD_SCAN_SPILL_ROWS": str(spill_rows), "TMPDIR": str(out.parent)}
+    cmd = [sys.executable, "-c", "import sys; from trustyard.cli import main; sys.exit(main())",
+           "scan", str(tree), "--format", "json", "--no-code"]
+    launched = subprocess.run([sys.executable, "-c", _LAUNCH, str(out), *cmd], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, check=True)
+    rss, status = (int(x) for x in launched.stdout.split()[-2:])
+    assert status == 0, launched.stderr
+    return rss
+
+
+@pytest.mark.slow
+def test_memory_does_not_grow_with_the_tree_once_spilled(tmp_path: Path) -> None:
+    """Two trees of distinct leaves, one five times the other, scanned by the CLI with a spill
+    after 2,000 rows: the peak RSS grows by a fraction of what keeping the certificates would
+    take (the in-memory scan held about 11 KB a certificate: 130 MB more for the large tree)."""
+    from trustyard.testing import TestCA, pem
+
+    ca = TestCA("Stream RSS", intermediates=0)
+    sizes = {"small": 300, "large": 1_500}  # files of 8 distinct leaves each
+    peaks = {}
+    for name, files in sizes.items():
+        tree = tmp_path / name
+        tree.mkdir()
+        for n in range(files):
+            (tree / f"certs-{n}.pem").write_bytes(b"".join(pem(ca.issue(f"s{n}-{j}.rss.internal").cert)
+                                                           for j in range(8)))
+        out = tmp_path / f"{name}.json"
+        peaks[name] = _peak_rss_kib(tree, 2_000, out)
+        assert out.read_text().count('"fingerprint_sha256"') == files * 8
+    grown_mib = (peaks["large"] - peaks["small"]) / 1024
+    # 9,600 more certificates: at 11 KB each the in-memory scan grew by ~100 MiB
+    print(f"peak RSS {peaks} KiB, grown {grown_mib:.1f} MiB")
+    assert grown_mib < 40, (peaks, grown_mib)  # SQLite's page cache (16 MB) fills first, then stays
+    assert not list(tmp_path.glob("trustyard-scan-*.sqlite")), "the spill file is deleted"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -15,6 +16,7 @@ from ..clientconfig import load_environments
 from ..errors import BadRequest, ExitCode
 from ..inventory.endpoints import DEFAULT_CONCURRENCY, Endpoint
 from ..inventory.findings import Rules
+from ..inventory.ledger import DEFAULT_SPILL_AT
 from ..inventory.ledger_report import write_csv, write_json, write_prometheus, write_table
 from ..inventory.model import Severity
 from ..inventory.scan import ScanOptions, count_files, run_scan, stream_scan, where
@@ -109,6 +111,10 @@ def scan(paths: tuple[str, ...], endpoints: tuple[Endpoint, ...], environments: 
     roots, whatever its basicConstraints say. A progress bar is drawn on stderr when it is a
     terminal (not with TRUSTYARD_NO_PROGRESS=1).
 
+    Memory stays bounded however many certificates there are: what the findings need of each
+    is kept in memory up to TRUSTYARD_SCAN_SPILL_ROWS rows (50000), then in a temporary SQLite
+    file in $TMPDIR (deleted when the scan ends; on a tmpfs /tmp that file is in RAM).
+
     \b
     Exit status: 0 no finding at or above --fail-on, 1 otherwise, 2 usage error (including a
     PATH that does not exist).
@@ -150,7 +156,11 @@ def scan(paths: tuple[str, ...], endpoints: tuple[Endpoint, ...], environments: 
         return ExitCode.OK if answer["locations"] else ExitCode.FAILED
     if as_json:
         fmt = "json"
-    result = scan_with_progress(options, sys.stderr, run=stream_scan)
+    try:
+        spill_at = int(os.environ.get("TRUSTYARD_SCAN_SPILL_ROWS") or DEFAULT_SPILL_AT)
+    except ValueError:
+        raise BadRequest("TRUSTYARD_SCAN_SPILL_ROWS is a number of rows, e.g. 50000") from None
+    result = scan_with_progress(options, sys.stderr, run=functools.partial(stream_scan, spill_at=spill_at))
     try:
         out = sys.stdout
         if fmt == "table":

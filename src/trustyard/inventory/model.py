@@ -55,7 +55,8 @@ class CertItem:
         self.fingerprint = hashlib.sha256(self.der).hexdigest()
         self.spki = spki_sha256(c)
         self.is_ca = is_ca(c)
-        self.self_signed = is_self_signed(c)
+        # names first: is_self_signed remembers what it checks, and a leaf need not be remembered
+        self.self_signed = c.issuer == c.subject and is_self_signed(c)
         # What the certificate is used as; ``roles.classify`` refines these from the whole scan.
         self.service = not self.is_ca
         self.root = self.is_ca and self.self_signed
