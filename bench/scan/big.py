@@ -21,8 +21,8 @@ JSON written to a file), the ratio of the rates, and the recall of the planted f
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
-import os
 import random
 import shutil
 import time
@@ -105,7 +105,7 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 
 def _secret(name: str, crt: bytes, key: bytes, ca: bytes) -> bytes:
-    b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
+    b64 = lambda b: base64.b64encode(b).decode()
     return (f"apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  namespace: bench\n"
             f"type: kubernetes.io/tls\ndata:\n  tls.crt: {b64(crt)}\n  tls.key: {b64(key)}\n  ca.crt: {b64(ca)}\n"
             ).encode()
@@ -207,8 +207,6 @@ def _plant(tree: Path, ca: dict[str, bytes], now: datetime, rows: list[list[Any]
         (tree / other).write_bytes(second.public_bytes(Encoding.DER))
         rows.append([other, "der", 1])
         spki = first.public_key().public_bytes(Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-        import hashlib
-
         planted["shared_key"].append({"spki": hashlib.sha256(spki).hexdigest(), "a": rel, "b": other})
     for k in range(plants):  # a service certificate pinned in a trust store
         leaf, _ = s.leaf(f"pinned-{k}.bench.internal")

@@ -99,8 +99,8 @@ def _peak_rss_kib(tree: Path, spill_rows: int, out: Path) -> int:
     env = {**os.environ, "TRUSTYARD_SCAN_SPILL_ROWS": str(spill_rows), "TMPDIR": str(out.parent)}
     cmd = [sys.executable, "-c", "import sys; from trustyard.cli import main; sys.exit(main())",
            "scan", str(tree), "--format", "json", "--no-code"]
-    launched = subprocess.run([sys.executable, "-c", _LAUNCH, str(out), *cmd], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, check=True)
+    launched = subprocess.run([sys.executable, "-c", _LAUNCH, str(out), *cmd], env=env, capture_output=True,
+                              check=True)
     rss, status = (int(x) for x in launched.stdout.split()[-2:])
     assert status == 0, launched.stderr
     return rss
@@ -113,14 +113,14 @@ def test_memory_does_not_grow_with_the_tree_once_spilled(tmp_path: Path) -> None
     take (the in-memory scan held about 11 KB a certificate: 130 MB more for the large tree)."""
     from trustyard.testing import TestCA, pem
 
-    ca = TestCA("Stream RSS", intermediates=0)
+    issuer = TestCA("Stream RSS", intermediates=0)
     sizes = {"small": 300, "large": 1_500}  # files of 8 distinct leaves each
     peaks = {}
     for name, files in sizes.items():
         tree = tmp_path / name
         tree.mkdir()
         for n in range(files):
-            (tree / f"certs-{n}.pem").write_bytes(b"".join(pem(ca.issue(f"s{n}-{j}.rss.internal").cert)
+            (tree / f"certs-{n}.pem").write_bytes(b"".join(pem(issuer.issue(f"s{n}-{j}.rss.internal").cert)
                                                            for j in range(8)))
         out = tmp_path / f"{name}.json"
         peaks[name] = _peak_rss_kib(tree, 2_000, out)

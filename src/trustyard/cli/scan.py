@@ -6,8 +6,8 @@ import functools
 import json
 import os
 import sys
-from datetime import UTC, datetime
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TextIO, TypeVar
 
 import click
@@ -18,7 +18,7 @@ from ..inventory.endpoints import DEFAULT_CONCURRENCY, Endpoint
 from ..inventory.findings import Rules
 from ..inventory.ledger import DEFAULT_SPILL_AT
 from ..inventory.ledger_report import write_csv, write_json, write_prometheus, write_table
-from ..inventory.model import Severity
+from ..inventory.model import Inventory, Severity
 from ..inventory.scan import ScanOptions, count_files, run_scan, stream_scan, where
 from ..inventory.sources import DEFAULT_PASSWORDS
 from ..units import Threshold, parse_duration
@@ -140,7 +140,7 @@ def scan(paths: tuple[str, ...], endpoints: tuple[Endpoint, ...], environments: 
         timeout=timeout_s, concurrency=concurrency, code=not no_code, ignore=ignore,
     )
     if where_sha256:
-        inv = scan_with_progress(options, sys.stderr)
+        inv: Inventory = scan_with_progress(options, sys.stderr)
         try:
             answer = where(inv, where_sha256)
         except ValueError as exc:

@@ -164,7 +164,7 @@ def copies(ledger: Ledger) -> list[Finding]:
 
 
 def keys(ledger: Ledger) -> Iterator[Finding]:
-    for key, _ in ledger.keys("WHERE mode IS NOT NULL AND encrypted = 0"):
+    for key, _ in ledger.iter_keys("WHERE mode IS NOT NULL AND encrypted = 0"):
         assert key.mode is not None
         if key.mode & 0o077:
             yield finding("key_unprotected", [key.location], f"unencrypted private key readable by "
@@ -200,7 +200,7 @@ def chains(ledger: Ledger, rules: Rules) -> Iterator[Finding]:
             yield from _chain_of(group, known, rules)
             group = []
         current = grp
-        group.append(tuple(rest))  # type: ignore[arg-type]
+        group.append(tuple(rest))
     if group:
         yield from _chain_of(group, known, rules)
 

@@ -14,6 +14,7 @@ certificates by first appearance, occurrences and keys as read.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -242,10 +243,8 @@ class Ledger:
     def close(self) -> None:
         self.db.close()
         if self.path:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(self.path)
-            except OSError:
-                pass
 
     def __enter__(self) -> Ledger:
         return self
@@ -299,7 +298,7 @@ class Ledger:
     def locations_of(self, fp: str) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT location FROM occ WHERE fp = ? ORDER BY seq", (fp,))]
 
-    def keys(self, where: str = "", args: tuple[Any, ...] = (), order: str = "seq") -> Iterator[tuple[KeyItem, str]]:
+    def iter_keys(self, where: str = "", args: tuple[Any, ...] = (), order: str = "seq") -> Iterator[tuple[KeyItem, str]]:
         """Every key (with its unit key) in ``order``."""
         sql = f"SELECT location, grp, spki, encrypted, mode, env, description, unit FROM keys {where} ORDER BY {order}"
         for loc, grp, spki, enc, mode, env, desc, u in self.db.execute(sql, args):

@@ -33,11 +33,11 @@ class Streamed:
         self.ledger.close()
 
     @property
-    def certificates(self) -> int:
+    def certificate_count(self) -> int:
         return self.ledger.count("SELECT COUNT(*) FROM occ")
 
     @property
-    def keys(self) -> int:
+    def key_count(self) -> int:
         return self.ledger.count("SELECT COUNT(*) FROM keys")
 
 
@@ -64,7 +64,7 @@ def write_json(scan: Streamed, out: TextIO) -> None:
     """``report.to_json``, one line at a time."""
     sections: list[tuple[str, Iterator[dict[str, Any]]]] = [
         ("certificates", (cert_json(o, f) for o, f in scan.ledger.occurrences())),
-        ("keys", (k.to_json() for k, _ in scan.ledger.keys())),
+        ("keys", (k.to_json() for k, _ in scan.ledger.iter_keys())),
         ("findings", (f.to_json() for f in scan.findings)),
         ("suppressed", (f.to_json() for f in scan.suppressed)),
         ("errors", (e.to_json() for e in scan.errors)),
@@ -84,8 +84,8 @@ def summary(scan: Streamed) -> str:
     ledger = scan.ledger
     distinct = ledger.count("SELECT COUNT(*) FROM certs")
     keys = ledger.count("SELECT COUNT(DISTINCT COALESCE(spki, '?' || location)) FROM keys")
-    parts = [_count(distinct, "distinct certificate") + _where(scan.certificates),
-             _count(keys, "private key") + _where(scan.keys)]
+    parts = [_count(distinct, "distinct certificate") + _where(scan.certificate_count),
+             _count(keys, "private key") + _where(scan.key_count)]
     by_severity = Counter(str(f.severity) for f in scan.findings)
     found = _count(len(scan.findings), "finding")
     if by_severity:
@@ -126,7 +126,7 @@ def write_table(scan: Streamed, out: TextIO, now: datetime | None = None) -> Non
             for o in occs:
                 tags = [t for t, on in (("trust store", o.trust_store), ("served", o.served)) if on]
                 out.write(f"    {o.location}" + (f"  ({', '.join(tags)})" if tags else "") + "\n")
-            for key, _ in ledger.keys("WHERE spki = ?", (facts.spki,)):
+            for key, _ in ledger.iter_keys("WHERE spki = ?", (facts.spki,)):
                 out.write(f"    {key.location}  (private key)\n")
     else:
         out.write("No certificates found.\n")
@@ -148,8 +148,8 @@ def write_table(scan: Streamed, out: TextIO, now: datetime | None = None) -> Non
     if scan.suppressed:
         out.write(f"\nSUPPRESSED ({len(scan.suppressed)}, not counted)\n")
         for f in scan.suppressed:
-            facts = dict(f.facts)
-            out.write(f"{'':9} {f.locations[0]}  {facts.get('construct', f.code)}  ({facts.get('suppressed_by')})\n")
+            said = dict(f.facts)
+            out.write(f"{'':9} {f.locations[0]}  {said.get('construct', f.code)}  ({said.get('suppressed_by')})\n")
     out.write("\n" + summary(scan))
     for err in scan.errors:
         out.write(f"\n  unreadable: {err.location}: {err.detail}")

@@ -10,10 +10,10 @@ from typing import Any
 from cryptography import x509
 
 from ..x509.chain import check_chain
+from . import judge
 from .endpoints import DEFAULT_CONCURRENCY, Endpoint, scan_endpoints
 from .findings import Rules, evaluate, suppressed
 from .insecure import ignore, scan_file
-from . import judge
 from .ledger import DEFAULT_SPILL_AT, Ledger
 from .ledger_report import Streamed
 from .model import InsecureUse, Inventory, ReadError
