@@ -31,7 +31,7 @@ from ..x509.chain import weakness
 from ..x509.names import name_text
 from .fixes import service_name
 from .model import CertItem, Inventory, KeyItem
-from .roles import _ca_only_key_usage, names_a_host, unit
+from .roles import ca_only_key_usage, names_a_host, unit
 
 DEFAULT_SPILL_AT = 50_000  # rows (distinct certificates + occurrences + keys) held in memory
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -148,7 +148,7 @@ def facts_of(item: CertItem, first: int) -> tuple[Any, ...]:
             json.dumps([name_text(n) for n in sans]), _micros(c.not_valid_before_utc), _micros(c.not_valid_after_utc),
             format(c.serial_number, "x"), int(item.is_ca), int(item.self_signed),
             int(any(isinstance(n, (x509.DNSName, x509.IPAddress)) for n in sans)), int(names_a_host(item)),
-            service_name(item), ", ".join(weakness(c)), int(_ca_only_key_usage(c)), _usage(c),
+            service_name(item), ", ".join(weakness(c)), int(ca_only_key_usage(c)), _usage(c),
             int(not item.is_ca), int(item.is_ca and item.self_signed), item.der)
 
 

@@ -57,7 +57,7 @@ class CertItem:
         self.is_ca = is_ca(c)
         # names first: is_self_signed remembers what it checks, and a leaf need not be remembered
         self.self_signed = c.issuer == c.subject and is_self_signed(c)
-        # What the certificate is used as; ``roles.classify`` refines these from the whole scan.
+        # What the certificate is used as; ``judge.classify`` refines these from the whole scan.
         self.service = not self.is_ca
         self.root = self.is_ca and self.self_signed
 
@@ -88,7 +88,7 @@ class CertItem:
 
     @property
     def leaf_self_signed(self) -> bool:
-        """Self-signed and used as a service certificate (see ``roles.classify``)."""
+        """Self-signed and used as a service certificate (see ``roles``)."""
         return self.self_signed and self.service
 
     def to_json(self) -> dict[str, Any]:
