@@ -39,7 +39,7 @@ _BATCH = 2_000
 _RECENT = 4_096  # fingerprints remembered without a query: roots and intermediates repeat in every bundle
 
 _SCHEMA = """
-CREATE TABLE certs (fp TEXT PRIMARY KEY, first INTEGER, spki TEXT, subject TEXT, issuer TEXT, label TEXT,
+CREATE TABLE certs (first INTEGER PRIMARY KEY, fp TEXT UNIQUE, spki TEXT, subject TEXT, issuer TEXT, label TEXT,
                     sans TEXT, nb INTEGER, na INTEGER, serial TEXT, is_ca INTEGER, self_signed INTEGER,
                     host_san INTEGER, named INTEGER, service_name TEXT, weak TEXT, ca_only INTEGER,
                     usage TEXT, service INTEGER, root INTEGER, der BLOB);
@@ -49,7 +49,6 @@ CREATE TABLE keys (seq INTEGER PRIMARY KEY, location TEXT, grp TEXT, spki TEXT, 
                    mode INTEGER, env TEXT, description TEXT, unit TEXT);
 """
 _INDEXES = """
-CREATE INDEX IF NOT EXISTS certs_first ON certs (first);
 CREATE INDEX IF NOT EXISTS certs_issuer ON certs (issuer, self_signed);
 CREATE INDEX IF NOT EXISTS certs_spki ON certs (spki);
 CREATE INDEX IF NOT EXISTS occ_fp ON occ (fp, seq);
@@ -62,6 +61,10 @@ CREATE INDEX IF NOT EXISTS keys_spki ON keys (spki, seq);
 
 FACT_COLUMNS = ("fp, first, spki, subject, issuer, label, sans, nb, na, serial, is_ca, self_signed, host_san, named, "
                 "service_name, weak, ca_only, usage, service, root")
+
+# Rows are appended in the order read (``first`` is the row id): inserting by a random
+# fingerprint would touch a random page of the whole table for every new certificate.
+_INSERT_CERT = f"INSERT INTO certs ({FACT_COLUMNS}, der) VALUES ({', '.join('?' * 21)})"
 
 
 class Facts(NamedTuple):
@@ -191,7 +194,7 @@ class Ledger:
             self._recent.move_to_end(fp)
         else:
             if self.db.execute("SELECT 1 FROM certs WHERE fp = ?", (fp,)).fetchone() is None:
-                self.db.execute("INSERT INTO certs VALUES (" + ",".join("?" * 21) + ")", facts_of(item, self.seq))
+                self.db.execute(_INSERT_CERT, facts_of(item, self.seq))
                 self.rows += 1
             self._recent[fp] = None
             if len(self._recent) > _RECENT:
