@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from cryptography import __version__ as cryptography_version
 from cryptography import x509
@@ -56,14 +57,18 @@ _LAUNCHER = (
     "if pid == 0:\n"
     "    os.execvp(sys.argv[2], sys.argv[2:])\n"
     "_, status, usage = os.wait4(pid, 0)\n"
-    "os.write(int(sys.argv[1]), str(usage.ru_maxrss).encode())\n"
+    "os.write(int(sys.argv[1]), f'{usage.ru_maxrss} {usage.ru_utime + usage.ru_stime}'.encode())\n"
     "sys.exit(os.waitstatus_to_exitcode(status))\n"
 )
 
 
-def run_measured(cmd: list[str], *, timeout: float = 900, stdout: int | None = subprocess.DEVNULL,
+LAST_CPU_S = [0.0]  # user + system seconds of the last run_measured command
+
+
+def run_measured(cmd: list[str], *, timeout: float = 900, stdout: Any = subprocess.DEVNULL,
                  ) -> tuple[float, int, int, bytes]:
-    """Wall seconds, exit status, peak RSS (KiB) of one command, and its stdout when piped."""
+    """Wall seconds, exit status, peak RSS (KiB) of one command, and its stdout when piped
+    (its CPU time in LAST_CPU_S)."""
     rfd, wfd = os.pipe()
     started = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", _LAUNCHER, str(wfd), *cmd], stdout=stdout,
@@ -72,7 +77,9 @@ def run_measured(cmd: list[str], *, timeout: float = 900, stdout: int | None = s
     out, err = proc.communicate(timeout=timeout)
     wall = time.perf_counter() - started
     with os.fdopen(rfd, "rb") as r:
-        rss = int(r.read() or 0)
+        rss_text, _, cpu_text = r.read().decode().partition(" ")
+    rss = int(rss_text or 0)
+    LAST_CPU_S[0] = float(cpu_text or 0)
     if proc.returncode not in (0, 1):  # trustyard scan exits 1 when it finds errors: expected here
         raise RuntimeError(f"{cmd[:4]}... exited {proc.returncode}: {err.decode(errors='replace')[-2000:]}")
     return wall, proc.returncode, rss, out or b""
@@ -248,6 +255,64 @@ def bench_endpoints(count: int, with_sslyze: bool) -> dict[str, object]:
             farm.kill()
 
 
+# ------------------------------------------------------------------ the big estate (issue 19, item 5)
+
+def bench_big(args: argparse.Namespace) -> int:
+    import big
+
+    plants = args.plants or max(10, args.files // 1000)
+    cache = Path(tempfile.gettempdir()) / f"trustyard-bench-scan-big-{args.certs}-{args.files}"
+    started = time.perf_counter()
+    tree, manifest = big.cached(cache, args.certs, args.files, plants, args.workers, args.rebuild)
+    rows, expected = manifest["files"], int(manifest["certificates"])
+    print(f"tree: {tree} ({len(rows)} files, {expected} certificates, {manifest['by_kind']}, "
+          f"{'cached' if manifest['cached'] else f'generated in {time.perf_counter() - started:.0f}s'})", flush=True)
+    raw_count, raw_s, raw_cpu_s = big.raw_parse(tree, rows)  # the tree was just written or read: warm page cache
+    assert raw_count == expected, (raw_count, expected)
+    print(f"raw parse: {raw_s:.1f} s", flush=True)
+    out_path = cache / "scan.json"
+    with out_path.open("wb") as out:
+        cli_s, status, rss, _ = run_measured([*TRUSTYARD, "scan", str(tree), "--format", "json"], stdout=out,
+                                             timeout=6 * 3600)
+    cpu_s = LAST_CPU_S[0]
+    found = big.recall(out_path, manifest["planted"])
+    assert found["certificates_reported"] == expected, (found["certificates_reported"], expected)
+    _, _, base_rss, _ = run_measured([sys.executable, "-c", "import cryptography.x509, trustyard.inventory"])
+    result = {
+        "certificates": expected, "files": len(rows), "by_kind": manifest["by_kind"],
+        "generation_s": manifest.get("generation_seconds"), "tree_cached": manifest["cached"],
+        "raw_parse_s": round(raw_s, 2), "raw_cpu_s": round(raw_cpu_s, 2),
+        "raw_certs_per_s": round(expected / raw_s), "cli_s": round(cli_s, 2), "cli_cpu_s": round(cpu_s, 2), "cli_certs_per_s": round(expected / cli_s),
+        "ratio_to_raw": round(raw_s / cli_s, 3), "ratio_to_raw_by_cpu": round(raw_cpu_s / cpu_s, 3) if cpu_s else None,
+        "cli_exit": status, "cli_peak_rss_mib": round(rss / 1024, 1), "baseline_rss_mib": round(base_rss / 1024, 1),
+        **found,
+    }
+    out_path.unlink()
+    recall_ok = all(found["found"][c] == n for c, n in found["planted"].items())
+    rows_out = [
+        ("estate", f"{expected} certificates in {len(rows)} files", f"generated in {manifest.get('generation_seconds')} s"),
+        ("raw parse (cryptography, PyYAML, pyjks)", f"{result['raw_certs_per_s']} certs/s",
+         f"{result['raw_parse_s']} s wall, {result['raw_cpu_s']} s CPU"),
+        ("trustyard scan --format json (CLI)", f"{result['cli_certs_per_s']} certs/s",
+         f"{result['cli_s']} s wall, {result['cli_cpu_s']} s CPU"),
+        ("  rate / raw rate", f"{result['ratio_to_raw']}x", f"{result['ratio_to_raw_by_cpu']}x by CPU time (goal >= 0.4x)"),
+        ("  peak RSS", f"{result['cli_peak_rss_mib']} MiB", f"goal <= 300 MB; idle interpreter {result['baseline_rss_mib']} MiB"),
+        ("  planted found (shared_cert, shared_key, leaf_in_trust_store)",
+         " / ".join(f"{found['found'][c]}/{found['planted'][c]}" for c in ("shared_cert", "shared_key", "leaf_in_trust_store")),
+         f"unplanned {found['unplanned']}; all findings {found['by_code']}"),
+    ]
+    width = max(len(r[0]) for r in rows_out)
+    vwidth = max(len(r[1]) for r in rows_out)
+    print()
+    print("\n".join(f"{a:<{width}}  {b:>{vwidth}}  {c}" for a, b, c in rows_out))
+    target = ROOT / "bench" / "out" / "scan-big.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps({"machine": machine(), "big": result, "plants": plants,
+                                  "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=2) + "\n")
+    print(f"\nwrote {target}")
+    return 0 if recall_ok else 1
+
+
 # ------------------------------------------------------------------ report
 
 def machine() -> dict[str, object]:
@@ -260,7 +325,7 @@ def machine() -> dict[str, object]:
     except OSError:
         pass
     return {"nproc": os.cpu_count(), "cpu": model, "python": platform.python_version(),
-            "cryptography": cryptography_version, "load_avg_1m": os.getloadavg()[0]}
+            "cryptography": cryptography_version, "load_avg": os.getloadavg()}
 
 
 def table(files: dict[str, object], eps: dict[str, object] | None) -> str:
@@ -302,7 +367,13 @@ def main() -> int:
     ap.add_argument("--rebuild", action="store_true", help="regenerate the cached tree")
     ap.add_argument("--no-sslyze", action="store_true", help="skip the sslyze comparison")
     ap.add_argument("--no-endpoints", action="store_true")
+    ap.add_argument("--certs", type=int, help="the big estate instead: this many certificates (issue 19: 1000000)")
+    ap.add_argument("--files", type=int, default=200_000, help="... in this many files (with --certs)")
+    ap.add_argument("--plants", type=int, help="planted findings of each kind (default files/1000, at least 10)")
+    ap.add_argument("--workers", type=int, default=2, help="processes generating the big estate")
     args = ap.parse_args()
+    if args.certs:
+        return bench_big(args)
     files = bench_files(args.rebuild)
     eps = None if args.no_endpoints else bench_endpoints(args.listeners, not args.no_sslyze)
     print()

@@ -9,6 +9,7 @@ real files of every format, with bytes flipped, cut and inserted.
 from __future__ import annotations
 
 import base64
+import io
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,8 +22,12 @@ from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from trustyard.inventory import judge
 from trustyard.inventory.findings import Rules, evaluate
+from trustyard.inventory.ledger import Ledger
+from trustyard.inventory.ledger_report import Streamed, write_json
 from trustyard.inventory.model import Inventory
+from trustyard.inventory.report import to_json
 from trustyard.inventory.sources import ReadOptions, read_file
 from trustyard.x509.keys import KeyType, generate_private_key, signature_hash
 
@@ -102,8 +107,16 @@ def _scan_one(tmp_path: Path, name: str, data: bytes) -> Inventory:
     path = tmp_path / name
     path.write_bytes(data)
     inv = read_file(path, ReadOptions(passwords=(b"", b"changeit")))  # must not raise
-    inv.findings = evaluate(inv, Rules(now=NOW, anchors=(ROOT,)))
+    rules = Rules(now=NOW, anchors=(ROOT,))
+    inv.findings = evaluate(inv, rules)
     json.dumps(inv.to_json())
+    with Ledger() as ledger:  # the streamed scan's path: the same findings and JSON from its ledger
+        ledger.add(inv)
+        streamed = Streamed(ledger, judge.evaluate(ledger, rules, inv.insecure), errors=inv.errors)
+        out = io.StringIO()
+        write_json(streamed, out)
+        assert streamed.findings == inv.findings
+        assert out.getvalue() == to_json(inv)
     return inv
 
 

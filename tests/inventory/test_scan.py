@@ -322,3 +322,13 @@ def test_endpoint_parse() -> None:
     assert Endpoint.parse("[::1]:443") == Endpoint("::1", 443, None)
     with pytest.raises(ValueError):
         Endpoint.parse("api:http")
+
+
+def test_a_pem_file_that_spells_kind_is_not_taken_for_a_manifest(tmp_path: Path, ca: TestCA) -> None:
+    """"-----BEGIN" starts with YAML's "---": a PEM bundle with "kind" in its first 4 KB (its base64
+    spells it in about one file of 4,000; here a comment) was read as a manifest, and its
+    certificates silently lost (seen in bench/scan's 300,000-certificate estate)."""
+    leaf = ca.issue("kind.internal")
+    (tmp_path / "certs.pem").write_bytes(pem(leaf.cert) + b"# the kind of bundle nginx wants\n")
+    inv = scan(tmp_path)
+    assert [c.location for c in inv.certificates] == [str(tmp_path / "certs.pem")]  # type: ignore[attr-defined]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TextIO
+from typing import TextIO, TypeVar
 
 import click
 
@@ -14,9 +16,10 @@ from ..clientconfig import load_environments
 from ..errors import BadRequest, ExitCode
 from ..inventory.endpoints import DEFAULT_CONCURRENCY, Endpoint
 from ..inventory.findings import Rules
+from ..inventory.ledger import DEFAULT_SPILL_AT
+from ..inventory.ledger_report import write_csv, write_json, write_prometheus, write_table
 from ..inventory.model import Inventory, Severity
-from ..inventory.report import to_csv, to_json, to_prometheus, to_table
-from ..inventory.scan import ScanOptions, count_files, run_scan, where
+from ..inventory.scan import ScanOptions, count_files, run_scan, stream_scan, where
 from ..inventory.sources import DEFAULT_PASSWORDS
 from ..units import Threshold, parse_duration
 from .output import DURATION, environments_option
@@ -108,6 +111,10 @@ def scan(paths: tuple[str, ...], endpoints: tuple[Endpoint, ...], environments: 
     roots, whatever its basicConstraints say. A progress bar is drawn on stderr when it is a
     terminal (not with TRUSTYARD_NO_PROGRESS=1).
 
+    Memory stays bounded however many certificates there are: what the findings need of each
+    is kept in memory up to TRUSTYARD_SCAN_SPILL_ROWS rows (50000), then in a temporary SQLite
+    file in $TMPDIR (deleted when the scan ends; on a tmpfs /tmp that file is in RAM).
+
     \b
     Exit status: 0 no finding at or above --fail-on, 1 otherwise, 2 usage error (including a
     PATH that does not exist).
@@ -132,8 +139,8 @@ def scan(paths: tuple[str, ...], endpoints: tuple[Endpoint, ...], environments: 
         passwords=tuple(p.encode() for p in passwords) + DEFAULT_PASSWORDS, rules=rules,
         timeout=timeout_s, concurrency=concurrency, code=not no_code, ignore=ignore,
     )
-    inv = scan_with_progress(options, sys.stderr)
     if where_sha256:
+        inv: Inventory = scan_with_progress(options, sys.stderr)
         try:
             answer = where(inv, where_sha256)
         except ValueError as exc:
@@ -149,23 +156,39 @@ def scan(paths: tuple[str, ...], endpoints: tuple[Endpoint, ...], environments: 
         return ExitCode.OK if answer["locations"] else ExitCode.FAILED
     if as_json:
         fmt = "json"
-    if fmt == "table":
-        click.echo(to_table(inv, now=rules.now))
-    else:
-        render = {"json": to_json, "csv": to_csv, "prometheus": to_prometheus}[fmt]
-        click.echo(render(inv), nl=fmt == "json")
-    threshold = Severity.parse(fail_on)
-    return ExitCode.FAILED if any(f.severity >= threshold for f in inv.findings) else ExitCode.OK
+    try:
+        spill_at = int(os.environ.get("TRUSTYARD_SCAN_SPILL_ROWS") or DEFAULT_SPILL_AT)
+    except ValueError:
+        raise BadRequest("TRUSTYARD_SCAN_SPILL_ROWS is a number of rows, e.g. 50000") from None
+    result = scan_with_progress(options, sys.stderr, run=functools.partial(stream_scan, spill_at=spill_at))
+    try:
+        out = sys.stdout
+        if fmt == "table":
+            write_table(result, out, now=rules.now)
+            out.write("\n")
+        else:
+            {"json": write_json, "csv": write_csv, "prometheus": write_prometheus}[fmt](result, out)
+            if fmt == "json":
+                out.write("\n")
+        out.flush()
+        threshold = Severity.parse(fail_on)
+        return ExitCode.FAILED if any(f.severity >= threshold for f in result.findings) else ExitCode.OK
+    finally:
+        result.close()
 
 
-def scan_with_progress(options: ScanOptions, stream: TextIO) -> Inventory:
-    """Run the scan with a progress bar on ``stream`` when it is a terminal (and
-    $TRUSTYARD_NO_PROGRESS is unset); in a pipe or a log file, nothing is drawn."""
+R = TypeVar("R")
+
+
+def scan_with_progress(options: ScanOptions, stream: TextIO,
+                       run: Callable[..., R] = run_scan) -> R:  # type: ignore[assignment]
+    """Run the scan (``run_scan`` unless told) with a progress bar on ``stream`` when it is a
+    terminal (and $TRUSTYARD_NO_PROGRESS is unset); in a pipe or a log file, nothing is drawn."""
     if not stream.isatty() or os.environ.get("TRUSTYARD_NO_PROGRESS"):
-        return run_scan(options)
+        return run(options)
     total = count_files(list(options.paths) + [p for _, p in options.environments]) + len(options.endpoints)
     with click.progressbar(length=total, label="scanning", file=stream) as bar:
-        return run_scan(options, progress=bar.update)
+        return run(options, progress=bar.update)
 
 
 __all__ = ["scan", "scan_with_progress"]

@@ -28,7 +28,13 @@ def _issue(name: str) -> str:
 def fix_for(finding: Finding, item: CertItem | None) -> str:
     if finding.fix:  # a finding that brings its own (verification_disabled: per construct)
         return finding.fix
-    name = service_name(item)
+    return fix_named(finding, service_name(item))
+
+
+def fix_named(finding: Finding, name: str) -> str:
+    """``fix_for`` with the service name already known (a streamed scan keeps it, not the item)."""
+    if finding.fix:
+        return finding.fix
     code = finding.code
     if code == "key_unprotected":
         return f"chmod 600 {finding.locations[0]}, or replace it: {_issue(name)} (writes tls.key 0600)"
@@ -54,4 +60,4 @@ def fix_for(finding: Finding, item: CertItem | None) -> str:
     return _issue(name)
 
 
-__all__ = ["fix_for", "service_name"]
+__all__ = ["fix_for", "fix_named", "service_name"]

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import enum
+import hashlib
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from ..units import format_time
 from ..x509.chain import label
 from ..x509.names import name_text, sans_of
-from ..x509.summary import fingerprint_sha256, is_ca, is_self_signed, serial_text, spki_sha256
+from ..x509.summary import is_ca, is_self_signed, serial_text, spki_sha256
 
 
 class Severity(enum.IntEnum):
@@ -47,11 +49,15 @@ class CertItem:
 
     def __post_init__(self) -> None:
         c = self.cert
-        self.fingerprint = fingerprint_sha256(c)
+        # the DER once (cryptography re-encodes the certificate for a fingerprint too): a
+        # streamed scan's ledger keeps it, and hashing it here saves a second encoding
+        self.der = c.public_bytes(Encoding.DER)
+        self.fingerprint = hashlib.sha256(self.der).hexdigest()
         self.spki = spki_sha256(c)
         self.is_ca = is_ca(c)
-        self.self_signed = is_self_signed(c)
-        # What the certificate is used as; ``roles.classify`` refines these from the whole scan.
+        # names first: is_self_signed remembers what it checks, and a leaf need not be remembered
+        self.self_signed = c.issuer == c.subject and is_self_signed(c)
+        # What the certificate is used as; ``judge.classify`` refines these from the whole scan.
         self.service = not self.is_ca
         self.root = self.is_ca and self.self_signed
 
@@ -82,7 +88,7 @@ class CertItem:
 
     @property
     def leaf_self_signed(self) -> bool:
-        """Self-signed and used as a service certificate (see ``roles.classify``)."""
+        """Self-signed and used as a service certificate (see ``roles``)."""
         return self.self_signed and self.service
 
     def to_json(self) -> dict[str, Any]:

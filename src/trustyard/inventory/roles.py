@@ -8,18 +8,18 @@ DNS/IP SAN or a hostname-like CN), is paired with its private key, is served by 
 endpoint, or issued nothing in the scan. A root that names a host and is also paired with
 its key or served is both. A self-signed certificate whose keyUsage forbids serving TLS
 (keyCertSign without digitalSignature or keyEncipherment, as CAs are made) is a root only.
+``judge.classify`` applies these rules to a scan; this module holds the pieces they use.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections import defaultdict
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from .model import CertItem, Inventory
+from .model import CertItem
 
 # A DNS name with at least one dot (``service-a.internal``, ``*.apps.example``) or ``localhost``.
 _HOSTNAME = re.compile(r"(\*\.)?([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{1,63}\.?|localhost", re.I)
@@ -62,7 +62,7 @@ def names_a_host(item: CertItem) -> bool:
     return any(isinstance(n, (x509.DNSName, x509.IPAddress)) for n in item.sans) or hostname_cn(item.cert) is not None
 
 
-def _ca_only_key_usage(cert: x509.Certificate) -> bool:
+def ca_only_key_usage(cert: x509.Certificate) -> bool:
     try:
         ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
     except (x509.ExtensionNotFound, ValueError):
@@ -70,62 +70,4 @@ def _ca_only_key_usage(cert: x509.Certificate) -> bool:
     return ku.key_cert_sign and not (ku.digital_signature or ku.key_encipherment)
 
 
-def _issued_another(cert: x509.Certificate, fingerprint: str, children: list[CertItem]) -> bool:
-    for child in children:
-        if child.fingerprint == fingerprint:
-            continue
-        try:
-            child.cert.verify_directly_issued_by(cert)
-            return True
-        except Exception:  # wrong key, unsupported algorithm: not its issuer
-            continue
-    return False
-
-
-def classify(inv: Inventory) -> None:
-    """Set ``service`` and ``root`` on every certificate of the inventory."""
-    by_fp: dict[str, list[CertItem]] = defaultdict(list)
-    by_issuer: dict[x509.Name, list[CertItem]] = defaultdict(list)
-    for item in inv.certificates:
-        by_fp[item.fingerprint].append(item)
-        if not item.self_signed:
-            by_issuer[item.cert.issuer].append(item)
-            item.service, item.root = not item.is_ca, False
-    self_signed_groups: dict[str, set[str]] = defaultdict(set)  # group -> fingerprints of self-signed certs
-    for item in inv.certificates:
-        if item.self_signed:
-            self_signed_groups[item.group].add(item.fingerprint)
-    keys_by_group: dict[str, set[str | None]] = defaultdict(set)
-    for key in inv.keys:
-        keys_by_group[key.group].add(key.spki)
-    keys_by_unit: dict[tuple[str, str], set[str | None]] = defaultdict(set)
-    for key in inv.keys:
-        keys_by_unit[unit(key.group)].add(key.spki)
-
-    for fp, items in by_fp.items():
-        first = items[0]
-        if not first.self_signed:
-            continue
-        cert = first.cert
-        issued = _issued_another(cert, fp, by_issuer.get(cert.subject, []))
-        among_roots = any(i.trust_store and len(self_signed_groups[i.group]) > 1 for i in items)
-        used = any(
-            (i.served and i.position == 0)
-            or first.spki in keys_by_group.get(i.group, ())
-            or first.spki in keys_by_unit.get(unit(i.group, i.served), ())
-            for i in items
-        )
-        named = names_a_host(first)
-        if _ca_only_key_usage(cert):
-            root, service = True, False
-        elif issued:  # a root; a host name and use as a server make it a service certificate as well
-            root, service = True, named and used
-        elif among_roots and not (named or used):  # a service certificate pinned in a bundle stays one
-            root, service = True, False
-        else:
-            root, service = False, True
-        for i in items:
-            i.service, i.root = service, root
-
-
-__all__ = ["classify", "common_name", "hostname_cn", "names_a_host", "stem", "unit"]
+__all__ = ["ca_only_key_usage", "common_name", "hostname_cn", "names_a_host", "stem", "unit"]

@@ -10,10 +10,13 @@ from typing import Any
 from cryptography import x509
 
 from ..x509.chain import check_chain
+from . import judge
 from .endpoints import DEFAULT_CONCURRENCY, Endpoint, scan_endpoints
 from .findings import Rules, evaluate, suppressed
 from .insecure import ignore, scan_file
-from .model import Inventory, ReadError
+from .ledger import DEFAULT_SPILL_AT, Ledger
+from .ledger_report import Streamed
+from .model import InsecureUse, Inventory, ReadError
 from .sources import DEFAULT_PASSWORDS, ReadOptions, iter_files, read_file
 
 
@@ -34,42 +37,84 @@ class ScanOptions:
 Progress = Callable[[int], None]
 
 
-def _read_tree(paths: list[str], options: ReadOptions, inv: Inventory, progress: Progress | None,
+def _read_tree(paths: list[str], options: ReadOptions, sink: Callable[[Inventory], None], progress: Progress | None,
                seen: set[tuple[int, int]], code: bool = False) -> None:
+    """Each file's certificates, keys and errors, one file at a time, to ``sink``."""
     def on_error(location: str, detail: str) -> None:
-        inv.errors.append(ReadError(location, detail))
+        sink(Inventory(errors=[ReadError(location, detail)]))
 
     for path in iter_files(paths, on_error, seen):
-        inv.extend(read_file(path, options))
+        part = read_file(path, options)
         if code:
-            inv.insecure += scan_file(path)
+            part.insecure += scan_file(path)
+        sink(part)
         if progress:
             progress(1)
 
 
-def run_scan(options: ScanOptions, progress: Progress | None = None) -> Inventory:
-    inv = Inventory()
+def _read_all(options: ScanOptions, sink: Callable[[Inventory], None], progress: Progress | None
+              ) -> list[x509.Certificate]:
+    """Every source of the scan to ``sink``, in the order of the report; returns the --ca anchors."""
     passwords = options.passwords
     anchors: list[x509.Certificate] = []
     seen: set[tuple[int, int]] = set()  # a file is read once, by the most specific claim on it
+
+    def bundle_sink(part: Inventory) -> None:
+        anchors.extend(c.cert for c in part.certificates)
+        sink(part)
+
     for bundle in options.ca_bundles:
-        part = Inventory()
-        _read_tree([bundle], ReadOptions(passwords=passwords, trust_store=True), part, None, seen)
-        anchors += [c.cert for c in part.certificates]
-        inv.extend(part)
+        _read_tree([bundle], ReadOptions(passwords=passwords, trust_store=True), bundle_sink, None, seen)
     for name, path in options.environments:
-        _read_tree([path], ReadOptions(passwords=passwords, environment=name), inv, progress, seen, options.code)
-    _read_tree(list(options.paths), ReadOptions(passwords=passwords), inv, progress, seen, options.code)
-    inv.insecure = ignore(inv.insecure, options.ignore)
+        _read_tree([path], ReadOptions(passwords=passwords, environment=name), sink, progress, seen, options.code)
+    _read_tree(list(options.paths), ReadOptions(passwords=passwords), sink, progress, seen, options.code)
     if options.endpoints:
-        inv.extend(scan_endpoints(options.endpoints, timeout=options.timeout, concurrency=options.concurrency,
-                                  on_done=(lambda: progress(1)) if progress else None))
+        sink(scan_endpoints(options.endpoints, timeout=options.timeout, concurrency=options.concurrency,
+                            on_done=(lambda: progress(1)) if progress else None))
+    return anchors
+
+
+def _rules(options: ScanOptions, anchors: list[x509.Certificate]) -> Rules:
     rules = options.rules
     if anchors and not rules.anchors:
         rules = replace(rules, anchors=tuple(anchors))
-    inv.findings = evaluate(inv, rules)
+    return rules
+
+
+def run_scan(options: ScanOptions, progress: Progress | None = None) -> Inventory:
+    """The scan with every certificate in memory, as an Inventory (for ``migrate``, ``inspect``
+    and ``--where``); ``stream_scan`` is the same scan in bounded memory."""
+    inv = Inventory()
+    anchors = _read_all(options, inv.extend, progress)
+    inv.insecure = ignore(inv.insecure, options.ignore)
+    inv.findings = evaluate(inv, _rules(options, anchors))
     inv.suppressed = suppressed(inv)
     return inv
+
+
+def stream_scan(options: ScanOptions, progress: Progress | None = None, *, spill_at: int = DEFAULT_SPILL_AT,
+                directory: str | None = None) -> Streamed:
+    """The scan in bounded memory: each file's certificates go into a ``Ledger`` (spilled to a
+    temporary SQLite file past ``spill_at`` rows) and are dropped; the findings are judged from
+    the ledger after the walk. The caller closes the result (it deletes the spill file)."""
+    ledger = Ledger(spill_at, directory)
+    scan = Streamed(ledger)
+    insecure: list[InsecureUse] = []
+
+    def sink(part: Inventory) -> None:
+        ledger.add(part)
+        scan.errors += part.errors
+        insecure.extend(part.insecure)
+
+    try:
+        anchors = _read_all(options, sink, progress)
+        kept = ignore(insecure, options.ignore)
+        scan.findings = judge.evaluate(ledger, _rules(options, anchors), kept)
+        scan.suppressed = suppressed(Inventory(insecure=kept))
+    except BaseException:
+        ledger.close()
+        raise
+    return scan
 
 
 def where(inv: Inventory, sha256: str) -> dict[str, Any]:
@@ -126,4 +171,4 @@ def count_files(paths: list[str]) -> int:
     return sum(1 for _ in iter_files(paths, lambda *_: None)) if paths else 0
 
 
-__all__ = ["ScanOptions", "count_files", "resolve", "run_scan", "where"]
+__all__ = ["ScanOptions", "Streamed", "count_files", "resolve", "run_scan", "stream_scan", "where"]

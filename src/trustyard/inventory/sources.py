@@ -133,7 +133,8 @@ def parse_blob(
     head = data[:64].lstrip()
     if data[:4] in _JKS_MAGIC:
         _read_jks(data, location, options, inv)
-    elif manifest or (head.startswith((b"apiVersion", b"kind", b"---", b"{")) and b"kind" in data[:4096]):
+    elif manifest or (head.startswith((b"apiVersion", b"kind", b"---", b"{")) and not head.startswith(b"-----BEGIN")
+                      and b"kind" in data[:4096]):  # base64 spells "kind" in about one PEM file of 4,000
         if b"-----BEGIN" in data or b"LS0tLS1CRUdJT" in data:  # PEM, plain or base64
             _read_manifest(data, location, options, inv)
     elif b"-----BEGIN" in data:
