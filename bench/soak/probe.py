@@ -1,6 +1,8 @@
 """What the soak watches while it runs: the resident memory of every process of ``serve`` (the
-supervisor and each worker, read from /proc) and the SQLite database (the file, its WAL, and
-the rows of every table, ACME orders by status), every few seconds, on a thread."""
+supervisor and each worker, read from /proc), the CPU seconds spent by ``serve``, by the load
+generator and by the whole machine (what the rest of a shared machine took is the difference),
+and the SQLite database (the file, its WAL, and the rows of every table, ACME orders by
+status), every few seconds, on a thread."""
 
 from __future__ import annotations
 
@@ -12,9 +14,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+TICK = os.sysconf("SC_CLK_TCK")
 
-def session_processes(sid: int) -> dict[int, str]:
-    """pid -> role ("serve" for ``sid`` itself, "worker" for the others) of session ``sid``."""
+
+def machine_busy_seconds() -> float:
+    """CPU seconds every core spent on anything but idle and iowait since boot (/proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / TICK
+
+
+def session_processes(sid: int, cpu: dict[int, float] | None = None) -> dict[int, str]:
+    """pid -> role ("serve" for ``sid`` itself, "worker" for the others) of session ``sid``;
+    their user + system CPU seconds into ``cpu``."""
     found: dict[int, str] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -27,6 +38,8 @@ def session_processes(sid: int) -> dict[int, str]:
         if int(fields[3]) != sid:
             continue
         pid = int(entry)
+        if cpu is not None:
+            cpu[pid] = (int(fields[11]) + int(fields[12])) / TICK
         if pid == sid:
             found[pid] = "serve"
         elif "resource_tracker" in cmdline:
@@ -73,6 +86,7 @@ class Probe:
     started: float = field(default_factory=time.monotonic)
     samples: list[dict[str, Any]] = field(default_factory=list)
     roles: dict[int, str] = field(default_factory=dict)
+    cpu: dict[int, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
@@ -89,14 +103,20 @@ class Probe:
         self.sample()
 
     def sample(self) -> None:
-        processes = session_processes(self.sid)
+        cpu: dict[int, float] = {}
+        processes = session_processes(self.sid, cpu)
         self.roles.update(processes)
+        self.cpu.update(cpu)  # the last figure of each process, exited ones included
+        own = os.times()
         rss = {pid: value for pid in processes if (value := rss_bytes(pid)) is not None}
         try:
             db: dict[str, Any] | str = database(self.db)
         except sqlite3.Error as exc:  # busy for 10 s: noted, the next sample tries again
             db = f"{type(exc).__name__}: {exc}"
-        self.samples.append({"t": round(time.monotonic() - self.started, 2), "rss": rss, "db": db})
+        self.samples.append({"t": round(time.monotonic() - self.started, 2), "rss": rss, "db": db,
+                             "serve_cpu_s": round(sum(self.cpu.values()), 2),
+                             "loadgen_cpu_s": round(own.user + own.system, 2),
+                             "machine_busy_s": round(machine_busy_seconds(), 2)})
 
     def _run(self) -> None:
         while not self._stop.wait(self.every):

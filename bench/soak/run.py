@@ -84,6 +84,29 @@ def latency(record: Record, seconds: float, w: float) -> dict[str, Any]:
     return out
 
 
+def timeline(record: Record, probe: Probe, seconds: float, buckets: int = 10) -> list[dict[str, Any]]:
+    """Per tenth of the run: operations due, p50/p99 of all of them, the CPU ``serve`` spent per
+    operation, and the cores the load generator and everything else on the machine used: a
+    p99 that drifts while the server's CPU per operation stays put was the machine's doing."""
+    out = []
+    step = seconds / buckets
+    for n in range(buckets):
+        start, end = n * step, (n + 1) * step
+        done = [s.latency for s in record.samples if start <= s.due < end and s.latency is not None]
+        a = min(probe.samples, key=lambda x: abs(x["t"] - start))
+        b = min(probe.samples, key=lambda x: abs(x["t"] - end))
+        dt = b["t"] - a["t"]
+        serve_s, own_s = b["serve_cpu_s"] - a["serve_cpu_s"], b["loadgen_cpu_s"] - a["loadgen_cpu_s"]
+        busy_s = b["machine_busy_s"] - a["machine_busy_s"]
+        out.append({"from_s": round(start), "to_s": round(end), "operations": len(done),
+                    "p50_ms": _ms(percentile(done, 0.5)), "p99_ms": _ms(percentile(done, 0.99)),
+                    "serve_cpu_ms_per_op": round(serve_s * 1000 / len(done), 2) if done else None,
+                    "serve_cores": round(serve_s / dt, 2) if dt > 0 else None,
+                    "loadgen_cores": round(own_s / dt, 2) if dt > 0 else None,
+                    "other_cores": round((busy_s - serve_s - own_s) / dt, 2) if dt > 0 else None})
+    return out
+
+
 def rss(probe: Probe, seconds: float, w: float) -> dict[str, Any]:
     out = {}
     for pid, role in sorted(probe.roles.items()):
@@ -255,6 +278,7 @@ def main() -> int:
                    "samples": [s.error for s in failed[:5]], "serve_log": log_errors[:5],
                    "serve_log_count": len(log_errors)},
         "latency": latency(record, seconds, w),
+        "timeline": timeline(record, probe, seconds),
         "rss": rss(probe, seconds, w),
         "database": database(probe, seconds, w, config.acme.purge_seconds),
         "machine": {"cpu": cpu_model(), "cpus": os.cpu_count(), "load_average_before": load_before,
@@ -323,6 +347,13 @@ def report(doc: dict[str, Any]) -> None:
         r = doc["latency"][kind]
         print(f"{kind:<10} {r['operations']:>7} {r['p50_ms']!s:>8} {r['first_p99_ms']!s:>10} "
               f"{r['last_p99_ms']!s:>9} {r['ratio']!s:>6}")
+    print()
+    print(f"{'from s':>7} {'to s':>6} {'ops':>6} {'p50 ms':>7} {'p99 ms':>7} {'serve CPU ms/op':>15} "
+          f"{'serve cores':>11} {'load gen cores':>14} {'other cores':>11}")
+    for r in doc["timeline"]:
+        print(f"{r['from_s']:>7} {r['to_s']:>6} {r['operations']:>6} {r['p50_ms']!s:>7} {r['p99_ms']!s:>7} "
+              f"{r['serve_cpu_ms_per_op']!s:>15} {r['serve_cores']!s:>11} {r['loadgen_cores']!s:>14} "
+              f"{r['other_cores']!s:>11}")
     print()
     print(f"{'process':<18} {'first MiB':>9} {'after warm-up':>13} {'last MiB':>9} {'max MiB':>8} {'growth':>7}")
     for pid, r in doc["rss"].items():
