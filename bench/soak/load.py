@@ -18,7 +18,7 @@ import asyncio
 import itertools
 import json
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 KINDS = ("issue", "renew", "acme")
 TOKEN_TTL = timedelta(minutes=1)  # redeemed within milliseconds; short, so its used_tokens row goes early
 NAMES = 64
+RETRIES = 5  # attempts of one REST operation the CA answers 503 (overloaded, with Retry-After)
 
 
 @dataclass
@@ -79,6 +80,7 @@ class Load:
         self.rest: asyncio.Queue[Connection] = asyncio.Queue()
         self.accounts: asyncio.Queue[tuple[Any, Connection]] = asyncio.Queue()
         self.connections: list[Connection] = []
+        self.retried: Counter[str] = Counter()  # operations sent again after a 503 (load shed)
 
     async def open(self) -> None:
         for _ in range(self.clients):
@@ -103,31 +105,57 @@ class Load:
 
     async def issue(self) -> None:
         i = next(self.next_name)
-        token, _ = self.tokens.mint(self.provisioner_key, "default", self.names[i], [self.names[i]], TOKEN_TTL)
-        await self._certificate(i, "/v1/sign", {"csr": self.csr_pems[i], "token": token})
+
+        def body() -> dict[str, str]:
+            token, _ = self.tokens.mint(self.provisioner_key, "default", self.names[i], [self.names[i]], TOKEN_TTL)
+            return {"csr": self.csr_pems[i], "token": token}
+
+        await self._certificate("issue", i, "/v1/sign", body)
 
     async def renew(self) -> None:
         if not self.renewable:
             await self.issue()
         i, current = self.renewable.popleft()
-        proof = self.proofs.make(self.keys[i], [current], self.proofs.RENEW, csr_sha256=self.digests[i])
-        await self._certificate(i, "/v1/renew", {"csr": self.csr_pems[i], "proof": proof})
 
-    async def _certificate(self, i: int, path: str, body: dict[str, str]) -> None:
-        connection = await self.rest.get()
-        try:
-            answer = await connection.request("POST", path, json.dumps(body).encode(), "application/json")
-        finally:
-            self.rest.put_nowait(connection)
-        if answer.status != 201:
-            raise RuntimeError(f"{path}: {answer.status} {answer.body[:200]!r}")
-        self.renewable.append((i, x509.load_pem_x509_certificate(answer.json()["certificate"].encode())))
+        def body() -> dict[str, str]:
+            proof = self.proofs.make(self.keys[i], [current], self.proofs.RENEW, csr_sha256=self.digests[i])
+            return {"csr": self.csr_pems[i], "proof": proof}
+
+        await self._certificate("renew", i, "/v1/renew", body)
+
+    async def _certificate(self, kind: str, i: int, path: str, body: Callable[[], dict[str, str]]) -> None:
+        """POST until answered; a 503 (the CA shedding load, with Retry-After) is sent again
+        after the time it names, with a fresh token or proof, as ``trustyard.client`` does."""
+        for attempt in range(1, RETRIES + 1):
+            connection = await self.rest.get()
+            try:
+                answer = await connection.request("POST", path, json.dumps(body()).encode(), "application/json")
+            finally:
+                self.rest.put_nowait(connection)
+            if answer.status == 503 and "retry-after" in answer.headers and attempt < RETRIES:
+                self.retried[kind] += 1
+                await asyncio.sleep(min(float(answer.headers["retry-after"]), 5.0))
+                continue
+            if answer.status != 201:
+                raise RuntimeError(f"{path}: {answer.status} {answer.body[:200]!r}")
+            self.renewable.append((i, x509.load_pem_x509_certificate(answer.json()["certificate"].encode())))
+            return
 
     async def order(self) -> None:
+        """An ACME order; one whose finalize was shed (503) is placed again once, a second later,
+        as an ACME client run from cron would (``one_order`` does not retry a finalize)."""
         account, challtest = await self.accounts.get()
         try:
-            await self.acme.one_order(account, challtest, f"soak-order-{next(self.order_names)}.bench.internal",
-                                      self.acme_csr_key, self.poll_s)
+            for attempt in (1, 2):
+                try:
+                    await self.acme.one_order(account, challtest, f"soak-order-{next(self.order_names)}.bench.internal",
+                                              self.acme_csr_key, self.poll_s)
+                    return
+                except RuntimeError as exc:
+                    if attempt == 2 or not str(exc).startswith("finalize: 503"):
+                        raise
+                    self.retried["acme"] += 1
+                    await asyncio.sleep(1.0)
         finally:
             self.accounts.put_nowait((account, challtest))
 
