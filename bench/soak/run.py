@@ -31,7 +31,9 @@ import itertools
 import json
 import os
 import platform
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 from datetime import UTC, datetime
@@ -181,6 +183,16 @@ def _mib(value: float) -> float:
 
 # -- the run -------------------------------------------------------------------------------------
 
+def ensure_challtestsrv() -> None:
+    """pebble-challtestsrv only (bench/acme's ``ensure_tools`` also builds its peers), listening
+    for http-01 on a free port: trustyard validates on any (TRUSTYARD_ACME_HTTP_PORT), so the
+    soak needs neither root nor port 80 (which bench/acme's step-ca needs) and can run beside it."""
+    if not shutil.which("pebble-challtestsrv"):
+        subprocess.run(["apt-get", "update", "-qq"], check=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "pebble"], check=True, stdout=subprocess.DEVNULL)
+    acme_bench.HTTP01_PORT = acme_bench.free_port()  # read by start_challtestsrv where it is port 80
+
+
 def load_average() -> str:
     return " / ".join(Path("/proc/loadavg").read_text().split()[:3])
 
@@ -244,7 +256,7 @@ def main() -> int:
                                                                           "short runs)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "soak.json")
     args = parser.parse_args()
-    acme_bench.ensure_tools()
+    ensure_challtestsrv()
     from trustyard.ca.config import load_config
     from trustyard.ca.home import load_key
 
