@@ -7,7 +7,6 @@ Mounted by ``create_app`` at ``/acme/{provisioner}/...`` for every provisioner o
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Callable
@@ -225,28 +224,6 @@ async def acme_failure(request: Request, exc: Exception) -> Response:
                                     {**answer.headers, "Retry-After": str(outage.RETRY_AFTER_SECONDS)}))
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc.__cause__ or exc)
     return _render(exc.answer)
-
-
-def purge_now(store: AcmeStore) -> dict[str, int]:
-    """One purge: expired nonces, abandoned orders with their authorizations and challenges,
-    and refusal counts past their retention. The rows deleted, per table."""
-    deleted = store.purge()
-    deleted["refusals"] = refusals.purge(store.sql)
-    return deleted
-
-
-async def purge_periodically(store: AcmeStore, interval: float) -> None:
-    """``purge_now`` at start and then every ``interval`` seconds, in a thread (the database
-    work stays off the event loop), until cancelled. A failed purge is logged and retried."""
-    loop = asyncio.get_running_loop()
-    while True:
-        try:
-            deleted = await loop.run_in_executor(None, purge_now, store)
-            if any(deleted.values()):
-                log.info("purged %s", ", ".join(f"{n} from {t}" for t, n in deleted.items() if n))
-        except Exception:
-            log.exception("the ACME purge failed; it runs again in %s s", interval)
-        await asyncio.sleep(interval)
 
 
 def _source(scope: Scope) -> str:

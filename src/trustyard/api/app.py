@@ -376,8 +376,7 @@ def create_app(authority: Authority, config: Config | None = None) -> Starlette:
     tasks: list[Callable[[], Coroutine[Any, Any, None]]] = [lambda: ocsp_upkeep(responder)]
     if config is not None:  # the ACME server (RFC 8555), one directory per provisioner of type "acme"
         from ..acme import AcmeFailure
-        from ..store.acme_store import AcmeStore
-        from .acme_routes import acme_failure, acme_routes, purge_periodically
+        from .acme_routes import acme_failure, acme_routes
         from .crl_routes import crl_routes
 
         routes += crl_routes(authority, config)
@@ -386,9 +385,6 @@ def create_app(authority: Authority, config: Config | None = None) -> Starlette:
         # bulk of the traffic (behind the REST routes they paid ~6 us each in failed matches).
         routes[:0] = acme_routes(authority, config, admission)
         handlers[AcmeFailure] = acme_failure
-        store, interval = AcmeStore(authority.store), config.acme.purge_seconds
-
-        tasks.append(lambda: purge_periodically(store, interval))
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:

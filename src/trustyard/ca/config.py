@@ -126,7 +126,8 @@ class AcmeConfig:
     refused with ``rateLimited`` and Retry-After and stays pending. ``nonces_per_client``: unspent
     nonces kept per client address (IPv6: per /64); minting one more drops that client's oldest.
     ``purge_interval``: how often expired nonces and expired unfinished orders (with their
-    authorizations and challenges) are deleted.
+    authorizations and challenges), old refusal counts and expired used tokens are deleted
+    (``ca.purge_job``).
     """
 
     http_port: int = 80

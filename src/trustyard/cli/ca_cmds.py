@@ -195,6 +195,10 @@ def serve(home: str | None, password_file: str | None, init_missing: bool, insec
     from ..ca.intent_sweep import IntentSweep
 
     intent_sweep = IntentSweep(store).start()
+    # Expired nonces, abandoned ACME orders, old refusal counts and expired used tokens.
+    from ..ca.purge_job import PurgeJob
+
+    purge_job = PurgeJob(store, config.acme.purge_seconds).start()
     autopilot = Autopilot(config, password, store).start()
     # Webhook alerts run beside the server, in this process only (not once per worker), and
     # never on the issuance path.
@@ -217,6 +221,7 @@ def serve(home: str | None, password_file: str | None, init_missing: bool, insec
         crl_job.stop()
         emergency_job.stop()
         intent_sweep.stop()
+        purge_job.stop()
         autopilot.stop()
         autopilot.store.close()
         if alerter is not None:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -111,6 +111,13 @@ class SqlStore(Database):
 
     def _redeem(self, conn: Connection, jti: str, kind: str, expires_at: datetime) -> None:
         self.run(conn, _INSERT_TOKEN, {"jti": jti, "kind": kind, "used_at": utc_now(), "expires_at": expires_at})
+
+    def purge_used_tokens(self, expired_before: datetime) -> int:
+        """Forget the redeemed credentials that expired before ``expired_before``: the
+        signature check refuses them before their ``jti`` is looked up, so their rows no longer
+        stop a replay. The ledger keeps its own ``token_jti``. The number of rows deleted."""
+        with self.transaction(durable=False) as conn:
+            return conn.execute(delete(used_tokens).where(used_tokens.c.expires_at < expired_before)).rowcount
 
     def record_issued(self, serial: str, der: bytes, fingerprint: str, event_: AuditEvent,
                       issuer: str | None = None) -> bool:
