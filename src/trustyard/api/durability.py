@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ..store.engine import deferred_flush
+from ..store.loopwait import run_suspendable
 
 T = TypeVar("T")
 
@@ -87,14 +88,16 @@ async def durably(operation: Callable[..., T], *args: Any) -> T:
 
     On the loop on purpose: from a thread pool, a thread holding the SQLite write lock waits
     for the GIL behind CPU-bound signing threads and every writer queues behind it. Only the
-    fsync leaves the loop, so the worker serves the next request while the disk works. (The
+    fsync leaves the loop, so the worker serves the next request while the disk works; and
+    an operation that finds the write lock taken by another worker lets the loop serve other
+    requests until it is free (``store.loopwait``). (The
     loop's own executor: anyio's thread dispatch costs several times as much per call.)
     The flushes run in the order the store asked for them (the WAL before the checkpoint),
     each shared with the worker's other requests (``GroupFlush``).
     """
     with deferred_flush() as flushes:
         try:
-            return operation(*args)
+            return await run_suspendable(operation, *args)
         finally:
             for flush in flushes:
                 await group_for(flush).wait()
