@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..errors import Conflict
@@ -68,6 +68,10 @@ class Affected:
     claimed_at: datetime | None
     revoked_at: datetime | None
     token_jti: str | None
+
+
+_BLOCKED = (select(emergency_certs.c.serial).where(emergency_certs.c.spki_sha256 == bindparam("b_spki"))
+            .limit(1))
 
 
 class EmergencyStore:
@@ -160,9 +164,9 @@ class EmergencyStore:
         return self._affected(select(emergency_certs).where(emergency_certs.c.token_jti == jti))
 
     def blocked(self, spki_sha256: str) -> bool:
-        query = select(emergency_certs.c.serial).where(emergency_certs.c.spki_sha256 == spki_sha256).limit(1)
+        # On every issuance: a prebuilt statement (``Database.run``), not one compiled per call.
         with self.db.transaction(write=False) as conn:
-            return conn.execute(query).first() is not None
+            return self.db.run(conn, _BLOCKED, {"b_spki": spki_sha256}).first() is not None
 
     def open_count(self) -> int:
         """Certificates of any emergency not revoked yet."""
