@@ -9,6 +9,10 @@ and full ACME orders (bench/acme's load generator, 16 clients, http-01 validated
 against pebble-challtestsrv). Prints every round, the medians, and the ratio 2 workers /
 1 worker for certificates/s and orders/s; the goal is >= 1.3x on two cores.
 
+--lock: the write lock alone, without HTTP: one or two processes, each an event loop with 16
+clients doing a little CPU work and a durable audit append, with ``store.loopwait`` (a taken
+lock lets the loop run) and without it (a taken lock blocks the loop, as before).
+
 --postgres: one throwaway PostgreSQL cluster (Debian's binaries, fsync on), one home on it,
 and 1, 2 and 3 `trustyard serve --workers 1` replicas of that home on their own ports; the
 16 wrk connections are spread over the replicas (one wrk per replica, each with its share
@@ -241,6 +245,85 @@ def sqlite_bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     return {"rows": rows, "medians": medians, "ratio_2_to_1": ratios}
 
 
+# -- the write lock alone: waiting on the loop vs blocking it ---------------------------------------
+
+def _writer(path: str, suspending: bool, seconds: float, queue: Any) -> None:
+    """One worker's event loop: 16 clients, each a little CPU then a durable audit append."""
+    import asyncio
+    import resource
+
+    import trustyard.store.engine as engine
+    from trustyard.api.durability import durably
+    from trustyard.store import AuditEvent, open_store
+
+    if not suspending:  # the version before store.loopwait: a taken lock blocks the whole loop
+        engine.can_suspend = lambda: False  # type: ignore[assignment]
+    store = open_store(f"sqlite:///{path}", migrate=False)
+    done = [0]
+
+    def operation(i: int) -> None:
+        sum(range(3000))  # the request's own work outside the lock (about what parsing a CSR costs)
+        store.audit(AuditEvent(actor="bench", action="token.mint", target=f"t{i}", detail={}))
+
+    async def client() -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            await durably(operation, done[0])
+            done[0] += 1
+
+    async def main() -> None:
+        await asyncio.gather(*(client() for _ in range(16)))
+
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    asyncio.run(main())
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    queue.put((done[0], after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime, store.lock_waits))
+    store.close()
+
+
+def lock_bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """Processes of 16 writers each on one SQLite file: 1 vs 2 processes, with the loop waiting
+    for the lock (store.loopwait) and with it blocked (as before), alternating, --rounds times."""
+    import multiprocessing
+
+    from trustyard.store import open_store
+
+    context = multiprocessing.get_context("fork")
+    rows = []
+    print(f"{'round':>5} {'mode':>9} {'processes':>9} {'load':>5} {'commits/s':>9} {'CPU ms/commit':>13} "
+          f"{'lock waits':>10}", flush=True)
+    for n in range(1, args.rounds + 1):
+        for mode in ("suspend", "block") if n % 2 else ("block", "suspend"):
+            for processes in (1, 2):
+                path = str(tmp / f"lock-{n}-{mode}-{processes}.db")
+                open_store(f"sqlite:///{path}").close()
+                queue = context.Queue()
+                before = load()
+                procs = [context.Process(target=_writer, args=(path, mode == "suspend", args.seconds, queue))
+                         for _ in range(processes)]
+                for proc in procs:
+                    proc.start()
+                results = [queue.get(timeout=args.seconds + 120) for _ in procs]
+                for proc in procs:
+                    proc.join()
+                commits = sum(r[0] for r in results)
+                row = {"round": n, "mode": mode, "processes": processes, "load_before": before,
+                       "commits_per_s": commits / args.seconds,
+                       "cpu_ms_per_commit": sum(r[1] for r in results) * 1000 / max(commits, 1),
+                       "lock_waits": sum(r[2] for r in results)}
+                rows.append(row)
+                print(f"{n:>5} {mode:>9} {processes:>9} {before:>5.1f} {row['commits_per_s']:>9.0f} "
+                      f"{row['cpu_ms_per_commit']:>13.3f} {row['lock_waits']:>10}", flush=True)
+    ratios = {}
+    for mode in ("suspend", "block"):
+        median = {p: statistics.median(r["commits_per_s"] for r in rows if r["mode"] == mode and r["processes"] == p)
+                  for p in (1, 2)}
+        ratios[mode] = median[2] / median[1]
+        print(f"{mode}: median commits/s 1 process {median[1]:.0f}, 2 processes {median[2]:.0f}: "
+              f"{ratios[mode]:.2f}x")
+    return {"rows": rows, "ratio_2_to_1": ratios}
+
+
 # -- PostgreSQL: 1, 2, 3 replicas ---------------------------------------------------------------------
 
 def postgres_cluster(root: Path) -> tuple[str, Any]:
@@ -312,6 +395,9 @@ def main() -> int:
     parser.add_argument("--tokens", type=int, default=20000, help="one-time tokens minted per REST measurement")
     parser.add_argument("--orders", type=int, default=300, help="measured ACME orders per round")
     parser.add_argument("--postgres", action="store_true", help="PostgreSQL replicas 1, 2, 3 instead of SQLite workers")
+    parser.add_argument("--lock", action="store_true",
+                        help="the SQLite write lock alone: 1 vs 2 processes of 16 writers, the loop waiting for the "
+                             "lock vs blocked on it (--seconds each)")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is missing (apt-get install wrk)")
@@ -319,7 +405,9 @@ def main() -> int:
           f"{platform.python_version()}, load average {load():.2f} at start", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-workers-") as tmp_text:
         tmp = Path(tmp_text)
-        if args.postgres:
+        if args.lock:
+            doc = {"lock": lock_bench(args, tmp)}
+        elif args.postgres:
             os.chmod(tmp, 0o755)  # the postgres user reaches its cluster below
             doc = {"postgres": postgres_bench(args, tmp)}
         else:
