@@ -142,3 +142,25 @@ def test_suspend_needs_run_suspendable() -> None:
         return await run_suspendable(operation, 41)
 
     assert asyncio.run(main()) == 42
+
+
+def test_waiters_queue_behind_one_probe_and_a_cancelled_one_passes_its_turn_on(store: SqlStore) -> None:
+    """Eight writes of one loop wait for another worker's lock: one of them asks a helper thread
+    when it is free, the others queue; cancelling the asker and one queued write leaves the
+    rest to finish, each once."""
+    assert store._lock_path is not None
+    holder = _hold_lock(store._lock_path, 0.3)
+
+    async def main() -> None:
+        tasks = [asyncio.ensure_future(durably(_append, store, f"q{i}.internal")) for i in range(8)]
+        await asyncio.sleep(0.1)
+        tasks[0].cancel()  # the first to find the lock taken: the one probing
+        tasks[3].cancel()  # one in the queue
+        results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout=20)
+        assert [isinstance(r, asyncio.CancelledError) for r in results] == [i in (0, 3) for i in range(8)]
+
+    asyncio.run(main())
+    holder.join()
+    assert sorted(e.target for e in store.audit_entries()) == sorted(f"q{i}.internal" for i in range(8) if i not in (0, 3))
+    assert store.verify_audit().ok
+    assert store.lock_waits <= 16  # each waited about once, not once per wake-up of every waiter

@@ -48,7 +48,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.pool import StaticPool
 
 from ..files import fsync_if_present
-from .loopwait import can_suspend, suspend, until_free, until_released
+from .loopwait import Waiters, can_suspend, suspend, until_free, until_released
 from .prepared import Plan, PlanResult
 from .records import AuditEvent
 from .schema import certificates
@@ -122,6 +122,7 @@ class Database:
         self._kept: tuple[int, Connection] | None = None  # (pid, the main thread's SQLite connection)
         self._plans: dict[tuple[int, tuple[str, ...]], tuple[Any, Plan]] = {}
         self.observers: list[Observer] = []  # told of each recorded event after its COMMIT
+        self._waiters = Waiters()  # this database's operations on an event loop, waiting for the write lock
         self.lock_waits = 0  # times an operation on the event loop found the write lock taken and let the loop run
 
     def run(self, conn: Connection, statement: Any, params: dict[str, Any] | list[dict[str, Any]] | None = None,
@@ -212,7 +213,8 @@ class Database:
 
     @contextmanager
     def _write_lock(self) -> Iterator[None]:
-        if can_suspend():
+        suspending = can_suspend()
+        if suspending:
             fd = self._acquire_without_blocking()
         else:
             self._thread_lock.acquire()
@@ -227,11 +229,14 @@ class Database:
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
             self._thread_lock.release()
+            if suspending:
+                self._waiters.released()
 
     def _acquire_without_blocking(self) -> int:
         """The write lock for an operation on the event loop (``loopwait``): taken at once when
         free; else the loop serves other requests until it looks free, and we try again."""
         assert self._lock_path is not None
+        path = self._lock_path
         while True:
             if not self._thread_lock.acquire(blocking=False):
                 self.lock_waits += 1
@@ -247,7 +252,7 @@ class Database:
                 self._thread_lock.release()
                 raise
             self.lock_waits += 1
-            suspend(until_free(self._lock_path))
+            self._waiters.wait(lambda: until_free(path))
 
     def _flush_or_defer(self) -> None:
         deferred = _DEFERRED.get()

@@ -20,6 +20,7 @@ import asyncio
 import fcntl
 import os
 import threading
+from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -62,6 +63,60 @@ def suspend(awaitable: Awaitable[T]) -> T:
     if not isinstance(current, _Suspendable):
         raise RuntimeError("suspend() outside run_suspendable()")
     return current.parent.switch(awaitable)
+
+
+class Waiters:
+    """The operations of one event loop waiting for one lock: the first asks a helper thread
+    when the lock looks free (``probe``), the others queue behind it on the loop, and each
+    release by one of them wakes the next. Without the queue every waiter probed by itself,
+    and two busy workers spent a third of their CPU waking waiters that lost the race again.
+
+    Only the loop's own thread touches it (one per thread, so two loops never share one)."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def _state(self) -> Any:
+        state = self._local
+        if not hasattr(state, "queue"):
+            state.queue, state.probing = deque(), False
+        return state
+
+    def wait(self, probe: Callable[[], Awaitable[None]]) -> None:
+        """Suspend until it is worth trying the lock again."""
+        state = self._state()
+        if not state.probing:
+            state.probing = True
+            try:
+                suspend(probe())
+            except BaseException:
+                self._wake(state)  # no prober left: the next in the queue takes over
+                raise
+            finally:
+                state.probing = False
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        state.queue.append(waiter)
+        try:
+            suspend(waiter)
+        except BaseException:
+            if waiter in state.queue:
+                state.queue.remove(waiter)
+            elif waiter.done() and not waiter.cancelled():
+                self._wake(state)  # woken, then cancelled before it could try: pass the turn on
+            raise
+
+    def released(self) -> None:
+        """The lock was released by one of this loop's operations: the next waiter tries."""
+        self._wake(self._state())
+
+    @staticmethod
+    def _wake(state: Any) -> None:
+        while state.queue:
+            waiter = state.queue.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
 
 
 # -- waiting for a lock to look free, in a helper thread -----------------------------------------
