@@ -164,3 +164,21 @@ def test_waiters_queue_behind_one_probe_and_a_cancelled_one_passes_its_turn_on(s
     assert sorted(e.target for e in store.audit_entries()) == sorted(f"q{i}.internal" for i in range(8) if i not in (0, 3))
     assert store.verify_audit().ok
     assert store.lock_waits <= 16  # each waited about once, not once per wake-up of every waiter
+
+
+def test_admission_counts_the_time_an_operation_held_the_loop_not_its_wait() -> None:
+    """The load shedder's estimate of work per signing request leaves out the time the request
+    waited, suspended, for the write lock: the loop served other requests then."""
+    from trustyard.api.admission import Admission
+
+    admission = Admission()
+
+    def operation() -> None:
+        suspend(asyncio.sleep(0.2))  # as a wait for another worker's lock
+        time.sleep(0.01)  # its own work
+
+    async def main() -> None:
+        await run_suspendable(admission.timed(operation))
+
+    asyncio.run(main())
+    assert admission.average is not None and 0.005 < admission.average < 0.1

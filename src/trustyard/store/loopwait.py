@@ -20,6 +20,7 @@ import asyncio
 import fcntl
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +33,8 @@ T = TypeVar("T")
 
 class _Suspendable(greenlet):
     """An operation started by ``run_suspendable``: it may ``suspend``."""
+
+    suspended = 0.0  # seconds spent suspended so far (the loop ran other work meanwhile)
 
 
 async def run_suspendable(operation: Callable[..., T], *args: Any) -> T:
@@ -62,7 +65,18 @@ def suspend(awaitable: Awaitable[T]) -> T:
     current = getcurrent()
     if not isinstance(current, _Suspendable):
         raise RuntimeError("suspend() outside run_suspendable()")
-    return current.parent.switch(awaitable)
+    started = time.perf_counter()
+    try:
+        return current.parent.switch(awaitable)
+    finally:
+        current.suspended += time.perf_counter() - started
+
+
+def suspended_seconds() -> float:
+    """How long the running operation has been suspended so far (0 outside ``run_suspendable``):
+    what to subtract from its wall time to get the time it held the loop."""
+    current = getcurrent()
+    return current.suspended if isinstance(current, _Suspendable) else 0.0
 
 
 class Waiters:
