@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from ..errors import Overloaded
+from ..store.loopwait import suspended_seconds
 from . import metrics
 
 T = TypeVar("T")
@@ -59,11 +60,14 @@ class Admission:
     def timed(self, operation: Callable[..., T]) -> Callable[..., T]:
         """``operation`` recording how long each call takes into the moving average."""
         def run(*args: Any) -> T:
-            started = self.clock()
+            # Time suspended waiting for the write lock (``store.loopwait``) is not time this
+            # request held the loop: other requests ran then, and counting it twice would shed
+            # load the worker could take.
+            started, waited = self.clock(), suspended_seconds()
             try:
                 return operation(*args)
             finally:
-                self.observe(self.clock() - started)
+                self.observe(max(0.0, self.clock() - started - (suspended_seconds() - waited)))
         return run
 
     def observe(self, seconds: float) -> None:

@@ -70,6 +70,10 @@ class Affected:
     token_jti: str | None
 
 
+_BLOCKED = (select(emergency_certs.c.serial).where(emergency_certs.c.spki_sha256 == bindparam("b_spki"))
+            .limit(1))
+
+
 class EmergencyStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -246,5 +250,3 @@ def _when(value: datetime) -> datetime:
     assert when is not None
     return when
 
-
-_BLOCKED = select(emergency_certs.c.serial).where(emergency_certs.c.spki_sha256 == bindparam("b_spki")).limit(1)

@@ -15,7 +15,9 @@ ACME state, ``AcmeStore``; the refusal counts) runs on its public API:
 Write transactions are serialized where they must be. On SQLite there is one writer at
 a time across all worker processes: a write takes a thread lock and an ``flock`` on
 ``<db>.lock`` (so waiters queue and wake at once instead of SQLite's sleep-and-retry
-busy handler) and then ``BEGIN IMMEDIATE``; reads use plain ``BEGIN`` and never block
+busy handler) and then ``BEGIN IMMEDIATE``; an operation on the event loop
+(``loopwait.run_suspendable``) that finds the lock taken lets its loop serve other
+requests until it is free, instead of blocking the worker; reads use plain ``BEGIN`` and never block
 on writers (WAL). On PostgreSQL the audit head row is locked ``FOR UPDATE`` so the
 hash chain stays linear while other writes run concurrently.
 
@@ -46,6 +48,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.pool import StaticPool
 
 from ..files import fsync_if_present
+from .loopwait import Waiters, can_suspend, suspend, until_free, until_released
 from .prepared import Plan, PlanResult
 from .records import AuditEvent
 from .schema import certificates
@@ -127,6 +130,8 @@ class Database:
         self._commits = 0  # write commits of this process since its last checkpoint
         self._checkpointer: threading.Thread | None = None
         self.observers: list[Observer] = []  # told of each recorded event after its COMMIT
+        self._waiters = Waiters()  # this database's operations on an event loop, waiting for the write lock
+        self.lock_waits = 0  # times an operation on the event loop found the write lock taken and let the loop run
 
     def run(self, conn: Connection, statement: Any, params: dict[str, Any] | list[dict[str, Any]] | None = None,
             ) -> PlanResult | Any:
@@ -218,13 +223,46 @@ class Database:
 
     @contextmanager
     def _write_lock(self) -> Iterator[None]:
-        with self._thread_lock:
-            fd = self._lock_file()
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        suspending = can_suspend()
+        if suspending:
+            fd = self._acquire_without_blocking()
+        else:
+            self._thread_lock.acquire()
             try:
-                yield
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
+                fd = self._lock_file()
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except BaseException:
+                self._thread_lock.release()
+                raise
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            self._thread_lock.release()
+            if suspending:
+                self._waiters.released()
+
+    def _acquire_without_blocking(self) -> int:
+        """The write lock for an operation on the event loop (``loopwait``): taken at once when
+        free; else the loop serves other requests until it looks free, and we try again."""
+        assert self._lock_path is not None
+        path = self._lock_path
+        while True:
+            if not self._thread_lock.acquire(blocking=False):
+                self.lock_waits += 1
+                suspend(until_released(self._thread_lock))  # another thread of this process writes
+                continue
+            try:
+                fd = self._lock_file()
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except BlockingIOError:  # another process writes
+                self._thread_lock.release()
+            except BaseException:
+                self._thread_lock.release()
+                raise
+            self.lock_waits += 1
+            self._waiters.wait(lambda: until_free(path))
 
     def _flush_or_defer(self) -> None:
         deferred = _DEFERRED.get()

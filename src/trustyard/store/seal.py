@@ -1,7 +1,8 @@
 """The audit log's secret, kept outside the database, and the checkpoint signed with it.
 
     ca/audit.key         {"key": 64 hex, "keyed_from": N}   mode 0600, beside the CA keys
-    ca/audit.checkpoint  {"seq": N, "hash": H, "mac": M}    the newest committed entry
+    ca/audit.checkpoint  two slots of SLOT_BYTES, each {"seq": N, "hash": H, "mac": M} padded
+                         with spaces to a newline; the valid slot with the highest seq counts
 
 The key is made by ``trustyard init``; a home made before it gets one at its next audit
 append (inside the write transaction, so no entry is written between reading the head
@@ -9,8 +10,15 @@ and recording ``keyed_from``). Entries before ``keyed_from`` stay plain hashes.
 
 The checkpoint is written after each append commits (after the WAL flush, so it never
 names an entry a power cut could take back): under a lock file, never moved backwards,
-by atomic rename, not fsync'd. It may lag the log (a crash between commit and write, or a
-power cut that brings back an older checkpoint), never lead it.
+not fsync'd. It may lag the log (a crash between commit and write, or a power cut that
+brings back an older checkpoint), never lead it.
+
+Why two slots written in place: a write replaces the older slot with one ``pwrite`` into
+blocks the file already has, so the other slot always holds a whole, signed checkpoint,
+and no reader sees a half-written one (readers take the lock file shared). The atomic
+rename this replaced cost more than the rest of an issuance's storage on ext4, which
+starts writing a file back when it is renamed over another (``auto_da_alloc``). A file
+in the older one-document form is read as one slot and rewritten in two once.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from .audit import GENESIS, Checkpoint, checkpoint_mac
 
 KEY_NAME = "audit.key"
 CHECKPOINT_NAME = "audit.checkpoint"
+SLOT_BYTES = 256  # a slot: one JSON document, space-padded, newline-terminated; two per file
 
 
 class AuditSeal:
@@ -87,20 +96,48 @@ class AuditSeal:
     # -- the checkpoint -----------------------------------------------------------------------
 
     def read_checkpoint(self) -> tuple[Checkpoint | None, str | None]:
-        """(checkpoint, None), or (None, why it is missing or not to be believed)."""
+        """(the newest checkpoint, None), or (None, why it is missing or not to be believed)."""
         loaded = self.load()
         if loaded is None:
             return None, None
         try:
-            doc = json.loads(self.checkpoint_path.read_text())
-            checkpoint = Checkpoint(seq=int(doc["seq"]), hash=str(doc["hash"]), mac=str(doc["mac"]))
+            fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError:  # a reader that may not write the home: an unlocked read
+            return self._read(loaded[0])[:2]
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)  # not halfway through a writer's pwrite
+            return self._read(loaded[0])[:2]
+        finally:
+            os.close(fd)
+
+    def _read(self, key: bytes) -> tuple[Checkpoint | None, str | None, list[Checkpoint | None]]:
+        """(newest valid checkpoint, problem, the two slots: None for a blank one; an empty list
+        unless the file is in the two-slot form)."""
+        try:
+            raw = self.checkpoint_path.read_bytes()
         except FileNotFoundError:
-            return None, f"the signed checkpoint {self.checkpoint_path} is missing"
-        except (OSError, ValueError, KeyError, TypeError):
-            return None, f"the signed checkpoint {self.checkpoint_path} is unreadable or malformed"
-        if not checkpoint.valid(loaded[0]):
-            return None, f"the checkpoint {self.checkpoint_path} is not signed with the audit key (forged)"
-        return checkpoint, None
+            return None, f"the signed checkpoint {self.checkpoint_path} is missing", []
+        except OSError:
+            return None, f"the signed checkpoint {self.checkpoint_path} is unreadable or malformed", []
+        malformed = f"the signed checkpoint {self.checkpoint_path} is unreadable or malformed"
+        found: list[Checkpoint | None] = []
+        try:
+            for line in raw.decode().split("\n")[:-1] if raw.endswith(b"\n") else raw.decode().split("\n"):
+                if line.strip():
+                    doc = json.loads(line)
+                    found.append(Checkpoint(seq=int(doc["seq"]), hash=str(doc["hash"]), mac=str(doc["mac"])))
+                else:
+                    found.append(None)  # a slot never written yet
+        except (UnicodeDecodeError, ValueError, KeyError, TypeError):
+            return None, malformed, []
+        slots = found if len(raw) == 2 * SLOT_BYTES and len(found) == 2 else []
+        written = [slot for slot in found if slot is not None]
+        if not written:
+            return None, malformed, slots
+        # Every written slot must be signed: one that is not was put there by someone without the key.
+        if not all(slot.valid(key) for slot in written):
+            return None, f"the checkpoint {self.checkpoint_path} is not signed with the audit key (forged)", slots
+        return max(written, key=lambda slot: slot.seq), None, slots
 
     def note(self, seq: int, hash_: str) -> None:
         """Remember the newest committed entry; ``publish`` writes it."""
@@ -120,20 +157,40 @@ class AuditSeal:
         loaded = self.load()
         if loaded is None:
             return
+        key = loaded[0]
         fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)  # other processes of this home append too
-            current, _ = self.read_checkpoint()
+            current, problem, slots = self._read(key)
             if current is None or seq > current.seq:
-                # Not fsync'd: it is written after the log's own flush, so whatever of it reaches the
-                # disk never leads the durable log; a power cut may bring back an older checkpoint
-                # (it lags, which verify accepts). Two fsyncs per commit cost about 17% of issuance.
-                write_atomic(self.checkpoint_path, json.dumps(
-                    {"seq": seq, "hash": hash_, "mac": checkpoint_mac(loaded[0], seq, hash_)}) + "\n", mode=0o600,
-                    durable=False)
+                new = Checkpoint(seq=seq, hash=hash_, mac=checkpoint_mac(key, seq, hash_))
+                if problem is None and slots:
+                    # Over the older slot (a blank one first); the newer one stays whole meanwhile.
+                    seqs = [-1 if slot is None else slot.seq for slot in slots]
+                    self._overwrite(seqs.index(min(seqs)), _slot(new))
+                else:  # missing, in the one-document form, or damaged: both slots anew, by rename
+                    keep = _slot(current) if current is not None else " " * (SLOT_BYTES - 1) + "\n"
+                    write_atomic(self.checkpoint_path, _slot(new) + keep, mode=0o600, durable=False)
             self._written = max(self._written, seq)
         finally:
             os.close(fd)  # releases the flock
+
+    def _overwrite(self, index: int, text: str) -> None:
+        # Not fsync'd: it is written after the log's own flush, so whatever of it reaches the disk
+        # never leads the durable log; a power cut may bring back an older slot (it lags, which
+        # verify accepts). One sector-aligned write inside the file's first block.
+        fd = os.open(self.checkpoint_path, os.O_WRONLY)
+        try:
+            os.pwrite(fd, text.encode(), index * SLOT_BYTES)
+        finally:
+            os.close(fd)
+
+
+def _slot(checkpoint: Checkpoint) -> str:
+    text = json.dumps({"seq": checkpoint.seq, "hash": checkpoint.hash, "mac": checkpoint.mac})
+    if len(text) >= SLOT_BYTES:
+        raise ValueError(f"a checkpoint of {len(text)} characters does not fit a slot")
+    return text.ljust(SLOT_BYTES - 1) + "\n"
 
 
 def create_key(directory: str | os.PathLike[str]) -> AuditSeal:
