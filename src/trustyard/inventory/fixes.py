@@ -18,7 +18,7 @@ def service_name(item: CertItem | None) -> str:
         for san in item.sans:
             if isinstance(san, kind):
                 return str(san.value)
-    return hostname_cn(item.cert) or "NAME"
+    return hostname_cn(item) or "NAME"
 
 
 def _issue(name: str) -> str:

@@ -15,13 +15,13 @@ certificates by first appearance, occurrences and keys as read.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sqlite3
 import tempfile
 from collections import OrderedDict
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from json.encoder import encode_basestring_ascii
 from typing import Any, NamedTuple
 
 from cryptography import x509
@@ -36,6 +36,7 @@ from .roles import ca_only_key_usage, names_a_host, unit
 DEFAULT_SPILL_AT = 50_000  # rows (distinct certificates + occurrences + keys) held in memory
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _BATCH = 2_000
+_LOOKUP = 500  # fingerprints per lookup statement (SQLite's limit on parameters is 999 in old builds)
 _RECENT = 4_096  # fingerprints remembered without a query: roots and intermediates repeat in every bundle
 
 _SCHEMA = """
@@ -132,15 +133,17 @@ def _micros(when: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
-def _usage(cert: x509.Certificate) -> str:
+def _usage(item: CertItem) -> str:
     """A certificate whose EKU allows clientAuth but not serverAuth is judged as a client's."""
-    try:
-        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    except (x509.ExtensionNotFound, ValueError):
-        return "server"
-    if ExtendedKeyUsageOID.CLIENT_AUTH in eku and ExtendedKeyUsageOID.SERVER_AUTH not in eku:
+    eku = item.extension(x509.ExtendedKeyUsage)
+    if eku is not None and ExtendedKeyUsageOID.CLIENT_AUTH in eku and ExtendedKeyUsageOID.SERVER_AUTH not in eku:
         return "client"
     return "server"
+
+
+def json_strings(texts: list[str]) -> str:
+    """``json.dumps`` of a list of strings, without its general machinery."""
+    return "[" + ", ".join(map(encode_basestring_ascii, texts)) + "]"
 
 
 def facts_of(item: CertItem, first: int) -> tuple[Any, ...]:
@@ -148,10 +151,10 @@ def facts_of(item: CertItem, first: int) -> tuple[Any, ...]:
     c = item.cert
     sans = item.sans
     return (item.fingerprint, first, item.spki, item.subject_text, item.issuer_text, item.label,
-            json.dumps([name_text(n) for n in sans]), _micros(c.not_valid_before_utc), _micros(c.not_valid_after_utc),
-            format(c.serial_number, "x"), int(item.is_ca), int(item.self_signed),
+            json_strings([name_text(n) for n in sans]), _micros(c.not_valid_before_utc),
+            _micros(c.not_valid_after_utc), format(c.serial_number, "x"), int(item.is_ca), int(item.self_signed),
             int(any(isinstance(n, (x509.DNSName, x509.IPAddress)) for n in sans)), int(names_a_host(item)),
-            service_name(item), ", ".join(weakness(c)), int(ca_only_key_usage(c)), _usage(c),
+            service_name(item), ", ".join(weakness(c, item.public_key)), int(ca_only_key_usage(item)), _usage(item),
             int(not item.is_ca), int(item.is_ca and item.self_signed), item.der)
 
 
@@ -166,6 +169,7 @@ class Ledger:
         self.path: str | None = None  # the spill file, once spilled
         self.rows = 0
         self.seq = 0
+        self._certs: list[tuple[CertItem, int]] = []  # first occurrences not yet known to be in the table
         self._occ: list[tuple[Any, ...]] = []
         self._keys: list[tuple[Any, ...]] = []
         self._recent: OrderedDict[str, None] = OrderedDict()
@@ -192,10 +196,8 @@ class Ledger:
         fp = item.fingerprint
         if fp in self._recent:
             self._recent.move_to_end(fp)
-        else:
-            if self.db.execute("SELECT 1 FROM certs WHERE fp = ?", (fp,)).fetchone() is None:
-                self.db.execute(_INSERT_CERT, facts_of(item, self.seq))
-                self.rows += 1
+        else:  # a new certificate, or one seen too long ago to be remembered: the flush looks it up
+            self._certs.append((item, self.seq))
             self._recent[fp] = None
             if len(self._recent) > _RECENT:
                 self._recent.popitem(last=False)
@@ -213,6 +215,9 @@ class Ledger:
             self._flush()
 
     def _flush(self) -> None:
+        if self._certs:
+            self._insert_certs(self._certs)
+            self._certs = []
         if self._occ:
             self.db.executemany("INSERT INTO occ VALUES (?,?,?,?,?,?,?,?,?)", self._occ)
             self.rows += len(self._occ)
@@ -223,6 +228,19 @@ class Ledger:
             self._keys = []
         if self.path is None and self.rows > self.spill_at:
             self._spill()
+
+    def _insert_certs(self, pending: list[tuple[CertItem, int]]) -> None:
+        """The facts of the pending certificates not in the table yet, in one statement each way
+        (the facts are worked out only for those: a certificate's rules cost more than a lookup).
+        ``_RECENT`` > ``_BATCH``: a fingerprint is pending at most once."""
+        known: set[str] = set()
+        for at in range(0, len(pending), _LOOKUP):
+            fps = [item.fingerprint for item, _ in pending[at:at + _LOOKUP]]
+            known.update(r[0] for r in self.db.execute(
+                f"SELECT fp FROM certs WHERE fp IN ({','.join('?' * len(fps))})", fps))
+        rows = [facts_of(item, first) for item, first in pending if item.fingerprint not in known]
+        self.db.executemany(_INSERT_CERT, rows)
+        self.rows += len(rows)
 
     def _spill(self) -> None:
         """Copy the in-memory database to a temporary file and go on there."""

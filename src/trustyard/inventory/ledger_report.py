@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from json.encoder import encode_basestring_ascii as _s
 from typing import Any, TextIO
 
 from ..units import format_time, humanize
@@ -60,10 +61,26 @@ def cert_json(occ: Occ, facts: Facts) -> dict[str, Any]:
     }
 
 
+_ROLES_JSON = {(1, 0): '["service"]', (0, 1): '["root"]', (1, 1): '["service", "root"]', (0, 0): '["intermediate"]'}
+
+
+def cert_line(occ: Occ, facts: Facts) -> str:
+    """``json.dumps(cert_json(occ, facts))`` written out: the certificates are most of a
+    report's lines, and the SANs are stored as JSON text already."""
+    env = "null" if occ.environment is None else _s(occ.environment)
+    return (f'{{"location": {_s(occ.location)}, "subject": {_s(facts.subject)}, "issuer": {_s(facts.issuer)}, '
+            f'"sans": {facts.sans}, "not_before": {_s(format_time(facts.not_before))}, '
+            f'"not_after": {_s(format_time(facts.not_after))}, "serial": {_s(facts.serial)}, '
+            f'"fingerprint_sha256": {_s(facts.fp)}, "spki_sha256": {_s(facts.spki)}, '
+            f'"self_signed": {"true" if facts.self_signed else "false"}, '
+            f'"is_ca": {"true" if facts.is_ca else "false"}, "environment": {env}, '
+            f'"roles": {_ROLES_JSON[(int(bool(facts.service)), int(bool(facts.root)))]}}}')
+
+
 def write_json(scan: Streamed, out: TextIO) -> None:
     """``report.to_json``, one line at a time."""
-    sections: list[tuple[str, Iterator[dict[str, Any]]]] = [
-        ("certificates", (cert_json(o, f) for o, f in scan.ledger.occurrences())),
+    sections: list[tuple[str, Iterator[dict[str, Any] | str]]] = [
+        ("certificates", (cert_line(o, f) for o, f in scan.ledger.occurrences())),
         ("keys", (k.to_json() for k, _ in scan.ledger.iter_keys())),
         ("findings", (f.to_json() for f in scan.findings)),
         ("suppressed", (f.to_json() for f in scan.suppressed)),
@@ -74,7 +91,7 @@ def write_json(scan: Streamed, out: TextIO) -> None:
         out.write(("" if n == 0 else ",\n") + f"  {json.dumps(name)}: [")
         first = True
         for item in items:
-            out.write(("\n    " if first else ",\n    ") + json.dumps(item))
+            out.write(("\n    " if first else ",\n    ") + (item if isinstance(item, str) else json.dumps(item)))
             first = False
         out.write("]" if first else "\n  ]")
     out.write("\n}")

@@ -6,15 +6,19 @@ import enum
 import hashlib
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import ExtensionOID
 
 from ..units import format_time
 from ..x509.chain import label
-from ..x509.names import name_text, sans_of
-from ..x509.summary import is_ca, is_self_signed, serial_text, spki_sha256
+from ..x509.keys import spki_der
+from ..x509.names import name_text
+from ..x509.summary import is_self_signed, serial_text
+
+_E = TypeVar("_E", bound=x509.ExtensionType)
 
 
 class Severity(enum.IntEnum):
@@ -53,13 +57,24 @@ class CertItem:
         # streamed scan's ledger keeps it, and hashing it here saves a second encoding
         self.der = c.public_bytes(Encoding.DER)
         self.fingerprint = hashlib.sha256(self.der).hexdigest()
-        self.spki = spki_sha256(c)
-        self.is_ca = is_ca(c)
+        # the key, the extensions and the names once each: every rule that reads them reads these
+        # (each access to the certificate's builds new Python objects)
+        self.public_key = c.public_key()
+        self.spki = hashlib.sha256(spki_der(self.public_key)).hexdigest()  # type: ignore[arg-type]
+        self.extensions: dict[x509.ObjectIdentifier, Any] = {e.oid: e.value for e in c.extensions}
+        bc = self.extensions.get(ExtensionOID.BASIC_CONSTRAINTS)
+        self.is_ca = isinstance(bc, x509.BasicConstraints) and bool(bc.ca)
+        self.subject_name, self.issuer_name = c.subject, c.issuer
         # names first: is_self_signed remembers what it checks, and a leaf need not be remembered
-        self.self_signed = c.issuer == c.subject and is_self_signed(c)
+        self.self_signed = self.issuer_name == self.subject_name and is_self_signed(c)
         # What the certificate is used as; ``judge.classify`` refines these from the whole scan.
         self.service = not self.is_ca
         self.root = self.is_ca and self.self_signed
+
+    def extension(self, kind: type[_E]) -> _E | None:
+        """The extension of this type, or None (``get_extension_for_class`` without a search)."""
+        value = self.extensions.get(kind.oid)
+        return value if isinstance(value, kind) else None
 
     @property
     def roles(self) -> list[str]:
@@ -71,15 +86,16 @@ class CertItem:
     # name costs more than parsing the certificate, and most certificates need neither.
     @cached_property
     def subject_text(self) -> str:
-        return self.cert.subject.rfc4514_string()
+        return self.subject_name.rfc4514_string()
 
     @cached_property
     def issuer_text(self) -> str:
-        return self.cert.issuer.rfc4514_string()
+        return self.issuer_name.rfc4514_string()
 
     @cached_property
     def sans(self) -> list[x509.GeneralName]:
-        return sans_of(self.cert)
+        san = self.extension(x509.SubjectAlternativeName)
+        return list(san) if san is not None else []
 
     @cached_property
     def label(self) -> str:

@@ -47,26 +47,32 @@ def stem(location: str) -> tuple[str, str]:
     return parent, _STEM_NOISE.sub("", name)
 
 
-def common_name(cert: x509.Certificate) -> str | None:
-    values = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+def common_name(cert: x509.Certificate | CertItem) -> str | None:
+    values = (cert.subject if isinstance(cert, x509.Certificate) else cert.subject_name
+              ).get_attributes_for_oid(NameOID.COMMON_NAME)
     return str(values[0].value) if values else None
 
 
-def hostname_cn(cert: x509.Certificate) -> str | None:
-    """The CN when it reads as a host name, else None."""
+def hostname_cn(cert: x509.Certificate | CertItem) -> str | None:
+    """The CN when it reads as a host name, else None (a CertItem's name is read once)."""
     cn = common_name(cert)
     return cn if cn and len(cn) <= 253 and _HOSTNAME.fullmatch(cn) else None
 
 
 def names_a_host(item: CertItem) -> bool:
-    return any(isinstance(n, (x509.DNSName, x509.IPAddress)) for n in item.sans) or hostname_cn(item.cert) is not None
+    return any(isinstance(n, (x509.DNSName, x509.IPAddress)) for n in item.sans) or hostname_cn(item) is not None
 
 
-def ca_only_key_usage(cert: x509.Certificate) -> bool:
-    try:
-        ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
-    except (x509.ExtensionNotFound, ValueError):
-        return False
+def ca_only_key_usage(cert: x509.Certificate | CertItem) -> bool:
+    if isinstance(cert, CertItem):
+        ku = cert.extension(x509.KeyUsage)
+        if ku is None:
+            return False
+    else:
+        try:
+            ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+        except (x509.ExtensionNotFound, ValueError):
+            return False
     return ku.key_cert_sign and not (ku.digital_signature or ku.key_encipherment)
 
 

@@ -15,6 +15,7 @@ from datetime import datetime
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
 from ..units import format_time
 from .names import common_names, sans_of
@@ -300,10 +301,11 @@ def check_hostname(cert: x509.Certificate, host: str) -> IdentityProblem | None:
     return IdentityProblem("hostname_mismatch", f"{host} is not among the SANs: {', '.join(names)}")
 
 
-def weakness(cert: x509.Certificate) -> list[str]:
-    """Reasons a certificate's key or signature is too weak: RSA < 2048, EC < 256, SHA-1/MD5."""
+def weakness(cert: x509.Certificate, key: CertificatePublicKeyTypes | None = None) -> list[str]:
+    """Reasons a certificate's key or signature is too weak: RSA < 2048, EC < 256, SHA-1/MD5.
+    ``key`` is the certificate's public key when the caller has it already."""
     reasons = []
-    key = cert.public_key()
+    key = key if key is not None else cert.public_key()
     if isinstance(key, (rsa.RSAPublicKey, dsa.DSAPublicKey)) and key.key_size < 2048:
         reasons.append(f"{type(key).__name__[:3].upper()} key of {key.key_size} bits")
     if isinstance(key, ec.EllipticCurvePublicKey) and key.curve.key_size < 256:
