@@ -36,7 +36,7 @@ from .roles import ca_only_key_usage, names_a_host, unit
 DEFAULT_SPILL_AT = 50_000  # rows (distinct certificates + occurrences + keys) held in memory
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _BATCH = 2_000
-_LOOKUP = 500  # fingerprints per lookup statement (SQLite's limit on parameters is 999 in old builds)
+_LOOKUP = 250  # certificates held for one lookup and insert (parsed, each holds ~5 KB; SQLite's old limit is 999 parameters)
 _RECENT = 4_096  # fingerprints remembered without a query: roots and intermediates repeat in every bundle
 
 _SCHEMA = """
@@ -198,6 +198,9 @@ class Ledger:
             self._recent.move_to_end(fp)
         else:  # a new certificate, or one seen too long ago to be remembered: the flush looks it up
             self._certs.append((item, self.seq))
+            if len(self._certs) >= _LOOKUP:
+                self._insert_certs(self._certs)
+                self._certs = []
             self._recent[fp] = None
             if len(self._recent) > _RECENT:
                 self._recent.popitem(last=False)
@@ -232,12 +235,9 @@ class Ledger:
     def _insert_certs(self, pending: list[tuple[CertItem, int]]) -> None:
         """The facts of the pending certificates not in the table yet, in one statement each way
         (the facts are worked out only for those: a certificate's rules cost more than a lookup).
-        ``_RECENT`` > ``_BATCH``: a fingerprint is pending at most once."""
-        known: set[str] = set()
-        for at in range(0, len(pending), _LOOKUP):
-            fps = [item.fingerprint for item, _ in pending[at:at + _LOOKUP]]
-            known.update(r[0] for r in self.db.execute(
-                f"SELECT fp FROM certs WHERE fp IN ({','.join('?' * len(fps))})", fps))
+        ``_RECENT`` > ``_LOOKUP``: a fingerprint is pending at most once."""
+        fps = [item.fingerprint for item, _ in pending]
+        known = {r[0] for r in self.db.execute(f"SELECT fp FROM certs WHERE fp IN ({','.join('?' * len(fps))})", fps)}
         rows = [facts_of(item, first) for item, first in pending if item.fingerprint not in known]
         self.db.executemany(_INSERT_CERT, rows)
         self.rows += len(rows)
