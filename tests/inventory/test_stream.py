@@ -130,3 +130,42 @@ def test_memory_does_not_grow_with_the_tree_once_spilled(tmp_path: Path) -> None
     print(f"peak RSS {peaks} KiB, grown {grown_mib:.1f} MiB")
     assert grown_mib < 40, (peaks, grown_mib)  # SQLite's page cache (16 MB) fills first, then stays
     assert not list(tmp_path.glob("trustyard-scan-*.sqlite")), "the spill file is deleted"
+
+
+def test_a_certificate_pushed_out_of_the_recent_memory_while_pending_is_stored_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Certificates seen again move to the front of the ledger's recent memory and can push out a
+    new one still waiting for its batch; seen again, it is pending twice in one batch. It must be
+    stored once, not abort the scan on the unique fingerprint."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from trustyard.inventory import ledger
+    from trustyard.inventory.model import CertItem
+
+    monkeypatch.setattr(ledger, "_RECENT", 4)
+    monkeypatch.setattr(ledger, "_LOOKUP", 3)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(UTC)
+
+    def item(i: int) -> CertItem:
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"c{i}")])
+        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                .serial_number(i + 1).not_valid_before(now).not_valid_after(now + dt.timedelta(days=1))
+                .sign(key, hashes.SHA256()))
+        return CertItem(cert, f"f{i}", f"g{i}")
+
+    items = [item(i) for i in range(5)]
+    led = ledger.Ledger()
+    try:
+        for i in (0, 1, 2, 3, 0, 1, 2, 4, 3):  # 3 is new, then pushed out while pending, then seen again
+            led.add_cert(items[i])
+        led.finish()
+        assert led.count("SELECT COUNT(*) FROM certs") == 5
+        assert led.count("SELECT COUNT(*) FROM occ") == 9
+    finally:
+        led.close()

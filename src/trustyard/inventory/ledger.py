@@ -235,10 +235,15 @@ class Ledger:
     def _insert_certs(self, pending: list[tuple[CertItem, int]]) -> None:
         """The facts of the pending certificates not in the table yet, in one statement each way
         (the facts are worked out only for those: a certificate's rules cost more than a lookup).
-        ``_RECENT`` > ``_LOOKUP``: a fingerprint is pending at most once."""
+        A fingerprint may be pending twice (certificates seen again can push a pending one out of
+        ``_recent``): its first sighting counts."""
         fps = [item.fingerprint for item, _ in pending]
         known = {r[0] for r in self.db.execute(f"SELECT fp FROM certs WHERE fp IN ({','.join('?' * len(fps))})", fps)}
-        rows = [facts_of(item, first) for item, first in pending if item.fingerprint not in known]
+        rows = []
+        for item, first in pending:
+            if item.fingerprint not in known:
+                known.add(item.fingerprint)
+                rows.append(facts_of(item, first))
         self.db.executemany(_INSERT_CERT, rows)
         self.rows += len(rows)
 
