@@ -171,3 +171,34 @@ def test_a_renewal_cut_by_a_crash_is_released_and_renewed(client: TestClient, au
     assert statuses(authority) == {"issued": 2, "failed": 1}
     assert authority.store.get(first["serial"]).superseded_by == renewed.json()["serial"]  # type: ignore[union-attr]
     assert authority.store.verify_audit().ok
+
+
+def test_a_signing_released_while_still_running_answers_503_and_the_retry_gets_a_certificate(
+        authority: Authority, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A signing that outlives the bound (a stalled HSM, a long wait for the write lock, a replica
+    whose clock runs ahead) can see its intent released by the sweep. Its answer is a retryable
+    503, not a 403 `revoked` that would leave the client with a spent token; the certificate it
+    signed is kept on the failed row, never handed out, and the same request again is issued."""
+    from trustyard.errors import Code, TrustyardError
+
+    _key, csr = new_csr("slow.internal")
+    token = authority.mint_token("default", "slow.internal", ["slow.internal"])
+    signer = authority.material.signer
+    real = type(signer).sign
+
+    def stalled(self: Any, builder: Any) -> Any:
+        IntentSweep(authority.store, clock=lambda: datetime.now(UTC) + PENDING_INTENT_BOUND * 2).tick()
+        return real(self, builder)
+
+    monkeypatch.setattr(type(signer), "sign", stalled)
+    with pytest.raises(TrustyardError) as refused:
+        authority.issue_for_token(csr, token)
+    assert refused.value.code == Code.REDEMPTION_IN_PROGRESS and refused.value.status == 503
+    assert statuses(authority).get("failed") == 1 and not statuses(authority).get("issued")
+    audited = [(e.action, e.outcome, e.detail) for e in authority.store.audit_entries()]  # type: ignore[attr-defined]
+    assert any(d.get("released_while_signing") for a, o, d in audited if a == "certificate.issue" and o == "denied")
+    assert not any(d.get("revoked_while_signing") for _a, _o, d in audited)
+    monkeypatch.undo()
+    issued = authority.issue_for_token(csr, token)  # the same request again
+    assert issued.record.status == "issued" and statuses(authority).get("issued") == 1
+    assert redemptions(authority, jti_of(authority, token)) == 1

@@ -39,8 +39,10 @@ class Ledger(Protocol):
     def record_issued(self, serial: str, der: bytes, fingerprint: str, event_: AuditEvent,
                       issuer: str | None = None) -> bool:
         """Store the signed certificate and audit it, durably, before anyone receives it; False
-        when it was revoked while being signed (it must not be handed out). ``issuer``: the
-        signing CA certificate's SHA-256 fingerprint (what a rotation's retiring gate counts by)."""
+        when it was revoked while being signed (it must not be handed out);
+        ``RedemptionInProgress`` when its intent was released meanwhile (the client sends it again).
+        ``issuer``: the signing CA certificate's SHA-256 fingerprint (what a rotation's retiring
+        gate counts by)."""
         ...
 
     def record_failed(self, serial: str) -> None:

@@ -26,6 +26,7 @@ from .records import (
     AuditEvent,
     CertRecord,
     Intent,
+    RedemptionInProgress,
     SerialCollision,
     TokenRedeemed,
     audit_entry,
@@ -125,14 +126,24 @@ class SqlStore(Database):
         ``issuer`` is the signing CA certificate's SHA-256 fingerprint.
 
         False when it was revoked while being signed (a key-compromise revocation of the
-        certificate it renews): it is stored, stays revoked, and must not be handed out."""
+        certificate it renews): it is stored, stays revoked, and must not be handed out.
+        ``RedemptionInProgress`` (a retryable 503) when its intent was released while it was being
+        signed (``store.redemptions``: the signing outlived the bound): it is stored on the
+        ``failed`` row, never handed out, and the client's retry issues anew."""
         params = {"serial_": serial, "b_der": der, "b_fingerprint": fingerprint, "b_issuer": issuer}
+        released = False
         with self.transaction() as conn:
             issued = self.run(conn, _MARK_ISSUED, params).rowcount == 1
             if not issued:
                 self.run(conn, _STORE_DER, params)
-                event_ = replace(event_, outcome="denied", detail={**event_.detail, "revoked_while_signing": True})
+                row = self.run(conn, _GET, {"serial_": serial}).first()
+                released = row is not None and row.status == "failed"
+                why = "released_while_signing" if released else "revoked_while_signing"
+                event_ = replace(event_, outcome="denied", detail={**event_.detail, why: True})
             self.append_audit(conn, event_)
+        if released:
+            raise RedemptionInProgress(f"certificate {serial} took longer to sign than the CA waits for a signing, "
+                                       "and was released meanwhile: send the same request again", retry_after=1)
         return issued
 
     def record_failed(self, serial: str) -> None:
