@@ -182,3 +182,31 @@ def test_admission_counts_the_time_an_operation_held_the_loop_not_its_wait() -> 
 
     asyncio.run(main())
     assert admission.average is not None and 0.005 < admission.average < 0.1
+
+
+def test_a_write_cancelled_after_its_turn_came_passes_the_turn_on(store: SqlStore) -> None:
+    """The write whose turn it was finds the lock still held by another thread of this process
+    (a CRL job's write) and is cancelled while it waits: the writes queued behind it on the loop
+    must go on, not wait for a release the cancelled one never makes."""
+    assert store._lock_path is not None
+    holder = _hold_lock(store._lock_path, 0.3)
+
+    def job_write() -> None:  # takes the thread lock while the other worker still holds the flock
+        time.sleep(0.15)
+        with store._thread_lock:
+            time.sleep(0.6)
+
+    job = threading.Thread(target=job_write)
+    job.start()
+
+    async def main() -> None:
+        tasks = [asyncio.ensure_future(durably(_append, store, f"t{i}.internal")) for i in range(4)]
+        await asyncio.sleep(0.5)  # the flock is free again; the first waits for the thread lock
+        tasks[0].cancel()
+        results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout=10)
+        assert [isinstance(r, asyncio.CancelledError) for r in results] == [True, False, False, False]
+
+    asyncio.run(main())
+    holder.join()
+    job.join()
+    assert sorted(e.target for e in store.audit_entries()) == ["t1.internal", "t2.internal", "t3.internal"]

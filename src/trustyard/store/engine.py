@@ -247,22 +247,28 @@ class Database:
         free; else the loop serves other requests until it looks free, and we try again."""
         assert self._lock_path is not None
         path = self._lock_path
-        while True:
-            if not self._thread_lock.acquire(blocking=False):
+        try:
+            while True:
+                if not self._thread_lock.acquire(blocking=False):
+                    self.lock_waits += 1
+                    suspend(until_released(self._thread_lock))  # another thread of this process writes
+                    continue
+                try:
+                    fd = self._lock_file()
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    return fd
+                except BlockingIOError:  # another process writes
+                    self._thread_lock.release()
+                except BaseException:
+                    self._thread_lock.release()
+                    raise
                 self.lock_waits += 1
-                suspend(until_released(self._thread_lock))  # another thread of this process writes
-                continue
-            try:
-                fd = self._lock_file()
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return fd
-            except BlockingIOError:  # another process writes
-                self._thread_lock.release()
-            except BaseException:
-                self._thread_lock.release()
-                raise
-            self.lock_waits += 1
-            self._waiters.wait(lambda: until_free(path))
+                self._waiters.wait(lambda: until_free(path))
+        except BaseException:
+            # Cancelled (or failed) while it may have had the turn: the next queued write of this
+            # loop tries instead of waiting for a release that this one will never make.
+            self._waiters.released()
+            raise
 
     def _flush_or_defer(self) -> None:
         deferred = _DEFERRED.get()
