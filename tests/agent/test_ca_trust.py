@@ -1,6 +1,6 @@
 """The agent's connection to the CA after a root rotation: the CA's server certificate is
-checked against the bootstrap ``--root`` and the bundles the agent accepted and wrote
-(``ca.crt``). Once the bootstrap root is retired, the CA chains only to the new root; an agent
+checked against the bootstrap ``--root`` and the agent's anchors in the bundles it accepted
+and wrote (``ca.crt``); a root merely listed there is not trusted. Once the bootstrap root is retired, the CA chains only to the new root; an agent
 that trusted ``--root`` alone could not check in, renew or fetch the bundle any more."""
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from trustyard.agent.anchors import Anchors
 from trustyard.agent.seams import HTTPBackend
 from trustyard.client import UntrustedServer
 from trustyard.testing import TestCA, pem
+from trustyard.x509.summary import fingerprint_sha256
 
 
 @contextmanager
@@ -51,22 +53,30 @@ def ca_answering_checkins(ca: TestCA, directory: Path) -> Iterator[str]:
         httpd.server_close()
 
 
-def test_after_the_bootstrap_root_is_retired_the_agent_reaches_the_ca_through_the_bundle_it_wrote(
+def test_after_the_bootstrap_root_is_retired_the_agent_reaches_the_ca_through_its_anchors(
         tmp_path: Path) -> None:
     old, new, stranger = TestCA("Old root"), TestCA("New root"), TestCA("Another environment")
     bootstrap_root = tmp_path / "root.crt"
     bootstrap_root.write_bytes(pem(old.root))
     out = tmp_path / "out"
     out.mkdir()
+    anchors = Anchors.open(out, bootstrap_root)
     with ca_answering_checkins(new, tmp_path) as url:
-        backend = HTTPBackend(url, bootstrap_root, timeout=5, trust_files=[out / "ca.crt"])
+        backend = HTTPBackend(url, bootstrap_root, timeout=5, trust=[(out / "ca.crt", anchors)])
         try:
             with pytest.raises(UntrustedServer):  # no ca.crt yet: --root alone, which the CA left
                 backend.checkin("proof")
-            (out / "ca.crt").write_bytes(pem(stranger.root))  # a bundle without the CA's root
+            # A bundle listing the new root beside the old one, without its cross-certificate:
+            # written (the CA published it) but not an anchor, so not trusted for the CA either.
+            (out / "ca.crt").write_bytes(pem(old.root, new.root, stranger.root))
             with pytest.raises(UntrustedServer):
                 backend.checkin("proof")
-            (out / "ca.crt").write_bytes(pem(old.root, new.root))  # the bundle of the rotation
+            # The rotation's bundle made the new root an anchor (agent/anchors.py): trusted now.
+            anchors.add({fingerprint_sha256(new.root)})
             assert backend.checkin("proof") == {"accepted": True, "directives": []}
+            # Dropped from the bundle again (a root retired after a compromise): trusted no more.
+            (out / "ca.crt").write_bytes(pem(old.root))
+            with pytest.raises(UntrustedServer):
+                backend.checkin("proof")
         finally:
             backend.close()

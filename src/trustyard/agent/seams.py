@@ -15,11 +15,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from ..client import CAClient, IssuedFiles, TrustBundle
 from ..files import kept_id, swap_generation, write_atomic
 from ..units import format_duration
 from ..x509.keys import PrivateKey, load_private_key_pem, private_key_pem, same_public_key
+from ..x509.summary import fingerprint_sha256, is_self_signed, load_pem_bundle
+from .anchors import Anchors
 from .config import check_out_dir
 from .trust import TrustOutput
 
@@ -45,49 +48,85 @@ class HTTPBackend:
     with Retry-After is not retried here (``retries=0``): it reaches the run loop as
     ``CAUnavailable.retry_after``, which schedules the next attempt.
 
-    The CA's server certificate is verified against the bootstrap ``root`` and, from the next
-    connection on, every root in ``trust_files`` (the agent's own ``ca.crt`` files: bundles it
-    accepted, see ``anchors.py``). After a root rotation has retired the bootstrap root, the
-    CA's certificate chains only to the new root, which the agent got that way."""
+    The CA's server certificate is verified against the bootstrap ``root`` and the agent's
+    anchors (``anchors.py``) found in the bundles it accepted and wrote (``trust``: each
+    certificate's ``ca.crt`` with that certificate's anchors). After a root rotation has retired
+    the bootstrap root, the CA's certificate chains only to the new root, which became an anchor
+    through its cross-certificate. A root merely listed in a bundle, or a file someone put there,
+    is not an anchor and is not trusted. When that set changes, the connection is made anew from
+    it (a root that left the bundle is trusted no more)."""
 
-    def __init__(self, url: str, root: Path, timeout: float = 10.0, trust_files: Sequence[Path] = ()) -> None:
+    def __init__(self, url: str, root: Path, timeout: float = 10.0,
+                 trust: Sequence[tuple[Path, Anchors]] = ()) -> None:
+        self.url, self.root, self.timeout = url, root, timeout
+        self.trust = list(trust)
         self.client = CAClient(url, verify=str(root), timeout=timeout, retries=0)
-        self.trust_files = list(trust_files)
-        self._seen: dict[Path, tuple[int, int]] = {}
+        self._trusted = ""  # the anchors' PEM the client trusts beyond --root
+        self._stamps: tuple[object, ...] = ()
+        self._replaced: list[CAClient] = []  # closed with this backend: other threads may still use them
         self._lock = threading.Lock()
 
-    def _trust_written_bundles(self) -> None:
+    def _stamp(self) -> tuple[object, ...]:
+        stamps: list[object] = []
+        for path, anchors in self.trust:
+            try:
+                stat = path.stat()
+                stamps.append((stat.st_mtime_ns, stat.st_size))
+            except OSError:
+                stamps.append(None)  # not written yet (before the bootstrap)
+            stamps.append(frozenset(anchors.fingerprints))
+        return tuple(stamps)
+
+    def _anchors_written(self) -> str:
+        """The anchors found in the ``ca.crt`` files, as PEM (each once)."""
+        seen: dict[str, x509.Certificate] = {}
+        for path, anchors in self.trust:
+            try:
+                bundle = load_pem_bundle(path.read_bytes())
+            except (OSError, ValueError):
+                continue
+            for cert in bundle:
+                fingerprint = fingerprint_sha256(cert)
+                if fingerprint in anchors.fingerprints and is_self_signed(cert):
+                    seen.setdefault(fingerprint, cert)
+        return "".join(c.public_bytes(Encoding.PEM).decode() for _, c in sorted(seen.items()))
+
+    def _trust_anchors(self) -> None:
+        if not self.trust:
+            return
         with self._lock:
-            for path in self.trust_files:
-                try:
-                    stat = path.stat()
-                    stamp = (stat.st_mtime_ns, stat.st_size)
-                    if self._seen.get(path) == stamp:
-                        continue
-                    pem = path.read_text()
-                except OSError:
-                    continue  # not written yet (before the bootstrap)
-                self._seen[path] = stamp
-                self.client.add_trust(pem)
+            stamp = self._stamp()
+            if stamp == self._stamps:
+                return
+            self._stamps = stamp
+            trusted = self._anchors_written()
+            if trusted == self._trusted:
+                return
+            client = CAClient(self.url, verify=str(self.root), timeout=self.timeout, retries=0)
+            if trusted:
+                client.add_trust(trusted)
+            self._replaced.append(self.client)
+            self.client, self._trusted = client, trusted
 
     def sign(self, csr_pem: bytes, token: str, ttl: timedelta | None) -> IssuedFiles:
-        self._trust_written_bundles()
+        self._trust_anchors()
         return self.client.sign(csr_pem, token, format_duration(ttl) if ttl is not None else None)
 
     def renew(self, csr_pem: bytes, proof: str) -> IssuedFiles:
-        self._trust_written_bundles()
+        self._trust_anchors()
         return self.client.renew(csr_pem, proof)
 
     def roots(self, etag: str | None) -> TrustBundle | None:
-        self._trust_written_bundles()
+        self._trust_anchors()
         return self.client.bundle_if_changed(etag)
 
     def checkin(self, proof: str) -> dict[str, Any]:
-        self._trust_written_bundles()
+        self._trust_anchors()
         return self.client.checkin(proof)
 
     def close(self) -> None:
-        self.client.close()
+        for client in (*self._replaced, self.client):
+            client.close()
 
 
 # -- files -------------------------------------------------------------------------------------

@@ -186,13 +186,15 @@ def agent(config_file: str | None, name: str | None, sans: tuple[str, ...], toke
         config = cfg.build({**defaults, **{k: v for k, v in top.items() if v}}, (spec,))
     trust = TrustOutput.parse(config.trust_formats, config.trust_password_file)  # before anything is written
     clock = SystemClock()
-    # The CA's certificate is also checked against the bundles the agent accepted and wrote:
+    anchors = [Anchors.open(spec.out, config.root) for spec in config.certificates]
+    # The CA's certificate is also checked against the agent's anchors in the bundles it wrote:
     # after a root rotation retires the --root it started with, that is where the new root is.
-    backend = HTTPBackend(config.ca_url, config.root, trust_files=[spec.out / "ca.crt" for spec in config.certificates])
+    backend = HTTPBackend(config.ca_url, config.root,
+                          trust=[(spec.out / "ca.crt", a) for spec, a in zip(config.certificates, anchors, strict=True)])
     environ = dict(os.environ)
     managed = [ManagedCert(spec, backend, FileOutput(spec.out, spec.follow_symlinks, trust), clock, environ=environ,
-                           anchors=Anchors.open(spec.out, config.root))
-               for spec in config.certificates]
+                           anchors=a)
+               for spec, a in zip(config.certificates, anchors, strict=True)]
     runner = Agent(config, backend, managed, clock)
     try:
         if once:
