@@ -51,6 +51,7 @@ def test_a_database_out_of_reach_answers_503_with_retry_after(env: Env, monkeypa
     refused = acme.post(acme.directory["newOrder"], {"identifiers": [{"type": "dns", "value": "a.internal"}]})
     assert refused.status_code == 503 and refused.headers["Retry-After"] == "1", refused.text
     assert refused.json()["type"] == "urn:ietf:params:acme:error:serverInternal"
+    assert refused.json()["status"] == 503  # the problem document says what the status line says
 
     monkeypatch.setattr(env.authority.store, "get", unreachable)
     rest = env.http.get("/v1/certificates/01")

@@ -220,7 +220,8 @@ async def acme_failure(request: Request, exc: Exception) -> Response:
     if outage.unavailable(exc.__cause__):  # a database restart: 503 and Retry-After, the same problem type
         log.warning("%s %s: the database is out of reach: %s", request.method, request.url.path, exc.__cause__)
         answer = exc.answer
-        return _render(AcmeResponse(503, answer.body, answer.content_type,
+        body = {**answer.body, "status": 503} if isinstance(answer.body, dict) else answer.body
+        return _render(AcmeResponse(503, body, answer.content_type,
                                     {**answer.headers, "Retry-After": str(outage.RETRY_AFTER_SECONDS)}))
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc.__cause__ or exc)
     return _render(exc.answer)
