@@ -66,7 +66,9 @@ def test_a_crl_provisioner_names_the_shard_of_the_serial_and_others_name_none(tm
 
 def test_a_shard_lists_its_unexpired_revoked_certificates_only_and_numbers_increase_across_restarts(
         tmp_path: Path, db_url: str) -> None:
-    home = crl_home(tmp_path / "ca", db_url, crl={"shards": SHARDS, "period": "1h", "next_update": "6h"})
+    # A day's period: the clock below moves a few seconds and must stay in the first one.
+    home = crl_home(tmp_path / "ca", db_url, crl={"shards": SHARDS, "period": "24h", "next_update": "30h",
+                                                   "delay": "2s"})
     authority = load_authority(home, PASSWORD, minting=True)
     clock = Clock()
     job = CrlJob(load_config(home), PASSWORD, authority.store, clock=clock)
@@ -79,12 +81,15 @@ def test_a_shard_lists_its_unexpired_revoked_certificates_only_and_numbers_incre
         url = cdp_url(revoked.certificate)
         before = _served(crls, url)
         assert before.get_revoked_certificate_by_serial_number(revoked.certificate.serial_number) is None
+        clock.now = datetime.now(UTC)
+        assert job.tick() == 0  # due once its first mark is half the delay old: a burst shares one CRL
+        clock.now += timedelta(seconds=1)
         assert job.tick() == 1  # the revocation made its shard due, and only that one
         crl = _served(crls, url)
         assert crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number == 2
         assert crl.get_revoked_certificate_by_serial_number(revoked.certificate.serial_number) is not None
         assert crl.get_revoked_certificate_by_serial_number(kept.certificate.serial_number) is None
-        assert crl.next_update_utc - crl.last_update_utc == timedelta(hours=6)
+        assert crl.next_update_utc - crl.last_update_utc == timedelta(hours=30)
         assert crl.is_signature_valid(authority.chain[0].public_key())  # type: ignore[arg-type]
         idp = crl.extensions.get_extension_for_class(x509.IssuingDistributionPoint)
         assert idp.critical and idp.value.full_name[0].value == url  # type: ignore[index]
@@ -93,7 +98,7 @@ def test_a_shard_lists_its_unexpired_revoked_certificates_only_and_numbers_incre
         authority.store.close()
 
     # A restart (new store, new job) in the next period: every number goes up, none restarts.
-    clock.now += timedelta(hours=1)
+    clock.now += timedelta(hours=24)
     store = open_home_store(load_config(home), migrate=False)
     try:
         again = CrlJob(load_config(home), PASSWORD, store, clock=clock)
@@ -101,7 +106,7 @@ def test_a_shard_lists_its_unexpired_revoked_certificates_only_and_numbers_incre
         after = {row[:2]: row[3] for row in CrlStore(store).rows()}
         assert all(after[key] == numbers[key] + 1 for key in numbers)
         # Once the certificate has expired it drops out of the list.
-        clock.now = revoked.certificate.not_valid_after_utc + timedelta(hours=1)
+        clock.now = revoked.certificate.not_valid_after_utc + timedelta(hours=25)  # and a later period
         assert again.tick() == SHARDS
         gone = _served(CrlStore(store), url)
         assert gone.get_revoked_certificate_by_serial_number(revoked.certificate.serial_number) is None
@@ -247,6 +252,7 @@ def test_a_key_compromise_puts_the_renewals_on_their_own_shards_crls_too(tmp_pat
         proof = proofs.make(key, [first.certificate], proofs.RENEW, csr_sha256=proofs.csr_digest(der))
         second = authority.renew(csr, proof)
         authority.revoke(first.record.serial, "keyCompromise", admin=True)
+        job.clock = lambda: datetime.now(UTC) + job.delay  # the dirty shards' marks are half a delay old
         job.tick()
         for issued in (first, second):
             crl = _served(CrlStore(authority.store), cdp_url(issued.certificate))

@@ -1,8 +1,9 @@
 """Generating the CRLs: a thread in the ``serve`` process, beside the autopilot.
 
 Every tick (a quarter of ``[crl] delay``, at most 5 s) it asks the ``crls`` table which shards
-are due (``store/crls.py``): a period not yet generated, a revocation since the last claim,
-or a claim whose CRL never arrived. For each it claims the next CRL number (a compare-and-set:
+are due (``store/crls.py``): a period not yet generated, a revocation since the last claim at
+least half of ``delay`` ago (so the revocations of a burst share one generation, made after
+it, and each still reaches its CRL within ``delay``), or a claim whose CRL never arrived. For each it claims the next CRL number (a compare-and-set:
 of several replicas on one PostgreSQL exactly one wins), reads the shard's unexpired revoked
 certificates from ``ix_certificates_crl`` alone, signs the CRL with the intermediate that issued
 them and stores it; every replica then serves those bytes. It signs for the home's
@@ -86,10 +87,11 @@ class CrlJob(Periodic):
         now = self.clock()
         period = self.period_of(now)
         stale_before = now - max(2 * self.delay, timedelta(seconds=30))
+        dirty_before = now - self.delay / 2  # then a tick (at most delay / 4) and the generation: within delay
         made = 0
-        for due in self.crls.due(period, stale_before):
+        for due in self.crls.due(period, stale_before, dirty_before):
             issuer = self.issuers.get(due.issuer_sha256)
-            if issuer is None or not self.crls.claim(due, period, now, stale_before):
+            if issuer is None or not self.crls.claim(due, period, now, stale_before, dirty_before):
                 continue  # not ours to sign, or another replica claimed it
             self.generate(due, issuer, due.number + 1)
             made += 1

@@ -6,8 +6,10 @@ A generation is claimed by a compare-and-set on the row's CRL number: of two rep
 number N, only one moves it to N + 1, and only while the row is due (a period it was not yet
 generated for, a revocation since the last claim, or a claim whose CRL never arrived). The
 numbers live in the database, so they increase across restarts and replicas. A revocation
-marks its shard dirty in the revoking transaction (``mark_dirty``: one indexed update); it
-never builds a CRL itself.
+marks its shard dirty in the revoking transaction (``mark_dirty``: one indexed update, which
+keeps the time of the first mark since the last claim); it never builds a CRL itself. A dirty
+shard is due once its first mark is older than the caller's ``dirty_before``, so a burst of
+revocations costs one generation, after the burst, not one per tick while it runs.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, bindparam, insert, literal_column, or_, select, update
+from sqlalchemy import and_, bindparam, func, insert, literal_column, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
@@ -98,20 +100,20 @@ class CrlStore:
         with self.db.transaction(write=False) as conn:
             return {r[0] for r in conn.execute(select(crls.c.shards).distinct())}
 
-    def due(self, period: int, stale_before: datetime) -> list[Due]:
+    def due(self, period: int, stale_before: datetime, dirty_before: datetime) -> list[Due]:
         with self.db.transaction(write=False) as conn:
             rows = conn.execute(select(crls.c.issuer_id, crls.c.shard, crls.c.issuer_sha256, crls.c.number)
-                                .where(_due(period, stale_before))
+                                .where(_due(period, stale_before, dirty_before))
                                 .order_by(crls.c.issuer_id, crls.c.shard)).fetchall()
         return [Due(r.issuer_id, r.shard, r.issuer_sha256, r.number) for r in rows]
 
-    def claim(self, due: Due, period: int, now: datetime, stale_before: datetime) -> bool:
+    def claim(self, due: Due, period: int, now: datetime, stale_before: datetime, dirty_before: datetime) -> bool:
         """Move the row's number from ``due.number`` to the next, if it is still due: True for
         the one caller that did (it generates CRL number ``due.number + 1``)."""
         with self.db.transaction(durable=False) as conn:
             result = conn.execute(
                 update(crls).where(crls.c.issuer_id == due.issuer_id, crls.c.shard == due.shard,
-                                   crls.c.number == due.number, _due(period, stale_before))
+                                   crls.c.number == due.number, _due(period, stale_before, dirty_before))
                 .values(number=due.number + 1, period=period, claimed_at=now, dirty_at=None))
             return result.rowcount == 1
 
@@ -148,13 +150,13 @@ class CrlStore:
                                                                                       crls.c.shard))]
 
 
-def _due(period: int, stale_before: datetime) -> ColumnElement[bool]:
-    return or_(crls.c.period < period, crls.c.dirty_at.is_not(None),
+def _due(period: int, stale_before: datetime, dirty_before: datetime) -> ColumnElement[bool]:
+    return or_(crls.c.period < period, crls.c.dirty_at <= dirty_before,
                and_(crls.c.der_number < crls.c.number, crls.c.claimed_at < stale_before))
 
 
 _DIRTY = (update(crls).where(crls.c.issuer_id == bindparam("b_id"), crls.c.shard == bindparam("b_shard"))
-          .values(dirty_at=bindparam("b_now")))
+          .values(dirty_at=func.coalesce(crls.c.dirty_at, bindparam("b_now"))))  # the first mark counts
 _ENTRIES = (select(certificates.c.serial, certificates.c.revoked_at, certificates.c.revocation_reason)
             .where(certificates.c.issuer_sha256 == bindparam("b_issuer"),
                    certificates.c.crl_shard == bindparam("b_shard"),
