@@ -17,7 +17,7 @@ from ..units import format_time, humanize
 from .findings import SEVERITY
 from .ledger import Facts, Ledger, Occ
 from .model import Finding, ReadError, Severity
-from .report import CSV_FIELDS, SHORT, _count, _label, _row, _where
+from .report import CSV_FIELDS, SHORT, _count, _label, _row, _where, findings_lines
 
 
 @dataclass
@@ -148,25 +148,8 @@ def write_table(scan: Streamed, out: TextIO, now: datetime | None = None) -> Non
     else:
         out.write("No certificates found.\n")
     out.write("\n")
-    if scan.findings:
-        code_w = max(len("CODE"), *(len(f.code) for f in scan.findings))
-        out.write(f"{'SEVERITY':9} {'CODE':{code_w}}  {'CERTIFICATE':{SHORT}}  DETAIL\n")
-        for f in scan.findings:
-            short = f.fingerprint[:SHORT] if f.fingerprint else "-"
-            out.write(f"{f.severity!s:9} {f.code:{code_w}}  {short:{SHORT}}  {f.detail}\n")
-            everywhere = f.fingerprint and set(f.locations) == set(ledger.locations_of(f.fingerprint))
-            if not everywhere:
-                for loc in f.locations:
-                    out.write(f"{'':9} at: {loc}\n")
-            if f.fix:
-                out.write(f"{'':9} fix: {f.fix}\n")
-    else:
-        out.write("No findings.\n")
-    if scan.suppressed:
-        out.write(f"\nSUPPRESSED ({len(scan.suppressed)}, not counted)\n")
-        for f in scan.suppressed:
-            said = dict(f.facts)
-            out.write(f"{'':9} {f.locations[0]}  {said.get('construct', f.code)}  ({said.get('suppressed_by')})\n")
+    for line in findings_lines(scan.findings, scan.suppressed, ledger.locations_of):
+        out.write(line + "\n")
     out.write("\n" + summary(scan))
     for err in scan.errors:
         out.write(f"\n  unreadable: {err.location}: {err.detail}")

@@ -8,11 +8,12 @@ import csv
 import io
 import json
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 
 from ..units import humanize
 from .findings import SEVERITY
-from .model import CertItem, Inventory, Severity
+from .model import CertItem, Finding, Inventory, Severity
 
 
 def to_json(inv: Inventory) -> str:
@@ -88,31 +89,39 @@ def to_table(inv: Inventory, now: datetime | None = None) -> str:
     else:
         lines.append("No certificates found.")
     lines.append("")
-    if inv.findings:
-        code_w = max(len("CODE"), *(len(f.code) for f in inv.findings))
-        lines.append(f"{'SEVERITY':9} {'CODE':{code_w}}  {'CERTIFICATE':{SHORT}}  DETAIL")
-        for f in inv.findings:
-            short = f.fingerprint[:SHORT] if f.fingerprint else "-"
-            lines.append(f"{f.severity!s:9} {f.code:{code_w}}  {short:{SHORT}}  {f.detail}")
-            everywhere = f.fingerprint and set(f.locations) == {i.location for i in by_fp.get(f.fingerprint, [])}
-            if not everywhere:
-                for loc in f.locations:
-                    lines.append(f"{'':9} at: {loc}")
-            if f.fix:
-                lines.append(f"{'':9} fix: {f.fix}")
-    else:
-        lines.append("No findings.")
-    if inv.suppressed:
-        lines.append("")
-        lines.append(f"SUPPRESSED ({len(inv.suppressed)}, not counted)")
-        for f in inv.suppressed:
-            facts = dict(f.facts)
-            lines.append(f"{'':9} {f.locations[0]}  {facts.get('construct', f.code)}  ({facts.get('suppressed_by')})")
+    lines += findings_lines(inv.findings, inv.suppressed,
+                            lambda fp: (i.location for i in by_fp.get(fp, [])))
     lines.append("")
     lines.append(summary(inv))
     for err in inv.errors:
         lines.append(f"  unreadable: {err.location}: {err.detail}")
     return "\n".join(lines)
+
+
+def findings_lines(findings: Sequence[Finding], suppressed: Sequence[Finding],
+                   locations_of: Callable[[str], Iterable[str]]) -> Iterator[str]:
+    """The findings part of the table, then the suppressed ones: for the in-memory report and
+    the streamed one (``ledger_report``). ``locations_of``: every place a certificate is, so a
+    finding at all of them need not list them again."""
+    if findings:
+        code_w = max(len("CODE"), *(len(f.code) for f in findings))
+        yield f"{'SEVERITY':9} {'CODE':{code_w}}  {'CERTIFICATE':{SHORT}}  DETAIL"
+        for f in findings:
+            short = f.fingerprint[:SHORT] if f.fingerprint else "-"
+            yield f"{f.severity!s:9} {f.code:{code_w}}  {short:{SHORT}}  {f.detail}"
+            if not (f.fingerprint and set(f.locations) == set(locations_of(f.fingerprint))):
+                for loc in f.locations:
+                    yield f"{'':9} at: {loc}"
+            if f.fix:
+                yield f"{'':9} fix: {f.fix}"
+    else:
+        yield "No findings."
+    if suppressed:
+        yield ""
+        yield f"SUPPRESSED ({len(suppressed)}, not counted)"
+        for f in suppressed:
+            facts = dict(f.facts)
+            yield f"{'':9} {f.locations[0]}  {facts.get('construct', f.code)}  ({facts.get('suppressed_by')})"
 
 
 def _row(cols: list[str], widths: list[int]) -> str:
