@@ -52,6 +52,9 @@ OUT = HERE.parent / "out"
 CACHE = Path(tempfile.gettempdir()) / "trustyard-bench-migrate-plan"
 TRUSTYARD = [sys.executable, "-c", "import sys; from trustyard.cli import main; sys.exit(main())"]
 GOAL_S, GOAL_MIB = 30.0, 1024
+sys.path.insert(0, str(ROOT / "bench" / "scan"))
+from tls_farm import handle  # noqa: E402  (bench/scan's listener: one line read, one answer)
+
 PASSWORD = "bench-ca-password"
 KINDS = ("pem",) * 7 + ("jks", "p12", "manifest")
 
@@ -128,16 +131,6 @@ def build_estate(base: Path, certs: int, locations: int) -> Path:
 async def _serve(root: Path, count: int) -> None:
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(lambda loop, context: None)  # probes hang up after the handshake
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            await asyncio.wait_for(reader.readline(), timeout=2)
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n")
-            await writer.drain()
-        except (TimeoutError, OSError, ssl.SSLError):
-            pass
-        finally:
-            writer.close()
 
     servers = []
     for i in range(count):
